@@ -1,0 +1,72 @@
+/* tap — pass a frame stream through unchanged, printing each frame as one JSON line.
+ *
+ * Binds/connects exactly like any stage (--in, --out), so it can be spliced between any two
+ * stages of a pipeline. It forwards hello and eos frames as they are (it is invisible to
+ * both neighbours) while still checking the stream rules. It must never alter a frame.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "framejson.h"
+#include "stage.h"
+
+static const char usage[] =
+    "usage: tap [--log FILE] [--brief] [--in SPEC] [--out SPEC] [--producers N]\n"
+    "Pass frames through unchanged; write each as one JSON line to stderr or FILE.\n"
+    "  --log FILE        append the JSON lines to FILE instead of stderr\n"
+    "  --brief           show binary payloads over 32 bytes as their size only\n" BP_IO_USAGE;
+
+int main(int argc, char **argv) {
+    bp_io_opts io;
+    bp_stage_init(&io, argv);
+    const char *log_path = NULL;
+    bp_json_opts jopts = {0};
+    static const struct option longopts[] = {
+        BP_IO_LONGOPTS, {"log", required_argument, 0, 'l'}, {"brief", no_argument, 0, 'b'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (bp_io_option(&io, opt, optarg)) continue;
+        switch (opt) {
+        case 'l': log_path = optarg; break;
+        case 'b': jopts.brief = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: bp_usage_error();
+        }
+    }
+    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    FILE *log = stderr;
+    if (log_path && !(log = fopen(log_path, "a"))) bp_die(1, log_path, "cannot open log file");
+
+    bp_in *in = bp_open_in(&io);
+    bp_out *out = bp_open_out(&io);
+    bp_in_set_raw(in, 1);
+    bp_out_set_raw(out, 1);
+
+    char *line = NULL;
+    size_t cap = 0;
+    bp_frame f;
+    int r;
+    while ((r = bp_in_next(in, &f)) == 1) {
+        size_t len = 0;
+        bp_err err;
+        if (bp_frame_to_json(bp_root(&f), &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
+        if (fwrite(line, 1, len, log) != len || fflush(log)) bp_die(1, log_path ? log_path : "stderr", "cannot write the log");
+        if (bp_out_send_frame(out, &f)) {
+            bp_frame_release(&f);
+            bp_die_err(bp_out_err(out));
+        }
+        bp_frame_release(&f);
+    }
+    free(line);
+    if (r < 0) {
+        bp_out_abort(out, bp_in_error(in));
+        bp_die_err(bp_in_err(in));
+    }
+    bp_err err;
+    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_in_close(in);
+    if (log != stderr && fclose(log)) bp_die(1, log_path, "cannot close the log");
+    return 0;
+}

@@ -217,7 +217,9 @@ arc_input *arc_open(const char *path, bp_err *err) {
             return NULL;
         }
         if (archive_read_open_filename(in->archive, path, READ_CHUNK) != ARCHIVE_OK) {
-            bp_err_set(err, "cannot open: %s (%s)", archive_error_string(in->archive), path);
+            /* The file exists (stat above), so this is a compressed stream that fails to
+             * decode from its first block: a cut or corrupt download. */
+            bp_err_set(err, "damaged or truncated data: %s (%s)", archive_error_string(in->archive), path);
             arc_close(in);
             return NULL;
         }

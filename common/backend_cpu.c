@@ -1,0 +1,747 @@
+/* backend_cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product, a small pthread pool
+ * for the element-wise loops. The readable reference for what each op in backend.h computes.
+ *
+ * Must never: use OpenMP (its spinning workers would fight OpenBLAS's own threads on a small
+ * machine), allocate inside an op on the hot path (scratch is planned by the caller), print or
+ * exit. Pool workers sleep on a condition variable between ops rather than spin, so that
+ * OpenBLAS gets both cores during a matrix product.
+ */
+/* Element-wise loops are written to vectorise (fast exp/erf below, no calls into libm in the hot
+ * loops); -O2 alone leaves most of them scalar, so this file asks for the vectoriser. */
+#pragma GCC optimize("O3")
+#include "backend.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+// ----------------------------------------------------------------------------
+// thread pool: parallel_for over [0, total) split into one contiguous chunk per thread
+
+typedef void (*pool_fn)(void *ctx, size_t begin, size_t end);
+
+typedef struct cpu_state {
+    int threads;
+    pthread_t *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    uint64_t generation;
+    int pending, quit;
+    pool_fn fn;
+    void *ctx;
+    size_t total;
+    pthread_mutex_t reduce_mu;   /* merges per-chunk partial sums (LayerNorm dweight, ...) */
+    float *ones;                 /* a column of 1s for bias gradients through sgemv */
+    size_t ones_len;
+} cpu_state;
+
+typedef struct worker_arg { cpu_state *st; int index; } worker_arg;
+
+static void chunk_bounds(size_t total, int parts, int index, size_t *begin, size_t *end) {
+    *begin = total * (size_t)index / (size_t)parts;
+    *end = total * (size_t)(index + 1) / (size_t)parts;
+}
+
+static void *pool_worker(void *arg) {
+    worker_arg *wa = arg;
+    cpu_state *st = wa->st;
+    int index = wa->index;
+    free(wa);
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        while (st->generation == seen && !st->quit) pthread_cond_wait(&st->wake, &st->mu);
+        if (st->quit) { pthread_mutex_unlock(&st->mu); return NULL; }
+        seen = st->generation;
+        pool_fn fn = st->fn;
+        void *ctx = st->ctx;
+        size_t total = st->total;
+        pthread_mutex_unlock(&st->mu);
+        size_t b, e;
+        chunk_bounds(total, st->threads, index, &b, &e);
+        if (b < e) fn(ctx, b, e);
+        pthread_mutex_lock(&st->mu);
+        if (--st->pending == 0) pthread_cond_signal(&st->done);
+        pthread_mutex_unlock(&st->mu);
+    }
+}
+
+/* Run fn over [0, total). Work smaller than `serial_below` items stays on the calling thread:
+ * waking a worker costs more than a short loop. */
+static void parallel_for(backend *be, size_t total, size_t serial_below, pool_fn fn, void *ctx) {
+    cpu_state *st = be->state;
+    if (st->threads <= 1 || total < serial_below || total < (size_t)st->threads) {
+        if (total) fn(ctx, 0, total);
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    st->fn = fn;
+    st->ctx = ctx;
+    st->total = total;
+    st->pending = st->threads - 1;
+    st->generation++;
+    pthread_cond_broadcast(&st->wake);
+    pthread_mutex_unlock(&st->mu);
+    size_t b, e;
+    chunk_bounds(total, st->threads, 0, &b, &e);
+    if (b < e) fn(ctx, b, e);
+    pthread_mutex_lock(&st->mu);
+    while (st->pending > 0) pthread_cond_wait(&st->done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+}
+
+// ----------------------------------------------------------------------------
+// vectorisable exp and erf (float accuracy: exp ~2 ulp, erf 1.5e-7 absolute)
+
+static inline float fast_expf(float x) {
+    /* Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then a degree-7 polynomial. */
+    float xc = fminf(fmaxf(x, -87.3f), 88.3f);
+    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { uint32_t u; float f; } scale;
+    scale.u = (uint32_t)((int32_t)n + 127) << 23;
+    float y = p * scale.f;
+    return x < -87.3f ? 0.0f : y;   /* exp of the -FLT_MAX attention mask is exactly 0 */
+}
+
+static inline float fast_erff(float z) {
+    /* Abramowitz & Stegun 7.1.26. */
+    float a = fabsf(z);
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f
+                 + t * (-1.453152027f + t * 1.061405429f))));
+    float y = 1.0f - poly * fast_expf(-a * a);
+    return z < 0 ? -y : y;
+}
+
+// ----------------------------------------------------------------------------
+// memory
+
+static void *cpu_alloc(backend *be, size_t bytes, bp_err *err) {
+    void *p = NULL;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    if (posix_memalign(&p, 64, rounded) != 0) {
+        bp_err_set(err, "out of memory allocating %zu bytes (cpu backend)", bytes);
+        return NULL;
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+static void cpu_free(backend *be, void *p) { free(p); }
+static void cpu_copy(backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+}
+static void cpu_zero(backend *be, void *p, size_t bytes) { if (bytes) memset(p, 0, bytes); }
+static void cpu_copy_rows(backend *be, float *dst, int dst_stride, const float *src, int src_stride,
+                          int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        memcpy(dst + (size_t)r * dst_stride, src + (size_t)r * src_stride, (size_t)cols * sizeof(float));
+}
+
+// ----------------------------------------------------------------------------
+// linear layers
+
+static void cpu_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
+                               const float *bias, int N, int IC, int OC) {
+    float beta = 0.0f;
+    if (bias) {
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
+                beta, out, OC);
+}
+
+static const float *ones_column(backend *be, size_t n) {
+    cpu_state *st = be->state;
+    if (st->ones_len < n) {
+        float *grown = realloc(st->ones, n * sizeof(float));
+        if (!grown) return NULL;
+        st->ones = grown;
+        for (size_t i = st->ones_len; i < n; i++) grown[i] = 1.0f;
+        st->ones_len = n;
+    }
+    return st->ones;
+}
+
+static void cpu_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
+                                const float *dout, const float *inp, const float *weight,
+                                int N, int IC, int OC, int accumulate_dinp) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, weight, IC,
+                    accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f,
+                dweight, IC);
+    if (dbias) {
+        const float *ones = ones_column(be, (size_t)N);
+        if (ones) {
+            cblas_sgemv(CblasRowMajor, CblasTrans, N, OC, 1.0f, dout, OC, ones, 1, 1.0f, dbias, 1);
+        } else {   /* no memory for the ones column: the plain loop gives the same sums */
+            for (int n = 0; n < N; n++)
+                for (int o = 0; o < OC; o++) dbias[o] += dout[(size_t)n * OC + o];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// embeddings
+
+static void cpu_embedding_forward(backend *be, float *out, const int32_t *input_ids,
+                                  const int32_t *token_type_ids, const float *wte, const float *wpe,
+                                  const float *wtt, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t n = (size_t)b * T + t;
+            const float *w = wte + (size_t)input_ids[n] * C;
+            const float *p = wpe + (size_t)t * C;
+            const float *s = wtt + (size_t)token_type_ids[n] * C;
+            float *o = out + n * C;
+            for (int c = 0; c < C; c++) o[c] = w[c] + p[c] + s[c];
+        }
+}
+
+static void cpu_embedding_backward(backend *be, float *dwte, float *dwpe, float *dwtt,
+                                   uint8_t *wte_touched, const float *dout,
+                                   const int32_t *input_ids, const int32_t *token_type_ids,
+                                   int B, int T, int C, int padding_idx) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t n = (size_t)b * T + t;
+            const float *d = dout + n * C;
+            float *p = dwpe + (size_t)t * C;
+            float *s = dwtt + (size_t)token_type_ids[n] * C;
+            for (int c = 0; c < C; c++) { p[c] += d[c]; s[c] += d[c]; }
+            if (input_ids[n] == padding_idx) continue;
+            float *w = dwte + (size_t)input_ids[n] * C;
+            wte_touched[input_ids[n]] = 1;
+            for (int c = 0; c < C; c++) w[c] += d[c];
+        }
+}
+
+static void cpu_embedding_zero_grad(backend *be, float *dwte, uint8_t *wte_touched, int V, int C) {
+    for (int v = 0; v < V; v++)
+        if (wte_touched[v]) {
+            memset(dwte + (size_t)v * C, 0, (size_t)C * sizeof(float));
+            wte_touched[v] = 0;
+        }
+}
+
+// ----------------------------------------------------------------------------
+// residual + LayerNorm
+
+typedef struct ln_job {
+    float *out, *sum, *mean, *rstd, *dx, *dresidual, *dweight, *dbias;
+    const float *x, *residual, *weight, *bias, *dout, *csum, *cmean, *crstd;
+    int C;
+    float eps, p;
+    uint64_t key;
+    pthread_mutex_t *merge_mu;   /* guards dweight/dbias while chunks add their partial sums */
+} ln_job;
+
+static void ln_forward_rows(void *ctx, size_t begin, size_t end) {
+    ln_job *j = ctx;
+    int C = j->C;
+    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
+    for (size_t n = begin; n < end; n++) {
+        const float *x = j->x + n * C;
+        float *s = j->sum + n * C;
+        if (j->residual) {
+            const float *r = j->residual + n * C;
+            if (j->p > 0) {
+                for (int c = 0; c < C; c++)
+                    s[c] = r[c] + (backend_dropout_keep(j->key, n * C + c, j->p) ? x[c] * keep_scale : 0.0f);
+            } else {
+                for (int c = 0; c < C; c++) s[c] = r[c] + x[c];
+            }
+        } else if (s != x) {
+            memcpy(s, x, (size_t)C * sizeof(float));
+        }
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += s[c];
+        m /= C;
+        float var = 0.0f;
+        for (int c = 0; c < C; c++) { float d = s[c] - m; var += d * d; }
+        var /= C;
+        float rs = 1.0f / sqrtf(var + j->eps);
+        float *o = j->out + n * C;
+        for (int c = 0; c < C; c++) o[c] = (s[c] - m) * rs * j->weight[c] + j->bias[c];
+        j->mean[n] = m;
+        j->rstd[n] = rs;
+    }
+}
+
+static void cpu_add_layernorm_forward(backend *be, float *out, float *sum, float *mean, float *rstd,
+                                      const float *x, const float *residual, const float *weight,
+                                      const float *bias, int N, int C, float eps,
+                                      float dropout_p, uint64_t dropout_key) {
+    ln_job j = { .out = out, .sum = sum, .mean = mean, .rstd = rstd, .x = x, .residual = residual,
+                 .weight = weight, .bias = bias, .C = C, .eps = eps, .p = dropout_p, .key = dropout_key };
+    parallel_for(be, (size_t)N, 64, ln_forward_rows, &j);
+}
+
+#define LN_MAX_C 8192
+
+static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
+    ln_job *j = ctx;
+    int C = j->C;
+    float dw_local[LN_MAX_C], db_local[LN_MAX_C];
+    memset(dw_local, 0, (size_t)C * sizeof(float));
+    memset(db_local, 0, (size_t)C * sizeof(float));
+    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
+    for (size_t n = begin; n < end; n++) {
+        const float *s = j->csum + n * C;
+        const float *d = j->dout + n * C;
+        float m = j->cmean[n], rs = j->crstd[n];
+        float dnorm_mean = 0.0f, dnorm_xhat_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float xhat = (s[c] - m) * rs;
+            float dnorm = d[c] * j->weight[c];
+            dnorm_mean += dnorm;
+            dnorm_xhat_mean += dnorm * xhat;
+            db_local[c] += d[c];
+            dw_local[c] += d[c] * xhat;
+        }
+        dnorm_mean /= C;
+        dnorm_xhat_mean /= C;
+        float *dx = j->dx + n * C;
+        float *dr = j->dresidual ? j->dresidual + n * C : NULL;
+        for (int c = 0; c < C; c++) {
+            float xhat = (s[c] - m) * rs;
+            float dsum = (d[c] * j->weight[c] - dnorm_mean - xhat * dnorm_xhat_mean) * rs;
+            if (dr) dr[c] = dsum;
+            if (j->p > 0)
+                dsum = backend_dropout_keep(j->key, n * C + c, j->p) ? dsum * keep_scale : 0.0f;
+            dx[c] = dsum;
+        }
+    }
+    pthread_mutex_lock(j->merge_mu);
+    for (int c = 0; c < C; c++) { j->dweight[c] += dw_local[c]; j->dbias[c] += db_local[c]; }
+    pthread_mutex_unlock(j->merge_mu);
+}
+
+static void cpu_add_layernorm_backward(backend *be, float *dx, float *dresidual, float *dweight,
+                                       float *dbias, const float *dout, const float *sum,
+                                       const float *mean, const float *rstd, const float *weight,
+                                       int N, int C, float dropout_p, uint64_t dropout_key) {
+    cpu_state *st = be->state;
+    ln_job j = { .merge_mu = &st->reduce_mu, .dx = dx, .dresidual = dresidual,
+                 .dweight = dweight, .dbias = dbias, .dout = dout, .csum = sum, .cmean = mean,
+                 .crstd = rstd, .weight = weight, .C = C, .p = dropout_p, .key = dropout_key };
+    parallel_for(be, (size_t)N, 64, ln_backward_rows, &j);
+}
+
+// ----------------------------------------------------------------------------
+// element-wise
+
+typedef struct ew_job {
+    float *out;
+    const float *a, *b;
+    float p;
+    uint64_t key;
+} ew_job;
+
+#define EW_SERIAL_BELOW 32768
+
+static void gelu_fwd_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    for (size_t i = begin; i < end; i++) {
+        float x = j->a[i];
+        j->out[i] = 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
+    }
+}
+static void cpu_gelu_forward(backend *be, float *out, const float *inp, size_t n) {
+    ew_job j = { .out = out, .a = inp };
+    parallel_for(be, n, EW_SERIAL_BELOW, gelu_fwd_range, &j);
+}
+
+static void gelu_bwd_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    for (size_t i = begin; i < end; i++) {
+        float x = j->a[i];
+        float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
+        float pdf = fast_expf(-0.5f * x * x) * 0.39894228040143268f;
+        j->out[i] = j->b[i] * (cdf + x * pdf);
+    }
+}
+static void cpu_gelu_backward(backend *be, float *dinp, const float *inp, const float *dout, size_t n) {
+    ew_job j = { .out = dinp, .a = inp, .b = dout };
+    parallel_for(be, n, EW_SERIAL_BELOW, gelu_bwd_range, &j);
+}
+
+static void cpu_tanh_forward(backend *be, float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = tanhf(inp[i]);
+}
+static void cpu_tanh_backward(backend *be, float *dinp, const float *out, const float *dout, size_t n) {
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * (1.0f - out[i] * out[i]);
+}
+
+static void dropout_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    float keep_scale = 1.0f / (1.0f - j->p);
+    for (size_t i = begin; i < end; i++)
+        j->out[i] = backend_dropout_keep(j->key, i, j->p) ? j->a[i] * keep_scale : 0.0f;
+}
+static void cpu_dropout(backend *be, float *out, const float *inp, size_t n, float p, uint64_t key) {
+    if (p <= 0) {
+        if (out != inp) memmove(out, inp, n * sizeof(float));
+        return;
+    }
+    ew_job j = { .out = out, .a = inp, .p = p, .key = key };
+    parallel_for(be, n, EW_SERIAL_BELOW, dropout_range, &j);
+}
+
+// ----------------------------------------------------------------------------
+// attention
+
+typedef struct att_job {
+    float *probs, *dprobs;
+    const float *probs_in;
+    const int32_t *mask;
+    int T, NH;
+    float p;
+    uint64_t key;
+} att_job;
+
+/* rows are (b, h, query) triples; softmax over keys with the additive padding mask */
+static void softmax_rows(void *ctx, size_t begin, size_t end) {
+    att_job *j = ctx;
+    int T = j->T;
+    for (size_t row = begin; row < end; row++) {
+        size_t b = row / ((size_t)j->NH * T);
+        const int32_t *mask = j->mask + b * T;
+        float *x = j->probs + row * T;
+        float maxv = -INFINITY;
+        for (int k = 0; k < T; k++) {
+            if (!mask[k]) x[k] += -FLT_MAX;
+            maxv = fmaxf(maxv, x[k]);
+        }
+        float sum = 0.0f;
+        for (int k = 0; k < T; k++) { x[k] = fast_expf(x[k] - maxv); sum += x[k]; }
+        float inv = 1.0f / sum;
+        for (int k = 0; k < T; k++) x[k] *= inv;
+    }
+}
+
+/* dprobs holds d(loss)/d(probs after dropout); turn it into d(scores) in place */
+static void softmax_backward_rows(void *ctx, size_t begin, size_t end) {
+    att_job *j = ctx;
+    int T = j->T;
+    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
+    for (size_t row = begin; row < end; row++) {
+        const float *P = j->probs_in + row * T;
+        float *dP = j->dprobs + row * T;
+        if (j->p > 0)
+            for (int k = 0; k < T; k++)
+                dP[k] = backend_dropout_keep(j->key, row * T + k, j->p) ? dP[k] * keep_scale : 0.0f;
+        float dot = 0.0f;
+        for (int k = 0; k < T; k++) dot += dP[k] * P[k];
+        for (int k = 0; k < T; k++) dP[k] = P[k] * (dP[k] - dot);
+    }
+}
+
+static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *probs_dropped,
+                                  const float *qkv, const int32_t *attention_mask, int B, int T,
+                                  int C, int NH, float dropout_p, uint64_t dropout_key) {
+    int D = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t TT = (size_t)T * T;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, C3, q + C, C3,
+                        0.0f, probs + ((size_t)b * NH + h) * TT, T);
+        }
+    att_job j = { .probs = probs, .mask = attention_mask, .T = T, .NH = NH };
+    parallel_for(be, (size_t)B * NH * T, 64, softmax_rows, &j);
+    const float *P = probs;
+    if (dropout_p > 0) {
+        cpu_dropout(be, probs_dropped, probs, (size_t)B * NH * TT, dropout_p, dropout_key);
+        P = probs_dropped;
+    }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *v = qkv + (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f,
+                        P + ((size_t)b * NH + h) * TT, T, v, C3, 0.0f,
+                        ctx + (size_t)b * T * C + (size_t)h * D, C);
+        }
+}
+
+static void cpu_attention_backward(backend *be, float *dqkv, float *scratch, const float *dctx,
+                                   const float *probs, const float *qkv, int B, int T, int C, int NH,
+                                   float dropout_p, uint64_t dropout_key) {
+    int D = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t TT = (size_t)T * T;
+    /* dV = P_dropped^T . dctx (the dropped probabilities are rebuilt from the key) */
+    const float *P = probs;
+    if (dropout_p > 0) {
+        cpu_dropout(be, scratch, probs, (size_t)B * NH * TT, dropout_p, dropout_key);
+        P = scratch;
+    }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = (size_t)b * T * C3 + (size_t)h * D;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f,
+                        P + ((size_t)b * NH + h) * TT, T, dctx + (size_t)b * T * C + (size_t)h * D, C,
+                        0.0f, dqkv + off + 2 * (size_t)C, C3);
+        }
+    /* dP = dctx . V^T, then through dropout and softmax into d(scores) */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *v = qkv + (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f,
+                        dctx + (size_t)b * T * C + (size_t)h * D, C, v, C3, 0.0f,
+                        scratch + ((size_t)b * NH + h) * TT, T);
+        }
+    att_job j = { .dprobs = scratch, .probs_in = probs, .T = T, .NH = NH, .p = dropout_p,
+                  .key = dropout_key };
+    parallel_for(be, (size_t)B * NH * T, 64, softmax_backward_rows, &j);
+    /* scores = scale * Q K^T: dQ = scale dS K, dK = scale dS^T Q */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = (size_t)b * T * C3 + (size_t)h * D;
+            const float *dS = scratch + ((size_t)b * NH + h) * TT;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T,
+                        qkv + off + C, C3, 0.0f, dqkv + off, C3);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T,
+                        qkv + off, C3, 0.0f, dqkv + off + C, C3);
+        }
+}
+
+// ----------------------------------------------------------------------------
+// losses
+
+static void cpu_cross_entropy(backend *be, float *loss, float *dlogits, const float *logits,
+                              const int32_t *targets, int rows, int V, int row_stride,
+                              int class_stride, float scale, float grad_scale) {
+    double total = 0.0;
+    for (int r = 0; r < rows; r++) {
+        const float *x = logits + (size_t)r * row_stride;
+        float *dx = dlogits + (size_t)r * row_stride;
+        int target = targets[r];
+        if (target < 0 || target >= V) {
+            for (int v = 0; v < V; v++) dx[(size_t)v * class_stride] = 0.0f;
+            continue;
+        }
+        float maxv = -INFINITY;
+        for (int v = 0; v < V; v++) maxv = fmaxf(maxv, x[(size_t)v * class_stride]);
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) sum += exp((double)x[(size_t)v * class_stride] - maxv);
+        double logsum = log(sum) + maxv;
+        total += logsum - x[(size_t)target * class_stride];
+        for (int v = 0; v < V; v++) {
+            double prob = exp((double)x[(size_t)v * class_stride] - logsum);
+            dx[(size_t)v * class_stride] = (float)(grad_scale * (prob - (v == target ? 1.0 : 0.0)));
+        }
+    }
+    *loss += (float)(scale * total);
+}
+
+static void cpu_mse(backend *be, float *loss, float *dlogits, const float *logits,
+                    const float *targets, int rows, float scale, float grad_scale) {
+    double total = 0.0;
+    for (int r = 0; r < rows; r++) {
+        double d = (double)logits[r] - targets[r];
+        total += d * d;
+        dlogits[r] = (float)(grad_scale * 2.0 * d);
+    }
+    *loss += (float)(scale * total);
+}
+
+// ----------------------------------------------------------------------------
+// optimizer
+
+typedef struct opt_job {
+    float *param, *m, *v;
+    const float *x, *grad;
+    const uint8_t *touched;
+    size_t row_len;
+    const backend_adamw_args *a;
+    pthread_mutex_t *merge_mu;   /* guards total */
+    double total;
+} opt_job;
+
+static void sumsq_rows(void *ctx, size_t begin, size_t end) {
+    opt_job *j = ctx;
+    double acc = 0.0;
+    for (size_t r = begin; r < end; r++) {
+        if (j->touched && !j->touched[r]) continue;
+        const float *x = j->x + r * j->row_len;
+        float row = 0.0f;
+        for (size_t i = 0; i < j->row_len; i++) row += x[i] * x[i];
+        acc += row;
+    }
+    pthread_mutex_lock(j->merge_mu);
+    j->total += acc;
+    pthread_mutex_unlock(j->merge_mu);
+}
+
+static double cpu_sumsq(backend *be, const float *x, size_t rows, size_t row_len,
+                        const uint8_t *touched) {
+    cpu_state *st = be->state;
+    opt_job j = { .x = x, .touched = touched, .row_len = row_len, .merge_mu = &st->reduce_mu };
+    /* rows of one element (a flat tensor) are regrouped so each task sums a long run */
+    if (row_len == 1 && !touched) {
+        size_t group = 4096;
+        double acc = 0.0;
+        size_t full = rows / group;
+        j.row_len = group;
+        parallel_for(be, full, 16, sumsq_rows, &j);
+        acc = j.total;
+        for (size_t i = full * group; i < rows; i++) acc += (double)x[i] * x[i];
+        return acc;
+    }
+    parallel_for(be, rows, 16, sumsq_rows, &j);
+    return j.total;
+}
+
+static void adamw_rows(void *ctx, size_t begin, size_t end) {
+    opt_job *j = ctx;
+    const backend_adamw_args *a = j->a;
+    float decay = a->decay, step_size = a->step_size, bc2_sqrt = a->bias_correction2_sqrt;
+    float one_minus_b1 = 1.0f - a->beta1, one_minus_b2 = 1.0f - a->beta2;
+    size_t L = j->row_len;
+    for (size_t r = begin; r < end; r++) {
+        float *p = j->param + r * L, *m = j->m + r * L, *v = j->v + r * L;
+        if (j->touched && !j->touched[r]) {
+            /* zero gradient: moments only decay; same float operations as with g = 0 */
+            for (size_t i = 0; i < L; i++) {
+                p[i] *= decay;
+                m[i] = m[i] * a->beta1;
+                v[i] = v[i] * a->beta2;
+                float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
+                p[i] += -step_size * (m[i] / denom);
+            }
+            continue;
+        }
+        const float *g = j->grad + r * L;
+        for (size_t i = 0; i < L; i++) {
+            float gi = g[i] * a->grad_scale;
+            p[i] *= decay;
+            m[i] = m[i] * a->beta1 + gi * one_minus_b1;
+            v[i] = v[i] * a->beta2 + gi * gi * one_minus_b2;
+            float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
+            p[i] += -step_size * (m[i] / denom);
+        }
+    }
+}
+
+static void cpu_adamw(backend *be, float *param, const float *grad, float *m, float *v, size_t rows,
+                      size_t row_len, const uint8_t *touched, const backend_adamw_args *args) {
+    opt_job j = { .param = param, .grad = grad, .m = m, .v = v, .touched = touched,
+                  .row_len = row_len, .a = args };
+    if (row_len == 1 && !touched && rows >= 4096) {
+        /* flat tensor: split into long rows so the pool gets few large tasks */
+        size_t group = 1024, full = rows / group;
+        j.row_len = group;
+        parallel_for(be, full, 16, adamw_rows, &j);
+        j.param += full * group; j.grad += full * group; j.m += full * group; j.v += full * group;
+        j.row_len = 1;
+        adamw_rows(&j, 0, rows - full * group);
+        return;
+    }
+    parallel_for(be, rows, 16, adamw_rows, &j);
+}
+
+// ----------------------------------------------------------------------------
+// life cycle
+
+static void cpu_destroy(backend *be) {
+    if (!be) return;
+    cpu_state *st = be->state;
+    if (st) {
+        pthread_mutex_lock(&st->mu);
+        st->quit = 1;
+        pthread_cond_broadcast(&st->wake);
+        pthread_mutex_unlock(&st->mu);
+        for (int i = 0; i < st->threads - 1; i++) pthread_join(st->workers[i], NULL);
+        pthread_mutex_destroy(&st->mu);
+        pthread_mutex_destroy(&st->reduce_mu);
+        pthread_cond_destroy(&st->wake);
+        pthread_cond_destroy(&st->done);
+        free(st->workers);
+        free(st->ones);
+        free(st);
+    }
+    free(be);
+}
+
+backend *backend_cpu_create(int threads, bp_err *err) {
+    if (threads <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = online > 0 ? (int)online : 1;
+    }
+    if (threads > 64) threads = 64;
+    backend *be = calloc(1, sizeof *be);
+    cpu_state *st = calloc(1, sizeof *st);
+    if (!be || !st) {
+        free(be); free(st);
+        bp_err_set(err, "out of memory creating the cpu backend");
+        return NULL;
+    }
+    st->threads = threads;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->reduce_mu, NULL);
+    pthread_cond_init(&st->wake, NULL);
+    pthread_cond_init(&st->done, NULL);
+    be->state = st;
+    be->name = "cpu";
+    be->host_visible = 1;
+    be->destroy = cpu_destroy;
+    st->workers = calloc((size_t)threads, sizeof *st->workers);
+    if (!st->workers) {
+        st->threads = 1;
+        cpu_destroy(be);
+        bp_err_set(err, "out of memory creating the cpu backend");
+        return NULL;
+    }
+    for (int i = 1; i < threads; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (!wa || pthread_create(&st->workers[i - 1], NULL, pool_worker,
+                                  (wa->st = st, wa->index = i, wa)) != 0) {
+            free(wa);
+            st->threads = i;   /* join only the ones that started */
+            cpu_destroy(be);
+            bp_err_set(err, "cannot start element-wise thread %d of %d (cpu backend)", i, threads);
+            return NULL;
+        }
+    }
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->upload = cpu_copy;
+    be->download = cpu_copy;
+    be->zero = cpu_zero;
+    be->copy_rows = cpu_copy_rows;
+    be->matmul_forward = cpu_matmul_forward;
+    be->matmul_backward = cpu_matmul_backward;
+    be->embedding_forward = cpu_embedding_forward;
+    be->embedding_backward = cpu_embedding_backward;
+    be->embedding_zero_grad = cpu_embedding_zero_grad;
+    be->add_layernorm_forward = cpu_add_layernorm_forward;
+    be->add_layernorm_backward = cpu_add_layernorm_backward;
+    be->gelu_forward = cpu_gelu_forward;
+    be->gelu_backward = cpu_gelu_backward;
+    be->tanh_forward = cpu_tanh_forward;
+    be->tanh_backward = cpu_tanh_backward;
+    be->dropout = cpu_dropout;
+    be->attention_forward = cpu_attention_forward;
+    be->attention_backward = cpu_attention_backward;
+    be->cross_entropy = cpu_cross_entropy;
+    be->mse = cpu_mse;
+    be->sumsq = cpu_sumsq;
+    be->adamw = cpu_adamw;
+    return be;
+}

@@ -170,6 +170,28 @@ static void expect_error(const char *what, const char *path, ds_options options,
     collected_free(&got);
 }
 
+/* One split of a multi-split dataset and the expected file it must equal. */
+typedef struct split_case {
+    const char *split;
+    int binary;
+    const char *expected;
+} split_case;
+
+/* Read each case from each container (folder, zip, ...) with base options. */
+static void expect_splits(const char *kind, const char *const containers[], const char *const container_names[],
+                          size_t n_containers, ds_options base, const split_case *cases, size_t n_cases) {
+    for (size_t c = 0; c < n_containers; c++)
+        for (size_t i = 0; i < n_cases; i++) {
+            char what[160];
+            ds_options o = base;
+            o.split = cases[i].split;
+            o.binary = cases[i].binary;
+            snprintf(what, sizeof what, "%s %s %s%s", kind, container_names[c], cases[i].split ? cases[i].split : "(default split)",
+                     cases[i].binary ? " binary" : "");
+            expect_read(what, containers[c], o, cases[i].expected);
+        }
+}
+
 /* ---- archive layer ---------------------------------------------------------------- */
 
 static void test_archive_lines(void) {
@@ -246,21 +268,11 @@ static void test_sst_trees(void) {
     snprintf(cmd, sizeof cmd, "cd '%s/sst_trees' && zip -qr '%s' trees", fixtures, temp("trainDevTestTrees_PTB.zip"));
     run(cmd);
     const char *containers[] = {fixture("sst_trees/trees"), temp("trainDevTestTrees_PTB.zip")};
-    for (int c = 0; c < 2; c++) {
-        const char *kind = c ? "sst-trees zip" : "sst-trees folder";
-        char what[128];
-        ds_options o = {.format = DS_FORMAT_SST_TREES, .split = "train"};
-        snprintf(what, sizeof what, "%s train", kind);
-        expect_read(what, containers[c], o, "sst_trees_train");
-        o.split = "dev";
-        o.binary = 1;
-        snprintf(what, sizeof what, "%s dev binary", kind);
-        expect_read(what, containers[c], o, "sst_trees_dev_binary");
-        o.split = "test";
-        o.binary = 0;
-        snprintf(what, sizeof what, "%s test", kind);
-        expect_read(what, containers[c], o, "sst_trees_test");
-    }
+    const char *names[] = {"folder", "zip"};
+    const split_case cases[] = {{"train", 0, "sst_trees_train"}, {"dev", 1, "sst_trees_dev_binary"},
+                                {"test", 0, "sst_trees_test"}};
+    ds_options base = {.format = DS_FORMAT_SST_TREES};
+    expect_splits("sst-trees", containers, names, 2, base, cases, 3);
     ds_options guessed = {0};
     expect_read("sst-trees single .txt, format guessed", fixture("sst_trees/trees/train.txt"), guessed, "sst_trees_train");
 
@@ -279,38 +291,20 @@ static void test_sst_raw(void) {
              temp("stanfordSentimentTreebank.zip"));
     run(cmd);
     const char *containers[] = {fixture("sst_raw/stanfordSentimentTreebank"), temp("stanfordSentimentTreebank.zip")};
-    for (int c = 0; c < 2; c++) {
-        const char *kind = c ? "sst-raw zip" : "sst-raw folder";
-        char what[128];
-        ds_options o = {0};
-        snprintf(what, sizeof what, "%s train (format guessed)", kind);
-        expect_read(what, containers[c], o, "sst_raw_train");
-        o.split = "validation";
-        o.binary = 1;
-        snprintf(what, sizeof what, "%s validation binarized (split code 3)", kind);
-        expect_read(what, containers[c], o, "sst_raw_validation_binary");
-        o.split = "test";
-        o.binary = 0;
-        snprintf(what, sizeof what, "%s test (split code 2)", kind);
-        expect_read(what, containers[c], o, "sst_raw_test");
-    }
+    const char *names[] = {"folder", "zip"};
+    /* No split given: train; the validation split is code 3 and test code 2 in datasetSplit. */
+    const split_case cases[] = {{NULL, 0, "sst_raw_train"}, {"validation", 1, "sst_raw_validation_binary"},
+                                {"test", 0, "sst_raw_test"}};
+    ds_options guessed = {0};
+    expect_splits("sst-raw (format guessed)", containers, names, 2, guessed, cases, 3);
 }
 
 static void test_sst2(void) {
     const char *containers[] = {fixture("SST-2"), temp("SST-2.zip")};
-    for (int c = 0; c < 2; c++) {
-        const char *kind = c ? "SST-2.zip" : "SST-2 folder";
-        char what[128];
-        ds_options o = {.format = DS_FORMAT_SST2};
-        snprintf(what, sizeof what, "%s train", kind);
-        expect_read(what, containers[c], o, "sst2_train");
-        o.split = "validation";
-        snprintf(what, sizeof what, "%s validation", kind);
-        expect_read(what, containers[c], o, "sst2_dev");
-        o.split = "test";
-        snprintf(what, sizeof what, "%s test (no labels)", kind);
-        expect_read(what, containers[c], o, "sst2_test");
-    }
+    const char *names[] = {"folder", "zip"};
+    const split_case cases[] = {{"train", 0, "sst2_train"}, {"validation", 0, "sst2_dev"}, {"test", 0, "sst2_test"}};
+    ds_options base = {.format = DS_FORMAT_SST2};
+    expect_splits("sst2", containers, names, 2, base, cases, 3);
     ds_options csv = {0};
     expect_read("SST-2 train.tsv read as a plain TSV", fixture("SST-2/train.tsv"), csv, "sst2_train");
 }
@@ -321,15 +315,10 @@ static void test_imdb(void) {
     snprintf(cmd, sizeof cmd, "cd '%s' && tar --sort=name -czf '%s' aclImdb", fixtures, temp("aclImdb_v1.tar.gz"));
     run(cmd);
     const char *containers[] = {fixture("aclImdb"), temp("aclImdb_v1.tar.gz")};
-    for (int c = 0; c < 2; c++) {
-        char what[128];
-        ds_options o = {0};
-        snprintf(what, sizeof what, "imdb %s train (unsup skipped)", c ? "tar.gz" : "folder");
-        expect_read(what, containers[c], o, "imdb_train");
-        o.split = "test";
-        snprintf(what, sizeof what, "imdb %s test", c ? "tar.gz" : "folder");
-        expect_read(what, containers[c], o, "imdb_test");
-    }
+    const char *names[] = {"folder", "tar.gz"};
+    const split_case cases[] = {{"train", 0, "imdb_train"}, {"test", 0, "imdb_test"}};
+    ds_options guessed = {0};
+    expect_splits("imdb (unsup skipped)", containers, names, 2, guessed, cases, 2);
     const char *no_validation[] = {"IMDB has only train and test", NULL};
     ds_options v = {.split = "validation"};
     expect_error("imdb validation split", temp("aclImdb_v1.tar.gz"), v, no_validation);

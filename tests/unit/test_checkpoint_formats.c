@@ -1,0 +1,755 @@
+/* test_checkpoint_formats.c — safetensors and torch.save readers, the safetensors writer,
+ * config.json, and loading by name, against fixtures made by
+ * tests/reference/make_checkpoint_fixtures.py (tests/fixtures/ckpt, or $BP_CKPT_FIXTURES).
+ *
+ * Corrupt inputs are made here, in a temporary directory, by truncating and patching copies
+ * of the fixtures or by zipping hand-written pickles; each must give its one-line error and
+ * never crash (this runs under ASan/UBSan).
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ckpt_load.h"
+#include "hfconfig.h"
+#include "safetensors.h"
+#include "tap.h"
+#include "torchbin.h"
+
+static char fixtures[1024];
+static char tmpdir[] = "/tmp/bp-ckpt-test-XXXXXX";
+
+/* DIR/NAME in one of four rotating buffers, so a call can take two such paths. */
+static const char *in_dir(const char *dir, const char *name) {
+    static char path[4][1200];
+    static int which;
+    which = (which + 1) % 4;
+    snprintf(path[which], sizeof path[which], "%s/%s", dir, name);
+    return path[which];
+}
+#define fixture(name) in_dir(fixtures, name)
+#define temp(name) in_dir(tmpdir, name)
+
+/* ---- file helpers ------------------------------------------------------------------- */
+
+static unsigned char *slurp(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(fp);
+    *len = (size_t)n;
+    return buf;
+}
+
+static int spit(const char *path, const void *bytes, size_t len) {
+    FILE *fp = fopen(path, "wb");
+    if (!fp) return -1;
+    int ok = fwrite(bytes, 1, len, fp) == len;
+    return fclose(fp) == 0 && ok ? 0 : -1;
+}
+
+/* A copy of BYTES[0..LEN) with FROM replaced by TO (same length) at its first occurrence. */
+static unsigned char *patched(const unsigned char *bytes, size_t len, const char *from, const char *to) {
+    unsigned char *copy = malloc(len);
+    memcpy(copy, bytes, len);
+    unsigned char *at = memmem(copy, len, from, strlen(from));
+    if (!at || strlen(from) != strlen(to)) {
+        free(copy);
+        return NULL;
+    }
+    memcpy(at, to, strlen(to));
+    return copy;
+}
+
+static int one_line(const bp_err *err) { return err->msg[0] && !strchr(err->msg, '\n'); }
+
+/* ---- expected values ---------------------------------------------------------------- */
+
+static json_t *expected_tensors;
+
+static double element(const bp_named_tensor *t, int64_t i) {
+    const unsigned char *p = (const unsigned char *)t->data + (size_t)i * bp_dtype_size(t->dtype);
+    float f;
+    double d;
+    int64_t l;
+    uint16_t h;
+    switch (t->dtype) {
+    case BP_F32: memcpy(&f, p, 4); return f;
+    case BP_F64: memcpy(&d, p, 8); return d;
+    case BP_I64: memcpy(&l, p, 8); return (double)l;
+    case BP_F16: memcpy(&h, p, 2); return bp_f16_to_f32(h);
+    case BP_BF16: memcpy(&h, p, 2); return bp_bf16_to_f32(h);
+    default: return NAN;
+    }
+}
+
+/* Do the tensors of a reader match expected.json exactly (names, dtypes, shapes, values)? */
+static int matches_expected(const bp_named_tensor *tensors, size_t n, const char *what) {
+    if (n != json_object_size(expected_tensors)) {
+        tap_diag("%s: %zu tensors, expected %zu", what, n, json_object_size(expected_tensors));
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const bp_named_tensor *t = &tensors[i];
+        json_t *want = json_object_get(expected_tensors, t->name);
+        if (!want) {
+            tap_diag("%s: unexpected tensor %s", what, t->name);
+            return 0;
+        }
+        bp_dtype dtype;
+        const char *dtype_name = json_string_value(json_object_get(want, "dtype"));
+        char lower[8];
+        size_t k;
+        for (k = 0; dtype_name[k] && k < 7; k++) lower[k] = (char)(dtype_name[k] | 0x20);
+        lower[k] = '\0';
+        json_t *shape = json_object_get(want, "shape"), *values = json_object_get(want, "values");
+        if (bp_dtype_parse(lower, k, &dtype) != 0 || dtype != t->dtype || (size_t)t->ndim != json_array_size(shape)) {
+            tap_diag("%s: %s has dtype %s ndim %d", what, t->name, bp_dtype_name(t->dtype), t->ndim);
+            return 0;
+        }
+        for (int d = 0; d < t->ndim; d++)
+            if (t->shape[d] != json_integer_value(json_array_get(shape, (size_t)d))) {
+                tap_diag("%s: %s dim %d is %lld", what, t->name, d, (long long)t->shape[d]);
+                return 0;
+            }
+        int64_t numel = bp_numel(t->shape, t->ndim);
+        if ((size_t)numel != json_array_size(values) || t->nbytes != (size_t)numel * bp_dtype_size(t->dtype)) {
+            tap_diag("%s: %s has %lld elements", what, t->name, (long long)numel);
+            return 0;
+        }
+        for (int64_t e = 0; e < numel; e++)
+            if (element(t, e) != json_number_value(json_array_get(values, (size_t)e))) {
+                tap_diag("%s: %s[%lld] = %.9g, want %.9g", what, t->name, (long long)e, element(t, e),
+                         json_number_value(json_array_get(values, (size_t)e)));
+                return 0;
+            }
+    }
+    return 1;
+}
+
+/* ---- readers ------------------------------------------------------------------------ */
+
+static void test_safetensors_reader(void) {
+    bp_err err = {{0}};
+    st_file *st = st_open(fixture("model.safetensors"), &err);
+    if (!tap_ok(st != NULL, "safetensors fixture opens")) {
+        tap_diag("%s", err.msg);
+        return;
+    }
+    tap_ok(matches_expected(st->tensors, st->n_tensors, "safetensors"), "safetensors tensors equal expected.json");
+    TAP_EQ_STR(st_metadata(st, "format"), "pt", "safetensors __metadata__ format");
+    TAP_EQ_STR(st_metadata(st, "written_by"), "make_checkpoint_fixtures.py", "safetensors __metadata__ written_by");
+    tap_ok(st_metadata(st, "absent") == NULL, "absent metadata key gives NULL");
+    const bp_named_tensor *q = st_find(st, "bert.encoder.layer.0.attention.self.query.weight");
+    tap_ok(q && (uintptr_t)q->data % 4 == 0, "safetensors f32 data is 4-byte aligned in the map");
+    tap_ok(st_find(st, "nope") == NULL, "st_find of an absent name gives NULL");
+    st_close(st);
+}
+
+static void test_torch_reader(void) {
+    const char *files[] = {"pytorch_model.bin", "pytorch_model_p4.bin"};
+    for (int i = 0; i < 2; i++) {
+        bp_err err = {{0}};
+        tb_file *tb = tb_open(fixture(files[i]), &err);
+        if (!tap_ok(tb != NULL, "%s opens", files[i])) {
+            tap_diag("%s", err.msg);
+            continue;
+        }
+        tap_ok(matches_expected(tb->tensors, tb->n_tensors, files[i]),
+               "%s tensors equal expected.json (transposed view, offsets, f16, bf16, i64)", files[i]);
+        const bp_named_tensor *first = &tb->tensors[0];
+        TAP_EQ_STR(first->name, "bert.embeddings.word_embeddings.weight", "%s keeps state dict order", files[i]);
+        tb_close(tb);
+    }
+
+    /* The same archive through a pipe: libarchive must fall back to streaming. */
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    pid_t child = fork();
+    if (child == 0) {
+        close(fds[0]);
+        size_t len;
+        unsigned char *bytes = slurp(fixture("pytorch_model.bin"), &len);
+        size_t done = 0;
+        while (bytes && done < len) {
+            ssize_t w = write(fds[1], bytes + done, len - done);
+            if (w <= 0) break;
+            done += (size_t)w;
+        }
+        _exit(done == len ? 0 : 1);
+    }
+    close(fds[1]);
+    bp_err err = {{0}};
+    tb_file *tb = tb_read_fd(fds[0], "<pipe>", &err);
+    close(fds[0]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (tap_ok(tb != NULL, "pytorch_model.bin read as a stream from a pipe"))
+        tap_ok(matches_expected(tb->tensors, tb->n_tensors, "pipe"), "streamed tensors equal expected.json");
+    else
+        tap_diag("%s", err.msg);
+    tb_close(tb);
+
+    err.msg[0] = '\0';
+    tb = tb_open(fixture("pytorch_model_legacy.bin"), &err);
+    tap_ok(tb == NULL && strstr(err.msg, "legacy") && strstr(err.msg, "pytorch_model_legacy.bin"),
+           "legacy torch format refused by name: %s", err.msg);
+}
+
+static void test_formats_agree(void) {
+    bp_err err = {{0}};
+    st_file *st = st_open(fixture("model.safetensors"), &err);
+    tb_file *tb = tb_open(fixture("pytorch_model.bin"), &err);
+    int same = st && tb && st->n_tensors == tb->n_tensors;
+    for (size_t i = 0; same && i < tb->n_tensors; i++) {
+        const bp_named_tensor *a = &tb->tensors[i], *b = st_find(st, a->name);
+        same = b && a->dtype == b->dtype && a->nbytes == b->nbytes && memcmp(a->data, b->data, a->nbytes) == 0;
+        if (!same) tap_diag("differs: %s", a->name);
+    }
+    tap_ok(same, "pytorch_model.bin and model.safetensors hold byte-identical tensors");
+    st_close(st);
+    tb_close(tb);
+}
+
+/* ---- writer ------------------------------------------------------------------------- */
+
+static void test_writer(void) {
+    bp_err err = {{0}};
+    tb_file *tb = tb_open(fixture("pytorch_model.bin"), &err);
+    if (!tb) return;
+    const char *keys[] = {"written_by"}, *values[] = {"make_checkpoint_fixtures.py"};
+    int rc = st_write(temp("written.safetensors"), tb->tensors, tb->n_tensors, keys, values, 1, &err);
+    if (!tap_ok(rc == 0, "st_write writes the torch tensors")) tap_diag("%s", err.msg);
+    size_t a_len = 0, b_len = 0;
+    unsigned char *a = slurp(temp("written.safetensors"), &a_len), *b = slurp(fixture("model.safetensors"), &b_len);
+    tap_ok(a && b && a_len == b_len && memcmp(a, b, a_len) == 0,
+           "C-written file is byte-identical to the reference script's (layout, padding, metadata)");
+    free(a);
+    free(b);
+    st_file *st = st_open(temp("written.safetensors"), &err);
+    tap_ok(st && matches_expected(st->tensors, st->n_tensors, "round trip"), "written file reads back equal");
+    st_close(st);
+
+    /* No metadata at all: "format": "pt" is still written (transformers requires it). */
+    rc = st_write(temp("plain.safetensors"), tb->tensors, 2, NULL, NULL, 0, &err);
+    st = rc == 0 ? st_open(temp("plain.safetensors"), &err) : NULL;
+    TAP_EQ_STR(st ? st_metadata(st, "format") : NULL, "pt", "writer adds format=pt when missing");
+    size_t len = 0;
+    unsigned char *bytes = slurp(temp("plain.safetensors"), &len);
+    uint64_t header_len = 0;
+    for (int i = 7; bytes && i >= 0; i--) header_len = header_len << 8 | bytes[i];
+    tap_ok(bytes && header_len % 8 == 0 && bytes[8 + header_len - 1] != '\0', "header length is a multiple of 8, space padded");
+    free(bytes);
+    st_close(st);
+
+    bp_named_tensor dup[2];
+    memcpy(&dup[0], &tb->tensors[0], sizeof dup[0]);
+    memcpy(&dup[1], &tb->tensors[0], sizeof dup[1]);
+    rc = st_write(temp("dup.safetensors"), dup, 2, NULL, NULL, 0, &err);
+    tap_ok(rc == -1 && strstr(err.msg, "duplicate tensor name") && access(temp("dup.safetensors"), F_OK) != 0,
+           "duplicate names refused, nothing written: %s", err.msg);
+    dup[0].nbytes -= 4;
+    rc = st_write(temp("short.safetensors"), dup, 1, NULL, NULL, 0, &err);
+    tap_ok(rc == -1 && strstr(err.msg, dup[0].name), "nbytes disagreeing with shape refused: %s", err.msg);
+    rc = st_write("/nonexistent-dir/x.safetensors", tb->tensors, 1, NULL, NULL, 0, &err);
+    tap_ok(rc == -1 && strstr(err.msg, "/nonexistent-dir/x.safetensors"), "unwritable path refused: %s", err.msg);
+    tb_close(tb);
+}
+
+/* ---- corrupt safetensors ------------------------------------------------------------ */
+
+static void expect_st_error(const char *name, const void *bytes, size_t len, const char *want1, const char *want2) {
+    bp_err err = {{0}};
+    spit(temp(name), bytes, len);
+    st_file *st = st_open(temp(name), &err);
+    tap_ok(!st && one_line(&err) && strstr(err.msg, want1) && (!want2 || strstr(err.msg, want2)) && strstr(err.msg, name),
+           "%s: %s", name, err.msg);
+    st_close(st);
+}
+
+static void test_corrupt_safetensors(void) {
+    size_t len = 0;
+    unsigned char *good = slurp(fixture("model.safetensors"), &len);
+    if (!good) return;
+    expect_st_error("empty.safetensors", good, 0, "truncated safetensors file", NULL);
+    expect_st_error("tiny.safetensors", good, 5, "truncated safetensors file", NULL);
+    expect_st_error("cut-header.safetensors", good, 100, "truncated safetensors file: header needs", NULL);
+    expect_st_error("cut-data.safetensors", good, len - 10, "truncated file?", "bert.pooler.dense.weight");
+    unsigned char *longer = malloc(len + 3);
+    memcpy(longer, good, len);
+    memcpy(longer + len, "xyz", 3);
+    expect_st_error("trailing.safetensors", longer, len + 3, "header and tensors account for", NULL);
+    memcpy(longer, good, len);
+    longer[5] = 1; /* header length 2^40 */
+    expect_st_error("huge-length.safetensors", longer, len, "100 MB limit", NULL);
+    free(longer);
+
+    struct { const char *name, *from, *to, *want1, *want2; } patches[] = {
+        {"not-object.safetensors", "{\"__metadata__\"", "[\"__metadata__\"", "does not start with '{'", NULL},
+        {"bad-json.safetensors", "\"shape\":[1,6]", "\"shape\":[1,6}", "not valid JSON", NULL},
+        {"unknown-dtype.safetensors", "\"dtype\":\"F32\"", "\"dtype\":\"F33\"", "unknown dtype \"F33\"", "bert.embeddings.LayerNorm.bias"},
+        {"u16-dtype.safetensors", "\"dtype\":\"F16\"", "\"dtype\":\"U16\"", "unsupported dtype \"U16\"", "bert.pooler.dense.weight"},
+        {"span.safetensors", "\"data_offsets\":[0,48]", "\"data_offsets\":[0,49]", "needs 48", "bert.embeddings.position_ids"},
+        {"overlap.safetensors", "[48,80]", "[44,76]", "overlap or leave a gap", "bert.embeddings.LayerNorm.bias"},
+        {"negative-dim.safetensors", "\"shape\":[12,8]", "\"shape\":[-2,8]", "shape entry 0 is not a non-negative integer",
+         "bert.embeddings.word_embeddings.weight"},
+        {"bad-meta.safetensors", "\"format\":\"pt\"", "\"format\":1234", "not a string", NULL},
+    };
+    for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+        unsigned char *bad = patched(good, len, patches[i].from, patches[i].to);
+        if (!tap_ok(bad != NULL, "patch for %s applies", patches[i].name)) continue;
+        expect_st_error(patches[i].name, bad, len, patches[i].want1, patches[i].want2);
+        free(bad);
+    }
+    free(good);
+}
+
+/* ---- corrupt torch archives --------------------------------------------------------- */
+
+/* Zip PICKLE as archive/data.pkl plus storage "0" (4 floats 1..4), the way torch.save
+ * lays the archive out. */
+static int write_torch_zip(const char *path, const unsigned char *pickle, size_t pickle_len) {
+    struct archive *ar = archive_write_new();
+    if (!ar || archive_write_set_format_zip(ar) != ARCHIVE_OK || archive_write_open_filename(ar, path) != ARCHIVE_OK)
+        return -1;
+    float data[4] = {1, 2, 3, 4};
+    struct { const char *name; const void *bytes; size_t len; } entries[] = {
+        {"archive/data.pkl", pickle, pickle_len}, {"archive/data/0", data, sizeof data}, {"archive/version", "3\n", 2},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, entries[i].name);
+        archive_entry_set_size(e, (la_int64_t)entries[i].len);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        if (archive_write_header(ar, e) != ARCHIVE_OK ||
+            archive_write_data(ar, entries[i].bytes, entries[i].len) != (la_ssize_t)entries[i].len) {
+            archive_entry_free(e);
+            archive_write_free(ar);
+            return -1;
+        }
+        archive_entry_free(e);
+    }
+    archive_write_close(ar);
+    archive_write_free(ar);
+    return 0;
+}
+
+typedef struct bytes_builder { unsigned char b[1024]; size_t n; } bytes_builder;
+static void put(bytes_builder *bb, const void *p, size_t n) {
+    memcpy(bb->b + bb->n, p, n);
+    bb->n += n;
+}
+static void put_str(bytes_builder *bb, const char *s) { /* BINUNICODE */
+    uint32_t n = (uint32_t)strlen(s);
+    unsigned char len[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16), (unsigned char)(n >> 24)};
+    put(bb, "X", 1);
+    put(bb, len, 4);
+    put(bb, s, n);
+}
+#define PUT(bb, lit) put(bb, lit, sizeof lit - 1)
+
+/* {"t": _rebuild_tensor_v2(storage(KEY, NUMEL floats), offset, (SIZE,), (1,), False, OrderedDict())}
+ * with GLOBAL_LINE as the tensor rebuilder and OFFSET_OPS pushing the offset. */
+static size_t make_pickle(bytes_builder *bb, const char *global_line, const char *key, int numel, int size,
+                          const char *offset_ops, size_t offset_len) {
+    bb->n = 0;
+    PUT(bb, "\x80\x02}q\x00(");
+    put_str(bb, "t");
+    put(bb, "c", 1);
+    put(bb, global_line, strlen(global_line));
+    PUT(bb, "((");
+    put_str(bb, "storage");
+    PUT(bb, "ctorch\nFloatStorage\n");
+    put_str(bb, key);
+    put_str(bb, "cpu");
+    unsigned char k[2] = {'K', (unsigned char)numel};
+    put(bb, k, 2);
+    PUT(bb, "tQ");
+    put(bb, offset_ops, offset_len);
+    unsigned char s[2] = {'K', (unsigned char)size};
+    put(bb, s, 2);
+    PUT(bb, "\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtRu.");
+    return bb->n;
+}
+
+static void expect_tb_error(const char *name, const unsigned char *pickle, size_t len, const char *want) {
+    bp_err err = {{0}};
+    tb_file *tb = write_torch_zip(temp(name), pickle, len) == 0 ? tb_open(temp(name), &err) : NULL;
+    tap_ok(!tb && one_line(&err) && strstr(err.msg, want) && strstr(err.msg, name), "%s: %s", name, err.msg);
+    tb_close(tb);
+}
+
+static void test_corrupt_torch(void) {
+    const char *rebuild = "torch._utils\n_rebuild_tensor_v2\n";
+    bytes_builder bb;
+    bp_err err = {{0}};
+    size_t n = make_pickle(&bb, rebuild, "0", 4, 3, "K\x01", 2);
+    tb_file *tb = write_torch_zip(temp("handmade.bin"), bb.b, n) == 0 ? tb_open(temp("handmade.bin"), &err) : NULL;
+    float want[3] = {2, 3, 4};
+    tap_ok(tb && tb->n_tensors == 1 && tb->tensors[0].nbytes == 12 && memcmp(tb->tensors[0].data, want, 12) == 0,
+           "hand-written pickle with storage offset 1 loads [2, 3, 4] %s", err.msg);
+    tb_close(tb);
+
+    n = make_pickle(&bb, rebuild, "0", 4, 3, "G\x3f\xf0\x00\x00\x00\x00\x00\x00", 9);
+    expect_tb_error("opcode.bin", bb.b, n, "unsupported pickle opcode 0x47 'G'");
+    n = make_pickle(&bb, "os\nsystem\n", "0", 4, 3, "K\x00", 2);
+    expect_tb_error("global.bin", bb.b, n, "unsupported pickle global os.system");
+    n = make_pickle(&bb, rebuild, "7", 4, 3, "K\x00", 2);
+    expect_tb_error("missing-storage.bin", bb.b, n, "storage data/7 used by data.pkl is missing");
+    n = make_pickle(&bb, rebuild, "0", 4, 4, "K\x01", 2);
+    expect_tb_error("outside.bin", bb.b, n, "reaches outside storage data/0");
+    n = make_pickle(&bb, rebuild, "0", 9, 3, "K\x00", 2);
+    expect_tb_error("numel.bin", bb.b, n, "fewer than 9 f32 elements");
+    n = make_pickle(&bb, rebuild, "0", 4, 3, "K\x00", 2);
+    expect_tb_error("no-stop.bin", bb.b, n - 1, "ends without STOP");
+    expect_tb_error("mid-opcode.bin", bb.b, 8, "truncated");
+    const unsigned char underflow[] = "\x80\x02R.";
+    expect_tb_error("underflow.bin", underflow, sizeof underflow - 1, "stack underflow");
+    const unsigned char not_dict[] = "\x80\x02K\x05.";
+    expect_tb_error("not-dict.bin", not_dict, sizeof not_dict - 1, "holds a int, not a state dict");
+    const unsigned char bad_memo[] = "\x80\x02h\x05.";
+    expect_tb_error("memo.bin", bad_memo, sizeof bad_memo - 1, "memo get of an unset index");
+
+    /* Every truncation of a real archive: an error naming the file, never a crash. */
+    size_t len = 0;
+    unsigned char *good = slurp(fixture("pytorch_model.bin"), &len);
+    int all_fail_cleanly = good != NULL;
+    for (size_t cut = 0; good && cut < len; cut += 61) {
+        spit(temp("cut.bin"), good, cut);
+        err.msg[0] = '\0';
+        tb = tb_open(temp("cut.bin"), &err);
+        if (tb || !one_line(&err) || !strstr(err.msg, "cut.bin")) {
+            tap_diag("cut at %zu: %s", cut, tb ? "loaded" : err.msg);
+            all_fail_cleanly = 0;
+        }
+        tb_close(tb);
+    }
+    tap_ok(all_fail_cleanly, "every truncation of pytorch_model.bin gives a one-line error naming the file");
+    /* As a stream only local headers are seen: every cut before the central directory
+     * (where the entries' data ends) must still fail. */
+    const unsigned char *central = good ? memmem(good, len, "PK\x01\x02", 4) : NULL;
+    all_fail_cleanly = central != NULL;
+    for (size_t cut = 0; central && cut < (size_t)(central - good); cut += 61) {
+        spit(temp("cut.bin"), good, cut);
+        err.msg[0] = '\0';
+        FILE *fp = fopen(temp("cut.bin"), "rb");
+        tb = fp ? tb_read_fd(fileno(fp), "stream-cut", &err) : NULL;
+        if (fp) fclose(fp);
+        if (tb || !one_line(&err) || !strstr(err.msg, "stream-cut")) {
+            tap_diag("stream cut at %zu: %s", cut, tb ? "loaded" : err.msg);
+            all_fail_cleanly = 0;
+        }
+        tb_close(tb);
+    }
+    tap_ok(all_fail_cleanly, "every truncation before the central directory fails when streamed");
+    /* Flipping a storage byte breaks the zip CRC, which libarchive checks. */
+    unsigned char *flipped = good ? malloc(len) : NULL;
+    if (flipped) {
+        memcpy(flipped, good, len);
+        flipped[len / 2] ^= 0x5a;
+        spit(temp("flipped.bin"), flipped, len);
+        err.msg[0] = '\0';
+        tb = tb_open(temp("flipped.bin"), &err);
+        tap_ok(!tb && one_line(&err) && strstr(err.msg, "flipped.bin"), "corrupted byte detected: %s", err.msg);
+        tb_close(tb);
+        free(flipped);
+    }
+    free(good);
+}
+
+/* ---- config.json -------------------------------------------------------------------- */
+
+static void test_config(void) {
+    bp_err err = {{0}};
+    hfc_config cfg;
+    const char *hf =
+        "{\"architectures\": [\"BertForSequenceClassification\"], \"model_type\": \"bert\", \"vocab_size\": 12,"
+        " \"hidden_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 16,"
+        " \"hidden_act\": \"gelu\", \"max_position_embeddings\": 6, \"type_vocab_size\": 2, \"layer_norm_eps\": 1e-12,"
+        " \"hidden_dropout_prob\": 0.1, \"attention_probs_dropout_prob\": 0.0, \"initializer_range\": 0.02,"
+        " \"id2label\": {\"0\": \"negative\", \"1\": \"neutral\", \"2\": \"positive\"},"
+        " \"label2id\": {\"negative\": 0, \"neutral\": 1, \"positive\": 2}, \"problem_type\": \"single_label_classification\","
+        " \"pad_token_id\": 0, \"transformers_version\": \"4.40.0\"}";
+    spit(temp("config.json"), hf, strlen(hf));
+    int rc = hfc_read(temp("config.json"), &cfg, &err);
+    if (!tap_ok(rc == 0, "HF config.json parses")) tap_diag("%s", err.msg);
+    if (rc == 0) {
+        tap_ok(cfg.vocab_size == 12 && cfg.hidden_size == 8 && cfg.num_hidden_layers == 1 && cfg.num_attention_heads == 2 &&
+                   cfg.intermediate_size == 16 && cfg.max_position_embeddings == 6 && cfg.attention_probs_dropout_prob == 0.0 &&
+                   cfg.layer_norm_eps == 1e-12 && cfg.classifier_dropout < 0,
+               "hyper-parameters read");
+        TAP_EQ_INT(cfg.num_labels, 3, "num_labels from id2label");
+        TAP_EQ_STR(cfg.id2label[2], "positive", "id2label[2]");
+        TAP_EQ_STR(cfg.architecture, "BertForSequenceClassification", "architecture");
+        TAP_EQ_STR(cfg.problem_type, "single_label_classification", "problem_type");
+
+        rc = hfc_write(temp("written-config.json"), &cfg, &err);
+        hfc_config back;
+        int rc2 = rc == 0 ? hfc_read(temp("written-config.json"), &back, &err) : -1;
+        tap_ok(rc2 == 0 && back.num_labels == 3 && strcmp(back.id2label[1], "neutral") == 0 && back.layer_norm_eps == 1e-12 &&
+                   back.hidden_dropout_prob == 0.1 && strcmp(back.model_type, "bert") == 0 &&
+                   strcmp(back.architecture, "BertForSequenceClassification") == 0,
+               "config.json write/read round trip %s", err.msg);
+        if (rc2 == 0) hfc_free(&back);
+        size_t len = 0;
+        char *text = (char *)slurp(temp("written-config.json"), &len);
+        char *z = text ? realloc(text, len + 1) : NULL;
+        if (z) z[len] = '\0';
+        tap_ok(z && strstr(z, "\"layer_norm_eps\": 1e-12") && strstr(z, "\"2\": \"positive\"") &&
+                   strstr(z, "\"positive\": 2") && strstr(z, "\"model_type\": \"bert\""),
+               "written config has short reals, id2label and label2id");
+        free(z ? z : text);
+
+        int64_t lines = 0;
+        const char *vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nfilm\nwas\ngood\nbad\n.\n,";
+        spit(temp("vocab.txt"), vocab, strlen(vocab));
+        TAP_EQ_INT(hfc_check_vocab(&cfg, "config.json", temp("vocab.txt"), &lines, &err), 0, "12-token vocab matches vocab_size 12");
+        TAP_EQ_INT(lines, 12, "last line without newline counts");
+        spit(temp("vocab.txt"), "a\nb\nc\n", 6);
+        TAP_EQ_INT(hfc_check_vocab(&cfg, "config.json", temp("vocab.txt"), &lines, &err), 1, "smaller vocab is reported, not an error");
+        cfg.vocab_size = 2;
+        rc = hfc_check_vocab(&cfg, "my/config.json", temp("vocab.txt"), &lines, &err);
+        tap_ok(rc == -1 && strstr(err.msg, "config/vocab mismatch") && strstr(err.msg, "my/config.json") && strstr(err.msg, "vocab.txt"),
+               "larger vocab is an error naming both files: %s", err.msg);
+        hfc_free(&cfg);
+    }
+
+    /* Google's bert_config.json: same keys, no model_type or labels: HF defaults. */
+    const char *google = "{\"attention_probs_dropout_prob\": 0.1, \"hidden_act\": \"gelu\", \"hidden_dropout_prob\": 0.1,"
+                         " \"hidden_size\": 256, \"initializer_range\": 0.02, \"intermediate_size\": 1024,"
+                         " \"max_position_embeddings\": 512, \"num_attention_heads\": 4, \"num_hidden_layers\": 4,"
+                         " \"type_vocab_size\": 2, \"vocab_size\": 30522}";
+    spit(temp("bert_config.json"), google, strlen(google));
+    err.msg[0] = '\0';
+    rc = hfc_read(temp("bert_config.json"), &cfg, &err);
+    tap_ok(rc == 0 && cfg.hidden_size == 256 && cfg.num_labels == 2 && strcmp(cfg.id2label[1], "LABEL_1") == 0 &&
+               cfg.layer_norm_eps == 1e-12 && cfg.architecture[0] == '\0',
+           "Google bert_config.json parses with HF defaults %s", err.msg);
+    if (rc == 0) hfc_free(&cfg);
+
+    struct { const char *name, *json, *want; } bad[] = {
+        {"relu.json", "{\"hidden_act\": \"relu\"}", "hidden_act \"relu\" not supported"},
+        {"heads.json", "{\"hidden_size\": 10, \"num_attention_heads\": 4}", "not a multiple of num_attention_heads"},
+        {"labels.json", "{\"num_labels\": 3, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}}", "num_labels 3 disagrees"},
+        {"gap.json", "{\"id2label\": {\"0\": \"a\", \"2\": \"b\"}}", "id2label must map the ids 0..1"},
+        {"type.json", "{\"vocab_size\": \"big\"}", "vocab_size is not an integer"},
+        {"roberta.json", "{\"model_type\": \"roberta\"}", "model_type \"roberta\" is not \"bert\""},
+        {"broken.json", "{\"vocab_size\": 3", "cannot parse config"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        spit(temp(bad[i].name), bad[i].json, strlen(bad[i].json));
+        err.msg[0] = '\0';
+        rc = hfc_read(temp(bad[i].name), &cfg, &err);
+        tap_ok(rc == -1 && one_line(&err) && strstr(err.msg, bad[i].want) && strstr(err.msg, bad[i].name), "%s: %s",
+               bad[i].name, err.msg);
+        if (rc == 0) hfc_free(&cfg);
+    }
+}
+
+/* ---- loading by name ---------------------------------------------------------------- */
+
+/* The model's side: f32 destinations named and shaped like the fixture's float tensors. */
+typedef struct model_params {
+    bp_named_tensor list[32];
+    size_t n;
+    float storage[4096];
+} model_params;
+
+static void add_param(model_params *m, const char *name, int64_t rows, int64_t cols) {
+    static size_t used;
+    if (m->n == 0) used = 0;
+    bp_named_tensor *t = &m->list[m->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = BP_F32;
+    t->ndim = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->data = &m->storage[used];
+    t->nbytes = (size_t)(rows * (cols ? cols : 1)) * 4;
+    used += (size_t)(rows * (cols ? cols : 1));
+}
+
+/* BertForSequenceClassification's names in the fixture (no pooler), plus a value weight the
+ * checkpoint lacks. PREFIX is "bert." or "" (BertModel). */
+static void make_model(model_params *m, const char *prefix, int with_head) {
+    static const struct { const char *name; int rows, cols; } base[] = {
+        {"embeddings.word_embeddings.weight", 12, 8}, {"embeddings.position_embeddings.weight", 6, 8},
+        {"embeddings.token_type_embeddings.weight", 2, 8}, {"embeddings.LayerNorm.weight", 8, 0},
+        {"embeddings.LayerNorm.bias", 8, 0}, {"encoder.layer.0.attention.self.query.weight", 8, 8},
+        {"encoder.layer.0.attention.self.query.bias", 8, 0}, {"encoder.layer.0.attention.self.key.bias", 8, 0},
+        {"encoder.layer.0.attention.self.value.weight", 8, 8},
+    };
+    m->n = 0;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", prefix, base[i].name);
+        add_param(m, name, base[i].rows, base[i].cols);
+    }
+    if (with_head) {
+        add_param(m, "classifier.weight", 3, 8);
+        add_param(m, "classifier.bias", 3, 0);
+    }
+}
+
+static int param_equals(const model_params *m, size_t i, const bp_named_tensor *src) {
+    int64_t numel = bp_numel(src->shape, src->ndim);
+    for (int64_t e = 0; e < numel; e++)
+        if (((const float *)m->list[i].data)[e] != (float)element(src, e)) return 0;
+    return 1;
+}
+
+static void test_load_into(void) {
+    bp_err err = {{0}};
+    ckpt_source *src = ckpt_open(fixtures, &err);
+    if (!tap_ok(src != NULL, "ckpt_open on the fixture directory")) {
+        tap_diag("%s", err.msg);
+        return;
+    }
+    TAP_EQ_STR(src->format, "safetensors", "directory: model.safetensors preferred over pytorch_model.bin");
+    ckpt_source *bin = ckpt_open(fixture("pytorch_model.bin"), &err);
+    TAP_EQ_STR(bin ? bin->format : NULL, "pytorch", "a .bin file is sniffed as torch");
+
+    model_params *m = calloc(1, sizeof *m);
+    unsigned char loaded[32];
+    ckpt_report rep;
+    make_model(m, "bert.", 1);
+    int rc = ckpt_load_into(m->list, m->n, loaded, bin->tensors, bin->n_tensors, "ckpt", "bert", NULL, &rep, &err);
+    tap_ok(rc == 0, "load BertForSequenceClassification params from pytorch_model.bin %s", err.msg);
+    int values_ok = 1;
+    for (size_t i = 0; rc == 0 && i < m->n; i++) {
+        const bp_named_tensor *t = tb_find(bin->tb, m->list[i].name);
+        if (t && (!loaded[i] || !param_equals(m, i, t))) values_ok = 0;
+        if (!t && loaded[i]) values_ok = 0;
+    }
+    tap_ok(rc == 0 && values_ok && loaded[2], "loaded values equal the checkpoint (bf16 converted to f32)");
+    char *unexpected = rc == 0 ? ckpt_format_unexpected(&rep, "ckpt", "BertForSequenceClassification") : NULL;
+    char *missing = rc == 0 ? ckpt_format_missing(&rep, "ckpt", "BertForSequenceClassification") : NULL;
+    TAP_EQ_STR(unexpected,
+               "Some weights of the model checkpoint at ckpt were not used when initializing BertForSequenceClassification: "
+               "['bert.pooler.dense.bias', 'bert.pooler.dense.weight']",
+               "unexpected keys reported as transformers does");
+    TAP_EQ_STR(missing,
+               "Some weights of BertForSequenceClassification were not initialized from the model checkpoint at ckpt and are "
+               "newly initialized: ['bert.encoder.layer.0.attention.self.value.weight']",
+               "missing keys reported as transformers does");
+    free(unexpected);
+    free(missing);
+    if (rc == 0) ckpt_report_free(&rep);
+
+    const char *ignore[] = {"pooler", NULL};
+    rc = ckpt_load_into(m->list, m->n, NULL, src->tensors, src->n_tensors, "ckpt", "bert", ignore, &rep, &err);
+    tap_ok(rc == 0 && rep.n_unexpected == 0 && rep.n_missing == 1, "pooler ignored as BertForQuestionAnswering does");
+    if (rc == 0) ckpt_report_free(&rep);
+
+    /* A BertModel checkpoint (no "bert." prefix, old gamma/beta names) into the classifier. */
+    bp_named_tensor renamed[32];
+    size_t n_renamed = 0;
+    for (size_t i = 0; i < bin->n_tensors && i < 32; i++) {
+        if (strncmp(bin->tensors[i].name, "bert.", 5) != 0) continue;
+        renamed[n_renamed] = bin->tensors[i];
+        snprintf(renamed[n_renamed].name, sizeof renamed[n_renamed].name, "%s", bin->tensors[i].name + 5);
+        char *ln = strstr(renamed[n_renamed].name, "LayerNorm.weight");
+        if (ln) strcpy(ln, "LayerNorm.gamma");
+        ln = strstr(renamed[n_renamed].name, "LayerNorm.bias");
+        if (ln) strcpy(ln, "LayerNorm.beta");
+        n_renamed++;
+    }
+    rc = ckpt_load_into(m->list, m->n, loaded, renamed, n_renamed, "base", "bert", NULL, &rep, &err);
+    missing = rc == 0 ? ckpt_format_missing(&rep, "base", "BertForSequenceClassification") : NULL;
+    TAP_EQ_STR(missing,
+               "Some weights of BertForSequenceClassification were not initialized from the model checkpoint at base and are "
+               "newly initialized: ['classifier.bias', 'classifier.weight', 'encoder.layer.0.attention.self.value.weight']",
+               "prefix-less BertModel checkpoint: prefix stripped for matching");
+    tap_ok(rc == 0 && loaded[3] && loaded[4] && param_equals(m, 3, tb_find(bin->tb, "bert.embeddings.LayerNorm.weight")),
+           "gamma/beta load into LayerNorm weight/bias");
+    free(missing);
+    if (rc == 0) ckpt_report_free(&rep);
+
+    /* The opposite: a BertModel (no prefix, no head) from a classifier checkpoint. */
+    make_model(m, "", 0);
+    rc = ckpt_load_into(m->list, m->n, loaded, bin->tensors, bin->n_tensors, "cls", "bert", ignore, &rep, &err);
+    unexpected = rc == 0 ? ckpt_format_unexpected(&rep, "cls", "BertModel") : NULL;
+    TAP_EQ_STR(unexpected,
+               "Some weights of the model checkpoint at cls were not used when initializing BertModel: "
+               "['classifier.bias', 'classifier.weight']",
+               "BertModel from a classifier checkpoint: prefix added for matching");
+    tap_ok(rc == 0 && loaded[0] && param_equals(m, 0, tb_find(bin->tb, "bert.embeddings.word_embeddings.weight")),
+           "BertModel parameters loaded");
+    free(unexpected);
+    if (rc == 0) ckpt_report_free(&rep);
+
+    make_model(m, "bert.", 0);
+    add_param(m, "classifier.weight", 4, 8);
+    rc = ckpt_load_into(m->list, m->n, loaded, bin->tensors, bin->n_tensors, "ckpt-dir", "bert", NULL, &rep, &err);
+    tap_ok(rc == -1 && one_line(&err) &&
+               strstr(err.msg, "size mismatch for classifier.weight: checkpoint has shape [3, 8], the model expects [4, 8]") &&
+               strstr(err.msg, "ckpt-dir"),
+           "shape mismatch names the tensor and both shapes: %s", err.msg);
+
+    bp_named_tensor as_int = *tb_find(bin->tb, "bert.embeddings.position_ids");
+    snprintf(as_int.name, sizeof as_int.name, "bert.embeddings.ids");
+    m->n = 0;
+    add_param(m, "bert.embeddings.ids", 1, 6);
+    rc = ckpt_load_into(m->list, m->n, loaded, &as_int, 1, "ckpt", "bert", NULL, &rep, &err);
+    tap_ok(rc == -1 && strstr(err.msg, "i64 cannot be loaded into a f32 parameter"), "integer tensor into f32 refused: %s", err.msg);
+
+    bp_named_tensor twice[2] = {*tb_find(bin->tb, "bert.embeddings.LayerNorm.weight"),
+                                *tb_find(bin->tb, "bert.embeddings.LayerNorm.weight")};
+    snprintf(twice[1].name, sizeof twice[1].name, "bert.embeddings.LayerNorm.gamma");
+    rc = ckpt_load_into(m->list, m->n, loaded, twice, 2, "ckpt", "bert", NULL, &rep, &err);
+    tap_ok(rc == -1 && strstr(err.msg, "both mean bert.embeddings.LayerNorm.weight"), "gamma and weight both present refused: %s", err.msg);
+
+    err.msg[0] = '\0';
+    ckpt_source *none = ckpt_open(tmpdir, &err);
+    tap_ok(!none && strstr(err.msg, "no model.safetensors or pytorch_model.bin"), "empty directory: %s", err.msg);
+    free(m);
+    ckpt_close(bin);
+    ckpt_close(src);
+}
+
+int main(void) {
+    const char *dir = getenv("BP_CKPT_FIXTURES");
+    snprintf(fixtures, sizeof fixtures, "%s", dir && *dir ? dir : "tests/fixtures/ckpt");
+    if (!mkdtemp(tmpdir)) {
+        tap_ok(0, "cannot create a temporary directory: %s", strerror(errno));
+        return tap_done();
+    }
+    json_error_t jerr;
+    json_t *expected = json_load_file(fixture("expected.json"), 0, &jerr);
+    expected_tensors = json_object_get(expected, "tensors");
+    if (!tap_ok(expected_tensors != NULL, "expected.json loads from %s (run from the repo root)", fixtures)) {
+        tap_diag("%s", jerr.text);
+        return tap_done();
+    }
+    test_safetensors_reader();
+    test_torch_reader();
+    test_formats_agree();
+    test_writer();
+    test_corrupt_safetensors();
+    test_corrupt_torch();
+    test_config();
+    test_load_into();
+    json_decref(expected);
+
+    /* Leave nothing behind. */
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf '%s'", tmpdir);
+    if (system(command) != 0) tap_diag("could not remove %s", tmpdir);
+    return tap_done();
+}

@@ -11,32 +11,8 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "fixture_path.h"
 #include "tap.h"
-
-static char fixture_dir[1024];
-
-/* Path of a fixture file; two buffers in turn, so one call may name two fixtures. */
-static const char *fixture(const char *name) {
-    static char paths[2][1200];
-    static int turn;
-    turn ^= 1;
-    snprintf(paths[turn], sizeof paths[turn], "%s/%s", fixture_dir, name);
-    return paths[turn];
-}
-
-static void find_fixtures(void) {
-    const char *env = getenv("BP_FIXTURES_DIR");
-    if (env) {
-        snprintf(fixture_dir, sizeof fixture_dir, "%s/squad", env);
-        return;
-    }
-    /* __FILE__ is tests/unit/test_metrics.c as the Makefile passes it. */
-    snprintf(fixture_dir, sizeof fixture_dir, "%s", __FILE__);
-    char *slash = strrchr(fixture_dir, '/');
-    if (slash) *slash = '\0';
-    else strcpy(fixture_dir, ".");
-    strncat(fixture_dir, "/../fixtures/squad", sizeof fixture_dir - strlen(fixture_dir) - 1);
-}
 
 /* Captures what a function writes to a FILE* (a tmpfile), NUL-terminated, malloc'd. */
 static char *slurp(FILE *f) {
@@ -343,7 +319,7 @@ static void test_squad_spans(void) {
 }
 
 int main(void) {
-    find_fixtures();
+    fixture_path_init(__FILE__, "squad");
     test_classification_counts();
     test_classification_loss();
     json_error_t jerr;

@@ -12,30 +12,8 @@
 #include <unistd.h>
 
 #include "qa_postprocess.h"
+#include "fixture_path.h"
 #include "tap.h"
-
-static char fixture_dir[1024];
-
-static const char *fixture(const char *name) {
-    static char paths[2][1200];
-    static int turn;
-    turn ^= 1;
-    snprintf(paths[turn], sizeof paths[turn], "%s/%s", fixture_dir, name);
-    return paths[turn];
-}
-
-static void find_fixtures(void) {
-    const char *env = getenv("BP_FIXTURES_DIR");
-    if (env) {
-        snprintf(fixture_dir, sizeof fixture_dir, "%s/squad", env);
-        return;
-    }
-    snprintf(fixture_dir, sizeof fixture_dir, "%s", __FILE__);
-    char *slash = strrchr(fixture_dir, '/');
-    if (slash) *slash = '\0';
-    else strcpy(fixture_dir, ".");
-    strncat(fixture_dir, "/../fixtures/squad", sizeof fixture_dir - strlen(fixture_dir) - 1);
-}
 
 /* One case's windows, converted from JSON into the library's arrays. */
 typedef struct loaded_case {
@@ -301,7 +279,7 @@ static void test_json_files(void) {
 }
 
 int main(void) {
-    find_fixtures();
+    fixture_path_init(__FILE__, "squad");
     test_reference_cases();
     test_errors();
     test_json_files();

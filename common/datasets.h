@@ -74,7 +74,8 @@ typedef struct ds_options {
     uint64_t seed;            /* seed for sample and validation_ratio */
     int binary;               /* sst-trees: drop label 2, 0/1 -> 0, 3/4 -> 1 (GLUE SST-2);
                                * sst-raw: label = round(score) (score > 0.5 -> 1) */
-    int keep_ptb_brackets;    /* sst-trees: keep -LRB- / -RRB- instead of ( and ) */
+    int keep_ptb_escapes;     /* sst-trees: keep -LRB- -RRB- \/ \* as in the trees (default:
+                               * ( ) / * as GLUE SST-2 writes them) */
     int skip_empty;           /* empty text: 0 = error with file and line, 1 = skip and count */
     int answers_must_match;   /* squad: a mismatching answer_start is an error, not a count */
     /* csv */

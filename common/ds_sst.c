@@ -1,8 +1,8 @@
 /* ds_sst.c — the two Stanford Sentiment Treebank distributions (see datasets.h).
  *
  * PTB trees (trainDevTestTrees_PTB.zip: trees/{train,dev,test}.txt, one tree a line): the
- * sentence is the tree's leaves joined by single spaces with -LRB-/-RRB- turned back into
- * brackets (as GLUE SST-2 and Hugging Face's `sst` default config write them), the label
+ * sentence is the tree's leaves joined by single spaces with the PTB escapes undone
+ * (-LRB- -RRB- \/ \*, as GLUE SST-2's sentences have them), the label
  * is the root's 0..4, or binary as GLUE SST-2 made it (2 dropped; 0,1 -> 0; 3,4 -> 1).
  *
  * Raw release (stanfordSentimentTreebank/): datasetSentences.txt (with Hugging Face's
@@ -20,10 +20,24 @@
 
 /* ---- PTB trees -------------------------------------------------------------------- */
 
+/* Append a leaf to the sentence, separated by a space, undoing the Penn Treebank escapes
+ * as GLUE SST-2 and Hugging Face's `sst` sentences do: -LRB- -> "(", -RRB- -> ")",
+ * "\/" -> "/" and "\*" -> "*". Returns 0 or -1 when out of memory. */
+static int append_unescaped_leaf(ds_bytes *sentence, const char *leaf, size_t n) {
+    if (sentence->len && ds_bytes_append(sentence, " ", 1) != 0) return -1;
+    if (n == 5 && memcmp(leaf, "-LRB-", 5) == 0) return ds_bytes_append(sentence, "(", 1);
+    if (n == 5 && memcmp(leaf, "-RRB-", 5) == 0) return ds_bytes_append(sentence, ")", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (leaf[i] == '\\' && i + 1 < n && (leaf[i + 1] == '/' || leaf[i + 1] == '*')) continue;
+        if (ds_bytes_append(sentence, leaf + i, 1) != 0) return -1;
+    }
+    return 0;
+}
+
 /* Parse one tree "(L (L leaf) (L (L a) (L b)))": *root_label gets the root's label and
  * sentence the leaves joined by spaces. Returns 0, or -1 with err filled naming the column
  * (1-based) at where. */
-static int parse_tree(const char *line, int keep_brackets, int *root_label, ds_bytes *sentence,
+static int parse_tree(const char *line, int keep_escapes, int *root_label, ds_bytes *sentence,
                       const char *where, int64_t line_number, bp_err *err) {
     const char *p = line;
     int depth = 0;
@@ -64,11 +78,12 @@ static int parse_tree(const char *line, int keep_brackets, int *root_label, ds_b
         const char *after = p;
         while (*after == ' ') after++;
         if (*after != ')') { p = after; return TREE_ERROR("expected ')' after a leaf"); }
-        const char *word = start;
-        size_t word_len = n;
-        if (!keep_brackets && n == 5 && memcmp(start, "-LRB-", 5) == 0) word = "(", word_len = 1;
-        if (!keep_brackets && n == 5 && memcmp(start, "-RRB-", 5) == 0) word = ")", word_len = 1;
-        if ((sentence->len && ds_bytes_append(sentence, " ", 1) != 0) || ds_bytes_append(sentence, word, word_len) != 0)
+        if (keep_escapes) {
+            if ((sentence->len && ds_bytes_append(sentence, " ", 1) != 0) || ds_bytes_append(sentence, start, n) != 0)
+                return bp_err_set(err, "out of memory (%s:%lld)", where, (long long)line_number);
+            continue;
+        }
+        if (append_unescaped_leaf(sentence, start, n) != 0)
             return bp_err_set(err, "out of memory (%s:%lld)", where, (long long)line_number);
     }
     if (depth != 0) return TREE_ERROR("unbalanced parentheses: missing ')'");
@@ -91,7 +106,7 @@ int ds_read_sst_trees(const char *path, ds_sink *sink, bp_err *err) {
         if (len == 0) continue;
         int64_t line_number = arc_line_number(in);
         int label;
-        if (parse_tree(line, sink->options->keep_ptb_brackets, &label, &sentence, arc_where(in), line_number, err) != 0) {
+        if (parse_tree(line, sink->options->keep_ptb_escapes, &label, &sentence, arc_where(in), line_number, err) != 0) {
             rc = -1;
             break;
         }

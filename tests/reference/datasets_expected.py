@@ -3,7 +3,8 @@
 
 Reads the hand-written fixtures in tests/fixtures/datasets/ with Python's own csv and json
 modules, following the rules of the Hugging Face `datasets` loaders that bertpipe copies:
-  - sst (ptb trees): root label; text = leaves joined by " ", -LRB-/-RRB- -> ( ); binary
+  - sst (ptb trees): root label; text = leaves joined by " ", -LRB-/-RRB- -> ( ) and
+    \\/ \\* -> / * (the PTB escapes, undone as in GLUE SST-2's sentences); binary
     as GLUE SST-2 (drop 2; 0,1 -> 0; 3,4 -> 1)
   - sst (default config): the byte repair of datasetSentences, the -LRB-/-RRB- swap, the
     score looked up through dictionary.txt + sentiment_labels.txt; splits 1 train, 3 dev,
@@ -40,7 +41,7 @@ def tree_leaves_and_label(tree):
     for i, t in enumerate(tokens):
         # A leaf is a word that follows a label (not an opening bracket) and precedes ")".
         if t not in "()" and tokens[i - 1] not in "(" and tokens[i + 1] == ")":
-            leaves.append({"-LRB-": "(", "-RRB-": ")"}.get(t, t))
+            leaves.append({"-LRB-": "(", "-RRB-": ")"}.get(t, t).replace("\\/", "/").replace("\\*", "*"))
     return " ".join(leaves), root
 
 

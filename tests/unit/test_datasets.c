@@ -278,10 +278,10 @@ static void test_sst_trees(void) {
 
     collected got = {0};
     bp_err err = {{0}};
-    ds_options keep = {.format = DS_FORMAT_SST_TREES, .keep_ptb_brackets = 1};
+    ds_options keep = {.format = DS_FORMAT_SST_TREES, .keep_ptb_escapes = 1};
     ds_read(fixture("sst_trees/trees/train.txt"), &keep, collect, &got, NULL, &err);
     TAP_EQ_STR(got.count > 3 ? got.items[3]->text : NULL, "The -LRB- mostly dull -RRB- sequel .",
-               "keep_ptb_brackets keeps -LRB- / -RRB-");
+               "keep_ptb_escapes keeps -LRB- / -RRB-");
     collected_free(&got);
 }
 

@@ -252,7 +252,8 @@ void tok_free(tok_tokenizer *tok) {
     free(tok);
 }
 
-/* Look a key up in one JSON file. Returns 1 found (value in *out), 0 absent, -1 error. */
+/* Look a boolean up in one JSON file. Returns 1 found (value in *out), 0 absent, -1 error.
+ * When the file parsed, *root_out holds it (the caller json_decrefs it), else NULL. */
 static int json_bool_field(const char *path, const char *key, int *out, int *file_exists,
                            json_t **root_out, bp_err *err) {
     FILE *probe = fopen(path, "rb");
@@ -267,10 +268,13 @@ static int json_bool_field(const char *path, const char *key, int *out, int *fil
         json_decref(root);
         return bp_err_set(err, "expected a JSON object (%s)", path);
     }
-    *root_out = root;
     json_t *value = json_object_get(root, key);
+    if (value && !json_is_null(value) && !json_is_boolean(value)) {
+        json_decref(root);
+        return bp_err_set(err, "%s must be true or false (%s)", key, path);
+    }
+    *root_out = root; /* the caller reads more settings from it, then frees it */
     if (!value || json_is_null(value)) return 0;
-    if (!json_is_boolean(value)) return bp_err_set(err, "%s must be true or false (%s)", key, path);
     *out = json_is_true(value);
     return 1;
 }

@@ -11,7 +11,8 @@
 //   {"id":..,"question":..,"context":..[,"answer_start":N,"answer_text":".."]} (pair:
 //   truncation only_second, overflow windows with stride, labels as HF run_qa computes them).
 // Output lines: {"id":..,"windows":[{"ids","type_ids","mask","seq","offsets"}],"labels":[[s,e]..]}
-//   or {"id":..,"error":"question_too_long"|"stride"|"answer_mismatch"}. tests/tools/tokenize_dump.c
+//   or {"id":..,"error":"question_too_long"|"stride"}; an answer that does not slice the context
+//   gives the windows and "error":"answer_mismatch" instead of labels. tests/tools/tokenize_dump.c
 //   writes the same shape. --bench: no output; prints "MB/s bytes seconds" of the encode calls.
 // Single-threaded: one encode at a time (TOKENIZERS_PARALLELISM=false, RAYON_NUM_THREADS=1,
 // UV_THREADPOOL_SIZE=1 are set below before the native module loads).

@@ -50,7 +50,7 @@ static example *read_examples(FILE *in, size_t *count) {
         line_no++;
         if (got == 1 && line[0] == '\n') continue;
         json_error_t jerr;
-        json_t *root = json_loadb(line, (size_t)got, 0, &jerr);
+        json_t *root = json_loadb(line, (size_t)got, JSON_ALLOW_NUL, &jerr);
         if (!root || !json_is_object(root))
             bp_die(1, NULL, "invalid JSON: %s (stdin line %ld)", root ? "not an object" : jerr.text, line_no);
         if (n == capacity) {
@@ -104,10 +104,8 @@ static void print_result(FILE *out, const example *ex, const tok_encoding *enc, 
         fprintf(out, "\"id\":%s,", id);
         free(id);
     }
-    if (status == TOK_ERR_QUESTION_TOO_LONG || status == TOK_ERR_STRIDE || status == TOK_ANSWER_MISMATCH) {
-        fprintf(out, "\"error\":\"%s\"}\n", status == TOK_ERR_STRIDE ? "stride"
-                                            : status == TOK_ANSWER_MISMATCH ? "answer_mismatch"
-                                                                            : "question_too_long");
+    if (status == TOK_ERR_QUESTION_TOO_LONG || status == TOK_ERR_STRIDE) {
+        fprintf(out, "\"error\":\"%s\"}\n", status == TOK_ERR_STRIDE ? "stride" : "question_too_long");
         return;
     }
     fprintf(out, "\"windows\":[");
@@ -127,6 +125,10 @@ static void print_result(FILE *out, const example *ex, const tok_encoding *enc, 
         fprintf(out, "]}");
     }
     fputc(']', out);
+    if (status == TOK_ANSWER_MISMATCH) { /* windows are valid; only the labels are missing */
+        fprintf(out, ",\"error\":\"answer_mismatch\"}\n");
+        return;
+    }
     if (ex->has_answer) {
         fprintf(out, ",\"labels\":[");
         for (int w = 0; w < enc->n_windows; w++)

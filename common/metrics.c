@@ -192,7 +192,7 @@ json_t *metrics_cls_to_json(const metrics_cls *m, const char *const *label_names
 }
 
 static int write_json_line(json_t *root, FILE *out, bp_err *err) {
-    int failed = json_dumpf(root, out, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) != 0 ||
+    int failed = json_dumpf(root, out, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16)) != 0 ||
                  fputc('\n', out) == EOF || fflush(out) != 0;
     json_decref(root);
     if (failed) return bp_err_set(err, "cannot write the metrics JSON: %s", strerror(errno));

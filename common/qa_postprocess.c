@@ -381,7 +381,7 @@ int qa_post_json_write_file(const json_t *root, const char *path, bp_err *err) {
     int failed = !f;
     if (f) {
         failed = json_dumpf(root, f, JSON_INDENT(4) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER |
-                                         JSON_REAL_PRECISION(17)) != 0;
+                                         JSON_REAL_PRECISION(16)) != 0;
         failed |= fputc('\n', f) == EOF;
         failed |= fclose(f) != 0;
     } else {

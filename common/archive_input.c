@@ -112,6 +112,8 @@ static struct archive *new_reader(int raw, bp_err *err, const char *path) {
     }
     archive_read_support_filter_all(a);
     if (raw) {
+        /* "empty" lets an empty (or empty-when-decompressed) file be an empty member. */
+        archive_read_support_format_empty(a);
         archive_read_support_format_raw(a);
     } else {
         archive_read_support_format_zip(a);

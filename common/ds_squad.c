@@ -233,6 +233,7 @@ int ds_read_squad(const char *path, ds_sink *sink, bp_err *err) {
     squad_scanner scanner = {.line = 1};
     char *chunk = malloc(65536);
     if (!chunk) rc = bp_err_set(err, "out of memory (%s)", path);
+    int64_t total = 0;
     while (rc == 0) {
         ssize_t n = arc_read(in, chunk, 65536, err);
         if (n < 0) {
@@ -240,10 +241,13 @@ int ds_read_squad(const char *path, ds_sink *sink, bp_err *err) {
             break;
         }
         if (n == 0) break;
+        total += n;
         rc = scan_bytes(&scanner, chunk, (size_t)n, sink, arc_where(in), err);
     }
     if (rc == 0) {
-        if (scanner.depth != 0 || scanner.in_string || !scanner.closed)
+        if (total == 0)
+            rc = bp_err_set(err, "not SQuAD: empty file (%s)", arc_where(in));
+        else if (scanner.depth != 0 || scanner.in_string || !scanner.closed)
             rc = bp_err_set(err, "truncated JSON: the file ends inside %s (%s:%lld)",
                             scanner.in_data ? "the \"data\" array" : "the top-level object", arc_where(in),
                             (long long)scanner.line);

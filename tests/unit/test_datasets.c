@@ -587,6 +587,16 @@ static void test_bad_input(void) {
     const char *bad_json[] = {"invalid JSON", "badarticle.json:3", NULL};
     expect_error("syntax error inside an article", temp("badarticle.json"), squad, bad_json);
 
+    write_file(temp("empty.json"), "");
+    const char *empty_json[] = {"not SQuAD: empty file", "empty.json", NULL};
+    expect_error("empty JSON file", temp("empty.json"), squad, empty_json);
+    write_file(temp("nothing.csv"), "");
+    snprintf(cmd, sizeof cmd, "gzip -c '%s' > '%s'", temp("nothing.csv"), temp("nothing.csv.gz"));
+    run(cmd);
+    const char *no_header[] = {"no header line", "nothing.csv", NULL};
+    expect_error("empty CSV file", temp("nothing.csv"), plain, no_header);
+    expect_error("empty CSV file, gzipped", temp("nothing.csv.gz"), plain, no_header);
+
     const char *cannot_guess[] = {"cannot guess the dataset format", NULL};
     write_file(temp("mystery.bin"), "x");
     expect_error("unknown format", temp("mystery.bin"), plain, cannot_guess);

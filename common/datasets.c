@@ -69,6 +69,28 @@ int ds_format_guess(const char *path, ds_format *format, bp_err *err) {
     return 0;
 }
 
+int ds_label_names(const char *path, const ds_options *options, char *out, size_t size, bp_err *err) {
+    ds_format format = options->format;
+    if (format == DS_FORMAT_AUTO && ds_format_guess(path, &format, err) != 0) return -1;
+    const char *names = "";
+    switch (format) {
+    case DS_FORMAT_SST_TREES:
+        names = options->binary ? "negative,positive" : "very negative,negative,neutral,positive,very positive";
+        break;
+    case DS_FORMAT_SST_RAW: names = options->binary ? "negative,positive" : ""; break;
+    case DS_FORMAT_SST2: names = "negative,positive"; break;
+    case DS_FORMAT_IMDB: names = "neg,pos"; break;
+    case DS_FORMAT_CSV: names = options->label_map ? options->label_map : ""; break;
+    default: break;
+    }
+    if (strlen(names) + 1 > size) return bp_err_set(err, "label names do not fit in %zu bytes (%s)", size, path);
+    strcpy(out, names);
+    if (!*names) return 0;
+    int count = 1;
+    for (const char *c = names; *c; c++) count += *c == ',';
+    return count;
+}
+
 /* ---- splits ----------------------------------------------------------------------- */
 
 int ds_split_of(const ds_options *options, bp_err *err) {

@@ -121,6 +121,14 @@ const char *ds_format_name(ds_format format);
  * sst-raw, *.csv / *.tsv -> csv). Returns 0 and sets *format, -1 with err filled. */
 int ds_format_guess(const char *path, ds_format *format, bp_err *err);
 
+/* The class names of what ds_read would yield for path and options, comma-separated into
+ * out (size bytes), for the stream's schema: "very negative,negative,neutral,positive,very
+ * positive" (sst-trees), "negative,positive" (sst-trees/sst-raw binary, sst2, as HF's
+ * glue/sst2 ClassLabel), "neg,pos" (imdb, as HF's imdb), the label map (csv). Returns
+ * the number of classes, 0 when the labels have no names (sst-raw scores, squad, csv
+ * without a map: "" written), or -1 with err filled (format not guessable, out too small). */
+int ds_label_names(const char *path, const ds_options *options, char *out, size_t size, bp_err *err);
+
 /* Deep copy of an example (for callers that keep examples past the callback). Returns
  * NULL on out-of-memory. Free with ds_example_free. */
 ds_example *ds_example_copy(const ds_example *example);

@@ -602,6 +602,23 @@ static void test_bad_input(void) {
     expect_error("unknown format", temp("mystery.bin"), plain, cannot_guess);
 }
 
+static void test_label_names(void) {
+    char names[256];
+    bp_err err = {{0}};
+    ds_options trees = {.format = DS_FORMAT_SST_TREES};
+    TAP_EQ_INT(ds_label_names("x", &trees, names, sizeof names, &err), 5, "sst-trees: 5 classes");
+    TAP_EQ_STR(names, "very negative,negative,neutral,positive,very positive", "sst-trees class names");
+    trees.binary = 1;
+    TAP_EQ_INT(ds_label_names("x", &trees, names, sizeof names, &err), 2, "sst-trees binary: 2 classes");
+    ds_options guessed = {0};
+    TAP_EQ_INT(ds_label_names("aclImdb_v1.tar.gz", &guessed, names, sizeof names, &err), 2, "imdb: 2 classes");
+    TAP_EQ_STR(names, "neg,pos", "imdb class names as HF's imdb");
+    ds_options csv = {.label_map = "-1,0,1,2"};
+    TAP_EQ_INT(ds_label_names("r.csv", &csv, names, sizeof names, &err), 4, "csv: the label map's classes");
+    TAP_EQ_INT(ds_label_names("dev-v1.1.json", &guessed, names, sizeof names, &err), 0, "squad: no class names");
+    TAP_EQ_INT(ds_label_names("r.csv", &csv, names, 4, &err), -1, "names that do not fit: an error");
+}
+
 static int failing_consumer(const ds_example *example, void *user, bp_err *err) {
     return bp_err_set(err, "consumer refused %s", example->id);
 }
@@ -639,6 +656,7 @@ int main(void) {
     test_validation_split();
     test_bad_input();
     test_consumer_error();
+    test_label_names();
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     run(cmd);

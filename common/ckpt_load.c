@@ -67,13 +67,16 @@ ckpt_source *ckpt_open(const char *path, bp_err *err) {
         free(source);
         return NULL;
     }
-    unsigned char magic[4] = {0};
+    unsigned char magic[9] = {0};
     FILE *fp = fopen(source->path, "rb");
-    size_t got = fp ? fread(magic, 1, 4, fp) : 0;
+    size_t got = fp ? fread(magic, 1, sizeof magic, fp) : 0;
     if (fp) fclose(fp);
-    /* A zip (torch >= 1.6) or a bare pickle (legacy torch, refused by tb_open with a clear
-     * message) is torch; safetensors starts with its header length. */
-    if (got == 4 && (memcmp(magic, "PK\x03\x04", 4) == 0 || (magic[0] == 0x80 && magic[1] <= 5))) {
+    /* safetensors: an 8-byte length (any bytes) then '{'. torch: a zip (>= 1.6) or a pickle
+     * starting with the magic number (legacy). Anything else gets st_open's diagnosis. */
+    int is_safetensors = got == 9 && magic[8] == '{';
+    int is_zip = got >= 4 && memcmp(magic, "PK\x03\x04", 4) == 0;
+    int is_pickle = got >= 3 && magic[0] == 0x80 && magic[1] <= 5 && magic[2] == 0x8a;
+    if (!is_safetensors && (is_zip || is_pickle)) {
         source->format = "pytorch";
         source->tb = tb_open(source->path, err);
         if (source->tb) {

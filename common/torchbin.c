@@ -15,7 +15,7 @@
 
 typedef struct tb_storage {
     char *key;              /* the N of TOP/data/N */
-    unsigned char *bytes;
+    unsigned char *bytes;   /* owned, except when it points into the set's legacy blob */
     size_t nbytes;
     int dtype;              /* -1 until a persistent id gives it a type */
 } tb_storage;
@@ -23,6 +23,8 @@ typedef struct tb_storage {
 struct tb_storage_set {
     tb_storage *storages;
     size_t n_storages, cap_storages;
+    unsigned char *blob;    /* a legacy file, read whole; its storages point into it */
+    size_t blob_len;
     void **copies;          /* contiguous copies of strided tensors */
     size_t n_copies;
 };
@@ -31,8 +33,9 @@ static void tb_storage_set_free(struct tb_storage_set *set) {
     if (!set) return;
     for (size_t i = 0; i < set->n_storages; i++) {
         free(set->storages[i].key);
-        free(set->storages[i].bytes);
+        if (!set->blob) free(set->storages[i].bytes);
     }
+    free(set->blob);
     for (size_t i = 0; i < set->n_copies; i++) free(set->copies[i]);
     free(set->storages);
     free(set->copies);
@@ -91,6 +94,7 @@ typedef struct pickle_vm {
     const unsigned char *code;
     size_t len, pos, op_pos;
     const char *where;        /* file label for errors */
+    const char *pickle_name;  /* "data.pkl", or which pickle of a legacy file */
     struct tb_storage_set *set;
     pv **arena;               /* every value ever made, freed at the end */
     size_t n_arena, cap_arena;
@@ -100,6 +104,7 @@ typedef struct pickle_vm {
     size_t n_marks, cap_marks;
     pv **memo;
     size_t cap_memo, n_memo;  /* n_memo: next MEMOIZE slot */
+    int legacy;               /* storages are declared by persistent ids, their data follows */
     bp_err *err;
 } pickle_vm;
 
@@ -116,7 +121,7 @@ static int grow(void *array, size_t *cap, size_t need, size_t size) {
 }
 
 static int vm_fail(pickle_vm *vm, const char *what) {
-    return bp_err_set(vm->err, "%s at byte %zu of data.pkl (%s)", what, vm->op_pos, vm->where);
+    return bp_err_set(vm->err, "%s at byte %zu of %s (%s)", what, vm->op_pos, vm->pickle_name, vm->where);
 }
 
 static pv *pv_new(pickle_vm *vm, pv_kind kind) {
@@ -183,7 +188,7 @@ static long vm_pop_mark(pickle_vm *vm) {
 }
 
 static int vm_need(pickle_vm *vm, size_t n) {
-    if (vm->len - vm->pos < n) return vm_fail(vm, "data.pkl ends in the middle of an opcode: truncated");
+    if (vm->len - vm->pos < n) return vm_fail(vm, "pickle ends in the middle of an opcode: truncated");
     return 0;
 }
 
@@ -283,7 +288,31 @@ static int vm_op_stack_global(pickle_vm *vm) {
     return vm_resolve_global(vm, module->text, name->text);
 }
 
-/* BINPERSID: ('storage', storage_type, key, location, numel) -> the storage it names. */
+/* A legacy file declares storages in the pickle and stores their bytes after it. */
+static tb_storage *vm_declare_storage(pickle_vm *vm, const char *key, bp_dtype dtype, int64_t numel) {
+    struct tb_storage_set *set = vm->set;
+    if (numel < 0 || (uint64_t)numel > SIZE_MAX / 8) {
+        vm_fail(vm, "storage size out of range");
+        return NULL;
+    }
+    if (grow(&set->storages, &set->cap_storages, set->n_storages + 1, sizeof *set->storages) != 0) {
+        vm_fail(vm, "out of memory");
+        return NULL;
+    }
+    tb_storage *s = &set->storages[set->n_storages];
+    memset(s, 0, sizeof *s);
+    if (!(s->key = strdup(key))) {
+        vm_fail(vm, "out of memory");
+        return NULL;
+    }
+    s->nbytes = (size_t)numel * bp_dtype_size(dtype);
+    s->dtype = -1;
+    set->n_storages++;
+    return s;
+}
+
+/* BINPERSID: ('storage', storage_type, key, location, numel) -> the storage it names
+ * (legacy files add a sixth item, view metadata, which must be None). */
 static int vm_op_persid(pickle_vm *vm) {
     pv *pid = vm_pop(vm);
     if (!pid) return -1;
@@ -292,11 +321,15 @@ static int vm_op_persid(pickle_vm *vm) {
         pid->items[1]->global != G_STORAGE_TYPE || pid->items[2]->kind != PV_STR ||
         pid->items[4]->kind != PV_INT)
         return vm_fail(vm, "persistent id is not ('storage', type, key, location, numel)");
+    if (pid->n > 5 && (!vm->legacy || pid->n > 6 || pid->items[5]->kind != PV_NONE))
+        return vm_fail(vm, "storage views (legacy view_metadata) are not supported");
     const char *key = pid->items[2]->text;
+    bp_dtype dtype = pid->items[1]->dtype;
     tb_storage *storage = tb_storage_find(vm->set, key);
+    if (!storage && vm->legacy) storage = vm_declare_storage(vm, key, dtype, pid->items[4]->integer);
+    if (!storage && vm->legacy) return -1;
     if (!storage)
         return bp_err_set(vm->err, "storage data/%s used by data.pkl is missing from the archive (%s)", key, vm->where);
-    bp_dtype dtype = pid->items[1]->dtype;
     if (storage->dtype >= 0 && storage->dtype != (int)dtype)
         return bp_err_set(vm->err, "storage data/%s is used as both %s and %s (%s)", key,
                           bp_dtype_name((bp_dtype)storage->dtype), bp_dtype_name(dtype), vm->where);
@@ -541,7 +574,7 @@ static int vm_run(pickle_vm *vm, pv **result) {
         }
         if (rc != 0) return -1;
     }
-    return bp_err_set(vm->err, "data.pkl ends without STOP: truncated (%s)", vm->where);
+    return bp_err_set(vm->err, "%s ends without STOP: truncated (%s)", vm->pickle_name, vm->where);
 }
 
 /* ---- from pickle result to named tensors --------------------------------------------- */
@@ -705,7 +738,8 @@ static tb_file *tb_load(struct archive *ar, const char *where, bp_err *err) {
         goto fail;
     }
     if (tb_read_zip(ar, where, file->owned, &pickle, &pickle_len, err) != 0) goto fail;
-    pickle_vm vm = {.code = pickle, .len = pickle_len, .where = where, .set = file->owned, .err = err};
+    pickle_vm vm = {.code = pickle, .len = pickle_len, .where = where, .pickle_name = "data.pkl",
+                    .set = file->owned, .err = err};
     pv *result = NULL;
     int rc = vm_run(&vm, &result);
     if (rc == 0) rc = tb_collect(file, result, err);
@@ -719,6 +753,112 @@ fail:
     archive_read_free(ar);
     tb_close(file);
     return NULL;
+}
+
+/* ---- the legacy (pre-1.6) format ------------------------------------------------------
+ * Back-to-back pickles: a magic number, the protocol version 1001, a dict of system info,
+ * the state dict (persistent ids declare the storages), the list of storage keys; then for
+ * each key in that order an 8-byte little-endian element count and the raw bytes. */
+
+static const unsigned char tb_legacy_magic[] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                                0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
+
+/* Forget the previous pickle's stack and memo (each pickle has its own); keep the arena. */
+static void vm_reset(pickle_vm *vm, const char *pickle_name) {
+    vm->n_stack = vm->n_marks = vm->n_memo = 0;
+    vm->pickle_name = pickle_name;
+}
+
+static int vm_run_next(pickle_vm *vm, const char *pickle_name, pv_kind want, pv **result) {
+    vm_reset(vm, pickle_name);
+    if (vm_run(vm, result) != 0) return -1;
+    if ((*result)->kind != want)
+        return bp_err_set(vm->err, "%s is a %s, expected a %s: not a torch.save file (%s)", pickle_name,
+                          pv_kind_names[(*result)->kind], pv_kind_names[want], vm->where);
+    return 0;
+}
+
+/* Attach the storage bytes that follow the pickles to the storages they declared. */
+static int tb_legacy_storages(pickle_vm *vm, const pv *keys) {
+    struct tb_storage_set *set = vm->set;
+    size_t pos = vm->pos;
+    for (size_t i = 0; i < keys->n; i++) {
+        if (keys->items[i]->kind != PV_STR) return bp_err_set(vm->err, "storage key %zu is not a string (%s)", i, vm->where);
+        tb_storage *s = tb_storage_find(set, keys->items[i]->text);
+        if (!s || s->dtype < 0)
+            return bp_err_set(vm->err, "storage %s listed but never used by the state dict (%s)", keys->items[i]->text, vm->where);
+        if (set->blob_len - pos < 8)
+            return bp_err_set(vm->err, "file ends before storage %s: truncated (%s)", s->key, vm->where);
+        uint64_t numel = 0;
+        for (int b = 7; b >= 0; b--) numel = numel << 8 | set->blob[pos + (size_t)b];
+        pos += 8;
+        if (numel != s->nbytes / bp_dtype_size((bp_dtype)s->dtype))
+            return bp_err_set(vm->err, "storage %s holds %llu elements, the state dict says %zu (%s)", s->key,
+                              (unsigned long long)numel, s->nbytes / bp_dtype_size((bp_dtype)s->dtype), vm->where);
+        if (set->blob_len - pos < s->nbytes)
+            return bp_err_set(vm->err, "file ends inside storage %s: truncated (%s)", s->key, vm->where);
+        s->bytes = set->blob + pos;
+        pos += s->nbytes;
+    }
+    for (size_t i = 0; i < set->n_storages; i++)
+        if (!set->storages[i].bytes)
+            return bp_err_set(vm->err, "storage %s has no data in the file (%s)", set->storages[i].key, vm->where);
+    if (pos != set->blob_len)
+        return bp_err_set(vm->err, "%zu bytes after the last storage: not a torch.save file (%s)", set->blob_len - pos, vm->where);
+    return 0;
+}
+
+static tb_file *tb_load_legacy(const char *path, bp_err *err) {
+    tb_file *file = calloc(1, sizeof *file);
+    if (!file || !(file->path = strdup(path)) || !(file->owned = calloc(1, sizeof *file->owned))) {
+        bp_err_set(err, "out of memory (%s)", path);
+        tb_close(file);
+        return NULL;
+    }
+    struct tb_storage_set *set = file->owned;
+    FILE *fp = fopen(path, "rb");
+    long len = -1;
+    if (fp && fseek(fp, 0, SEEK_END) == 0) len = ftell(fp);
+    if (fp && len >= 0 && fseek(fp, 0, SEEK_SET) == 0 && (set->blob = malloc(len ? (size_t)len : 1)))
+        set->blob_len = fread(set->blob, 1, (size_t)len, fp);
+    int read_ok = fp && len >= 0 && set->blob && set->blob_len == (size_t)len;
+    if (fp) fclose(fp);
+    if (!read_ok) {
+        bp_err_set(err, "cannot read: %s (%s)", strerror(errno), path);
+        tb_close(file);
+        return NULL;
+    }
+    pickle_vm vm = {.code = set->blob, .len = set->blob_len, .where = path, .set = set, .legacy = 1, .err = err};
+    pv *version = NULL, *info = NULL, *dict = NULL, *keys = NULL;
+    int rc = -1;
+    if (set->blob_len < 2 + sizeof tb_legacy_magic || memcmp(set->blob + 2, tb_legacy_magic, sizeof tb_legacy_magic) != 0) {
+        bp_err_set(err, "a pickle without torch's magic number: not a torch.save file (%s)", path);
+        goto out;
+    }
+    vm.pos = 2 + sizeof tb_legacy_magic;
+    if (vm_run_next(&vm, "the protocol version pickle", PV_INT, &version) != 0) goto out;
+    if (version->integer != 1001) {
+        bp_err_set(err, "legacy torch protocol version %lld, only 1001 is supported (%s)", (long long)version->integer, path);
+        goto out;
+    }
+    if (vm_run_next(&vm, "the system info pickle", PV_DICT, &info) != 0) goto out;
+    for (size_t i = 0; i + 1 < info->n; i += 2)
+        if (info->items[i]->kind == PV_STR && strcmp(info->items[i]->text, "little_endian") == 0 &&
+            !(info->items[i + 1]->kind == PV_BOOL && info->items[i + 1]->integer)) {
+            bp_err_set(err, "checkpoint was saved big-endian; only little-endian is supported (%s)", path);
+            goto out;
+        }
+    if (vm_run_next(&vm, "the state dict pickle", PV_DICT, &dict) != 0) goto out;
+    if (vm_run_next(&vm, "the storage key list pickle", PV_LIST, &keys) != 0) goto out;
+    if (tb_legacy_storages(&vm, keys) != 0) goto out;
+    rc = tb_collect(file, dict, err);
+out:
+    vm_free(&vm);
+    if (rc != 0) {
+        tb_close(file);
+        return NULL;
+    }
+    return file;
 }
 
 /* A file is read through the zip's central directory, so a file cut anywhere (even
@@ -748,10 +888,7 @@ tb_file *tb_open(const char *path, bp_err *err) {
         bp_err_set(err, "truncated pytorch checkpoint: %zu bytes (%s)", got, path);
         return NULL;
     }
-    if (magic[0] == 0x80 && magic[1] <= 5) {
-        bp_err_set(err, "legacy (pre-1.6, non-zip) torch format not supported; re-save it with a newer torch.save or as safetensors (%s)", path);
-        return NULL;
-    }
+    if (magic[0] == 0x80 && magic[1] <= 5) return tb_load_legacy(path, err);
     if (memcmp(magic, "PK\x03\x04", 4) != 0) {
         bp_err_set(err, "not a torch.save zip archive (%s)", path);
         return NULL;

@@ -5,7 +5,8 @@
  * "archive" or the file's stem depending on the torch version. The zip is read with
  * libarchive, from a file or a stream (pipe), and data.pkl is run on a minimal pickle VM
  * that knows only what state dicts use: anything else is refused by opcode or global name,
- * never executed. The legacy pre-1.6 non-zip format is refused with a clear error.
+ * never executed. The legacy pre-1.6 non-zip format (back-to-back pickles followed by the raw
+ * storages, as in many older hub checkpoints) is read too, from files only.
  *
  * This module never prints, never exits, and knows nothing of the model.
  */
@@ -26,7 +27,7 @@ typedef struct tb_file {
     struct tb_storage_set *owned; /* private: storages and contiguous copies */
 } tb_file;
 
-/* Read the torch.save zip at PATH. Tensors saved as views (storage offset, shared storage)
+/* Read the torch.save file at PATH (zip, or the legacy format). Tensors saved as views (storage offset, shared storage)
  * point into their storage; non-contiguous ones (e.g. a saved transpose) are copied into
  * C order. Returns a tb_file to free with tb_close, or NULL with err = one line naming the
  * file and the tensor, storage or pickle opcode at fault. */
@@ -34,7 +35,7 @@ tb_file *tb_open(const char *path, bp_err *err);
 
 /* The same from an already open descriptor, read as a stream (works on pipes: libarchive's
  * streaming zip reader is used when FD cannot seek). LABEL names the source in errors.
- * The descriptor is not closed. */
+ * The legacy format is refused here (it needs the whole file). The descriptor is not closed. */
 tb_file *tb_read_fd(int fd, const char *label, bp_err *err);
 
 /* Free everything; NULL is fine. */

@@ -8,7 +8,7 @@ Run with Debian's python3-torch (no transformers, no safetensors package needed)
         Hugging Face BERT parameter names:
           pytorch_model.bin        torch.save zip, pickle protocol 2 (torch's default)
           pytorch_model_p4.bin     the same, pickle protocol 4 (FRAME, MEMOIZE, STACK_GLOBAL)
-          pytorch_model_legacy.bin torch's pre-1.6 non-zip format (bertpipe must refuse it)
+          pytorch_model_legacy.bin torch's pre-1.6 non-zip format
           model.safetensors        written by write_safetensors() below
           expected.json            every tensor's dtype, shape and values
 

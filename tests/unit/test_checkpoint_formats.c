@@ -161,8 +161,8 @@ static void test_safetensors_reader(void) {
 }
 
 static void test_torch_reader(void) {
-    const char *files[] = {"pytorch_model.bin", "pytorch_model_p4.bin"};
-    for (int i = 0; i < 2; i++) {
+    const char *files[] = {"pytorch_model.bin", "pytorch_model_p4.bin", "pytorch_model_legacy.bin"};
+    for (int i = 0; i < 3; i++) {
         bp_err err = {{0}};
         tb_file *tb = tb_open(fixture(files[i]), &err);
         if (!tap_ok(tb != NULL, "%s opens", files[i])) {
@@ -204,10 +204,6 @@ static void test_torch_reader(void) {
         tap_diag("%s", err.msg);
     tb_close(tb);
 
-    err.msg[0] = '\0';
-    tb = tb_open(fixture("pytorch_model_legacy.bin"), &err);
-    tap_ok(tb == NULL && strstr(err.msg, "legacy") && strstr(err.msg, "pytorch_model_legacy.bin"),
-           "legacy torch format refused by name: %s", err.msg);
 }
 
 static void test_formats_agree(void) {
@@ -394,6 +390,25 @@ static void expect_tb_error(const char *name, const unsigned char *pickle, size_
     tb_close(tb);
 }
 
+/* Write GOOD cut at 0, STEP, 2 STEP, ... below UPTO bytes to NAME and open each (as a file,
+ * or as a stream when AS_STREAM): every one must fail with a one-line error naming it. */
+static int every_cut_fails(const unsigned char *good, size_t upto, size_t step, const char *name, int as_stream) {
+    int all_failed = 1;
+    for (size_t cut = 0; cut < upto; cut += step) {
+        bp_err err = {{0}};
+        spit(temp(name), good, cut);
+        FILE *fp = as_stream ? fopen(temp(name), "rb") : NULL;
+        tb_file *tb = as_stream ? (fp ? tb_read_fd(fileno(fp), name, &err) : NULL) : tb_open(temp(name), &err);
+        if (fp) fclose(fp);
+        if (tb || !one_line(&err) || !strstr(err.msg, name)) {
+            tap_diag("%s cut at %zu: %s", name, cut, tb ? "loaded" : err.msg);
+            all_failed = 0;
+        }
+        tb_close(tb);
+    }
+    return all_failed;
+}
+
 static void test_corrupt_torch(void) {
     const char *rebuild = "torch._utils\n_rebuild_tensor_v2\n";
     bytes_builder bb;
@@ -428,35 +443,13 @@ static void test_corrupt_torch(void) {
     /* Every truncation of a real archive: an error naming the file, never a crash. */
     size_t len = 0;
     unsigned char *good = slurp(fixture("pytorch_model.bin"), &len);
-    int all_fail_cleanly = good != NULL;
-    for (size_t cut = 0; good && cut < len; cut += 61) {
-        spit(temp("cut.bin"), good, cut);
-        err.msg[0] = '\0';
-        tb = tb_open(temp("cut.bin"), &err);
-        if (tb || !one_line(&err) || !strstr(err.msg, "cut.bin")) {
-            tap_diag("cut at %zu: %s", cut, tb ? "loaded" : err.msg);
-            all_fail_cleanly = 0;
-        }
-        tb_close(tb);
-    }
-    tap_ok(all_fail_cleanly, "every truncation of pytorch_model.bin gives a one-line error naming the file");
+    tap_ok(good && every_cut_fails(good, len, 61, "cut.bin", 0),
+           "every truncation of pytorch_model.bin gives a one-line error naming the file");
     /* As a stream only local headers are seen: every cut before the central directory
      * (where the entries' data ends) must still fail. */
     const unsigned char *central = good ? memmem(good, len, "PK\x01\x02", 4) : NULL;
-    all_fail_cleanly = central != NULL;
-    for (size_t cut = 0; central && cut < (size_t)(central - good); cut += 61) {
-        spit(temp("cut.bin"), good, cut);
-        err.msg[0] = '\0';
-        FILE *fp = fopen(temp("cut.bin"), "rb");
-        tb = fp ? tb_read_fd(fileno(fp), "stream-cut", &err) : NULL;
-        if (fp) fclose(fp);
-        if (tb || !one_line(&err) || !strstr(err.msg, "stream-cut")) {
-            tap_diag("stream cut at %zu: %s", cut, tb ? "loaded" : err.msg);
-            all_fail_cleanly = 0;
-        }
-        tb_close(tb);
-    }
-    tap_ok(all_fail_cleanly, "every truncation before the central directory fails when streamed");
+    tap_ok(central && every_cut_fails(good, (size_t)(central - good), 61, "stream-cut.bin", 1),
+           "every truncation before the central directory fails when streamed");
     /* Flipping a storage byte breaks the zip CRC, which libarchive checks. */
     unsigned char *flipped = good ? malloc(len) : NULL;
     if (flipped) {
@@ -468,6 +461,22 @@ static void test_corrupt_torch(void) {
         tap_ok(!tb && one_line(&err) && strstr(err.msg, "flipped.bin"), "corrupted byte detected: %s", err.msg);
         tb_close(tb);
         free(flipped);
+    }
+    free(good);
+
+    /* The legacy format has no checksums, but every cut must still be noticed. */
+    good = slurp(fixture("pytorch_model_legacy.bin"), &len);
+    tap_ok(good && every_cut_fails(good, len, 7, "legacy-cut.bin", 0),
+           "every truncation of the legacy file gives a one-line error naming the file");
+    unsigned char *longer = good ? malloc(len + 1) : NULL;
+    if (longer) {
+        memcpy(longer, good, len);
+        longer[len] = 0;
+        spit(temp("legacy-long.bin"), longer, len + 1);
+        tb = tb_open(temp("legacy-long.bin"), &err);
+        tap_ok(!tb && strstr(err.msg, "1 bytes after the last storage"), "legacy file with trailing bytes: %s", err.msg);
+        tb_close(tb);
+        free(longer);
     }
     free(good);
 }
@@ -624,6 +633,9 @@ static void test_load_into(void) {
     TAP_EQ_STR(src->format, "safetensors", "directory: model.safetensors preferred over pytorch_model.bin");
     ckpt_source *bin = ckpt_open(fixture("pytorch_model.bin"), &err);
     TAP_EQ_STR(bin ? bin->format : NULL, "pytorch", "a .bin file is sniffed as torch");
+    ckpt_source *legacy = ckpt_open(fixture("pytorch_model_legacy.bin"), &err);
+    tap_ok(legacy && strcmp(legacy->format, "pytorch") == 0 && legacy->n_tensors == 13, "a legacy .bin is sniffed as torch");
+    ckpt_close(legacy);
 
     model_params *m = calloc(1, sizeof *m);
     unsigned char loaded[32];

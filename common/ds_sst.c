@@ -404,6 +404,13 @@ static int stream_sentences(const char *path, ds_sink *sink, const phrase_map *d
 int ds_read_sst_raw(const char *path, ds_sink *sink, bp_err *err) {
     int split = ds_split_of(sink->options, err);
     if (split < 0) return -1;
+    /* The release is four files: one of them alone cannot be read. */
+    arc_input *probe = arc_open(path, err);
+    if (!probe) return -1;
+    int is_container = arc_is_container(probe);
+    arc_close(probe);
+    if (!is_container)
+        return bp_err_set(err, "sst-raw needs the stanfordSentimentTreebank folder or zip, not one file (%s)", path);
     phrase_map dictionary = {0};
     number_table scores = {0}, splits = {0};
     int rc = load_dictionary(path, &dictionary, err);

@@ -540,6 +540,8 @@ static void test_bad_input(void) {
     ds_options raw = {.format = DS_FORMAT_SST_RAW};
     const char *not_in_dictionary[] = {"sentence 8 is not in dictionary.txt", "datasetSentences.txt:9", NULL};
     expect_error("sst-raw sentence missing from the dictionary", temp("rawbad"), raw, not_in_dictionary);
+    const char *one_file[] = {"needs the stanfordSentimentTreebank folder or zip", NULL};
+    expect_error("sst-raw given one of its files", temp("rawbad/datasetSentences.txt"), raw, one_file);
     snprintf(cmd, sizeof cmd, "rm '%s/rawbad/dictionary.txt'", tmp);
     run(cmd);
     const char *no_dictionary[] = {"no member dictionary.txt", NULL};

@@ -15,6 +15,13 @@ logits as the Trainer returns them):
 Usage (Debian /usr/bin/python3 with numpy):
   qa_postprocess_ref.py tests/fixtures/squad/postprocess-cases.json \
       > tests/fixtures/squad/postprocess-expected.json
+  qa_postprocess_ref.py --random COUNT SEED > cases.json
+        seeded random cases in the same layout (for scripts/parity-qa-postprocess):
+        multi-byte contexts, 1-3 overlapping windows of up to 96 tokens with question,
+        [SEP] and padding tokens, v1 and v2, logits drawn from a normal distribution.
+  qa_postprocess_ref.py --compare EXPECTED GOT
+        exit 0 when GOT (the C driver's output) equals EXPECTED: same texts, kinds,
+        windows, float32 scores and logits, probabilities within 1e-9.
 """
 import collections
 import json
@@ -85,7 +92,79 @@ def postprocess(case):
     return result
 
 
+WORDS = ["river", "bridge", "Brücke", "über", "Fluß", "石橋", "🌉", "Ἀθηνᾶ", "stone", "the",
+         "mill", "façade", "naïve", "tide", "1938", "—", "ok", "ΟΔΟΣ", "keeper", "wick"]
+
+
+def random_case(rng, index):
+    n_words = int(rng.integers(5, 120))
+    words = [WORDS[int(k)] for k in rng.integers(0, len(WORDS), n_words)]
+    context = " ".join(words)
+    word_offsets, at = [], 0
+    for w in words:
+        word_offsets.append([at, at + len(w)])
+        at += len(w) + 1
+    question_len = int(rng.integers(1, 8))
+    seq_len = int(rng.integers(question_len + 4, 97))
+    room = seq_len - question_len - 3  # [CLS] question [SEP] context [SEP]
+    stride = max(1, room // 2)
+    windows, first = [], 0
+    while True:
+        chunk = word_offsets[first:first + room]
+        offsets = [[-1, -1]] * (question_len + 2) + chunk + [[-1, -1]]
+        offsets += [[-1, -1]] * (seq_len - len(offsets))  # padding
+        windows.append({"start": [float(x) for x in rng.normal(0, 3, seq_len).astype(np.float32)],
+                        "end": [float(x) for x in rng.normal(0, 3, seq_len).astype(np.float32)],
+                        "offsets": offsets})
+        if first + room >= len(word_offsets) or len(windows) == 3:
+            break
+        first += stride
+    v2 = bool(rng.integers(0, 2))
+    return {"name": "random %d" % index, "context": context,
+            "options": {"n_best": int(rng.choice([1, 3, 20])),
+                        "max_answer_length": int(rng.choice([1, 5, 30])), "v2": v2,
+                        "threshold": float(rng.choice([0.0, -1.0, 2.5]))},
+            "windows": windows}
+
+
+def compare(expected, got):
+    bad = 0
+    for i, (want, have) in enumerate(zip(expected["results"], got["results"])):
+        same = (want["answer"] == have["answer"] and want["predicted_null"] == have["predicted_null"]
+                and np.float32(want["score_diff"]) == np.float32(have["score_diff"])
+                and len(want["nbest"]) == len(have["nbest"]))
+        for w, h in zip(want["nbest"], have["nbest"]):
+            same = same and all(w[k] == h[k] for k in ("text", "kind", "window", "score",
+                                                      "start_logit", "end_logit"))
+            same = same and abs(w["probability"] - h["probability"]) <= 1e-9
+        if not same:
+            bad += 1
+            if bad <= 5:
+                sys.stderr.write("case %d differs:\n  want %s\n  got  %s\n"
+                                 % (i, json.dumps(want, ensure_ascii=False)[:600],
+                                    json.dumps(have, ensure_ascii=False)[:600]))
+    if len(expected["results"]) != len(got["results"]):
+        sys.stderr.write("%d results expected, %d got\n"
+                         % (len(expected["results"]), len(got["results"])))
+        bad += 1
+    return bad
+
+
 def main(argv):
+    if len(argv) == 4 and argv[1] == "--random":
+        rng = np.random.default_rng(int(argv[3]))
+        cases = [random_case(rng, i) for i in range(int(argv[2]))]
+        json.dump({"cases": cases}, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    if len(argv) == 4 and argv[1] == "--compare":
+        with open(argv[2], encoding="utf-8") as f:
+            expected = json.load(f)
+        with open(argv[3], encoding="utf-8") as f:
+            got = json.load(f)
+        bad = compare(expected, got)
+        print("%d of %d cases equal" % (len(expected["results"]) - bad, len(expected["results"])))
+        return 1 if bad else 0
     if len(argv) != 2:
         sys.stderr.write(__doc__)
         return 2

@@ -12,71 +12,12 @@
 #include <unistd.h>
 
 #include "qa_postprocess.h"
+#include "../tools/qa_post_cases.h"
 #include "fixture_path.h"
 #include "tap.h"
 
-/* One case's windows, converted from JSON into the library's arrays. */
-typedef struct loaded_case {
-    const char *name, *context;
-    qa_post_options options;
-    int n_windows;
-    qa_post_window windows[4];
-    float *floats[8];
-    qa_post_offset *offsets[4];
-} loaded_case;
-
-static float *json_floats(const json_t *array) {
-    float *out = calloc(json_array_size(array) + 1, sizeof *out);
-    for (size_t i = 0; out && i < json_array_size(array); i++)
-        out[i] = (float)json_number_value(json_array_get(array, i));
-    return out;
-}
-
-static int load_case(const json_t *c, loaded_case *lc) {
-    memset(lc, 0, sizeof *lc);
-    lc->name = json_string_value(json_object_get(c, "name"));
-    lc->context = json_string_value(json_object_get(c, "context"));
-    json_t *o = json_object_get(c, "options");
-    qa_post_options_default(&lc->options);
-    lc->options.n_best = (int)json_integer_value(json_object_get(o, "n_best"));
-    lc->options.max_answer_length = (int)json_integer_value(json_object_get(o, "max_answer_length"));
-    lc->options.version_2_with_negative = json_is_true(json_object_get(o, "v2"));
-    lc->options.null_score_diff_threshold = (float)json_number_value(json_object_get(o, "threshold"));
-    json_t *windows = json_object_get(c, "windows");
-    lc->n_windows = (int)json_array_size(windows);
-    if (lc->n_windows > 4) return -1;
-    for (int w = 0; w < lc->n_windows; w++) {
-        json_t *jw = json_array_get(windows, (size_t)w);
-        json_t *offsets = json_object_get(jw, "offsets");
-        qa_post_window *win = &lc->windows[w];
-        win->seq_len = (int)json_array_size(offsets);
-        lc->floats[2 * w] = json_floats(json_object_get(jw, "start"));
-        lc->floats[2 * w + 1] = json_floats(json_object_get(jw, "end"));
-        lc->offsets[w] = calloc((size_t)win->seq_len + 1, sizeof *lc->offsets[w]);
-        if (!lc->floats[2 * w] || !lc->floats[2 * w + 1] || !lc->offsets[w]) return -1;
-        for (int t = 0; t < win->seq_len; t++) {
-            json_t *pair = json_array_get(offsets, (size_t)t);
-            lc->offsets[w][t].start = (int32_t)json_integer_value(json_array_get(pair, 0));
-            lc->offsets[w][t].end = (int32_t)json_integer_value(json_array_get(pair, 1));
-        }
-        win->start_logits = lc->floats[2 * w];
-        win->end_logits = lc->floats[2 * w + 1];
-        win->offsets = lc->offsets[w];
-    }
-    return 0;
-}
-
-static void free_case(loaded_case *lc) {
-    for (int i = 0; i < 8; i++) free(lc->floats[i]);
-    for (int i = 0; i < 4; i++) free(lc->offsets[i]);
-}
-
-static const char *kind_name(qa_post_kind k) {
-    return k == QA_POST_SPAN ? "span" : k == QA_POST_NULL ? "null" : "empty";
-}
-
 /* Everything the reference says about one case, compared entry by entry. */
-static void compare_with_reference(size_t index, const loaded_case *lc, const qa_post_result *r,
+static void compare_with_reference(size_t index, const qa_case *lc, const qa_post_result *r,
                                    const json_t *want) {
     TAP_EQ_STR(r->answer, json_string_value(json_object_get(want, "answer")), "case %zu answer (%s)",
                index, lc->name);
@@ -94,7 +35,7 @@ static void compare_with_reference(size_t index, const loaded_case *lc, const qa
         const qa_post_candidate *c = &r->nbest[i];
         json_t *w = json_array_get(nbest, (size_t)i);
         int ok = strcmp(c->text, json_string_value(json_object_get(w, "text"))) == 0 &&
-                 strcmp(kind_name(c->kind), json_string_value(json_object_get(w, "kind"))) == 0 &&
+                 strcmp(qa_kind_name(c->kind), json_string_value(json_object_get(w, "kind"))) == 0 &&
                  c->window == json_integer_value(json_object_get(w, "window")) &&
                  (double)c->score == json_number_value(json_object_get(w, "score")) &&
                  (double)c->start_logit == json_number_value(json_object_get(w, "start_logit")) &&
@@ -102,7 +43,7 @@ static void compare_with_reference(size_t index, const loaded_case *lc, const qa
                  fabs(c->probability - json_number_value(json_object_get(w, "probability"))) < 1e-12;
         if (!ok)
             tap_diag("entry %d: got \"%s\" %s window %d score %.9g p %.12g", i, c->text,
-                     kind_name(c->kind), c->window, (double)c->score, c->probability);
+                     qa_kind_name(c->kind), c->window, (double)c->score, c->probability);
         same &= ok;
     }
     tap_ok(same, "case %zu n-best entries (text, kind, window, score, logits, probability) equal the reference",
@@ -161,12 +102,12 @@ static void test_reference_cases(void) {
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(cases, "cases"), i, c) {
-        loaded_case lc;
+        qa_case lc;
         qa_post_result r;
         bp_err err;
-        if (load_case(c, &lc)) {
+        if (qa_case_load(c, &lc)) {
             tap_ok(0, "case %zu loads", i);
-            free_case(&lc);
+            qa_case_free(&lc);
             continue;
         }
         if (!tap_ok(qa_post_process(lc.context, lc.windows, lc.n_windows, &lc.options, &r, &err) == 0,
@@ -177,7 +118,7 @@ static void test_reference_cases(void) {
             check_by_hand(i, &r);
         }
         qa_post_result_free(&r);
-        free_case(&lc);
+        qa_case_free(&lc);
     }
     json_decref(cases);
     json_decref(expected);

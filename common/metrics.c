@@ -243,6 +243,44 @@ int metrics_cls_format_table(const metrics_cls *m, const char *const *label_name
     return 0;
 }
 
+/* ---- classification predictions ---- */
+
+void metrics_softmax(const float *logits, int n, float *probabilities) {
+    double max = logits[0], sum = 0.0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > max) max = logits[i];
+    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - max);
+    for (int i = 0; i < n; i++) probabilities[i] = (float)(exp((double)logits[i] - max) / sum);
+}
+
+static int write_checked(FILE *out, const char *what, bp_err *err) {
+    if (ferror(out)) return bp_err_set(err, "cannot write the %s: %s", what, strerror(errno));
+    return 0;
+}
+
+int metrics_cls_write_predictions_header(FILE *out, const char *const *label_names,
+                                         int num_classes, int with_probabilities, bp_err *err) {
+    char buf[16];
+    fputs("index\tprediction", out);
+    for (int c = 0; with_probabilities && c < num_classes; c++)
+        fprintf(out, "\tp_%s", label_name(label_names, c, buf));
+    fputc('\n', out);
+    return write_checked(out, "predictions header", err);
+}
+
+int metrics_cls_write_prediction_line(FILE *out, int64_t index, int predicted,
+                                      const char *const *label_names,
+                                      const float *probabilities, int num_classes, bp_err *err) {
+    char buf[16];
+    if (predicted < 0 || predicted >= num_classes)
+        return bp_err_set(err, "predicted class %d is outside 0..%d (example %lld)", predicted,
+                          num_classes - 1, (long long)index);
+    fprintf(out, "%lld\t%s", (long long)index, label_name(label_names, predicted, buf));
+    for (int c = 0; probabilities && c < num_classes; c++) fprintf(out, "\t%.6g", probabilities[c]);
+    fputc('\n', out);
+    return write_checked(out, "predictions file", err);
+}
+
 /* ======================================================================================
  * SQuAD: Python's string semantics on code points
  * ==================================================================================== */

@@ -106,6 +106,27 @@ int metrics_cls_write_json(const metrics_cls *m, const char *const *label_names,
 int metrics_cls_format_table(const metrics_cls *m, const char *const *label_names, FILE *out,
                              bp_err *err);
 
+/* ---- classification predictions (the postprocess stage's output) ---- */
+
+/* Softmax of n logits into probabilities (may alias logits), in double with the maximum
+ * subtracted first, so any finite logits give finite probabilities summing to 1.
+ * Can't fail (caller checks the logits are finite). */
+void metrics_softmax(const float *logits, int n, float *probabilities);
+
+/* Header of a predictions file in Hugging Face run_glue's predict_results format,
+ * "index<TAB>prediction", followed, when label_names is not NULL and with_probabilities
+ * is set, by one column per class "p_<label>". Returns 0, or -1 with err on a write
+ * error. */
+int metrics_cls_write_predictions_header(FILE *out, const char *const *label_names,
+                                         int num_classes, int with_probabilities, bp_err *err);
+
+/* One line of that file: "<index>\t<label name or class number>" and, when
+ * probabilities is not NULL, "\t%.6g" per class. label_names may be NULL.
+ * Returns 0, or -1 with err on a write error or a class out of range. */
+int metrics_cls_write_prediction_line(FILE *out, int64_t index, int predicted,
+                                      const char *const *label_names,
+                                      const float *probabilities, int num_classes, bp_err *err);
+
 /* ---------------------------------------------------------------------------------------
  * SQuAD
  *

@@ -141,6 +141,37 @@ static void test_classification_loss(void) {
     metrics_cls_free(&empty);
 }
 
+static void test_classification_predictions(void) {
+    float probabilities[3];
+    static const float two[2] = {0.0f, 1.0986122886681098f}; /* ln 3 */
+    metrics_softmax(two, 2, probabilities);
+    TAP_NEAR(probabilities[0], 0.25, 1e-7, "softmax [0, ln 3] -> 0.25");
+    TAP_NEAR(probabilities[1], 0.75, 1e-7, "softmax [0, ln 3] -> 0.75");
+    static const float huge[3] = {1000.0f, 999.0f, -1000.0f};
+    metrics_softmax(huge, 3, probabilities);
+    tap_ok(isfinite(probabilities[0]) && fabs(probabilities[0] + probabilities[1] + probabilities[2] - 1) < 1e-6 &&
+               fabs(probabilities[1] / probabilities[0] - exp(-1.0)) < 1e-6,
+           "softmax of logits near 1000 stays finite and exact");
+
+    static const char *const names[] = {"negative", "positive"};
+    FILE *f = tmpfile();
+    bp_err err;
+    float p[2] = {0.25f, 0.75f};
+    int rc = metrics_cls_write_predictions_header(f, names, 2, 1, &err) ||
+             metrics_cls_write_prediction_line(f, 0, 1, names, p, 2, &err) ||
+             metrics_cls_write_prediction_line(f, 1, 0, NULL, NULL, 2, &err);
+    char *text = slurp(f);
+    TAP_EQ_INT(rc, 0, "predictions file written");
+    TAP_EQ_STR(text, "index\tprediction\tp_negative\tp_positive\n0\tpositive\t0.25\t0.75\n1\t0\n",
+               "predictions file in run_glue's index<TAB>prediction layout, probabilities appended");
+    free(text);
+    f = tmpfile();
+    TAP_EQ_INT(metrics_cls_write_prediction_line(f, 7, 2, names, NULL, 2, &err), -1,
+               "a predicted class out of range is refused");
+    fclose(f);
+    tap_ok(strstr(err.msg, "example 7") != NULL, "error names the example: %s", err.msg);
+}
+
 /* ---- SQuAD -------------------------------------------------------------------------- */
 
 static void test_squad_strings(const json_t *expected) {
@@ -322,6 +353,7 @@ int main(void) {
     fixture_path_init(__FILE__, "squad");
     test_classification_counts();
     test_classification_loss();
+    test_classification_predictions();
     json_error_t jerr;
     json_t *expected = json_load_file(fixture("expected.json"), 0, &jerr);
     if (tap_ok(expected != NULL, "load %s", fixture("expected.json"))) {

@@ -230,6 +230,12 @@ st_file *st_open(const char *path, bp_err *err) {
         st_close(file);
         return NULL;
     }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        bp_err_set(err, "not a regular file (%s)", path);
+        st_close(file);
+        return NULL;
+    }
     if (st.st_size < 8) {
         close(fd);
         bp_err_set(err, "truncated safetensors file: %lld bytes, not even the 8-byte header length (%s)",

@@ -383,9 +383,11 @@ static pv *vm_rebuild_tensor(pickle_vm *vm, pv *args) {
                   __builtin_add_overflow(last, span, &last);
     }
     int64_t capacity = (int64_t)(t->storage->nbytes / bp_dtype_size(t->dtype));
+    /* Stride-0 (expanded) views can name far more elements than their storage holds. */
+    bad |= (uint64_t)numel > SIZE_MAX / bp_dtype_size(t->dtype);
     if (bad || (numel > 0 && last >= capacity)) {
         char what[200];
-        snprintf(what, sizeof what, "tensor view (offset %lld) reaches outside storage data/%.40s of %lld elements",
+        snprintf(what, sizeof what, "tensor view (offset %lld) is malformed or reaches outside storage data/%.40s of %lld elements",
                  (long long)t->offset, t->storage->key, (long long)capacity);
         vm_fail(vm, what);
         return NULL;

@@ -359,10 +359,13 @@ static void put_str(bytes_builder *bb, const char *s) { /* BINUNICODE */
 }
 #define PUT(bb, lit) put(bb, lit, sizeof lit - 1)
 
-/* {"t": _rebuild_tensor_v2(storage(KEY, NUMEL floats), offset, (SIZE,), (1,), False, OrderedDict())}
- * with GLOBAL_LINE as the tensor rebuilder and OFFSET_OPS pushing the offset. */
-static size_t make_pickle(bytes_builder *bb, const char *global_line, const char *key, int numel, int size,
-                          const char *offset_ops, size_t offset_len) {
+/* {"t": _rebuild_tensor_v2(storage(KEY, NUMEL floats), OFFSET, SIZE, STRIDE, False, OrderedDict())}
+ * with GLOBAL_LINE as the tensor rebuilder; VIEW_OPS are the opcodes pushing offset, size
+ * tuple and stride tuple (a C string literal, so its length is known). */
+#define make_pickle(bb, global_line, key, numel, view_ops) \
+    make_pickle_ops(bb, global_line, key, numel, view_ops, sizeof view_ops - 1)
+static size_t make_pickle_ops(bytes_builder *bb, const char *global_line, const char *key, int numel,
+                              const char *view_ops, size_t view_len) {
     bb->n = 0;
     PUT(bb, "\x80\x02}q\x00(");
     put_str(bb, "t");
@@ -376,10 +379,8 @@ static size_t make_pickle(bytes_builder *bb, const char *global_line, const char
     unsigned char k[2] = {'K', (unsigned char)numel};
     put(bb, k, 2);
     PUT(bb, "tQ");
-    put(bb, offset_ops, offset_len);
-    unsigned char s[2] = {'K', (unsigned char)size};
-    put(bb, s, 2);
-    PUT(bb, "\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtRu.");
+    put(bb, view_ops, view_len);
+    PUT(bb, "\x89" "ccollections\nOrderedDict\n)RtRu.");
     return bb->n;
 }
 
@@ -413,24 +414,35 @@ static void test_corrupt_torch(void) {
     const char *rebuild = "torch._utils\n_rebuild_tensor_v2\n";
     bytes_builder bb;
     bp_err err = {{0}};
-    size_t n = make_pickle(&bb, rebuild, "0", 4, 3, "K\x01", 2);
+    size_t n = make_pickle(&bb, rebuild, "0", 4, "K\x01" "K\x03\x85" "K\x01\x85");
     tb_file *tb = write_torch_zip(temp("handmade.bin"), bb.b, n) == 0 ? tb_open(temp("handmade.bin"), &err) : NULL;
     float want[3] = {2, 3, 4};
     tap_ok(tb && tb->n_tensors == 1 && tb->tensors[0].nbytes == 12 && memcmp(tb->tensors[0].data, want, 12) == 0,
            "hand-written pickle with storage offset 1 loads [2, 3, 4] %s", err.msg);
     tb_close(tb);
 
-    n = make_pickle(&bb, rebuild, "0", 4, 3, "G\x3f\xf0\x00\x00\x00\x00\x00\x00", 9);
+    n = make_pickle(&bb, rebuild, "0", 4, "G\x3f\xf0\x00\x00\x00\x00\x00\x00" "K\x03\x85" "K\x01\x85");
     expect_tb_error("opcode.bin", bb.b, n, "unsupported pickle opcode 0x47 'G'");
-    n = make_pickle(&bb, "os\nsystem\n", "0", 4, 3, "K\x00", 2);
+    n = make_pickle(&bb, "os\nsystem\n", "0", 4, "K\x00" "K\x03\x85" "K\x01\x85");
     expect_tb_error("global.bin", bb.b, n, "unsupported pickle global os.system");
-    n = make_pickle(&bb, rebuild, "7", 4, 3, "K\x00", 2);
+    n = make_pickle(&bb, rebuild, "7", 4, "K\x00" "K\x03\x85" "K\x01\x85");
     expect_tb_error("missing-storage.bin", bb.b, n, "storage data/7 used by data.pkl is missing");
-    n = make_pickle(&bb, rebuild, "0", 4, 4, "K\x01", 2);
+    n = make_pickle(&bb, rebuild, "0", 4, "K\x01" "K\x04\x85" "K\x01\x85");
     expect_tb_error("outside.bin", bb.b, n, "reaches outside storage data/0");
-    n = make_pickle(&bb, rebuild, "0", 9, 3, "K\x00", 2);
+    n = make_pickle(&bb, rebuild, "0", 9, "K\x00" "K\x03\x85" "K\x01\x85");
     expect_tb_error("numel.bin", bb.b, n, "fewer than 9 f32 elements");
-    n = make_pickle(&bb, rebuild, "0", 4, 3, "K\x00", 2);
+    /* A stride-0 view of 2^62 elements: in bounds, but its bytes overflow size_t. */
+    n = make_pickle(&bb, rebuild, "0", 4, "K\x00" "\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x40\x85" "K\x00\x85");
+    expect_tb_error("expanded.bin", bb.b, n, "reaches outside storage");
+    /* A transposed 2x2 view (strides (1, 2)) is gathered into C order. */
+    n = make_pickle(&bb, rebuild, "0", 4, "K\x00" "K\x02K\x02\x86" "K\x01K\x02\x86");
+    bp_err terr = {{0}};
+    tb = write_torch_zip(temp("transposed.bin"), bb.b, n) == 0 ? tb_open(temp("transposed.bin"), &terr) : NULL;
+    float transposed[4] = {1, 3, 2, 4};
+    tap_ok(tb && tb->tensors[0].nbytes == 16 && memcmp(tb->tensors[0].data, transposed, 16) == 0,
+           "strided view gathered into C order %s", terr.msg);
+    tb_close(tb);
+    n = make_pickle(&bb, rebuild, "0", 4, "K\x00" "K\x03\x85" "K\x01\x85");
     expect_tb_error("no-stop.bin", bb.b, n - 1, "ends without STOP");
     expect_tb_error("mid-opcode.bin", bb.b, 8, "truncated");
     const unsigned char underflow[] = "\x80\x02R.";

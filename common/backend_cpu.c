@@ -1,10 +1,13 @@
-/* backend_cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product, a small pthread pool
- * for the element-wise loops. The readable reference for what each op in backend.h computes.
+/* backend_cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product, one small pthread
+ * pool for all parallel work. The readable reference for what each op in backend.h computes.
  *
- * Must never: use OpenMP (its spinning workers would fight OpenBLAS's own threads on a small
- * machine), allocate inside an op on the hot path (scratch is planned by the caller), print or
- * exit. Pool workers sleep on a condition variable between ops rather than spin, so that
- * OpenBLAS gets both cores during a matrix product.
+ * Threads: OpenBLAS is set to one thread and the pool splits each product into row (or column)
+ * blocks, one sgemm per thread; attention runs one (batch, head) pair per task, its products,
+ * softmax and dropout back to back while the T x T block is in cache. So exactly `threads`
+ * threads ever compute, and idle ones sleep on a condition variable: OpenBLAS's own workers
+ * spin (sched_yield) between calls and would steal the cores the element-wise loops need.
+ * Must never: use OpenMP (same reason), allocate inside an op on the hot path (scratch is
+ * planned by the caller), print or exit.
  */
 /* Element-wise loops are written to vectorise (fast exp/erf below, no calls into libm in the hot
  * loops); -O2 alone leaves most of them scalar, so this file asks for the vectoriser. */
@@ -99,8 +102,11 @@ static void parallel_for(backend *be, size_t total, size_t serial_below, pool_fn
 
 static inline float fast_expf(float x) {
     /* Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then a degree-7 polynomial. */
-    float xc = fminf(fmaxf(x, -87.3f), 88.3f);
-    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    /* plain comparisons and the 1.5 * 2^23 rounding trick instead of fminf/fmaxf/floorf:
+     * those stay scalar and keep the loop from vectorising */
+    float xc = x < -87.3f ? -87.3f : x;
+    xc = xc > 88.3f ? 88.3f : xc;
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -109,15 +115,16 @@ static inline float fast_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union { uint32_t u; float f; } scale;
-    scale.u = (uint32_t)((int32_t)n + 127) << 23;
-    float y = p * scale.f;
+    int32_t bits = ((int32_t)n + 127) * (1 << 23);
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float y = p * scale;
     return x < -87.3f ? 0.0f : y;   /* exp of the -FLT_MAX attention mask is exactly 0 */
 }
 
 static inline float fast_erff(float z) {
     /* Abramowitz & Stegun 7.1.26. */
-    float a = fabsf(z);
+    float a = z < 0 ? -z : z;
     float t = 1.0f / (1.0f + 0.3275911f * a);
     float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f
                  + t * (-1.453152027f + t * 1.061405429f))));
@@ -151,6 +158,53 @@ static void cpu_copy_rows(backend *be, float *dst, int dst_stride, const float *
 }
 
 // ----------------------------------------------------------------------------
+// sgemm split across the pool: C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C, row-major
+
+typedef struct gemm_job {
+    int trans_a, trans_b, M, N, K, lda, ldb, ldc, split_rows, parts;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} gemm_job;
+
+static void gemm_part(void *ctx, size_t begin, size_t end) {
+    gemm_job *g = ctx;
+    for (size_t part = begin; part < end; part++) {
+        int total = g->split_rows ? g->M : g->N;
+        int lo = (int)((size_t)total * part / g->parts), hi = (int)((size_t)total * (part + 1) / g->parts);
+        if (lo >= hi) continue;
+        const float *A = g->A, *B = g->B;
+        float *C = g->C;
+        int M = g->M, N = g->N;
+        if (g->split_rows) {
+            A += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
+            C += (size_t)lo * g->ldc;
+            M = hi - lo;
+        } else {
+            B += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
+            C += lo;
+            N = hi - lo;
+        }
+        cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+                    g->trans_b ? CblasTrans : CblasNoTrans, M, N, g->K, g->alpha, A, g->lda, B,
+                    g->ldb, g->beta, C, g->ldc);
+    }
+}
+
+static void sgemm_pool(backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                       const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    cpu_state *st = be->state;
+    gemm_job g = { .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda,
+                   .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C,
+                   .parts = st->threads };
+    /* split the longer side, in blocks no thinner than 32 rows/columns */
+    g.split_rows = M >= N;
+    int side = g.split_rows ? M : N;
+    if ((double)M * N * K < 1e6 || side < 32 * st->threads) g.parts = 1;
+    parallel_for(be, (size_t)g.parts, 2, gemm_part, &g);
+}
+
+// ----------------------------------------------------------------------------
 // linear layers
 
 static void cpu_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
@@ -160,8 +214,7 @@ static void cpu_matmul_forward(backend *be, float *out, const float *inp, const 
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
-                beta, out, OC);
+    sgemm_pool(be, 0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
 }
 
 static const float *ones_column(backend *be, size_t n) {
@@ -180,14 +233,13 @@ static void cpu_matmul_backward(backend *be, float *dinp, float *dweight, float 
                                 const float *dout, const float *inp, const float *weight,
                                 int N, int IC, int OC, int accumulate_dinp) {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, weight, IC,
-                    accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f,
-                dweight, IC);
+        sgemm_pool(be, 0, 0, N, IC, OC, 1.0f, dout, OC, weight, IC, accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
+    sgemm_pool(be, 1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
     if (dbias) {
         const float *ones = ones_column(be, (size_t)N);
         if (ones) {
-            cblas_sgemv(CblasRowMajor, CblasTrans, N, OC, 1.0f, dout, OC, ones, 1, 1.0f, dbias, 1);
+            /* dbias[1, OC] += ones[1, N] . dout[N, OC], split over OC */
+            sgemm_pool(be, 0, 0, 1, OC, N, 1.0f, ones, N, dout, OC, 1.0f, dbias, OC);
         } else {   /* no memory for the ones column: the plain loop gives the same sums */
             for (int n = 0; n < N; n++)
                 for (int o = 0; o < OC; o++) dbias[o] += dout[(size_t)n * OC + o];
@@ -354,11 +406,15 @@ typedef struct ew_job {
 
 #define EW_SERIAL_BELOW 32768
 
+/* Kernels copy the job's pointers into restrict locals: through the struct the compiler must
+ * assume a store may change them, and gives up vectorising. */
 static void gelu_fwd_range(void *ctx, size_t begin, size_t end) {
     ew_job *j = ctx;
+    const float *restrict in = j->a;
+    float *restrict out = j->out;
     for (size_t i = begin; i < end; i++) {
-        float x = j->a[i];
-        j->out[i] = 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
+        float x = in[i];
+        out[i] = 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
     }
 }
 static void cpu_gelu_forward(backend *be, float *out, const float *inp, size_t n) {
@@ -368,11 +424,13 @@ static void cpu_gelu_forward(backend *be, float *out, const float *inp, size_t n
 
 static void gelu_bwd_range(void *ctx, size_t begin, size_t end) {
     ew_job *j = ctx;
+    const float *in = j->a, *dout = j->b;   /* dinp may alias dout (in-place backward) */
+    float *dinp = j->out;
     for (size_t i = begin; i < end; i++) {
-        float x = j->a[i];
+        float x = in[i];
         float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
         float pdf = fast_expf(-0.5f * x * x) * 0.39894228040143268f;
-        j->out[i] = j->b[i] * (cdf + x * pdf);
+        dinp[i] = dout[i] * (cdf + x * pdf);
     }
 }
 static void cpu_gelu_backward(backend *be, float *dinp, const float *inp, const float *dout, size_t n) {
@@ -389,9 +447,12 @@ static void cpu_tanh_backward(backend *be, float *dinp, const float *out, const 
 
 static void dropout_range(void *ctx, size_t begin, size_t end) {
     ew_job *j = ctx;
-    float keep_scale = 1.0f / (1.0f - j->p);
+    float keep_scale = 1.0f / (1.0f - j->p), p = j->p;
+    uint64_t key = j->key;
+    const float *in = j->a;   /* may alias out (in place) */
+    float *out = j->out;
     for (size_t i = begin; i < end; i++)
-        j->out[i] = backend_dropout_keep(j->key, i, j->p) ? j->a[i] * keep_scale : 0.0f;
+        out[i] = backend_dropout_keep(key, i, p) ? in[i] * keep_scale : 0.0f;
 }
 static void cpu_dropout(backend *be, float *out, const float *inp, size_t n, float p, uint64_t key) {
     if (p <= 0) {
@@ -406,26 +467,23 @@ static void cpu_dropout(backend *be, float *out, const float *inp, size_t n, flo
 // attention
 
 typedef struct att_job {
-    float *probs, *dprobs;
-    const float *probs_in;
+    float *ctx, *probs, *probs_dropped, *dqkv, *scratch;
+    const float *qkv, *dctx, *cprobs;
     const int32_t *mask;
-    int T, NH;
+    int T, C, NH;
     float p;
     uint64_t key;
 } att_job;
 
-/* rows are (b, h, query) triples; softmax over keys with the additive padding mask */
-static void softmax_rows(void *ctx, size_t begin, size_t end) {
-    att_job *j = ctx;
-    int T = j->T;
-    for (size_t row = begin; row < end; row++) {
-        size_t b = row / ((size_t)j->NH * T);
-        const int32_t *mask = j->mask + b * T;
-        float *x = j->probs + row * T;
-        float maxv = -INFINITY;
+/* Softmax of one (b, h) block of scores in place, with the additive padding mask. */
+static void softmax_block(float *S, const int32_t *mask, int T) {
+    for (int q = 0; q < T; q++) {
+        float *x = S + (size_t)q * T;
+        float maxv = -FLT_MAX;
         for (int k = 0; k < T; k++) {
-            if (!mask[k]) x[k] += -FLT_MAX;
-            maxv = fmaxf(maxv, x[k]);
+            float v = mask[k] ? x[k] : x[k] + -FLT_MAX;
+            x[k] = v;
+            maxv = v > maxv ? v : maxv;
         }
         float sum = 0.0f;
         for (int k = 0; k < T; k++) { x[k] = fast_expf(x[k] - maxv); sum += x[k]; }
@@ -434,91 +492,87 @@ static void softmax_rows(void *ctx, size_t begin, size_t end) {
     }
 }
 
-/* dprobs holds d(loss)/d(probs after dropout); turn it into d(scores) in place */
-static void softmax_backward_rows(void *ctx, size_t begin, size_t end) {
+static void dropout_block(float *out, const float *in, size_t n, size_t first_index, float p, uint64_t key) {
+    float keep_scale = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i++)
+        out[i] = backend_dropout_keep(key, first_index + i, p) ? in[i] * keep_scale : 0.0f;
+}
+
+/* tasks are (b, h) pairs; each runs its two products, softmax and dropout back to back */
+static void attention_forward_pairs(void *ctx, size_t begin, size_t end) {
     att_job *j = ctx;
-    int T = j->T;
-    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
-    for (size_t row = begin; row < end; row++) {
-        const float *P = j->probs_in + row * T;
-        float *dP = j->dprobs + row * T;
-        if (j->p > 0)
-            for (int k = 0; k < T; k++)
-                dP[k] = backend_dropout_keep(j->key, row * T + k, j->p) ? dP[k] * keep_scale : 0.0f;
-        float dot = 0.0f;
-        for (int k = 0; k < T; k++) dot += dP[k] * P[k];
-        for (int k = 0; k < T; k++) dP[k] = P[k] * (dP[k] - dot);
+    int T = j->T, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t TT = (size_t)T * T;
+    for (size_t pair = begin; pair < end; pair++) {
+        size_t b = pair / NH, h = pair % NH;
+        const float *q = j->qkv + b * T * C3 + h * D;
+        float *P = j->probs + pair * TT;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, C3, q + C, C3, 0.0f, P, T);
+        softmax_block(P, j->mask + b * T, T);
+        const float *Pd = P;
+        if (j->p > 0) {
+            dropout_block(j->probs_dropped + pair * TT, P, TT, pair * TT, j->p, j->key);
+            Pd = j->probs_dropped + pair * TT;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, Pd, T, q + 2 * C, C3, 0.0f,
+                    j->ctx + b * T * C + h * D, C);
     }
 }
 
 static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *probs_dropped,
                                   const float *qkv, const int32_t *attention_mask, int B, int T,
                                   int C, int NH, float dropout_p, uint64_t dropout_key) {
-    int D = C / NH, C3 = 3 * C;
+    att_job j = { .ctx = ctx, .probs = probs, .probs_dropped = probs_dropped, .qkv = qkv,
+                  .mask = attention_mask, .T = T, .C = C, .NH = NH, .p = dropout_p, .key = dropout_key };
+    parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
+}
+
+static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
+    att_job *j = ctx;
+    int T = j->T, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)D);
+    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
     size_t TT = (size_t)T * T;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, C3, q + C, C3,
-                        0.0f, probs + ((size_t)b * NH + h) * TT, T);
+    for (size_t pair = begin; pair < end; pair++) {
+        size_t b = pair / NH, h = pair % NH;
+        size_t off = b * T * C3 + h * D;
+        const float *q = j->qkv + off, *P = j->cprobs + pair * TT;
+        const float *dctx = j->dctx + b * T * C + h * D;
+        float *dq = j->dqkv + off, *dS = j->scratch + pair * TT;
+        /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key) */
+        const float *Pd = P;
+        if (j->p > 0) {
+            dropout_block(dS, P, TT, pair * TT, j->p, j->key);
+            Pd = dS;
         }
-    att_job j = { .probs = probs, .mask = attention_mask, .T = T, .NH = NH };
-    parallel_for(be, (size_t)B * NH * T, 64, softmax_rows, &j);
-    const float *P = probs;
-    if (dropout_p > 0) {
-        cpu_dropout(be, probs_dropped, probs, (size_t)B * NH * TT, dropout_p, dropout_key);
-        P = probs_dropped;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, Pd, T, dctx, C, 0.0f,
+                    dq + 2 * C, C3);
+        /* dP = dctx V^T, back through dropout and softmax into d(scores) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
+                    dS, T);
+        for (int r = 0; r < T; r++) {
+            const float *Pr = P + (size_t)r * T;
+            float *dr = dS + (size_t)r * T;
+            if (j->p > 0)
+                for (int k = 0; k < T; k++)
+                    dr[k] = backend_dropout_keep(j->key, pair * TT + (size_t)r * T + k, j->p) ? dr[k] * keep_scale : 0.0f;
+            float dot = 0.0f;
+            for (int k = 0; k < T; k++) dot += dr[k] * Pr[k];
+            for (int k = 0; k < T; k++) dr[k] = Pr[k] * (dr[k] - dot);
+        }
+        /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T, q + C, C3, 0.0f, dq, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, q, C3, 0.0f, dq + C, C3);
     }
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *v = qkv + (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f,
-                        P + ((size_t)b * NH + h) * TT, T, v, C3, 0.0f,
-                        ctx + (size_t)b * T * C + (size_t)h * D, C);
-        }
 }
 
 static void cpu_attention_backward(backend *be, float *dqkv, float *scratch, const float *dctx,
                                    const float *probs, const float *qkv, int B, int T, int C, int NH,
                                    float dropout_p, uint64_t dropout_key) {
-    int D = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)D);
-    size_t TT = (size_t)T * T;
-    /* dV = P_dropped^T . dctx (the dropped probabilities are rebuilt from the key) */
-    const float *P = probs;
-    if (dropout_p > 0) {
-        cpu_dropout(be, scratch, probs, (size_t)B * NH * TT, dropout_p, dropout_key);
-        P = scratch;
-    }
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t off = (size_t)b * T * C3 + (size_t)h * D;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f,
-                        P + ((size_t)b * NH + h) * TT, T, dctx + (size_t)b * T * C + (size_t)h * D, C,
-                        0.0f, dqkv + off + 2 * (size_t)C, C3);
-        }
-    /* dP = dctx . V^T, then through dropout and softmax into d(scores) */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *v = qkv + (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f,
-                        dctx + (size_t)b * T * C + (size_t)h * D, C, v, C3, 0.0f,
-                        scratch + ((size_t)b * NH + h) * TT, T);
-        }
-    att_job j = { .dprobs = scratch, .probs_in = probs, .T = T, .NH = NH, .p = dropout_p,
-                  .key = dropout_key };
-    parallel_for(be, (size_t)B * NH * T, 64, softmax_backward_rows, &j);
-    /* scores = scale * Q K^T: dQ = scale dS K, dK = scale dS^T Q */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t off = (size_t)b * T * C3 + (size_t)h * D;
-            const float *dS = scratch + ((size_t)b * NH + h) * TT;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T,
-                        qkv + off + C, C3, 0.0f, dqkv + off, C3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T,
-                        qkv + off, C3, 0.0f, dqkv + off + C, C3);
-        }
+    att_job j = { .dqkv = dqkv, .scratch = scratch, .dctx = dctx, .cprobs = probs, .qkv = qkv, .T = T,
+                  .C = C, .NH = NH, .p = dropout_p, .key = dropout_key };
+    parallel_for(be, (size_t)B * NH, 2, attention_backward_pairs, &j);
 }
 
 // ----------------------------------------------------------------------------
@@ -693,6 +747,8 @@ backend *backend_cpu_create(int threads, bp_err *err) {
         return NULL;
     }
     st->threads = threads;
+    /* the pool owns the parallelism (see the header comment): OpenBLAS stays single-threaded */
+    openblas_set_num_threads(1);
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->reduce_mu, NULL);
     pthread_cond_init(&st->wake, NULL);

@@ -1,0 +1,123 @@
+/* bench_train.c — training and evaluation throughput of the C BERT on the cpu backend.
+ *
+ *   build/bench/bench_train --head cls|qa [--batch B] [--seq T] [--steps K] [--threads N]
+ *                           [--layers L --hidden H --heads A --intermediate I --vocab V]
+ *
+ * Defaults: BERT-Mini (L4 H256 A4 I1024, vocab 30522), random weights (seed 1), dropout 0.1.
+ * The batches are a fixed formula shared with tests/reference/bench_train_torch.py, so both
+ * sides run the same token ids, padding and targets. Prints one line:
+ *   impl c head cls batch 32 seq 128 train_seq_s X eval_seq_s Y peak_rss_mb Z
+ * A training step is forward + backward + clip + AdamW (+ zero grad); eval is a forward pass.
+ * Must never: be part of the test suite (it runs for tens of seconds).
+ */
+#include "backend.h"
+#include "bert.h"
+#include "log.h"
+#include "optim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+/* Batch k of the benchmark (same formula as bench_train_torch.py): row b has length
+ * T - ((b * 7 + k * 3) % (T / 4)); ids (b * 1009 + t * 131 + k * 17) % (V - 1000) + 1000 with
+ * [CLS] = 101 first and [SEP] = 102 last; second segment from the middle. */
+static void make_batch(int k, int B, int T, int V, int num_labels, int32_t *ids, int32_t *types,
+                       int32_t *mask, int32_t *labels, int32_t *starts, int32_t *ends) {
+    for (int b = 0; b < B; b++) {
+        int len = T - ((b * 7 + k * 3) % (T / 4));
+        for (int t = 0; t < T; t++) {
+            int i = b * T + t;
+            ids[i] = t < len ? (b * 1009 + t * 131 + k * 17) % (V - 1000) + 1000 : 0;
+            if (t == 0) ids[i] = 101;
+            if (t == len - 1) ids[i] = 102;
+            types[i] = t < len && t >= len / 2 ? 1 : 0;
+            mask[i] = t < len;
+        }
+        labels[b] = (b + k) % num_labels;
+        starts[b] = (b * 5 + k) % len;
+        ends[b] = starts[b] + (b % 4) < len ? starts[b] + (b % 4) : len - 1;
+    }
+}
+
+static long arg_int(int argc, char **argv, const char *name, long fallback) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return strtol(argv[i + 1], NULL, 10);
+    return fallback;
+}
+static const char *arg_str(int argc, char **argv, const char *name, const char *fallback) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return fallback;
+}
+
+int main(int argc, char **argv) {
+    bp_set_stage(argv[0]);
+    const char *head = arg_str(argc, argv, "--head", "cls");
+    int qa = strcmp(head, "qa") == 0;
+    if (!qa && strcmp(head, "cls") != 0) bp_die(2, NULL, "--head must be cls or qa, not %s", head);
+    int B = (int)arg_int(argc, argv, "--batch", qa ? 12 : 32);
+    int T = (int)arg_int(argc, argv, "--seq", qa ? 384 : 128);
+    int steps = (int)arg_int(argc, argv, "--steps", 10);
+    int threads = (int)arg_int(argc, argv, "--threads", 2);
+    bert_config cfg;
+    bert_config_default(&cfg);
+    cfg.num_hidden_layers = (int)arg_int(argc, argv, "--layers", 4);
+    cfg.hidden_size = (int)arg_int(argc, argv, "--hidden", 256);
+    cfg.num_attention_heads = (int)arg_int(argc, argv, "--heads", 4);
+    cfg.intermediate_size = (int)arg_int(argc, argv, "--intermediate", 1024);
+    cfg.vocab_size = (int)arg_int(argc, argv, "--vocab", 30522);
+    cfg.head = qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
+    cfg.num_labels = 2;
+    if (B <= 0 || T < 4 || steps <= 0) bp_die(2, NULL, "--batch, --seq (>= 4) and --steps must be positive");
+
+    bp_err err;
+    backend *be = backend_cpu_create(threads, &err);
+    if (!be) bp_die_err(&err);
+    bert_model *m = bert_create(&cfg, be, B, T, &err);
+    if (!m || bert_init_weights(m, 1, 0, &err) != 0) bp_die_err(&err);
+    optim_config oc;
+    optim_config_default(&oc);
+    oc.lr = 5e-5f;
+    oc.weight_decay = 0.01f;
+    oc.warmup_steps = 2;
+    oc.total_steps = 1000;
+    optim_adamw *opt = bert_optim_create(m, &oc, &err);
+    if (!opt) bp_die_err(&err);
+
+    size_t N = (size_t)B * T;
+    int32_t *ids = malloc(N * 4), *types = malloc(N * 4), *mask = malloc(N * 4);
+    int32_t *labels = malloc((size_t)B * 4), *starts = malloc((size_t)B * 4), *ends = malloc((size_t)B * 4);
+    if (!ids || !types || !mask || !labels || !starts || !ends) bp_die(1, NULL, "out of memory");
+    bert_batch batch = { .B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
+    if (qa) { batch.start_positions = starts; batch.end_positions = ends; }
+    else batch.labels = labels;
+
+    /* 2 warm-up steps, then the timed ones */
+    double train_time = 0, eval_time = 0, last_loss = 0;
+    for (int k = 0; k < steps + 2; k++) {
+        make_batch(k, B, T, cfg.vocab_size, cfg.num_labels, ids, types, mask, labels, starts, ends);
+        double t0 = bp_now();
+        if (bert_forward(m, &batch, 1, &err) || bert_backward(m, 1.0f, &err) ||
+            bert_optim_step(m, opt, NULL, NULL, &err))
+            bp_die_err(&err);
+        if (k >= 2) train_time += bp_now() - t0;
+        last_loss = bert_loss(m);
+    }
+    for (int k = 0; k < steps + 1; k++) {
+        make_batch(k, B, T, cfg.vocab_size, cfg.num_labels, ids, types, mask, labels, starts, ends);
+        double t0 = bp_now();
+        if (bert_forward(m, &batch, 0, &err)) bp_die_err(&err);
+        if (k >= 1) eval_time += bp_now() - t0;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("impl c head %s batch %d seq %d train_seq_s %.2f eval_seq_s %.2f peak_rss_mb %.0f loss %.4f\n",
+           head, B, T, steps * B / train_time, steps * B / eval_time, ru.ru_maxrss / 1024.0, last_loss);
+    free(ids); free(types); free(mask); free(labels); free(starts); free(ends);
+    optim_free(opt);
+    bert_free(m);
+    be->destroy(be);
+    return 0;
+}

@@ -56,7 +56,7 @@ endif
 endif
 endif
 
-.PHONY: all deps test test-unit test-bats test-gpu bench bench-transport clean install san tools benches cuda-note
+.PHONY: all deps test test-gpu bench clean install san cuda-note
 all: deps cuda-note $(STAGES) $(TOOLS) $(BENCHES)
 
 deps:
@@ -116,6 +116,9 @@ bench: all
 
 bench-%: all
 	@scripts/bench-$*
+
+parity-%: all
+	@scripts/parity-$*
 
 # ---- install --------------------------------------------------------------------
 install: all

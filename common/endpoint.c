@@ -176,6 +176,7 @@ static int in_fail(bp_in *in, const char *fmt, ...) {
 }
 
 static int monitor_seq;
+static void in_close_socket(bp_in *in);
 
 bp_in *bp_in_open(const char *spec, int producers, bp_err *err) {
     if (producers < 1) { bp_err_set(err, "producers must be at least 1 (%s)", spec); return NULL; }
@@ -357,8 +358,8 @@ static int read_zmq(bp_in *in, bp_frame *f) {
 /* Read and decode one frame from whichever transport. 1 frame, 0 clean end of bytes, -1 error. */
 static int read_frame(bp_in *in, bp_frame *f) {
     if (in->fd >= 0) {
-        char *bytes;
-        size_t len;
+        char *bytes = NULL;
+        size_t len = 0;
         int r = read_stdio(in, &bytes, &len);
         if (r <= 0) return r;
         bp_err derr;
@@ -452,6 +453,7 @@ int bp_in_next(bp_in *in, bp_frame *f) {
                     return in_fail(in, "%s frame after the final eos", bp_kind_name(k));
                 }
             }
+            in_close_socket(in);   /* lets the producers, who wait for us to hang up, exit */
             return 0;
         }
         int r = read_frame(in, f);
@@ -466,6 +468,15 @@ int bp_in_next(bp_in *in, bp_frame *f) {
         }
         if (r > 0) return 1;
     }
+}
+
+static void in_close_socket(bp_in *in) {
+    if (!in->sock) return;
+    zmq_socket_monitor(in->sock, NULL, 0);
+    zmq_close(in->monitor);
+    zmq_close(in->sock);
+    in->sock = in->monitor = NULL;
+    ctx_release();
 }
 
 const bp_frame *bp_in_wait_hello(bp_in *in) {
@@ -491,12 +502,7 @@ void bp_in_close(bp_in *in) {
     bp_log("in: %lld frames%s%s%s from %s", (long long)in->data, used ? " (" : "", kinds, used ? ")" : "", in->spec);
     if (in->have_pending) bp_frame_release(&in->pending);
     if (in->have_hello) bp_frame_release(&in->hello);
-    if (in->sock) {
-        zmq_socket_monitor(in->sock, NULL, 0);
-        zmq_close(in->monitor);
-        zmq_close(in->sock);
-        ctx_release();
-    }
+    in_close_socket(in);
     free(in->buf);
     free(in->spec);
     free(in);
@@ -508,11 +514,15 @@ struct bp_out {
     char *spec;
     int raw, said_hello, fd;
     bp_err err;
-    void **socks;
+    void **socks, **monitors;
     int nsocks, next_sock;
+    int *connections, *disconnects;   /* per socket, from its monitor */
     int64_t data, by_kind[BP_KIND_COUNT];
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
 };
+
+static void close_socks(bp_out *out);
+static void out_free(bp_out *out);
 
 static int out_fail(bp_out *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int out_fail(bp_out *out, const char *fmt, ...) {
@@ -542,8 +552,14 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
     int n;
     if (parse_spec(spec, 0, &parts, &n, err)) { free(out->spec); free(out); return NULL; }
     out->socks = calloc((size_t)n, sizeof *out->socks);
+    out->monitors = calloc((size_t)n, sizeof *out->monitors);
     out->per_sock = calloc((size_t)n, sizeof *out->per_sock);
-    if (!out->socks || !out->per_sock) { free_parts(parts, n); goto oom; }
+    out->connections = calloc((size_t)n, sizeof *out->connections);
+    out->disconnects = calloc((size_t)n, sizeof *out->disconnects);
+    if (!out->socks || !out->monitors || !out->per_sock || !out->connections || !out->disconnects) {
+        free_parts(parts, n);
+        goto oom;
+    }
     int hwm = env_int("BERTPIPE_HWM", 256), linger = env_int("BERTPIPE_LINGER_MS", -1);
     for (int i = 0; i < n; i++) {
         void *ctx = ctx_acquire();
@@ -556,6 +572,19 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
         out->socks[out->nsocks++] = sock;
         zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+        /* Watched so close can wait for the consumer to hang up first (see bp_out_close). */
+        char mon_addr[64];
+        snprintf(mon_addr, sizeof mon_addr, "inproc://bp-monitor-%d-%d", (int)getpid(), monitor_seq++);
+        void *mon = NULL;
+        if (zmq_socket_monitor(sock, mon_addr, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) ||
+            !(mon = zmq_socket(ctx, ZMQ_PAIR)) || zmq_connect(mon, mon_addr)) {
+            if (mon) zmq_close(mon);
+            bp_err_set(err, "cannot monitor ZeroMQ socket: %s (%s)", zmq_strerror(errno), spec);
+            goto fail;
+        }
+        int zero = 0;
+        zmq_setsockopt(mon, ZMQ_LINGER, &zero, sizeof zero);
+        out->monitors[i] = mon;
         int rc = parts[i].bind ? zmq_bind(sock, parts[i].addr) : zmq_connect(sock, parts[i].addr);
         if (rc) {
             bp_err_set(err, "cannot %s %s: %s", parts[i].bind ? "bind" : "connect", parts[i].addr, zmq_strerror(errno));
@@ -569,19 +598,12 @@ fail:
     for (int i = 0; i < out->nsocks; i++) {
         int zero = 0;
         zmq_setsockopt(out->socks[i], ZMQ_LINGER, &zero, sizeof zero);
-        zmq_close(out->socks[i]);
-        ctx_release();
     }
-    free(out->socks);
-    free(out->per_sock);
-    free(out->spec);
-    free(out);
+    close_socks(out);
+    out_free(out);
     return NULL;
 oom:
-    free(out->socks);
-    free(out->per_sock);
-    free(out->spec);
-    free(out);
+    out_free(out);
     bp_err_set(err, "out of memory");
     return NULL;
 }
@@ -721,16 +743,66 @@ int bp_out_send_frame(bp_out *out, const bp_frame *f) {
 
 static void close_socks(bp_out *out) {
     for (int i = 0; i < out->nsocks && out->socks; i++) {
+        if (out->monitors && out->monitors[i]) {
+            zmq_socket_monitor(out->socks[i], NULL, 0);
+            zmq_close(out->monitors[i]);
+        }
         zmq_close(out->socks[i]);
         ctx_release();
     }
+    out->nsocks = 0;
 }
 
 static void out_free(bp_out *out) {
     free(out->socks);
+    free(out->monitors);
     free(out->per_sock);
+    free(out->connections);
+    free(out->disconnects);
     free(out->spec);
     free(out);
+}
+
+/* Count connection events of output socket i (non-blocking). */
+static void drain_out_monitor(bp_out *out, int i) {
+    for (;;) {
+        zmq_msg_t ev;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, out->monitors[i], ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); return; }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        int more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (more) {
+            zmq_msg_init(&ev);
+            zmq_msg_recv(&ev, out->monitors[i], 0);
+            zmq_msg_close(&ev);
+        }
+        if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) out->connections[i]++;
+        else if (event == ZMQ_EVENT_DISCONNECTED) out->disconnects[i]++;
+    }
+}
+
+/* After the eos: hold every connection open until its consumer hangs up. ZeroMQ drops what
+ * is still in the kernel buffer when the sender closes while the receiver is stalled at its
+ * high-water mark, so closing first could lose the tail of the stream (the eos above all).
+ * The consumer closes as soon as it has read its last eos, so this wait is short. */
+static void wait_for_consumers(bp_out *out) {
+    for (;;) {
+        int waiting = 0;
+        zmq_pollitem_t items[64];
+        int n = out->nsocks < 64 ? out->nsocks : 64;
+        for (int i = 0; i < n; i++) {
+            drain_out_monitor(out, i);
+            if (out->connections[i] == 0 || out->disconnects[i] < out->connections[i]) waiting = 1;
+            items[i].socket = out->monitors[i];
+            items[i].fd = 0;
+            items[i].events = ZMQ_POLLIN;
+            items[i].revents = 0;
+        }
+        if (!waiting) return;
+        if (zmq_poll(items, n, -1) < 0 && errno != EINTR) return;
+    }
 }
 
 int bp_out_close(bp_out *out, bp_err *err) {
@@ -761,7 +833,13 @@ int bp_out_close(bp_out *out, bp_err *err) {
                                      (long long)out->by_kind[k], bp_kind_name((bp_kind)k));
     bp_log("out: %lld frames%s%s%s to %s", (long long)out->data, used ? " (" : "", kinds, used ? ")" : "", out->spec);
     if (rc && err) *err = out->err;
-    close_socks(out);   /* lingers in zmq_ctx_term until the eos has left */
+    if (rc == 0 && out->fd < 0) {
+        wait_for_consumers(out);
+        /* Everything was read: nothing may linger (a reconnect loop would never end). */
+        int zero = 0;
+        for (int i = 0; i < out->nsocks; i++) zmq_setsockopt(out->socks[i], ZMQ_LINGER, &zero, sizeof zero);
+    }
+    close_socks(out);
     out_free(out);
     return rc;
 }

@@ -4,7 +4,9 @@
  * stages of a pipeline. It forwards hello and eos frames as they are (it is invisible to
  * both neighbours) while still checking the stream rules. It must never alter a frame.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,22 +17,25 @@ static const char usage[] =
     "usage: tap [--log FILE] [--brief] [--in SPEC] [--out SPEC] [--producers N]\n"
     "Pass frames through unchanged; write each as one JSON line to stderr or FILE.\n"
     "  --log FILE        append the JSON lines to FILE instead of stderr\n"
-    "  --brief           show binary payloads over 32 bytes as their size only\n" BP_IO_USAGE;
+    "  --brief           show binary payloads over 32 bytes as their size only\n"
+    "  --delay-ms N      wait N ms before passing each frame on (simulates a slow stage)\n" BP_IO_USAGE;
 
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
     const char *log_path = NULL;
     bp_json_opts jopts = {0};
+    long delay_ms = 0;
     static const struct option longopts[] = {
         BP_IO_LONGOPTS, {"log", required_argument, 0, 'l'}, {"brief", no_argument, 0, 'b'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"delay-ms", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (bp_io_option(&io, opt, optarg)) continue;
         switch (opt) {
         case 'l': log_path = optarg; break;
         case 'b': jopts.brief = 1; break;
+        case 'd': delay_ms = bp_opt_long("--delay-ms", optarg, 0, 3600000); break;
         case 'h': fputs(usage, stdout); return 0;
         default: bp_usage_error();
         }
@@ -53,6 +58,10 @@ int main(int argc, char **argv) {
         bp_err err;
         if (bp_frame_to_json(bp_root(&f), &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
         if (fwrite(line, 1, len, log) != len || fflush(log)) bp_die(1, log_path ? log_path : "stderr", "cannot write the log");
+        if (delay_ms) {
+            struct timespec pause = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+            while (nanosleep(&pause, &pause) && errno == EINTR) {}
+        }
         if (bp_out_send_frame(out, &f)) {
             bp_frame_release(&f);
             bp_die_err(bp_out_err(out));

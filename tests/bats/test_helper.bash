@@ -1,0 +1,45 @@
+# test_helper.bash — shared setup for bertpipe's bats tests.
+# Stages come from $BERTPIPE_BIN (the ASan/UBSan build under `make test`), test tools from
+# build/tools. Each test gets its own temp dir; ipc sockets live there too.
+
+: "${BERTPIPE_TOP:=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)}"
+: "${BERTPIPE_BIN:=$BERTPIPE_TOP/build/san/bin}"
+export PATH="$BERTPIPE_BIN:$BERTPIPE_TOP/build/tools:$PATH"
+export BERTPIPE_QUIET=1
+unset OPENBLAS_CORETYPE
+
+setup() {
+  TMP=$(mktemp -d "${BATS_TMPDIR:-/tmp}/bp.XXXXXX")
+}
+
+teardown() {
+  # Never leave a background stage behind.
+  jobs -p | xargs -r kill -9 2>/dev/null || true
+  rm -rf "$TMP"
+}
+
+# A free TCP port on loopback.
+free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
+  done
+  return 1
+}
+
+# Fail with stderr shown when a sanitizer reported anything.
+refute_sanitizer() {
+  if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$@"; then
+    cat "$@" >&2
+    return 1
+  fi
+}
+
+# The error output is exactly one line in the bertpipe format.
+assert_one_error_line() { # file stage
+  local n
+  n=$(wc -l <"$1")
+  [ "$n" -eq 1 ] || { echo "expected one line, got $n:" >&2; cat "$1" >&2; return 1; }
+  grep -qE "^$2: error: .+" "$1" || { cat "$1" >&2; return 1; }
+}

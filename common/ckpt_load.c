@@ -10,10 +10,16 @@
 
 /* ---- opening ------------------------------------------------------------------------- */
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
 void ckpt_close(ckpt_source *source) {
     if (!source) return;
     st_close(source->st);
     tb_close(source->tb);
+    tf_close(source->tf);
     free(source->path);
     free(source);
 }
@@ -30,10 +36,10 @@ static char *join_path(const char *dir, const char *name) {
     return path;
 }
 
-/* The weights file in DIR, as transformers picks it. */
+/* The weights file in DIR, as transformers picks it; Google's TF checkpoint last. */
 static char *ckpt_pick_file(const char *dir, bp_err *err) {
-    static const char *const names[] = {"model.safetensors", "pytorch_model.bin"};
-    for (size_t i = 0; i < 2; i++) {
+    static const char *const names[] = {"model.safetensors", "pytorch_model.bin", "bert_model.ckpt.index"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char *path = join_path(dir, names[i]);
         if (!path) {
             bp_err_set(err, "out of memory (%s)", dir);
@@ -46,13 +52,15 @@ static char *ckpt_pick_file(const char *dir, bp_err *err) {
     int sharded = index && file_exists(index);
     free(index);
     bp_err_set(err, sharded ? "sharded checkpoints (model.safetensors.index.json) are not supported (%s)"
-                            : "no model.safetensors or pytorch_model.bin in the checkpoint directory (%s)", dir);
+                            : "no model.safetensors, pytorch_model.bin or bert_model.ckpt.index in the checkpoint directory (%s)",
+               dir);
     return NULL;
 }
 
 ckpt_source *ckpt_open(const char *path, bp_err *err) {
     struct stat st;
-    if (stat(path, &st) != 0) {
+    if (ends_with(path, ".ckpt") || ends_with(path, ".ckpt.index")) st.st_mode = S_IFREG; /* a TF prefix need not exist */
+    else if (stat(path, &st) != 0) {
         bp_err_set(err, "cannot open checkpoint: %s (%s)", strerror(errno), path);
         return NULL;
     }
@@ -66,6 +74,16 @@ ckpt_source *ckpt_open(const char *path, bp_err *err) {
         if (!S_ISDIR(st.st_mode)) bp_err_set(err, "out of memory (%s)", path);
         free(source);
         return NULL;
+    }
+    if (ends_with(source->path, ".ckpt") || ends_with(source->path, ".ckpt.index")) {
+        source->format = "tensorflow";
+        if (!(source->tf = tf_open(source->path, err))) {
+            ckpt_close(source);
+            return NULL;
+        }
+        source->tensors = source->tf->tensors;
+        source->n_tensors = source->tf->n_tensors;
+        return source;
     }
     unsigned char magic[9] = {0};
     FILE *fp = fopen(source->path, "rb");
@@ -107,11 +125,6 @@ typedef struct named_index {
 
 static int named_index_order(const void *a, const void *b) {
     return strcmp(((const named_index *)a)->name, ((const named_index *)b)->name);
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
 static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }

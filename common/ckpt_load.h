@@ -13,22 +13,26 @@
 #include "log.h"
 #include "safetensors.h"
 #include "tensor.h"
+#include "tfckpt.h"
 #include "torchbin.h"
 
 /* A checkpoint's tensors, whatever the file format. Fields are read-only for callers. */
 typedef struct ckpt_source {
-    char *path;                       /* the weights file actually opened */
-    const char *format;               /* "safetensors" or "pytorch" */
-    const bp_named_tensor *tensors;   /* owned by st/tb below */
+    char *path;                       /* the weights file (TF: checkpoint prefix) actually opened */
+    const char *format;               /* "safetensors", "pytorch" or "tensorflow" */
+    const bp_named_tensor *tensors;   /* owned by st/tb/tf below */
     size_t n_tensors;
     st_file *st;                      /* private: exactly one of these is set */
     tb_file *tb;
+    tf_checkpoint *tf;
 } ckpt_source;
 
 /* Open PATH: a directory (model.safetensors preferred over pytorch_model.bin, as
- * transformers prefers it) or a weights file (format sniffed from its first bytes: a zip
- * or pickle is torch, anything else is tried as safetensors). Returns a source to free with
- * ckpt_close, or NULL with err naming the file. */
+ * transformers prefers it, then Google's bert_model.ckpt.index), a TF checkpoint prefix or
+ * its .index file (PATH ending in ".ckpt" or ".index"), or a weights file (format sniffed
+ * from its first bytes: a zip or pickle is torch, anything else is tried as safetensors).
+ * TF tensors come under transformers' names with kernels transposed (see tfckpt.h).
+ * Returns a source to free with ckpt_close, or NULL with err naming the file. */
 ckpt_source *ckpt_open(const char *path, bp_err *err);
 
 /* Free the source and the tensors it holds; NULL is fine. */

@@ -10,6 +10,11 @@ Run with Debian's python3-torch (no transformers, no safetensors package needed)
           pytorch_model_p4.bin     the same, pickle protocol 4 (FRAME, MEMOIZE, STACK_GLOBAL)
           pytorch_model_legacy.bin torch's pre-1.6 non-zip format
           model.safetensors        written by write_safetensors() below
+          tf/bert_model.ckpt.{index,data-00000-of-00001}
+                                   the bert.* tensors as Google's TF checkpoints hold them
+                                   (TF names, [in, out] kernels, plus cls/ heads, global_step
+                                   and an optimizer slot to be skipped), written by
+                                   write_tf_checkpoint() below
           expected.json            every tensor's dtype, shape and values
 
     /usr/bin/python3 tests/reference/make_checkpoint_fixtures.py --check FILE.safetensors [OUTDIR]
@@ -89,6 +94,127 @@ def read_safetensors(path):
     return tensors, metadata
 
 
+def crc32c(data):
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data):
+    crc = crc32c(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pb_varint_field(number, value):
+    return varint(number << 3) + varint(value)
+
+
+def pb_bytes_field(number, payload):
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+TF_DTYPES = {torch.float32: 1, torch.float64: 2, torch.int32: 3, torch.int64: 9, torch.bfloat16: 14, torch.float16: 19}
+
+
+def table_block(entries, restart_interval):
+    """A LevelDB table block: prefix-compressed keys, restart points, count."""
+    out, restarts, last = bytearray(), [], b""
+    for i, (key, value) in enumerate(entries):
+        shared = 0
+        if i % restart_interval == 0:
+            restarts.append(len(out))
+        else:
+            while shared < min(len(key), len(last)) and key[shared] == last[shared]:
+                shared += 1
+        out += varint(shared) + varint(len(key) - shared) + varint(len(value)) + key[shared:] + value
+        last = key
+    for r in restarts or [0]:
+        out += struct.pack("<I", r)
+    out += struct.pack("<I", len(restarts or [0]))
+    return bytes(out)
+
+
+def write_tf_checkpoint(prefix, variables):
+    """TensorFlow's tensor bundle: PREFIX.data-00000-of-00001 holds the raw tensors, PREFIX.index
+    is a table (uncompressed, several small data blocks so that prefix compression, restarts and
+    the index block are all exercised) from variable name to BundleEntryProto."""
+    data, entries = bytearray(), []
+    # Header: num_shards 1, version { producer 1 }.
+    entries.append((b"", pb_varint_field(1, 1) + pb_bytes_field(3, pb_varint_field(1, 1))))
+    for name in sorted(variables):
+        t = variables[name]
+        blob = tensor_bytes(t)
+        shape = b"".join(pb_bytes_field(2, pb_varint_field(1, d)) for d in t.shape)
+        entry = (pb_varint_field(1, TF_DTYPES[t.dtype]) + pb_bytes_field(2, shape) + pb_varint_field(4, len(data))
+                 + pb_varint_field(5, len(blob)) + varint(6 << 3 | 5) + struct.pack("<I", masked_crc32c(blob)))
+        entries.append((name.encode(), entry))
+        data += blob
+    with open(prefix + ".data-00000-of-00001", "wb") as f:
+        f.write(data)
+    index, handles = bytearray(), []
+
+    def put_block(contents):
+        offset = len(index)
+        index.extend(contents + b"\0" + struct.pack("<I", masked_crc32c(contents + b"\0")))
+        return varint(offset) + varint(len(contents))
+
+    for start in range(0, len(entries), 5):
+        chunk = entries[start:start + 5]
+        handles.append((chunk[-1][0], put_block(table_block(chunk, 3))))
+    meta_handle = put_block(table_block([], 1))
+    index_handle = put_block(table_block(handles, 1))
+    footer = meta_handle + index_handle
+    index += footer + b"\0" * (40 - len(footer)) + struct.pack("<Q", 0xDB4775248B80FB57)
+    with open(prefix + ".index", "wb") as f:
+        f.write(index)
+
+
+def tf_variables(sd):
+    """The bert.* tensors under the names and layout of Google's TF checkpoints."""
+    out = {}
+    for name, t in sd.items():
+        if not name.startswith("bert.") or name.endswith("position_ids"):
+            continue
+        parts = name.split(".")
+        tf = []
+        for i, part in enumerate(parts):
+            if part.isdigit():
+                tf[-1] += "_" + part
+            elif i == len(parts) - 1:
+                if parts[-2].endswith("_embeddings"):
+                    break
+                tf.append({"weight": "gamma" if parts[-2] == "LayerNorm" else "kernel",
+                           "bias": "beta" if parts[-2] == "LayerNorm" else "bias"}[part])
+            else:
+                tf.append(part)
+        if tf[-1] == "kernel":
+            t = t.t()
+        out["/".join(tf)] = t.contiguous()
+    g = torch.Generator().manual_seed(7)
+    out["cls/seq_relationship/output_weights"] = torch.randn(2, 8, generator=g)
+    out["cls/seq_relationship/output_bias"] = torch.randn(2, generator=g)
+    out["bert/embeddings/word_embeddings/adam_m"] = torch.zeros(12, 8)
+    out["global_step"] = torch.tensor(1000, dtype=torch.int64)
+    return out
+
+
 def make_state_dict():
     """A tiny BertForSequenceClassification-like state dict (H=8, vocab 12, 3 labels) with the
     awkward cases a reader must handle: a transposed (non-contiguous) view, views at a storage
@@ -136,8 +262,16 @@ def make(outdir):
     torch.save(sd, os.path.join(outdir, "pytorch_model_legacy.bin"), _use_new_zipfile_serialization=False)
     write_safetensors(os.path.join(outdir, "model.safetensors"),
                       {k: v.contiguous() for k, v in sd.items()}, {"written_by": "make_checkpoint_fixtures.py"})
+    tf = tf_variables(sd)
+    os.makedirs(os.path.join(outdir, "tf"), exist_ok=True)
+    write_tf_checkpoint(os.path.join(outdir, "tf", "bert_model.ckpt"), tf)
+    expected = expected_json(sd)
+    expected["tf_only"] = {  # what the TF checkpoint adds, under transformers' names
+        "cls.seq_relationship.weight": tf["cls/seq_relationship/output_weights"].reshape(-1).tolist(),
+        "cls.seq_relationship.bias": tf["cls/seq_relationship/output_bias"].tolist(),
+    }
     with open(os.path.join(outdir, "expected.json"), "w") as f:
-        json.dump(expected_json(sd), f, indent=0)
+        json.dump(expected, f, indent=0)
         f.write("\n")
     # Our own writer must read back exactly.
     back, _ = read_safetensors(os.path.join(outdir, "model.safetensors"))

@@ -21,6 +21,7 @@
 #include "hfconfig.h"
 #include "safetensors.h"
 #include "tap.h"
+#include "tfckpt.h"
 #include "torchbin.h"
 
 static char fixtures[1024];
@@ -79,7 +80,7 @@ static int one_line(const bp_err *err) { return err->msg[0] && !strchr(err->msg,
 
 /* ---- expected values ---------------------------------------------------------------- */
 
-static json_t *expected_tensors;
+static json_t *expected_tensors, *expected_tf_only;
 
 static double element(const bp_named_tensor *t, int64_t i) {
     const unsigned char *p = (const unsigned char *)t->data + (size_t)i * bp_dtype_size(t->dtype);
@@ -97,26 +98,18 @@ static double element(const bp_named_tensor *t, int64_t i) {
     }
 }
 
-/* Do the tensors of a reader match expected.json exactly (names, dtypes, shapes, values)? */
-static int matches_expected(const bp_named_tensor *tensors, size_t n, const char *what) {
-    if (n != json_object_size(expected_tensors)) {
-        tap_diag("%s: %zu tensors, expected %zu", what, n, json_object_size(expected_tensors));
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const bp_named_tensor *t = &tensors[i];
-        json_t *want = json_object_get(expected_tensors, t->name);
-        if (!want) {
-            tap_diag("%s: unexpected tensor %s", what, t->name);
-            return 0;
-        }
+/* Does T have exactly the dtype (when WANT has one), shape and values of WANT (an
+ * expected.json entry, or a bare list of values for a 1-D/2-D tensor checked by count)? */
+static int tensor_matches(const bp_named_tensor *t, json_t *want, const char *what) {
+    json_t *values = json_is_array(want) ? want : json_object_get(want, "values");
+    if (json_is_object(want)) {
         bp_dtype dtype;
         const char *dtype_name = json_string_value(json_object_get(want, "dtype"));
         char lower[8];
         size_t k;
         for (k = 0; dtype_name[k] && k < 7; k++) lower[k] = (char)(dtype_name[k] | 0x20);
         lower[k] = '\0';
-        json_t *shape = json_object_get(want, "shape"), *values = json_object_get(want, "values");
+        json_t *shape = json_object_get(want, "shape");
         if (bp_dtype_parse(lower, k, &dtype) != 0 || dtype != t->dtype || (size_t)t->ndim != json_array_size(shape)) {
             tap_diag("%s: %s has dtype %s ndim %d", what, t->name, bp_dtype_name(t->dtype), t->ndim);
             return 0;
@@ -126,17 +119,34 @@ static int matches_expected(const bp_named_tensor *tensors, size_t n, const char
                 tap_diag("%s: %s dim %d is %lld", what, t->name, d, (long long)t->shape[d]);
                 return 0;
             }
-        int64_t numel = bp_numel(t->shape, t->ndim);
-        if ((size_t)numel != json_array_size(values) || t->nbytes != (size_t)numel * bp_dtype_size(t->dtype)) {
-            tap_diag("%s: %s has %lld elements", what, t->name, (long long)numel);
+    }
+    int64_t numel = bp_numel(t->shape, t->ndim);
+    if ((size_t)numel != json_array_size(values) || t->nbytes != (size_t)numel * bp_dtype_size(t->dtype)) {
+        tap_diag("%s: %s has %lld elements", what, t->name, (long long)numel);
+        return 0;
+    }
+    for (int64_t e = 0; e < numel; e++)
+        if (element(t, e) != json_number_value(json_array_get(values, (size_t)e))) {
+            tap_diag("%s: %s[%lld] = %.9g, want %.9g", what, t->name, (long long)e, element(t, e),
+                     json_number_value(json_array_get(values, (size_t)e)));
             return 0;
         }
-        for (int64_t e = 0; e < numel; e++)
-            if (element(t, e) != json_number_value(json_array_get(values, (size_t)e))) {
-                tap_diag("%s: %s[%lld] = %.9g, want %.9g", what, t->name, (long long)e, element(t, e),
-                         json_number_value(json_array_get(values, (size_t)e)));
-                return 0;
-            }
+    return 1;
+}
+
+/* Do the tensors of a reader match expected.json exactly (names, dtypes, shapes, values)? */
+static int matches_expected(const bp_named_tensor *tensors, size_t n, const char *what) {
+    if (n != json_object_size(expected_tensors)) {
+        tap_diag("%s: %zu tensors, expected %zu", what, n, json_object_size(expected_tensors));
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *want = json_object_get(expected_tensors, tensors[i].name);
+        if (!want) {
+            tap_diag("%s: unexpected tensor %s", what, tensors[i].name);
+            return 0;
+        }
+        if (!tensor_matches(&tensors[i], want, what)) return 0;
     }
     return 1;
 }
@@ -741,9 +751,115 @@ static void test_load_into(void) {
 
     err.msg[0] = '\0';
     ckpt_source *none = ckpt_open(tmpdir, &err);
-    tap_ok(!none && strstr(err.msg, "no model.safetensors or pytorch_model.bin"), "empty directory: %s", err.msg);
+    tap_ok(!none && strstr(err.msg, "no model.safetensors, pytorch_model.bin or bert_model.ckpt.index"), "empty directory: %s", err.msg);
     free(m);
     ckpt_close(bin);
+    ckpt_close(src);
+}
+
+/* ---- TensorFlow checkpoints ---------------------------------------------------------- */
+
+static void expect_tf_error(const char *name, const char *want1, const char *want2) {
+    bp_err err = {{0}};
+    tf_checkpoint *tf = tf_open(temp(name), &err);
+    tap_ok(!tf && one_line(&err) && strstr(err.msg, want1) && (!want2 || strstr(err.msg, want2)), "%s: %s", name, err.msg);
+    tf_close(tf);
+}
+
+static void test_tf_reader(void) {
+    bp_err err = {{0}};
+    tf_checkpoint *tf = tf_open(fixture("tf/bert_model.ckpt"), &err);
+    if (!tap_ok(tf != NULL, "TF checkpoint opens")) {
+        tap_diag("%s", err.msg);
+        return;
+    }
+    int all = tf->n_tensors == 12;
+    for (size_t i = 0; i < tf->n_tensors && all; i++) {
+        json_t *want = json_object_get(expected_tensors, tf->tensors[i].name);
+        if (!want) want = json_object_get(expected_tf_only, tf->tensors[i].name);
+        all = want && tensor_matches(&tf->tensors[i], want, "tf");
+        if (!want) tap_diag("tf: unexpected %s", tf->tensors[i].name);
+    }
+    tap_ok(all, "TF tensors under HF names equal expected.json (kernels transposed back, gamma/beta, skipped slots)");
+    tf_close(tf);
+
+    char name[160];
+    TAP_EQ_INT(tf_hf_name("bert/encoder/layer_11/output/LayerNorm/gamma", name, sizeof name), 0, "gamma is no kernel");
+    TAP_EQ_STR(name, "bert.encoder.layer.11.output.LayerNorm.weight", "layer_11/.../gamma renamed");
+    TAP_EQ_INT(tf_hf_name("bert/pooler/dense/kernel", name, sizeof name), 1, "kernel is transposed");
+    TAP_EQ_STR(name, "bert.pooler.dense.weight", "kernel renamed");
+    tf_hf_name("cls/predictions/output_bias", name, sizeof name);
+    TAP_EQ_STR(name, "cls.predictions.bias", "output_bias renamed");
+    TAP_EQ_INT(tf_hf_name("bert/embeddings/word_embeddings/adam_v", name, sizeof name), -1, "optimizer slots skipped");
+    TAP_EQ_INT(tf_hf_name("global_step", name, sizeof name), -1, "global_step skipped");
+    TAP_EQ_INT(tf_crc32c("123456789", 9), 0xe3069283u, "CRC32C check value");
+
+    /* Corrupt copies: the index and data files of the fixture, cut and patched. */
+    size_t index_len = 0, data_len = 0;
+    unsigned char *index = slurp(fixture("tf/bert_model.ckpt.index"), &index_len);
+    unsigned char *data = slurp(fixture("tf/bert_model.ckpt.data-00000-of-00001"), &data_len);
+    if (!index || !data) {
+        free(index);
+        free(data);
+        return;
+    }
+    spit(temp("good.ckpt.index"), index, index_len);
+    spit(temp("good.ckpt.data-00000-of-00001"), data, data_len);
+    spit(temp("cut-data.ckpt.index"), index, index_len);
+    /* The last 8 bytes are global_step, which is skipped unread; cut into the tensor before. */
+    spit(temp("cut-data.ckpt.data-00000-of-00001"), data, data_len - 9);
+    expect_tf_error("cut-data.ckpt", "truncated", "variable cls/seq_relationship/output_weights");
+    spit(temp("no-data.ckpt.index"), index, index_len);
+    expect_tf_error("no-data.ckpt", "cannot open", "no-data.ckpt.data-00000-of-00001");
+    data[3] ^= 1;
+    spit(temp("flip-data.ckpt.index"), index, index_len);
+    spit(temp("flip-data.ckpt.data-00000-of-00001"), data, data_len);
+    expect_tf_error("flip-data.ckpt", "fail their CRC32C", "variable bert/embeddings/LayerNorm/beta");
+    data[3] ^= 1;
+    index[20] ^= 1;
+    spit(temp("flip-index.ckpt.index"), index, index_len);
+    spit(temp("flip-index.ckpt.data-00000-of-00001"), data, data_len);
+    expect_tf_error("flip-index.ckpt", "fails its CRC32C", "flip-index.ckpt.index");
+    index[20] ^= 1;
+    int all_fail = 1;
+    spit(temp("cut-index.ckpt.data-00000-of-00001"), data, data_len);
+    for (size_t cut = 0; cut < index_len; cut += 5) {
+        spit(temp("cut-index.ckpt.index"), index, cut);
+        err.msg[0] = '\0';
+        tf = tf_open(temp("cut-index.ckpt"), &err);
+        if (tf || !one_line(&err) || !strstr(err.msg, "cut-index.ckpt.index")) {
+            tap_diag("cut at %zu: %s", cut, tf ? "loaded" : err.msg);
+            all_fail = 0;
+        }
+        tf_close(tf);
+    }
+    tap_ok(all_fail, "every truncation of the index gives a one-line error naming it");
+    free(index);
+    free(data);
+
+    ckpt_source *src = ckpt_open(fixture("tf"), &err);
+    TAP_EQ_STR(src ? src->format : NULL, "tensorflow", "a directory with bert_model.ckpt.index opens as TF");
+    if (src) {
+        /* Google's pre-training checkpoint into a classifier: the NSP head is unexpected. */
+        model_params *m = calloc(1, sizeof *m);
+        ckpt_report rep;
+        make_model(m, "bert.", 1);
+        int rc = ckpt_load_into(m->list, m->n, NULL, src->tensors, src->n_tensors, "tf", "bert", NULL, &rep, &err);
+        char *unexpected = rc == 0 ? ckpt_format_unexpected(&rep, "tf", "BertForSequenceClassification") : NULL;
+        TAP_EQ_STR(unexpected,
+                   "Some weights of the model checkpoint at tf were not used when initializing BertForSequenceClassification: "
+                   "['bert.pooler.dense.bias', 'bert.pooler.dense.weight', 'cls.seq_relationship.bias', 'cls.seq_relationship.weight']",
+                   "TF checkpoint loads by name; its NSP head (and the pooler this test model lacks) reported unused");
+        json_t *query = json_object_get(expected_tensors, "bert.encoder.layer.0.attention.self.query.weight");
+        tap_ok(rc == 0 && (double)((float *)m->list[5].data)[1] == json_number_value(json_array_get(json_object_get(query, "values"), 1)),
+               "TF kernel lands in [out, in] order");
+        free(unexpected);
+        if (rc == 0) ckpt_report_free(&rep);
+        free(m);
+    }
+    ckpt_close(src);
+    src = ckpt_open(temp("good.ckpt.index"), &err);
+    tap_ok(src && src->n_tensors == 12, "a .ckpt.index path opens as TF %s", src ? "" : err.msg);
     ckpt_close(src);
 }
 
@@ -757,6 +873,7 @@ int main(void) {
     json_error_t jerr;
     json_t *expected = json_load_file(fixture("expected.json"), 0, &jerr);
     expected_tensors = json_object_get(expected, "tensors");
+    expected_tf_only = json_object_get(expected, "tf_only");
     if (!tap_ok(expected_tensors != NULL, "expected.json loads from %s (run from the repo root)", fixtures)) {
         tap_diag("%s", jerr.text);
         return tap_done();
@@ -767,6 +884,7 @@ int main(void) {
     test_writer();
     test_corrupt_safetensors();
     test_corrupt_torch();
+    test_tf_reader();
     test_config();
     test_load_into();
     json_decref(expected);

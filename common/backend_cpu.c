@@ -132,6 +132,12 @@ static inline float fast_erff(float z) {
     return z < 0 ? -y : y;
 }
 
+/* keep_scale or 0 for element `index` under the dropout key: a multiplier, so the loops that
+ * apply it stay branch-free and vectorise */
+static inline float dropout_factor(uint64_t key, uint64_t index, float p, float keep_scale) {
+    return backend_dropout_keep(key, index, p) ? keep_scale : 0.0f;
+}
+
 // ----------------------------------------------------------------------------
 // memory
 
@@ -305,15 +311,16 @@ typedef struct ln_job {
 static void ln_forward_rows(void *ctx, size_t begin, size_t end) {
     ln_job *j = ctx;
     int C = j->C;
-    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
+    float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t key = j->key;
     for (size_t n = begin; n < end; n++) {
         const float *x = j->x + n * C;
         float *s = j->sum + n * C;
         if (j->residual) {
             const float *r = j->residual + n * C;
-            if (j->p > 0) {
+            if (p > 0) {
                 for (int c = 0; c < C; c++)
-                    s[c] = r[c] + (backend_dropout_keep(j->key, n * C + c, j->p) ? x[c] * keep_scale : 0.0f);
+                    s[c] = r[c] + x[c] * dropout_factor(key, n * C + c, p, keep_scale);
             } else {
                 for (int c = 0; c < C; c++) s[c] = r[c] + x[c];
             }
@@ -351,7 +358,8 @@ static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
     float dw_local[LN_MAX_C], db_local[LN_MAX_C];
     memset(dw_local, 0, (size_t)C * sizeof(float));
     memset(db_local, 0, (size_t)C * sizeof(float));
-    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
+    float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t key = j->key;
     for (size_t n = begin; n < end; n++) {
         const float *s = j->csum + n * C;
         const float *d = j->dout + n * C;
@@ -373,9 +381,7 @@ static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
             float xhat = (s[c] - m) * rs;
             float dsum = (d[c] * j->weight[c] - dnorm_mean - xhat * dnorm_xhat_mean) * rs;
             if (dr) dr[c] = dsum;
-            if (j->p > 0)
-                dsum = backend_dropout_keep(j->key, n * C + c, j->p) ? dsum * keep_scale : 0.0f;
-            dx[c] = dsum;
+            dx[c] = p > 0 ? dsum * dropout_factor(key, n * C + c, p, keep_scale) : dsum;
         }
     }
     pthread_mutex_lock(j->merge_mu);
@@ -451,8 +457,7 @@ static void dropout_range(void *ctx, size_t begin, size_t end) {
     uint64_t key = j->key;
     const float *in = j->a;   /* may alias out (in place) */
     float *out = j->out;
-    for (size_t i = begin; i < end; i++)
-        out[i] = backend_dropout_keep(key, i, p) ? in[i] * keep_scale : 0.0f;
+    for (size_t i = begin; i < end; i++) out[i] = in[i] * dropout_factor(key, i, p, keep_scale);
 }
 static void cpu_dropout(backend *be, float *out, const float *inp, size_t n, float p, uint64_t key) {
     if (p <= 0) {
@@ -492,10 +497,10 @@ static void softmax_block(float *S, const int32_t *mask, int T) {
     }
 }
 
-static void dropout_block(float *out, const float *in, size_t n, size_t first_index, float p, uint64_t key) {
+static void dropout_block(float *restrict out, const float *restrict in, size_t n, size_t first_index,
+                          float p, uint64_t key) {
     float keep_scale = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++)
-        out[i] = backend_dropout_keep(key, first_index + i, p) ? in[i] * keep_scale : 0.0f;
+    for (size_t i = 0; i < n; i++) out[i] = in[i] * dropout_factor(key, first_index + i, p, keep_scale);
 }
 
 /* tasks are (b, h) pairs; each runs its two products, softmax and dropout back to back */
@@ -532,7 +537,8 @@ static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
     att_job *j = ctx;
     int T = j->T, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)D);
-    float keep_scale = j->p > 0 ? 1.0f / (1.0f - j->p) : 1.0f;
+    float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t key = j->key;
     size_t TT = (size_t)T * T;
     for (size_t pair = begin; pair < end; pair++) {
         size_t b = pair / NH, h = pair % NH;
@@ -554,9 +560,8 @@ static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
         for (int r = 0; r < T; r++) {
             const float *Pr = P + (size_t)r * T;
             float *dr = dS + (size_t)r * T;
-            if (j->p > 0)
-                for (int k = 0; k < T; k++)
-                    dr[k] = backend_dropout_keep(j->key, pair * TT + (size_t)r * T + k, j->p) ? dr[k] * keep_scale : 0.0f;
+            if (p > 0)
+                for (int k = 0; k < T; k++) dr[k] *= dropout_factor(key, pair * TT + (size_t)r * T + k, p, keep_scale);
             float dot = 0.0f;
             for (int k = 0; k < T; k++) dot += dr[k] * Pr[k];
             for (int k = 0; k < T; k++) dr[k] = Pr[k] * (dr[k] - dot);

@@ -28,6 +28,7 @@ struct tf_owned {
     size_t n_copies;
     char *key;              /* the table iterator's current key */
     size_t key_cap;
+    int index_only;         /* list the variables, leave the data file alone */
 };
 
 /* ---- CRC32C ------------------------------------------------------------------------- */
@@ -358,19 +359,22 @@ static int tf_add_tensor(tf_checkpoint *ckpt, const char *key, size_t key_len, c
     if (nbytes != e.size)
         return bp_err_set(err, "entry size %llu disagrees with shape x dtype = %llu (%s, variable %s)",
                           (unsigned long long)e.size, (unsigned long long)nbytes, own->index.path, key);
-    if (e.offset > own->data.len || e.size > own->data.len - e.offset)
-        return bp_err_set(err, "variable bytes [%llu, +%llu) beyond the %zu-byte data file: truncated (%s, variable %s)",
-                          (unsigned long long)e.offset, (unsigned long long)e.size, own->data.len, own->data.path, key);
-    const uint8_t *bytes = own->data.bytes + e.offset;
-    if (e.has_crc && tf_crc32c_mask(tf_crc32c(bytes, (size_t)e.size)) != e.crc32c)
-        return bp_err_set(err, "variable bytes fail their CRC32C: corrupt data file (%s, variable %s)", own->data.path, key);
     t->nbytes = (size_t)e.size;
-    t->data = (void *)bytes;
+    if (!own->index_only) {
+        if (e.offset > own->data.len || e.size > own->data.len - e.offset)
+            return bp_err_set(err, "variable bytes [%llu, +%llu) beyond the %zu-byte data file: truncated (%s, variable %s)",
+                              (unsigned long long)e.offset, (unsigned long long)e.size, own->data.len, own->data.path, key);
+        const uint8_t *bytes = own->data.bytes + e.offset;
+        if (e.has_crc && tf_crc32c_mask(tf_crc32c(bytes, (size_t)e.size)) != e.crc32c)
+            return bp_err_set(err, "variable bytes fail their CRC32C: corrupt data file (%s, variable %s)", own->data.path, key);
+        t->data = (void *)bytes;
+        if (kernel && t->ndim == 2) {
+            if (!(t->data = tf_transpose(bytes, t->shape[0], t->shape[1], bp_dtype_size(t->dtype))))
+                return bp_err_set(err, "out of memory (%s, variable %s)", own->data.path, key);
+            own->copies[own->n_copies++] = t->data;
+        }
+    }
     if (kernel && t->ndim == 2) {
-        void *copy = tf_transpose(bytes, t->shape[0], t->shape[1], bp_dtype_size(t->dtype));
-        if (!copy) return bp_err_set(err, "out of memory (%s, variable %s)", own->data.path, key);
-        own->copies[own->n_copies++] = copy;
-        t->data = copy;
         int64_t rows = t->shape[0];
         t->shape[0] = t->shape[1];
         t->shape[1] = rows;
@@ -389,7 +393,7 @@ static int tf_visit_data_block(tf_checkpoint *ckpt, const char *key, size_t key_
     return tf_each_entry(ckpt, block, tf_add_tensor, err);
 }
 
-tf_checkpoint *tf_open(const char *prefix, bp_err *err) {
+static tf_checkpoint *tf_load(const char *prefix, int index_only, bp_err *err) {
     tf_checkpoint *ckpt = calloc(1, sizeof *ckpt);
     size_t plen = strlen(prefix);
     if (plen >= 6 && strcmp(prefix + plen - 6, ".index") == 0) plen -= 6;
@@ -402,7 +406,9 @@ tf_checkpoint *tf_open(const char *prefix, bp_err *err) {
     snprintf(index_path, plen + 32, "%.*s.index", (int)plen, prefix);
     snprintf(data_path, plen + 32, "%.*s.data-00000-of-00001", (int)plen, prefix);
     struct tf_owned *own = ckpt->owned;
-    if (tf_map_file(&own->index, index_path, err) != 0 || tf_map_file(&own->data, data_path, err) != 0) goto fail;
+    own->index_only = index_only;
+    if (tf_map_file(&own->index, index_path, err) != 0 || (!index_only && tf_map_file(&own->data, data_path, err) != 0))
+        goto fail;
     if (own->index.len < TF_FOOTER_LEN) {
         bp_err_set(err, "index shorter than a table footer: truncated (%s)", index_path);
         goto fail;
@@ -441,3 +447,7 @@ fail:
     tf_close(ckpt);
     return NULL;
 }
+
+tf_checkpoint *tf_open(const char *prefix, bp_err *err) { return tf_load(prefix, 0, err); }
+
+tf_checkpoint *tf_open_index(const char *prefix, bp_err *err) { return tf_load(prefix, 1, err); }

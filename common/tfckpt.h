@@ -34,6 +34,11 @@ typedef struct tf_checkpoint {
  * variable at fault (unsupported dtype, sharded or partitioned variables, bad table, ...). */
 tf_checkpoint *tf_open(const char *prefix, bp_err *err);
 
+/* The index alone: names (HF), dtypes, shapes (kernels already [out, in]) and nbytes of
+ * every variable, without reading or checking the data file (data pointers are NULL). For
+ * inspecting a checkpoint whose data file is elsewhere. Same errors as tf_open otherwise. */
+tf_checkpoint *tf_open_index(const char *prefix, bp_err *err);
+
 /* Free everything; NULL is fine. */
 void tf_close(tf_checkpoint *ckpt);
 

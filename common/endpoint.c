@@ -6,6 +6,7 @@
 #include "endpoint.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,8 +185,15 @@ bp_in *bp_in_open(const char *spec, int producers, bp_err *err) {
     if (!in || !(in->spec = strdup(spec))) { free(in); bp_err_set(err, "out of memory"); return NULL; }
     in->producers = producers;
     in->fd = -1;
-    if (strcmp(spec, "-") == 0) {
+    int is_file = strncmp(spec, "file:", 5) == 0;
+    if (strcmp(spec, "-") == 0 || is_file) {
         in->fd = 0;
+        if (is_file && (in->fd = open(spec + 5, O_RDONLY | O_CLOEXEC)) < 0) {
+            bp_err_set(err, "cannot open: %s (%s)", strerror(errno), spec + 5);
+            free(in->spec);
+            free(in);
+            return NULL;
+        }
         in->cap = 1 << 20;
         in->buf = malloc(in->cap);
         if (!in->buf) { free(in->spec); free(in); bp_err_set(err, "out of memory"); return NULL; }
@@ -503,6 +511,7 @@ void bp_in_close(bp_in *in) {
     if (in->have_pending) bp_frame_release(&in->pending);
     if (in->have_hello) bp_frame_release(&in->hello);
     in_close_socket(in);
+    if (in->fd > 0) close(in->fd);
     free(in->buf);
     free(in->spec);
     free(in);
@@ -519,6 +528,7 @@ struct bp_out {
     int *connections, *disconnects;   /* per socket, from its monitor */
     int64_t data, by_kind[BP_KIND_COUNT];
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
+    char *path, *tmp_path;   /* file: outputs */
 };
 
 static void close_socks(bp_out *out);
@@ -541,6 +551,24 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
     out->fd = -1;
     /* A closed downstream must be an error from write(), not a silent death by SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
+    if (strncmp(spec, "file:", 5) == 0) {
+        /* Written under a temporary name and renamed by a successful close, so a failed
+         * stage never leaves a recording that looks complete. */
+        const char *path = spec + 5;
+        size_t n = strlen(path) + 32;
+        if (!(out->path = malloc(n)) || !(out->tmp_path = malloc(n))) goto oom;
+        snprintf(out->path, n, "%s", path);
+        snprintf(out->tmp_path, n, "%s.tmp-%d", path, (int)getpid());
+        if ((out->fd = open(out->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+            bp_err_set(err, "cannot create: %s (%s)", strerror(errno), out->tmp_path);
+            out_free(out);
+            return NULL;
+        }
+        out->nsocks = 1;
+        out->per_sock = calloc(1, sizeof *out->per_sock);
+        if (!out->per_sock) goto oom;
+        return out;
+    }
     if (strcmp(spec, "-") == 0) {
         out->fd = 1;
         out->nsocks = 1;
@@ -754,6 +782,12 @@ static void close_socks(bp_out *out) {
 }
 
 static void out_free(bp_out *out) {
+    if (out->tmp_path) {
+        if (out->fd > 1) close(out->fd);
+        unlink(out->tmp_path);   /* still there only when the stream was not completed */
+    }
+    free(out->path);
+    free(out->tmp_path);
     free(out->socks);
     free(out->monitors);
     free(out->per_sock);
@@ -833,7 +867,14 @@ int bp_out_close(bp_out *out, bp_err *err) {
                                      (long long)out->by_kind[k], bp_kind_name((bp_kind)k));
     bp_log("out: %lld frames%s%s%s to %s", (long long)out->data, used ? " (" : "", kinds, used ? ")" : "", out->spec);
     if (rc && err) *err = out->err;
-    if (rc == 0 && out->fd < 0) {
+    if (rc == 0 && out->tmp_path) {
+        if (fsync(out->fd) && errno != EINVAL) rc = out_fail(out, "fsync failed: %s", strerror(errno));
+        if (close(out->fd)) rc = out_fail(out, "close failed: %s", strerror(errno));
+        out->fd = -1;
+        if (rc == 0 && rename(out->tmp_path, out->path)) rc = out_fail(out, "cannot rename into place: %s", strerror(errno));
+        if (rc && err) *err = out->err;
+    }
+    if (rc == 0 && out->fd < 0 && !out->tmp_path) {
         wait_for_consumers(out);
         /* Everything was read: nothing may linger (a reconnect loop would never end). */
         int zero = 0;

@@ -2,6 +2,8 @@
  *
  * Endpoint specs (docs/protocol.md has the long form):
  *   "-"               stdio: frames are back-to-back MessagePack maps on stdin/stdout
+ *   "file:PATH"       the same bytes in a file: a recorded stream to replay, or one to
+ *                     record (written to PATH.tmp-PID and renamed when complete)
  *   "ipc://PATH"      ZeroMQ PULL (input) / PUSH (output)
  *   "tcp://HOST:PORT" the same over TCP
  *   "@ENDPOINT"       bind;  ">ENDPOINT" connect.  Without a prefix an input binds and an

@@ -119,16 +119,18 @@ struct backend {
 
     /* ---- self-attention over a fused qkv [N, 3C] (query | key | value columns) ----
      * attention_mask int32 [B, T]: 0 marks a padded key, which gets the additive
-     * -FLT_MAX as Hugging Face does. probs [B, NH, T, T] (before dropout) is kept for the
-     * backward; probs_dropped is scratch of the same size, used only when dropout_p > 0.
-     * ctx [N, C] has head h in columns h*D .. h*D+D-1. */
+     * -FLT_MAX as Hugging Face does. Only the first Tq queries of each sequence are computed
+     * (Tq = T normally; 1 when only [CLS] is needed). probs [B, NH, Tq, T] (before dropout) is
+     * kept for the backward; probs_dropped is scratch of the same size, used only when
+     * dropout_p > 0. ctx [N, C] has head h in columns h*D .. h*D+D-1; rows t >= Tq untouched. */
     void (*attention_forward)(backend *be, float *ctx, float *probs, float *probs_dropped,
                               const float *qkv, const int32_t *attention_mask, int B, int T,
-                              int C, int NH, float dropout_p, uint64_t dropout_key);
-    /* dqkv [N, 3C] written. scratch: [B, NH, T, T] floats. */
+                              int Tq, int C, int NH, float dropout_p, uint64_t dropout_key);
+    /* dqkv [N, 3C] written (query rows t >= Tq get 0); dctx rows t < Tq are read.
+     * scratch: [B, NH, Tq, T] floats. */
     void (*attention_backward)(backend *be, float *dqkv, float *scratch, const float *dctx,
-                               const float *probs, const float *qkv, int B, int T, int C, int NH,
-                               float dropout_p, uint64_t dropout_key);
+                               const float *probs, const float *qkv, int B, int T, int Tq, int C,
+                               int NH, float dropout_p, uint64_t dropout_key);
 
     /* ---- losses: each adds its loss to *loss (a device float) and writes dlogits ----
      * Cross-entropy over rows: class v of row r is logits[r*row_stride + v*class_stride].

@@ -475,21 +475,26 @@ typedef struct att_job {
     float *ctx, *probs, *probs_dropped, *dqkv, *scratch;
     const float *qkv, *dctx, *cprobs;
     const int32_t *mask;
-    int T, C, NH;
+    int T, Tq, C, NH;
     float p;
     uint64_t key;
 } att_job;
 
-/* Softmax of one (b, h) block of scores in place, with the additive padding mask. */
-static void softmax_block(float *S, const int32_t *mask, int T) {
-    for (int q = 0; q < T; q++) {
+/* Largest of n floats. Scores are finite (FLT_MAX masks, no infinities), which lets this one
+ * reduction vectorise; the rest of the file keeps strict IEEE semantics. */
+__attribute__((optimize("finite-math-only", "no-signed-zeros")))
+static float row_max(const float *x, int n) {
+    float maxv = -FLT_MAX;
+    for (int k = 0; k < n; k++) maxv = x[k] > maxv ? x[k] : maxv;
+    return maxv;
+}
+
+/* Softmax of one (b, h) block of scores [Tq, T] in place, with the additive padding mask. */
+static void softmax_block(float *S, const int32_t *mask, int Tq, int T) {
+    for (int q = 0; q < Tq; q++) {
         float *x = S + (size_t)q * T;
-        float maxv = -FLT_MAX;
-        for (int k = 0; k < T; k++) {
-            float v = mask[k] ? x[k] : x[k] + -FLT_MAX;
-            x[k] = v;
-            maxv = v > maxv ? v : maxv;
-        }
+        for (int k = 0; k < T; k++) x[k] = mask[k] ? x[k] : x[k] + -FLT_MAX;
+        float maxv = row_max(x, T);
         float sum = 0.0f;
         for (int k = 0; k < T; k++) { x[k] = fast_expf(x[k] - maxv); sum += x[k]; }
         float inv = 1.0f / sum;
@@ -506,77 +511,79 @@ static void dropout_block(float *restrict out, const float *restrict in, size_t 
 /* tasks are (b, h) pairs; each runs its two products, softmax and dropout back to back */
 static void attention_forward_pairs(void *ctx, size_t begin, size_t end) {
     att_job *j = ctx;
-    int T = j->T, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
+    int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)D);
-    size_t TT = (size_t)T * T;
+    size_t block = (size_t)Tq * T;
     for (size_t pair = begin; pair < end; pair++) {
         size_t b = pair / NH, h = pair % NH;
         const float *q = j->qkv + b * T * C3 + h * D;
-        float *P = j->probs + pair * TT;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, C3, q + C, C3, 0.0f, P, T);
-        softmax_block(P, j->mask + b * T, T);
+        float *P = j->probs + pair * block;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, T, D, scale, q, C3, q + C, C3, 0.0f, P, T);
+        softmax_block(P, j->mask + b * T, Tq, T);
         const float *Pd = P;
         if (j->p > 0) {
-            dropout_block(j->probs_dropped + pair * TT, P, TT, pair * TT, j->p, j->key);
-            Pd = j->probs_dropped + pair * TT;
+            dropout_block(j->probs_dropped + pair * block, P, block, pair * block, j->p, j->key);
+            Pd = j->probs_dropped + pair * block;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, Pd, T, q + 2 * C, C3, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, T, 1.0f, Pd, T, q + 2 * C, C3, 0.0f,
                     j->ctx + b * T * C + h * D, C);
     }
 }
 
 static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *probs_dropped,
                                   const float *qkv, const int32_t *attention_mask, int B, int T,
-                                  int C, int NH, float dropout_p, uint64_t dropout_key) {
+                                  int Tq, int C, int NH, float dropout_p, uint64_t dropout_key) {
     att_job j = { .ctx = ctx, .probs = probs, .probs_dropped = probs_dropped, .qkv = qkv,
-                  .mask = attention_mask, .T = T, .C = C, .NH = NH, .p = dropout_p, .key = dropout_key };
+                  .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
+                  .key = dropout_key };
     parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
 }
 
 static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
     att_job *j = ctx;
-    int T = j->T, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
+    int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)D);
     float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     uint64_t key = j->key;
-    size_t TT = (size_t)T * T;
+    size_t block = (size_t)Tq * T;
     for (size_t pair = begin; pair < end; pair++) {
         size_t b = pair / NH, h = pair % NH;
         size_t off = b * T * C3 + h * D;
-        const float *q = j->qkv + off, *P = j->cprobs + pair * TT;
+        const float *q = j->qkv + off, *P = j->cprobs + pair * block;
         const float *dctx = j->dctx + b * T * C + h * D;
-        float *dq = j->dqkv + off, *dS = j->scratch + pair * TT;
+        float *dq = j->dqkv + off, *dS = j->scratch + pair * block;
         /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key) */
         const float *Pd = P;
-        if (j->p > 0) {
-            dropout_block(dS, P, TT, pair * TT, j->p, j->key);
+        if (p > 0) {
+            dropout_block(dS, P, block, pair * block, p, key);
             Pd = dS;
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, Pd, T, dctx, C, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, Tq, 1.0f, Pd, T, dctx, C, 0.0f,
                     dq + 2 * C, C3);
         /* dP = dctx V^T, back through dropout and softmax into d(scores) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, T, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
                     dS, T);
-        for (int r = 0; r < T; r++) {
+        for (int r = 0; r < Tq; r++) {
             const float *Pr = P + (size_t)r * T;
             float *dr = dS + (size_t)r * T;
             if (p > 0)
-                for (int k = 0; k < T; k++) dr[k] *= dropout_factor(key, pair * TT + (size_t)r * T + k, p, keep_scale);
+                for (int k = 0; k < T; k++) dr[k] *= dropout_factor(key, pair * block + (size_t)r * T + k, p, keep_scale);
             float dot = 0.0f;
             for (int k = 0; k < T; k++) dot += dr[k] * Pr[k];
             for (int k = 0; k < T; k++) dr[k] = Pr[k] * (dr[k] - dot);
         }
         /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T, q + C, C3, 0.0f, dq, C3);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, q, C3, 0.0f, dq + C, C3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, T, scale, dS, T, q + C, C3, 0.0f, dq, C3);
+        for (int r = Tq; r < T; r++) memset(dq + (size_t)r * C3, 0, (size_t)D * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, Tq, scale, dS, T, q, C3, 0.0f, dq + C, C3);
     }
 }
 
 static void cpu_attention_backward(backend *be, float *dqkv, float *scratch, const float *dctx,
-                                   const float *probs, const float *qkv, int B, int T, int C, int NH,
-                                   float dropout_p, uint64_t dropout_key) {
+                                   const float *probs, const float *qkv, int B, int T, int Tq, int C,
+                                   int NH, float dropout_p, uint64_t dropout_key) {
     att_job j = { .dqkv = dqkv, .scratch = scratch, .dctx = dctx, .cprobs = probs, .qkv = qkv, .T = T,
-                  .C = C, .NH = NH, .p = dropout_p, .key = dropout_key };
+                  .Tq = Tq, .C = C, .NH = NH, .p = dropout_p, .key = dropout_key };
     parallel_for(be, (size_t)B * NH, 2, attention_backward_pairs, &j);
 }
 

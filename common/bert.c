@@ -104,7 +104,7 @@ static void point_params(bert_params *p, float *memory, const size_t sizes[NUM_P
     }
 }
 
-#define NUM_ACT_TENSORS 30
+#define NUM_ACT_TENSORS 31
 
 /* Sizes in floats, in the order of the fields of bert_acts. */
 static void act_sizes(const bert_config *cfg, int B, int T, size_t sizes[NUM_ACT_TENSORS]) {
@@ -114,7 +114,7 @@ static void act_sizes(const bert_config *cfg, int B, int T, size_t sizes[NUM_ACT
     size_t logits = cfg->head == BERT_HEAD_QA ? N * 2 : (size_t)B * NL;
     size_t s[NUM_ACT_TENSORS] = {
         N * C, N, N, (L + 1) * N * C, L * N * 3 * C, L * B * NH * T * T, L * N * C, L * N * C, L * N,
-        L * N, L * N * C, L * N * I, L * N * C, L * N, L * N, B * C, B * C, B * C, logits, 2,
+        L * N, L * N * C, L * N * I, L * N * C, L * N, L * N, B * C, B * C, B * C, B * C, logits, 2,
         B * NH * T * T, N * C, N * C, N * C, N * I, N * I, N * 3 * C, logits, B * C, B * C,
     };
     memcpy(sizes, s, sizeof s);
@@ -124,7 +124,7 @@ static void point_acts(bert_acts *a, float *memory, const size_t sizes[NUM_ACT_T
     float **ptrs[NUM_ACT_TENSORS] = {
         &a->emb_sum, &a->emb_mean, &a->emb_rstd, &a->encoded, &a->qkv, &a->probs, &a->ctx,
         &a->attn_sum, &a->ln1_mean, &a->ln1_rstd, &a->ln1, &a->fc_pre, &a->ffn_sum, &a->ln2_mean,
-        &a->ln2_rstd, &a->cls_in, &a->pooled, &a->pooled_dropped, &a->logits, &a->loss,
+        &a->ln2_rstd, &a->cls_ctx, &a->cls_resid, &a->pooled, &a->pooled_dropped, &a->logits, &a->loss,
         &a->att_scratch, &a->nc_a, &a->nc_b, &a->nc_c, &a->ni_a, &a->ni_b, &a->nqkv, &a->dlogits,
         &a->b_c1, &a->b_c2,
     };
@@ -381,30 +381,40 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
     if (m->dropout_hidden > 0)
         be->dropout(be, a->encoded, a->encoded, NC, m->dropout_hidden, site_key(m, SITE_EMBEDDINGS));
 
-    // encoder layers (shape key: N = B*T tokens, C hidden, I intermediate)
+    // encoder layers (shape key: N = B*T tokens, C hidden, I intermediate). With the
+    // classification head the last layer continues on the B [CLS] rows after attention.
     for (int l = 0; l < L; l++) {
+        int cls_only = cfg->head == BERT_HEAD_CLASSIFICATION && l == L - 1;
+        int rows = cls_only ? B : (int)N;
         float *in = a->encoded + l * NC;
         float *qkv = a->qkv + l * N * 3 * C;
         float *ctx = a->ctx + l * NC;
         float *ln1 = a->ln1 + l * NC;
         float *fc_pre = a->fc_pre + l * N * I;
+        float *resid = in;
         be->matmul_forward(be, qkv, in, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + (size_t)l * 3 * C,
                            (int)N, C, 3 * C);
         be->attention_forward(be, ctx, a->probs + l * (size_t)B * NH * T * T, a->att_scratch, qkv,
-                              m->d_attention_mask, B, T, C, NH, m->dropout_attention,
+                              m->d_attention_mask, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
                               site_key(m, site_attention(l)));
+        if (cls_only) {
+            be->copy_rows(be, a->cls_ctx, C, ctx, T * C, B, C);
+            be->copy_rows(be, a->cls_resid, C, in, T * C, B, C);
+            ctx = a->cls_ctx;
+            resid = a->cls_resid;
+        }
         be->matmul_forward(be, a->nc_a, ctx, p->attn_ow + (size_t)l * C * C, p->attn_ob + (size_t)l * C,
-                           (int)N, C, C);
+                           rows, C, C);
         be->add_layernorm_forward(be, ln1, a->attn_sum + l * NC, a->ln1_mean + l * N, a->ln1_rstd + l * N,
-                                  a->nc_a, in, p->ln1w + (size_t)l * C, p->ln1b + (size_t)l * C, (int)N,
+                                  a->nc_a, resid, p->ln1w + (size_t)l * C, p->ln1b + (size_t)l * C, rows,
                                   C, cfg->layer_norm_eps, m->dropout_hidden,
                                   site_key(m, site_attention_out(l)));
-        be->matmul_forward(be, fc_pre, ln1, p->fcw + (size_t)l * I * C, p->fcb + (size_t)l * I, (int)N, C, I);
-        be->gelu_forward(be, a->ni_a, fc_pre, N * I);
+        be->matmul_forward(be, fc_pre, ln1, p->fcw + (size_t)l * I * C, p->fcb + (size_t)l * I, rows, C, I);
+        be->gelu_forward(be, a->ni_a, fc_pre, (size_t)rows * I);
         be->matmul_forward(be, a->nc_a, a->ni_a, p->fc2w + (size_t)l * C * I, p->fc2b + (size_t)l * C,
-                           (int)N, I, C);
+                           rows, I, C);
         be->add_layernorm_forward(be, in + NC, a->ffn_sum + l * NC, a->ln2_mean + l * N, a->ln2_rstd + l * N,
-                                  a->nc_a, ln1, p->ln2w + (size_t)l * C, p->ln2b + (size_t)l * C, (int)N,
+                                  a->nc_a, ln1, p->ln2w + (size_t)l * C, p->ln2b + (size_t)l * C, rows,
                                   C, cfg->layer_norm_eps, m->dropout_hidden, site_key(m, site_ffn_out(l)));
     }
     float *encoded = a->encoded + (size_t)L * NC;
@@ -412,9 +422,8 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
     // head
     if (cfg->head == BERT_HEAD_QA) {
         be->matmul_forward(be, a->logits, encoded, p->headw, p->headb, (int)N, C, 2);
-    } else {
-        be->copy_rows(be, a->cls_in, C, encoded, T * C, B, C);
-        be->matmul_forward(be, a->b_c1, a->cls_in, p->poolw, p->poolb, B, C, C);
+    } else {   /* encoded holds the B [CLS] rows */
+        be->matmul_forward(be, a->b_c1, encoded, p->poolw, p->poolb, B, C, C);
         be->tanh_forward(be, a->pooled, a->b_c1, (size_t)B * C);
         be->dropout(be, a->pooled_dropped, a->pooled, (size_t)B * C, m->dropout_classifier,
                     site_key(m, site_classifier(cfg)));
@@ -461,6 +470,8 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
     be->zero(be, a->loss + 1, sizeof(float));
     head_loss(m, a->loss + 1, loss_scale);
 
+    /* dout: gradient of the last layer's output; N rows (QA) or the B [CLS] rows */
+    float *dout = dh;
     if (cfg->head == BERT_HEAD_QA) {
         be->matmul_backward(be, dh, g->headw, g->headb, a->dlogits, encoded, p->headw, (int)N, C, 2, 0);
     } else {
@@ -469,42 +480,58 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
         be->dropout(be, a->b_c1, a->b_c1, (size_t)B * C, m->dropout_classifier,
                     site_key(m, site_classifier(cfg)));
         be->tanh_backward(be, a->b_c2, a->pooled, a->b_c1, (size_t)B * C);
-        be->matmul_backward(be, a->b_c1, g->poolw, g->poolb, a->b_c2, a->cls_in, p->poolw, B, C, C, 0);
-        be->zero(be, dh, NC * sizeof(float));
-        be->copy_rows(be, dh, T * C, a->b_c1, C, B, C);
+        be->matmul_backward(be, a->b_c1, g->poolw, g->poolb, a->b_c2, encoded, p->poolw, B, C, C, 0);
+        dout = a->b_c1;
     }
 
     for (int l = L - 1; l >= 0; l--) {
+        int cls_only = cfg->head == BERT_HEAD_CLASSIFICATION && l == L - 1;
+        int rows = cls_only ? B : (int)N;
         float *in = a->encoded + l * NC;
         float *qkv = a->qkv + l * N * 3 * C;
-        float *ctx = a->ctx + l * NC;
+        float *ctx = cls_only ? a->cls_ctx : a->ctx + l * NC;
         float *ln1 = a->ln1 + l * NC;
         float *fc_pre = a->fc_pre + l * N * I;
         float *d_ln1 = a->nc_b, *d_branch = a->nc_c, *d_inter = a->ni_b, *gelu = a->ni_a;
-        // LN2: dh -> d(ln1) through the residual, d(FFN output) through dropout
+        /* [CLS]-only layer: its residual gradient goes to a side buffer first */
+        float *d_resid = cls_only ? a->b_c2 : dh;
+        // LN2: dout -> d(ln1) through the residual, d(FFN output) through dropout
         be->add_layernorm_backward(be, d_branch, d_ln1, g->ln2w + (size_t)l * C, g->ln2b + (size_t)l * C,
-                                   dh, a->ffn_sum + l * NC, a->ln2_mean + l * N, a->ln2_rstd + l * N,
-                                   p->ln2w + (size_t)l * C, (int)N, C, m->dropout_hidden,
+                                   dout, a->ffn_sum + l * NC, a->ln2_mean + l * N, a->ln2_rstd + l * N,
+                                   p->ln2w + (size_t)l * C, rows, C, m->dropout_hidden,
                                    site_key(m, site_ffn_out(l)));
         // FFN: fc2 (needs GELU output, recomputed), GELU, fc
-        be->gelu_forward(be, gelu, fc_pre, N * I);
+        be->gelu_forward(be, gelu, fc_pre, (size_t)rows * I);
         be->matmul_backward(be, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
-                            gelu, p->fc2w + (size_t)l * C * I, (int)N, I, C, 0);
-        be->gelu_backward(be, d_inter, fc_pre, d_inter, N * I);
+                            gelu, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
+        be->gelu_backward(be, d_inter, fc_pre, d_inter, (size_t)rows * I);
         be->matmul_backward(be, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter, ln1,
-                            p->fcw + (size_t)l * I * C, (int)N, C, I, 1);
+                            p->fcw + (size_t)l * I * C, rows, C, I, 1);
         // LN1: d(ln1) -> d(layer input) through the residual, d(attention output) via dropout
-        be->add_layernorm_backward(be, d_branch, dh, g->ln1w + (size_t)l * C, g->ln1b + (size_t)l * C,
+        be->add_layernorm_backward(be, d_branch, d_resid, g->ln1w + (size_t)l * C, g->ln1b + (size_t)l * C,
                                    d_ln1, a->attn_sum + l * NC, a->ln1_mean + l * N, a->ln1_rstd + l * N,
-                                   p->ln1w + (size_t)l * C, (int)N, C, m->dropout_hidden,
+                                   p->ln1w + (size_t)l * C, rows, C, m->dropout_hidden,
                                    site_key(m, site_attention_out(l)));
         // attention output dense, attention, qkv projection
-        be->matmul_backward(be, d_ln1, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch,
-                            ctx, p->attn_ow + (size_t)l * C * C, (int)N, C, C, 0);
-        be->attention_backward(be, a->nqkv, a->att_scratch, d_ln1, a->probs + l * (size_t)B * NH * T * T,
-                               qkv, B, T, C, NH, m->dropout_attention, site_key(m, site_attention(l)));
+        float *dctx = d_ln1;
+        if (cls_only) {   /* compact [CLS] rows back to their places in the sequence */
+            be->matmul_backward(be, dh, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch,
+                                ctx, p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
+            be->copy_rows(be, dctx, T * C, dh, C, B, C);
+        } else {
+            be->matmul_backward(be, dctx, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch,
+                                ctx, p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
+        }
+        be->attention_backward(be, a->nqkv, a->att_scratch, dctx, a->probs + l * (size_t)B * NH * T * T,
+                               qkv, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
+                               site_key(m, site_attention(l)));
+        if (cls_only) {   /* the residual reached the [CLS] rows only */
+            be->zero(be, dh, NC * sizeof(float));
+            be->copy_rows(be, dh, T * C, d_resid, C, B, C);
+        }
         be->matmul_backward(be, dh, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + (size_t)l * 3 * C, a->nqkv,
                             in, p->qkvw + (size_t)l * 3 * C * C, (int)N, C, 3 * C, 1);
+        dout = dh;
     }
 
     // embeddings: dropout, LayerNorm, scatter into the tables

@@ -71,11 +71,15 @@ typedef struct bert_params {
     float *headb;     /* (NL)       classifier.bias or qa_outputs.bias */
 } bert_params;
 
-/* Forward state kept for the backward, for the largest batch (N = B*T tokens). */
+/* Forward state kept for the backward, for the largest batch (N = B*T tokens).
+ * With the classification head the last layer runs on the [CLS] rows only, after its keys and
+ * values: nothing else reaches the pooler, so the result is the same and a quarter of the
+ * last layer's work is skipped. Its per-row tensors then hold B rows, not N. */
 typedef struct bert_acts {
     float *emb_sum;            /* (N, C) word + position + type embedding, LayerNorm input */
     float *emb_mean, *emb_rstd;/* (N) */
-    float *encoded;            /* (L+1, N, C) input of each layer; [L] is the encoder output */
+    float *encoded;            /* (L+1, N, C) input of each layer; [L] is the encoder output
+                                  (classification: B rows, one per [CLS]) */
     float *qkv;                /* (L, N, 3C) */
     float *probs;              /* (L, B, NH, T, T) attention probabilities before dropout */
     float *ctx;                /* (L, N, C) attention context, heads side by side */
@@ -85,7 +89,8 @@ typedef struct bert_acts {
     float *fc_pre;             /* (L, N, I) before GELU (GELU is recomputed in the backward) */
     float *ffn_sum;            /* (L, N, C) ln1 + dropout(FFN output), LN2 input */
     float *ln2_mean, *ln2_rstd;/* (L, N) */
-    float *cls_in;             /* (B, C) encoder output at [CLS] */
+    float *cls_ctx;            /* (B, C) last layer's attention context at [CLS] (classification) */
+    float *cls_resid;          /* (B, C) last layer's input at [CLS] (classification) */
     float *pooled;             /* (B, C) tanh pooler output */
     float *pooled_dropped;     /* (B, C) classifier input */
     float *logits;             /* (B, NL) classification, (N, 2) QA: start, end per token */

@@ -400,6 +400,44 @@ static void dropout_and_errors(backend *be) {
            "hidden size not divisible by heads is an error: %s", err.msg);
 }
 
+/* num_labels == 1 is regression (HF): loss = mean (logit - y)^2, so the classifier bias gets
+ * 2 mean(logit - y); both follow from the logits the model returns. */
+static void regression(backend *be) {
+    bert_config cfg;
+    bert_config_default(&cfg);
+    cfg.vocab_size = 30;
+    cfg.hidden_size = 8;
+    cfg.num_hidden_layers = 1;
+    cfg.num_attention_heads = 2;
+    cfg.intermediate_size = 16;
+    cfg.max_position_embeddings = 6;
+    cfg.num_labels = 1;
+    bp_err err = { "" };
+    bert_model *m = bert_create(&cfg, be, 3, 6, &err);
+    if (!tap_ok(m != NULL && bert_init_weights(m, 3, 0, &err) == 0, "regression model created")) {
+        bert_free(m);
+        return;
+    }
+    int32_t ids[18], types[18] = { 0 }, mask[18];
+    for (int i = 0; i < 18; i++) { ids[i] = 1 + i % 29; mask[i] = i % 6 < 5; }
+    float targets[3] = { 0.5f, -1.0f, 2.0f }, logits[3];
+    bert_batch b = { .B = 3, .T = 6, .input_ids = ids, .token_type_ids = types, .attention_mask = mask,
+                     .label_values = targets };
+    int rc = bert_forward(m, &b, 0, &err);
+    tap_ok(rc == 0 && bert_logits(m, logits, 3, &err) == 3, "regression forward");
+    double want_loss = 0, want_dbias = 0;
+    for (int i = 0; i < 3; i++) {
+        want_loss += (logits[i] - targets[i]) * (logits[i] - targets[i]) / 3.0;
+        want_dbias += 2.0 * (logits[i] - targets[i]) / 3.0;
+    }
+    TAP_NEAR(bert_loss(m), want_loss, 1e-5 * want_loss, "regression loss is the mean squared error");
+    bert_backward(m, 1.0f, &err);
+    float dbias;
+    m->be->download(m->be, &dbias, m->grads.headb, sizeof dbias);
+    TAP_NEAR(dbias, want_dbias, 1e-5 * fabs(want_dbias), "regression classifier.bias gradient");
+    bert_free(m);
+}
+
 static void schedule(void) {
     optim_config c;
     optim_config_default(&c);
@@ -419,6 +457,7 @@ int main(void) {
     parity(be, "tests/fixtures/bert/cls.bin", "classification");
     parity(be, "tests/fixtures/bert/qa.bin", "question answering");
     dropout_and_errors(be);
+    regression(be);
     schedule();
     be->destroy(be);
     return tap_done();

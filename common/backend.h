@@ -122,15 +122,18 @@ struct backend {
      * -FLT_MAX as Hugging Face does. Only the first Tq queries of each sequence are computed
      * (Tq = T normally; 1 when only [CLS] is needed). probs [B, NH, Tq, T] (before dropout) is
      * kept for the backward; probs_dropped is scratch of the same size, used only when
-     * dropout_p > 0. ctx [N, C] has head h in columns h*D .. h*D+D-1; rows t >= Tq untouched. */
+     * dropout_p > 0. ctx [N, C] has head h in columns h*D .. h*D+D-1; rows t >= Tq untouched.
+     * Keys after a sequence's last unmasked one get probability exactly 0 (exp(-FLT_MAX)), so
+     * a backend may skip them; their probs entries are then written as 0. */
     void (*attention_forward)(backend *be, float *ctx, float *probs, float *probs_dropped,
                               const float *qkv, const int32_t *attention_mask, int B, int T,
                               int Tq, int C, int NH, float dropout_p, uint64_t dropout_key);
     /* dqkv [N, 3C] written (query rows t >= Tq get 0); dctx rows t < Tq are read.
      * scratch: [B, NH, Tq, T] floats. */
     void (*attention_backward)(backend *be, float *dqkv, float *scratch, const float *dctx,
-                               const float *probs, const float *qkv, int B, int T, int Tq, int C,
-                               int NH, float dropout_p, uint64_t dropout_key);
+                               const float *probs, const float *qkv, const int32_t *attention_mask,
+                               int B, int T, int Tq, int C, int NH, float dropout_p,
+                               uint64_t dropout_key);
 
     /* ---- losses: each adds its loss to *loss (a device float) and writes dlogits ----
      * Cross-entropy over rows: class v of row r is logits[r*row_stride + v*class_stride].

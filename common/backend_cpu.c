@@ -489,17 +489,31 @@ static float row_max(const float *x, int n) {
     return maxv;
 }
 
-/* Softmax of one (b, h) block of scores [Tq, T] in place, with the additive padding mask. */
-static void softmax_block(float *S, const int32_t *mask, int Tq, int T) {
+/* Softmax of one (b, h) block of scores [Tq, klen] (row stride T) in place, with the additive
+ * padding mask; columns klen .. T-1 (keys past the last real one) are set to 0. */
+static void softmax_block(float *S, const int32_t *mask, int Tq, int klen, int T) {
     for (int q = 0; q < Tq; q++) {
         float *x = S + (size_t)q * T;
-        for (int k = 0; k < T; k++) x[k] = mask[k] ? x[k] : x[k] + -FLT_MAX;
-        float maxv = row_max(x, T);
+        for (int k = 0; k < klen; k++) x[k] = mask[k] ? x[k] : x[k] + -FLT_MAX;
+        float maxv = row_max(x, klen);
         float sum = 0.0f;
-        for (int k = 0; k < T; k++) { x[k] = fast_expf(x[k] - maxv); sum += x[k]; }
+        for (int k = 0; k < klen; k++) { x[k] = fast_expf(x[k] - maxv); sum += x[k]; }
         float inv = 1.0f / sum;
-        for (int k = 0; k < T; k++) x[k] *= inv;
+        for (int k = 0; k < klen; k++) x[k] *= inv;
+        if (klen < T) memset(x + klen, 0, (size_t)(T - klen) * sizeof(float));
     }
+}
+
+/* Keys up to the last unmasked one; all masked means all T (HF then spreads attention evenly). */
+static int key_length(const int32_t *mask, int T) {
+    int last = T - 1;
+    while (last >= 0 && !mask[last]) last--;
+    return last < 0 ? T : last + 1;
+}
+
+/* Zero `rows` rows of D floats with row stride `stride`. */
+static void zero_rows(float *x, int rows, int stride, int D) {
+    for (int r = 0; r < rows; r++) memset(x + (size_t)r * stride, 0, (size_t)D * sizeof(float));
 }
 
 static void dropout_block(float *restrict out, const float *restrict in, size_t n, size_t first_index,
@@ -508,7 +522,9 @@ static void dropout_block(float *restrict out, const float *restrict in, size_t 
     for (size_t i = 0; i < n; i++) out[i] = in[i] * dropout_factor(key, first_index + i, p, keep_scale);
 }
 
-/* tasks are (b, h) pairs; each runs its two products, softmax and dropout back to back */
+/* Tasks are (b, h) pairs; each runs its two products, softmax and dropout back to back, on the
+ * keys up to the last real one (the others have probability 0 exactly). Dropout indices are
+ * positions in the full [Tq, T] block, so skipping keys never changes a mask. */
 static void attention_forward_pairs(void *ctx, size_t begin, size_t end) {
     att_job *j = ctx;
     int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
@@ -516,16 +532,20 @@ static void attention_forward_pairs(void *ctx, size_t begin, size_t end) {
     size_t block = (size_t)Tq * T;
     for (size_t pair = begin; pair < end; pair++) {
         size_t b = pair / NH, h = pair % NH;
+        int klen = key_length(j->mask + b * T, T);
         const float *q = j->qkv + b * T * C3 + h * D;
         float *P = j->probs + pair * block;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, T, D, scale, q, C3, q + C, C3, 0.0f, P, T);
-        softmax_block(P, j->mask + b * T, Tq, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, scale, q, C3, q + C, C3, 0.0f, P, T);
+        softmax_block(P, j->mask + b * T, Tq, klen, T);
         const float *Pd = P;
         if (j->p > 0) {
-            dropout_block(j->probs_dropped + pair * block, P, block, pair * block, j->p, j->key);
-            Pd = j->probs_dropped + pair * block;
+            float *dropped = j->probs_dropped + pair * block;
+            for (int r = 0; r < Tq; r++)
+                dropout_block(dropped + (size_t)r * T, P + (size_t)r * T, (size_t)klen,
+                              pair * block + (size_t)r * T, j->p, j->key);
+            Pd = dropped;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, T, 1.0f, Pd, T, q + 2 * C, C3, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, 1.0f, Pd, T, q + 2 * C, C3, 0.0f,
                     j->ctx + b * T * C + h * D, C);
     }
 }
@@ -548,6 +568,7 @@ static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
     size_t block = (size_t)Tq * T;
     for (size_t pair = begin; pair < end; pair++) {
         size_t b = pair / NH, h = pair % NH;
+        int klen = key_length(j->mask + b * T, T);
         size_t off = b * T * C3 + h * D;
         const float *q = j->qkv + off, *P = j->cprobs + pair * block;
         const float *dctx = j->dctx + b * T * C + h * D;
@@ -555,35 +576,42 @@ static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
         /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key) */
         const float *Pd = P;
         if (p > 0) {
-            dropout_block(dS, P, block, pair * block, p, key);
+            for (int r = 0; r < Tq; r++)
+                dropout_block(dS + (size_t)r * T, P + (size_t)r * T, (size_t)klen, pair * block + (size_t)r * T,
+                              p, key);
             Pd = dS;
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, Tq, 1.0f, Pd, T, dctx, C, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, klen, D, Tq, 1.0f, Pd, T, dctx, C, 0.0f,
                     dq + 2 * C, C3);
+        zero_rows(dq + 2 * C + (size_t)klen * C3, T - klen, C3, D);
         /* dP = dctx V^T, back through dropout and softmax into d(scores) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, T, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
                     dS, T);
         for (int r = 0; r < Tq; r++) {
             const float *Pr = P + (size_t)r * T;
             float *dr = dS + (size_t)r * T;
             if (p > 0)
-                for (int k = 0; k < T; k++) dr[k] *= dropout_factor(key, pair * block + (size_t)r * T + k, p, keep_scale);
+                for (int k = 0; k < klen; k++)
+                    dr[k] *= dropout_factor(key, pair * block + (size_t)r * T + k, p, keep_scale);
             float dot = 0.0f;
-            for (int k = 0; k < T; k++) dot += dr[k] * Pr[k];
-            for (int k = 0; k < T; k++) dr[k] = Pr[k] * (dr[k] - dot);
+            for (int k = 0; k < klen; k++) dot += dr[k] * Pr[k];
+            for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
         }
         /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, T, scale, dS, T, q + C, C3, 0.0f, dq, C3);
-        for (int r = Tq; r < T; r++) memset(dq + (size_t)r * C3, 0, (size_t)D * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, Tq, scale, dS, T, q, C3, 0.0f, dq + C, C3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, scale, dS, T, q + C, C3, 0.0f, dq, C3);
+        zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, klen, D, Tq, scale, dS, T, q, C3, 0.0f, dq + C, C3);
+        zero_rows(dq + C + (size_t)klen * C3, T - klen, C3, D);
     }
 }
 
 static void cpu_attention_backward(backend *be, float *dqkv, float *scratch, const float *dctx,
-                                   const float *probs, const float *qkv, int B, int T, int Tq, int C,
-                                   int NH, float dropout_p, uint64_t dropout_key) {
-    att_job j = { .dqkv = dqkv, .scratch = scratch, .dctx = dctx, .cprobs = probs, .qkv = qkv, .T = T,
-                  .Tq = Tq, .C = C, .NH = NH, .p = dropout_p, .key = dropout_key };
+                                   const float *probs, const float *qkv, const int32_t *attention_mask,
+                                   int B, int T, int Tq, int C, int NH, float dropout_p,
+                                   uint64_t dropout_key) {
+    att_job j = { .dqkv = dqkv, .scratch = scratch, .dctx = dctx, .cprobs = probs, .qkv = qkv,
+                  .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
+                  .key = dropout_key };
     parallel_for(be, (size_t)B * NH, 2, attention_backward_pairs, &j);
 }
 

@@ -523,7 +523,7 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
                                 ctx, p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
         }
         be->attention_backward(be, a->nqkv, a->att_scratch, dctx, a->probs + l * (size_t)B * NH * T * T,
-                               qkv, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
+                               qkv, m->d_attention_mask, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
                                site_key(m, site_attention(l)));
         if (cls_only) {   /* the residual reached the [CLS] rows only */
             be->zero(be, dh, NC * sizeof(float));

@@ -400,6 +400,82 @@ static void dropout_and_errors(backend *be) {
            "hidden size not divisible by heads is an error: %s", err.msg);
 }
 
+/* With dropout on, the backward must apply the same masks as the forward. Masks depend only
+ * on (seed, counter), so resetting the counter makes the loss a fixed function of the
+ * parameters, and central differences check the analytic gradient, dropout included. */
+static void dropout_gradients(backend *be, bert_head head) {
+    const char *label = head == BERT_HEAD_QA ? "QA" : "classification";
+    bert_config cfg;
+    bert_config_default(&cfg);
+    cfg.vocab_size = 40;
+    cfg.hidden_size = 16;
+    cfg.num_hidden_layers = 2;
+    cfg.num_attention_heads = 2;
+    cfg.intermediate_size = 32;
+    cfg.max_position_embeddings = 8;
+    cfg.hidden_dropout_prob = 0.2f;
+    cfg.attention_probs_dropout_prob = 0.2f;
+    cfg.initializer_range = 0.3f;
+    cfg.head = head;
+    cfg.num_labels = 3;
+    bp_err err = { "" };
+    bert_model *m = bert_create(&cfg, be, 2, 8, &err);
+    float *params = m ? malloc(m->num_params * sizeof(float)) : NULL;
+    float *grads = m ? malloc(m->num_params * sizeof(float)) : NULL;
+    if (!tap_ok(m && params && grads && bert_init_weights(m, 11, 0, &err) == 0,
+                "%s: dropout gradient model", label)) {
+        free(params); free(grads); bert_free(m);
+        return;
+    }
+    int32_t ids[16], types[16], mask[16], labels[2] = { 2, 0 }, starts[2] = { 1, 3 }, ends[2] = { 4, 5 };
+    for (int i = 0; i < 16; i++) {
+        ids[i] = 1 + (i * 11) % 39;
+        types[i] = i % 8 >= 4;
+        mask[i] = i % 8 < (i < 8 ? 8 : 6);
+    }
+    bert_batch b = { .B = 2, .T = 8, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
+    if (head == BERT_HEAD_QA) { b.start_positions = starts; b.end_positions = ends; }
+    else b.labels = labels;
+    m->dropout_seed = 5;
+    m->dropout_counter = 41;
+    bert_forward(m, &b, 1, &err);
+    bert_backward(m, 1.0f, &err);
+    bert_copy_to_host(m, NULL, BERT_STATE_GRADS, grads, &err);
+    bert_copy_to_host(m, NULL, BERT_STATE_PARAMS, params, &err);
+    /* every 97th parameter, skipping the embedding rows no token uses */
+    int checked = 0, bad = 0;
+    double worst = 0;
+    const float eps = 1e-2f;
+    for (size_t i = 0; i < m->num_params; i += 97) {
+        if (i < (size_t)cfg.vocab_size * cfg.hidden_size && grads[i] == 0.0f) continue;
+        float saved = params[i];
+        double loss[2];
+        for (int side = 0; side < 2; side++) {
+            params[i] = saved + (side ? -eps : eps);
+            bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, params, &err);
+            m->dropout_counter = 41;
+            bert_forward(m, &b, 1, &err);
+            loss[side] = bert_loss(m);
+        }
+        params[i] = saved;
+        double numeric = (loss[0] - loss[1]) / (2.0 * eps);
+        double diff = fabs(numeric - grads[i]);
+        double limit = 2e-3 + 3e-2 * fabs(grads[i]);
+        if (diff / limit > worst) worst = diff / limit;
+        if (diff > limit) {
+            bad++;
+            tap_diag("%s param %zu: analytic %.6f numeric %.6f", label, i, grads[i], numeric);
+        }
+        checked++;
+    }
+    bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, params, &err);
+    tap_ok(bad == 0 && checked >= 40, "%s: %d gradients with dropout match central differences (worst %.2f of the limit)",
+           label, checked, worst);
+    free(params);
+    free(grads);
+    bert_free(m);
+}
+
 /* num_labels == 1 is regression (HF): loss = mean (logit - y)^2, so the classifier bias gets
  * 2 mean(logit - y); both follow from the logits the model returns. */
 static void regression(backend *be) {
@@ -457,6 +533,8 @@ int main(void) {
     parity(be, "tests/fixtures/bert/cls.bin", "classification");
     parity(be, "tests/fixtures/bert/qa.bin", "question answering");
     dropout_and_errors(be);
+    dropout_gradients(be, BERT_HEAD_CLASSIFICATION);
+    dropout_gradients(be, BERT_HEAD_QA);
     regression(be);
     schedule();
     be->destroy(be);

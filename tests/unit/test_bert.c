@@ -331,15 +331,21 @@ static void parity(backend *be, const char *path, const char *label) {
 // ----------------------------------------------------------------------------
 // behaviour without a reference
 
+/* A small model's config: BERT defaults with these sizes. */
+static void small_config(bert_config *cfg, int vocab, int hidden, int layers, int heads, int intermediate,
+                         int positions) {
+    bert_config_default(cfg);
+    cfg->vocab_size = vocab;
+    cfg->hidden_size = hidden;
+    cfg->num_hidden_layers = layers;
+    cfg->num_attention_heads = heads;
+    cfg->intermediate_size = intermediate;
+    cfg->max_position_embeddings = positions;
+}
+
 static void dropout_and_errors(backend *be) {
     bert_config cfg;
-    bert_config_default(&cfg);
-    cfg.vocab_size = 40;
-    cfg.hidden_size = 16;
-    cfg.num_hidden_layers = 1;
-    cfg.num_attention_heads = 2;
-    cfg.intermediate_size = 32;
-    cfg.max_position_embeddings = 8;
+    small_config(&cfg, 40, 16, 1, 2, 32, 8);
     cfg.hidden_dropout_prob = 0.3f;
     cfg.attention_probs_dropout_prob = 0.3f;
     bp_err err = { "" };
@@ -406,13 +412,7 @@ static void dropout_and_errors(backend *be) {
 static void dropout_gradients(backend *be, bert_head head) {
     const char *label = head == BERT_HEAD_QA ? "QA" : "classification";
     bert_config cfg;
-    bert_config_default(&cfg);
-    cfg.vocab_size = 40;
-    cfg.hidden_size = 16;
-    cfg.num_hidden_layers = 2;
-    cfg.num_attention_heads = 2;
-    cfg.intermediate_size = 32;
-    cfg.max_position_embeddings = 8;
+    small_config(&cfg, 40, 16, 2, 2, 32, 8);
     cfg.hidden_dropout_prob = 0.2f;
     cfg.attention_probs_dropout_prob = 0.2f;
     cfg.initializer_range = 0.3f;
@@ -480,13 +480,7 @@ static void dropout_gradients(backend *be, bert_head head) {
  * 2 mean(logit - y); both follow from the logits the model returns. */
 static void regression(backend *be) {
     bert_config cfg;
-    bert_config_default(&cfg);
-    cfg.vocab_size = 30;
-    cfg.hidden_size = 8;
-    cfg.num_hidden_layers = 1;
-    cfg.num_attention_heads = 2;
-    cfg.intermediate_size = 16;
-    cfg.max_position_embeddings = 6;
+    small_config(&cfg, 30, 8, 1, 2, 16, 6);
     cfg.num_labels = 1;
     bp_err err = { "" };
     bert_model *m = bert_create(&cfg, be, 3, 6, &err);

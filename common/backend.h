@@ -56,6 +56,7 @@ typedef struct backend_adamw_args {
     float grad_scale;              /* clipping coefficient folded into g */
 } backend_adamw_args;
 
+/* One thread drives a backend at a time: ops are not reentrant (the CPU pool serves one op). */
 typedef struct backend backend;
 struct backend {
     const char *name;       /* "cpu", "cuda" */

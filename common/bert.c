@@ -313,9 +313,14 @@ static int upload_targets(bert_model *m, const bert_batch *b) {
         return 1;
     }
     if (cfg->num_labels == 1) {
-        if (!b->label_values) return 0;
+        if (!b->label_values && !b->labels) return 0;
+        float *values = malloc((size_t)b->B * sizeof(float));
+        if (!values) return -1;
+        /* integer labels on a regression head count as their float values, as HF's .float() */
+        for (int i = 0; i < b->B; i++) values[i] = b->label_values ? b->label_values[i] : (float)b->labels[i];
         m->valid_labels = b->B;
-        be->upload(be, m->d_target_values, b->label_values, (size_t)b->B * sizeof(float));
+        be->upload(be, m->d_target_values, values, (size_t)b->B * sizeof(float));
+        free(values);
         return 1;
     }
     if (!b->labels) return 0;

@@ -109,7 +109,7 @@ typedef struct bert_batch {
     int B, T;
     const int32_t *input_ids, *token_type_ids, *attention_mask;
     const int32_t *labels;            /* [B] classification with num_labels > 1; -100 ignored */
-    const float *label_values;        /* [B] regression (num_labels == 1) */
+    const float *label_values;        /* [B] regression (num_labels == 1); else labels as floats */
     const int32_t *start_positions;   /* [B] QA; clamped to [0, T], T ignored (HF) */
     const int32_t *end_positions;     /* [B] QA */
 } bert_batch;

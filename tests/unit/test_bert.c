@@ -505,6 +505,13 @@ static void regression(backend *be) {
     float dbias;
     m->be->download(m->be, &dbias, m->grads.headb, sizeof dbias);
     TAP_NEAR(dbias, want_dbias, 1e-5 * fabs(want_dbias), "regression classifier.bias gradient");
+    int32_t int_labels[3] = { 1, 0, 2 };
+    b.label_values = NULL;
+    b.labels = int_labels;
+    want_loss = 0;
+    for (int i = 0; i < 3; i++) want_loss += (logits[i] - int_labels[i]) * (logits[i] - int_labels[i]) / 3.0;
+    rc = bert_forward(m, &b, 0, &err);
+    TAP_NEAR(rc == 0 ? bert_loss(m) : NAN, want_loss, 1e-5 * want_loss, "regression with integer labels");
     bert_free(m);
 }
 

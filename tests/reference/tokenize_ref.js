@@ -5,7 +5,7 @@
 // ("##", [UNK], 100 chars), [CLS] A [SEP] (B [SEP]) and the BERT specials as added tokens.
 //
 //   node tokenize_ref.js --vocab V [--lowercase 0|1] [--max-length 384] [--stride 128] [--pad]
-//                        [--bench] < in.jsonl > out.jsonl
+//                        [--bench [--batch]] < in.jsonl > out.jsonl
 //
 // Input lines: {"id":..,"text":..} (single: truncated to max length) or
 //   {"id":..,"question":..,"context":..[,"answer_start":N,"answer_text":".."]} (pair:
@@ -13,7 +13,8 @@
 // Output lines: {"id":..,"windows":[{"ids","type_ids","mask","seq","offsets"}],"labels":[[s,e]..]}
 //   or {"id":..,"error":"question_too_long"|"stride"}; an answer that does not slice the context
 //   gives the windows and "error":"answer_mismatch" instead of labels. tests/tools/tokenize_dump.c
-//   writes the same shape. --bench: no output; prints "MB/s bytes seconds" of the encode calls.
+//   writes the same shape. --bench: no output; prints "MB/s bytes seconds windows" of the encode calls
+//   (--batch: single texts through encodeBatch, 1000 at a time, instead of one encode each).
 // Single-threaded: one encode at a time (TOKENIZERS_PARALLELISM=false, RAYON_NUM_THREADS=1,
 // UV_THREADPOOL_SIZE=1 are set below before the native module loads).
 'use strict';
@@ -25,7 +26,7 @@ const readline = require('readline');
 const tk = require('@anush008/tokenizers');
 
 function parseArgs(argv) {
-  const opts = { vocab: null, lowercase: 1, maxLength: 384, stride: 128, pad: false, bench: false };
+  const opts = { vocab: null, lowercase: 1, maxLength: 384, stride: 128, pad: false, bench: false, batch: false };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--vocab') opts.vocab = argv[++i];
@@ -34,6 +35,7 @@ function parseArgs(argv) {
     else if (a === '--stride') opts.stride = Number(argv[++i]);
     else if (a === '--pad') opts.pad = true;
     else if (a === '--bench') opts.bench = true;
+    else if (a === '--batch') opts.batch = true;
     else throw new Error(`unknown option ${a}`);
   }
   if (!opts.vocab) throw new Error('--vocab is required');
@@ -75,7 +77,10 @@ function labelsOf(windows, clsId, startChar, endChar) {
     const cls = w.ids.indexOf(clsId);
     const seq = w.seq, offsets = w.offsets;
     let first = 0;
-    while (seq[first] !== 1) first++;
+    while (first < seq.length && seq[first] !== 1) first++;
+    // No context token in the window (a context of only removed chars): run_qa raises
+    // IndexError here; bertpipe labels [CLS] instead (docs/tokenize.md).
+    if (first === seq.length) return [cls, cls];
     let last = w.ids.length - 1;
     while (seq[last] !== 1) last--;
     if (!(offsets[first][0] <= startChar && offsets[last][1] >= endChar)) return [cls, cls];
@@ -136,6 +141,7 @@ async function main() {
       bytes += ex.text !== undefined ? Buffer.byteLength(ex.text)
         : Buffer.byteLength(ex.question) + Buffer.byteLength(ex.context);
     }
+    if (opts.batch && examples.some((ex) => ex.text === undefined)) throw new Error('--batch takes single texts only');
     if (examples.length && examples[0].text === undefined) {
       tokenizer.setTruncation(opts.maxLength, { strategy: 'OnlySecond', stride: opts.stride });
     } else {
@@ -143,10 +149,18 @@ async function main() {
     }
     const t0 = process.hrtime.bigint();
     let windows = 0;
-    for (const ex of examples) {
-      const e = ex.text !== undefined ? await tokenizer.encode(ex.text, null)
-        : await tokenizer.encode(ex.question, ex.context);
-      windows += 1 + e.getOverflowing().length;
+    if (opts.batch) {
+      // encodeBatch takes single texts only; 1000 per call as datasets.map(batched=True) does.
+      for (let i = 0; i < examples.length; i += 1000) {
+        const batch = await tokenizer.encodeBatch(examples.slice(i, i + 1000).map((ex) => ex.text));
+        windows += batch.length;
+      }
+    } else {
+      for (const ex of examples) {
+        const e = ex.text !== undefined ? await tokenizer.encode(ex.text, null)
+          : await tokenizer.encode(ex.question, ex.context);
+        windows += 1 + e.getOverflowing().length;
+      }
     }
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     process.stdout.write(`${(bytes / 1e6 / seconds).toFixed(3)} ${bytes} ${seconds.toFixed(3)} ${windows}\n`);

@@ -11,6 +11,7 @@
 #include "tokenizer.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -556,6 +557,8 @@ static inline int add_normalized(const tok_tokenizer *tok, word_buffer *word, ui
 int tok_tokenize(const tok_tokenizer *tok, const char *text, size_t len, tok_pieces *pieces,
                  bp_err *err) {
     pieces->count = 0;
+    if (len > (size_t)INT32_MAX) /* offsets are int32 code point indexes */
+        return bp_err_set(err, "text of %zu bytes is too long to tokenize", len), TOK_ERR_ARGUMENT;
     if (pieces_reserve(pieces, 256) < 0) goto nomem;
     word_buffer word;
     word.n_chars = 0;

@@ -34,7 +34,7 @@ enum {
     TOK_ERR_UTF8 = -1,       /* invalid UTF-8 in the input */
     TOK_ERR_QUESTION_TOO_LONG = -2, /* question + 3 specials leave no room for context */
     TOK_ERR_STRIDE = -3,     /* room for context <= stride: windows could not advance */
-    TOK_ERR_ARGUMENT = -4,   /* bad max_length/stride, NULL pointer */
+    TOK_ERR_ARGUMENT = -4,   /* bad max_length/stride, NULL pointer, text over 2 GiB */
     TOK_ERR_NOMEM = -5,
 };
 
@@ -80,7 +80,8 @@ typedef struct tok_pieces {
 } tok_pieces;
 
 /* Tokenize text[0..len) (UTF-8, need not be NUL-terminated) into pieces (overwritten).
- * Returns TOK_OK, or TOK_ERR_UTF8 / TOK_ERR_NOMEM with err filled (byte offset named). */
+ * Returns TOK_OK, or TOK_ERR_UTF8 (err names the byte offset), TOK_ERR_ARGUMENT (over 2 GiB),
+ * TOK_ERR_NOMEM, with err filled. */
 int tok_tokenize(const tok_tokenizer *tok, const char *text, size_t len, tok_pieces *pieces,
                  bp_err *err);
 void tok_pieces_free(tok_pieces *pieces);

@@ -285,7 +285,8 @@ int tok_config_lowercase(const char *checkpoint_dir, int *lowercase, bp_err *err
     int exists, value = 1, found;
     json_t *root;
 
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", checkpoint_dir);
+    if (snprintf(path, sizeof path, "%s/tokenizer_config.json", checkpoint_dir) >= (int)sizeof path)
+        return bp_err_set(err, "checkpoint path too long (%.200s...)", checkpoint_dir);
     found = json_bool_field(path, "do_lower_case", &value, &exists, &root, err);
     if (found < 0) return -1;
     if (root) {
@@ -306,7 +307,8 @@ int tok_config_lowercase(const char *checkpoint_dir, int *lowercase, bp_err *err
         *lowercase = value;
         return 1;
     }
-    snprintf(path, sizeof path, "%s/config.json", checkpoint_dir);
+    if (snprintf(path, sizeof path, "%s/config.json", checkpoint_dir) >= (int)sizeof path)
+        return bp_err_set(err, "checkpoint path too long (%.200s...)", checkpoint_dir);
     found = json_bool_field(path, "do_lower_case", &value, &exists, &root, err);
     if (root) json_decref(root);
     if (found < 0) return -1;
@@ -320,7 +322,10 @@ tok_tokenizer *tok_load_checkpoint(const char *checkpoint_dir, int lowercase, bp
         if (tok_config_lowercase(checkpoint_dir, &lowercase, err) < 0) return NULL;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/vocab.txt", checkpoint_dir);
+    if (snprintf(path, sizeof path, "%s/vocab.txt", checkpoint_dir) >= (int)sizeof path) {
+        bp_err_set(err, "checkpoint path too long (%.200s...)", checkpoint_dir);
+        return NULL;
+    }
     return tok_load(path, lowercase, err);
 }
 

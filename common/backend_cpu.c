@@ -104,8 +104,9 @@ static inline float fast_expf(float x) {
     /* Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then a degree-7 polynomial. */
     /* plain comparisons and the 1.5 * 2^23 rounding trick instead of fminf/fmaxf/floorf:
      * those stay scalar and keep the loop from vectorising */
-    float xc = x < -87.3f ? -87.3f : x;
-    xc = xc > 88.3f ? 88.3f : xc;
+    /* written so that NaN lands in range too: converting NaN to int below would be UB */
+    float xc = x > -87.3f ? x : -87.3f;
+    xc = xc < 88.3f ? xc : 88.3f;
     float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -119,7 +120,8 @@ static inline float fast_expf(float x) {
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     float y = p * scale;
-    return x < -87.3f ? 0.0f : y;   /* exp of the -FLT_MAX attention mask is exactly 0 */
+    y = x < -87.3f ? 0.0f : y;      /* exp of the -FLT_MAX attention mask is exactly 0 */
+    return x == x ? y : x;          /* NaN in, NaN out: a diverged loss must stay visible */
 }
 
 static inline float fast_erff(float z) {

@@ -50,7 +50,8 @@ int main(int argc, char **argv) {
         bp_err err;
         if (bp_frame_to_json(bp_root(&f), &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
         bp_frame_release(&f);
-        if (fwrite(line, 1, len, dst) != len) bp_die(1, dst_name, "write failed");
+        /* one frame, one flushed line: a follower (tail -f, a test) sees each as it comes */
+        if (fwrite(line, 1, len, dst) != len || fflush(dst)) bp_die(1, dst_name, "write failed");
     }
     free(line);
     if (fflush(dst) || (dst != stdout && fclose(dst))) bp_die(1, dst_name, "write failed");

@@ -267,7 +267,7 @@ int main(int argc, char **argv) {
         case O_PRESET: preset = optarg; break;
         case O_VOCAB: vocab = optarg; break;
         case O_RESUME: resume = optarg; break;
-        case O_LR: lr = bp_opt_double("--lr", optarg, 0, 10); break;
+        case O_LR: lr = bp_opt_double("--lr", optarg, 0, 1e30); break;
         case O_WS: warmup_steps = bp_opt_long("--warmup-steps", optarg, 0, 1L << 40); break;
         case O_WR: warmup_ratio = bp_opt_double("--warmup-ratio", optarg, 0, 1); break;
         case O_WD: weight_decay = bp_opt_double("--weight-decay", optarg, 0, 10); break;

@@ -1,0 +1,107 @@
+#!/usr/bin/env bats
+# train and eval: learning, exact resume after SIGTERM, refusing a non-finite loss, bad
+# checkpoints. Inputs are example frames made from the embedded default data set with awk,
+# so these tests need no other stage than the ones under test and tokenize/batch.
+load test_helper
+
+VOCAB="$BERTPIPE_TOP/pipelines/default/vocab.txt"
+# "eval" is a shell builtin: the stage is always called by its path
+EVAL="$BERTPIPE_BIN/eval"
+
+# example frames (JSON lines) from the first N rows of a default split
+examples() { # split N
+  awk -F'\t' -v n="$2" -v sp="$1" '
+    BEGIN { print "{\"v\":1,\"k\":\"hello\",\"from\":\"test\",\"task\":\"classification\",\"labels\":[\"negative\",\"positive\"],\"num_labels\":2}" }
+    NR > 1 && NR <= n + 1 {
+      gsub(/"/, "\\\"", $1)
+      printf "{\"v\":1,\"k\":\"example\",\"seq\":%d,\"example_id\":\"%s-%d\",\"text\":\"%s\",\"label\":%d}\n", NR - 2, sp, NR - 2, $1, ($2 == "positive")
+      count++
+    }
+    END { printf "{\"v\":1,\"k\":\"eos\",\"from\":\"test\",\"count\":%d}\n", count }
+  ' "$BERTPIPE_TOP/pipelines/default/sentiment-$1.tsv"
+}
+
+batches() { # split N batch-size epochs [batch args...]
+  local split=$1 n=$2 bs=$3 ep=$4; shift 4
+  examples "$split" "$n" | json2frames | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size "$bs" --epochs "$ep" "$@"
+}
+
+@test "train learns the default sentiment set and evaluates it each epoch" {
+  batches validation 200 32 1 --no-shuffle --out "file:$TMP/val.batches"
+  batches train 2000 32 2 | train --preset tiny --lr 2e-3 --vocab "$VOCAB" --save "$TMP/model" \
+    --eval "file:$TMP/val.batches" --threads 2 | frames2json >"$TMP/metrics.jsonl"
+  # one train metric per step (63 per epoch), one eval metric per epoch
+  [ "$(grep -c '"scope":"train"' "$TMP/metrics.jsonl")" -eq 126 ]
+  [ "$(grep -c '"scope":"eval"' "$TMP/metrics.jsonl")" -eq 2 ]
+  acc=$(grep '"scope":"eval"' "$TMP/metrics.jsonl" | tail -1 | sed 's/.*"accuracy":\([0-9.]*\).*/\1/')
+  awk -v a="$acc" 'BEGIN { exit !(a >= 0.8) }'
+  for f in model.safetensors config.json vocab.txt optimizer.safetensors; do [ -s "$TMP/model/$f" ]; done
+  grep -q '"BertForSequenceClassification"' "$TMP/model/config.json"
+  grep -q '"positive"' "$TMP/model/config.json"
+}
+
+@test "eval sends one logits frame per batch with the ids and labels of its rows" {
+  batches train 64 32 1 | train --preset tiny --vocab "$VOCAB" --save "$TMP/model" --max-steps 2 >/dev/null
+  batches validation 50 16 1 --no-shuffle | "$EVAL" --checkpoint "$TMP/model" | frames2json >"$TMP/logits.jsonl"
+  [ "$(grep -c '"k":"logits"' "$TMP/logits.jsonl")" -eq 4 ]
+  grep '"k":"logits"' "$TMP/logits.jsonl" | head -1 | grep -q '"example_ids":\["validation-0","validation-1",'
+  grep '"k":"logits"' "$TMP/logits.jsonl" | tail -1 | grep -q '"logits":{"dtype":"f32","shape":\[2,2\]'
+  grep -q '"labels":{"dtype":"i32","shape":\[2\]' "$TMP/logits.jsonl"
+}
+
+@test "SIGTERM at step 10 then --resume gives parameters bit-identical to an uninterrupted run" {
+  batches train 320 16 1 --seed 7 --out "file:$TMP/train.batches"
+  # uninterrupted: 20 steps, dropout on
+  train --in "file:$TMP/train.batches" --preset tiny --vocab "$VOCAB" --lr 5e-4 --warmup-steps 3 \
+    --weight-decay 0.01 --save "$TMP/full" --threads 2 >/dev/null
+  # interrupted: frames fed slowly, SIGTERM once step 10 is reported
+  tap --delay-ms 40 --log /dev/null --in "file:$TMP/train.batches" |
+    BERTPIPE_QUIET=0 train --preset tiny --vocab "$VOCAB" --lr 5e-4 --warmup-steps 3 --weight-decay 0.01 \
+      --save "$TMP/part" --threads 2 2>"$TMP/err" | frames2json >"$TMP/m.jsonl" 2>/dev/null &
+  for _ in $(seq 200); do
+    grep -q '"step":10,' "$TMP/m.jsonl" 2>/dev/null && break
+    sleep 0.05
+  done
+  pkill -TERM -f "train --preset tiny --vocab $VOCAB --lr 5e-4 --warmup-steps 3 --weight-decay 0.01 --save $TMP/part"
+  wait || true
+  grep -q "stopped by signal 15" "$TMP/err"
+  step=$(sed -n 's/.*saved .* at step \([0-9]*\) (terminated).*/\1/p' "$TMP/err")
+  [ "$step" -ge 10 ] && [ "$step" -lt 20 ]
+  ! cmp -s "$TMP/full/model.safetensors" "$TMP/part/model.safetensors"
+  # resume from the saved state on the same stream: steps 11..20
+  train --in "file:$TMP/train.batches" --resume "$TMP/part" --lr 5e-4 --warmup-steps 3 --weight-decay 0.01 \
+    --save "$TMP/part" --threads 2 >/dev/null
+  cmp "$TMP/full/model.safetensors" "$TMP/part/model.safetensors"
+  cmp "$TMP/full/optimizer.safetensors" "$TMP/part/optimizer.safetensors"
+}
+
+@test "a non-finite loss stops training with the step number and keeps the last good checkpoint" {
+  batches train 320 16 1 --out "file:$TMP/train.batches"
+  run bash -c "BERTPIPE_QUIET=0 train --in 'file:$TMP/train.batches' --preset tiny --vocab '$VOCAB' --lr 1e30 --max-grad-norm 0 \
+    --save '$TMP/model' --save-every 1 2>'$TMP/err' >/dev/null"
+  [ "$status" -ne 0 ]
+  grep -qE "train: error: .*(loss is -?(nan|inf)|not finite).* step [0-9]+" "$TMP/err"
+  good=$(sed -n 's/.*saved .* at step \([0-9]*\).*/\1/p' "$TMP/err" | tail -1)
+  bad=$(grep -oE "step [0-9]+" "$TMP/err" | tail -1 | cut -d' ' -f2)
+  [ "$bad" -gt "$good" ]
+  [ -s "$TMP/model/model.safetensors" ]
+}
+
+@test "eval refuses a checkpoint whose weights do not fit its config, naming the tensor" {
+  batches train 64 32 1 | train --preset tiny --vocab "$VOCAB" --save "$TMP/model" --max-steps 1 >/dev/null
+  sed -i 's/"hidden_size": 128/"hidden_size": 64/; s/"intermediate_size": 512/"intermediate_size": 256/' "$TMP/model/config.json"
+  run bash -c "$(declare -f examples batches); VOCAB='$VOCAB'; BERTPIPE_TOP='$BERTPIPE_TOP'; batches validation 8 8 1 --no-shuffle | '$EVAL' --checkpoint '$TMP/model' 2>'$TMP/err' >/dev/null"
+  [ "$status" -ne 0 ]
+  assert_one_error_line "$TMP/err" eval
+  grep -q "bert.embeddings" "$TMP/err"
+}
+
+@test "--device cuda without a usable GPU is a clear error; auto falls back to the CPU and says why" {
+  batches train 32 32 1 --out "file:$TMP/b.batches"
+  run bash -c "train --in 'file:$TMP/b.batches' --preset tiny --vocab '$VOCAB' --device cuda 2>'$TMP/err' >/dev/null"
+  if [ "$status" -eq 0 ]; then skip "a GPU is present"; fi
+  assert_one_error_line "$TMP/err" train
+  grep -q "device cuda" "$TMP/err"
+  BERTPIPE_QUIET=0 train --in "file:$TMP/b.batches" --preset tiny --vocab "$VOCAB" --device auto --max-steps 1 2>"$TMP/err2" >/dev/null
+  grep -q "device: cpu (" "$TMP/err2"
+}

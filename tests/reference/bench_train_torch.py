@@ -9,7 +9,8 @@ decay groups, linear warm-up schedule), timed the same way.
 The model is written with torch.nn modules laid out like Hugging Face's BertForSequenceClassification
 / BertForQuestionAnswering (eager, float32, dropout 0.1 in training), which is what the HF Trainer
 runs on CPU. Prints one line:
-    impl torch head cls batch 32 seq 128 train_seq_s X eval_seq_s Y peak_rss_mb Z loss L
+    impl torch head cls batch 32 seq 128 train_seq_s X eval_seq_s Y peak_rss_mb Z loss L train_cpu_s_per_step S
+(CPU seconds include OpenMP workers waiting at barriers.)
 """
 import argparse
 import math
@@ -117,8 +118,10 @@ def main():
         opt, lambda s: s / 2 if s < 2 else max(0.0, (1000 - s) / 998))
     batches = [make_batch(k, B, T, 30522, 2) for k in range(a.steps + 2)]
     model.train()
-    train_time, loss = 0.0, float("nan")
+    train_time, loss, cpu_start = 0.0, float("nan"), 0.0
     for k, (ids, types, mask, labels, starts, ends) in enumerate(batches):
+        if k == 2:
+            cpu_start = time.process_time()
         t0 = time.perf_counter()
         out = model(ids, types, mask, labels, starts, ends)
         out.backward()
@@ -129,6 +132,7 @@ def main():
         if k >= 2:
             train_time += time.perf_counter() - t0
         loss = out.item()
+    train_cpu = time.process_time() - cpu_start
     model.eval()
     eval_time = 0.0
     with torch.no_grad():
@@ -139,7 +143,8 @@ def main():
                 eval_time += time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"impl torch head {a.head} batch {B} seq {T} train_seq_s {a.steps * B / train_time:.2f} "
-          f"eval_seq_s {a.steps * B / eval_time:.2f} peak_rss_mb {rss:.0f} loss {loss:.4f}")
+          f"eval_seq_s {a.steps * B / eval_time:.2f} peak_rss_mb {rss:.0f} loss {loss:.4f} "
+          f"train_cpu_s_per_step {train_cpu / a.steps:.3f}")
 
 
 if __name__ == "__main__":

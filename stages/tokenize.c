@@ -26,6 +26,7 @@ static const char usage[] =
     "  --pad none|max_length   pad every feature to --max-length (default none: batch pads)\n"
     "  --strict            an answer that does not match its context is an error\n"
     "  --keep-unlabelled   QA: keep examples whose answer does not match (no labels)\n"
+    "  --no-overflow       QA: only the first window (the simple recipe: truncate the context)\n"
     BP_IO_USAGE;
 
 typedef struct counts { int64_t examples, features, mismatched, truncated; } counts;
@@ -74,16 +75,16 @@ int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
     const char *vocab = NULL, *checkpoint = NULL;
-    int lowercase = -1, pad = 0, strict = 0, keep_unlabelled = 0;
+    int lowercase = -1, pad = 0, strict = 0, keep_unlabelled = 0, no_overflow = 0;
     long max_length = 0, stride = 128;
-    enum { O_VOCAB = 1, O_CKPT, O_LOWER, O_CASED, O_MAXLEN, O_STRIDE, O_PAD, O_STRICT, O_KEEP };
+    enum { O_VOCAB = 1, O_CKPT, O_LOWER, O_CASED, O_MAXLEN, O_STRIDE, O_PAD, O_STRICT, O_KEEP, O_NO_OVERFLOW };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"vocab", required_argument, 0, O_VOCAB}, {"checkpoint", required_argument, 0, O_CKPT},
         {"lowercase", no_argument, 0, O_LOWER}, {"cased", no_argument, 0, O_CASED},
         {"max-length", required_argument, 0, O_MAXLEN}, {"doc-stride", required_argument, 0, O_STRIDE},
         {"pad", required_argument, 0, O_PAD}, {"strict", no_argument, 0, O_STRICT},
-        {"keep-unlabelled", no_argument, 0, O_KEEP}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"keep-unlabelled", no_argument, 0, O_KEEP}, {"no-overflow", no_argument, 0, O_NO_OVERFLOW}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (bp_io_option(&io, opt, optarg)) continue;
@@ -101,6 +102,7 @@ int main(int argc, char **argv) {
             break;
         case O_STRICT: strict = 1; break;
         case O_KEEP: keep_unlabelled = 1; break;
+        case O_NO_OVERFLOW: no_overflow = 1; break;
         case 'h': fputs(usage, stdout); return 0;
         default: bp_usage_error();
         }
@@ -202,7 +204,8 @@ int main(int argc, char **argv) {
                 }
                 labelled = 0;
             }
-            for (int win = 0; win < enc.n_windows; win++)
+            int windows = no_overflow ? 1 : enc.n_windows;
+            for (int win = 0; win < windows; win++)
                 send_feature(out, &w, &enc, win, id, id_len, c.features++, 1, 0, 0, labelled);
         }
         bp_frame_release(&f);

@@ -529,6 +529,7 @@ struct bp_out {
     int64_t data, by_kind[BP_KIND_COUNT];
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
     char *path, *tmp_path;   /* file: outputs */
+    int raw_eos_held;        /* raw fan-out: an eos was passed in; close sends one per branch */
 };
 
 static void close_socks(bp_out *out);
@@ -758,6 +759,11 @@ int bp_out_send(bp_out *out, bp_writer *w) {
 }
 
 int bp_out_send_frame(bp_out *out, const bp_frame *f) {
+    if (f->kind == BP_EOS && out->raw && out->nsocks > 1) {
+        /* Fanning a stream out splits its frames: each branch gets its own count at close. */
+        out->raw_eos_held = 1;
+        return 0;
+    }
     if (f->kind == BP_HELLO || f->kind == BP_EOS || f->kind == BP_ERROR) {
         if (f->kind == BP_HELLO) out->said_hello = 1;
         return send_all_socks(out, f->raw, f->raw_len);
@@ -841,7 +847,7 @@ static void wait_for_consumers(bp_out *out) {
 
 int bp_out_close(bp_out *out, bp_err *err) {
     int rc = 0;
-    if (!out->raw) {
+    if (!out->raw || out->raw_eos_held) {
         bp_writer w;
         bp_writer_init(&w);
         if (!out->said_hello) {

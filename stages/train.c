@@ -39,6 +39,7 @@ static const char usage[] =
     "  --device auto|cuda|cpu  (default auto)    --threads N  CPU threads (default all)\n"
     "  --save DIR           save here at each epoch end and at the end\n"
     "  --save-every N       also save every N steps\n"
+    "  --save-init DIR      save the starting weights (before any step) to DIR, e.g. for a peer run\n"
     "  --eval SPEC          validation batch stream (e.g. file:val.frames), evaluated each epoch\n"
     BP_IO_USAGE;
 
@@ -240,12 +241,12 @@ int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
     const char *checkpoint = NULL, *config = NULL, *preset = NULL, *vocab = NULL, *resume = NULL;
-    const char *device = "auto", *save_dir = NULL, *eval_spec = NULL;
+    const char *device = "auto", *save_dir = NULL, *eval_spec = NULL, *save_init = NULL;
     double lr = 5e-5, warmup_ratio = 0, weight_decay = 0, max_grad_norm = 1.0, dropout = -1;
     long warmup_steps = -1, grad_accum = 1, max_steps = 0, save_every = 0, threads = 0;
     uint64_t seed = 42;
     enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD, O_CLIP, O_ACC, O_MAXSTEPS,
-           O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_SAVE, O_SAVE_EVERY, O_EVAL };
+           O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
@@ -257,7 +258,7 @@ int main(int argc, char **argv) {
         {"dropout", required_argument, 0, O_DROPOUT}, {"seed", required_argument, 0, O_SEED},
         {"device", required_argument, 0, O_DEVICE}, {"threads", required_argument, 0, O_THREADS},
         {"save", required_argument, 0, O_SAVE}, {"save-every", required_argument, 0, O_SAVE_EVERY},
-        {"eval", required_argument, 0, O_EVAL}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"eval", required_argument, 0, O_EVAL}, {"save-init", required_argument, 0, O_SAVE_INIT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (bp_io_option(&io, opt, optarg)) continue;
@@ -281,6 +282,7 @@ int main(int argc, char **argv) {
         case O_SAVE: save_dir = optarg; break;
         case O_SAVE_EVERY: save_every = bp_opt_long("--save-every", optarg, 1, 1L << 40); break;
         case O_EVAL: eval_spec = optarg; break;
+        case O_SAVE_INIT: save_init = optarg; break;
         case 'h': fputs(usage, stdout); return 0;
         default: bp_usage_error();
         }
@@ -371,6 +373,11 @@ int main(int argc, char **argv) {
         bp_log("resuming at step %ld after %lld batches", r.state.step, (long long)r.state.batches_consumed);
     }
     int64_t skip = r.state.batches_consumed;
+    if (save_init) {
+        if (bert_save_pretrained(r.m, save_init, (const char *const *)r.labels, r.n_labels, r.vocab_path, &err))
+            bp_die_err(&err);
+        bp_log("saved the starting weights to %s", save_init);
+    }
     bp_log("%s head, %zu parameters, %ld steps (%ld per epoch x %lld epochs), lr %g, warm-up %ld",
            head == BERT_HEAD_QA ? "QA" : "classification", r.m->num_params, oc.total_steps, steps_per_epoch,
            (long long)epochs, lr, oc.warmup_steps);

@@ -5,10 +5,13 @@
  * gradient within 1e-3, and every parameter after 5 AdamW steps (warm-up, weight decay,
  * clipping, 2 accumulated micro-batches) within 1e-3. The error of a tensor is
  * max|got - want| / max|want| (relative to the tensor's scale), printed per tensor.
- * Also: dropout is reproducible from (seed, counter), bad input gives an error, not a crash.
+ * Also: dropout is reproducible from (seed, counter), gradients with dropout on match central
+ * differences, bad input gives an error, not a crash. Runs on the cpu backend, and on the cuda
+ * backend too when the build has one and a GPU answers.
  */
 #include "backend.h"
 #include "bert.h"
+#include "device.h"
 #include "optim.h"
 #include "tap.h"
 
@@ -527,17 +530,38 @@ static void schedule(void) {
     tap_ok(ok, "linear warm-up / decay schedule as get_linear_schedule_with_warmup");
 }
 
-int main(void) {
-    bp_err err;
-    backend *be = backend_cpu_create(2, &err);
-    if (!tap_ok(be != NULL, "cpu backend")) return tap_done();
-    parity(be, "tests/fixtures/bert/cls.bin", "classification");
-    parity(be, "tests/fixtures/bert/qa.bin", "question answering");
+/* Everything above on one backend; its name prefixes the fixture checks. */
+static void run_backend(backend *be) {
+    char label[64];
+    snprintf(label, sizeof label, "%s classification", be->name);
+    parity(be, "tests/fixtures/bert/cls.bin", label);
+    snprintf(label, sizeof label, "%s question answering", be->name);
+    parity(be, "tests/fixtures/bert/qa.bin", label);
     dropout_and_errors(be);
     dropout_gradients(be, BERT_HEAD_CLASSIFICATION);
     dropout_gradients(be, BERT_HEAD_QA);
     regression(be);
-    schedule();
+}
+
+int main(void) {
+    bp_err err;
+    backend *be = backend_cpu_create(2, &err);
+    if (!tap_ok(be != NULL, "cpu backend")) return tap_done();
+    run_backend(be);
     be->destroy(be);
+#ifdef BP_HAVE_CUDA
+    /* the CUDA backend answers to the same fixtures when a GPU is present */
+    char why[256] = "";
+    if (backend_cuda_available(why, sizeof why)) {
+        be = backend_cuda_create(&err);
+        if (tap_ok(be != NULL, "cuda backend")) {
+            run_backend(be);
+            be->destroy(be);
+        }
+    } else {
+        tap_diag("cuda backend not run: %s", why);
+    }
+#endif
+    schedule();
     return tap_done();
 }

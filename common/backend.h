@@ -63,7 +63,7 @@ struct backend {
     int host_visible;       /* device pointers are plain host memory (cpu) */
     void *state;            /* backend private: thread pool, handles */
 
-    /* ---- memory: alloc returns zeroed memory or NULL (err filled) ---- */
+    /* ---- memory: alloc returns zeroed memory or NULL (err filled); free(NULL) does nothing ---- */
     void *(*alloc)(backend *be, size_t bytes, bp_err *err);
     void (*free)(backend *be, void *ptr);
     void (*upload)(backend *be, void *dst, const void *host_src, size_t bytes);

@@ -107,8 +107,9 @@ static void point_params(bert_params *p, float *memory, const size_t sizes[NUM_P
 #define NUM_ACT_TENSORS 31
 
 /* Sizes in floats, in the order of the fields of bert_acts. */
-static void act_sizes(const bert_config *cfg, int B, int T, size_t sizes[NUM_ACT_TENSORS]) {
-    size_t C = cfg->hidden_size, L = cfg->num_hidden_layers, I = cfg->intermediate_size;
+static void act_sizes(const bert_config *cfg, int B, int T, int inference, size_t sizes[NUM_ACT_TENSORS]) {
+    /* inference keeps one layer's state and two encoded slots */
+    size_t C = cfg->hidden_size, L = inference ? 1 : cfg->num_hidden_layers, I = cfg->intermediate_size;
     size_t NH = cfg->num_attention_heads, N = (size_t)B * T;
     size_t NL = head_outputs(cfg);
     size_t logits = cfg->head == BERT_HEAD_QA ? N * 2 : (size_t)B * NL;
@@ -142,6 +143,11 @@ static size_t total_aligned(const size_t *sizes, int n) {
 }
 
 bert_model *bert_create(const bert_config *cfg, backend *be, int max_B, int max_T, bp_err *err) {
+    return bert_create_for(cfg, be, max_B, max_T, BERT_FOR_TRAINING, err);
+}
+
+bert_model *bert_create_for(const bert_config *cfg, backend *be, int max_B, int max_T, bert_use use,
+                            bp_err *err) {
     if (bert_config_check(cfg, err) != 0) return NULL;
     if (max_B <= 0 || max_T <= 0) {
         bp_err_set(err, "batch shape %d x %d must be positive (bert_create)", max_B, max_T);
@@ -162,6 +168,7 @@ bert_model *bert_create(const bert_config *cfg, backend *be, int max_B, int max_
     m->max_B = max_B;
     m->max_T = max_T;
     m->loss = NAN;
+    m->inference = use == BERT_FOR_INFERENCE;
 
     size_t psizes[NUM_PARAM_TENSORS];
     param_sizes(cfg, psizes);
@@ -170,12 +177,16 @@ bert_model *bert_create(const bert_config *cfg, backend *be, int max_B, int max_
         if (i < NUM_DECAYED_TENSORS) m->num_decayed += psizes[i];
     }
     size_t asizes[NUM_ACT_TENSORS];
-    act_sizes(cfg, max_B, max_T, asizes);
+    act_sizes(cfg, max_B, max_T, m->inference, asizes);
     size_t N = (size_t)max_B * max_T;
 
     m->params_memory = be->alloc(be, m->num_params * sizeof(float), err);
-    if (m->params_memory) m->grads_memory = be->alloc(be, m->num_params * sizeof(float), err);
-    if (m->grads_memory) m->acts_memory = be->alloc(be, total_aligned(asizes, NUM_ACT_TENSORS) * sizeof(float), err);
+    int ok = m->params_memory != NULL;
+    if (ok && !m->inference) {
+        m->grads_memory = be->alloc(be, m->num_params * sizeof(float), err);
+        ok = m->grads_memory != NULL;
+    }
+    if (ok) m->acts_memory = be->alloc(be, total_aligned(asizes, NUM_ACT_TENSORS) * sizeof(float), err);
     if (m->acts_memory) m->wte_touched = be->alloc(be, (size_t)cfg->vocab_size, err);
     /* ids, types, mask: N each; targets: 2B (start and end); float targets: B */
     if (m->wte_touched) m->inputs_memory = be->alloc(be, (3 * N + 3 * (size_t)max_B) * sizeof(int32_t), err);
@@ -184,7 +195,7 @@ bert_model *bert_create(const bert_config *cfg, backend *be, int max_B, int max_
         return NULL;
     }
     point_params(&m->params, m->params_memory, psizes);
-    point_params(&m->grads, m->grads_memory, psizes);
+    if (m->grads_memory) point_params(&m->grads, m->grads_memory, psizes);
     point_acts(&m->acts, m->acts_memory, asizes);
     m->d_input_ids = m->inputs_memory;
     m->d_token_type_ids = m->d_input_ids + N;
@@ -260,6 +271,11 @@ static int site_attention(int l) { return 1 + 3 * l; }
 static int site_attention_out(int l) { return 2 + 3 * l; }
 static int site_ffn_out(int l) { return 3 + 3 * l; }
 static int site_classifier(const bert_config *cfg) { return 1 + 3 * cfg->num_hidden_layers; }
+
+/* Which encoded slot holds the input of layer l (l = L: the encoder output). */
+static size_t encoded_slot(const bert_model *m, int l) {
+    return m->inference ? (size_t)(l % 2) : (size_t)l;
+}
 
 static int check_batch(const bert_model *m, const bert_batch *b, bp_err *err) {
     const bert_config *cfg = &m->cfg;
@@ -391,15 +407,18 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
     for (int l = 0; l < L; l++) {
         int cls_only = cfg->head == BERT_HEAD_CLASSIFICATION && l == L - 1;
         int rows = cls_only ? B : (int)N;
-        float *in = a->encoded + l * NC;
-        float *qkv = a->qkv + l * N * 3 * C;
-        float *ctx = a->ctx + l * NC;
-        float *ln1 = a->ln1 + l * NC;
-        float *fc_pre = a->fc_pre + l * N * I;
+        /* inference keeps one layer of state (ls = 0) and two encoded slots, used in turn */
+        size_t ls = m->inference ? 0 : (size_t)l;
+        float *in = a->encoded + encoded_slot(m, l) * NC;
+        float *out = a->encoded + encoded_slot(m, l + 1) * NC;
+        float *qkv = a->qkv + ls * N * 3 * C;
+        float *ctx = a->ctx + ls * NC;
+        float *ln1 = a->ln1 + ls * NC;
+        float *fc_pre = a->fc_pre + ls * N * I;
         float *resid = in;
         be->matmul_forward(be, qkv, in, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + (size_t)l * 3 * C,
                            (int)N, C, 3 * C);
-        be->attention_forward(be, ctx, a->probs + l * (size_t)B * NH * T * T, a->att_scratch, qkv,
+        be->attention_forward(be, ctx, a->probs + ls * B * NH * T * T, a->att_scratch, qkv,
                               m->d_attention_mask, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
                               site_key(m, site_attention(l)));
         if (cls_only) {
@@ -410,7 +429,7 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
         }
         be->matmul_forward(be, a->nc_a, ctx, p->attn_ow + (size_t)l * C * C, p->attn_ob + (size_t)l * C,
                            rows, C, C);
-        be->add_layernorm_forward(be, ln1, a->attn_sum + l * NC, a->ln1_mean + l * N, a->ln1_rstd + l * N,
+        be->add_layernorm_forward(be, ln1, a->attn_sum + ls * NC, a->ln1_mean + ls * N, a->ln1_rstd + ls * N,
                                   a->nc_a, resid, p->ln1w + (size_t)l * C, p->ln1b + (size_t)l * C, rows,
                                   C, cfg->layer_norm_eps, m->dropout_hidden,
                                   site_key(m, site_attention_out(l)));
@@ -418,11 +437,11 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
         be->gelu_forward(be, a->ni_a, fc_pre, (size_t)rows * I);
         be->matmul_forward(be, a->nc_a, a->ni_a, p->fc2w + (size_t)l * C * I, p->fc2b + (size_t)l * C,
                            rows, I, C);
-        be->add_layernorm_forward(be, in + NC, a->ffn_sum + l * NC, a->ln2_mean + l * N, a->ln2_rstd + l * N,
+        be->add_layernorm_forward(be, out, a->ffn_sum + ls * NC, a->ln2_mean + ls * N, a->ln2_rstd + ls * N,
                                   a->nc_a, ln1, p->ln2w + (size_t)l * C, p->ln2b + (size_t)l * C, rows,
                                   C, cfg->layer_norm_eps, m->dropout_hidden, site_key(m, site_ffn_out(l)));
     }
-    float *encoded = a->encoded + (size_t)L * NC;
+    float *encoded = a->encoded + encoded_slot(m, L) * NC;
 
     // head
     if (cfg->head == BERT_HEAD_QA) {
@@ -459,6 +478,8 @@ long bert_logits(bert_model *m, float *dst, size_t cap, bp_err *err) {
 // backward
 
 int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
+    if (m->inference)
+        return bp_err_set(err, "model was created for inference only: no backward (bert_backward)");
     if (!m->has_loss)
         return bp_err_set(err, "backward needs a forward pass with targets (bert_backward)");
     backend *be = m->be;
@@ -551,6 +572,7 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
 
 void bert_zero_grad(bert_model *m) {
     backend *be = m->be;
+    if (m->inference) return;   /* no gradients to clear */
     size_t wte = (size_t)m->cfg.vocab_size * m->cfg.hidden_size;
     be->embedding_zero_grad(be, m->grads.wte, m->wte_touched, m->cfg.vocab_size, m->cfg.hidden_size);
     be->zero(be, m->grads_memory + wte, (m->num_params - wte) * sizeof(float));
@@ -569,6 +591,10 @@ int bert_optim_segments(const bert_model *m, optim_segment out[3]) {
 }
 
 optim_adamw *bert_optim_create(bert_model *m, const optim_config *cfg, bp_err *err) {
+    if (m->inference) {
+        bp_err_set(err, "model was created for inference only: no optimizer (bert_optim_create)");
+        return NULL;
+    }
     return optim_create(m->be, cfg, m->num_params, err);
 }
 
@@ -655,7 +681,10 @@ int bert_describe_tensors(const bert_model *m, float *flat, bp_named_tensor *out
 
 static float *state_memory(bert_model *m, const optim_adamw *opt, bert_state which, bp_err *err) {
     if (which == BERT_STATE_PARAMS) return m->params_memory;
-    if (which == BERT_STATE_GRADS) return m->grads_memory;
+    if (which == BERT_STATE_GRADS) {
+        if (!m->grads_memory) bp_err_set(err, "model was created for inference only: no gradients (bert state copy)");
+        return m->grads_memory;
+    }
     if (!opt) {
         bp_err_set(err, "AdamW moments requested without an optimizer (bert state copy)");
         return NULL;

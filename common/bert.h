@@ -119,7 +119,8 @@ typedef struct bert_model {
     backend *be;
     int max_B, max_T;
     size_t num_params, num_decayed;   /* floats; [0, num_decayed) get weight decay */
-    bert_params params, grads;        /* grads mirror params in a second allocation */
+    bert_params params, grads;        /* grads mirror params in a second allocation (none
+                                         for inference: all NULL) */
     float *params_memory, *grads_memory;
     uint8_t *wte_touched;             /* (V) device: word-embedding rows with gradient */
     bert_acts acts;
@@ -128,6 +129,7 @@ typedef struct bert_model {
     int32_t *d_input_ids, *d_token_type_ids, *d_attention_mask, *d_targets;
     float *d_target_values;
     /* the last forward pass */
+    int inference;                    /* created BERT_FOR_INFERENCE */
     int B, T, has_loss, training;
     float loss;                       /* host copy of acts.loss */
     float dropout_hidden, dropout_attention, dropout_classifier;   /* as used (0 in eval) */
@@ -135,10 +137,20 @@ typedef struct bert_model {
     int valid_start, valid_end, valid_labels;   /* targets counted in the loss */
 } bert_model;
 
+typedef enum bert_use {
+    BERT_FOR_TRAINING = 0,    /* gradients, per-layer activations for the backward */
+    BERT_FOR_INFERENCE = 1,   /* forward only: no gradients, one layer of activations */
+} bert_use;
+
 /* Create a model for batches up to max_B x max_T (max_T <= max_position_embeddings) on `be`,
  * planning all memory now. Parameters start at zero: load them or call bert_init_weights.
  * Caller owns the model (bert_free); `be` must outlive it. NULL with err filled on failure. */
 bert_model *bert_create(const bert_config *cfg, backend *be, int max_B, int max_T, bp_err *err);
+/* The same for a use: BERT_FOR_INFERENCE (the eval stage) allocates no gradients and keeps one
+ * layer of activations instead of L, about L times less memory; backward, optimizer and
+ * gradient copies then fail with an error. bert_create is bert_create_for(..., TRAINING). */
+bert_model *bert_create_for(const bert_config *cfg, backend *be, int max_B, int max_T, bert_use use,
+                            bp_err *err);
 void bert_free(bert_model *m);
 
 /* Fresh weights as HF _init_weights: normal(0, initializer_range) for Linear and embedding

@@ -268,6 +268,19 @@ static void parity(backend *be, const char *path, const char *label) {
     float want_loss = fx_f32(&f, "loss")[0];
     e = fabs(bert_loss(m) - want_loss) / fabs(want_loss);
     tap_ok(e <= 1e-4, "%s: loss %.6f vs %.6f (error %.2e)", label, bert_loss(m), want_loss, e);
+
+    /* an inference-only model (one layer of state) computes the very same logits */
+    bert_model *inf = bert_create_for(&cfg, be, 3, 16, BERT_FOR_INFERENCE, &err);
+    float *inf_logits = calloc(want_logits->count, sizeof(float));
+    int same = inf && inf_logits && load_initial_params(&f, inf) == 0 && bert_forward(inf, &b0, 0, &err) == 0 &&
+               bert_logits(inf, inf_logits, want_logits->count, &err) == (long)want_logits->count &&
+               memcmp(inf_logits, logits, want_logits->count * sizeof(float)) == 0 &&
+               bert_loss(inf) == bert_loss(m);
+    tap_ok(same, "%s: inference-only model gives identical logits and loss", label);
+    tap_ok(inf && bert_backward(inf, 1.0f, &err) == -1 && strstr(err.msg, "inference only"),
+           "%s: inference-only model refuses the backward: %s", label, err.msg);
+    free(inf_logits);
+    bert_free(inf);
     free(logits);
 
     // gradients

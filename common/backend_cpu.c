@@ -225,6 +225,8 @@ static void cpu_matmul_forward(backend *be, float *out, const float *inp, const 
     sgemm_pool(be, 0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
 }
 
+/* A column of n ones for bias gradients; grown once to the largest N seen, so only the first
+ * backward of a shape allocates. NULL when out of memory (the caller then loops). */
 static const float *ones_column(backend *be, size_t n) {
     cpu_state *st = be->state;
     if (st->ones_len < n) {

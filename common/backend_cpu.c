@@ -18,12 +18,13 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 // ----------------------------------------------------------------------------
-// thread pool: parallel_for over [0, total) split into one contiguous chunk per thread
+// thread pool: parallel_for over [0, total), threads taking blocks from a shared counter
 
 typedef void (*pool_fn)(void *ctx, size_t begin, size_t end);
 
@@ -36,24 +37,26 @@ typedef struct cpu_state {
     int pending, quit;
     pool_fn fn;
     void *ctx;
-    size_t total;
-    pthread_mutex_t reduce_mu;   /* merges per-chunk partial sums (LayerNorm dweight, ...) */
-    float *ones;                 /* a column of 1s for bias gradients through sgemv */
+    size_t total, grain;
+    atomic_size_t next;          /* first item not yet taken */
+    pthread_mutex_t reduce_mu;   /* merges per-block partial sums (LayerNorm dweight, ...) */
+    float *ones;                 /* a column of 1s for bias gradients */
     size_t ones_len;
 } cpu_state;
 
-typedef struct worker_arg { cpu_state *st; int index; } worker_arg;
-
-static void chunk_bounds(size_t total, int parts, int index, size_t *begin, size_t *end) {
-    *begin = total * (size_t)index / (size_t)parts;
-    *end = total * (size_t)(index + 1) / (size_t)parts;
+/* Take blocks until none is left. Blocks are handed out dynamically rather than split evenly
+ * up front: on a machine shared with other work one core is often slower, and a fixed split
+ * would leave the other waiting. */
+static void take_blocks(cpu_state *st, pool_fn fn, void *ctx, size_t total, size_t grain) {
+    for (;;) {
+        size_t begin = atomic_fetch_add(&st->next, grain);
+        if (begin >= total) return;
+        fn(ctx, begin, begin + grain < total ? begin + grain : total);
+    }
 }
 
 static void *pool_worker(void *arg) {
-    worker_arg *wa = arg;
-    cpu_state *st = wa->st;
-    int index = wa->index;
-    free(wa);
+    cpu_state *st = arg;
     uint64_t seen = 0;
     for (;;) {
         pthread_mutex_lock(&st->mu);
@@ -62,39 +65,46 @@ static void *pool_worker(void *arg) {
         seen = st->generation;
         pool_fn fn = st->fn;
         void *ctx = st->ctx;
-        size_t total = st->total;
+        size_t total = st->total, grain = st->grain;
         pthread_mutex_unlock(&st->mu);
-        size_t b, e;
-        chunk_bounds(total, st->threads, index, &b, &e);
-        if (b < e) fn(ctx, b, e);
+        take_blocks(st, fn, ctx, total, grain);
         pthread_mutex_lock(&st->mu);
         if (--st->pending == 0) pthread_cond_signal(&st->done);
         pthread_mutex_unlock(&st->mu);
     }
 }
 
-/* Run fn over [0, total). Work smaller than `serial_below` items stays on the calling thread:
- * waking a worker costs more than a short loop. */
-static void parallel_for(backend *be, size_t total, size_t serial_below, pool_fn fn, void *ctx) {
+/* Run fn over [0, total) in blocks of about total / (4 * threads) items (at least
+ * `min_block`). Work smaller than `serial_below` items stays on the calling thread: waking a
+ * worker costs more than a short loop. */
+static void parallel_for_blocks(backend *be, size_t total, size_t serial_below, size_t min_block,
+                                pool_fn fn, void *ctx) {
     cpu_state *st = be->state;
     if (st->threads <= 1 || total < serial_below || total < (size_t)st->threads) {
         if (total) fn(ctx, 0, total);
         return;
     }
+    size_t grain = total / (4 * (size_t)st->threads);
+    if (grain < min_block) grain = min_block;
+    if (grain < 1) grain = 1;
     pthread_mutex_lock(&st->mu);
     st->fn = fn;
     st->ctx = ctx;
     st->total = total;
+    st->grain = grain;
+    atomic_store(&st->next, 0);
     st->pending = st->threads - 1;
     st->generation++;
     pthread_cond_broadcast(&st->wake);
     pthread_mutex_unlock(&st->mu);
-    size_t b, e;
-    chunk_bounds(total, st->threads, 0, &b, &e);
-    if (b < e) fn(ctx, b, e);
+    take_blocks(st, fn, ctx, total, grain);
     pthread_mutex_lock(&st->mu);
     while (st->pending > 0) pthread_cond_wait(&st->done, &st->mu);
     pthread_mutex_unlock(&st->mu);
+}
+
+static void parallel_for(backend *be, size_t total, size_t serial_below, pool_fn fn, void *ctx) {
+    parallel_for_blocks(be, total, serial_below, 1, fn, ctx);
 }
 
 // ----------------------------------------------------------------------------
@@ -204,11 +214,13 @@ static void sgemm_pool(backend *be, int trans_a, int trans_b, int M, int N, int 
     cpu_state *st = be->state;
     gemm_job g = { .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda,
                    .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C,
-                   .parts = st->threads };
-    /* split the longer side, in blocks no thinner than 32 rows/columns */
+                   .parts = 4 * st->threads };
+    /* split the longer side into a few blocks per thread (taken dynamically), none thinner
+     * than 64 rows/columns; small products stay whole */
     g.split_rows = M >= N;
     int side = g.split_rows ? M : N;
-    if ((double)M * N * K < 1e6 || side < 32 * st->threads) g.parts = 1;
+    if (side / 64 < g.parts) g.parts = side / 64;
+    if ((double)M * N * K < 1e6 || g.parts < 2) g.parts = 1;
     parallel_for(be, (size_t)g.parts, 2, gemm_part, &g);
 }
 
@@ -791,6 +803,7 @@ backend *backend_cpu_create(int threads, bp_err *err) {
         return NULL;
     }
     st->threads = threads;
+    atomic_init(&st->next, 0);
     /* the pool owns the parallelism (see the header comment): OpenBLAS stays single-threaded */
     openblas_set_num_threads(1);
     pthread_mutex_init(&st->mu, NULL);
@@ -809,10 +822,7 @@ backend *backend_cpu_create(int threads, bp_err *err) {
         return NULL;
     }
     for (int i = 1; i < threads; i++) {
-        worker_arg *wa = malloc(sizeof *wa);
-        if (!wa || pthread_create(&st->workers[i - 1], NULL, pool_worker,
-                                  (wa->st = st, wa->index = i, wa)) != 0) {
-            free(wa);
+        if (pthread_create(&st->workers[i - 1], NULL, pool_worker, st) != 0) {
             st->threads = i;   /* join only the ones that started */
             cpu_destroy(be);
             bp_err_set(err, "cannot start element-wise thread %d of %d (cpu backend)", i, threads);

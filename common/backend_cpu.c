@@ -11,7 +11,12 @@
  */
 /* Element-wise loops are written to vectorise (fast exp/erf below, no calls into libm in the hot
  * loops); -O2 alone leaves most of them scalar, so this file asks for the vectoriser. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3")
+#define FINITE_MATH_FUNCTION __attribute__((optimize("finite-math-only", "no-signed-zeros")))
+#else
+#define FINITE_MATH_FUNCTION
+#endif
 #include "backend.h"
 
 #include <cblas.h>
@@ -498,7 +503,7 @@ typedef struct att_job {
 
 /* Largest of n floats. Scores are finite (FLT_MAX masks, no infinities), which lets this one
  * reduction vectorise; the rest of the file keeps strict IEEE semantics. */
-__attribute__((optimize("finite-math-only", "no-signed-zeros")))
+FINITE_MATH_FUNCTION
 static float row_max(const float *x, int n) {
     float maxv = -FLT_MAX;
     for (int k = 0; k < n; k++) maxv = x[k] > maxv ? x[k] : maxv;

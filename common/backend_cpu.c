@@ -44,7 +44,8 @@ typedef struct cpu_state {
     void *ctx;
     size_t total, grain;
     atomic_size_t next;          /* first item not yet taken */
-    pthread_mutex_t reduce_mu;   /* merges per-block partial sums (LayerNorm dweight, ...) */
+    void *partials;              /* per-block partial sums of the reductions, grown once */
+    size_t partials_bytes;
     float *ones;                 /* a column of 1s for bias gradients */
     size_t ones_len;
 } cpu_state;
@@ -79,19 +80,24 @@ static void *pool_worker(void *arg) {
     }
 }
 
-/* Run fn over [0, total) in blocks of about total / (4 * threads) items (at least
- * `min_block`). Work smaller than `serial_below` items stays on the calling thread: waking a
- * worker costs more than a short loop. */
-static void parallel_for_blocks(backend *be, size_t total, size_t serial_below, size_t min_block,
-                                pool_fn fn, void *ctx) {
+/* Items per block for `total` items: about total / (4 * threads), or one block when the work
+ * is smaller than `serial_below` (waking a worker costs more than a short loop). Blocks depend
+ * only on (total, threads), never on which thread takes them, so reductions that keep one
+ * partial sum per block and add them in block order give the same bits on every run (exact
+ * resume needs that). */
+static size_t block_size(const cpu_state *st, size_t total, size_t serial_below) {
+    if (st->threads <= 1 || total < serial_below || total < (size_t)st->threads) return total > 0 ? total : 1;
+    size_t grain = total / (4 * (size_t)st->threads);
+    return grain > 0 ? grain : 1;
+}
+
+/* Run fn over [0, total) in blocks of `grain` items, the calling thread taking blocks too. */
+static void parallel_for_grain(backend *be, size_t total, size_t grain, pool_fn fn, void *ctx) {
     cpu_state *st = be->state;
-    if (st->threads <= 1 || total < serial_below || total < (size_t)st->threads) {
+    if (grain >= total) {
         if (total) fn(ctx, 0, total);
         return;
     }
-    size_t grain = total / (4 * (size_t)st->threads);
-    if (grain < min_block) grain = min_block;
-    if (grain < 1) grain = 1;
     pthread_mutex_lock(&st->mu);
     st->fn = fn;
     st->ctx = ctx;
@@ -109,7 +115,20 @@ static void parallel_for_blocks(backend *be, size_t total, size_t serial_below, 
 }
 
 static void parallel_for(backend *be, size_t total, size_t serial_below, pool_fn fn, void *ctx) {
-    parallel_for_blocks(be, total, serial_below, 1, fn, ctx);
+    parallel_for_grain(be, total, block_size(be->state, total, serial_below), fn, ctx);
+}
+
+/* Scratch for per-block partial sums, grown once to the largest need; NULL when out of memory
+ * (the caller then runs as one block). */
+static void *partials_scratch(backend *be, size_t bytes) {
+    cpu_state *st = be->state;
+    if (st->partials_bytes < bytes) {
+        void *grown = realloc(st->partials, bytes);
+        if (!grown) return NULL;
+        st->partials = grown;
+        st->partials_bytes = bytes;
+    }
+    return st->partials;
 }
 
 // ----------------------------------------------------------------------------
@@ -326,7 +345,8 @@ typedef struct ln_job {
     int C;
     float eps, p;
     uint64_t key;
-    pthread_mutex_t *merge_mu;   /* guards dweight/dbias while chunks add their partial sums */
+    float *partials;             /* [blocks][2][C]: dweight, dbias of each block of rows */
+    size_t grain;                /* rows per block */
 } ln_job;
 
 static void ln_forward_rows(void *ctx, size_t begin, size_t end) {
@@ -405,20 +425,43 @@ static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
             dx[c] = p > 0 ? dsum * dropout_factor(key, n * C + c, p, keep_scale) : dsum;
         }
     }
-    pthread_mutex_lock(j->merge_mu);
-    for (int c = 0; c < C; c++) { j->dweight[c] += dw_local[c]; j->dbias[c] += db_local[c]; }
-    pthread_mutex_unlock(j->merge_mu);
+    float *part = j->partials + (begin / j->grain) * 2 * (size_t)C;
+    memcpy(part, dw_local, (size_t)C * sizeof(float));
+    memcpy(part + C, db_local, (size_t)C * sizeof(float));
 }
 
 static void cpu_add_layernorm_backward(backend *be, float *dx, float *dresidual, float *dweight,
                                        float *dbias, const float *dout, const float *sum,
                                        const float *mean, const float *rstd, const float *weight,
                                        int N, int C, float dropout_p, uint64_t dropout_key) {
-    cpu_state *st = be->state;
-    ln_job j = { .merge_mu = &st->reduce_mu, .dx = dx, .dresidual = dresidual,
-                 .dweight = dweight, .dbias = dbias, .dout = dout, .csum = sum, .cmean = mean,
-                 .crstd = rstd, .weight = weight, .C = C, .p = dropout_p, .key = dropout_key };
-    parallel_for(be, (size_t)N, 64, ln_backward_rows, &j);
+    size_t grain = block_size(be->state, (size_t)N, 64);
+    size_t blocks = ((size_t)N + grain - 1) / grain;
+    float *partials = partials_scratch(be, blocks * 2 * (size_t)C * sizeof(float));
+    if (!partials) {   /* no scratch: one block, whose partial fits the smallest request */
+        grain = (size_t)N;
+        blocks = 1;
+        partials = partials_scratch(be, 2 * (size_t)C * sizeof(float));
+    }
+    ln_job j = { .partials = partials, .grain = grain, .dx = dx, .dresidual = dresidual,
+                 .dout = dout, .csum = sum, .cmean = mean, .crstd = rstd, .weight = weight, .C = C,
+                 .p = dropout_p, .key = dropout_key };
+    if (partials) {
+        parallel_for_grain(be, (size_t)N, grain, ln_backward_rows, &j);
+        for (size_t b = 0; b < blocks; b++)   /* block order: the same sum on every run */
+            for (int c = 0; c < C; c++) {
+                dweight[c] += partials[b * 2 * C + c];
+                dbias[c] += partials[b * 2 * C + C + c];
+            }
+        return;
+    }
+    /* not even 2C floats to spare: partial sums on the stack, rows in one pass */
+    float stack_partials[2 * LN_MAX_C];
+    j.partials = stack_partials;
+    ln_backward_rows(&j, 0, (size_t)N);
+    for (int c = 0; c < C; c++) {
+        dweight[c] += stack_partials[c];
+        dbias[c] += stack_partials[C + c];
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -685,8 +728,8 @@ typedef struct opt_job {
     const uint8_t *touched;
     size_t row_len;
     const backend_adamw_args *a;
-    pthread_mutex_t *merge_mu;   /* guards total */
-    double total;
+    double *partials;            /* sum of squares of each block of rows */
+    size_t grain;
 } opt_job;
 
 static void sumsq_rows(void *ctx, size_t begin, size_t end) {
@@ -699,28 +742,40 @@ static void sumsq_rows(void *ctx, size_t begin, size_t end) {
         for (size_t i = 0; i < j->row_len; i++) row += x[i] * x[i];
         acc += row;
     }
-    pthread_mutex_lock(j->merge_mu);
-    j->total += acc;
-    pthread_mutex_unlock(j->merge_mu);
+    j->partials[begin / j->grain] = acc;
+}
+
+/* Sum of squares of `rows` rows, per-block partials added in block order. */
+static double sumsq_blocks(backend *be, opt_job *j, size_t rows) {
+    if (rows == 0) return 0.0;
+    size_t grain = block_size(be->state, rows, 16);
+    size_t blocks = (rows + grain - 1) / grain;
+    double single;
+    j->partials = partials_scratch(be, blocks * sizeof(double));
+    j->grain = grain;
+    if (!j->partials) {   /* no scratch: one block */
+        j->partials = &single;
+        j->grain = rows;
+        blocks = 1;
+    }
+    parallel_for_grain(be, rows, j->grain, sumsq_rows, j);
+    double total = 0.0;
+    for (size_t b = 0; b < blocks; b++) total += j->partials[b];
+    return total;
 }
 
 static double cpu_sumsq(backend *be, const float *x, size_t rows, size_t row_len,
                         const uint8_t *touched) {
-    cpu_state *st = be->state;
-    opt_job j = { .x = x, .touched = touched, .row_len = row_len, .merge_mu = &st->reduce_mu };
+    opt_job j = { .x = x, .touched = touched, .row_len = row_len };
     /* rows of one element (a flat tensor) are regrouped so each task sums a long run */
     if (row_len == 1 && !touched) {
-        size_t group = 4096;
-        double acc = 0.0;
-        size_t full = rows / group;
+        size_t group = 4096, full = rows / group;
         j.row_len = group;
-        parallel_for(be, full, 16, sumsq_rows, &j);
-        acc = j.total;
+        double acc = sumsq_blocks(be, &j, full);
         for (size_t i = full * group; i < rows; i++) acc += (double)x[i] * x[i];
         return acc;
     }
-    parallel_for(be, rows, 16, sumsq_rows, &j);
-    return j.total;
+    return sumsq_blocks(be, &j, rows);
 }
 
 static void adamw_rows(void *ctx, size_t begin, size_t end) {
@@ -784,11 +839,11 @@ static void cpu_destroy(backend *be) {
         pthread_mutex_unlock(&st->mu);
         for (int i = 0; i < st->threads - 1; i++) pthread_join(st->workers[i], NULL);
         pthread_mutex_destroy(&st->mu);
-        pthread_mutex_destroy(&st->reduce_mu);
         pthread_cond_destroy(&st->wake);
         pthread_cond_destroy(&st->done);
         free(st->workers);
         free(st->ones);
+        free(st->partials);
         free(st);
     }
     free(be);
@@ -812,7 +867,6 @@ backend *backend_cpu_create(int threads, bp_err *err) {
     /* the pool owns the parallelism (see the header comment): OpenBLAS stays single-threaded */
     openblas_set_num_threads(1);
     pthread_mutex_init(&st->mu, NULL);
-    pthread_mutex_init(&st->reduce_mu, NULL);
     pthread_cond_init(&st->wake, NULL);
     pthread_cond_init(&st->done, NULL);
     be->state = st;

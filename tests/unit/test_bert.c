@@ -492,6 +492,51 @@ static void dropout_gradients(backend *be, bert_head head) {
     bert_free(m);
 }
 
+/* Exact resume needs bit-identical steps: the same run twice (dropout on, shapes large enough
+ * that every op splits across threads) must give the same parameters to the last bit, however
+ * the pool's blocks happened to be shared out. */
+static void determinism(backend *be) {
+    bert_config cfg;
+    small_config(&cfg, 2000, 64, 2, 4, 256, 64);
+    bp_err err = { "" };
+    enum { B = 4, T = 32 };
+    int32_t ids[B * T], types[B * T], mask[B * T], labels[B] = { 0, 1, 1, 0 };
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = 1 + (i * 37) % 1999;
+        types[i] = i % T >= T / 2;
+        mask[i] = i % T < T - (i / T) * 3;
+    }
+    bert_batch b = { .B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask,
+                     .labels = labels };
+    optim_config oc;
+    optim_config_default(&oc);
+    oc.lr = 1e-3f;
+    oc.weight_decay = 0.01f;
+    oc.max_grad_norm = 0.5f;
+    float *result[2] = { NULL, NULL };
+    size_t n = 0;
+    for (int run = 0; run < 2; run++) {
+        bert_model *m = bert_create(&cfg, be, B, T, &err);
+        optim_adamw *opt = m ? bert_optim_create(m, &oc, &err) : NULL;
+        if (m && opt && bert_init_weights(m, 17, 0, &err) == 0) {
+            m->dropout_seed = 3;
+            for (int step = 0; step < 3; step++)
+                if (bert_forward(m, &b, 1, &err) || bert_backward(m, 1.0f, &err) ||
+                    bert_optim_step(m, opt, NULL, NULL, &err))
+                    break;
+            n = m->num_params;
+            result[run] = malloc(n * sizeof(float));
+            if (result[run]) bert_copy_to_host(m, NULL, BERT_STATE_PARAMS, result[run], &err);
+        }
+        optim_free(opt);
+        bert_free(m);
+    }
+    tap_ok(result[0] && result[1] && memcmp(result[0], result[1], n * sizeof(float)) == 0,
+           "two identical 3-step runs give bit-identical parameters (%zu)", n);
+    free(result[0]);
+    free(result[1]);
+}
+
 /* num_labels == 1 is regression (HF): loss = mean (logit - y)^2, so the classifier bias gets
  * 2 mean(logit - y); both follow from the logits the model returns. */
 static void regression(backend *be) {
@@ -554,6 +599,7 @@ static void run_backend(backend *be) {
     dropout_gradients(be, BERT_HEAD_CLASSIFICATION);
     dropout_gradients(be, BERT_HEAD_QA);
     regression(be);
+    determinism(be);
 }
 
 int main(void) {

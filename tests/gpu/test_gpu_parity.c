@@ -1,0 +1,476 @@
+/* test_gpu_parity.c — the CUDA backend against the CPU backend: every op of backend.h on the
+ * same random inputs, then a whole BERT forward/backward and 10 training steps, in each matrix
+ * product precision (fp32, tf32, bf16). Built and run only by `make test-gpu` (tests/gpu/gpu.mk).
+ *
+ * Error measure: for each output tensor, max |cuda - cpu| / max |cpu| (the largest difference
+ * relative to the tensor's scale: an element-wise ratio would blow up on values near zero, e.g.
+ * GELU of a large negative input). Limits: 1e-4 in fp32 and for every op without a matrix
+ * product, 1e-3 in tf32, 2e-2 in bf16. Dropout masks must agree exactly (same zeros).
+ *
+ * Prints TAP; with no usable GPU (or a build without nvcc) it prints one skipped check,
+ * "# skip no GPU: <why>", and exits 0. Must never need /work/shared or files outside tests/.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "bert.h"
+#include "log.h"
+#include "optim.h"
+#include "tap.h"
+#ifdef BP_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
+
+#ifdef BP_HAVE_CUDA
+
+// ----------------------------------------------------------------------------
+// inputs and comparison
+
+static uint64_t rng_state = 0x243F6A8885A308D3ull;
+static float uniform(float lo, float hi) {   /* own xorshift: the same inputs on every run */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
+}
+static float *random_floats(size_t n, float lo, float hi) {
+    float *x = malloc(n * sizeof(float));
+    if (!x) { fprintf(stderr, "out of memory\n"); exit(2); }
+    for (size_t i = 0; i < n; i++) x[i] = uniform(lo, hi);
+    return x;
+}
+
+/* One host tensor and its copies on both backends. */
+typedef struct pair {
+    backend *cpu, *gpu;
+    void *c, *g;
+    size_t bytes;
+} pair;
+
+static pair pair_make(backend *cpu, backend *gpu, const void *host, size_t bytes) {
+    bp_err err;
+    pair p = { cpu, gpu, cpu->alloc(cpu, bytes, &err), gpu->alloc(gpu, bytes, &err), bytes };
+    if (!p.c || !p.g) { fprintf(stderr, "alloc: %s\n", err.msg); exit(2); }
+    if (host) {
+        cpu->upload(cpu, p.c, host, bytes);
+        gpu->upload(gpu, p.g, host, bytes);
+    }
+    return p;
+}
+static void pair_free(pair *p) { p->cpu->free(p->cpu, p->c); p->gpu->free(p->gpu, p->g); }
+static float *F(const pair *p, int gpu) { return (float *)(gpu ? p->g : p->c); }
+static int32_t *I(const pair *p, int gpu) { return (int32_t *)(gpu ? p->g : p->c); }
+
+/* max |gpu - cpu| / max |cpu| over the tensor (0 when both are all zero). */
+static double pair_error(const pair *p) {
+    size_t n = p->bytes / sizeof(float);
+    float *g = malloc(p->bytes);
+    if (!g) exit(2);
+    p->gpu->download(p->gpu, g, p->g, p->bytes);
+    const float *c = p->c;
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)g[i] - c[i]);
+        if (!(d <= diff)) diff = d;   /* NaN counts as the largest */
+        if (fabs(c[i]) > scale) scale = fabs(c[i]);
+    }
+    free(g);
+    return scale > 0 ? diff / scale : diff;
+}
+
+/* Report one tensor against a limit. */
+static void check(const pair *p, double limit, const char *what, const char *precision) {
+    double e = pair_error(p);
+    if (!tap_ok(e <= limit, "%s %s: max relative error %.2e <= %.0e", precision, what, e, limit))
+        tap_diag("  %s exceeds the limit", what);
+}
+
+/* Same zeros in both: dropout masks agree element for element. */
+static void check_same_zeros(const pair *p, const char *what) {
+    size_t n = p->bytes / sizeof(float), differ = 0;
+    float *g = malloc(p->bytes);
+    if (!g) exit(2);
+    p->gpu->download(p->gpu, g, p->g, p->bytes);
+    const float *c = p->c;
+    for (size_t i = 0; i < n; i++) differ += (g[i] == 0.0f) != (c[i] == 0.0f);
+    free(g);
+    if (!tap_ok(differ == 0, "%s: dropout mask identical to the cpu's", what)) tap_diag("  %zu elements differ", differ);
+}
+
+static void gpu_ok(backend *gpu, const char *after) {
+    bp_err err;
+    if (backend_cuda_error(gpu, &err) != 0) {
+        tap_ok(0, "no cuda error after %s", after);
+        tap_diag("  %s", err.msg);
+    }
+}
+
+#define BOTH(call) do { backend *be = cpu; int gpu_side = 0; call; be = gpu; gpu_side = 1; call; (void)gpu_side; } while (0)
+
+// ----------------------------------------------------------------------------
+// per-op checks
+
+static void ops_with_products(backend *cpu, backend *gpu, double limit, const char *prec) {
+    /* linear layer, odd shapes so no size is a multiple of a tile */
+    int N = 37, IC = 72, OC = 53;
+    float *hx = random_floats((size_t)N * IC, -1, 1), *hw = random_floats((size_t)OC * IC, -0.5f, 0.5f);
+    float *hb = random_floats(OC, -1, 1), *hd = random_floats((size_t)N * OC, -1, 1);
+    float *hdin = random_floats((size_t)N * IC, -1, 1), *hdw = random_floats((size_t)OC * IC, -1, 1);
+    pair x = pair_make(cpu, gpu, hx, (size_t)N * IC * 4), w = pair_make(cpu, gpu, hw, (size_t)OC * IC * 4);
+    pair b = pair_make(cpu, gpu, hb, (size_t)OC * 4), out = pair_make(cpu, gpu, NULL, (size_t)N * OC * 4);
+    pair d = pair_make(cpu, gpu, hd, (size_t)N * OC * 4), din = pair_make(cpu, gpu, hdin, (size_t)N * IC * 4);
+    pair dw = pair_make(cpu, gpu, hdw, (size_t)OC * IC * 4), db = pair_make(cpu, gpu, hb, (size_t)OC * 4);
+    BOTH(be->matmul_forward(be, F(&out, gpu_side), F(&x, gpu_side), F(&w, gpu_side), F(&b, gpu_side), N, IC, OC));
+    check(&out, limit, "matmul_forward (with bias)", prec);
+    BOTH(be->matmul_backward(be, F(&din, gpu_side), F(&dw, gpu_side), F(&db, gpu_side), F(&d, gpu_side),
+                             F(&x, gpu_side), F(&w, gpu_side), N, IC, OC, 1));
+    check(&din, limit, "matmul_backward dinp (accumulated)", prec);
+    check(&dw, limit, "matmul_backward dweight (accumulated)", prec);
+    check(&db, 1e-4, "matmul_backward dbias", prec);
+    gpu_ok(gpu, "matmul");
+    pair *lin[] = { &x, &w, &b, &out, &d, &din, &dw, &db };
+    for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) pair_free(lin[i]);
+    free(hx); free(hw); free(hb); free(hd); free(hdin); free(hdw);
+
+    /* attention: 3 sequences of T = 19 with padding, 4 heads of 8, dropout; Tq = T and 1 */
+    int B = 3, T = 19, C = 32, NH = 4;
+    size_t Nt = (size_t)B * T, probs_n = (size_t)B * NH * T * T;
+    int32_t mask[3 * 19];
+    int lengths[3] = { 19, 11, 1 };
+    for (int s = 0; s < B; s++)
+        for (int t = 0; t < T; t++) mask[s * T + t] = t < lengths[s];
+    float *hqkv = random_floats(Nt * 3 * C, -2, 2), *hdctx = random_floats(Nt * C, -1, 1);
+    pair qkv = pair_make(cpu, gpu, hqkv, Nt * 3 * C * 4), m = pair_make(cpu, gpu, mask, sizeof mask);
+    for (int Tq = T; Tq >= 1; Tq = Tq == 1 ? 0 : 1) {
+        char what[96];
+        pair ctx = pair_make(cpu, gpu, NULL, Nt * C * 4), probs = pair_make(cpu, gpu, NULL, probs_n * 4);
+        pair dropped = pair_make(cpu, gpu, NULL, probs_n * 4), dctx = pair_make(cpu, gpu, hdctx, Nt * C * 4);
+        pair dqkv = pair_make(cpu, gpu, NULL, Nt * 3 * C * 4), scratch = pair_make(cpu, gpu, NULL, probs_n * 4);
+        BOTH(be->attention_forward(be, F(&ctx, gpu_side), F(&probs, gpu_side), F(&dropped, gpu_side),
+                                   F(&qkv, gpu_side), I(&m, gpu_side), B, T, Tq, C, NH, 0.1f, 0xABCDEFull));
+        snprintf(what, sizeof what, "attention_forward Tq=%d ctx", Tq);
+        check(&ctx, limit, what, prec);
+        snprintf(what, sizeof what, "attention_forward Tq=%d probs", Tq);
+        check(&probs, limit, what, prec);
+        BOTH(be->attention_backward(be, F(&dqkv, gpu_side), F(&scratch, gpu_side), F(&dctx, gpu_side),
+                                    F(&probs, gpu_side), F(&qkv, gpu_side), I(&m, gpu_side), B, T, Tq, C, NH, 0.1f,
+                                    0xABCDEFull));
+        snprintf(what, sizeof what, "attention_backward Tq=%d dqkv", Tq);
+        check(&dqkv, limit, what, prec);
+        gpu_ok(gpu, "attention");
+        pair *att[] = { &ctx, &probs, &dropped, &dctx, &dqkv, &scratch };
+        for (size_t i = 0; i < sizeof att / sizeof *att; i++) pair_free(att[i]);
+    }
+    pair_free(&qkv);
+    pair_free(&m);
+    free(hqkv); free(hdctx);
+}
+
+static void ops_without_products(backend *cpu, backend *gpu) {
+    const char *prec = "fp32";
+    /* embeddings: V 50 words (0 is padding), 7 positions, 2 types */
+    int B = 4, T = 7, C = 40, V = 50, P = 9, K = 2;
+    size_t N = (size_t)B * T;
+    int32_t ids[28], types[28];
+    for (size_t n = 0; n < N; n++) {
+        ids[n] = n % 5 == 4 ? 0 : (int32_t)((n * 7) % 13) + 1;   /* repeats and padding */
+        types[n] = (n % T) >= 4;
+    }
+    float *hwte = random_floats((size_t)V * C, -1, 1), *hwpe = random_floats((size_t)P * C, -1, 1);
+    float *hwtt = random_floats((size_t)K * C, -1, 1), *hd = random_floats(N * C, -1, 1);
+    pair id = pair_make(cpu, gpu, ids, sizeof ids), ty = pair_make(cpu, gpu, types, sizeof types);
+    pair wte = pair_make(cpu, gpu, hwte, (size_t)V * C * 4), wpe = pair_make(cpu, gpu, hwpe, (size_t)P * C * 4);
+    pair wtt = pair_make(cpu, gpu, hwtt, (size_t)K * C * 4), out = pair_make(cpu, gpu, NULL, N * C * 4);
+    pair d = pair_make(cpu, gpu, hd, N * C * 4), touched = pair_make(cpu, gpu, NULL, (size_t)V);
+    BOTH(be->embedding_forward(be, F(&out, gpu_side), I(&id, gpu_side), I(&ty, gpu_side), F(&wte, gpu_side),
+                               F(&wpe, gpu_side), F(&wtt, gpu_side), B, T, C));
+    check(&out, 1e-6, "embedding_forward", prec);
+    BOTH(be->embedding_backward(be, F(&wte, gpu_side), F(&wpe, gpu_side), F(&wtt, gpu_side),
+                                (uint8_t *)(gpu_side ? touched.g : touched.c), F(&d, gpu_side), I(&id, gpu_side),
+                                I(&ty, gpu_side), B, T, C, 0));
+    check(&wte, 1e-4, "embedding_backward word rows (into nonzero tables)", prec);
+    check(&wpe, 1e-4, "embedding_backward position rows", prec);
+    check(&wtt, 1e-4, "embedding_backward type rows", prec);
+    uint8_t flags[50];
+    gpu->download(gpu, flags, touched.g, sizeof flags);
+    tap_ok(memcmp(flags, touched.c, sizeof flags) == 0, "embedding_backward touched flags as the cpu's");
+    BOTH(be->embedding_zero_grad(be, F(&wte, gpu_side), (uint8_t *)(gpu_side ? touched.g : touched.c), V, C));
+    check(&wte, 0, "embedding_zero_grad clears exactly the touched rows", prec);
+    gpu->download(gpu, flags, touched.g, sizeof flags);
+    int clear = 1;
+    for (int v = 0; v < V; v++) clear &= flags[v] == 0;
+    tap_ok(clear, "embedding_zero_grad clears the flags");
+    pair *emb[] = { &id, &ty, &wte, &wpe, &wtt, &out, &d, &touched };
+    for (size_t i = 0; i < sizeof emb / sizeof *emb; i++) pair_free(emb[i]);
+    free(hwte); free(hwpe); free(hwtt); free(hd);
+
+    /* residual + LayerNorm with dropout, and without a residual in place (sum aliases x) */
+    int R = 33, W = 100;
+    float *hx = random_floats((size_t)R * W, -3, 3), *hr = random_floats((size_t)R * W, -1, 1);
+    float *hlw = random_floats(W, 0.5f, 1.5f), *hlb = random_floats(W, -0.5f, 0.5f);
+    float *hdo = random_floats((size_t)R * W, -1, 1);
+    pair x = pair_make(cpu, gpu, hx, (size_t)R * W * 4), r = pair_make(cpu, gpu, hr, (size_t)R * W * 4);
+    pair lw = pair_make(cpu, gpu, hlw, W * 4), lb = pair_make(cpu, gpu, hlb, W * 4);
+    pair o = pair_make(cpu, gpu, NULL, (size_t)R * W * 4), s = pair_make(cpu, gpu, NULL, (size_t)R * W * 4);
+    pair mean = pair_make(cpu, gpu, NULL, R * 4), rstd = pair_make(cpu, gpu, NULL, R * 4);
+    pair dout = pair_make(cpu, gpu, hdo, (size_t)R * W * 4), dx = pair_make(cpu, gpu, NULL, (size_t)R * W * 4);
+    pair dres = pair_make(cpu, gpu, NULL, (size_t)R * W * 4);
+    pair dlw = pair_make(cpu, gpu, hlw, W * 4), dlb = pair_make(cpu, gpu, hlb, W * 4);
+    BOTH(be->add_layernorm_forward(be, F(&o, gpu_side), F(&s, gpu_side), F(&mean, gpu_side), F(&rstd, gpu_side),
+                                   F(&x, gpu_side), F(&r, gpu_side), F(&lw, gpu_side), F(&lb, gpu_side), R, W, 1e-12f,
+                                   0.1f, 77));
+    check(&o, 1e-4, "add_layernorm_forward out (residual, dropout 0.1)", prec);
+    check(&s, 1e-6, "add_layernorm_forward sum", prec);
+    check(&rstd, 1e-4, "add_layernorm_forward rstd", prec);
+    BOTH(be->add_layernorm_backward(be, F(&dx, gpu_side), F(&dres, gpu_side), F(&dlw, gpu_side), F(&dlb, gpu_side),
+                                    F(&dout, gpu_side), F(&s, gpu_side), F(&mean, gpu_side), F(&rstd, gpu_side),
+                                    F(&lw, gpu_side), R, W, 0.1f, 77));
+    check(&dx, 1e-4, "add_layernorm_backward dx", prec);
+    check_same_zeros(&dx, "add_layernorm_backward dx");
+    check(&dres, 1e-4, "add_layernorm_backward dresidual", prec);
+    check(&dlw, 1e-4, "add_layernorm_backward dweight (accumulated)", prec);
+    check(&dlb, 1e-4, "add_layernorm_backward dbias (accumulated)", prec);
+    BOTH(be->add_layernorm_forward(be, F(&o, gpu_side), F(&x, gpu_side), F(&mean, gpu_side), F(&rstd, gpu_side),
+                                   F(&x, gpu_side), NULL, F(&lw, gpu_side), F(&lb, gpu_side), R, W, 1e-5f, 0.0f, 0));
+    check(&o, 1e-4, "add_layernorm_forward without residual, in place", prec);
+
+    /* element-wise ops over the same inputs */
+    size_t n = (size_t)R * W;
+    BOTH(be->gelu_forward(be, F(&o, gpu_side), F(&x, gpu_side), n));
+    check(&o, 1e-4, "gelu_forward (exact erf)", prec);
+    BOTH(be->gelu_backward(be, F(&dx, gpu_side), F(&x, gpu_side), F(&dout, gpu_side), n));
+    check(&dx, 1e-4, "gelu_backward", prec);
+    BOTH(be->tanh_forward(be, F(&o, gpu_side), F(&x, gpu_side), n));
+    check(&o, 1e-5, "tanh_forward", prec);
+    BOTH(be->tanh_backward(be, F(&dx, gpu_side), F(&o, gpu_side), F(&dout, gpu_side), n));
+    check(&dx, 1e-5, "tanh_backward", prec);
+    BOTH(be->dropout(be, F(&o, gpu_side), F(&x, gpu_side), n, 0.3f, 0x1234567ull));
+    check(&o, 1e-6, "dropout p=0.3", prec);
+    check_same_zeros(&o, "dropout p=0.3");
+    BOTH(be->dropout(be, F(&x, gpu_side), F(&x, gpu_side), n, 0.5f, 99));
+    check_same_zeros(&x, "dropout p=0.5 in place");
+    BOTH(be->copy_rows(be, F(&o, gpu_side), W, F(&dout, gpu_side), 2 * W, R / 2, W - 3));
+    check(&o, 0, "copy_rows (strided)", prec);
+    BOTH(be->zero(be, F(&dx, gpu_side), 40 * sizeof(float)));
+    check(&dx, 0, "zero (a prefix)", prec);
+    gpu_ok(gpu, "element-wise ops");
+
+    /* losses: QA-like rows with class stride 2 and an ignored target; regression */
+    int rows = 6, classes = 17;
+    int32_t targets[6] = { 3, 16, 0, 17, 8, -1 };
+    float *hlog = random_floats((size_t)rows * classes * 2, -4, 4), *hval = random_floats(rows, -2, 2);
+    float zero = 0.25f;
+    pair lg = pair_make(cpu, gpu, hlog, (size_t)rows * classes * 2 * 4), tg = pair_make(cpu, gpu, targets, sizeof targets);
+    pair dl = pair_make(cpu, gpu, NULL, (size_t)rows * classes * 2 * 4), loss = pair_make(cpu, gpu, &zero, 4);
+    pair vals = pair_make(cpu, gpu, hval, rows * 4);
+    BOTH(be->cross_entropy(be, F(&loss, gpu_side), F(&dl, gpu_side) + 1, F(&lg, gpu_side) + 1, I(&tg, gpu_side),
+                           rows, classes, 2 * classes, 2, 0.25f, 0.5f));
+    check(&loss, 1e-5, "cross_entropy loss (strided classes, ignored targets, added to 0.25)", prec);
+    check(&dl, 1e-5, "cross_entropy dlogits", prec);
+    BOTH(be->mse(be, F(&loss, gpu_side), F(&dl, gpu_side), F(&lg, gpu_side), F(&vals, gpu_side), rows, 0.5f, 0.125f));
+    check(&loss, 1e-5, "mse loss", prec);
+    check(&dl, 1e-5, "mse dlogits", prec);
+    gpu_ok(gpu, "losses");
+
+    /* optimizer: sumsq and AdamW over a row-sparse segment */
+    int orows = 23, olen = 31;
+    uint8_t oflags[23];
+    for (int i = 0; i < orows; i++) oflags[i] = i % 3 != 1;
+    float *hp = random_floats((size_t)orows * olen, -1, 1), *hg = random_floats((size_t)orows * olen, -1, 1);
+    float *hm = random_floats((size_t)orows * olen, -0.1f, 0.1f), *hv = random_floats((size_t)orows * olen, 0, 0.01f);
+    pair op = pair_make(cpu, gpu, hp, (size_t)orows * olen * 4), og = pair_make(cpu, gpu, hg, (size_t)orows * olen * 4);
+    pair om = pair_make(cpu, gpu, hm, (size_t)orows * olen * 4), ov = pair_make(cpu, gpu, hv, (size_t)orows * olen * 4);
+    pair of = pair_make(cpu, gpu, oflags, sizeof oflags);
+    double sc = cpu->sumsq(cpu, op.c, (size_t)orows, (size_t)olen, of.c);
+    double sg = gpu->sumsq(gpu, op.g, (size_t)orows, (size_t)olen, of.g);
+    TAP_NEAR(sg / sc, 1.0, 1e-6, "sumsq over touched rows");
+    sc = cpu->sumsq(cpu, og.c, (size_t)orows * olen, 1, NULL);
+    sg = gpu->sumsq(gpu, og.g, (size_t)orows * olen, 1, NULL);
+    TAP_NEAR(sg / sc, 1.0, 1e-6, "sumsq of a flat tensor");
+    backend_adamw_args a = { .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .decay = 0.9995f, .step_size = 1e-3f,
+                             .bias_correction2_sqrt = 0.0316f, .grad_scale = 0.7f };
+    for (int step = 0; step < 3; step++)
+        BOTH(be->adamw(be, F(&op, gpu_side), F(&og, gpu_side), F(&om, gpu_side), F(&ov, gpu_side), (size_t)orows,
+                       (size_t)olen, (const uint8_t *)(gpu_side ? of.g : of.c), &a));
+    check(&op, 1e-6, "adamw parameters after 3 steps (row-sparse)", prec);
+    check(&om, 1e-6, "adamw first moments", prec);
+    check(&ov, 1e-6, "adamw second moments", prec);
+    gpu_ok(gpu, "optimizer ops");
+    pair *rest[] = { &x, &r, &lw, &lb, &o, &s, &mean, &rstd, &dout, &dx, &dres, &dlw, &dlb, &lg, &tg, &dl, &loss,
+                     &vals, &op, &og, &om, &ov, &of };
+    for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) pair_free(rest[i]);
+    free(hx); free(hr); free(hlw); free(hlb); free(hdo); free(hlog); free(hval); free(hp); free(hg); free(hm); free(hv);
+}
+
+// ----------------------------------------------------------------------------
+// the whole model
+
+typedef struct host_batch {
+    int32_t ids[4 * 24], types[4 * 24], mask[4 * 24], labels[4], starts[4], ends[4];
+    bert_batch b;
+} host_batch;
+
+/* Batch k: four sequences of different lengths (padding in all but the first). */
+static void make_batch(host_batch *h, int k, int T, int vocab, bert_head head) {
+    memset(h, 0, sizeof *h);
+    for (int s = 0; s < 4; s++) {
+        int len = T - (s * 5 + k) % (T / 2);
+        for (int t = 0; t < len; t++) {
+            h->ids[s * T + t] = 1 + (s * 31 + t * 7 + k * 3) % (vocab - 1);
+            h->types[s * T + t] = t >= len / 2;
+            h->mask[s * T + t] = 1;
+        }
+        h->labels[s] = (s + k) % 3;
+        h->starts[s] = (s + k) % len;
+        h->ends[s] = (s * 2 + k) % len;
+    }
+    h->b = (bert_batch){ .B = 4, .T = T, .input_ids = h->ids, .token_type_ids = h->types,
+                         .attention_mask = h->mask };
+    if (head == BERT_HEAD_QA) { h->b.start_positions = h->starts; h->b.end_positions = h->ends; }
+    else h->b.labels = h->labels;
+}
+
+/* Worst relative error over the model's named tensors of a host copy; names the tensor. */
+static double worst_tensor(const bert_model *m, float *cpu_flat, float *gpu_flat, char *name, size_t name_size) {
+    int count = bert_tensor_count(m);
+    bp_named_tensor *tc = calloc((size_t)count, sizeof *tc), *tg = calloc((size_t)count, sizeof *tg);
+    if (!tc || !tg) exit(2);
+    bert_describe_tensors(m, cpu_flat, tc);
+    bert_describe_tensors(m, gpu_flat, tg);
+    double worst = 0;
+    for (int i = 0; i < count; i++) {
+        size_t n = 1;
+        for (int d = 0; d < tc[i].ndim; d++) n *= (size_t)tc[i].shape[d];
+        const float *c = tc[i].data, *g = tg[i].data;
+        double diff = 0, scale = 0;
+        for (size_t j = 0; j < n; j++) {
+            double e = fabs((double)g[j] - c[j]);
+            if (!(e <= diff)) diff = e;
+            if (fabs(c[j]) > scale) scale = fabs(c[j]);
+        }
+        double rel = scale > 0 ? diff / scale : diff;
+        if (!(rel <= worst)) { worst = rel; snprintf(name, name_size, "%s", tc[i].name); }
+    }
+    free(tc);
+    free(tg);
+    return worst;
+}
+
+static void model_parity(backend *cpu, backend *gpu, bert_head head, double limit, const char *prec) {
+    bp_err err;
+    bert_config cfg;
+    bert_config_default(&cfg);
+    cfg.vocab_size = 97; cfg.hidden_size = 32; cfg.num_hidden_layers = 2; cfg.num_attention_heads = 4;
+    cfg.intermediate_size = 64; cfg.max_position_embeddings = 32; cfg.num_labels = 3; cfg.head = head;
+    cfg.pad_token_id = 0;
+    const char *hname = head == BERT_HEAD_QA ? "qa" : "classification";
+    int T = 24;
+    bert_model *mc = bert_create(&cfg, cpu, 4, T, &err), *mg = mc ? bert_create(&cfg, gpu, 4, T, &err) : NULL;
+    if (!tap_ok(mc && mg, "%s %s: models created", prec, hname)) { tap_diag("  %s", err.msg); bert_free(mc); return; }
+    bert_init_weights(mc, 5, 0, &err);
+    bert_init_weights(mg, 5, 0, &err);
+    mc->dropout_seed = mg->dropout_seed = 11;
+    size_t np = mc->num_params;
+    float *fc = malloc(np * sizeof(float)), *fg = malloc(np * sizeof(float));
+    float *lc = malloc(4 * (size_t)T * 2 * sizeof(float)), *lgpu = malloc(4 * (size_t)T * 2 * sizeof(float));
+    if (!fc || !fg || !lc || !lgpu) exit(2);
+    host_batch hb;
+    make_batch(&hb, 0, T, cfg.vocab_size, head);
+    char worst[128] = "";
+
+    /* forward and backward with dropout */
+    int rc = bert_forward(mc, &hb.b, 1, &err) | bert_forward(mg, &hb.b, 1, &err);
+    rc |= bert_backward(mc, 1.0f, &err) | bert_backward(mg, 1.0f, &err);
+    if (!tap_ok(rc == 0, "%s %s: forward and backward run", prec, hname)) tap_diag("  %s", err.msg);
+    gpu_ok(gpu, "the model's forward and backward");
+    double lerr = fabs((double)bert_loss(mg) - bert_loss(mc)) / fabs((double)bert_loss(mc));
+    tap_ok(lerr <= limit, "%s %s: training loss %.6f vs cpu %.6f (relative error %.2e <= %.0e)", prec, hname,
+           bert_loss(mg), bert_loss(mc), lerr, limit);
+    long nl = bert_logits(mc, lc, 4 * (size_t)T * 2, &err);
+    bert_logits(mg, lgpu, 4 * (size_t)T * 2, &err);
+    double diff = 0, scale = 0;
+    for (long i = 0; i < nl; i++) {
+        if (fabs((double)lgpu[i] - lc[i]) > diff) diff = fabs((double)lgpu[i] - lc[i]);
+        if (fabs(lc[i]) > scale) scale = fabs(lc[i]);
+    }
+    tap_ok(nl > 0 && diff / scale <= limit, "%s %s: logits max relative error %.2e <= %.0e", prec, hname,
+           diff / scale, limit);
+    bert_copy_to_host(mc, NULL, BERT_STATE_GRADS, fc, &err);
+    bert_copy_to_host(mg, NULL, BERT_STATE_GRADS, fg, &err);
+    double gerr = worst_tensor(mc, fc, fg, worst, sizeof worst);
+    tap_ok(gerr <= limit, "%s %s: gradients, worst tensor %s at %.2e <= %.0e", prec, hname, worst, gerr, limit);
+
+    /* 10 training steps on different batches: losses and final weights stay together */
+    bert_zero_grad(mc);
+    bert_zero_grad(mg);
+    optim_config oc;
+    optim_config_default(&oc);
+    oc.lr = 1e-3f; oc.warmup_steps = 2; oc.total_steps = 10;
+    optim_adamw *oc_cpu = bert_optim_create(mc, &oc, &err), *oc_gpu = bert_optim_create(mg, &oc, &err);
+    double worst_loss = 0;
+    rc = !oc_cpu || !oc_gpu;
+    for (int step = 0; step < 10 && rc == 0; step++) {
+        make_batch(&hb, step + 1, T, cfg.vocab_size, head);
+        rc |= bert_forward(mc, &hb.b, 1, &err) | bert_forward(mg, &hb.b, 1, &err);
+        rc |= bert_backward(mc, 1.0f, &err) | bert_backward(mg, 1.0f, &err);
+        rc |= bert_optim_step(mc, oc_cpu, NULL, NULL, &err) | bert_optim_step(mg, oc_gpu, NULL, NULL, &err);
+        double e = fabs((double)bert_loss(mg) - bert_loss(mc)) / fabs((double)bert_loss(mc));
+        if (!(e <= worst_loss)) worst_loss = e;
+    }
+    if (!tap_ok(rc == 0, "%s %s: 10 training steps run", prec, hname)) tap_diag("  %s", err.msg);
+    gpu_ok(gpu, "10 training steps");
+    tap_ok(worst_loss <= limit, "%s %s: 10 steps, worst loss relative error %.2e <= %.0e", prec, hname, worst_loss,
+           limit);
+    bert_copy_to_host(mc, NULL, BERT_STATE_PARAMS, fc, &err);
+    bert_copy_to_host(mg, NULL, BERT_STATE_PARAMS, fg, &err);
+    double perr = worst_tensor(mc, fc, fg, worst, sizeof worst);
+    tap_ok(perr <= limit, "%s %s: weights after 10 steps, worst tensor %s at %.2e <= %.0e", prec, hname, worst, perr,
+           limit);
+    optim_free(oc_cpu);
+    optim_free(oc_gpu);
+    bert_free(mc);
+    bert_free(mg);
+    free(fc); free(fg); free(lc); free(lgpu);
+}
+
+int main(void) {
+    char why[512] = "";
+    if (!backend_cuda_available(why, sizeof why)) {
+        tap_ok(1, "cuda backend parity # skip no GPU: %s", why);
+        return tap_done();
+    }
+    bp_err err;
+    backend *cpu = backend_cpu_create(2, &err), *gpu = cpu ? backend_cuda_create(&err) : NULL;
+    if (!tap_ok(cpu && gpu, "cpu and cuda backends created")) {
+        tap_diag("  %s", err.msg);
+        if (cpu) cpu->destroy(cpu);
+        return tap_done();
+    }
+    tap_diag("GPU: %s", backend_cuda_device_name(gpu));
+    ops_without_products(cpu, gpu);
+    static const struct { backend_cuda_precision p; const char *name; double limit; } precisions[] = {
+        { BACKEND_CUDA_FP32, "fp32", 1e-4 }, { BACKEND_CUDA_TF32, "tf32", 1e-3 }, { BACKEND_CUDA_BF16, "bf16", 2e-2 },
+    };
+    for (size_t i = 0; i < sizeof precisions / sizeof *precisions; i++) {
+        if (backend_cuda_set_precision(gpu, precisions[i].p, &err) != 0) { tap_ok(0, "%s", err.msg); continue; }
+        TAP_EQ_STR(backend_cuda_precision_name(gpu), precisions[i].name, "precision set to %s", precisions[i].name);
+        ops_with_products(cpu, gpu, precisions[i].limit, precisions[i].name);
+        model_parity(cpu, gpu, BERT_HEAD_CLASSIFICATION, precisions[i].limit, precisions[i].name);
+        model_parity(cpu, gpu, BERT_HEAD_QA, precisions[i].limit, precisions[i].name);
+    }
+    gpu->destroy(gpu);
+    cpu->destroy(cpu);
+    return tap_done();
+}
+
+#else
+
+int main(void) {
+    tap_ok(1, "cuda backend parity # skip no GPU: this build has no CUDA backend (built without nvcc)");
+    return tap_done();
+}
+
+#endif

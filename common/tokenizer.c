@@ -350,16 +350,24 @@ enum { ASCII_WORD = 0, ASCII_SPACE, ASCII_PUNCT, ASCII_DROP };
 
 /* Class of each ASCII byte: controls other than \t \n \r vanish, those three and ' ' split,
  * BERT's ASCII punctuation ranges stand alone, the rest (letters, digits) build words. */
+#define W ASCII_WORD
+#define S ASCII_SPACE
+#define P ASCII_PUNCT
+#define D ASCII_DROP
 static const uint8_t ascii_class[128] = {
-    3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 3, 3, 1, 3, 3, /* 0x00: \t \n \r split */
-    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, /* 0x10 */
-    1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* ' ' !"#$%&'()*+,-./ */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, /* 0-9 :;<=>? */
-    2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* @ A-O */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, /* P-Z [\]^_ */
-    2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* ` a-o */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 3, /* p-z {|}~ DEL */
+    D, D, D, D, D, D, D, D, D, S, S, D, D, S, D, D, /* 0x00: only \t \n \r split */
+    D, D, D, D, D, D, D, D, D, D, D, D, D, D, D, D, /* 0x10 */
+    S, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, /* ' ' !"#$%&'()*+,-./ */
+    W, W, W, W, W, W, W, W, W, W, P, P, P, P, P, P, /* 0-9 :;<=>? */
+    P, W, W, W, W, W, W, W, W, W, W, W, W, W, W, W, /* @ A-O */
+    W, W, W, W, W, W, W, W, W, W, W, P, P, P, P, P, /* P-Z [\]^_ */
+    P, W, W, W, W, W, W, W, W, W, W, W, W, W, W, W, /* ` a-o */
+    W, W, W, W, W, W, W, W, W, W, W, P, P, P, P, D, /* p-z {|}~ DEL */
 };
+#undef W
+#undef S
+#undef P
+#undef D
 
 /* The word being built: normalized UTF-8 bytes, where each char starts, and the code point
  * index in the original text each char came from (its offset). */
@@ -377,7 +385,10 @@ typedef struct word_buffer {
 static int pieces_reserve(tok_pieces *pieces, int needed) {
     if (needed <= pieces->capacity) return 0;
     int capacity = pieces->capacity ? pieces->capacity : 256;
-    while (capacity < needed) capacity *= 2;
+    while (capacity < needed) {
+        if (capacity > INT32_MAX / 2) return -1;
+        capacity *= 2;
+    }
     int32_t *ids = realloc(pieces->ids, (size_t)capacity * sizeof *ids);
     if (!ids) return -1;
     pieces->ids = ids;

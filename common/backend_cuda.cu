@@ -52,6 +52,8 @@ typedef struct cuda_state {
     size_t colsum_len;
     __nv_bfloat16 *bf16[BF16_SLOTS]; /* bf16 copies of product operands */
     size_t bf16_len[BF16_SLOTS];
+    void **pair_ptrs;                /* device pointer arrays of one attention product */
+    size_t pair_ptrs_len;
 } cuda_state;
 
 static cuda_state *state_of(backend *be) { return (cuda_state *)be->state; }
@@ -248,30 +250,18 @@ static const __nv_bfloat16 *as_bf16(cuda_state *st, int slot, const float *x, si
     return st->bf16[slot];
 }
 
-/* Column-major C = alpha op(A) op(B) + beta C, `batch` times with element strides sA, sB, sC.
- * In bf16 precision A16/B16 are the operands' bf16 copies at the same layout (A, B unused). */
+/* Column-major C = alpha op(A) op(B) + beta C in the backend's precision. In bf16 A16/B16 are
+ * the operands' bf16 copies at the same layout (A, B unused). */
 static void gemm(cuda_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                 const float *A, const __nv_bfloat16 *A16, int lda, long long sA,
-                 const float *B, const __nv_bfloat16 *B16, int ldb, long long sB, float beta,
-                 float *C, int ldc, long long sC, int batch) {
-    if (st->failed || m <= 0 || n <= 0 || batch <= 0) return;
-    const void *a = A, *b = B;
-    cudaDataType_t in_type = CUDA_R_32F;
-    cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-    if (st->precision == BACKEND_CUDA_BF16) {
-        a = A16;
-        b = B16;
-        in_type = CUDA_R_16BF;
-    } else if (st->precision == BACKEND_CUDA_TF32) {
-        compute = CUBLAS_COMPUTE_32F_FAST_TF32;
-    }
-    if (batch == 1)
-        CUBLAS_OK(st, cublasGemmEx(st->cublas, ta, tb, m, n, k, &alpha, a, in_type, lda, b, in_type, ldb, &beta, C,
-                                   CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
-    else
-        CUBLAS_OK(st, cublasGemmStridedBatchedEx(st->cublas, ta, tb, m, n, k, &alpha, a, in_type, lda, sA, b, in_type,
-                                                 ldb, sB, &beta, C, CUDA_R_32F, ldc, sC, batch, compute,
-                                                 CUBLAS_GEMM_DEFAULT));
+                 const float *A, const __nv_bfloat16 *A16, int lda, const float *B, const __nv_bfloat16 *B16, int ldb,
+                 float beta, float *C, int ldc) {
+    if (st->failed || m <= 0 || n <= 0) return;
+    int bf16 = st->precision == BACKEND_CUDA_BF16;
+    cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t compute = st->precision == BACKEND_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    CUBLAS_OK(st, cublasGemmEx(st->cublas, ta, tb, m, n, k, &alpha, bf16 ? (const void *)A16 : (const void *)A, in_type,
+                               lda, bf16 ? (const void *)B16 : (const void *)B, in_type, ldb, &beta, C, CUDA_R_32F, ldc,
+                               compute, CUBLAS_GEMM_DEFAULT));
 }
 
 /* bf16 copies of two operands when the precision asks for them (else NULL, unused). */
@@ -282,6 +272,44 @@ static int operands_bf16(cuda_state *st, const float *x, size_t nx, const __nv_b
     *x16 = as_bf16(st, slot_x, x, nx);
     *y16 = as_bf16(st, slot_y, y, ny);
     return *x16 && *y16 ? 0 : -1;
+}
+
+/* Operand addresses of one product per (sequence, head) pair: element offsets
+ * seq * per_seq + head * per_head from each base, in bytes of each operand's type. */
+typedef struct pair_operand { const char *base; size_t per_seq, per_head; } pair_operand;
+
+__global__ void pair_pointers_kernel(void **out, pair_operand a, pair_operand b, pair_operand c, int B, int NH) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x, count = B * NH;
+    if (i >= count) return;
+    size_t seq = (size_t)(i / NH), head = (size_t)(i % NH);
+    out[i] = (void *)(a.base + seq * a.per_seq + head * a.per_head);
+    out[count + i] = (void *)(b.base + seq * b.per_seq + head * b.per_head);
+    out[2 * count + i] = (void *)(c.base + seq * c.per_seq + head * c.per_head);
+}
+
+/* Column-major C = alpha op(A) op(B) + beta C for every (sequence, head) pair in one cuBLAS
+ * call. Heads of a sequence are D floats apart but sequences T*3C apart, which no single batch
+ * stride covers, so the operands go as pointer arrays (built on the GPU, in stream order).
+ * Strides are in elements: *_seq between sequences, *_head between heads. */
+static void gemm_pairs(cuda_state *st, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                       const float *A, const __nv_bfloat16 *A16, int lda, size_t a_seq, size_t a_head,
+                       const float *B, const __nv_bfloat16 *B16, int ldb, size_t b_seq, size_t b_head, float beta,
+                       float *C, int ldc, size_t c_seq, size_t c_head, int sequences, int heads) {
+    if (st->failed || m <= 0 || n <= 0 || sequences <= 0) return;
+    int bf16 = st->precision == BACKEND_CUDA_BF16, count = sequences * heads;
+    size_t in_size = bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
+    void **ptrs = (void **)grow(st, (void **)&st->pair_ptrs, &st->pair_ptrs_len, 3 * (size_t)count, sizeof(void *));
+    if (!ptrs) return;
+    pair_operand a = { bf16 ? (const char *)A16 : (const char *)A, a_seq * in_size, a_head * in_size };
+    pair_operand b = { bf16 ? (const char *)B16 : (const char *)B, b_seq * in_size, b_head * in_size };
+    pair_operand c = { (const char *)C, c_seq * sizeof(float), c_head * sizeof(float) };
+    pair_pointers_kernel<<<(count + 127) / 128, 128, 0, st->stream>>>(ptrs, a, b, c, sequences, heads);
+    if (LAUNCHED(st, "pair_pointers_kernel") != 0) return;
+    cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t compute = st->precision == BACKEND_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    CUBLAS_OK(st, cublasGemmBatchedEx(st->cublas, ta, tb, m, n, k, &alpha, (const void *const *)ptrs, in_type, lda,
+                                      (const void *const *)(ptrs + count), in_type, ldb, &beta, ptrs + 2 * count,
+                                      CUDA_R_32F, ldc, count, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 __global__ void add_bias_kernel(float *out, const float *bias, size_t N, int OC) {
@@ -297,7 +325,7 @@ static void cuda_matmul_forward(backend *be, float *out, const float *inp, const
     const __nv_bfloat16 *w16, *x16;
     if (operands_bf16(st, weight, (size_t)OC * IC, &w16, 0, inp, (size_t)N * IC, &x16, 1) != 0) return;
     /* row-major out[N, OC] = inp . weight^T is column-major out^T = weight . inp^T */
-    gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, 1.0f, weight, w16, IC, 0, inp, x16, IC, 0, 0.0f, out, OC, 0, 1);
+    gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, 1.0f, weight, w16, IC, inp, x16, IC, 0.0f, out, OC);
     if (bias && !st->failed) {
         add_bias_kernel<<<blocks_for((size_t)N * OC, 256), 256, 0, st->stream>>>(out, bias, (size_t)N, OC);
         LAUNCHED(st, "add_bias_kernel");
@@ -390,10 +418,10 @@ static void cuda_matmul_backward(backend *be, float *dinp, float *dweight, float
     if (dbias) column_sums(st, COLSUM_PLAIN, dbias, NULL, dout, NULL, NULL, NULL, N, OC);
     /* dinp^T [IC, N] = weight^T . dout^T (column-major view of row-major dinp = dout . weight) */
     if (dinp)
-        gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, 1.0f, weight, w16, IC, 0, dout, d16, OC, 0,
-             accumulate_dinp ? 1.0f : 0.0f, dinp, IC, 0, 1);
+        gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, 1.0f, weight, w16, IC, dout, d16, OC,
+             accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
     /* dweight^T [IC, OC] += inp^T . dout (row-major dweight += dout^T . inp) */
-    gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, 1.0f, inp, x16, IC, 0, dout, d16, OC, 0, 1.0f, dweight, IC, 0, 1);
+    gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, 1.0f, inp, x16, IC, dout, d16, OC, 1.0f, dweight, IC);
 }
 
 // ----------------------------------------------------------------------------
@@ -643,9 +671,8 @@ static void cuda_dropout(backend *be, float *out, const float *inp, size_t n, fl
 }
 
 // ----------------------------------------------------------------------------
-// attention: per sequence, strided-batched products over its NH heads (head h of row t sits at
-// column h*D of qkv, so heads are D floats apart; sequences are T*3C apart, which no single
-// batch stride covers), and one warp per score row for the softmax.
+// attention: one batched product over all (sequence, head) pairs per step (gemm_pairs), and one
+// warp per score row for the softmax.
 //
 // Unlike the CPU this computes every key, also those after a sequence's last real one: their
 // score gets -FLT_MAX and its exponential is exactly 0, so probabilities and products agree.
@@ -701,16 +728,14 @@ static void cuda_attention_forward(backend *be, float *ctx, float *probs, float 
     cuda_state *st = state_of(be);
     if (st->failed || B <= 0) return;
     int D = C / NH, C3 = 3 * C;
-    long long block = (long long)Tq * T;
+    size_t block = (size_t)Tq * T;
     float scale = 1.0f / sqrtf((float)D);
     int bf16 = st->precision == BACKEND_CUDA_BF16;
     const __nv_bfloat16 *qkv16 = bf16 ? as_bf16(st, 0, qkv, (size_t)B * T * C3) : NULL;
     /* scores[Tq, T] = scale Q K^T, column-major: scores^T [T, Tq] = K (as D x T, transposed) . Q */
-    for (int b = 0; b < B; b++) {
-        size_t off = (size_t)b * T * C3;
-        gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, T, Tq, D, scale, qkv + off + C, qkv16 ? qkv16 + off + C : NULL, C3, D,
-             qkv + off, qkv16 ? qkv16 + off : NULL, C3, D, 0.0f, probs + (size_t)b * NH * block, T, block, NH);
-    }
+    size_t seq3 = (size_t)T * C3, seqc = (size_t)T * C, seqp = (size_t)NH * block;
+    gemm_pairs(st, CUBLAS_OP_T, CUBLAS_OP_N, T, Tq, D, scale, qkv + C, qkv16 ? qkv16 + C : NULL, C3, seq3, D,
+               qkv, qkv16, C3, seq3, D, 0.0f, probs, T, seqp, block, B, NH);
     if (st->failed) return;
     int rows = B * NH * Tq;
     float *used = dropout_p > 0 ? probs_dropped : probs;
@@ -719,11 +744,8 @@ static void cuda_attention_forward(backend *be, float *ctx, float *probs, float 
     if (LAUNCHED(st, "softmax_forward_kernel") != 0) return;
     const __nv_bfloat16 *used16 = bf16 ? as_bf16(st, 1, used, (size_t)rows * T) : NULL;
     /* ctx[Tq, D] = P V, column-major: ctx^T [D, Tq] = V^T (D x T) . P^T (T x Tq) */
-    for (int b = 0; b < B; b++) {
-        size_t off = (size_t)b * T * C3, poff = (size_t)b * NH * block;
-        gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, D, Tq, T, 1.0f, qkv + off + 2 * C, qkv16 ? qkv16 + off + 2 * C : NULL, C3,
-             D, used + poff, used16 ? used16 + poff : NULL, T, block, 0.0f, ctx + (size_t)b * T * C, C, D, NH);
-    }
+    gemm_pairs(st, CUBLAS_OP_N, CUBLAS_OP_N, D, Tq, T, 1.0f, qkv + 2 * C, qkv16 ? qkv16 + 2 * C : NULL, C3, seq3, D,
+               used, used16, T, seqp, block, 0.0f, ctx, C, seqc, D, B, NH);
 }
 
 static void cuda_attention_backward(backend *be, float *dqkv, float *scratch, const float *dctx,
@@ -733,7 +755,7 @@ static void cuda_attention_backward(backend *be, float *dqkv, float *scratch, co
     cuda_state *st = state_of(be);
     if (st->failed || B <= 0) return;
     int D = C / NH, C3 = 3 * C, rows = B * NH * Tq;
-    long long block = (long long)Tq * T;
+    size_t block = (size_t)Tq * T;
     size_t all = (size_t)rows * T;
     float scale = 1.0f / sqrtf((float)D);
     int bf16 = st->precision == BACKEND_CUDA_BF16;
@@ -750,29 +772,25 @@ static void cuda_attention_backward(backend *be, float *dqkv, float *scratch, co
     const __nv_bfloat16 *used16 = bf16 ? as_bf16(st, 1, used, all) : NULL;
     const __nv_bfloat16 *dctx16 = bf16 ? as_bf16(st, 2, dctx, (size_t)B * T * C) : NULL;
     if (st->failed) return;
-    for (int b = 0; b < B; b++) {
-        size_t off = (size_t)b * T * C3, coff = (size_t)b * T * C, poff = (size_t)b * NH * block;
-        /* dV[T, D] = Pd^T dctx: column-major dV^T [D, T] = dctx^T (D x Tq) . Pd (Tq x T) */
-        gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, D, T, Tq, 1.0f, dctx + coff, dctx16 ? dctx16 + coff : NULL, C, D,
-             used + poff, used16 ? used16 + poff : NULL, T, block, 0.0f, dqkv + off + 2 * C, C3, D, NH);
-        /* dP[Tq, T] = dctx V^T: column-major dP^T [T, Tq] = V (as D x T, transposed) . dctx^T */
-        gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, T, Tq, D, 1.0f, qkv + off + 2 * C, qkv16 ? qkv16 + off + 2 * C : NULL, C3,
-             D, dctx + coff, dctx16 ? dctx16 + coff : NULL, C, D, 0.0f, scratch + poff, T, block, NH);
-    }
+    size_t seq3 = (size_t)T * C3, seqc = (size_t)T * C, seqp = (size_t)NH * block;
+    /* dV[T, D] = Pd^T dctx: column-major dV^T [D, T] = dctx^T (D x Tq) . Pd (Tq x T) */
+    gemm_pairs(st, CUBLAS_OP_N, CUBLAS_OP_T, D, T, Tq, 1.0f, dctx, dctx16, C, seqc, D, used, used16, T, seqp, block,
+               0.0f, dqkv + 2 * C, C3, seq3, D, B, NH);
+    /* dP[Tq, T] = dctx V^T: column-major dP^T [T, Tq] = V (as D x T, transposed) . dctx^T. It
+     * overwrites scratch, which may hold Pd: the product above has read it by then (stream order) */
+    gemm_pairs(st, CUBLAS_OP_T, CUBLAS_OP_N, T, Tq, D, 1.0f, qkv + 2 * C, qkv16 ? qkv16 + 2 * C : NULL, C3, seq3, D,
+               dctx, dctx16, C, seqc, D, 0.0f, scratch, T, seqp, block, B, NH);
     if (st->failed) return;
     softmax_backward_kernel<<<(rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK, 32 * ROWS_PER_BLOCK, 0, st->stream>>>(
         scratch, probs, rows, T, dropout_p, dropout_key);
     if (LAUNCHED(st, "softmax_backward_kernel") != 0) return;
     const __nv_bfloat16 *ds16 = bf16 ? as_bf16(st, 1, scratch, all) : NULL;
-    for (int b = 0; b < B; b++) {
-        size_t off = (size_t)b * T * C3, poff = (size_t)b * NH * block;
-        /* dQ[Tq, D] = scale dS K: column-major dQ^T [D, Tq] = K^T (D x T) . dS^T (T x Tq) */
-        gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, D, Tq, T, scale, qkv + off + C, qkv16 ? qkv16 + off + C : NULL, C3, D,
-             scratch + poff, ds16 ? ds16 + poff : NULL, T, block, 0.0f, dqkv + off, C3, D, NH);
-        /* dK[T, D] = scale dS^T Q: column-major dK^T [D, T] = Q^T (D x Tq) . dS (Tq x T) */
-        gemm(st, CUBLAS_OP_N, CUBLAS_OP_T, D, T, Tq, scale, qkv + off, qkv16 ? qkv16 + off : NULL, C3, D,
-             scratch + poff, ds16 ? ds16 + poff : NULL, T, block, 0.0f, dqkv + off + C, C3, D, NH);
-    }
+    /* dQ[Tq, D] = scale dS K: column-major dQ^T [D, Tq] = K^T (D x T) . dS^T (T x Tq) */
+    gemm_pairs(st, CUBLAS_OP_N, CUBLAS_OP_N, D, Tq, T, scale, qkv + C, qkv16 ? qkv16 + C : NULL, C3, seq3, D, scratch,
+               ds16, T, seqp, block, 0.0f, dqkv, C3, seq3, D, B, NH);
+    /* dK[T, D] = scale dS^T Q: column-major dK^T [D, T] = Q^T (D x Tq) . dS (Tq x T) */
+    gemm_pairs(st, CUBLAS_OP_N, CUBLAS_OP_T, D, T, Tq, scale, qkv, qkv16, C3, seq3, D, scratch, ds16, T, seqp, block,
+               0.0f, dqkv + C, C3, seq3, D, B, NH);
 }
 
 // ----------------------------------------------------------------------------
@@ -924,6 +942,7 @@ static void cuda_destroy(backend *be) {
         /* best effort: the process is usually ending, and there is nobody to report to */
         if (st->stream) cudaStreamSynchronize(st->stream);
         for (int i = 0; i < BF16_SLOTS; i++) cudaFree(st->bf16[i]);
+        cudaFree(st->pair_ptrs);
         cudaFree(st->colsum);
         cudaFree(st->d_partials);
         if (st->h_result) cudaFreeHost(st->h_result);
@@ -1048,7 +1067,7 @@ extern "C" double backend_cuda_gemm_tflops(backend *be, int m, int n, int k, int
             if (r == 0) CUDA_OK(st, cudaEventRecord(start, st->stream));
             const __nv_bfloat16 *a16, *b16;
             if (operands_bf16(st, A, (size_t)m * k, &a16, 0, B, (size_t)k * n, &b16, 1) != 0) break;
-            gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, 1.0f, A, a16, m, 0, B, b16, k, 0, 0.0f, C, m, 0, 1);
+            gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, 1.0f, A, a16, m, B, b16, k, 0.0f, C, m);
         }
         if (!st->failed && CUDA_OK(st, cudaEventRecord(stop, st->stream)) == 0 &&
             CUDA_OK(st, cudaEventSynchronize(stop)) == 0 && CUDA_OK(st, cudaEventElapsedTime(&ms, start, stop)) == 0 &&

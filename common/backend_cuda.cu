@@ -413,8 +413,7 @@ static void cuda_matmul_backward(backend *be, float *dinp, float *dweight, float
         x16 = as_bf16(st, 2, inp, (size_t)N * IC);
         if (st->failed) return;
     }
-    /* the bias gradient first: it reads only dout, which dinp never aliases in the model but
-     * the order keeps this op safe if it did */
+    /* as on the CPU, dinp must not alias dout: the dweight product below still reads dout */
     if (dbias) column_sums(st, COLSUM_PLAIN, dbias, NULL, dout, NULL, NULL, NULL, N, OC);
     /* dinp^T [IC, N] = weight^T . dout^T (column-major view of row-major dinp = dout . weight) */
     if (dinp)

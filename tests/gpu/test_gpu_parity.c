@@ -135,14 +135,16 @@ static void ops_with_products(backend *cpu, backend *gpu, double limit, const ch
     for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) pair_free(lin[i]);
     free(hx); free(hw); free(hb); free(hd); free(hdin); free(hdw);
 
-    /* attention: 3 sequences of T = 19 with padding, 4 heads of 8, dropout; Tq = T and 1 */
+    /* attention: 3 sequences of T = 19 with padding, 4 heads of 8, dropout; Tq = T and 1.
+     * Inputs of LayerNorm-like size: scores of a few units, as in a trained model (bf16 rounding
+     * of huge scores would move probabilities more than any real layer sees) */
     int B = 3, T = 19, C = 32, NH = 4;
     size_t Nt = (size_t)B * T, probs_n = (size_t)B * NH * T * T;
     int32_t mask[3 * 19];
     int lengths[3] = { 19, 11, 1 };
     for (int s = 0; s < B; s++)
         for (int t = 0; t < T; t++) mask[s * T + t] = t < lengths[s];
-    float *hqkv = random_floats(Nt * 3 * C, -2, 2), *hdctx = random_floats(Nt * C, -1, 1);
+    float *hqkv = random_floats(Nt * 3 * C, -1, 1), *hdctx = random_floats(Nt * C, -1, 1);
     pair qkv = pair_make(cpu, gpu, hqkv, Nt * 3 * C * 4), m = pair_make(cpu, gpu, mask, sizeof mask);
     for (int Tq = T; Tq >= 1; Tq = Tq == 1 ? 0 : 1) {
         char what[96];
@@ -333,30 +335,76 @@ static void make_batch(host_batch *h, int k, int T, int vocab, bert_head head) {
     else h->b.labels = h->labels;
 }
 
-/* Worst relative error over the model's named tensors of a host copy; names the tensor. */
-static double worst_tensor(const bert_model *m, float *cpu_flat, float *gpu_flat, char *name, size_t name_size) {
-    int count = bert_tensor_count(m);
-    bp_named_tensor *tc = calloc((size_t)count, sizeof *tc), *tg = calloc((size_t)count, sizeof *tg);
-    if (!tc || !tg) exit(2);
-    bert_describe_tensors(m, cpu_flat, tc);
-    bert_describe_tensors(m, gpu_flat, tg);
-    double worst = 0;
-    for (int i = 0; i < count; i++) {
-        size_t n = 1;
-        for (int d = 0; d < tc[i].ndim; d++) n *= (size_t)tc[i].shape[d];
-        const float *c = tc[i].data, *g = tg[i].data;
-        double diff = 0, scale = 0;
-        for (size_t j = 0; j < n; j++) {
-            double e = fabs((double)g[j] - c[j]);
-            if (!(e <= diff)) diff = e;
-            if (fabs(c[j]) > scale) scale = fabs(c[j]);
+/* Model tensors compared one named tensor at a time (HF names: query, key and value apart).
+ * A few gradients are zero by the model's structure, not by chance (key biases: softmax ignores
+ * a shift shared by a row; in QA the qa_outputs bias and the last LayerNorm bias): both sides
+ * return rounding noise there, so a relative error means nothing. Those tensors, recognised from
+ * the cpu's first gradients, are held to an absolute bound instead: the global gradient scale
+ * times the limit for gradients, and the distance AdamW can move them (its steps are about lr
+ * each) for weights after training. */
+typedef struct tensor_check {
+    int count;
+    bp_named_tensor *cpu, *gpu;
+    uint8_t *structural;     /* [count] gradient zero by structure */
+} tensor_check;
+
+static void tensor_check_init(tensor_check *tc, const bert_model *m, float *cpu_flat, float *gpu_flat) {
+    tc->count = bert_tensor_count(m);
+    tc->cpu = calloc((size_t)tc->count, sizeof *tc->cpu);
+    tc->gpu = calloc((size_t)tc->count, sizeof *tc->gpu);
+    tc->structural = calloc((size_t)tc->count, 1);
+    if (!tc->cpu || !tc->gpu || !tc->structural) exit(2);
+    bert_describe_tensors(m, cpu_flat, tc->cpu);
+    bert_describe_tensors(m, gpu_flat, tc->gpu);
+}
+static void tensor_check_free(tensor_check *tc) { free(tc->cpu); free(tc->gpu); free(tc->structural); }
+
+static void max_abs_and_diff(const bp_named_tensor *c, const bp_named_tensor *g, double *scale, double *diff) {
+    size_t n = c->nbytes / sizeof(float);
+    const float *cv = c->data, *gv = g->data;
+    *scale = *diff = 0;
+    for (size_t j = 0; j < n; j++) {
+        double e = fabs((double)gv[j] - cv[j]);
+        if (!(e <= *diff)) *diff = e;   /* NaN counts as the largest */
+        if (fabs(cv[j]) > *scale) *scale = fabs(cv[j]);
+    }
+}
+
+/* Mark the tensors whose cpu gradient is below 1e-6 of the largest gradient anywhere; returns
+ * that largest gradient. The flat arrays must hold gradients. */
+static double mark_structural(tensor_check *tc) {
+    double global = 0, scale, diff;
+    for (int i = 0; i < tc->count; i++) {
+        max_abs_and_diff(&tc->cpu[i], &tc->gpu[i], &scale, &diff);
+        if (scale > global) global = scale;
+    }
+    for (int i = 0; i < tc->count; i++) {
+        max_abs_and_diff(&tc->cpu[i], &tc->gpu[i], &scale, &diff);
+        tc->structural[i] = scale < 1e-6 * global;
+    }
+    return global;
+}
+
+/* One TAP line: every ordinary tensor within `limit` (relative), every structural one within
+ * `structural_bound` (absolute). Names the worst tensor, or the first one out of bounds. */
+static void check_tensors(const tensor_check *tc, double limit, double structural_bound, const char *what) {
+    double worst = 0, scale, diff;
+    const char *worst_name = "-", *bad_structural = NULL;
+    double bad_diff = 0;
+    int structural = 0;
+    for (int i = 0; i < tc->count; i++) {
+        max_abs_and_diff(&tc->cpu[i], &tc->gpu[i], &scale, &diff);
+        if (tc->structural[i]) {
+            structural++;
+            if (!(diff <= structural_bound) && !bad_structural) { bad_structural = tc->cpu[i].name; bad_diff = diff; }
+            continue;
         }
         double rel = scale > 0 ? diff / scale : diff;
-        if (!(rel <= worst)) { worst = rel; snprintf(name, name_size, "%s", tc[i].name); }
+        if (!(rel <= worst)) { worst = rel; worst_name = tc->cpu[i].name; }
     }
-    free(tc);
-    free(tg);
-    return worst;
+    tap_ok(worst <= limit && !bad_structural, "%s: worst tensor %s at %.2e <= %.0e; %d zero by structure within %.1e",
+           what, worst_name, worst, limit, structural, structural_bound);
+    if (bad_structural) tap_diag("  %s (zero by structure) differs by %.3e", bad_structural, bad_diff);
 }
 
 static void model_parity(backend *cpu, backend *gpu, bert_head head, double limit, const char *prec) {
@@ -379,7 +427,7 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
     if (!fc || !fg || !lc || !lgpu) exit(2);
     host_batch hb;
     make_batch(&hb, 0, T, cfg.vocab_size, head);
-    char worst[128] = "";
+    char what[128];
 
     /* forward and backward with dropout */
     int rc = bert_forward(mc, &hb.b, 1, &err) | bert_forward(mg, &hb.b, 1, &err);
@@ -400,8 +448,11 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
            diff / scale, limit);
     bert_copy_to_host(mc, NULL, BERT_STATE_GRADS, fc, &err);
     bert_copy_to_host(mg, NULL, BERT_STATE_GRADS, fg, &err);
-    double gerr = worst_tensor(mc, fc, fg, worst, sizeof worst);
-    tap_ok(gerr <= limit, "%s %s: gradients, worst tensor %s at %.2e <= %.0e", prec, hname, worst, gerr, limit);
+    tensor_check tc;
+    tensor_check_init(&tc, mc, fc, fg);
+    double global = mark_structural(&tc);
+    snprintf(what, sizeof what, "%s %s: gradients", prec, hname);
+    check_tensors(&tc, limit, limit * global, what);
 
     /* 10 training steps on different batches: losses and final weights stay together */
     bert_zero_grad(mc);
@@ -410,13 +461,15 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
     optim_config_default(&oc);
     oc.lr = 1e-3f; oc.warmup_steps = 2; oc.total_steps = 10;
     optim_adamw *oc_cpu = bert_optim_create(mc, &oc, &err), *oc_gpu = bert_optim_create(mg, &oc, &err);
-    double worst_loss = 0;
+    double worst_loss = 0, lr_sum = 0;
     rc = !oc_cpu || !oc_gpu;
     for (int step = 0; step < 10 && rc == 0; step++) {
         make_batch(&hb, step + 1, T, cfg.vocab_size, head);
         rc |= bert_forward(mc, &hb.b, 1, &err) | bert_forward(mg, &hb.b, 1, &err);
         rc |= bert_backward(mc, 1.0f, &err) | bert_backward(mg, 1.0f, &err);
-        rc |= bert_optim_step(mc, oc_cpu, NULL, NULL, &err) | bert_optim_step(mg, oc_gpu, NULL, NULL, &err);
+        float lr = 0;
+        rc |= bert_optim_step(mc, oc_cpu, NULL, &lr, &err) | bert_optim_step(mg, oc_gpu, NULL, NULL, &err);
+        lr_sum += lr;
         double e = fabs((double)bert_loss(mg) - bert_loss(mc)) / fabs((double)bert_loss(mc));
         if (!(e <= worst_loss)) worst_loss = e;
     }
@@ -426,9 +479,11 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
            limit);
     bert_copy_to_host(mc, NULL, BERT_STATE_PARAMS, fc, &err);
     bert_copy_to_host(mg, NULL, BERT_STATE_PARAMS, fg, &err);
-    double perr = worst_tensor(mc, fc, fg, worst, sizeof worst);
-    tap_ok(perr <= limit, "%s %s: weights after 10 steps, worst tensor %s at %.2e <= %.0e", prec, hname, worst, perr,
-           limit);
+    /* an AdamW step moves a weight by about lr at most (3x leaves room for the bias
+     * corrections' early overshoot); the two sides can move in opposite directions */
+    snprintf(what, sizeof what, "%s %s: weights after 10 steps", prec, hname);
+    check_tensors(&tc, limit, 2 * 3 * lr_sum, what);
+    tensor_check_free(&tc);
     optim_free(oc_cpu);
     optim_free(oc_gpu);
     bert_free(mc);

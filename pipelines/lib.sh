@@ -4,7 +4,7 @@
 #
 #   BERTPIPE_BIN=DIR           where the stages are (default: the repo's bin/, else PATH)
 #   BERTPIPE_<STAGE>="CMD"     run CMD instead of the stage (e.g. BERTPIPE_TRAIN="valgrind bin/train")
-#   BERTPIPE_TAP="a,b"         splice a tap after stages a and b (log: RUN/tap-a.jsonl)
+#   BERTPIPE_TAP_AFTER="a,b"         splice a tap after stages a and b (log: OUT/tap-a.jsonl)
 #   --stdio (BP_MODE=stdio)    connect stages with pipes (named FIFOs) instead of ipc sockets
 # Sourced by bash scripts only; it never runs anything at load time.
 
@@ -54,12 +54,12 @@ bp_edge() {
 
 # bp_stage NAME IN OUT [ARGS...] — start stage NAME in the background reading IN and writing
 # OUT (each an edge from bp_edge, a file:PATH, "-" or "" for none), with a tap spliced
-# after it when BERTPIPE_TAP names it.
+# after it when BERTPIPE_TAP_AFTER names it.
 bp_stage() {
   local name=$1 in=$2 out=$3; shift 3
   local -a cmd
   read -r -a cmd <<<"$(bp_cmd "$name")"
-  if [[ ",${BERTPIPE_TAP:-}," == *",$name,"* && -n "$out" ]]; then
+  if [[ ",${BERTPIPE_TAP_AFTER:-}," == *",$name,"* && -n "$out" ]]; then
     local mid
     mid=$(bp_edge "$name-tap")
     bp_spawn "$name" "$in" "$mid" "${cmd[@]}" "$@"
@@ -92,22 +92,26 @@ bp_spawn() {
 
 # Wait for every stage; the first that fails is named, the rest are stopped.
 bp_supervise() {
-  local left=${#BP_PIDS[@]} pid status i
-  while [ "$left" -gt 0 ]; do
+  local pid status i why
+  local -a live=("${BP_PIDS[@]}")
+  while [ ${#live[@]} -gt 0 ]; do
     status=0
-    wait -n -p pid "${BP_PIDS[@]}" || status=$?
-    [ -z "${pid:-}" ] && break
-    left=$((left - 1))
+    pid=""
+    wait -n -p pid "${live[@]}" || status=$?
+    [ -n "$pid" ] || break
+    local -a rest=()
+    for i in "${live[@]}"; do [ "$i" = "$pid" ] || rest+=("$i"); done
+    live=("${rest[@]}")
     if [ "$status" -ne 0 ]; then
       for i in "${!BP_PIDS[@]}"; do
         if [ "${BP_PIDS[$i]}" = "$pid" ]; then
-          local why="exit status $status"
+          why="exit status $status"
           [ "$status" -gt 128 ] && why="killed by signal $((status - 128))"
           bp_say "error: stage ${BP_NAMES[$i]} failed ($why); stopping the pipeline"
         fi
       done
-      for i in "${BP_PIDS[@]}"; do kill "$i" 2>/dev/null; done
-      wait 2>/dev/null
+      for i in "${live[@]}"; do kill "$i" 2>/dev/null; done
+      for i in "${live[@]}"; do wait "$i" 2>/dev/null; done
       BP_PIDS=()
       BP_NAMES=()
       return 1

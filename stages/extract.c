@@ -1,0 +1,237 @@
+/* extract — a data set (file, folder, .gz, .zip, .tar.gz) in, example frames out.
+ *
+ * Formats come from common/datasets.h: SST trees, raw SST, GLUE SST-2, IMDB, any CSV/TSV, SQuAD
+ * v1.1/v2.0; plus "lines" (one unlabelled text per line, for predictions on your own
+ * sentences) and a single QA example from --question/--context. It streams: each example is
+ * sent as soon as it is read. It never drops a record silently: every skip is counted and
+ * reported, and a SQuAD answer whose answer_start does not slice its context is reported by id.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "datasets.h"
+#include "stage.h"
+
+static const char usage[] =
+    "usage: extract [options] PATH            (PATH may be - for --format lines)\n"
+    "       extract --question Q --context C  (one QA example, e.g. for predict-squad)\n"
+    "Read a data set and send one example frame per record.\n"
+    "  --format F          sst-trees sst-raw sst2 imdb csv squad lines (default: guessed from PATH)\n"
+    "  --split S           train, validation (dev) or test (default train)\n"
+    "  --limit N           stop after N examples\n"
+    "  --sample N          a seeded random sample of N examples (--seed, default 42)\n"
+    "  --binarize          SST: two classes (trees: neutral dropped; raw: score rounded)\n"
+    "  --skip-empty        skip and count empty texts instead of failing\n"
+    "  --text-column C --label-column C --id-column C   CSV/TSV columns (name or 0-based index)\n"
+    "  --label-map LIST    CSV/TSV label values in class order, e.g. -1,0,1,2 or negative,positive\n"
+    "  --delimiter D       , or tab (default: tab for .tsv, else ,)     --no-header\n"
+    "  --validation-ratio R   CSV/TSV: seeded train/validation split of the rows\n"
+    "  --articles A-B      SQuAD: only articles A..B (0-based, in file order)\n"
+    "  --strict            SQuAD: an answer_start that does not match its answer is an error\n"
+    "  --out SPEC          output endpoint (default -: stdout)\n";
+
+typedef struct emitter {
+    bp_out *out;
+    bp_writer w;
+    int64_t seq;
+    const char *split;
+    /* --articles */
+    int64_t first_article, last_article, article;
+    char *last_title;
+    int64_t out_of_range;
+} emitter;
+
+static void put_common(emitter *e, const ds_example *ex) {
+    bp_begin(&e->w, BP_EXAMPLE);
+    bp_put_int(&e->w, "seq", e->seq++);
+    bp_put_str(&e->w, "example_id", ex->id);
+    bp_put_str(&e->w, "split", e->split);
+}
+
+static int emit(const ds_example *ex, void *user, bp_err *err) {
+    emitter *e = user;
+    if (ex->question) {
+        if (e->first_article >= 0) {
+            if (!e->last_title || strcmp(e->last_title, ex->title ? ex->title : "")) {
+                if (e->last_title) e->article++;
+                free(e->last_title);
+                e->last_title = strdup(ex->title ? ex->title : "");
+                if (!e->last_title) return bp_err_set(err, "out of memory");
+            }
+            if (e->article > e->last_article) return 1;   /* past the range: stop reading */
+            if (e->article < e->first_article) {
+                e->out_of_range++;
+                return 0;
+            }
+        }
+        put_common(e, ex);
+        bp_put_str(&e->w, "title", ex->title ? ex->title : "");
+        bp_put_str(&e->w, "question", ex->question);
+        bp_put_str(&e->w, "context", ex->context);
+        bp_put_key(&e->w, "answers");
+        msgpack_pack_array(&e->w.pk, ex->n_answers);
+        for (size_t i = 0; i < ex->n_answers; i++) {
+            msgpack_pack_map(&e->w.pk, 2);
+            bp_pack_str(&e->w.pk, "text", 4);
+            bp_pack_str(&e->w.pk, ex->answers[i].text, strlen(ex->answers[i].text));
+            bp_pack_str(&e->w.pk, "answer_start", 12);
+            msgpack_pack_int64(&e->w.pk, ex->answers[i].start);
+            if (!ex->answers[i].matches)
+                bp_warn("example %s: answer %zu (\"%.60s\") does not match the context at answer_start %lld (%s)",
+                        ex->id, i, ex->answers[i].text, (long long)ex->answers[i].start, ex->source);
+        }
+        bp_put_bool(&e->w, "is_impossible", ex->is_impossible);
+    } else {
+        put_common(e, ex);
+        bp_put_str(&e->w, "text", ex->text);
+        bp_put_int(&e->w, "label", ex->label);
+        if (ex->has_score) bp_put_float(&e->w, "score", ex->score);
+    }
+    if (bp_out_send(e->out, &e->w)) return bp_err_set(err, "%s", bp_out_error(e->out));
+    return 0;
+}
+
+/* --format lines: one unlabelled example per non-empty line of path ("-" = stdin). */
+static int read_lines(const char *path, emitter *e, int64_t limit, bp_err *err) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+    if (!f) return bp_err_set(err, "cannot open (%s)", path);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int64_t lineno = 0, sent = 0;
+    char id[32];
+    while ((limit <= 0 || sent < limit) && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        if (n == 0) continue;
+        snprintf(id, sizeof id, "line-%lld", (long long)lineno);
+        ds_example ex = {.id = id, .text = line, .label = -1, .source = path, .line = lineno};
+        if (emit(&ex, e, err) < 0) break;
+        sent++;
+    }
+    int bad = ferror(f);
+    free(line);
+    if (f != stdin) fclose(f);
+    if (bad) return bp_err_set(err, "read failed (%s)", path);
+    return err->msg[0] ? -1 : 0;
+}
+
+int main(int argc, char **argv) {
+    bp_io_opts io;
+    bp_stage_init(&io, argv);
+    ds_options o = {0};
+    o.seed = 42;
+    const char *format = NULL, *question = NULL, *context = NULL, *articles = NULL;
+    int lines = 0;
+    enum { O_FORMAT = 1, O_SPLIT, O_LIMIT, O_SAMPLE, O_SEED, O_BIN, O_SKIP, O_TEXT, O_LABEL, O_ID, O_MAP, O_DELIM,
+           O_NOHEAD, O_RATIO, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT };
+    static const struct option longopts[] = {
+        BP_IO_LONGOPTS,
+        {"format", required_argument, 0, O_FORMAT}, {"split", required_argument, 0, O_SPLIT},
+        {"limit", required_argument, 0, O_LIMIT}, {"sample", required_argument, 0, O_SAMPLE},
+        {"seed", required_argument, 0, O_SEED}, {"binarize", no_argument, 0, O_BIN},
+        {"skip-empty", no_argument, 0, O_SKIP}, {"text-column", required_argument, 0, O_TEXT},
+        {"label-column", required_argument, 0, O_LABEL}, {"id-column", required_argument, 0, O_ID},
+        {"label-map", required_argument, 0, O_MAP}, {"delimiter", required_argument, 0, O_DELIM},
+        {"no-header", no_argument, 0, O_NOHEAD}, {"validation-ratio", required_argument, 0, O_RATIO},
+        {"articles", required_argument, 0, O_ARTICLES}, {"strict", no_argument, 0, O_STRICT},
+        {"question", required_argument, 0, O_QUESTION}, {"context", required_argument, 0, O_CONTEXT},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (bp_io_option(&io, opt, optarg)) continue;
+        switch (opt) {
+        case O_FORMAT: format = optarg; break;
+        case O_SPLIT: o.split = optarg; break;
+        case O_LIMIT: o.limit = bp_opt_long("--limit", optarg, 1, 1L << 40); break;
+        case O_SAMPLE: o.sample = bp_opt_long("--sample", optarg, 1, 1L << 40); break;
+        case O_SEED: o.seed = (uint64_t)bp_opt_long("--seed", optarg, 0, 1L << 62); break;
+        case O_BIN: o.binary = 1; break;
+        case O_SKIP: o.skip_empty = 1; break;
+        case O_TEXT: o.text_column = optarg; break;
+        case O_LABEL: o.label_column = optarg; break;
+        case O_ID: o.id_column = optarg; break;
+        case O_MAP: o.label_map = optarg; break;
+        case O_DELIM:
+            if (strcmp(optarg, "tab") == 0 || strcmp(optarg, "\\t") == 0 || strcmp(optarg, "\t") == 0) o.delimiter = '\t';
+            else if (strlen(optarg) == 1) o.delimiter = optarg[0];
+            else bp_die(2, NULL, "--delimiter wants one character or 'tab', got '%s'", optarg);
+            break;
+        case O_NOHEAD: o.no_header = 1; break;
+        case O_RATIO: o.validation_ratio = bp_opt_double("--validation-ratio", optarg, 0, 1); break;
+        case O_ARTICLES: articles = optarg; break;
+        case O_STRICT: o.answers_must_match = 1; break;
+        case O_QUESTION: question = optarg; break;
+        case O_CONTEXT: context = optarg; break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: bp_usage_error();
+        }
+    }
+    const char *path = optind < argc ? argv[optind] : NULL;
+    if (optind + 1 < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind + 1]);
+    if (!!question != !!context) bp_die(2, NULL, "--question and --context go together");
+    if (!question && !path) bp_die(2, NULL, "give the data set PATH (see --help)");
+    bp_err err = {{0}};
+    emitter e = {.first_article = -1, .last_article = -1};
+    if (articles) {
+        char *dash;
+        long a = strtol(articles, &dash, 10), b = a;
+        if (*dash == '-') b = strtol(dash + 1, &dash, 10);
+        if (*dash || a < 0 || b < a) bp_die(2, NULL, "--articles wants A-B with 0 <= A <= B, got '%s'", articles);
+        e.first_article = a;
+        e.last_article = b;
+    }
+    if (format && strcmp(format, "lines") == 0) lines = 1;
+    else if (format && ds_format_parse(format, &o.format, &err)) bp_die(2, NULL, "%s", err.msg);
+    else if (!format && !question && ds_format_guess(path, &o.format, &err)) bp_die(2, NULL, "%s (use --format)", err.msg);
+    int qa = question || o.format == DS_FORMAT_SQUAD;
+    e.split = o.split ? o.split : "train";
+
+    /* The schema: task and, for classification, the class names. */
+    char names[4096] = "";
+    int n_labels = 0;
+    if (!qa && !lines && (n_labels = ds_label_names(path, &o, names, sizeof names, &err)) < 0) bp_die_err(&err);
+    e.out = bp_open_out(&io);
+    bp_writer_init(&e.w);
+    bp_hello_begin(&e.w);
+    bp_put_str(&e.w, "task", qa ? "qa" : "classification");
+    if (n_labels > 0) {
+        bp_put_key(&e.w, "labels");
+        msgpack_pack_array(&e.w.pk, (size_t)n_labels);
+        for (char *name = names, *end; name; name = end ? end + 1 : NULL) {
+            end = strchr(name, ',');
+            bp_pack_str(&e.w.pk, name, end ? (size_t)(end - name) : strlen(name));
+        }
+        bp_put_int(&e.w, "num_labels", n_labels);
+    }
+    bp_put_str(&e.w, "split", e.split);
+    bp_put_str(&e.w, "source", question ? "--question/--context" : path);
+    if (bp_out_hello(e.out, &e.w)) bp_die_err(bp_out_err(e.out));
+
+    ds_stats st = {0};
+    int rc;
+    if (question) {
+        ds_example ex = {.id = "question-1", .title = "", .question = question, .context = context, .source = "argv"};
+        rc = emit(&ex, &e, &err) < 0 ? -1 : 0;
+        st.records = st.emitted = rc == 0;
+    } else if (lines) {
+        rc = read_lines(path, &e, o.limit, &err);
+        st.emitted = st.records = e.seq;
+    } else {
+        rc = ds_read(path, &o, emit, &e, &st, &err);
+    }
+    if (rc) {
+        bp_out_abort(e.out, err.msg);
+        bp_die_err(&err);
+    }
+    bp_log("%lld records read, %lld examples sent; skipped: %lld neutral, %lld empty, %lld other split side, "
+           "%lld outside --articles; %lld answers, %lld not matching their context",
+           (long long)st.records, (long long)e.seq, (long long)st.skipped_neutral, (long long)st.skipped_empty,
+           (long long)st.skipped_other_side, (long long)e.out_of_range, (long long)st.answers,
+           (long long)st.answer_mismatches);
+    if (bp_out_close(e.out, &err)) bp_die_err(&err);
+    bp_writer_free(&e.w);
+    free(e.last_title);
+    return 0;
+}

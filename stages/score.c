@@ -1,0 +1,201 @@
+/* score — prediction frames in, metrics out: a JSON summary (stdout or --json FILE), a
+ * readable table on stderr, and a metric frame when --out is given.
+ *
+ * Classification: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and
+ * eval loss (common/metrics.h). QA: the official SQuAD v1.1 exact match and F1 (v2.0 with
+ * HasAns/NoAns), plus span accuracy. File mode, like the official script:
+ *   score --dataset dev-v1.1.json --predictions predictions.json
+ * prints {"exact_match": ..., "f1": ...}. It never scores a partial stream as whole: the
+ * input must end with its eos.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+#include "stage.h"
+
+static const char usage[] =
+    "usage: score [--json FILE] [--in SPEC] [--out SPEC]\n"
+    "       score --dataset DATA.json --predictions predictions.json [--version-2]\n"
+    "Metrics of prediction frames (or of a SQuAD predictions file).\n"
+    "  --json FILE         write the JSON summary here (default: stdout)\n"
+    "  --out SPEC          also send a metric frame (scope \"score\") to SPEC\n"
+    "  --dataset FILE      file mode: the SQuAD dataset JSON\n"
+    "  --predictions FILE  file mode: {id: answer text}\n"
+    "  --version-2         score as SQuAD v2.0 (default: as the dataset says)\n"
+    "  --in SPEC           input endpoint (default -: stdin)\n";
+
+static FILE *open_json(const char *path) {
+    if (!path) return stdout;
+    FILE *f = fopen(path, "w");
+    if (!f) bp_die(1, path, "cannot create");
+    return f;
+}
+
+static void close_json(FILE *f, const char *path) {
+    if (fflush(f) || (f != stdout && fclose(f))) bp_die(1, path ? path : "stdout", "write failed");
+}
+
+int main(int argc, char **argv) {
+    bp_io_opts io;
+    bp_stage_init(&io, argv);
+    const char *json_path = NULL, *dataset = NULL, *predictions = NULL;
+    int v2 = 0, out_given = 0;
+    enum { O_JSON = 1, O_DATASET, O_PREDS, O_V2 };
+    static const struct option longopts[] = {
+        BP_IO_LONGOPTS, {"json", required_argument, 0, O_JSON}, {"dataset", required_argument, 0, O_DATASET},
+        {"predictions", required_argument, 0, O_PREDS}, {"version-2", no_argument, 0, O_V2},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (opt == BP_OPT_OUT) out_given = 1;
+        if (bp_io_option(&io, opt, optarg)) continue;
+        switch (opt) {
+        case O_JSON: json_path = optarg; break;
+        case O_DATASET: dataset = optarg; break;
+        case O_PREDS: predictions = optarg; break;
+        case O_V2: v2 = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: bp_usage_error();
+        }
+    }
+    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    bp_err err;
+    if (!!dataset != !!predictions) bp_die(2, NULL, "file mode needs both --dataset and --predictions");
+    if (dataset) {
+        metrics_squad_summary s;
+        if (metrics_squad_score_files(dataset, predictions, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_AUTO, &s, &err))
+            bp_die_err(&err);
+        if (s.missing) bp_warn("%lld questions have no prediction (scored 0)", (long long)s.missing);
+        FILE *f = open_json(json_path);
+        if (metrics_squad_write_official(&s, f, &err)) bp_die_err(&err);
+        close_json(f, json_path);
+        return 0;
+    }
+
+    bp_in *in = bp_open_in(&io);
+    const bp_frame *hello = bp_in_wait_hello(in);
+    if (!hello) bp_die_err(bp_in_err(in));
+    const char *task = "classification";
+    size_t task_len = strlen(task);
+    bp_get_str(hello, "task", &task, &task_len, &err);
+    int qa = task_len == 2 && memcmp(task, "qa", 2) == 0;
+    int hello_v2 = 0;
+    if (!bp_get_bool(hello, "version_2", &hello_v2, &err) && hello_v2) v2 = 1;
+    char **labels = NULL;
+    int n_labels = 0;
+    const msgpack_object *l = bp_get(hello, "labels");
+    if (l && l->type == MSGPACK_OBJECT_ARRAY) {
+        labels = calloc(l->via.array.size + 1, sizeof *labels);
+        for (uint32_t i = 0; labels && i < l->via.array.size; i++) {
+            const msgpack_object *o = &l->via.array.ptr[i];
+            labels[n_labels++] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
+        }
+    }
+
+    metrics_cls mc;
+    int mc_ready = 0;
+    metrics_squad_totals st;
+    metrics_squad_totals_init(&st, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_V1);
+    bp_frame f;
+    int r;
+    int64_t n = 0;
+    while ((r = bp_in_next(in, &f)) == 1) {
+        if (f.kind != BP_PREDICTION) { bp_frame_release(&f); continue; }
+        n++;
+        if (qa) {
+            char *text = bp_get_strdup(&f, "text", &err);
+            if (!text) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+            const msgpack_object *a = bp_get(&f, "answers");
+            int n_golds = a && a->type == MSGPACK_OBJECT_ARRAY ? (int)a->via.array.size : 0;
+            char **golds = calloc((size_t)n_golds + 1, sizeof *golds);
+            for (int i = 0; golds && i < n_golds; i++) {
+                const msgpack_object *g = &a->via.array.ptr[i];
+                golds[i] = g->type == MSGPACK_OBJECT_STR ? strndup(g->via.str.ptr, g->via.str.size) : strdup("");
+            }
+            if (!golds) bp_die(1, NULL, "out of memory");
+            if (n_golds > 0 || v2) {
+                if (metrics_squad_add(&st, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
+                    bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+            }
+            int match;
+            if (!bp_get_bool(&f, "span_match", &match, &err)) metrics_squad_add_span(&st, match ? 0 : 1, 0, 0, 0);
+            for (int i = 0; i < n_golds; i++) free(golds[i]);
+            free(golds);
+            free(text);
+        } else {
+            int64_t label, gold;
+            if (bp_get_int(&f, "label", &label, &err) || bp_get_int(&f, "gold", &gold, &err))
+                bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+            if (!mc_ready) {
+                int C = n_labels;
+                bp_tensor_view p;
+                if (!C && !bp_get_tensor(&f, "probs", &p, &err) && p.ndim == 1) C = (int)p.shape[0];
+                if (C < 2) C = 2;
+                if (metrics_cls_init(&mc, C, &err)) bp_die_err(&err);
+                mc_ready = 1;
+            }
+            if (gold < 0) { bp_frame_release(&f); continue; }   /* unlabelled: nothing to score */
+            if (metrics_cls_add_prediction(&mc, (int)label, (int)gold, &err)) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+            double loss;
+            if (!bp_get_float(&f, "loss", &loss, &err)) {
+                mc.loss_sum += loss;
+                mc.loss_count++;
+            }
+        }
+        bp_frame_release(&f);
+    }
+    if (r < 0) bp_die_err(bp_in_err(in));
+    bp_in_close(in);
+
+    bp_out *out = out_given ? bp_open_out(&io) : NULL;
+    bp_writer w;
+    bp_writer_init(&w);
+    if (out) {
+        bp_hello_begin(&w);
+        bp_put_str(&w, "task", qa ? "qa" : "classification");
+        if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+        bp_begin(&w, BP_METRIC);
+        bp_put_int(&w, "seq", 0);
+        bp_put_str(&w, "scope", "score");
+        bp_put_int(&w, "examples", n);
+    }
+    FILE *jf = open_json(json_path);
+    if (qa) {
+        metrics_squad_summary s = metrics_squad_summarize(&st);
+        json_t *j = metrics_squad_summary_to_json(&s, &err);
+        if (!j) bp_die_err(&err);
+        char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
+        if (!text || fprintf(jf, "%s\n", text) < 0) bp_die(1, json_path ? json_path : "stdout", "write failed");
+        fprintf(stderr, "score: exact match %.2f  F1 %.2f  span accuracy %.2f  (%lld questions)\n", s.exact, s.f1,
+                s.span_total ? s.span_accuracy : 0.0 / 0.0, (long long)s.total);
+        if (out) {
+            bp_put_float(&w, "exact_match", s.exact);
+            bp_put_float(&w, "f1", s.f1);
+            if (s.span_total) bp_put_float(&w, "span_accuracy", s.span_accuracy);
+        }
+        free(text);
+        json_decref(j);
+    } else {
+        if (!mc_ready && metrics_cls_init(&mc, n_labels > 1 ? n_labels : 2, &err)) bp_die_err(&err);
+        if (metrics_cls_write_json(&mc, n_labels ? (const char *const *)labels : NULL, jf, &err) ||
+            metrics_cls_format_table(&mc, n_labels ? (const char *const *)labels : NULL, stderr, &err))
+            bp_die_err(&err);
+        if (out) {
+            bp_put_float(&w, "accuracy", metrics_cls_accuracy(&mc));
+            bp_put_float(&w, "macro_f1", metrics_cls_macro_f1(&mc));
+            if (mc.loss_count) bp_put_float(&w, "loss", metrics_cls_mean_loss(&mc));
+        }
+        metrics_cls_free(&mc);
+    }
+    close_json(jf, json_path);
+    if (out) {
+        if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
+        if (bp_out_close(out, &err)) bp_die_err(&err);
+    }
+    bp_writer_free(&w);
+    for (int i = 0; i < n_labels; i++) free(labels[i]);
+    free(labels);
+    return 0;
+}

@@ -90,6 +90,20 @@ int main(int argc, char **argv) {
         msgpack_pack_object(&w.pk, *o);
     }
     bp_put_str(&w, "checkpoint", checkpoint);
+    if (!qa && !bp_get(hello, "labels")) {
+        /* Unlabelled input (your own sentences): the checkpoint's id2label names the classes. */
+        char config_path[4096];
+        snprintf(config_path, sizeof config_path, "%s/config.json", checkpoint);
+        hfc_config hf;
+        if (hfc_read(config_path, &hf, &err) == 0) {
+            if (hf.num_labels == C && hf.id2label) {
+                bp_put_key(&w, "labels");
+                msgpack_pack_array(&w.pk, (size_t)C);
+                for (int i = 0; i < C; i++) bp_pack_str(&w.pk, hf.id2label[i], strlen(hf.id2label[i]));
+            }
+            hfc_free(&hf);
+        }
+    }
     if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
 
     size_t cells = (size_t)max_B * (size_t)max_T;

@@ -21,6 +21,7 @@ static const char usage[] =
     "usage: postprocess [options] [--in SPEC] [--out SPEC]\n"
     "Turn logits frames into prediction frames.\n"
     "  --predictions FILE  classification: index<TAB>label<TAB>p_... lines; QA: predictions.json\n"
+    "  --text FILE         one readable line per prediction: LABEL<TAB>PROBABILITY, or ANSWER<TAB>SCORE\n"
     "  QA only:\n"
     "  --examples SPEC     the example frames (context text), e.g. file:validation.examples\n"
     "  --nbest FILE        nbest_predictions.json\n"
@@ -37,7 +38,8 @@ static void die_out(bp_out *out, const bp_err *err) {
 
 /* ---- classification ---------------------------------------------------------------- */
 
-static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pred_path, char **labels, int n_labels) {
+static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pred_path, FILE *text_out, char **labels,
+                           int n_labels) {
     FILE *pf = NULL;
     bp_err err;
     float *logits = NULL, *probs = NULL;
@@ -115,6 +117,10 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
             if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
             if (pf && metrics_cls_write_prediction_line(pf, index, label, n_labels ? (const char *const *)labels : NULL, p, C, &err))
                 die_out(out, &err);
+            if (text_out) {
+                if (n_labels) fprintf(text_out, "%s\t%.4f\n", labels[label], p[label]);
+                else fprintf(text_out, "%d\t%.4f\n", label, p[label]);
+            }
             index++;
         }
         bp_frame_release(&f);
@@ -152,7 +158,7 @@ static int cmp_window(const void *a, const void *b) {
 }
 
 static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, const char *pred_path,
-               const char *nbest_path, const qa_post_options *po, int allow_missing) {
+               const char *nbest_path, FILE *text_out, const qa_post_options *po, int allow_missing) {
     bp_err err;
     /* 1. the examples, in their order, indexed by id */
     bp_in *ein = bp_in_open(examples_spec, 1, &err);
@@ -296,6 +302,12 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
             bp_put_bool(w, "span_match", best->start_index == wd->gold_start && best->end_index == wd->gold_end);
         }
         if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+        if (text_out) {
+            /* one line per answer: tabs and newlines inside the text become spaces */
+            for (char *c = res.answer; *c; c++)
+                if (*c == '\t' || *c == '\n' || *c == '\r') *c = ' ';
+            fprintf(text_out, "%s\t%.4f\n", res.answer, res.answer_score);
+        }
         qa_post_result_free(&res);
         free(pw);
     }
@@ -324,17 +336,18 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
-    const char *pred_path = NULL, *nbest_path = NULL, *examples = NULL;
+    const char *pred_path = NULL, *nbest_path = NULL, *examples = NULL, *text_path = NULL;
     int allow_missing = 0;
     qa_post_options po;
     qa_post_options_default(&po);
-    enum { O_PRED = 1, O_NBESTF, O_EXAMPLES, O_NBEST, O_MAXLEN, O_V2, O_NULL, O_ALLOW };
+    enum { O_PRED = 1, O_NBESTF, O_EXAMPLES, O_NBEST, O_MAXLEN, O_V2, O_NULL, O_ALLOW, O_TEXT };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"predictions", required_argument, 0, O_PRED}, {"nbest", required_argument, 0, O_NBESTF},
         {"examples", required_argument, 0, O_EXAMPLES}, {"n-best", required_argument, 0, O_NBEST},
         {"max-answer-length", required_argument, 0, O_MAXLEN}, {"version-2", no_argument, 0, O_V2},
         {"null-threshold", required_argument, 0, O_NULL}, {"allow-missing", no_argument, 0, O_ALLOW},
+        {"text", required_argument, 0, O_TEXT},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -348,6 +361,7 @@ int main(int argc, char **argv) {
         case O_V2: po.version_2_with_negative = 1; break;
         case O_NULL: po.null_score_diff_threshold = (float)bp_opt_double("--null-threshold", optarg, -1e9, 1e9); break;
         case O_ALLOW: allow_missing = 1; break;
+        case O_TEXT: text_path = optarg; break;
         case 'h': fputs(usage, stdout); return 0;
         default: bp_usage_error();
         }
@@ -385,8 +399,11 @@ int main(int argc, char **argv) {
     }
     if (is_qa) bp_put_bool(&w, "version_2", po.version_2_with_negative);
     if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
-    if (is_qa) qa(in, out, &w, examples, pred_path, nbest_path, &po, allow_missing);
-    else classification(in, out, &w, pred_path, labels, n_labels);
+    FILE *text_out = NULL;
+    if (text_path && !(text_out = fopen(text_path, "w"))) bp_die(1, text_path, "cannot create");
+    if (is_qa) qa(in, out, &w, examples, pred_path, nbest_path, text_out, &po, allow_missing);
+    else classification(in, out, &w, pred_path, text_out, labels, n_labels);
+    if (text_out && fclose(text_out)) bp_die(1, text_path, "write failed");
     if (bp_out_close(out, &err)) bp_die_err(&err);
     bp_in_close(in);
     for (int i = 0; i < n_labels; i++) free(labels[i]);

@@ -128,3 +128,4 @@ install: all
 
 clean:
 	rm -rf bin build
+-include tests/gpu/gpu.mk

@@ -11,14 +11,10 @@
 
 #include "backend.h"
 
-/* threads: CPU element-wise threads (0 = all cores). note (may be NULL) gets one line about
+/* threads: CPU element-wise threads (0 = all cores). precision: "fp32", "tf32" or "bf16"
+ * (NULL = fp32); tf32 and bf16 need the CUDA backend. note (may be NULL) gets one line about
  * the choice. Returns the backend (caller destroys it with be->destroy(be)) or NULL with err. */
-backend *bp_backend_open(const char *device, int threads, char *note, size_t note_size, bp_err *err);
-
-#ifdef BP_HAVE_CUDA
-/* From the CUDA backend (common/backend_cuda.cu). 1 when a usable GPU exists, else 0 with why filled. */
-int backend_cuda_available(char *why, size_t why_size);
-backend *backend_cuda_create(bp_err *err);
-#endif
+backend *bp_backend_open(const char *device, int threads, const char *precision, char *note, size_t note_size,
+                         bp_err *err);
 
 #endif

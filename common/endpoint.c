@@ -493,7 +493,12 @@ const bp_frame *bp_in_wait_hello(bp_in *in) {
     bp_frame f;
     int r = bp_in_next(in, &f);
     if (r < 0) return NULL;
-    if (r == 0) { in_fail(in, "stream ended before any hello"); return NULL; }
+    if (r == 0) {
+        /* hello then eos: an empty stream is still a stream */
+        if (in->have_hello) return &in->hello;
+        in_fail(in, "stream ended before any hello");
+        return NULL;
+    }
     in->pending = f;
     in->have_pending = 1;
     return &in->hello;

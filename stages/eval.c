@@ -18,6 +18,7 @@ static const char usage[] =
     "Logits for every batch frame.\n"
     "  --checkpoint DIR   config.json + model.safetensors (or pytorch_model.bin)\n"
     "  --device D         auto (default), cuda or cpu\n"
+    "  --precision P      fp32 (default), tf32 or bf16 (GPU only)\n"
     "  --threads N        CPU threads (default: all)\n" BP_IO_USAGE;
 
 /* Copy field `key` of f (any value) into w unchanged, when present. */
@@ -31,11 +32,11 @@ static void pass_field(bp_writer *w, const bp_frame *f, const char *key) {
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
-    const char *checkpoint = NULL, *device = "auto";
+    const char *checkpoint = NULL, *device = "auto", *precision = "fp32";
     long threads = 0;
-    enum { O_CKPT = 1, O_DEVICE, O_THREADS };
+    enum { O_CKPT = 1, O_DEVICE, O_THREADS, O_PRECISION };
     static const struct option longopts[] = {
-        BP_IO_LONGOPTS, {"checkpoint", required_argument, 0, O_CKPT}, {"device", required_argument, 0, O_DEVICE},
+        BP_IO_LONGOPTS, {"checkpoint", required_argument, 0, O_CKPT}, {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
         {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -43,6 +44,7 @@ int main(int argc, char **argv) {
         switch (opt) {
         case O_CKPT: checkpoint = optarg; break;
         case O_DEVICE: device = optarg; break;
+        case O_PRECISION: precision = optarg; break;
         case O_THREADS: threads = bp_opt_long("--threads", optarg, 0, 1024); break;
         case 'h': fputs(usage, stdout); return 0;
         default: bp_usage_error();
@@ -64,7 +66,7 @@ int main(int argc, char **argv) {
         bp_die(1, io.in, "the input hello lacks batch_size or max_length: is this a batch stream?");
 
     char note[300];
-    backend *be = bp_backend_open(device, (int)threads, note, sizeof note, &err);
+    backend *be = bp_backend_open(device, (int)threads, precision, note, sizeof note, &err);
     if (!be) bp_die_err(&err);
     bp_log("%s", note);
     char *notes = NULL;

@@ -37,6 +37,7 @@ static const char usage[] =
     "  --dropout P          hidden and attention dropout (default: the config's)\n"
     "  --seed N             weight init and dropout seed (default 42)\n"
     "  --device auto|cuda|cpu  (default auto)    --threads N  CPU threads (default all)\n"
+    "  --precision fp32|tf32|bf16   GPU matmul precision (bf16: fp32 master weights; default fp32)\n"
     "  --save DIR           save here at each epoch end and at the end\n"
     "  --save-every N       also save every N steps\n"
     "  --save-init DIR      save the starting weights (before any step) to DIR, e.g. for a peer run\n"
@@ -241,12 +242,12 @@ int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
     const char *checkpoint = NULL, *config = NULL, *preset = NULL, *vocab = NULL, *resume = NULL;
-    const char *device = "auto", *save_dir = NULL, *eval_spec = NULL, *save_init = NULL;
+    const char *device = "auto", *precision = "fp32", *save_dir = NULL, *eval_spec = NULL, *save_init = NULL;
     double lr = 5e-5, warmup_ratio = 0, weight_decay = 0, max_grad_norm = 1.0, dropout = -1;
     long warmup_steps = -1, grad_accum = 1, max_steps = 0, save_every = 0, threads = 0;
     uint64_t seed = 42;
     enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD, O_CLIP, O_ACC, O_MAXSTEPS,
-           O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT };
+           O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
@@ -256,7 +257,7 @@ int main(int argc, char **argv) {
         {"weight-decay", required_argument, 0, O_WD}, {"max-grad-norm", required_argument, 0, O_CLIP},
         {"grad-accum", required_argument, 0, O_ACC}, {"max-steps", required_argument, 0, O_MAXSTEPS},
         {"dropout", required_argument, 0, O_DROPOUT}, {"seed", required_argument, 0, O_SEED},
-        {"device", required_argument, 0, O_DEVICE}, {"threads", required_argument, 0, O_THREADS},
+        {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION}, {"threads", required_argument, 0, O_THREADS},
         {"save", required_argument, 0, O_SAVE}, {"save-every", required_argument, 0, O_SAVE_EVERY},
         {"eval", required_argument, 0, O_EVAL}, {"save-init", required_argument, 0, O_SAVE_INIT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
@@ -278,6 +279,7 @@ int main(int argc, char **argv) {
         case O_DROPOUT: dropout = bp_opt_double("--dropout", optarg, 0, 0.99); break;
         case O_SEED: seed = (uint64_t)bp_opt_long("--seed", optarg, 0, 1L << 62); break;
         case O_DEVICE: device = optarg; break;
+        case O_PRECISION: precision = optarg; break;
         case O_THREADS: threads = bp_opt_long("--threads", optarg, 0, 1024); break;
         case O_SAVE: save_dir = optarg; break;
         case O_SAVE_EVERY: save_every = bp_opt_long("--save-every", optarg, 1, 1L << 40); break;
@@ -319,7 +321,7 @@ int main(int argc, char **argv) {
     if (bp_get_int(hello, "num_labels", &num_labels, &err)) num_labels = r.n_labels;
 
     char note[300];
-    backend *be = bp_backend_open(device, (int)threads, note, sizeof note, &err);
+    backend *be = bp_backend_open(device, (int)threads, precision, note, sizeof note, &err);
     if (!be) bp_die_err(&err);
     bp_log("%s", note);
 

@@ -12,6 +12,9 @@
 #include "backend.h"
 #include "bert.h"
 #include "device.h"
+#ifdef BP_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
 #include "optim.h"
 #include "tap.h"
 

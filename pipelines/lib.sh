@@ -63,7 +63,9 @@ bp_stage() {
     local mid
     mid=$(bp_edge "$name-tap")
     bp_spawn "$name" "$in" "$mid" "${cmd[@]}" "$@"
-    bp_spawn "tap($name)" "$mid" "$out" "$(bp_cmd tap)" --brief --log "$BP_OUT/tap-$name.jsonl"
+    local -a tap
+    read -r -a tap <<<"$(bp_cmd tap)"
+    bp_spawn "tap($name)" "$mid" "$out" "${tap[@]}" --brief --log "$BP_OUT/tap-$name.jsonl"
   else
     bp_spawn "$name" "$in" "$out" "${cmd[@]}" "$@"
   fi

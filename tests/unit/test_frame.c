@@ -1,0 +1,361 @@
+/* test_frame.c — the frame codec against the protocol test vectors in proto/vectors/.
+ *
+ * The vectors' bytes come from an independent MessagePack encoder
+ * (tests/reference/make_vectors.py), so this checks common/frame.c and common/framejson.c
+ * against the spec, not against themselves: decode → JSON equals the .json line, JSON →
+ * encode equals the .msgpack bytes, the writer API rebuilds the same bytes field by field,
+ * and every bad-*.msgpack is refused with the text in its .expect. It also covers the
+ * tensor and typed getters' errors and the f16/bf16 conversions. Reads files only.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "framejson.h"
+#include "tap.h"
+
+static char vec_dir[4096];
+
+/* Whole file into a malloc'd buffer (NUL-terminated for text); NULL when unreadable. */
+static char *slurp(const char *name, const char *ext, size_t *len) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s%s", vec_dir, name, ext);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            char *grown = realloc(buf, (cap *= 2) + 1);
+            if (!grown) { free(buf); buf = NULL; }
+            buf = grown;
+        }
+    }
+    if (buf && ferror(f)) { free(buf); buf = NULL; }
+    fclose(f);
+    if (!buf) return NULL;
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Names (without extension) of the vectors ending in `ext`, sorted; caller frees. */
+static char **list_vectors(const char *ext, int *count) {
+    DIR *d = opendir(vec_dir);
+    char **names = NULL;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    size_t elen = strlen(ext);
+    while (d && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len <= elen || strcmp(e->d_name + len - elen, ext)) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char **grown = realloc(names, (size_t)cap * sizeof *names);
+            if (!grown) break;
+            names = grown;
+        }
+        names[n] = strndup(e->d_name, len - elen);
+        if (names[n]) n++;
+    }
+    if (d) closedir(d);
+    if (n) qsort(names, (size_t)n, sizeof *names, cmp_name);
+    *count = n;
+    return names;
+}
+
+static void free_names(char **names, int n) {
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+/* One good vector: both directions. Returns the number of vectors checked (0 or 1). */
+static int check_vector(const char *name) {
+    size_t jlen = 0, mlen = 0;
+    char *json = slurp(name, ".json", &jlen), *mp = slurp(name, ".msgpack", &mlen);
+    if (!tap_ok(json && mp, "%s: .json and .msgpack readable", name)) { free(json); free(mp); return 0; }
+    bp_frame f;
+    bp_err err = {{0}};
+    if (tap_ok(bp_frame_decode(&f, mp, mlen, NULL, NULL, &err) == 0, "%s: decodes", name)) {
+        char *line = NULL;
+        size_t len = 0, cap = 0;
+        int rc = bp_frame_to_json(bp_root(&f), NULL, &line, &len, &cap, &err);
+        tap_ok(rc == 0, "%s: converts to JSON", name);
+        TAP_EQ_STR(line, json, "%s: JSON text equals the vector's line", name);
+        free(line);
+        bp_frame_release(&f);
+    } else {
+        tap_diag("  %s", err.msg);
+    }
+    bp_writer w;
+    bp_writer_init(&w);
+    if (tap_ok(bp_json_to_frame(json, jlen, &w, &err) == 0, "%s: JSON line encodes", name)) {
+        int same = w.buf.size == mlen && memcmp(w.buf.data, mp, mlen) == 0;
+        if (!tap_ok(same, "%s: encoded bytes equal the .msgpack", name))
+            tap_diag("  got %zu bytes, want %zu", w.buf.size, mlen);
+    } else {
+        tap_diag("  %s", err.msg);
+    }
+    bp_writer_free(&w);
+    free(json);
+    free(mp);
+    return 1;
+}
+
+static void check_bad(const char *name) {
+    size_t mlen = 0, elen = 0;
+    char *mp = slurp(name, ".msgpack", &mlen), *expect = slurp(name, ".expect", &elen);
+    if (!tap_ok(mp && expect, "%s: .msgpack and .expect readable", name)) { free(mp); free(expect); return; }
+    while (elen && expect[elen - 1] == '\n') expect[--elen] = 0;
+    bp_frame f;
+    bp_err err = {{0}};
+    int rc = bp_frame_decode(&f, mp, mlen, NULL, NULL, &err);
+    tap_ok(rc == -1, "%s: refused", name);
+    if (rc == 0) bp_frame_release(&f);
+    if (!tap_ok(strstr(err.msg, expect) != NULL, "%s: error says \"%s\"", name, expect)) tap_diag("  got \"%s\"", err.msg);
+    free(mp);
+    free(expect);
+}
+
+/* The feature-cls vector rebuilt with the writer API must give the same bytes. */
+static void check_writer(void) {
+    size_t mlen = 0;
+    char *mp = slurp("feature-cls", ".msgpack", &mlen);
+    if (!tap_ok(mp != NULL, "writer: feature-cls.msgpack readable")) return;
+    const int32_t ids[5] = {101, 1037, 4714, 3231, 102}, types[5] = {0}, mask[5] = {1, 1, 1, 1, 0};
+    const int64_t shape[1] = {5};
+    bp_writer w;
+    bp_writer_init(&w);
+    for (int round = 0; round < 2; round++) {  /* the second round proves begin resets */
+        bp_begin(&w, BP_FEATURE);
+        bp_put_int(&w, "seq", 0);
+        bp_put_str(&w, "example_id", "train-0");
+        bp_put_int(&w, "window", 0);
+        bp_put_tensor(&w, "input_ids", BP_I32, 1, shape, ids);
+        bp_put_tensor(&w, "token_type_ids", BP_I32, 1, shape, types);
+        bp_put_tensor(&w, "attention_mask", BP_I32, 1, shape, mask);
+        bp_put_int(&w, "label", 1);
+        size_t len;
+        const char *p = bp_finish(&w, &len);
+        tap_ok(len == mlen && memcmp(p, mp, mlen) == 0, "writer: field-by-field feature equals the vector (round %d)", round);
+    }
+    TAP_EQ_INT(w.kind, BP_FEATURE, "writer: remembers the kind");
+    /* bp_finish_release hands over the same bytes. */
+    size_t len;
+    char *owned = bp_finish_release(&w, &len);
+    tap_ok(owned && len == mlen && memcmp(owned, mp, mlen) == 0, "writer: finish_release gives the same bytes");
+    free(owned);
+    bp_writer_free(&w);
+    free(mp);
+
+    /* 16+ fields need a map16 header: the writer's fix-up must pick it. */
+    size_t wlen = 0;
+    char *wide = slurp("wide-headers", ".msgpack", &wlen);
+    if (!tap_ok(wide != NULL, "writer: wide-headers.msgpack readable")) return;
+    char s32[33], s256[257];
+    memset(s32, 'x', 32); s32[32] = 0;
+    memset(s256, 'y', 256); s256[256] = 0;
+    unsigned char blob[258];
+    for (int i = 0; i < 256; i++) blob[i] = (unsigned char)i;
+    blob[256] = 1; blob[257] = 2;
+    bp_writer_init(&w);
+    bp_begin(&w, BP_METRIC);
+    bp_put_int(&w, "seq", 65536);
+    bp_put_str(&w, "s32", s32);
+    bp_put_str(&w, "s256", s256);
+    bp_put_key(&w, "arr16");
+    msgpack_pack_array(&w.pk, 16);
+    for (int i = 0; i < 16; i++) msgpack_pack_int64(&w.pk, i);
+    bp_put_int(&w, "u8", 200);
+    bp_put_int(&w, "u16", 60000);
+    bp_put_int(&w, "u32", 4000000000LL);
+    bp_put_int(&w, "i8", -100);
+    bp_put_int(&w, "i16", -1000);
+    bp_put_int(&w, "i32", -100000);
+    bp_put_int(&w, "i64", -(1LL << 40));
+    bp_put_int(&w, "u64", 1LL << 62);
+    bp_put_key(&w, "n");
+    msgpack_pack_nil(&w.pk);
+    bp_put_bool(&w, "b", 0);
+    bp_put_key(&w, "blob");
+    msgpack_pack_bin(&w.pk, sizeof blob);
+    msgpack_pack_bin_body(&w.pk, blob, sizeof blob);
+    const char *p = bp_finish(&w, &len);
+    tap_ok(len == wlen && memcmp(p, wide, wlen) == 0, "writer: 17 fields, str8, bin16, array16 and every int width equal the vector");
+    bp_writer_free(&w);
+    free(wide);
+}
+
+static int decode_vector(const char *name, bp_frame *f, char **bytes) {
+    size_t len = 0;
+    bp_err err;
+    *bytes = slurp(name, ".msgpack", &len);
+    if (!*bytes) return -1;
+    if (bp_frame_decode(f, *bytes, len, free, *bytes, &err)) { free(*bytes); return -1; }
+    return 0;
+}
+
+static void check_getters(void) {
+    bp_frame f;
+    char *bytes;
+    if (!tap_ok(decode_vector("feature-qa", &f, &bytes) == 0, "getters: feature-qa decodes")) return;
+    TAP_EQ_INT(f.kind, BP_FEATURE, "getters: kind is feature");
+    TAP_EQ_STR(bp_kind_name(f.kind), "feature", "getters: kind name");
+    bp_err err = {{0}};
+    int64_t i;
+    double d;
+    int b;
+    const char *s;
+    size_t n;
+    tap_ok(bp_get_int(&f, "start_position", &i, &err) == 0 && i == 3, "getters: int");
+    tap_ok(bp_get_float(&f, "window", &d, &err) == 0 && d == 1.0, "getters: float accepts an int");
+    tap_ok(bp_get_str(&f, "example_id", &s, &n, &err) == 0 && n == 4 && memcmp(s, "q-17", 4) == 0, "getters: str view");
+    char *copy = bp_get_strdup(&f, "example_id", &err);
+    TAP_EQ_STR(copy, "q-17", "getters: strdup");
+    free(copy);
+    tap_ok(bp_get_int(&f, "nothing", &i, &err) == -1, "getters: absent int fails");
+    TAP_EQ_STR(err.msg, "feature frame has no 'nothing'", "getters: absent field named");
+    tap_ok(bp_get_int(&f, "example_id", &i, &err) == -1, "getters: str is not an int");
+    TAP_EQ_STR(err.msg, "feature frame field 'example_id' is not an integer", "getters: int type error text");
+    bp_get_str(&f, "window", &s, &n, &err);
+    TAP_EQ_STR(err.msg, "feature frame field 'window' is not a string", "getters: str type error text");
+    bp_get_bool(&f, "window", &b, &err);
+    TAP_EQ_STR(err.msg, "feature frame field 'window' is not a boolean", "getters: bool type error text");
+    bp_get_float(&f, "example_id", &d, &err);
+    TAP_EQ_STR(err.msg, "feature frame field 'example_id' is not a number", "getters: float type error text");
+    tap_ok(bp_get_strdup(&f, "nothing", &err) == NULL, "getters: strdup of an absent field is NULL");
+
+    /* tensors */
+    bp_tensor_view t;
+    tap_ok(bp_get_tensor(&f, "offsets", &t, &err) == 0, "tensor: offsets reads");
+    TAP_EQ_INT(t.dtype, BP_I32, "tensor: dtype i32");
+    tap_ok(t.ndim == 2 && t.shape[0] == 4 && t.shape[1] == 2 && t.nbytes == 32, "tensor: shape [4,2], 32 bytes");
+    int32_t off[8];
+    bp_tensor_copy(&t, off);
+    tap_ok(off[0] == -1 && off[6] == 4 && off[7] == 8, "tensor: little-endian values copied out");
+    const int64_t want_ok[2] = {-1, 2}, want_bad[2] = {4, 3};
+    tap_ok(bp_tensor_expect(&t, "offsets", BP_I32, 2, want_ok, &err) == 0, "tensor: expect with a free dimension passes");
+    bp_tensor_expect(&t, "offsets", BP_F32, 2, NULL, &err);
+    TAP_EQ_STR(err.msg, "tensor 'offsets' has dtype i32, expected f32", "tensor: wrong dtype named");
+    bp_tensor_expect(&t, "offsets", BP_I32, 1, NULL, &err);
+    TAP_EQ_STR(err.msg, "tensor 'offsets' has 2 dimensions, expected 1", "tensor: wrong rank named");
+    bp_tensor_expect(&t, "offsets", BP_I32, 2, want_bad, &err);
+    TAP_EQ_STR(err.msg, "tensor 'offsets' has shape[1] = 2, expected 3", "tensor: wrong shape named");
+    tap_ok(bp_get_tensor(&f, "example_id", &t, &err) == -1, "tensor: a string is not a tensor");
+    TAP_EQ_STR(err.msg, "tensor 'example_id' is not a map of dtype, shape, data", "tensor: not-a-map text");
+    bp_frame_release(&f);
+    bp_frame_release(&f); /* a released frame may be released again */
+
+    /* A tensor whose data is one element short, built by hand. */
+    bp_writer w;
+    bp_writer_init(&w);
+    bp_begin(&w, BP_FEATURE);
+    bp_put_key(&w, "x");
+    msgpack_pack_map(&w.pk, 3);
+    bp_pack_str(&w.pk, "dtype", 5);
+    bp_pack_str(&w.pk, "f32", 3);
+    bp_pack_str(&w.pk, "shape", 5);
+    msgpack_pack_array(&w.pk, 2);
+    msgpack_pack_int64(&w.pk, 2);
+    msgpack_pack_int64(&w.pk, 3);
+    bp_pack_str(&w.pk, "data", 4);
+    msgpack_pack_bin(&w.pk, 20);
+    msgpack_pack_bin_body(&w.pk, "01234567890123456789", 20);
+    bp_put_key(&w, "y");
+    msgpack_pack_map(&w.pk, 3);
+    bp_pack_str(&w.pk, "dtype", 5);
+    bp_pack_str(&w.pk, "c64", 3);
+    bp_pack_str(&w.pk, "shape", 5);
+    msgpack_pack_array(&w.pk, 0);
+    bp_pack_str(&w.pk, "data", 4);
+    msgpack_pack_bin(&w.pk, 0);
+    size_t len;
+    const char *p = bp_finish(&w, &len);
+    if (tap_ok(bp_frame_decode(&f, p, len, NULL, NULL, &err) == 0, "tensor: hand-built frame decodes")) {
+        tap_ok(bp_get_tensor(&f, "x", &t, &err) == -1, "tensor: size mismatch refused");
+        TAP_EQ_STR(err.msg, "tensor 'x' has 20 data bytes but dtype f32 and its shape need 24", "tensor: size mismatch text");
+        bp_get_tensor(&f, "y", &t, &err);
+        TAP_EQ_STR(err.msg, "tensor 'y' has unknown dtype 'c64'", "tensor: unknown dtype text");
+        bp_frame_release(&f);
+    }
+    bp_writer_free(&w);
+
+    /* every dtype name and element size, from the dtypes vector */
+    if (!tap_ok(decode_vector("feature-dtypes", &f, &bytes) == 0, "dtypes: vector decodes")) return;
+    static const struct { const char *key; bp_dtype dt; size_t size; } dts[] = {
+        {"f32", BP_F32, 4}, {"f64", BP_F64, 8}, {"f16", BP_F16, 2}, {"bf16", BP_BF16, 2}, {"i64", BP_I64, 8},
+        {"i16", BP_I16, 2}, {"i8", BP_I8, 1}, {"u8", BP_U8, 1}, {"bool", BP_BOOL, 1}};
+    for (size_t k = 0; k < sizeof dts / sizeof dts[0]; k++) {
+        int rc = bp_get_tensor(&f, dts[k].key, &t, &err);
+        tap_ok(rc == 0 && t.dtype == dts[k].dt && t.nbytes == (size_t)bp_numel(t.shape, t.ndim) * dts[k].size,
+               "dtypes: %s has its name and %zu-byte elements", dts[k].key, dts[k].size);
+    }
+    uint16_t h[2], bf[2];
+    bp_get_tensor(&f, "f16", &t, &err);
+    bp_tensor_copy(&t, h);
+    tap_ok(bp_f16_to_f32(h[0]) == 1.0f && bp_f16_to_f32(h[1]) == -0.5f, "dtypes: f16 payload reads as 1, -0.5");
+    bp_get_tensor(&f, "bf16", &t, &err);
+    bp_tensor_copy(&t, bf);
+    tap_ok(bp_bf16_to_f32(bf[0]) == 1.0f && bp_bf16_to_f32(bf[1]) == -2.0f, "dtypes: bf16 payload reads as 1, -2");
+    tap_ok(bp_get_tensor(&f, "empty", &t, &err) == 0 && t.nbytes == 0 && t.shape[0] == 0, "dtypes: an empty [0,4] tensor is valid");
+    bp_frame_release(&f);
+}
+
+static void check_half_floats(void) {
+    /* every finite f16 survives f16 -> f32 -> f16 (NaN payloads aside) */
+    int bad16 = 0, badbf = 0;
+    for (uint32_t u = 0; u < 0x10000; u++) {
+        uint16_t h = (uint16_t)u;
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;
+        if (bp_f32_to_f16(bp_f16_to_f32(h)) != h) bad16++;
+        if ((h & 0x7f80) == 0x7f80 && (h & 0x7f)) continue;
+        if (bp_f32_to_bf16(bp_bf16_to_f32(h)) != h) badbf++;
+    }
+    TAP_EQ_INT(bad16, 0, "f16: every non-NaN value round-trips through f32");
+    TAP_EQ_INT(badbf, 0, "bf16: every non-NaN value round-trips through f32");
+    TAP_EQ_INT(bp_f32_to_f16(65504.0f), 0x7bff, "f16: largest finite");
+    TAP_EQ_INT(bp_f32_to_f16(1e6f), 0x7c00, "f16: overflow gives +inf");
+    TAP_EQ_INT(bp_f32_to_f16(5.9604645e-08f), 0x0001, "f16: smallest subnormal");
+    /* ties go to even: 1 + 2^-11 lies halfway between 1 and 1 + 2^-10 */
+    TAP_EQ_INT(bp_f32_to_f16(1.0f + 0x1p-11f), 0x3c00, "f16: tie rounds to even (down)");
+    TAP_EQ_INT(bp_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02, "f16: tie rounds to even (up)");
+    TAP_EQ_INT(bp_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80, "bf16: tie rounds to even (down)");
+    TAP_EQ_INT(bp_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82, "bf16: tie rounds to even (up)");
+    TAP_EQ_INT(bp_f32_to_bf16(-2.0f), 0xc000, "bf16: -2");
+    float nan = bp_f16_to_f32(bp_f32_to_f16(__builtin_nanf("")));
+    tap_ok(nan != nan, "f16: NaN stays NaN");
+    nan = bp_bf16_to_f32(bp_f32_to_bf16(__builtin_nanf("")));
+    tap_ok(nan != nan, "bf16: NaN stays NaN");
+}
+
+int main(void) {
+    const char *top = getenv("BERTPIPE_TOP");
+    snprintf(vec_dir, sizeof vec_dir, "%s/proto/vectors", top && *top ? top : ".");
+    int n_json = 0, n_bad = 0;
+    char **good = list_vectors(".json", &n_json), **bad = list_vectors(".expect", &n_bad);
+    if (!tap_ok(n_json >= 10 && n_bad >= 6, "found the vectors in %s (%d good, %d bad)", vec_dir, n_json, n_bad))
+        tap_diag("  run from the repository root or set BERTPIPE_TOP");
+    /* every kind has at least one vector */
+    for (int k = 0; k < BP_KIND_COUNT; k++) {
+        const char *kind = bp_kind_name((bp_kind)k);
+        int seen = 0;
+        size_t kl = strlen(kind);
+        for (int i = 0; i < n_json; i++)
+            seen += strncmp(good[i], kind, kl) == 0 && (good[i][kl] == 0 || good[i][kl] == '-');
+        tap_ok(seen > 0, "a vector exists for kind %s", kind);
+    }
+    for (int i = 0; i < n_json; i++) check_vector(good[i]);
+    for (int i = 0; i < n_bad; i++) check_bad(bad[i]);
+    free_names(good, n_json);
+    free_names(bad, n_bad);
+    check_writer();
+    check_getters();
+    check_half_floats();
+    return tap_done();
+}

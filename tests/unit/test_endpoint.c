@@ -57,7 +57,9 @@ static int produce(const char *spec, const char *prefix, long count, produce_mod
         if (bp_out_send(out, &w)) return 4;
     }
     if (mode == PRODUCE_KILLED) {
-        usleep(300 * 1000);   /* let the frames reach the consumer: only the eos is missing */
+        /* A pipe write has arrived when it returns; ZeroMQ sends from its own thread, so give
+         * the frames time to reach the consumer: only the eos may be missing. */
+        if (strcmp(spec, "-") != 0) usleep(1000 * 1000);
         _exit(9);
     }
     if (mode == PRODUCE_BAD_COUNT) {

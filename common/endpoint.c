@@ -324,6 +324,20 @@ static int read_zmq(bp_in *in, bp_frame *f) {
     int timeout_s = env_int("BERTPIPE_TIMEOUT", 0);
     double idle_since = bp_now();
     for (;;) {
+        if (in->disconnects <= in->eos_seen) {
+            zmq_msg_t *fast = malloc(sizeof *fast);
+            if (!fast) return in_fail(in, "out of memory");
+            zmq_msg_init(fast);
+            if (zmq_msg_recv(fast, in->sock, ZMQ_DONTWAIT) >= 0) {
+                bp_err derr;
+                if (bp_frame_decode(f, zmq_msg_data(fast), zmq_msg_size(fast), free_zmq_msg, fast, &derr)) {
+                    free_zmq_msg(fast);
+                    return in_fail(in, "%s, after %lld frames", derr.msg, (long long)in->data);
+                }
+                return 1;
+            }
+            free_zmq_msg(fast);
+        }
         zmq_pollitem_t items[2] = {{in->sock, 0, ZMQ_POLLIN, 0}, {in->monitor, 0, ZMQ_POLLIN, 0}};
         /* Producers that went away without their eos: give their last frames a moment to
          * surface (the disconnect event can overtake them), then fail. */
@@ -535,6 +549,7 @@ struct bp_out {
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
     char *path, *tmp_path;   /* file: outputs */
     int raw_eos_held;        /* raw fan-out: an eos was passed in; close sends one per branch */
+    int merge_eos;           /* bp_out_merge_eos: hold every eos, hellos after the first dropped */
 };
 
 static void close_socks(bp_out *out);
@@ -643,6 +658,7 @@ oom:
 }
 
 void bp_out_set_raw(bp_out *out, int raw) { out->raw = raw; }
+void bp_out_merge_eos(bp_out *out) { out->merge_eos = 1; }
 const char *bp_out_error(const bp_out *out) { return out->err.msg; }
 const bp_err *bp_out_err(const bp_out *out) { return &out->err; }
 int64_t bp_out_count(const bp_out *out) { return out->data; }
@@ -677,7 +693,7 @@ static int send_all_socks(bp_out *out, const char *p, size_t len) {
     return 0;
 }
 
-static void free_buffer(void *data, void *hint) { free(data); }
+static void free_hint(void *data, void *hint) { free(hint); }
 
 /* One data frame to one consumer: stdio, the single socket, or the first fan-out socket that
  * has room (blocking on all of them when none has). Takes ownership of `owned` if not NULL. */
@@ -712,7 +728,7 @@ static int send_data(bp_out *out, const char *p, size_t len, char *owned) {
         }
         if (owned) {
             zmq_msg_t msg;
-            if (zmq_msg_init_data(&msg, owned, len, free_buffer, NULL)) {
+            if (zmq_msg_init_data(&msg, (void *)p, len, free_hint, owned)) {
                 free(owned);
                 return out_fail(out, "cannot wrap message: %s", zmq_strerror(errno));
             }
@@ -754,8 +770,10 @@ int bp_out_send(bp_out *out, bp_writer *w) {
         rc = send_data(out, p, len, NULL);
     } else {
         /* Hand the buffer to ZeroMQ without a copy; w starts a new one. */
-        char *owned = bp_finish_release(w, &len);
-        rc = send_data(out, owned, len, owned);
+        const char *p = bp_finish(w, &len);
+        size_t start = (size_t)(p - w->buf.data);
+        char *owned = msgpack_sbuffer_release(&w->buf);
+        rc = send_data(out, owned + start, len, owned);
     }
     if (rc) return -1;
     out->data++;
@@ -764,7 +782,8 @@ int bp_out_send(bp_out *out, bp_writer *w) {
 }
 
 int bp_out_send_frame(bp_out *out, const bp_frame *f) {
-    if (f->kind == BP_EOS && out->raw && out->nsocks > 1) {
+    if (f->kind == BP_HELLO && out->merge_eos && out->said_hello) return 0;   /* one stream out */
+    if (f->kind == BP_EOS && out->raw && (out->nsocks > 1 || out->merge_eos)) {
         /* Fanning a stream out splits its frames: each branch gets its own count at close. */
         out->raw_eos_held = 1;
         return 0;

@@ -19,6 +19,10 @@
  * ends without its eos (EOF, or a ZeroMQ peer that disconnects first) is an error.
  * Output blocks at the high-water mark (never drops) and lingers so the eos is delivered.
  *
+ * Threads: endpoints are for one thread. The ZeroMQ context they share is reference-counted
+ * without a lock, so a program that opens or closes endpoints from several threads must
+ * serialise those calls itself (stages are single-threaded; workers are processes).
+ *
  * Environment: BERTPIPE_HWM (messages queued per socket, default 256),
  * BERTPIPE_LINGER_MS (default -1: wait until delivered), BERTPIPE_TIMEOUT (seconds without a
  * frame before an input gives up, default 0: wait for ever).
@@ -66,6 +70,10 @@ bp_out *bp_out_open(const char *spec, bp_err *err);
 
 /* Raw mode: the caller sends hello and eos itself (tap, json2frames); close adds nothing. */
 void bp_out_set_raw(bp_out *out, int raw);
+/* Raw mode, merging: eos frames passed in are held back and close sends one eos per output
+ * with the data frames it actually carried. For a raw stage reading N producers (a tap on a
+ * fan-in), so its consumer sees one stream and cannot stop after the first producer's eos. */
+void bp_out_merge_eos(bp_out *out);
 
 /* Start a hello frame in w with the standard fields ("from": this stage, "pid"); the caller
  * adds schema fields, then calls bp_out_hello. */

@@ -2,6 +2,7 @@
 #include "framejson.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +54,7 @@ static void put_json_string(sbuf *s, const char *p, size_t n) {
 /* Shortest decimal that reads back to the same double, always marked as a float. */
 static void put_double(sbuf *s, double d) {
     char text[40];
-    if (d != d || d == 1.0 / 0.0 || d == -1.0 / 0.0) {
+    if (isnan(d) || isinf(d)) {
         /* JSON has no NaN/inf: spell them as strings that json2frames maps back. */
         puts_(s, d != d ? "{\"$float\":\"nan\"}" : d > 0 ? "{\"$float\":\"inf\"}" : "{\"$float\":\"-inf\"}");
         return;
@@ -195,8 +196,9 @@ static int pack_json(msgpack_packer *pk, json_t *j, bp_err *err) {
         }
         if (json_object_size(j) == 1 && (special = json_object_get(j, "$float")) != NULL) {
             const char *v = json_is_string(special) ? json_string_value(special) : "";
-            double d = strcmp(v, "nan") == 0 ? 0.0 / 0.0 : strcmp(v, "inf") == 0 ? 1.0 / 0.0
-                     : strcmp(v, "-inf") == 0 ? -1.0 / 0.0 : 0;
+            /* NAN and INFINITY, not 0.0/0.0: x86 makes that a negative NaN, another bit pattern */
+            double d = strcmp(v, "nan") == 0 ? (double)NAN : strcmp(v, "inf") == 0 ? (double)INFINITY
+                     : strcmp(v, "-inf") == 0 ? -(double)INFINITY : 0;
             if (d == 0) return bp_err_set(err, "$float must be \"nan\", \"inf\" or \"-inf\"");
             msgpack_pack_double(pk, d);
             return 0;

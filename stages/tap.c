@@ -48,6 +48,8 @@ int main(int argc, char **argv) {
     bp_out *out = bp_open_out(&io);
     bp_in_set_raw(in, 1);
     bp_out_set_raw(out, 1);
+    /* From N producers, one stream: the first hello, and one eos with the total at the end. */
+    if (io.producers > 1) bp_out_merge_eos(out);
 
     char *line = NULL;
     size_t cap = 0;

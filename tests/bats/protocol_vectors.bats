@@ -57,8 +57,23 @@ eos_bytes() { printf '\x84\xa1v\x01\xa1k\xa3eos\xa4from\xa1t\xa5count'; printf "
   done
 }
 
-@test "a fan-in through tap needs --producers N downstream too, and then is complete" {
+@test "a tap on a fan-in merges the streams: one hello, one eos with the total, nothing lost" {
   ( framegen --count 3 --prefix a; framegen --count 3 --prefix b ) \
-    | tap --producers 2 --log /dev/null | framesink --producers 2 >"$TMP/sink.out"
+    | tap --producers 2 --log /dev/null | framesink >"$TMP/sink.out"
   grep -q "^frames 6 .* unique 6$" "$TMP/sink.out"
+  ( framegen --count 3 --prefix a; framegen --count 3 --prefix b ) \
+    | tap --producers 2 --log /dev/null | frames2json >"$TMP/s.jsonl"
+  [ "$(grep -c '"k":"hello"' "$TMP/s.jsonl")" -eq 1 ]
+  [ "$(grep -c '"k":"eos"' "$TMP/s.jsonl")" -eq 1 ]
+  grep -q '"k":"eos","from":"tap","count":6' "$TMP/s.jsonl"
+}
+
+@test "over ipc, a tap on a fan-in ends its consumer only after every producer" {
+  framesink --in "ipc://$TMP/t2" >"$TMP/sink.out" & c=$!
+  tap --log /dev/null --producers 2 --in "ipc://$TMP/t1" --out "ipc://$TMP/t2" & t=$!
+  framegen --prefix a --count 5 --out "ipc://$TMP/t1" & a=$!
+  framegen --prefix b --count 5 --out "ipc://$TMP/t1" & b=$!
+  wait $c
+  wait $t
+  grep -q "^frames 10 .* unique 10$" "$TMP/sink.out"
 }

@@ -347,6 +347,15 @@ int main(int argc, char **argv) {
             free(notes);
         }
     }
+    {
+        /* The tokenizer's vocabulary must fit the embedding: an id past it is a wrong pairing of
+         * vocab.txt and checkpoint, better caught here than as a bad id in the first batch. */
+        int64_t tokens = 0;
+        bp_err verr;
+        if (!bp_get_int(hello, "vocab_size", &tokens, &verr) && tokens > r.m->cfg.vocab_size)
+            bp_die(1, NULL, "the tokenizer's vocab.txt has %lld tokens but the model's embedding has %d rows "
+                   "(config.json vocab_size): they do not belong together", (long long)tokens, r.m->cfg.vocab_size);
+    }
     if (dropout >= 0) {
         r.m->cfg.hidden_dropout_prob = (float)dropout;
         r.m->cfg.attention_probs_dropout_prob = (float)dropout;

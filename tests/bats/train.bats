@@ -105,3 +105,42 @@ batches() { # split N batch-size epochs [batch args...]
   BERTPIPE_QUIET=0 train --in "file:$TMP/b.batches" --preset tiny --vocab "$VOCAB" --device auto --max-steps 1 2>"$TMP/err2" >/dev/null
   grep -q "device: cpu (" "$TMP/err2"
 }
+
+@test "a saved checkpoint gives the same logits in the PyTorch reference, and loads from torch.save too" {
+  /usr/bin/python3 -c 'import torch' 2>/dev/null || skip "no python3-torch at /usr/bin/python3"
+  batches train 96 32 1 | train --preset tiny --vocab "$VOCAB" --lr 1e-3 --save "$TMP/model" >/dev/null
+  batches validation 40 16 1 --no-shuffle --out "file:$TMP/val.batches"
+  frames2json --in "file:$TMP/val.batches" --out "$TMP/val.jsonl"
+  /usr/bin/python3 "$BERTPIPE_TOP/tests/reference/checkpoint_roundtrip.py" "$TMP/model" "$TMP/val.jsonl" "$TMP/rt"
+  "$EVAL" --checkpoint "$TMP/model" --in "file:$TMP/val.batches" | frames2json >"$TMP/ours.jsonl"
+  "$EVAL" --checkpoint "$TMP/rt/torchsave" --in "file:$TMP/val.batches" | frames2json >"$TMP/torch.jsonl"
+  # the same weights read from pytorch_model.bin give the very same logits
+  cmp <(grep -v '"k":"hello"' "$TMP/ours.jsonl") <(grep -v '"k":"hello"' "$TMP/torch.jsonl")
+  python3 - "$TMP/ours.jsonl" "$TMP/rt/reference-logits.json" <<'PY'
+import base64, json, struct, sys
+ref = json.load(open(sys.argv[2]))
+worst, n = 0.0, 0
+for line in open(sys.argv[1]):
+    f = json.loads(line)
+    if f["k"] != "logits": continue
+    B, C = f["logits"]["shape"]
+    vals = struct.unpack("<%df" % (B * C), base64.b64decode(f["logits"]["data"]["$bin"]))
+    for i, eid in enumerate(f["example_ids"]):
+        want = ref[eid]
+        scale = max(abs(x) for x in want)
+        worst = max(worst, max(abs(vals[i * C + c] - want[c]) for c in range(C)) / scale)
+        n += 1
+assert n == 40, n
+assert worst <= 1e-4, worst
+print("max relative error", worst)
+PY
+}
+
+@test "a vocab.txt larger than the model's embedding is refused, naming both" {
+  batches train 32 32 1 | train --preset tiny --vocab "$VOCAB" --save "$TMP/model" --max-steps 1 >/dev/null
+  sed 's/"vocab_size": [0-9]*/"vocab_size": 100/' "$TMP/model/config.json" >"$TMP/small.json"
+  run bash -c "$(declare -f examples batches); VOCAB='$VOCAB'; BERTPIPE_TOP='$BERTPIPE_TOP'; batches train 8 8 1 | train --config '$TMP/small.json' 2>'$TMP/err' >/dev/null"
+  [ "$status" -ne 0 ]
+  assert_one_error_line "$TMP/err" train
+  grep -q "vocab.txt has [0-9]* tokens but the model's embedding has 100 rows" "$TMP/err"
+}

@@ -1,30 +1,92 @@
-/* score — prediction frames in, metrics out: a JSON summary (stdout or --json FILE), a
- * readable table on stderr, and a metric frame when --out is given.
+/* score — prediction frames in, metrics out: a JSON summary, a readable table on stderr,
+ * and a metric frame when --out is given.
  *
  * Classification: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and
  * eval loss (common/metrics.h). QA: the official SQuAD v1.1 exact match and F1 (v2.0 with
- * HasAns/NoAns), plus span accuracy. File mode, like the official script:
+ * HasAns/NoAns when the stream says version_2 or any prediction is_impossible), plus span
+ * accuracy. File mode, like the official script:
  *   score --dataset dev-v1.1.json --predictions predictions.json
- * prints {"exact_match": ..., "f1": ...}. It never scores a partial stream as whole: the
- * input must end with its eos.
+ * prints {"exact_match": ..., "f1": ...}; either file may be .gz or inside a .zip/.tar.gz.
+ * The JSON summary goes to --json FILE, else stdout — unless the metric frame itself goes
+ * to stdout (--out -), when it goes to stderr so the two never mix.
+ * It never scores a partial stream as whole: the input must end with its eos.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "archive_input.h"
 #include "metrics.h"
 #include "stage.h"
 
 static const char usage[] =
-    "usage: score [--json FILE] [--in SPEC] [--out SPEC]\n"
-    "       score --dataset DATA.json --predictions predictions.json [--version-2]\n"
+    "usage: score [--json FILE] [--version-2] [--in SPEC] [--out SPEC]\n"
+    "       score --dataset DATA.json --predictions predictions.json [--version-2] [--json FILE]\n"
     "Metrics of prediction frames (or of a SQuAD predictions file).\n"
-    "  --json FILE         write the JSON summary here (default: stdout)\n"
+    "  --json FILE         write the JSON summary here (default: stdout; stderr when --out is -)\n"
     "  --out SPEC          also send a metric frame (scope \"score\") to SPEC\n"
-    "  --dataset FILE      file mode: the SQuAD dataset JSON\n"
+    "  --dataset FILE      file mode: the SQuAD dataset JSON (.json, .gz, or in a .zip/.tar.gz)\n"
     "  --predictions FILE  file mode: {id: answer text}\n"
-    "  --version-2         score as SQuAD v2.0 (default: as the dataset says)\n"
+    "  --version-2         score as SQuAD v2.0 (default: as the dataset or the stream says)\n"
     "  --in SPEC           input endpoint (default -: stdin)\n";
+
+/* The one JSON document in path: a plain or compressed file, or the first *.json member of
+ * an archive or folder (macOS "._" shadow files skipped). Returns the parsed JSON (caller
+ * decrefs) or NULL with err naming path and member; frees what it read either way. */
+static json_t *load_json_any(const char *path, const char *what, bp_err *err) {
+    arc_input *a = arc_open(path, err);
+    if (!a) return NULL;
+    int r;
+    while ((r = arc_next_member(a, err)) == 1) {
+        if (!arc_is_container(a)) break;
+        const char *name = arc_member_name(a), *base = strrchr(name, '/');
+        base = base ? base + 1 : name;
+        size_t n = strlen(base);
+        if (n > 5 && strcmp(base + n - 5, ".json") == 0 && strncmp(base, "._", 2) != 0) break;
+    }
+    if (r == 0) bp_err_set(err, "no .json member holding the %s (%s)", what, path);
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    ssize_t got = r == 1 ? 1 : -1;
+    while (got > 0) {
+        if (cap - len < 65536) {
+            char *grown = realloc(buf, cap = cap ? 2 * cap : 1 << 20);
+            if (!grown) {
+                bp_err_set(err, "out of memory reading the %s (%s)", what, arc_where(a));
+                got = -1;
+                break;
+            }
+            buf = grown;
+        }
+        if ((got = arc_read(a, buf + len, cap - len, err)) > 0) len += (size_t)got;
+    }
+    json_t *root = NULL;
+    if (got == 0) {
+        json_error_t jerr;
+        if (!(root = json_loadb(buf, len, 0, &jerr)))
+            bp_err_set(err, "cannot read the %s JSON: %s (%s line %d column %d)", what, jerr.text, arc_where(a),
+                       jerr.line, jerr.column);
+    }
+    free(buf);
+    arc_close(a);
+    return root;
+}
+
+/* The hello's "labels" as C strings (NULL-terminated array, *n set); NULL when absent. */
+static char **hello_labels(const bp_frame *hello, int *n) {
+    *n = 0;
+    const msgpack_object *l = bp_get(hello, "labels");
+    if (!l || l->type != MSGPACK_OBJECT_ARRAY) return NULL;
+    char **labels = calloc(l->via.array.size + 1, sizeof *labels);
+    if (!labels) bp_die(1, NULL, "out of memory");
+    for (uint32_t i = 0; i < l->via.array.size; i++) {
+        const msgpack_object *o = &l->via.array.ptr[i];
+        labels[i] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
+        if (!labels[i]) bp_die(1, NULL, "out of memory");
+        (*n)++;
+    }
+    return labels;
+}
 
 static FILE *open_json(const char *path) {
     if (!path) return stdout;
@@ -35,6 +97,44 @@ static FILE *open_json(const char *path) {
 
 static void close_json(FILE *f, const char *path) {
     if (fflush(f) || (f != stdout && fclose(f))) bp_die(1, path ? path : "stdout", "write failed");
+}
+
+/* One QA prediction frame into both totals: which version applies is known only at the end. */
+static void add_qa(const bp_frame *f, int64_t n, metrics_squad_totals *v1, metrics_squad_totals *v2,
+                   int64_t *without_golds, int *saw_impossible) {
+    bp_err err;
+    char *text = bp_get_strdup(f, "text", &err);
+    if (!text) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+    const msgpack_object *a = bp_get(f, "answers");
+    int n_golds = a && a->type == MSGPACK_OBJECT_ARRAY ? (int)a->via.array.size : 0;
+    char **golds = calloc((size_t)n_golds + 1, sizeof *golds);
+    if (!golds) bp_die(1, NULL, "out of memory");
+    for (int i = 0; i < n_golds; i++) {
+        const msgpack_object *g = &a->via.array.ptr[i];
+        if (g->type != MSGPACK_OBJECT_STR) bp_die(1, NULL, "prediction %lld: answers[%d] is not a string", (long long)n, i);
+        if (!(golds[i] = strndup(g->via.str.ptr, g->via.str.size))) bp_die(1, NULL, "out of memory");
+    }
+    int impossible = 0;
+    if (!bp_get_bool(f, "is_impossible", &impossible, &err) && impossible) *saw_impossible = 1;
+    if (n_golds > 0 && metrics_squad_add(v1, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
+        bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+    if (n_golds == 0) (*without_golds)++;
+    if (metrics_squad_add(v2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
+        bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+    int match;
+    if (!bp_get_bool(f, "span_match", &match, &err)) {
+        /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
+        metrics_squad_add_span(v1, match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(v2, match ? 0 : 1, 0, 0, 0);
+    }
+    for (int i = 0; i < n_golds; i++) free(golds[i]);
+    free(golds);
+    free(text);
+}
+
+static void die_out(bp_out *out, const bp_err *err) {
+    if (out) bp_out_abort(out, err->msg);
+    bp_die_err(err);
 }
 
 int main(int argc, char **argv) {
@@ -64,9 +164,14 @@ int main(int argc, char **argv) {
     bp_err err;
     if (!!dataset != !!predictions) bp_die(2, NULL, "file mode needs both --dataset and --predictions");
     if (dataset) {
+        if (out_given) bp_die(2, NULL, "file mode writes JSON only: --out does not apply");
+        json_t *d = load_json_any(dataset, "dataset", &err), *p = d ? load_json_any(predictions, "predictions", &err) : NULL;
         metrics_squad_summary s;
-        if (metrics_squad_score_files(dataset, predictions, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_AUTO, &s, &err))
-            bp_die_err(&err);
+        int failed = !p || metrics_squad_score_json(d, p, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_AUTO, &s, &err);
+        json_decref(d);
+        json_decref(p);
+        if (failed && p) bp_die(1, NULL, "%s (%s, %s)", err.msg, dataset, predictions);
+        if (failed) bp_die_err(&err);
         if (s.missing) bp_warn("%lld questions have no prediction (scored 0)", (long long)s.missing);
         FILE *f = open_json(json_path);
         if (metrics_squad_write_official(&s, f, &err)) bp_die_err(&err);
@@ -83,47 +188,23 @@ int main(int argc, char **argv) {
     int qa = task_len == 2 && memcmp(task, "qa", 2) == 0;
     int hello_v2 = 0;
     if (!bp_get_bool(hello, "version_2", &hello_v2, &err) && hello_v2) v2 = 1;
-    char **labels = NULL;
-    int n_labels = 0;
-    const msgpack_object *l = bp_get(hello, "labels");
-    if (l && l->type == MSGPACK_OBJECT_ARRAY) {
-        labels = calloc(l->via.array.size + 1, sizeof *labels);
-        for (uint32_t i = 0; labels && i < l->via.array.size; i++) {
-            const msgpack_object *o = &l->via.array.ptr[i];
-            labels[n_labels++] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
-        }
-    }
+    int n_labels;
+    char **labels = hello_labels(hello, &n_labels);
 
     metrics_cls mc;
     int mc_ready = 0;
-    metrics_squad_totals st;
-    metrics_squad_totals_init(&st, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_V1);
+    metrics_squad_totals st1, st2;
+    metrics_squad_totals_init(&st1, METRICS_SQUAD_V1);
+    metrics_squad_totals_init(&st2, METRICS_SQUAD_V2);
+    int saw_impossible = 0;
     bp_frame f;
     int r;
-    int64_t n = 0;
+    int64_t n = 0, unscored = 0;
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind != BP_PREDICTION) { bp_frame_release(&f); continue; }
         n++;
         if (qa) {
-            char *text = bp_get_strdup(&f, "text", &err);
-            if (!text) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-            const msgpack_object *a = bp_get(&f, "answers");
-            int n_golds = a && a->type == MSGPACK_OBJECT_ARRAY ? (int)a->via.array.size : 0;
-            char **golds = calloc((size_t)n_golds + 1, sizeof *golds);
-            for (int i = 0; golds && i < n_golds; i++) {
-                const msgpack_object *g = &a->via.array.ptr[i];
-                golds[i] = g->type == MSGPACK_OBJECT_STR ? strndup(g->via.str.ptr, g->via.str.size) : strdup("");
-            }
-            if (!golds) bp_die(1, NULL, "out of memory");
-            if (n_golds > 0 || v2) {
-                if (metrics_squad_add(&st, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
-                    bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-            }
-            int match;
-            if (!bp_get_bool(&f, "span_match", &match, &err)) metrics_squad_add_span(&st, match ? 0 : 1, 0, 0, 0);
-            for (int i = 0; i < n_golds; i++) free(golds[i]);
-            free(golds);
-            free(text);
+            add_qa(&f, n, &st1, &st2, &unscored, &saw_impossible);
         } else {
             int64_t label, gold;
             if (bp_get_int(&f, "label", &label, &err) || bp_get_int(&f, "gold", &gold, &err))
@@ -136,7 +217,11 @@ int main(int argc, char **argv) {
                 if (metrics_cls_init(&mc, C, &err)) bp_die_err(&err);
                 mc_ready = 1;
             }
-            if (gold < 0) { bp_frame_release(&f); continue; }   /* unlabelled: nothing to score */
+            if (gold < 0) {   /* unlabelled (a test split): nothing to score, but counted */
+                unscored++;
+                bp_frame_release(&f);
+                continue;
+            }
             if (metrics_cls_add_prediction(&mc, (int)label, (int)gold, &err)) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
             double loss;
             if (!bp_get_float(&f, "loss", &loss, &err)) {
@@ -148,6 +233,11 @@ int main(int argc, char **argv) {
     }
     if (r < 0) bp_die_err(bp_in_err(in));
     bp_in_close(in);
+    if (qa && saw_impossible) v2 = 1;
+    if (unscored && (!qa || !v2))
+        bp_warn("%lld of %lld predictions carry no gold %s: not scored", (long long)unscored, (long long)n,
+                qa ? "answers" : "label");
+    bp_log("%lld predictions, %lld scored", (long long)n, (long long)(qa && v2 ? n : n - unscored));
 
     bp_out *out = out_given ? bp_open_out(&io) : NULL;
     bp_writer w;
@@ -161,27 +251,43 @@ int main(int argc, char **argv) {
         bp_put_str(&w, "scope", "score");
         bp_put_int(&w, "examples", n);
     }
-    FILE *jf = open_json(json_path);
+    /* the metric frame on stdout leaves stderr for the JSON */
+    FILE *jf = json_path ? open_json(json_path) : out && strcmp(io.out, "-") == 0 ? stderr : stdout;
+    const char *jname = json_path ? json_path : jf == stderr ? "stderr" : "stdout";
     if (qa) {
-        metrics_squad_summary s = metrics_squad_summarize(&st);
+        metrics_squad_summary s = metrics_squad_summarize(v2 ? &st2 : &st1);
         json_t *j = metrics_squad_summary_to_json(&s, &err);
-        if (!j) bp_die_err(&err);
+        if (!j) die_out(out, &err);
         char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
-        if (!text || fprintf(jf, "%s\n", text) < 0) bp_die(1, json_path ? json_path : "stdout", "write failed");
+        if (!text || fprintf(jf, "%s\n", text) < 0) {
+            bp_err_set(&err, "write failed (%s)", jname);
+            die_out(out, &err);
+        }
         fprintf(stderr, "score: exact match %.2f  F1 %.2f  span accuracy %.2f  (%lld questions)\n", s.exact, s.f1,
                 s.span_total ? s.span_accuracy : 0.0 / 0.0, (long long)s.total);
+        if (v2)
+            fprintf(stderr, "score: HasAns exact %.2f F1 %.2f (%lld)  NoAns exact %.2f F1 %.2f (%lld)\n", s.has_ans_exact,
+                    s.has_ans_f1, (long long)s.has_ans_total, s.no_ans_exact, s.no_ans_f1, (long long)s.no_ans_total);
         if (out) {
             bp_put_float(&w, "exact_match", s.exact);
             bp_put_float(&w, "f1", s.f1);
             if (s.span_total) bp_put_float(&w, "span_accuracy", s.span_accuracy);
+            if (v2 && s.has_ans_total) {
+                bp_put_float(&w, "has_ans_exact", s.has_ans_exact);
+                bp_put_float(&w, "has_ans_f1", s.has_ans_f1);
+            }
+            if (v2 && s.no_ans_total) {
+                bp_put_float(&w, "no_ans_exact", s.no_ans_exact);
+                bp_put_float(&w, "no_ans_f1", s.no_ans_f1);
+            }
         }
         free(text);
         json_decref(j);
     } else {
-        if (!mc_ready && metrics_cls_init(&mc, n_labels > 1 ? n_labels : 2, &err)) bp_die_err(&err);
+        if (!mc_ready && metrics_cls_init(&mc, n_labels > 1 ? n_labels : 2, &err)) die_out(out, &err);
         if (metrics_cls_write_json(&mc, n_labels ? (const char *const *)labels : NULL, jf, &err) ||
             metrics_cls_format_table(&mc, n_labels ? (const char *const *)labels : NULL, stderr, &err))
-            bp_die_err(&err);
+            die_out(out, &err);
         if (out) {
             bp_put_float(&w, "accuracy", metrics_cls_accuracy(&mc));
             bp_put_float(&w, "macro_f1", metrics_cls_macro_f1(&mc));
@@ -189,7 +295,10 @@ int main(int argc, char **argv) {
         }
         metrics_cls_free(&mc);
     }
-    close_json(jf, json_path);
+    if (fflush(jf) || (json_path && fclose(jf))) {
+        bp_err_set(&err, "write failed (%s)", jname);
+        die_out(out, &err);
+    }
     if (out) {
         if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
         if (bp_out_close(out, &err)) bp_die_err(&err);

@@ -135,3 +135,45 @@ bad() { # expected-text extract-args...
   python3 -c 'import json,sys; t={json.loads(l)["title"] for l in open(sys.argv[1])}; assert t == {sys.argv[2]}, t' "$TMP/got" "$title"
   grep -q "examples sent" "$TMP/err"
 }
+
+@test "SQuAD: an answer_start that does not slice its answer is reported by id and counted; --strict fails" {
+  cat >"$TMP/kettle.json" <<'JSON'
+{"version": "1.1", "data": [{"title": "Kettle", "paragraphs": [{"context": "The kettle whistled at noon.", "qas": [
+ {"id": "k-1", "question": "What whistled?", "answers": [{"answer_start": 4, "text": "kettle"}]},
+ {"id": "k-2", "question": "When?", "answers": [{"answer_start": 3, "text": "noon"}, {"answer_start": 23, "text": "noon"}]}]}]}]}
+JSON
+  # kept as given (tokenize decides), never silently relabelled
+  BERTPIPE_QUIET=0 extract --format squad "$TMP/kettle.json" 2>"$TMP/err" | frames2json >"$TMP/got"
+  grep -q '"example_id":"k-2",.*"answers":\[{"text":"noon","answer_start":3},{"text":"noon","answer_start":23}\]' "$TMP/got"
+  [ "$(grep -c 'warning:' "$TMP/err")" -eq 1 ]
+  grep -q '^extract: warning: example k-2: answer 0 ("noon") does not match the context at answer_start 3' "$TMP/err"
+  grep -q "3 answers, 1 not matching their context" "$TMP/err"
+  run bash -c "extract --strict --format squad '$TMP/kettle.json' 2>'$TMP/err' | frames2json >/dev/null 2>&1"
+  [ "$status" -ne 0 ]
+  assert_one_error_line "$TMP/err" extract
+  grep -q "id k-2" "$TMP/err"
+  refute_sanitizer "$TMP/err"
+}
+
+@test "the hello says the task, the class names, the split and the source" {
+  extract --format sst2 --split validation "$FIX/SST-2/dev.tsv" | frames2json | head -1 >"$TMP/hello"
+  python3 - "$TMP/hello" "$FIX/SST-2/dev.tsv" <<'PY'
+import json, sys
+h = json.load(open(sys.argv[1]))
+assert h["k"] == "hello" and h["from"] == "extract", h
+assert h["task"] == "classification" and h["labels"] == ["negative", "positive"] and h["num_labels"] == 2, h
+assert h["split"] == "validation" and h["source"] == sys.argv[2], h
+PY
+  extract --format squad "$FIX/squad_v1.json" | frames2json | head -1 >"$TMP/hello"
+  python3 -c 'import json,sys; h=json.load(open(sys.argv[1])); assert h["task"]=="qa" and "labels" not in h and h["split"]=="train", h' "$TMP/hello"
+}
+
+@test "an empty text is an error naming file, line and id; --skip-empty skips and counts it" {
+  printf 'id,review,stars\n1,Bright and brisk.,2\n2,,0\n3,Dull.,-1\n' >"$TMP/e.csv"
+  cols="--format csv --text-column review --label-column stars --id-column id --label-map -1,0,1,2"
+  bad "e.csv:3, id 2" $cols "$TMP/e.csv"
+  BERTPIPE_QUIET=0 extract $cols --skip-empty "$TMP/e.csv" 2>"$TMP/err" | frames2json | shape >"$TMP/got"
+  printf '%s\n' '{"id": "1", "label": 3, "text": "Bright and brisk."}' '{"id": "3", "label": 0, "text": "Dull."}' >"$TMP/want"
+  diff "$TMP/want" "$TMP/got"
+  grep -q "3 records read, 2 examples sent; skipped: 0 neutral, 1 empty" "$TMP/err"
+}

@@ -228,10 +228,15 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         if (has_gold) { bp_tensor_copy(&tgs, gs); bp_tensor_copy(&tge, ge); }
         for (int64_t i = 0; i < B; i++) {
             const msgpack_object *id = &ids->via.array.ptr[i];
-            char key[512];
-            snprintf(key, sizeof key, "%.*s", id->type == MSGPACK_OBJECT_STR ? (int)id->via.str.size : 0,
-                     id->type == MSGPACK_OBJECT_STR ? id->via.str.ptr : "");
+            if (id->type != MSGPACK_OBJECT_STR) {
+                bp_err_set(&err, "logits frame: example_ids[%lld] is not a string", (long long)i);
+                die_out(out, &err);
+            }
+            /* the whole id, however long: a truncated key could find the wrong example */
+            char *key = strndup(id->via.str.ptr, id->via.str.size);
+            if (!key) bp_die(1, NULL, "out of memory");
             ENTRY q = {key, NULL}, *found = hsearch(q, FIND);
+            free(key);
             rows++;
             if (!found) { unknown++; continue; }
             qa_example *e = found->data;
@@ -313,6 +318,7 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
     }
     if (pred_path && qa_post_json_write_file(preds, pred_path, &err)) die_out(out, &err);
     if (nbest_path && qa_post_json_write_file(nbest, nbest_path, &err)) die_out(out, &err);
+    if (missing) bp_warn("%lld examples had no logits and got no prediction (--allow-missing)", (long long)missing);
     bp_log("%lld examples, %lld windows -> %lld predictions%s%s", (long long)n_ex, (long long)rows, (long long)seq,
            pred_path ? " written to " : "", pred_path ? pred_path : "");
     json_decref(preds);

@@ -280,6 +280,12 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
             die_out(out, &err);
         }
         qsort(e->windows, (size_t)e->n_windows, sizeof *e->windows, cmp_window);
+        for (int i = 1; i < e->n_windows; i++)
+            if (e->windows[i].window == e->windows[i - 1].window) {
+                /* a stream replayed twice or a fan-in counted twice: never score a window twice */
+                bp_err_set(&err, "example %s: window %d has logits twice", e->id, e->windows[i].window);
+                die_out(out, &err);
+            }
         qa_post_window *pw = calloc((size_t)e->n_windows, sizeof *pw);
         if (!pw) bp_die(1, NULL, "out of memory");
         for (int i = 0; i < e->n_windows; i++)

@@ -149,6 +149,13 @@ PY
   [ "$(grep -c '"k":"prediction"' "$TMP/pred.jsonl")" -eq 1 ]
   grep -q "1 examples had no logits and got no prediction" "$TMP/err"
   refute_sanitizer "$TMP/err"
+  # the same window twice (a replayed stream) is an error, not a doubled vote
+  { sed -n 1,2p "$TMP/lg.jsonl"; sed -n 2p "$TMP/lg.jsonl" | sed 's/"seq": 0/"seq": 1/'
+    printf '%s\n' '{"v":1,"k":"eos","from":"t","count":2}'; } >"$TMP/dup.jsonl"
+  run bash -c "json2frames '$TMP/dup.jsonl' | postprocess --examples 'file:$TMP/ex.frames' --allow-missing 2>'$TMP/err' >/dev/null"
+  [ "$status" -ne 0 ]
+  assert_one_error_line "$TMP/err" postprocess
+  grep -q "example fox: window 0 has logits twice" "$TMP/err"
 }
 
 @test "bad logits: a missing tensor or a class count unlike the labels is one error line, and downstream fails too" {

@@ -167,10 +167,12 @@ int main(int argc, char **argv) {
         if (out_given) bp_die(2, NULL, "file mode writes JSON only: --out does not apply");
         json_t *d = load_json_any(dataset, "dataset", &err), *p = d ? load_json_any(predictions, "predictions", &err) : NULL;
         metrics_squad_summary s;
-        int failed = !p || metrics_squad_score_json(d, p, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_AUTO, &s, &err);
+        /* a load error already names its file; a scoring error gets both names */
+        int loaded = p != NULL;
+        int failed = !loaded || metrics_squad_score_json(d, p, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_AUTO, &s, &err);
         json_decref(d);
         json_decref(p);
-        if (failed && p) bp_die(1, NULL, "%s (%s, %s)", err.msg, dataset, predictions);
+        if (failed && loaded) bp_die(1, NULL, "%s (%s, %s)", err.msg, dataset, predictions);
         if (failed) bp_die_err(&err);
         if (s.missing) bp_warn("%lld questions have no prediction (scored 0)", (long long)s.missing);
         FILE *f = open_json(json_path);

@@ -121,10 +121,15 @@ parity-%: all
 	@scripts/parity-$*
 
 # ---- install --------------------------------------------------------------------
+# Stages go to PREFIX/bin; the pipeline manifests (and the embedded default data they use)
+# to PREFIX/share/bertpipe/pipelines, where they find the stages on PATH.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/default
 	install -m 755 $(STAGES) $(DESTDIR)$(PREFIX)/bin/
-	install -m 755 pipelines/* $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/
+	install -m 755 pipelines/sst pipelines/squad pipelines/predict-sst pipelines/predict-squad \
+	    $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/
+	install -m 644 pipelines/lib.sh $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/
+	install -m 644 pipelines/default/* $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/default/
 
 clean:
 	rm -rf bin build

@@ -2,7 +2,9 @@
 #include "framejson.h"
 
 #include <jansson.h>
+#include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,7 +87,15 @@ static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_e
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: puts_(s, "null"); break;
     case MSGPACK_OBJECT_BOOLEAN: puts_(s, o->via.boolean ? "true" : "false"); break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: snprintf(num, sizeof num, "%llu", (unsigned long long)o->via.u64); puts_(s, num); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        /* JSON readers (jansson included) hold integers in int64: larger ones travel as strings */
+        if (o->via.u64 > (uint64_t)INT64_MAX) {
+            snprintf(num, sizeof num, "{\"$u64\":\"%llu\"}", (unsigned long long)o->via.u64);
+        } else {
+            snprintf(num, sizeof num, "%llu", (unsigned long long)o->via.u64);
+        }
+        puts_(s, num);
+        break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: snprintf(num, sizeof num, "%lld", (long long)o->via.i64); puts_(s, num); break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: put_double(s, o->via.f64); break;
@@ -201,6 +211,16 @@ static int pack_json(msgpack_packer *pk, json_t *j, bp_err *err) {
                      : strcmp(v, "-inf") == 0 ? -(double)INFINITY : 0;
             if (d == 0) return bp_err_set(err, "$float must be \"nan\", \"inf\" or \"-inf\"");
             msgpack_pack_double(pk, d);
+            return 0;
+        }
+        if (json_object_size(j) == 1 && (special = json_object_get(j, "$u64")) != NULL) {
+            const char *v = json_is_string(special) ? json_string_value(special) : "";
+            char *end = NULL;
+            errno = 0;
+            unsigned long long u = strtoull(v, &end, 10);
+            if (!*v || *v == '-' || *end || errno || u <= (unsigned long long)INT64_MAX)
+                return bp_err_set(err, "$u64 must be a decimal string above 9223372036854775807");
+            msgpack_pack_uint64(pk, (uint64_t)u);
             return 0;
         }
         if (json_object_get(j, "$bin_bytes"))

@@ -77,3 +77,12 @@ eos_bytes() { printf '\x84\xa1v\x01\xa1k\xa3eos\xa4from\xa1t\xa5count'; printf "
   wait $t
   grep -q "^frames 10 .* unique 10$" "$TMP/sink.out"
 }
+
+@test "json2frames refuses a \$u64 that is not a decimal above int64" {
+  for bad in '"12"' '"-5"' '"1e30"' '99' '"99999999999999999999"'; do
+    printf '{"v":1,"k":"hello","from":"t"}\n{"v":1,"k":"metric","seq":0,"n":{"$u64":%s}}\n' "$bad" >"$TMP/in.jsonl"
+    run json2frames --out "file:$TMP/out.bin" "$TMP/in.jsonl"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *'$u64 must be a decimal string above 9223372036854775807 ('*'line 2)'* ]]
+  done
+}

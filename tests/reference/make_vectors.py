@@ -14,7 +14,8 @@ Canonical rules shared with the C writer (proto/frames.md, "Canonical encoding")
   * map keys keep the order given;
   * in JSON a float always shows a '.' or an exponent: the shortest "%.Ng" (N = 1..17) that
     reads back to the same double, with ".0" added when it shows neither; a bin is
-    {"$bin": BASE64}; an infinity is {"$float": "inf"} / {"$float": "-inf"}.
+    {"$bin": BASE64}; an infinity is {"$float": "inf"} / {"$float": "-inf"}; an unsigned
+    integer above 2^63-1 is {"$u64": "DECIMAL"}.
 
 Run: /usr/bin/python3 tests/reference/make_vectors.py  (from the repository root)
 """
@@ -130,7 +131,7 @@ def to_json(v):
     if v is False:
         return "false"
     if isinstance(v, int):
-        return str(v)
+        return '{"$u64":"%d"}' % v if v > 2**63 - 1 else str(v)
     if isinstance(v, float):
         return json_float(v)
     if isinstance(v, Bin):
@@ -228,6 +229,9 @@ VECTORS = {
                     big=1.5e300, neg=-7),
     "metric-inf": frame("metric", seq=0, scope="eval", loss=math.inf, accuracy=100.0,
                         exact_match=1e16, f1=0.1),
+    # integers at the edges of int64/uint64: above 2^63-1 the JSON form is {"$u64": "..."}
+    "metric-u64": frame("metric", seq=1, scope="train", step=2**64 - 1, tokens=2**63,
+                        last_signed=2**63 - 1, lowest=-2**63),
     "epoch": frame("epoch", seq=40, epoch=2),
     "eos": frame("eos", **{"from": "batch"}, count=41),
     "error": frame("error", **{"from": "train"},

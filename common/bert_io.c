@@ -94,8 +94,8 @@ static char *join_lines(char *a, char *b) {
     return both;
 }
 
-bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, backend *be,
-                      int max_B, int max_T, uint64_t seed, char **notes, bp_err *err) {
+bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
+                      backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err) {
     if (notes) *notes = NULL;
     char config_path[4096];
     int dir = is_dir(source);
@@ -106,7 +106,7 @@ bert_model *bert_open(const char *source, int load_weights, bert_head head, int 
     int rc = bert_config_from_hf(&hf, head, num_labels, &cfg, err);
     hfc_free(&hf);
     if (rc) return NULL;
-    bert_model *m = bert_create(&cfg, be, max_B, max_T, err);
+    bert_model *m = bert_create_for(&cfg, be, max_B, max_T, use, err);
     if (!m) return NULL;
     if (bert_init_weights(m, seed, 0, err)) goto fail;
     if (!load_weights || !dir) return m;

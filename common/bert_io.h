@@ -26,9 +26,10 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
  * Every parameter is initialised (seeded, HF's _init_weights) and then overwritten by the
  * checkpoint's tensors; *notes (malloc'd, may be NULL when nothing to say) receives the
  * transformers-style lines about unused and newly initialised weights. num_labels <= 0 keeps
- * the config's. NULL with err on failure. */
-bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, backend *be,
-                      int max_B, int max_T, uint64_t seed, char **notes, bp_err *err);
+ * the config's. `use` is bert_create_for's (BERT_FOR_INFERENCE allocates no gradients).
+ * NULL with err on failure. */
+bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
+                      backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err);
 
 /* Save DIR/model.safetensors, DIR/config.json (architecture from the head, labels) and a
  * copy of vocab_path as DIR/vocab.txt (when vocab_path is not NULL). DIR is created.

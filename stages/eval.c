@@ -70,8 +70,8 @@ int main(int argc, char **argv) {
     if (!be) bp_die_err(&err);
     bp_log("%s", note);
     char *notes = NULL;
-    bert_model *m = bert_open(checkpoint, 1, qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, 0, be, (int)max_B, (int)max_T,
-                              0, &notes, &err);
+    bert_model *m = bert_open(checkpoint, 1, qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, 0, BERT_FOR_INFERENCE,
+                              be, (int)max_B, (int)max_T, 0, &notes, &err);
     if (!m) bp_die_err(&err);
     if (notes) {
         /* Evaluating weights that were never trained is almost always a mistake: say so loudly. */

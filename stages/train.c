@@ -340,7 +340,7 @@ int main(int argc, char **argv) {
         if (!r.m || bert_init_weights(r.m, seed, 0, &err)) bp_die_err(&err);
     } else {
         const char *source = resume ? resume : checkpoint ? checkpoint : config;
-        r.m = bert_open(source, !config, head, (int)num_labels, be, max_B, max_T, seed, &notes, &err);
+        r.m = bert_open(source, !config, head, (int)num_labels, BERT_FOR_TRAINING, be, max_B, max_T, seed, &notes, &err);
         if (!r.m) bp_die_err(&err);
         if (notes) {
             bp_warn("%s", notes);

@@ -752,6 +752,16 @@ void bp_hello_begin(bp_writer *w) {
     bp_put_int(w, "pid", (int64_t)getpid());
 }
 
+void bp_hello_begin_from(bp_writer *w, const bp_frame *upstream, const char *const *keys) {
+    bp_hello_begin(w);
+    for (; *keys; keys++) {
+        const msgpack_object *o = bp_get(upstream, *keys);
+        if (!o) continue;
+        bp_put_key(w, *keys);
+        msgpack_pack_object(&w->pk, *o);
+    }
+}
+
 int bp_out_hello(bp_out *out, bp_writer *w) {
     if (out->said_hello) return out_fail(out, "hello sent twice");
     size_t len;

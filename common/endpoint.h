@@ -78,6 +78,9 @@ void bp_out_merge_eos(bp_out *out);
 /* Start a hello frame in w with the standard fields ("from": this stage, "pid"); the caller
  * adds schema fields, then calls bp_out_hello. */
 void bp_hello_begin(bp_writer *w);
+/* bp_hello_begin, then copy each of the NULL-terminated `keys` that the upstream hello has,
+ * unchanged: how a stage passes the stream's schema on before adding its own fields. */
+void bp_hello_begin_from(bp_writer *w, const bp_frame *upstream, const char *const *keys);
 /* Send the hello (to every fan-out endpoint). Must be the first frame. */
 int bp_out_hello(bp_out *out, bp_writer *w);
 /* Finish w's frame and send it as a data frame. -1 on error (bp_out_error). */

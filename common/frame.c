@@ -316,3 +316,8 @@ char *bp_finish_release(bp_writer *w, size_t *len) {
     *len = size - start;
     return data;
 }
+
+int bp_hello_is_qa(const bp_frame *hello) {
+    const msgpack_object *o = bp_get(hello, "task");
+    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == 2 && memcmp(o->via.str.ptr, "qa", 2) == 0;
+}

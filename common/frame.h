@@ -68,6 +68,8 @@ int bp_get_bool(const bp_frame *f, const char *key, int *out, bp_err *err);
 int bp_get_str(const bp_frame *f, const char *key, const char **s, size_t *len, bp_err *err);
 /* A malloc'd NUL-terminated copy, or NULL with err set. Caller frees. */
 char *bp_get_strdup(const bp_frame *f, const char *key, bp_err *err);
+/* 1 when a hello says "task": "qa"; 0 for classification (the default when absent). */
+int bp_hello_is_qa(const bp_frame *hello);
 
 /* A tensor field: {"dtype": str, "shape": [int...], "data": bin}. data points into the
  * frame and may be unaligned: copy it out (bp_tensor_copy) before typed access. */

@@ -231,11 +231,8 @@ int main(int argc, char **argv) {
     const bp_frame *hello = bp_in_wait_hello(in);
     if (!hello) bp_die_err(bp_in_err(in));
     schema sc = {0};
-    const char *task = "classification";
-    size_t task_len = strlen(task);
     bp_err err;
-    bp_get_str(hello, "task", &task, &task_len, &err);
-    sc.qa = task_len == 2 && memcmp(task, "qa", 2) == 0;
+    sc.qa = bp_hello_is_qa(hello);
     int64_t v;
     if (!bp_get_int(hello, "pad_id", &v, &err)) sc.pad_id = (int32_t)v;
     if (!max_length && !bp_get_int(hello, "max_length", &v, &err)) max_length = v;
@@ -271,16 +268,10 @@ int main(int argc, char **argv) {
     bp_out *out = bp_open_out(&io);
     bp_writer w;
     bp_writer_init(&w);
-    bp_hello_begin(&w);
     /* Pass the upstream schema on, then say what batch adds. */
-    static const char *pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "lowercase",
-                                    "vocab_size", "split", "source", "pad_id"};
-    for (size_t i = 0; i < sizeof pass_on / sizeof *pass_on; i++) {
-        const msgpack_object *o = bp_get(hello, pass_on[i]);
-        if (!o) continue;
-        bp_put_key(&w, pass_on[i]);
-        msgpack_pack_object(&w.pk, *o);
-    }
+    static const char *const pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "lowercase",
+                                          "vocab_size", "split", "source", "pad_id", NULL};
+    bp_hello_begin_from(&w, hello, pass_on);
     bp_put_int(&w, "batch_size", batch_size);
     bp_put_int(&w, "epochs", epochs);
     bp_put_int(&w, "batches_per_epoch", (int64_t)per_epoch);

@@ -57,10 +57,7 @@ int main(int argc, char **argv) {
     const bp_frame *hello = bp_in_wait_hello(in);
     if (!hello) bp_die_err(bp_in_err(in));
     bp_err err;
-    const char *task = "classification";
-    size_t task_len = strlen(task);
-    bp_get_str(hello, "task", &task, &task_len, &err);
-    int qa = task_len == 2 && memcmp(task, "qa", 2) == 0;
+    int qa = bp_hello_is_qa(hello);
     int64_t max_B = 0, max_T = 0;
     if (bp_get_int(hello, "batch_size", &max_B, &err) || bp_get_int(hello, "max_length", &max_T, &err))
         bp_die(1, io.in, "the input hello lacks batch_size or max_length: is this a batch stream?");
@@ -92,14 +89,8 @@ int main(int argc, char **argv) {
     bp_out *out = bp_open_out(&io);
     bp_writer w;
     bp_writer_init(&w);
-    bp_hello_begin(&w);
-    static const char *pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "split", "source"};
-    for (size_t i = 0; i < sizeof pass_on / sizeof *pass_on; i++) {
-        const msgpack_object *o = bp_get(hello, pass_on[i]);
-        if (!o) continue;
-        bp_put_key(&w, pass_on[i]);
-        msgpack_pack_object(&w.pk, *o);
-    }
+    static const char *const pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "split", "source", NULL};
+    bp_hello_begin_from(&w, hello, pass_on);
     bp_put_str(&w, "checkpoint", checkpoint);
     if (!qa && !bp_get(hello, "labels")) {
         /* Unlabelled input (your own sentences): the checkpoint's id2label names the classes. */

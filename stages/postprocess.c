@@ -383,10 +383,7 @@ int main(int argc, char **argv) {
     const bp_frame *hello = bp_in_wait_hello(in);
     if (!hello) bp_die_err(bp_in_err(in));
     bp_err err;
-    const char *task = "classification";
-    size_t task_len = strlen(task);
-    bp_get_str(hello, "task", &task, &task_len, &err);
-    int is_qa = task_len == 2 && memcmp(task, "qa", 2) == 0;
+    int is_qa = bp_hello_is_qa(hello);
     if (is_qa && !examples) bp_die(2, NULL, "QA post-processing needs --examples SPEC (the example frames with the contexts)");
     char **labels = NULL;
     int n_labels = 0;
@@ -401,14 +398,8 @@ int main(int argc, char **argv) {
     bp_out *out = bp_open_out(&io);
     bp_writer w;
     bp_writer_init(&w);
-    bp_hello_begin(&w);
-    static const char *pass_on[] = {"task", "labels", "num_labels", "split", "source"};
-    for (size_t i = 0; i < sizeof pass_on / sizeof *pass_on; i++) {
-        const msgpack_object *o = bp_get(hello, pass_on[i]);
-        if (!o) continue;
-        bp_put_key(&w, pass_on[i]);
-        msgpack_pack_object(&w.pk, *o);
-    }
+    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
+    bp_hello_begin_from(&w, hello, pass_on);
     if (is_qa) bp_put_bool(&w, "version_2", po.version_2_with_negative);
     if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
     FILE *text_out = NULL;

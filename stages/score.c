@@ -184,10 +184,7 @@ int main(int argc, char **argv) {
     bp_in *in = bp_open_in(&io);
     const bp_frame *hello = bp_in_wait_hello(in);
     if (!hello) bp_die_err(bp_in_err(in));
-    const char *task = "classification";
-    size_t task_len = strlen(task);
-    bp_get_str(hello, "task", &task, &task_len, &err);
-    int qa = task_len == 2 && memcmp(task, "qa", 2) == 0;
+    int qa = bp_hello_is_qa(hello);
     int hello_v2 = 0;
     if (!bp_get_bool(hello, "version_2", &hello_v2, &err) && hello_v2) v2 = 1;
     int n_labels;

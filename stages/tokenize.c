@@ -118,23 +118,14 @@ int main(int argc, char **argv) {
     bp_in *in = bp_open_in(&io);
     const bp_frame *hello = bp_in_wait_hello(in);
     if (!hello) bp_die_err(bp_in_err(in));
-    const char *task = "classification";
-    size_t task_len = strlen(task);
-    bp_get_str(hello, "task", &task, &task_len, &err);
-    int qa = task_len == 2 && memcmp(task, "qa", 2) == 0;
+    int qa = bp_hello_is_qa(hello);
     if (!max_length) max_length = qa ? 384 : 128;
 
     bp_out *out = bp_open_out(&io);
     bp_writer w;
     bp_writer_init(&w);
-    bp_hello_begin(&w);
-    static const char *pass_on[] = {"task", "labels", "num_labels", "split", "source"};
-    for (size_t i = 0; i < sizeof pass_on / sizeof *pass_on; i++) {
-        const msgpack_object *o = bp_get(hello, pass_on[i]);
-        if (!o) continue;
-        bp_put_key(&w, pass_on[i]);
-        msgpack_pack_object(&w.pk, *o);
-    }
+    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
+    bp_hello_begin_from(&w, hello, pass_on);
     bp_put_int(&w, "max_length", max_length);
     if (qa) bp_put_int(&w, "stride", stride);
     bp_put_bool(&w, "lowercase", tok_is_lowercase(tok));

@@ -297,10 +297,7 @@ int main(int argc, char **argv) {
     const bp_frame *hello = bp_in_wait_hello(in);
     if (!hello) bp_die_err(bp_in_err(in));
     bp_err err;
-    const char *task = "classification";
-    size_t task_len = strlen(task);
-    bp_get_str(hello, "task", &task, &task_len, &err);
-    bert_head head = task_len == 2 && memcmp(task, "qa", 2) == 0 ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
+    bert_head head = bp_hello_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
     int64_t batch_size = 0, max_length = 0, per_epoch = 0, epochs = 1, num_labels = 0, vocab_size = 0;
     if (bp_get_int(hello, "batch_size", &batch_size, &err) || bp_get_int(hello, "max_length", &max_length, &err))
         bp_die(1, io.in, "the input hello lacks batch_size or max_length: is this a batch stream?");

@@ -245,6 +245,27 @@ static void check_getters(void) {
     bp_get_float(&f, "example_id", &d, &err);
     TAP_EQ_STR(err.msg, "feature frame field 'example_id' is not a number", "getters: float type error text");
     tap_ok(bp_get_strdup(&f, "nothing", &err) == NULL, "getters: strdup of an absent field is NULL");
+    bp_frame hf;
+    char *hbytes;
+    if (decode_vector("hello", &hf, &hbytes) == 0) {   /* h owns hbytes */
+        tap_ok(!bp_hello_is_qa(&hf), "hello: task classification is not qa");
+        bp_frame_release(&hf);
+    }
+    if (decode_vector("hello-minimal", &hf, &hbytes) == 0) {
+        tap_ok(!bp_hello_is_qa(&hf), "hello: no task means classification");
+        bp_frame_release(&hf);
+    }
+    bp_writer hw;
+    bp_writer_init(&hw);
+    bp_begin(&hw, BP_HELLO);
+    bp_put_str(&hw, "task", "qa");
+    size_t hlen;
+    const char *hp = bp_finish(&hw, &hlen);
+    if (tap_ok(bp_frame_decode(&hf, hp, hlen, NULL, NULL, &err) == 0, "hello: a qa hello decodes")) {
+        tap_ok(bp_hello_is_qa(&hf), "hello: task qa is qa");
+        bp_frame_release(&hf);
+    }
+    bp_writer_free(&hw);
 
     /* tensors */
     bp_tensor_view t;

@@ -59,7 +59,10 @@ static int emit(const ds_example *ex, void *user, bp_err *err) {
                 e->last_title = strdup(ex->title ? ex->title : "");
                 if (!e->last_title) return bp_err_set(err, "out of memory");
             }
-            if (e->article > e->last_article) return 1;   /* past the range: stop reading */
+            if (e->article > e->last_article) {   /* past the range: count this one, stop reading */
+                e->out_of_range++;
+                return 1;
+            }
             if (e->article < e->first_article) {
                 e->out_of_range++;
                 return 0;

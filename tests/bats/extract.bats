@@ -134,6 +134,13 @@ bad() { # expected-text extract-args...
   title=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"][1]["title"])' "$FIX/squad_v1.json")
   python3 -c 'import json,sys; t={json.loads(l)["title"] for l in open(sys.argv[1])}; assert t == {sys.argv[2]}, t' "$TMP/got" "$title"
   grep -q "examples sent" "$TMP/err"
+  # the counts add up, also when reading stops early past the range (0-0 stops inside article 1)
+  for range in 1-1 0-0; do
+    BERTPIPE_QUIET=0 extract --format squad --articles $range "$FIX/squad_v1.json" 2>"$TMP/err" >/dev/null
+    read -r records sent outside < <(sed -n 's/.* \([0-9]*\) records read, \([0-9]*\) examples sent;.* \([0-9]*\) outside --articles.*/\1 \2 \3/p' "$TMP/err")
+    [ "$sent" -gt 0 ] && [ "$outside" -gt 0 ]
+    [ "$records" -eq $((sent + outside)) ] || { cat "$TMP/err"; false; }
+  done
 }
 
 @test "SQuAD: an answer_start that does not slice its answer is reported by id and counted; --strict fails" {

@@ -321,3 +321,26 @@ int bp_hello_is_qa(const bp_frame *hello) {
     const msgpack_object *o = bp_get(hello, "task");
     return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == 2 && memcmp(o->via.str.ptr, "qa", 2) == 0;
 }
+
+int bp_hello_labels(const bp_frame *hello, char ***labels, bp_err *err) {
+    *labels = NULL;
+    const msgpack_object *l = bp_get(hello, "labels");
+    if (!l || l->type != MSGPACK_OBJECT_ARRAY) return 0;
+    char **out = calloc(l->via.array.size + 1, sizeof *out);
+    if (!out) return bp_err_set(err, "out of memory reading the hello's labels");
+    for (uint32_t i = 0; i < l->via.array.size; i++) {
+        const msgpack_object *o = &l->via.array.ptr[i];
+        out[i] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
+        if (!out[i]) {
+            bp_labels_free(out, (int)i);
+            return bp_err_set(err, "out of memory reading the hello's labels");
+        }
+    }
+    *labels = out;
+    return (int)l->via.array.size;
+}
+
+void bp_labels_free(char **labels, int n) {
+    for (int i = 0; labels && i < n; i++) free(labels[i]);
+    free(labels);
+}

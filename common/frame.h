@@ -70,6 +70,11 @@ int bp_get_str(const bp_frame *f, const char *key, const char **s, size_t *len, 
 char *bp_get_strdup(const bp_frame *f, const char *key, bp_err *err);
 /* 1 when a hello says "task": "qa"; 0 for classification (the default when absent). */
 int bp_hello_is_qa(const bp_frame *hello);
+/* A hello's "labels" as malloc'd C strings (a non-string entry becomes "?"), NULL-terminated
+ * in *labels; returns their count, 0 (and *labels NULL) when the hello has none, -1 with err
+ * when out of memory. Free with bp_labels_free. */
+int bp_hello_labels(const bp_frame *hello, char ***labels, bp_err *err);
+void bp_labels_free(char **labels, int n);
 
 /* A tensor field: {"dtype": str, "shape": [int...], "data": bin}. data points into the
  * frame and may be unaligned: copy it out (bp_tensor_copy) before typed access. */

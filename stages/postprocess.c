@@ -385,16 +385,9 @@ int main(int argc, char **argv) {
     bp_err err;
     int is_qa = bp_hello_is_qa(hello);
     if (is_qa && !examples) bp_die(2, NULL, "QA post-processing needs --examples SPEC (the example frames with the contexts)");
-    char **labels = NULL;
-    int n_labels = 0;
-    const msgpack_object *l = bp_get(hello, "labels");
-    if (l && l->type == MSGPACK_OBJECT_ARRAY) {
-        labels = calloc(l->via.array.size + 1, sizeof *labels);
-        for (uint32_t i = 0; labels && i < l->via.array.size; i++) {
-            const msgpack_object *o = &l->via.array.ptr[i];
-            labels[n_labels++] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
-        }
-    }
+    char **labels;
+    int n_labels = bp_hello_labels(hello, &labels, &err);
+    if (n_labels < 0) bp_die_err(&err);
     bp_out *out = bp_open_out(&io);
     bp_writer w;
     bp_writer_init(&w);
@@ -409,8 +402,7 @@ int main(int argc, char **argv) {
     if (text_out && fclose(text_out)) bp_die(1, text_path, "write failed");
     if (bp_out_close(out, &err)) bp_die_err(&err);
     bp_in_close(in);
-    for (int i = 0; i < n_labels; i++) free(labels[i]);
-    free(labels);
+    bp_labels_free(labels, n_labels);
     bp_writer_free(&w);
     return 0;
 }

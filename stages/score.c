@@ -72,22 +72,6 @@ static json_t *load_json_any(const char *path, const char *what, bp_err *err) {
     return root;
 }
 
-/* The hello's "labels" as C strings (NULL-terminated array, *n set); NULL when absent. */
-static char **hello_labels(const bp_frame *hello, int *n) {
-    *n = 0;
-    const msgpack_object *l = bp_get(hello, "labels");
-    if (!l || l->type != MSGPACK_OBJECT_ARRAY) return NULL;
-    char **labels = calloc(l->via.array.size + 1, sizeof *labels);
-    if (!labels) bp_die(1, NULL, "out of memory");
-    for (uint32_t i = 0; i < l->via.array.size; i++) {
-        const msgpack_object *o = &l->via.array.ptr[i];
-        labels[i] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
-        if (!labels[i]) bp_die(1, NULL, "out of memory");
-        (*n)++;
-    }
-    return labels;
-}
-
 static FILE *open_json(const char *path) {
     if (!path) return stdout;
     FILE *f = fopen(path, "w");
@@ -187,8 +171,9 @@ int main(int argc, char **argv) {
     int qa = bp_hello_is_qa(hello);
     int hello_v2 = 0;
     if (!bp_get_bool(hello, "version_2", &hello_v2, &err) && hello_v2) v2 = 1;
-    int n_labels;
-    char **labels = hello_labels(hello, &n_labels);
+    char **labels;
+    int n_labels = bp_hello_labels(hello, &labels, &err);
+    if (n_labels < 0) bp_die_err(&err);
 
     metrics_cls mc;
     int mc_ready = 0;
@@ -303,7 +288,6 @@ int main(int argc, char **argv) {
         if (bp_out_close(out, &err)) bp_die_err(&err);
     }
     bp_writer_free(&w);
-    for (int i = 0; i < n_labels; i++) free(labels[i]);
-    free(labels);
+    bp_labels_free(labels, n_labels);
     return 0;
 }

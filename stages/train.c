@@ -306,15 +306,7 @@ int main(int argc, char **argv) {
     bp_get_int(hello, "vocab_size", &vocab_size, &err);
     run r = {0};
     r.saved_step = -1;
-    const msgpack_object *labels = bp_get(hello, "labels");
-    if (labels && labels->type == MSGPACK_OBJECT_ARRAY) {
-        r.n_labels = (int)labels->via.array.size;
-        r.labels = calloc((size_t)r.n_labels + 1, sizeof *r.labels);
-        for (int i = 0; r.labels && i < r.n_labels; i++) {
-            const msgpack_object *o = &labels->via.array.ptr[i];
-            r.labels[i] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
-        }
-    }
+    if ((r.n_labels = bp_hello_labels(hello, &r.labels, &err)) < 0) bp_die_err(&err);
     if (bp_get_int(hello, "num_labels", &num_labels, &err)) num_labels = r.n_labels;
 
     char note[300];
@@ -494,8 +486,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n_eval; i++) bp_frame_release(&eval_frames[i]);
     free(eval_frames);
     host_batch_free(&h);
-    for (int i = 0; i < r.n_labels && r.labels; i++) free(r.labels[i]);
-    free(r.labels);
+    bp_labels_free(r.labels, r.n_labels);
     optim_free(r.opt);
     bert_free(r.m);
     be->destroy(be);

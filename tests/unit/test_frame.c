@@ -249,10 +249,17 @@ static void check_getters(void) {
     char *hbytes;
     if (decode_vector("hello", &hf, &hbytes) == 0) {   /* h owns hbytes */
         tap_ok(!bp_hello_is_qa(&hf), "hello: task classification is not qa");
+        char **labels;
+        int nl = bp_hello_labels(&hf, &labels, &err);
+        tap_ok(nl == 2 && labels && !strcmp(labels[0], "negative") && !strcmp(labels[1], "positive") && !labels[2],
+               "hello: labels read in order, NULL-terminated");
+        bp_labels_free(labels, nl);
         bp_frame_release(&hf);
     }
     if (decode_vector("hello-minimal", &hf, &hbytes) == 0) {
         tap_ok(!bp_hello_is_qa(&hf), "hello: no task means classification");
+        char **labels = (char **)&labels;
+        tap_ok(bp_hello_labels(&hf, &labels, &err) == 0 && labels == NULL, "hello: no labels gives 0 and NULL");
         bp_frame_release(&hf);
     }
     bp_writer hw;

@@ -6,8 +6,8 @@
 #   make install PREFIX=/usr/local
 #
 # Sources are found by convention, so adding a file never means editing this:
-#   common/*.c           -> build/libbertpipe.a           (the shared library)
-#   common/*.cu          -> build/libbertpipe_cuda.a      (only when nvcc exists)
+#   common/LAYER/*.c     -> build/libbertpipe.a           (the shared library, one folder per layer)
+#   common/LAYER/*.cu    -> build/libbertpipe_cuda.a      (only when nvcc exists)
 #   stages/NAME.c        -> bin/NAME
 #   tests/unit/test_*.c  -> build/tests/test_*            (TAP on stdout)
 #   tests/tools/*.c      -> build/tools/*                 (helpers for tests and parity runs)
@@ -28,9 +28,9 @@ LDLIBS_ALL  = $(PKG_LIBS) -lm -lpthread $(LDLIBS)
 
 SAN_FLAGS   = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-COMMON_SRC  := $(sort $(wildcard common/*.c))
-COMMON_HDR  := $(sort $(wildcard common/*.h))
-CUDA_SRC    := $(sort $(wildcard common/*.cu))
+COMMON_SRC  := $(sort $(wildcard common/*/*.c))
+COMMON_HDR  := $(sort $(wildcard common/*/*.h))
+CUDA_SRC    := $(sort $(wildcard common/*/*.cu))
 STAGE_SRC   := $(sort $(wildcard stages/*.c))
 TEST_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 TOOL_SRC    := $(sort $(wildcard tests/tools/*.c))
@@ -68,11 +68,15 @@ ifeq ($(strip $(NVCC)),)
 endif
 
 # ---- the library ----------------------------------------------------------
-build/obj/%.o: common/%.c $(COMMON_HDR) | build/obj
+# Objects mirror the layer folders (build/obj/model/bert.o).
+build/obj/%.o: common/%.c $(COMMON_HDR)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(CUDA_DEFS) -c $< -o $@
-build/san/obj/%.o: common/%.c $(COMMON_HDR) | build/san/obj
+build/san/obj/%.o: common/%.c $(COMMON_HDR)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(SAN_FLAGS) $(CUDA_DEFS) -c $< -o $@
-build/cuda/%.o: common/%.cu $(COMMON_HDR) | build/cuda
+build/cuda/%.o: common/%.cu $(COMMON_HDR)
+	@mkdir -p $(@D)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
 build/libbertpipe.a: $(patsubst common/%.c,build/obj/%.o,$(COMMON_SRC))
@@ -97,7 +101,7 @@ build/tools/%: tests/tools/%.c $(LIB) $(COMMON_HDR) | build/tools
 build/bench/%: tests/bench/%.c $(LIB) $(COMMON_HDR) | build/bench
 	$(CC) $(CFLAGS_ALL) $(CUDA_DEFS) $< $(LIB) $(LDLIBS_ALL) $(CUDA_LDLIBS) -o $@
 
-bin build/obj build/san/obj build/cuda build/san/bin build/san/tests build/tools build/bench:
+bin build/san/bin build/san/tests build/tools build/bench:
 	@mkdir -p $@
 
 san: deps $(SAN_STAGES) $(TESTS)

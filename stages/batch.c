@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "stage.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: batch [options] [--in SPEC] [--out SPEC]\n"

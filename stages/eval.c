@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bert_io.h"
-#include "device.h"
-#include "stage.h"
+#include "ckpt/bert_io.h"
+#include "backend/device.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: eval --checkpoint DIR [--device auto|cuda|cpu] [--threads N] [--in SPEC] [--out SPEC]\n"

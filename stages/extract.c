@@ -1,6 +1,6 @@
 /* extract — a data set (file, folder, .gz, .zip, .tar.gz) in, example frames out.
  *
- * Formats come from common/datasets.h: SST trees, raw SST, GLUE SST-2, IMDB, any CSV/TSV, SQuAD
+ * Formats come from common/data/datasets.h: SST trees, raw SST, GLUE SST-2, IMDB, any CSV/TSV, SQuAD
  * v1.1/v2.0; plus "lines" (one unlabelled text per line, for predictions on your own
  * sentences) and a single QA example from --question/--context. It streams: each example is
  * sent as soon as it is read. It never drops a record silently: every skip is counted and
@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datasets.h"
-#include "stage.h"
+#include "data/datasets.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: extract [options] PATH            (PATH may be - for --format lines)\n"

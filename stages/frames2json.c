@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "framejson.h"
-#include "stage.h"
+#include "wire/framejson.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: frames2json [--brief] [--in SPEC] [--producers N] [--out FILE]\n"

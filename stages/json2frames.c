@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "framejson.h"
-#include "stage.h"
+#include "wire/framejson.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: json2frames [--recount] [--out SPEC] [FILE]\n"

@@ -2,7 +2,7 @@
  *
  * Classification: softmax over each row, the argmax label and its probability; a run_glue
  * style predictions file with --predictions. QA: Hugging Face run_qa's post-processing
- * (common/qa_postprocess.h): for every example, the n-best spans over all its windows,
+ * (common/eval/qa_postprocess.h): for every example, the n-best spans over all its windows,
  * their text sliced from the example's context by offsets, predictions.json and
  * nbest_predictions.json. The context comes from the example frames themselves, read from
  * the side input --examples (e.g. file:validation.examples, the recording extract made).
@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
-#include "qa_postprocess.h"
-#include "stage.h"
+#include "eval/metrics.h"
+#include "eval/qa_postprocess.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: postprocess [options] [--in SPEC] [--out SPEC]\n"

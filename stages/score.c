@@ -2,7 +2,7 @@
  * and a metric frame when --out is given.
  *
  * Classification: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and
- * eval loss (common/metrics.h). QA: the official SQuAD v1.1 exact match and F1 (v2.0 with
+ * eval loss (common/eval/metrics.h). QA: the official SQuAD v1.1 exact match and F1 (v2.0 with
  * HasAns/NoAns when the stream says version_2 or any prediction is_impossible), plus span
  * accuracy. File mode, like the official script:
  *   score --dataset dev-v1.1.json --predictions predictions.json
@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "archive_input.h"
-#include "metrics.h"
-#include "stage.h"
+#include "base/archive_input.h"
+#include "eval/metrics.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: score [--json FILE] [--version-2] [--in SPEC] [--out SPEC]\n"

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "framejson.h"
-#include "stage.h"
+#include "wire/framejson.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: tap [--log FILE] [--brief] [--in SPEC] [--out SPEC] [--producers N]\n"

@@ -1,5 +1,5 @@
 /* tokenize — example frames in, feature frames out: BERT WordPiece, identical to Hugging
- * Face's BertTokenizerFast (common/tokenizer.h does the work).
+ * Face's BertTokenizerFast (common/text/tokenizer.h does the work).
  *
  * Classification: [CLS] text [SEP] truncated to --max-length, one feature per example.
  * QA: [CLS] question [SEP] context [SEP] with truncation only_second and --doc-stride
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stage.h"
-#include "tokenizer.h"
+#include "stage/stage.h"
+#include "text/tokenizer.h"
 
 static const char usage[] =
     "usage: tokenize (--vocab FILE | --checkpoint DIR) [options] [--in SPEC] [--out SPEC]\n"

@@ -2,7 +2,7 @@
  *
  * The model starts from a Hugging Face checkpoint (--checkpoint DIR), a config.json
  * (--config FILE) or a named shape (--preset mini), and trains with AdamW, the linear
- * warm-up/decay schedule, clipping and accumulation (common/bert.h, common/optim.h).
+ * warm-up/decay schedule, clipping and accumulation (common/model/bert.h, common/model/optim.h).
  * A metric frame goes out per optimizer step; at each epoch frame it evaluates --eval (if
  * given) and saves to --save. SIGINT/SIGTERM save and exit; a non-finite loss stops with
  * the step number and keeps the last good checkpoint. --resume DIR continues exactly:
@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bert_io.h"
-#include "device.h"
-#include "metrics.h"
-#include "stage.h"
+#include "ckpt/bert_io.h"
+#include "backend/device.h"
+#include "eval/metrics.h"
+#include "stage/stage.h"
 
 static const char usage[] =
     "usage: train (--checkpoint DIR | --config FILE | --preset NAME) [options] [--in SPEC] [--out SPEC]\n"

@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bert.h"
-#include "log.h"
-#include "optim.h"
+#include "model/bert.h"
+#include "base/log.h"
+#include "model/optim.h"
 #ifdef BP_HAVE_CUDA
-#include "backend_cuda.h"
+#include "backend/cuda.h"
 #endif
 
 #ifdef BP_HAVE_CUDA

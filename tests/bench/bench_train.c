@@ -10,10 +10,10 @@
  * A training step is forward + backward + clip + AdamW (+ zero grad); eval is a forward pass.
  * Must never: be part of the test suite (it runs for tens of seconds).
  */
-#include "backend.h"
-#include "bert.h"
-#include "log.h"
-#include "optim.h"
+#include "backend/backend.h"
+#include "model/bert.h"
+#include "base/log.h"
+#include "model/optim.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -21,13 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "bert.h"
-#include "log.h"
-#include "optim.h"
+#include "backend/backend.h"
+#include "model/bert.h"
+#include "base/log.h"
+#include "model/optim.h"
 #include "tap.h"
 #ifdef BP_HAVE_CUDA
-#include "backend_cuda.h"
+#include "backend/cuda.h"
 #endif
 
 #ifdef BP_HAVE_CUDA

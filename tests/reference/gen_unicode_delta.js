@@ -4,7 +4,7 @@
 //   clean:   D = removed by clean_text, W = turned into a space, - = kept
 //   pieces:  pre-tokens of "a" + char + "a" (1 = word char, 2 = whitespace, 3 = punctuation)
 //   uncased: the char after strip_accents + lowercase, as space-separated hex code points
-// tests/reference/gen_unicode_delta.sh turns this into common/tok_unicode_delta.c.
+// tests/reference/gen_unicode_delta.sh turns this into common/text/unicode_delta.c.
 'use strict';
 const t = require('@anush008/tokenizers');
 const clean = t.bertNormalizer({ cleanText: true, handleChineseChars: false, stripAccents: false, lowercase: false });

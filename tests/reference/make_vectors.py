@@ -4,7 +4,7 @@
 For every frame below it writes NAME.json (the one canonical JSON line frames2json prints)
 and NAME.msgpack (the frame's bytes).  The MessagePack bytes come from the small encoder in
 this file, written from the MessagePack specification and NOT from bertpipe's C code, so the
-C codec (common/frame.c, common/framejson.c) is checked against an independent implementation
+C codec (common/wire/frame.c, common/wire/framejson.c) is checked against an independent implementation
 by tests/unit/test_frame.c.  It also writes bad-*.msgpack frames that every reader must refuse,
 with the expected error text in bad-*.expect.
 

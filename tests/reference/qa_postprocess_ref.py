@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""qa_postprocess_ref.py — reference outputs for common/qa_postprocess.c, written from the
+"""qa_postprocess_ref.py — reference outputs for common/eval/qa_postprocess.c, written from the
 documented behaviour of Hugging Face run_qa's postprocess_qa_predictions (numpy, float32
 logits as the Trainer returns them):
 

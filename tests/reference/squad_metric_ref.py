@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """squad_metric_ref.py — an independent Python reference for the SQuAD metrics in
-common/metrics.c, written from the published definition of the SQuAD evaluation:
+common/eval/metrics.c, written from the published definition of the SQuAD evaluation:
 
   normalise(s): lower-case; drop every character of string.punctuation; replace each
   whole word a / an / the (regex \\b(a|an|the)\\b) by a space; split on whitespace and

@@ -9,9 +9,9 @@
  */
 #include <stdio.h>
 
-#include "ckpt_load.h"
-#include "log.h"
-#include "safetensors.h"
+#include "ckpt/load.h"
+#include "base/log.h"
+#include "ckpt/safetensors.h"
 
 int main(int argc, char **argv) {
     bp_set_stage(argv[0]);

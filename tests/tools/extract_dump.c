@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datasets.h"
-#include "log.h"
+#include "data/datasets.h"
+#include "base/log.h"
 
 static int print_example(const ds_example *example, void *user, bp_err *err) {
     json_t *o = json_object();

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stage.h"
+#include "stage/stage.h"
 
 int main(int argc, char **argv) {
     bp_io_opts io;

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <jansson.h>
 
-#include "qa_postprocess.h"
+#include "eval/qa_postprocess.h"
 
 /* One case: {"name", "context", "options": {n_best, max_answer_length, v2, threshold},
  * "windows": [{"start": [..], "end": [..], "offsets": [[s, e] or [-1, -1], ..]}]}. */

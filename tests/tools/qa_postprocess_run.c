@@ -1,4 +1,4 @@
-/* qa_postprocess_run.c — runs common/qa_postprocess.c over a file of cases (the layout of
+/* qa_postprocess_run.c — runs common/eval/qa_postprocess.c over a file of cases (the layout of
  * tests/fixtures/squad/postprocess-cases.json) and prints the results in the layout of
  * tests/reference/qa_postprocess_ref.py, for scripts/parity-qa-postprocess.
  *
@@ -8,9 +8,9 @@
  */
 #include <stdio.h>
 
-#include "log.h"
+#include "base/log.h"
 #include "qa_post_cases.h"
-#include "qa_postprocess.h"
+#include "eval/qa_postprocess.h"
 
 int main(int argc, char **argv) {
     bp_set_stage(argv[0]);

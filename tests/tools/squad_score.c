@@ -1,4 +1,4 @@
-/* squad_score.c — a driver for the SQuAD metrics in common/metrics.c, used by
+/* squad_score.c — a driver for the SQuAD metrics in common/eval/metrics.c, used by
  * scripts/parity-squad-score to compare them with tests/reference/squad_metric_ref.py.
  *
  *   squad_score DATASET PREDICTIONS [--v1|--v2]   print the official result JSON
@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "log.h"
-#include "metrics.h"
+#include "base/log.h"
+#include "eval/metrics.h"
 
 /* Lines for the code points where lower-casing changes something or a flag is set,
  * flags as Python can observe them: the final-sigma rule skips case-ignorable

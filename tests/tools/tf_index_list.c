@@ -7,8 +7,8 @@
  */
 #include <stdio.h>
 
-#include "log.h"
-#include "tfckpt.h"
+#include "base/log.h"
+#include "ckpt/tfckpt.h"
 
 int main(int argc, char **argv) {
     bp_set_stage(argv[0]);

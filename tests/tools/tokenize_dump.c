@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "tokenizer.h"
+#include "base/log.h"
+#include "text/tokenizer.h"
 
 typedef struct example {
     json_t *id; /* NULL when the line has none */

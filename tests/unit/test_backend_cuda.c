@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "log.h"
+#include "backend/backend.h"
+#include "base/log.h"
 #include "tap.h"
 #ifdef BP_HAVE_CUDA
-#include "backend_cuda.h"
+#include "backend/cuda.h"
 #endif
 
 int main(void) {

@@ -9,13 +9,13 @@
  * differences, bad input gives an error, not a crash. Runs on the cpu backend, and on the cuda
  * backend too when the build has one and a GPU answers.
  */
-#include "backend.h"
-#include "bert.h"
-#include "device.h"
+#include "backend/backend.h"
+#include "model/bert.h"
+#include "backend/device.h"
 #ifdef BP_HAVE_CUDA
-#include "backend_cuda.h"
+#include "backend/cuda.h"
 #endif
-#include "optim.h"
+#include "model/optim.h"
 #include "tap.h"
 
 #include <stdint.h>

@@ -17,12 +17,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "ckpt_load.h"
-#include "hfconfig.h"
-#include "safetensors.h"
+#include "ckpt/load.h"
+#include "ckpt/hfconfig.h"
+#include "ckpt/safetensors.h"
 #include "tap.h"
-#include "tfckpt.h"
-#include "torchbin.h"
+#include "ckpt/tfckpt.h"
+#include "ckpt/torchbin.h"
 
 static char fixtures[1024];
 static char tmpdir[] = "/tmp/bp-ckpt-test-XXXXXX";

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "archive_input.h"
-#include "datasets.h"
+#include "base/archive_input.h"
+#include "data/datasets.h"
 #include "tap.h"
 
 static char fixtures[1024];

@@ -1,4 +1,4 @@
-/* test_endpoint.c — the stream rules of common/endpoint.c over stdio and ipc.
+/* test_endpoint.c — the stream rules of common/wire/endpoint.c over stdio and ipc.
  *
  * Producers and consumers run in forked processes (each with its own endpoint and its own
  * ZeroMQ context, as real stages do); the parent is one side and checks what bp_in_next
@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "endpoint.h"
+#include "wire/endpoint.h"
 #include "tap.h"
 
 static char tmpdir[256];

@@ -1,7 +1,7 @@
 /* test_frame.c — the frame codec against the protocol test vectors in proto/vectors/.
  *
  * The vectors' bytes come from an independent MessagePack encoder
- * (tests/reference/make_vectors.py), so this checks common/frame.c and common/framejson.c
+ * (tests/reference/make_vectors.py), so this checks common/wire/frame.c and common/wire/framejson.c
  * against the spec, not against themselves: decode → JSON equals the .json line, JSON →
  * encode equals the .msgpack bytes, the writer API rebuilds the same bytes field by field,
  * and every bad-*.msgpack is refused with the text in its .expect. It also covers the
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
-#include "framejson.h"
+#include "wire/frame.h"
+#include "wire/framejson.h"
 #include "tap.h"
 
 static char vec_dir[4096];

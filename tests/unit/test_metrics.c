@@ -1,4 +1,4 @@
-/* test_metrics.c — unit tests for common/metrics.c: classification metrics on a
+/* test_metrics.c — unit tests for common/eval/metrics.c: classification metrics on a
  * hand-counted confusion matrix, cross-entropy in closed form, and the SQuAD metrics
  * against tests/fixtures/squad/expected.json (made by tests/reference/squad_metric_ref.py,
  * an independent Python implementation of the published evaluation).
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
+#include "eval/metrics.h"
 #include "fixture_path.h"
 #include "tap.h"
 

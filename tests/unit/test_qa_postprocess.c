@@ -1,4 +1,4 @@
-/* test_qa_postprocess.c — unit tests for common/qa_postprocess.c on hand-made logits.
+/* test_qa_postprocess.c — unit tests for common/eval/qa_postprocess.c on hand-made logits.
  *
  * The cases are in tests/fixtures/squad/postprocess-cases.json (best span in the second
  * window, question/padding logits that must be ignored, the length limit, ties, v2 null
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "qa_postprocess.h"
+#include "eval/qa_postprocess.h"
 #include "../tools/qa_post_cases.h"
 #include "fixture_path.h"
 #include "tap.h"

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "tap.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 static char fixture_dir[4096];
 

@@ -1,0 +1,167 @@
+/* backend/backend.h — the compute interface the BERT model runs on: memory and the few fused ops it calls.
+ *
+ * The model (bert.c) and the optimizer (optim.c) never touch tensor memory themselves: every
+ * buffer is an opaque device pointer owned by a backend, and every loop over tensor elements is
+ * one of the ops below. backend/cpu.c implements them with OpenBLAS and a small thread pool;
+ * a CUDA backend (cuBLAS + kernels) fills the same table, so one model code path and one set of
+ * tests serve both. Nothing here knows about frames, files or parameter names, and an op never
+ * allocates: scratch space is passed in by the caller, planned once from the config and the
+ * largest batch shape.
+ *
+ * Shape key used in the comments: N = rows (B*T tokens), B = batch, T = sequence length,
+ * C = hidden size, NH = attention heads, D = C/NH, V = classes (vocabulary, labels or positions).
+ * Matrices are row-major; Linear weights are [out, in] as in PyTorch.
+ */
+#ifndef BP_BACKEND_H
+#define BP_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/log.h"
+
+#ifdef __CUDACC__
+#define BK_HOSTDEV __host__ __device__
+#else
+#define BK_HOSTDEV
+#endif
+
+/* Dropout randomness is counter based so that any backend reproduces it element by element:
+ * element i of the tensor keyed `key` is kept when its uniform draw is >= p. The key itself is
+ * derived by the model from (seed, step, layer, site) with backend_mix_key. */
+static inline BK_HOSTDEV uint64_t backend_splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+static inline BK_HOSTDEV uint64_t backend_mix_key(uint64_t a, uint64_t b) {
+    return backend_splitmix64(a ^ backend_splitmix64(b));
+}
+/* 1 when element `index` survives dropout with probability p under `key`. */
+static inline BK_HOSTDEV int backend_dropout_keep(uint64_t key, uint64_t index, float p) {
+    uint64_t h = backend_splitmix64(key + index * 0xD1B54A32D192ED03ull);
+    float u = (float)(h >> 40) * (1.0f / 16777216.0f);   /* 24 random bits: exact in float */
+    return u >= p;
+}
+
+/* Which optional work an optimizer update covers. A row-sparse segment (the word embedding)
+ * has a per-row "touched" flag: rows whose flag is 0 have an all-zero gradient that is never
+ * read (nor needs zeroing), yet AdamW still decays their moments and weights exactly. */
+typedef struct backend_adamw_args {
+    /* scalars are formed in double by the caller and rounded once, as torch does */
+    float beta1, beta2, eps;
+    float decay;                   /* 1 - lr * weight_decay */
+    float step_size;               /* lr / (1 - beta1^t) */
+    float bias_correction2_sqrt;   /* sqrt(1 - beta2^t) */
+    float grad_scale;              /* clipping coefficient folded into g */
+} backend_adamw_args;
+
+/* One thread drives a backend at a time: ops are not reentrant (the CPU pool serves one op). */
+typedef struct backend backend;
+struct backend {
+    const char *name;       /* "cpu", "cuda" */
+    int host_visible;       /* device pointers are plain host memory (cpu) */
+    void *state;            /* backend private: thread pool, handles */
+
+    /* ---- memory: alloc returns zeroed memory or NULL (err filled); free(NULL) does nothing ---- */
+    void *(*alloc)(backend *be, size_t bytes, bp_err *err);
+    void (*free)(backend *be, void *ptr);
+    void (*upload)(backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*download)(backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*zero)(backend *be, void *ptr, size_t bytes);
+    /* rows x cols floats from src (row stride src_stride) to dst (row stride dst_stride). */
+    void (*copy_rows)(backend *be, float *dst, int dst_stride, const float *src, int src_stride,
+                      int rows, int cols);
+
+    /* ---- linear layers: weight [OC, IC], inp [N, IC], out [N, OC] ---- */
+    /* out = inp . weight^T + bias (bias may be NULL). */
+    void (*matmul_forward)(backend *be, float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int IC, int OC);
+    /* dinp (= or += when accumulate_dinp) dout . weight; dweight += dout^T . inp;
+     * dbias += column sums of dout. dinp and dbias may be NULL. */
+    void (*matmul_backward)(backend *be, float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp, const float *weight,
+                            int N, int IC, int OC, int accumulate_dinp);
+
+    /* ---- embeddings: ids int32 [B*T], positions 0..T-1 ---- */
+    /* out[N, C] = wte[input_ids] + wpe[t] + wtt[token_type_ids] */
+    void (*embedding_forward)(backend *be, float *out, const int32_t *input_ids,
+                              const int32_t *token_type_ids, const float *wte, const float *wpe,
+                              const float *wtt, int B, int T, int C);
+    /* Scatter-add dout into the three tables; sets wte_touched[row] = 1 for every used row.
+     * Tokens equal to padding_idx (-1: none) add nothing, as torch's Embedding(padding_idx). */
+    void (*embedding_backward)(backend *be, float *dwte, float *dwpe, float *dwtt,
+                               uint8_t *wte_touched, const float *dout, const int32_t *input_ids,
+                               const int32_t *token_type_ids, int B, int T, int C,
+                               int padding_idx);
+    /* Zero the rows of dwte whose touched flag is set, and clear the flags. */
+    void (*embedding_zero_grad)(backend *be, float *dwte, uint8_t *wte_touched, int V, int C);
+
+    /* ---- residual + LayerNorm, post-LN as BERT: sum = residual + dropout(x); out = LN(sum).
+     * residual NULL: sum = x (sum may alias x). mean/rstd [N] are kept for the backward. */
+    void (*add_layernorm_forward)(backend *be, float *out, float *sum, float *mean, float *rstd,
+                                  const float *x, const float *residual, const float *weight,
+                                  const float *bias, int N, int C, float eps,
+                                  float dropout_p, uint64_t dropout_key);
+    /* From dout: dsum = LN backward; dresidual = dsum (written, may be NULL);
+     * dx = dropout backward of dsum (written); dweight, dbias accumulated. */
+    void (*add_layernorm_backward)(backend *be, float *dx, float *dresidual, float *dweight,
+                                   float *dbias, const float *dout, const float *sum,
+                                   const float *mean, const float *rstd, const float *weight,
+                                   int N, int C, float dropout_p, uint64_t dropout_key);
+
+    /* ---- element-wise ---- */
+    void (*gelu_forward)(backend *be, float *out, const float *inp, size_t n);    /* exact erf */
+    void (*gelu_backward)(backend *be, float *dinp, const float *inp, const float *dout, size_t n);
+    void (*tanh_forward)(backend *be, float *out, const float *inp, size_t n);
+    void (*tanh_backward)(backend *be, float *dinp, const float *out, const float *dout, size_t n);
+    /* out = inp * keep / (1 - p); in place allowed. Backward is the same op on gradients. */
+    void (*dropout)(backend *be, float *out, const float *inp, size_t n, float p, uint64_t key);
+
+    /* ---- self-attention over a fused qkv [N, 3C] (query | key | value columns) ----
+     * attention_mask int32 [B, T]: 0 marks a padded key, which gets the additive
+     * -FLT_MAX as Hugging Face does. Only the first Tq queries of each sequence are computed
+     * (Tq = T normally; 1 when only [CLS] is needed). probs [B, NH, Tq, T] (before dropout) is
+     * kept for the backward; probs_dropped is scratch of the same size, used only when
+     * dropout_p > 0. ctx [N, C] has head h in columns h*D .. h*D+D-1; rows t >= Tq untouched.
+     * Keys after a sequence's last unmasked one get probability exactly 0 (exp(-FLT_MAX)), so
+     * a backend may skip them; their probs entries are then written as 0. */
+    void (*attention_forward)(backend *be, float *ctx, float *probs, float *probs_dropped,
+                              const float *qkv, const int32_t *attention_mask, int B, int T,
+                              int Tq, int C, int NH, float dropout_p, uint64_t dropout_key);
+    /* dqkv [N, 3C] written (query rows t >= Tq get 0); dctx rows t < Tq are read.
+     * scratch: [B, NH, Tq, T] floats. */
+    void (*attention_backward)(backend *be, float *dqkv, float *scratch, const float *dctx,
+                               const float *probs, const float *qkv, const int32_t *attention_mask,
+                               int B, int T, int Tq, int C, int NH, float dropout_p,
+                               uint64_t dropout_key);
+
+    /* ---- losses: each adds its loss to *loss (a device float) and writes dlogits ----
+     * Cross-entropy over rows: class v of row r is logits[r*row_stride + v*class_stride].
+     * targets int32 [rows]; a target outside [0, V) is ignored (no loss, zero gradient).
+     * loss += scale * sum of row losses; dlogits = grad_scale * d(sum of row losses). */
+    void (*cross_entropy)(backend *be, float *loss, float *dlogits, const float *logits,
+                          const int32_t *targets, int rows, int V, int row_stride,
+                          int class_stride, float scale, float grad_scale);
+    /* Mean-squared error of logits [rows] against float targets, same scale convention. */
+    void (*mse)(backend *be, float *loss, float *dlogits, const float *logits,
+                const float *targets, int rows, float scale, float grad_scale);
+
+    /* ---- optimizer ----
+     * Sum of squares of x [rows, row_len]; touched (may be NULL) skips rows flagged 0. */
+    double (*sumsq)(backend *be, const float *x, size_t rows, size_t row_len,
+                    const uint8_t *touched);
+    /* One AdamW step (torch.optim.AdamW) over param/grad/m/v [rows, row_len]. */
+    void (*adamw)(backend *be, float *param, const float *grad, float *m, float *v, size_t rows,
+                  size_t row_len, const uint8_t *touched, const backend_adamw_args *args);
+
+    /* Release the backend itself (state, pools). */
+    void (*destroy)(backend *be);
+};
+
+/* Create the CPU backend (OpenBLAS sgemm + `threads` element-wise threads; 0 = number of
+ * online CPUs). Caller owns the result and releases it with be->destroy(be).
+ * Returns NULL with err filled when threads cannot be started. */
+backend *backend_cpu_create(int threads, bp_err *err);
+
+#endif

@@ -1,0 +1,916 @@
+/* backend/cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product, one small pthread
+ * pool for all parallel work. The readable reference for what each op in backend.h computes.
+ *
+ * Threads: OpenBLAS is set to one thread and the pool splits each product into row (or column)
+ * blocks, one sgemm per thread; attention runs one (batch, head) pair per task, its products,
+ * softmax and dropout back to back while the T x T block is in cache. So exactly `threads`
+ * threads ever compute, and idle ones sleep on a condition variable: OpenBLAS's own workers
+ * spin (sched_yield) between calls and would steal the cores the element-wise loops need.
+ * Must never: use OpenMP (same reason), allocate inside an op on the hot path (scratch is
+ * planned by the caller), print or exit.
+ */
+/* Element-wise loops are written to vectorise (fast exp/erf below, no calls into libm in the hot
+ * loops); -O2 alone leaves most of them scalar, so this file asks for the vectoriser. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3")
+#define FINITE_MATH_FUNCTION __attribute__((optimize("finite-math-only", "no-signed-zeros")))
+#else
+#define FINITE_MATH_FUNCTION
+#endif
+#include "backend/backend.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+// ----------------------------------------------------------------------------
+// thread pool: parallel_for over [0, total), threads taking blocks from a shared counter
+
+typedef void (*pool_fn)(void *ctx, size_t begin, size_t end);
+
+typedef struct cpu_state {
+    int threads;
+    pthread_t *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    uint64_t generation;
+    int pending, quit;
+    pool_fn fn;
+    void *ctx;
+    size_t total, grain;
+    atomic_size_t next;          /* first item not yet taken */
+    void *partials;              /* per-block partial sums of the reductions, grown once */
+    size_t partials_bytes;
+    float *ones;                 /* a column of 1s for bias gradients */
+    size_t ones_len;
+} cpu_state;
+
+/* Take blocks until none is left. Blocks are handed out dynamically rather than split evenly
+ * up front: on a machine shared with other work one core is often slower, and a fixed split
+ * would leave the other waiting. */
+static void take_blocks(cpu_state *st, pool_fn fn, void *ctx, size_t total, size_t grain) {
+    for (;;) {
+        size_t begin = atomic_fetch_add(&st->next, grain);
+        if (begin >= total) return;
+        fn(ctx, begin, begin + grain < total ? begin + grain : total);
+    }
+}
+
+static void *pool_worker(void *arg) {
+    cpu_state *st = arg;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        while (st->generation == seen && !st->quit) pthread_cond_wait(&st->wake, &st->mu);
+        if (st->quit) { pthread_mutex_unlock(&st->mu); return NULL; }
+        seen = st->generation;
+        pool_fn fn = st->fn;
+        void *ctx = st->ctx;
+        size_t total = st->total, grain = st->grain;
+        pthread_mutex_unlock(&st->mu);
+        take_blocks(st, fn, ctx, total, grain);
+        pthread_mutex_lock(&st->mu);
+        if (--st->pending == 0) pthread_cond_signal(&st->done);
+        pthread_mutex_unlock(&st->mu);
+    }
+}
+
+/* Items per block for `total` items: about total / (4 * threads), or one block when the work
+ * is smaller than `serial_below` (waking a worker costs more than a short loop). Blocks depend
+ * only on (total, threads), never on which thread takes them, so reductions that keep one
+ * partial sum per block and add them in block order give the same bits on every run (exact
+ * resume needs that). */
+static size_t block_size(const cpu_state *st, size_t total, size_t serial_below) {
+    if (st->threads <= 1 || total < serial_below || total < (size_t)st->threads) return total > 0 ? total : 1;
+    size_t grain = total / (4 * (size_t)st->threads);
+    return grain > 0 ? grain : 1;
+}
+
+/* Run fn over [0, total) in blocks of `grain` items, the calling thread taking blocks too. */
+static void parallel_for_grain(backend *be, size_t total, size_t grain, pool_fn fn, void *ctx) {
+    cpu_state *st = be->state;
+    if (grain >= total) {
+        if (total) fn(ctx, 0, total);
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    st->fn = fn;
+    st->ctx = ctx;
+    st->total = total;
+    st->grain = grain;
+    atomic_store(&st->next, 0);
+    st->pending = st->threads - 1;
+    st->generation++;
+    pthread_cond_broadcast(&st->wake);
+    pthread_mutex_unlock(&st->mu);
+    take_blocks(st, fn, ctx, total, grain);
+    pthread_mutex_lock(&st->mu);
+    while (st->pending > 0) pthread_cond_wait(&st->done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void parallel_for(backend *be, size_t total, size_t serial_below, pool_fn fn, void *ctx) {
+    parallel_for_grain(be, total, block_size(be->state, total, serial_below), fn, ctx);
+}
+
+/* Scratch for per-block partial sums, grown once to the largest need; NULL when out of memory
+ * (the caller then runs as one block). */
+static void *partials_scratch(backend *be, size_t bytes) {
+    cpu_state *st = be->state;
+    if (st->partials_bytes < bytes) {
+        void *grown = realloc(st->partials, bytes);
+        if (!grown) return NULL;
+        st->partials = grown;
+        st->partials_bytes = bytes;
+    }
+    return st->partials;
+}
+
+// ----------------------------------------------------------------------------
+// vectorisable exp and erf (float accuracy: exp ~2 ulp, erf 1.5e-7 absolute)
+
+static inline float fast_expf(float x) {
+    /* Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then a degree-7 polynomial. */
+    /* plain comparisons and the 1.5 * 2^23 rounding trick instead of fminf/fmaxf/floorf:
+     * those stay scalar and keep the loop from vectorising */
+    /* written so that NaN lands in range too: converting NaN to int below would be UB */
+    float xc = x > -87.3f ? x : -87.3f;
+    xc = xc < 88.3f ? xc : 88.3f;
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) * (1 << 23);
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float y = p * scale;
+    y = x < -87.3f ? 0.0f : y;      /* exp of the -FLT_MAX attention mask is exactly 0 */
+    return x == x ? y : x;          /* NaN in, NaN out: a diverged loss must stay visible */
+}
+
+static inline float fast_erff(float z) {
+    /* Abramowitz & Stegun 7.1.26. */
+    float a = z < 0 ? -z : z;
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f
+                 + t * (-1.453152027f + t * 1.061405429f))));
+    float y = 1.0f - poly * fast_expf(-a * a);
+    return z < 0 ? -y : y;
+}
+
+/* keep_scale or 0 for element `index` under the dropout key: a multiplier, so the loops that
+ * apply it stay branch-free and vectorise */
+static inline float dropout_factor(uint64_t key, uint64_t index, float p, float keep_scale) {
+    return backend_dropout_keep(key, index, p) ? keep_scale : 0.0f;
+}
+
+// ----------------------------------------------------------------------------
+// memory
+
+static void *cpu_alloc(backend *be, size_t bytes, bp_err *err) {
+    void *p = NULL;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    if (posix_memalign(&p, 64, rounded) != 0) {
+        bp_err_set(err, "out of memory allocating %zu bytes (cpu backend)", bytes);
+        return NULL;
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+static void cpu_free(backend *be, void *p) { free(p); }
+static void cpu_copy(backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+}
+static void cpu_zero(backend *be, void *p, size_t bytes) { if (bytes) memset(p, 0, bytes); }
+static void cpu_copy_rows(backend *be, float *dst, int dst_stride, const float *src, int src_stride,
+                          int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        memcpy(dst + (size_t)r * dst_stride, src + (size_t)r * src_stride, (size_t)cols * sizeof(float));
+}
+
+// ----------------------------------------------------------------------------
+// sgemm split across the pool: C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C, row-major
+
+typedef struct gemm_job {
+    int trans_a, trans_b, M, N, K, lda, ldb, ldc, split_rows, parts;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} gemm_job;
+
+static void gemm_part(void *ctx, size_t begin, size_t end) {
+    gemm_job *g = ctx;
+    for (size_t part = begin; part < end; part++) {
+        int total = g->split_rows ? g->M : g->N;
+        int lo = (int)((size_t)total * part / g->parts), hi = (int)((size_t)total * (part + 1) / g->parts);
+        if (lo >= hi) continue;
+        const float *A = g->A, *B = g->B;
+        float *C = g->C;
+        int M = g->M, N = g->N;
+        if (g->split_rows) {
+            A += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
+            C += (size_t)lo * g->ldc;
+            M = hi - lo;
+        } else {
+            B += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
+            C += lo;
+            N = hi - lo;
+        }
+        cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+                    g->trans_b ? CblasTrans : CblasNoTrans, M, N, g->K, g->alpha, A, g->lda, B,
+                    g->ldb, g->beta, C, g->ldc);
+    }
+}
+
+static void sgemm_pool(backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                       const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    cpu_state *st = be->state;
+    gemm_job g = { .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda,
+                   .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C,
+                   .parts = 4 * st->threads };
+    /* split the longer side into a few blocks per thread (taken dynamically), none thinner
+     * than 64 rows/columns; small products stay whole */
+    g.split_rows = M >= N;
+    int side = g.split_rows ? M : N;
+    if (side / 64 < g.parts) g.parts = side / 64;
+    if ((double)M * N * K < 1e6 || g.parts < 2) g.parts = 1;
+    parallel_for(be, (size_t)g.parts, 2, gemm_part, &g);
+}
+
+// ----------------------------------------------------------------------------
+// linear layers
+
+static void cpu_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
+                               const float *bias, int N, int IC, int OC) {
+    float beta = 0.0f;
+    if (bias) {
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    sgemm_pool(be, 0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
+}
+
+/* A column of n ones for bias gradients; grown once to the largest N seen, so only the first
+ * backward of a shape allocates. NULL when out of memory (the caller then loops). */
+static const float *ones_column(backend *be, size_t n) {
+    cpu_state *st = be->state;
+    if (st->ones_len < n) {
+        float *grown = realloc(st->ones, n * sizeof(float));
+        if (!grown) return NULL;
+        st->ones = grown;
+        for (size_t i = st->ones_len; i < n; i++) grown[i] = 1.0f;
+        st->ones_len = n;
+    }
+    return st->ones;
+}
+
+static void cpu_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
+                                const float *dout, const float *inp, const float *weight,
+                                int N, int IC, int OC, int accumulate_dinp) {
+    if (dinp)
+        sgemm_pool(be, 0, 0, N, IC, OC, 1.0f, dout, OC, weight, IC, accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
+    sgemm_pool(be, 1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
+    if (dbias) {
+        const float *ones = ones_column(be, (size_t)N);
+        if (ones) {
+            /* dbias[1, OC] += ones[1, N] . dout[N, OC], split over OC */
+            sgemm_pool(be, 0, 0, 1, OC, N, 1.0f, ones, N, dout, OC, 1.0f, dbias, OC);
+        } else {   /* no memory for the ones column: the plain loop gives the same sums */
+            for (int n = 0; n < N; n++)
+                for (int o = 0; o < OC; o++) dbias[o] += dout[(size_t)n * OC + o];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// embeddings
+
+static void cpu_embedding_forward(backend *be, float *out, const int32_t *input_ids,
+                                  const int32_t *token_type_ids, const float *wte, const float *wpe,
+                                  const float *wtt, int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t n = (size_t)b * T + t;
+            const float *w = wte + (size_t)input_ids[n] * C;
+            const float *p = wpe + (size_t)t * C;
+            const float *s = wtt + (size_t)token_type_ids[n] * C;
+            float *o = out + n * C;
+            for (int c = 0; c < C; c++) o[c] = w[c] + p[c] + s[c];
+        }
+}
+
+static void cpu_embedding_backward(backend *be, float *dwte, float *dwpe, float *dwtt,
+                                   uint8_t *wte_touched, const float *dout,
+                                   const int32_t *input_ids, const int32_t *token_type_ids,
+                                   int B, int T, int C, int padding_idx) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t n = (size_t)b * T + t;
+            const float *d = dout + n * C;
+            float *p = dwpe + (size_t)t * C;
+            float *s = dwtt + (size_t)token_type_ids[n] * C;
+            for (int c = 0; c < C; c++) { p[c] += d[c]; s[c] += d[c]; }
+            if (input_ids[n] == padding_idx) continue;
+            float *w = dwte + (size_t)input_ids[n] * C;
+            wte_touched[input_ids[n]] = 1;
+            for (int c = 0; c < C; c++) w[c] += d[c];
+        }
+}
+
+static void cpu_embedding_zero_grad(backend *be, float *dwte, uint8_t *wte_touched, int V, int C) {
+    for (int v = 0; v < V; v++)
+        if (wte_touched[v]) {
+            memset(dwte + (size_t)v * C, 0, (size_t)C * sizeof(float));
+            wte_touched[v] = 0;
+        }
+}
+
+// ----------------------------------------------------------------------------
+// residual + LayerNorm
+
+typedef struct ln_job {
+    float *out, *sum, *mean, *rstd, *dx, *dresidual, *dweight, *dbias;
+    const float *x, *residual, *weight, *bias, *dout, *csum, *cmean, *crstd;
+    int C;
+    float eps, p;
+    uint64_t key;
+    float *partials;             /* [blocks][2][C]: dweight, dbias of each block of rows */
+    size_t grain;                /* rows per block */
+} ln_job;
+
+static void ln_forward_rows(void *ctx, size_t begin, size_t end) {
+    ln_job *j = ctx;
+    int C = j->C;
+    float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t key = j->key;
+    for (size_t n = begin; n < end; n++) {
+        const float *x = j->x + n * C;
+        float *s = j->sum + n * C;
+        if (j->residual) {
+            const float *r = j->residual + n * C;
+            if (p > 0) {
+                for (int c = 0; c < C; c++)
+                    s[c] = r[c] + x[c] * dropout_factor(key, n * C + c, p, keep_scale);
+            } else {
+                for (int c = 0; c < C; c++) s[c] = r[c] + x[c];
+            }
+        } else if (s != x) {
+            memcpy(s, x, (size_t)C * sizeof(float));
+        }
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += s[c];
+        m /= C;
+        float var = 0.0f;
+        for (int c = 0; c < C; c++) { float d = s[c] - m; var += d * d; }
+        var /= C;
+        float rs = 1.0f / sqrtf(var + j->eps);
+        float *o = j->out + n * C;
+        for (int c = 0; c < C; c++) o[c] = (s[c] - m) * rs * j->weight[c] + j->bias[c];
+        j->mean[n] = m;
+        j->rstd[n] = rs;
+    }
+}
+
+static void cpu_add_layernorm_forward(backend *be, float *out, float *sum, float *mean, float *rstd,
+                                      const float *x, const float *residual, const float *weight,
+                                      const float *bias, int N, int C, float eps,
+                                      float dropout_p, uint64_t dropout_key) {
+    ln_job j = { .out = out, .sum = sum, .mean = mean, .rstd = rstd, .x = x, .residual = residual,
+                 .weight = weight, .bias = bias, .C = C, .eps = eps, .p = dropout_p, .key = dropout_key };
+    parallel_for(be, (size_t)N, 64, ln_forward_rows, &j);
+}
+
+#define LN_MAX_C 8192
+
+static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
+    ln_job *j = ctx;
+    int C = j->C;
+    float dw_local[LN_MAX_C], db_local[LN_MAX_C];
+    memset(dw_local, 0, (size_t)C * sizeof(float));
+    memset(db_local, 0, (size_t)C * sizeof(float));
+    float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t key = j->key;
+    for (size_t n = begin; n < end; n++) {
+        const float *s = j->csum + n * C;
+        const float *d = j->dout + n * C;
+        float m = j->cmean[n], rs = j->crstd[n];
+        float dnorm_mean = 0.0f, dnorm_xhat_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float xhat = (s[c] - m) * rs;
+            float dnorm = d[c] * j->weight[c];
+            dnorm_mean += dnorm;
+            dnorm_xhat_mean += dnorm * xhat;
+            db_local[c] += d[c];
+            dw_local[c] += d[c] * xhat;
+        }
+        dnorm_mean /= C;
+        dnorm_xhat_mean /= C;
+        float *dx = j->dx + n * C;
+        float *dr = j->dresidual ? j->dresidual + n * C : NULL;
+        for (int c = 0; c < C; c++) {
+            float xhat = (s[c] - m) * rs;
+            float dsum = (d[c] * j->weight[c] - dnorm_mean - xhat * dnorm_xhat_mean) * rs;
+            if (dr) dr[c] = dsum;
+            dx[c] = p > 0 ? dsum * dropout_factor(key, n * C + c, p, keep_scale) : dsum;
+        }
+    }
+    float *part = j->partials + (begin / j->grain) * 2 * (size_t)C;
+    memcpy(part, dw_local, (size_t)C * sizeof(float));
+    memcpy(part + C, db_local, (size_t)C * sizeof(float));
+}
+
+static void cpu_add_layernorm_backward(backend *be, float *dx, float *dresidual, float *dweight,
+                                       float *dbias, const float *dout, const float *sum,
+                                       const float *mean, const float *rstd, const float *weight,
+                                       int N, int C, float dropout_p, uint64_t dropout_key) {
+    size_t grain = block_size(be->state, (size_t)N, 64);
+    size_t blocks = ((size_t)N + grain - 1) / grain;
+    float *partials = partials_scratch(be, blocks * 2 * (size_t)C * sizeof(float));
+    if (!partials) {   /* no scratch: one block, whose partial fits the smallest request */
+        grain = (size_t)N;
+        blocks = 1;
+        partials = partials_scratch(be, 2 * (size_t)C * sizeof(float));
+    }
+    ln_job j = { .partials = partials, .grain = grain, .dx = dx, .dresidual = dresidual,
+                 .dout = dout, .csum = sum, .cmean = mean, .crstd = rstd, .weight = weight, .C = C,
+                 .p = dropout_p, .key = dropout_key };
+    if (partials) {
+        parallel_for_grain(be, (size_t)N, grain, ln_backward_rows, &j);
+        for (size_t b = 0; b < blocks; b++)   /* block order: the same sum on every run */
+            for (int c = 0; c < C; c++) {
+                dweight[c] += partials[b * 2 * C + c];
+                dbias[c] += partials[b * 2 * C + C + c];
+            }
+        return;
+    }
+    /* not even 2C floats to spare: partial sums on the stack, rows in one pass */
+    float stack_partials[2 * LN_MAX_C];
+    j.partials = stack_partials;
+    ln_backward_rows(&j, 0, (size_t)N);
+    for (int c = 0; c < C; c++) {
+        dweight[c] += stack_partials[c];
+        dbias[c] += stack_partials[C + c];
+    }
+}
+
+// ----------------------------------------------------------------------------
+// element-wise
+
+typedef struct ew_job {
+    float *out;
+    const float *a, *b;
+    float p;
+    uint64_t key;
+} ew_job;
+
+#define EW_SERIAL_BELOW 32768
+
+/* Kernels copy the job's pointers into restrict locals: through the struct the compiler must
+ * assume a store may change them, and gives up vectorising. */
+static void gelu_fwd_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    const float *restrict in = j->a;
+    float *restrict out = j->out;
+    for (size_t i = begin; i < end; i++) {
+        float x = in[i];
+        out[i] = 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
+    }
+}
+static void cpu_gelu_forward(backend *be, float *out, const float *inp, size_t n) {
+    ew_job j = { .out = out, .a = inp };
+    parallel_for(be, n, EW_SERIAL_BELOW, gelu_fwd_range, &j);
+}
+
+static void gelu_bwd_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    const float *in = j->a, *dout = j->b;   /* dinp may alias dout (in-place backward) */
+    float *dinp = j->out;
+    for (size_t i = begin; i < end; i++) {
+        float x = in[i];
+        float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
+        float pdf = fast_expf(-0.5f * x * x) * 0.39894228040143268f;
+        dinp[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+static void cpu_gelu_backward(backend *be, float *dinp, const float *inp, const float *dout, size_t n) {
+    ew_job j = { .out = dinp, .a = inp, .b = dout };
+    parallel_for(be, n, EW_SERIAL_BELOW, gelu_bwd_range, &j);
+}
+
+static void cpu_tanh_forward(backend *be, float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = tanhf(inp[i]);
+}
+static void cpu_tanh_backward(backend *be, float *dinp, const float *out, const float *dout, size_t n) {
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * (1.0f - out[i] * out[i]);
+}
+
+static void dropout_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    float keep_scale = 1.0f / (1.0f - j->p), p = j->p;
+    uint64_t key = j->key;
+    const float *in = j->a;   /* may alias out (in place) */
+    float *out = j->out;
+    for (size_t i = begin; i < end; i++) out[i] = in[i] * dropout_factor(key, i, p, keep_scale);
+}
+static void cpu_dropout(backend *be, float *out, const float *inp, size_t n, float p, uint64_t key) {
+    if (p <= 0) {
+        if (out != inp) memmove(out, inp, n * sizeof(float));
+        return;
+    }
+    ew_job j = { .out = out, .a = inp, .p = p, .key = key };
+    parallel_for(be, n, EW_SERIAL_BELOW, dropout_range, &j);
+}
+
+// ----------------------------------------------------------------------------
+// attention
+
+typedef struct att_job {
+    float *ctx, *probs, *probs_dropped, *dqkv, *scratch;
+    const float *qkv, *dctx, *cprobs;
+    const int32_t *mask;
+    int T, Tq, C, NH;
+    float p;
+    uint64_t key;
+} att_job;
+
+/* Largest of n floats. Scores are finite (FLT_MAX masks, no infinities), which lets this one
+ * reduction vectorise; the rest of the file keeps strict IEEE semantics. */
+FINITE_MATH_FUNCTION
+static float row_max(const float *x, int n) {
+    float maxv = -FLT_MAX;
+    for (int k = 0; k < n; k++) maxv = x[k] > maxv ? x[k] : maxv;
+    return maxv;
+}
+
+/* Softmax of one (b, h) block of scores [Tq, klen] (row stride T) in place, with the additive
+ * padding mask; columns klen .. T-1 (keys past the last real one) are set to 0. */
+static void softmax_block(float *S, const int32_t *mask, int Tq, int klen, int T) {
+    for (int q = 0; q < Tq; q++) {
+        float *x = S + (size_t)q * T;
+        for (int k = 0; k < klen; k++) x[k] = mask[k] ? x[k] : x[k] + -FLT_MAX;
+        float maxv = row_max(x, klen);
+        float sum = 0.0f;
+        for (int k = 0; k < klen; k++) { x[k] = fast_expf(x[k] - maxv); sum += x[k]; }
+        float inv = 1.0f / sum;
+        for (int k = 0; k < klen; k++) x[k] *= inv;
+        if (klen < T) memset(x + klen, 0, (size_t)(T - klen) * sizeof(float));
+    }
+}
+
+/* Keys up to the last unmasked one; all masked means all T (HF then spreads attention evenly). */
+static int key_length(const int32_t *mask, int T) {
+    int last = T - 1;
+    while (last >= 0 && !mask[last]) last--;
+    return last < 0 ? T : last + 1;
+}
+
+/* Zero `rows` rows of D floats with row stride `stride`. */
+static void zero_rows(float *x, int rows, int stride, int D) {
+    for (int r = 0; r < rows; r++) memset(x + (size_t)r * stride, 0, (size_t)D * sizeof(float));
+}
+
+static void dropout_block(float *restrict out, const float *restrict in, size_t n, size_t first_index,
+                          float p, uint64_t key) {
+    float keep_scale = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i++) out[i] = in[i] * dropout_factor(key, first_index + i, p, keep_scale);
+}
+
+/* Tasks are (b, h) pairs; each runs its two products, softmax and dropout back to back, on the
+ * keys up to the last real one (the others have probability 0 exactly). Dropout indices are
+ * positions in the full [Tq, T] block, so skipping keys never changes a mask. */
+static void attention_forward_pairs(void *ctx, size_t begin, size_t end) {
+    att_job *j = ctx;
+    int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t block = (size_t)Tq * T;
+    for (size_t pair = begin; pair < end; pair++) {
+        size_t b = pair / NH, h = pair % NH;
+        int klen = key_length(j->mask + b * T, T);
+        const float *q = j->qkv + b * T * C3 + h * D;
+        float *P = j->probs + pair * block;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, scale, q, C3, q + C, C3, 0.0f, P, T);
+        softmax_block(P, j->mask + b * T, Tq, klen, T);
+        const float *Pd = P;
+        if (j->p > 0) {
+            float *dropped = j->probs_dropped + pair * block;
+            for (int r = 0; r < Tq; r++)
+                dropout_block(dropped + (size_t)r * T, P + (size_t)r * T, (size_t)klen,
+                              pair * block + (size_t)r * T, j->p, j->key);
+            Pd = dropped;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, 1.0f, Pd, T, q + 2 * C, C3, 0.0f,
+                    j->ctx + b * T * C + h * D, C);
+    }
+}
+
+static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *probs_dropped,
+                                  const float *qkv, const int32_t *attention_mask, int B, int T,
+                                  int Tq, int C, int NH, float dropout_p, uint64_t dropout_key) {
+    att_job j = { .ctx = ctx, .probs = probs, .probs_dropped = probs_dropped, .qkv = qkv,
+                  .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
+                  .key = dropout_key };
+    parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
+}
+
+static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
+    att_job *j = ctx;
+    int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)D);
+    float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint64_t key = j->key;
+    size_t block = (size_t)Tq * T;
+    for (size_t pair = begin; pair < end; pair++) {
+        size_t b = pair / NH, h = pair % NH;
+        int klen = key_length(j->mask + b * T, T);
+        size_t off = b * T * C3 + h * D;
+        const float *q = j->qkv + off, *P = j->cprobs + pair * block;
+        const float *dctx = j->dctx + b * T * C + h * D;
+        float *dq = j->dqkv + off, *dS = j->scratch + pair * block;
+        /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key) */
+        const float *Pd = P;
+        if (p > 0) {
+            for (int r = 0; r < Tq; r++)
+                dropout_block(dS + (size_t)r * T, P + (size_t)r * T, (size_t)klen, pair * block + (size_t)r * T,
+                              p, key);
+            Pd = dS;
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, klen, D, Tq, 1.0f, Pd, T, dctx, C, 0.0f,
+                    dq + 2 * C, C3);
+        zero_rows(dq + 2 * C + (size_t)klen * C3, T - klen, C3, D);
+        /* dP = dctx V^T, back through dropout and softmax into d(scores) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
+                    dS, T);
+        for (int r = 0; r < Tq; r++) {
+            const float *Pr = P + (size_t)r * T;
+            float *dr = dS + (size_t)r * T;
+            if (p > 0)
+                for (int k = 0; k < klen; k++)
+                    dr[k] *= dropout_factor(key, pair * block + (size_t)r * T + k, p, keep_scale);
+            float dot = 0.0f;
+            for (int k = 0; k < klen; k++) dot += dr[k] * Pr[k];
+            for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
+        }
+        /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, scale, dS, T, q + C, C3, 0.0f, dq, C3);
+        zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, klen, D, Tq, scale, dS, T, q, C3, 0.0f, dq + C, C3);
+        zero_rows(dq + C + (size_t)klen * C3, T - klen, C3, D);
+    }
+}
+
+static void cpu_attention_backward(backend *be, float *dqkv, float *scratch, const float *dctx,
+                                   const float *probs, const float *qkv, const int32_t *attention_mask,
+                                   int B, int T, int Tq, int C, int NH, float dropout_p,
+                                   uint64_t dropout_key) {
+    att_job j = { .dqkv = dqkv, .scratch = scratch, .dctx = dctx, .cprobs = probs, .qkv = qkv,
+                  .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
+                  .key = dropout_key };
+    parallel_for(be, (size_t)B * NH, 2, attention_backward_pairs, &j);
+}
+
+// ----------------------------------------------------------------------------
+// losses
+
+static void cpu_cross_entropy(backend *be, float *loss, float *dlogits, const float *logits,
+                              const int32_t *targets, int rows, int V, int row_stride,
+                              int class_stride, float scale, float grad_scale) {
+    double total = 0.0;
+    for (int r = 0; r < rows; r++) {
+        const float *x = logits + (size_t)r * row_stride;
+        float *dx = dlogits + (size_t)r * row_stride;
+        int target = targets[r];
+        if (target < 0 || target >= V) {
+            for (int v = 0; v < V; v++) dx[(size_t)v * class_stride] = 0.0f;
+            continue;
+        }
+        float maxv = -INFINITY;
+        for (int v = 0; v < V; v++) maxv = fmaxf(maxv, x[(size_t)v * class_stride]);
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) sum += exp((double)x[(size_t)v * class_stride] - maxv);
+        double logsum = log(sum) + maxv;
+        total += logsum - x[(size_t)target * class_stride];
+        for (int v = 0; v < V; v++) {
+            double prob = exp((double)x[(size_t)v * class_stride] - logsum);
+            dx[(size_t)v * class_stride] = (float)(grad_scale * (prob - (v == target ? 1.0 : 0.0)));
+        }
+    }
+    *loss += (float)(scale * total);
+}
+
+static void cpu_mse(backend *be, float *loss, float *dlogits, const float *logits,
+                    const float *targets, int rows, float scale, float grad_scale) {
+    double total = 0.0;
+    for (int r = 0; r < rows; r++) {
+        double d = (double)logits[r] - targets[r];
+        total += d * d;
+        dlogits[r] = (float)(grad_scale * 2.0 * d);
+    }
+    *loss += (float)(scale * total);
+}
+
+// ----------------------------------------------------------------------------
+// optimizer
+
+typedef struct opt_job {
+    float *param, *m, *v;
+    const float *x, *grad;
+    const uint8_t *touched;
+    size_t row_len;
+    const backend_adamw_args *a;
+    double *partials;            /* sum of squares of each block of rows */
+    size_t grain;
+} opt_job;
+
+static void sumsq_rows(void *ctx, size_t begin, size_t end) {
+    opt_job *j = ctx;
+    double acc = 0.0;
+    for (size_t r = begin; r < end; r++) {
+        if (j->touched && !j->touched[r]) continue;
+        const float *x = j->x + r * j->row_len;
+        float row = 0.0f;
+        for (size_t i = 0; i < j->row_len; i++) row += x[i] * x[i];
+        acc += row;
+    }
+    j->partials[begin / j->grain] = acc;
+}
+
+/* Sum of squares of `rows` rows, per-block partials added in block order. */
+static double sumsq_blocks(backend *be, opt_job *j, size_t rows) {
+    if (rows == 0) return 0.0;
+    size_t grain = block_size(be->state, rows, 16);
+    size_t blocks = (rows + grain - 1) / grain;
+    double single;
+    j->partials = partials_scratch(be, blocks * sizeof(double));
+    j->grain = grain;
+    if (!j->partials) {   /* no scratch: one block */
+        j->partials = &single;
+        j->grain = rows;
+        blocks = 1;
+    }
+    parallel_for_grain(be, rows, j->grain, sumsq_rows, j);
+    double total = 0.0;
+    for (size_t b = 0; b < blocks; b++) total += j->partials[b];
+    return total;
+}
+
+static double cpu_sumsq(backend *be, const float *x, size_t rows, size_t row_len,
+                        const uint8_t *touched) {
+    opt_job j = { .x = x, .touched = touched, .row_len = row_len };
+    /* rows of one element (a flat tensor) are regrouped so each task sums a long run */
+    if (row_len == 1 && !touched) {
+        size_t group = 4096, full = rows / group;
+        j.row_len = group;
+        double acc = sumsq_blocks(be, &j, full);
+        for (size_t i = full * group; i < rows; i++) acc += (double)x[i] * x[i];
+        return acc;
+    }
+    return sumsq_blocks(be, &j, rows);
+}
+
+static void adamw_rows(void *ctx, size_t begin, size_t end) {
+    opt_job *j = ctx;
+    const backend_adamw_args *a = j->a;
+    float decay = a->decay, step_size = a->step_size, bc2_sqrt = a->bias_correction2_sqrt;
+    float one_minus_b1 = 1.0f - a->beta1, one_minus_b2 = 1.0f - a->beta2;
+    size_t L = j->row_len;
+    for (size_t r = begin; r < end; r++) {
+        float *p = j->param + r * L, *m = j->m + r * L, *v = j->v + r * L;
+        if (j->touched && !j->touched[r]) {
+            /* zero gradient: moments only decay; same float operations as with g = 0 */
+            for (size_t i = 0; i < L; i++) {
+                p[i] *= decay;
+                m[i] = m[i] * a->beta1;
+                v[i] = v[i] * a->beta2;
+                float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
+                p[i] += -step_size * (m[i] / denom);
+            }
+            continue;
+        }
+        const float *g = j->grad + r * L;
+        for (size_t i = 0; i < L; i++) {
+            float gi = g[i] * a->grad_scale;
+            p[i] *= decay;
+            m[i] = m[i] * a->beta1 + gi * one_minus_b1;
+            v[i] = v[i] * a->beta2 + gi * gi * one_minus_b2;
+            float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
+            p[i] += -step_size * (m[i] / denom);
+        }
+    }
+}
+
+static void cpu_adamw(backend *be, float *param, const float *grad, float *m, float *v, size_t rows,
+                      size_t row_len, const uint8_t *touched, const backend_adamw_args *args) {
+    opt_job j = { .param = param, .grad = grad, .m = m, .v = v, .touched = touched,
+                  .row_len = row_len, .a = args };
+    if (row_len == 1 && !touched && rows >= 4096) {
+        /* flat tensor: split into long rows so the pool gets few large tasks */
+        size_t group = 1024, full = rows / group;
+        j.row_len = group;
+        parallel_for(be, full, 16, adamw_rows, &j);
+        j.param += full * group; j.grad += full * group; j.m += full * group; j.v += full * group;
+        j.row_len = 1;
+        adamw_rows(&j, 0, rows - full * group);
+        return;
+    }
+    parallel_for(be, rows, 16, adamw_rows, &j);
+}
+
+// ----------------------------------------------------------------------------
+// life cycle
+
+static void cpu_destroy(backend *be) {
+    if (!be) return;
+    cpu_state *st = be->state;
+    if (st) {
+        pthread_mutex_lock(&st->mu);
+        st->quit = 1;
+        pthread_cond_broadcast(&st->wake);
+        pthread_mutex_unlock(&st->mu);
+        for (int i = 0; i < st->threads - 1; i++) pthread_join(st->workers[i], NULL);
+        pthread_mutex_destroy(&st->mu);
+        pthread_cond_destroy(&st->wake);
+        pthread_cond_destroy(&st->done);
+        free(st->workers);
+        free(st->ones);
+        free(st->partials);
+        free(st);
+    }
+    free(be);
+}
+
+backend *backend_cpu_create(int threads, bp_err *err) {
+    if (threads <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = online > 0 ? (int)online : 1;
+    }
+    if (threads > 64) threads = 64;
+    backend *be = calloc(1, sizeof *be);
+    cpu_state *st = calloc(1, sizeof *st);
+    if (!be || !st) {
+        free(be); free(st);
+        bp_err_set(err, "out of memory creating the cpu backend");
+        return NULL;
+    }
+    st->threads = threads;
+    atomic_init(&st->next, 0);
+    /* the pool owns the parallelism (see the header comment): OpenBLAS stays single-threaded */
+    openblas_set_num_threads(1);
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->wake, NULL);
+    pthread_cond_init(&st->done, NULL);
+    be->state = st;
+    be->name = "cpu";
+    be->host_visible = 1;
+    be->destroy = cpu_destroy;
+    st->workers = calloc((size_t)threads, sizeof *st->workers);
+    if (!st->workers) {
+        st->threads = 1;
+        cpu_destroy(be);
+        bp_err_set(err, "out of memory creating the cpu backend");
+        return NULL;
+    }
+    for (int i = 1; i < threads; i++) {
+        if (pthread_create(&st->workers[i - 1], NULL, pool_worker, st) != 0) {
+            st->threads = i;   /* join only the ones that started */
+            cpu_destroy(be);
+            bp_err_set(err, "cannot start element-wise thread %d of %d (cpu backend)", i, threads);
+            return NULL;
+        }
+    }
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->upload = cpu_copy;
+    be->download = cpu_copy;
+    be->zero = cpu_zero;
+    be->copy_rows = cpu_copy_rows;
+    be->matmul_forward = cpu_matmul_forward;
+    be->matmul_backward = cpu_matmul_backward;
+    be->embedding_forward = cpu_embedding_forward;
+    be->embedding_backward = cpu_embedding_backward;
+    be->embedding_zero_grad = cpu_embedding_zero_grad;
+    be->add_layernorm_forward = cpu_add_layernorm_forward;
+    be->add_layernorm_backward = cpu_add_layernorm_backward;
+    be->gelu_forward = cpu_gelu_forward;
+    be->gelu_backward = cpu_gelu_backward;
+    be->tanh_forward = cpu_tanh_forward;
+    be->tanh_backward = cpu_tanh_backward;
+    be->dropout = cpu_dropout;
+    be->attention_forward = cpu_attention_forward;
+    be->attention_backward = cpu_attention_backward;
+    be->cross_entropy = cpu_cross_entropy;
+    be->mse = cpu_mse;
+    be->sumsq = cpu_sumsq;
+    be->adamw = cpu_adamw;
+    return be;
+}

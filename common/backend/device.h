@@ -1,0 +1,20 @@
+/* backend/device.h — choosing the backend for --device auto|cuda|cpu, the same way in every stage.
+ *
+ * auto: the CUDA backend when this build has one and a GPU answers, else the CPU, with the
+ * reason in *note ("no CUDA driver (cudaGetDeviceCount: error 35)", "built without nvcc").
+ * cuda: that, or an error saying why not. cpu: always the CPU backend.
+ * Never prints: the stage logs the note.
+ */
+#ifndef BP_DEVICE_H
+#define BP_DEVICE_H
+#include <stddef.h>
+
+#include "backend/backend.h"
+
+/* threads: CPU element-wise threads (0 = all cores). precision: "fp32", "tf32" or "bf16"
+ * (NULL = fp32); tf32 and bf16 need the CUDA backend. note (may be NULL) gets one line about
+ * the choice. Returns the backend (caller destroys it with be->destroy(be)) or NULL with err. */
+backend *bp_backend_open(const char *device, int threads, const char *precision, char *note, size_t note_size,
+                         bp_err *err);
+
+#endif

@@ -1,0 +1,144 @@
+/* base/log.c — stderr logging, the single error format and the progress bar (see log.h). */
+#include "base/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char stage_name[64] = "bertpipe";
+
+int bp_err_set(bp_err *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void bp_set_stage(const char *argv0) {
+    const char *base = strrchr(argv0, '/');
+    base = base ? base + 1 : argv0;
+    snprintf(stage_name, sizeof stage_name, "%s", base);
+}
+
+const char *bp_stage(void) { return stage_name; }
+
+static void verror(const char *where, const char *fmt, va_list ap) {
+    char what[1024];
+    vsnprintf(what, sizeof what, fmt, ap);
+    /* Keep it one line whatever the message holds. */
+    for (char *c = what; *c; c++)
+        if (*c == '\n' || *c == '\r') *c = ' ';
+    if (where && *where)
+        fprintf(stderr, "%s: error: %s (%s)\n", stage_name, what, where);
+    else
+        fprintf(stderr, "%s: error: %s\n", stage_name, what);
+    fflush(stderr);
+}
+
+void bp_error(const char *where, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    verror(where, fmt, ap);
+    va_end(ap);
+}
+
+void bp_die(int code, const char *where, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    verror(where, fmt, ap);
+    va_end(ap);
+    exit(code);
+}
+
+void bp_die_err(const bp_err *err) {
+    bp_error(NULL, "%s", err->msg[0] ? err->msg : "unknown error");
+    exit(1);
+}
+
+void bp_log(const char *fmt, ...) {
+    const char *quiet = getenv("BERTPIPE_QUIET");
+    if (quiet && strcmp(quiet, "1") == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", stage_name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void bp_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: warning: ", stage_name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+double bp_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void bp_progress_start(bp_progress *p, const char *label, int64_t total) {
+    const char *force = getenv("BERTPIPE_PROGRESS");
+    memset(p, 0, sizeof *p);
+    p->label = label;
+    p->total = total;
+    p->start = bp_now();
+    p->tty = isatty(2);
+    p->enabled = p->tty || (force && strcmp(force, "1") == 0);
+    if (force && strcmp(force, "0") == 0) p->enabled = 0;
+}
+
+static void format_duration(char *buf, size_t n, double s) {
+    if (s < 0 || s > 1e7) { snprintf(buf, n, "?"); return; }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+}
+
+static void draw(bp_progress *p, const char *extra, int final) {
+    double now = bp_now(), elapsed = now - p->start;
+    double rate = elapsed > 0 ? (double)p->done / elapsed : 0;
+    char el[32], eta[32];
+    format_duration(el, sizeof el, elapsed);
+    char line[256];
+    if (p->total > 0) {
+        int width = 24, filled = (int)((double)width * (double)p->done / (double)p->total);
+        if (filled > width) filled = width;
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+        bar[width] = 0;
+        format_duration(eta, sizeof eta, rate > 0 ? (double)(p->total - p->done) / rate : -1);
+        snprintf(line, sizeof line, "%s [%s] %lld/%lld %.1f/s %s<%s %s", p->label, bar,
+                 (long long)p->done, (long long)p->total, rate, el, eta, extra ? extra : "");
+    } else {
+        snprintf(line, sizeof line, "%s %lld %.1f/s %s %s", p->label, (long long)p->done, rate, el,
+                 extra ? extra : "");
+    }
+    if (p->tty)
+        fprintf(stderr, "\r%s: %s\033[K%s", stage_name, line, final ? "\n" : "");
+    else
+        fprintf(stderr, "%s: %s\n", stage_name, line);
+    fflush(stderr);
+    p->last_draw = now;
+}
+
+void bp_progress_update(bp_progress *p, int64_t done, const char *extra) {
+    p->done = done;
+    if (!p->enabled) return;
+    if (bp_now() - p->last_draw < (p->tty ? 0.25 : 5.0)) return;
+    draw(p, extra, 0);
+}
+
+void bp_progress_finish(bp_progress *p, const char *extra) {
+    if (!p->enabled) return;
+    draw(p, extra, 1);
+}

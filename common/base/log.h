@@ -1,0 +1,52 @@
+/* base/log.h — the one error printer, logger and progress bar of every bertpipe stage.
+ *
+ * Everything here writes to stderr only: stdout belongs to frames. An error is always
+ * one line, "STAGE: error: WHAT (WHERE)". Library code (tokenizer, model, readers)
+ * never prints: it fills a bp_err and returns failure; the stage decides to print.
+ */
+#ifndef BP_LOG_H
+#define BP_LOG_H
+#include <stdarg.h>
+#include <stdint.h>
+
+/* A library error: "WHAT (WHERE)" text, filled by the function that failed. */
+typedef struct bp_err { char msg[512]; } bp_err;
+
+/* Fill err (if not NULL) from a printf format. Always returns -1, so
+ * `return bp_err_set(err, ...)` reads naturally. */
+int bp_err_set(bp_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Name used as the prefix of every line; set once from argv[0] (basename taken). */
+void bp_set_stage(const char *argv0);
+const char *bp_stage(void);
+
+/* "STAGE: error: WHAT (WHERE)". where may be NULL. */
+void bp_error(const char *where, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same, then exit(code). */
+void bp_die(int code, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+/* Print a library error and exit(1). */
+void bp_die_err(const bp_err *err) __attribute__((noreturn));
+/* "STAGE: message" — informational; suppressed when BERTPIPE_QUIET=1. */
+void bp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "STAGE: warning: message" — never suppressed. */
+void bp_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Progress bar on stderr: redrawn at most 4 times a second, only when stderr is a
+ * terminal or BERTPIPE_PROGRESS=1 (then one line per update, for logs).
+ * total 0 means unknown (no bar, no ETA). */
+typedef struct bp_progress {
+    const char *label;
+    int64_t total, done;
+    double start, last_draw;
+    int enabled, tty;
+} bp_progress;
+void bp_progress_start(bp_progress *p, const char *label, int64_t total);
+/* extra: optional short text after the bar (e.g. "loss 0.693"). */
+void bp_progress_update(bp_progress *p, int64_t done, const char *extra);
+void bp_progress_finish(bp_progress *p, const char *extra);
+
+/* Monotonic seconds. */
+double bp_now(void);
+
+#endif

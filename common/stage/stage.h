@@ -1,0 +1,46 @@
+/* stage/stage.h — what every stage's main() shares: the --in/--out/--producers options, opening
+ * endpoints or dying with the one error format, and strict number parsing for options.
+ *
+ * Only stages include this; library code never exits.
+ */
+#ifndef BP_STAGE_H
+#define BP_STAGE_H
+#include <getopt.h>
+
+#include "wire/endpoint.h"
+
+typedef struct bp_io_opts {
+    const char *in, *out;   /* endpoint specs, "-" by default */
+    int producers;          /* eos frames that end the input (fan-in), default 1 */
+} bp_io_opts;
+
+/* Long options every stage accepts; put BP_IO_LONGOPTS inside the stage's option table. */
+#define BP_OPT_IN 0x1001
+#define BP_OPT_OUT 0x1002
+#define BP_OPT_PRODUCERS 0x1003
+#define BP_IO_LONGOPTS                                          \
+    {"in", required_argument, 0, BP_OPT_IN},                    \
+    {"out", required_argument, 0, BP_OPT_OUT},                  \
+    {"producers", required_argument, 0, BP_OPT_PRODUCERS}
+#define BP_IO_USAGE \
+    "  --in SPEC         input endpoint (default -: stdin; ipc://PATH, tcp://HOST:PORT, @bind, >connect)\n" \
+    "  --out SPEC        output endpoint (default -: stdout; A,B,... fans out)\n"                          \
+    "  --producers N     input streams to wait for (fan-in; default 1)\n"
+
+/* Set the stage name from argv[0] and the io defaults. */
+void bp_stage_init(bp_io_opts *io, char **argv);
+/* Handle one getopt result if it is an io option: returns 1 when handled. */
+int bp_io_option(bp_io_opts *io, int opt, const char *arg);
+
+bp_in *bp_open_in(const bp_io_opts *io);     /* dies on error */
+bp_out *bp_open_out(const bp_io_opts *io);   /* dies on error */
+
+/* Strict option parsing: the whole text must be a number in [min, max], else die naming
+ * the option. */
+long bp_opt_long(const char *name, const char *text, long min, long max);
+double bp_opt_double(const char *name, const char *text, double min, double max);
+
+/* Die "unknown option / see --help" for getopt's '?'. */
+void bp_usage_error(void) __attribute__((noreturn));
+
+#endif

@@ -14,10 +14,16 @@ runs on CPU. Prints one line:
 """
 import argparse
 import math
+import os
 import resource
 import time
 
-import torch
+# The peer runs in its fastest configuration here: torch's OpenMP pool spins at barriers by
+# default (OMP_WAIT_POLICY=ACTIVE behaviour), which on 2 cores fights OpenBLAS's own threads
+# and about halves its speed (docs/benchmarks.md). PASSIVE must be set before libgomp loads,
+# that is before `import torch`; a value the caller chose is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -3,8 +3,9 @@
  * last partial batch kept, an epoch frame after each epoch.
  *
  * It must hold a whole split to shuffle it, so features are kept as their raw frame bytes
- * (compact) and spilled to an unlinked temporary file past --memory-limit. It never changes
- * a token: padding uses the hello's pad_id (0 by default), type 0, mask 0, offsets -1.
+ * (compact) and spilled to an unlinked temporary file past --memory-limit.
+ * Must never: change a token: padding uses the hello's pad_id (0 by default), type 0, mask 0,
+ * offsets -1.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -2,8 +2,8 @@
  *
  * Runs the model in evaluation mode (no dropout) on every batch and sends its logits with
  * the ids that let postprocess join them to examples: example_ids and windows, plus the
- * batch's labels / answer positions and offsets, copied unchanged. It never reorders: one
- * logits frame per batch frame, in order; epoch frames are dropped.
+ * batch's labels / answer positions and offsets, copied unchanged.
+ * Must never: reorder: one logits frame per batch frame, in order; epoch frames are dropped.
  */
 #include <stdio.h>
 #include <stdlib.h>

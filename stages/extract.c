@@ -3,7 +3,8 @@
  * Formats come from common/data/datasets.h: SST trees, raw SST, GLUE SST-2, IMDB, any CSV/TSV, SQuAD
  * v1.1/v2.0; plus "lines" (one unlabelled text per line, for predictions on your own
  * sentences) and a single QA example from --question/--context. It streams: each example is
- * sent as soon as it is read. It never drops a record silently: every skip is counted and
+ * sent as soon as it is read.
+ * Must never: drop a record silently: every skip is counted and
  * reported, and a SQuAD answer whose answer_start does not slice its context is reported by id.
  */
 #include <stdio.h>

@@ -1,8 +1,8 @@
 /* frames2json — record a frame stream as JSON lines on stdout (one frame per line).
  *
  * Hello and eos frames are written too, so json2frames can replay the stream exactly.
- * It checks the stream like any consumer (hello first, eos counts) and fails loudly
- * rather than writing a recording of a broken stream as if it were whole.
+ * It checks the stream like any consumer (hello first, eos counts) and fails loudly.
+ * Must never: write a recording of a broken stream as if it were whole.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,6 +4,7 @@
  * --recount rewrites each eos count to the number of data frames before it (after editing
  * a recording by hand). Every frame is validated before it is sent; a bad line stops the
  * replay with its line number, and downstream is told through an error frame.
+ * Must never: send a line it has not validated as a frame.
  */
 #include <stdio.h>
 #include <stdlib.h>

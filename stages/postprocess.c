@@ -6,7 +6,7 @@
  * their text sliced from the example's context by offsets, predictions.json and
  * nbest_predictions.json. The context comes from the example frames themselves, read from
  * the side input --examples (e.g. file:validation.examples, the recording extract made).
- * It never invents an answer: an example without logits is an error naming it.
+ * Must never: invent an answer: an example without logits is an error naming it.
  */
 #include <search.h>
 #include <stdio.h>

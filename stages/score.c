@@ -9,7 +9,7 @@
  * prints {"exact_match": ..., "f1": ...}; either file may be .gz or inside a .zip/.tar.gz.
  * The JSON summary goes to --json FILE, else stdout — unless the metric frame itself goes
  * to stdout (--out -), when it goes to stderr so the two never mix.
- * It never scores a partial stream as whole: the input must end with its eos.
+ * Must never: score a partial stream as whole: the input must end with its eos.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,8 @@
  *
  * Binds/connects exactly like any stage (--in, --out), so it can be spliced between any two
  * stages of a pipeline. It forwards hello and eos frames as they are (it is invisible to
- * both neighbours) while still checking the stream rules. It must never alter a frame.
+ * both neighbours) while still checking the stream rules.
+ * Must never: alter a frame.
  */
 #include <errno.h>
 #include <stdio.h>

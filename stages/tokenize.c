@@ -5,7 +5,7 @@
  * QA: [CLS] question [SEP] context [SEP] with truncation only_second and --doc-stride
  * overflow windows, one feature per window, context offsets and run_qa's training labels.
  * Stateless, so N of them can run side by side (fan-out from extract, fan-in to batch).
- * It never mislabels: an answer that does not slice its context drops the example from
+ * Must never: mislabel: an answer that does not slice its context drops the example from
  * the labelled stream with a warning naming it (or stops the stage with --strict).
  */
 #include <stdio.h>

@@ -7,7 +7,7 @@
  * given) and saves to --save. SIGINT/SIGTERM save and exit; a non-finite loss stops with
  * the step number and keeps the last good checkpoint. --resume DIR continues exactly:
  * weights, AdamW moments, step, dropout RNG and data position come back.
- * It must never write a checkpoint from a step whose loss was not finite.
+ * Must never: write a checkpoint from a step whose loss was not finite.
  */
 #include <math.h>
 #include <signal.h>

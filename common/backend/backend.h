@@ -1,12 +1,13 @@
 /* backend/backend.h — the compute interface the BERT model runs on: memory and the few fused ops it calls.
  *
- * The model (bert.c) and the optimizer (optim.c) never touch tensor memory themselves: every
- * buffer is an opaque device pointer owned by a backend, and every loop over tensor elements is
- * one of the ops below. backend/cpu.c implements them with OpenBLAS and a small thread pool;
- * a CUDA backend (cuBLAS + kernels) fills the same table, so one model code path and one set of
- * tests serve both. Nothing here knows about frames, files or parameter names, and an op never
- * allocates: scratch space is passed in by the caller, planned once from the config and the
- * largest batch shape.
+ * The model (model/bert.c) and the optimizer (model/optim.c) never touch tensor memory
+ * themselves: every buffer is an opaque device pointer owned by a backend, and every loop over
+ * tensor elements is one of the ops below. backend/cpu.c implements them with OpenBLAS and a
+ * small thread pool; a CUDA backend (cuBLAS + kernels) fills the same table, so one model code
+ * path and one set of tests serve both.
+ *
+ * Must never: know about frames, files or parameter names, or allocate inside an op (scratch
+ * space is passed in by the caller, planned once from the config and the largest batch shape).
  *
  * Shape key used in the comments: N = rows (B*T tokens), B = batch, T = sequence length,
  * C = hidden size, NH = attention heads, D = C/NH, V = classes (vocabulary, labels or positions).

@@ -1,4 +1,6 @@
-/* backend/device.c — --device auto|cuda|cpu (see device.h). */
+/* backend/device.c — --device auto|cuda|cpu (see device.h).
+ * Must never: print (why auto chose the CPU goes to the caller's note), or hand back the CPU
+ * when cuda was asked for. */
 #include "backend/device.h"
 
 #include <stdio.h>

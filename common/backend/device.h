@@ -3,7 +3,7 @@
  * auto: the CUDA backend when this build has one and a GPU answers, else the CPU, with the
  * reason in *note ("no CUDA driver (cudaGetDeviceCount: error 35)", "built without nvcc").
  * cuda: that, or an error saying why not. cpu: always the CPU backend.
- * Never prints: the stage logs the note.
+ * Must never: print (the stage logs the note), or fall back to the CPU when cuda was asked for.
  */
 #ifndef BP_DEVICE_H
 #define BP_DEVICE_H

@@ -3,8 +3,8 @@
  *
  * libarchive does the decoding: archives through its zip and tar readers, single files
  * through its "raw" format with every decompression filter enabled, so a plain text file
- * and a .gz read the same way. Directories are walked here and read with stdio. This file
- * must never know a dataset format, print, or exit.
+ * and a .gz read the same way. Directories are walked here and read with stdio.
+ * Must never: know a dataset format, extract to disk, print, or exit.
  */
 #include "base/archive_input.h"
 

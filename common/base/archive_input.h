@@ -7,8 +7,8 @@
  * the file (compression suffix dropped). Nothing is ever extracted to disk and a member is
  * read once, forward only, so memory stays bounded whatever the archive size.
  *
- * This layer knows nothing of dataset formats and never prints or exits: failures fill a
- * bp_err with "WHAT (WHERE)" naming the path, member and line.
+ * Must never: know a dataset format, print or exit: failures fill a bp_err with
+ * "WHAT (WHERE)" naming the path, member and line.
  */
 #ifndef BP_ARCHIVE_INPUT_H
 #define BP_ARCHIVE_INPUT_H

@@ -1,4 +1,5 @@
-/* base/atomic_file.c — temp file + fsync + rename (see atomic_file.h). */
+/* base/atomic_file.c — temp file + fsync + rename (see atomic_file.h).
+ * Must never: rename a file that failed to write or sync (af_abort unlinks it), print, or exit. */
 #include "base/atomic_file.h"
 
 #include <errno.h>

@@ -2,7 +2,8 @@
  *
  * Checkpoints are written while other processes (eval, a user's Python) may read them, and a
  * trainer can be killed mid-save: so we write PATH.tmp.XXXXXX in the same directory, fsync,
- * then rename over PATH. This module never prints and never exits.
+ * then rename over PATH.
+ * Must never: let a reader see a half-written PATH, print, or exit.
  */
 #ifndef BP_ATOMIC_FILE_H
 #define BP_ATOMIC_FILE_H

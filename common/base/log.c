@@ -1,4 +1,5 @@
-/* base/log.c — stderr logging, the single error format and the progress bar (see log.h). */
+/* base/log.c — stderr logging, the single error format and the progress bar (see log.h).
+ * Must never: write to stdout (it carries frames). */
 #include "base/log.h"
 
 #include <stdio.h>

@@ -3,6 +3,7 @@
  * Everything here writes to stderr only: stdout belongs to frames. An error is always
  * one line, "STAGE: error: WHAT (WHERE)". Library code (tokenizer, model, readers)
  * never prints: it fills a bp_err and returns failure; the stage decides to print.
+ * Must never: write to stdout, which belongs to frames.
  */
 #ifndef BP_LOG_H
 #define BP_LOG_H

@@ -1,4 +1,5 @@
-/* base/tensor.c — dtype table and half-precision conversions (see tensor.h). */
+/* base/tensor.c — dtype table and half-precision conversions (see tensor.h).
+ * Must never: allocate, or round other than to nearest even. */
 #include "base/tensor.h"
 
 #include <string.h>

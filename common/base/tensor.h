@@ -2,7 +2,8 @@
  *
  * A bp_named_tensor describes (does not own) a contiguous little-endian array. Checkpoint
  * readers hand these to the model loader; the model lists its parameters as these for the
- * writers. Nothing here allocates except bp_tensor_list_* which own only the list itself.
+ * writers.
+ * Must never: allocate or own tensor data (a bp_named_tensor only points at it).
  */
 #ifndef BP_TENSOR_H
 #define BP_TENSOR_H

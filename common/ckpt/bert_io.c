@@ -1,4 +1,6 @@
-/* ckpt/bert_io.c — checkpoint directories for the BERT model (see bert_io.h). */
+/* ckpt/bert_io.c — checkpoint directories for the BERT model (see bert_io.h).
+ * Must never: write a checkpoint file other than through base/atomic_file.h (a reader sees
+ * the old file or the whole new one), print, or exit. */
 #include "ckpt/bert_io.h"
 
 #include <errno.h>

@@ -3,8 +3,9 @@
  * the training state that makes a resume exact (AdamW moments, step, dropout RNG, data
  * position) in optimizer.safetensors.
  *
- * The glue between bert.h and the checkpoint format modules. Never prints, never exits,
- * knows nothing of frames: train, eval and the predict tools call it.
+ * The glue between model/bert.h and the checkpoint format modules: train, eval and the
+ * predict tools call it.
+ * Must never: print, exit, or know about frames.
  */
 #ifndef BP_BERT_IO_H
 #define BP_BERT_IO_H

@@ -1,4 +1,6 @@
-/* ckpt/hfconfig.c — config.json <-> hfc_config (see hfconfig.h). */
+/* ckpt/hfconfig.c — config.json <-> hfc_config (see hfconfig.h).
+ * Must never: depend on the model (model/bert.h builds its config from hfc_config), print,
+ * or exit. */
 #include "ckpt/hfconfig.h"
 
 #include <errno.h>

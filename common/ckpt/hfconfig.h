@@ -1,9 +1,9 @@
 /* ckpt/hfconfig.h — BERT hyper-parameters from and to Hugging Face `config.json` (and Google's
  * `bert_config.json`, which uses the same keys).
  *
- * A plain struct of values: the model code builds its own config from it, so this module
- * does not depend on the model. Absent keys take BertConfig's defaults, as transformers
- * does. This module never prints and never exits.
+ * A plain struct of values: the model code builds its own config from it. Absent keys take
+ * BertConfig's defaults, as transformers does.
+ * Must never: depend on the model, print, or exit.
  */
 #ifndef BP_HFCONFIG_H
 #define BP_HFCONFIG_H

@@ -1,4 +1,5 @@
-/* ckpt/load.c — format-independent checkpoint opening and name matching (see ckpt/load.h). */
+/* ckpt/load.c — format-independent checkpoint opening and name matching (see ckpt/load.h).
+ * Must never: know the model's structure (only names, shapes and dtypes), print, or exit. */
 #include "ckpt/load.h"
 
 #include <errno.h>

@@ -3,8 +3,8 @@
  *
  * The caller (the model) lists its parameters as bp_named_tensor whose data are the
  * destinations; this module matches names, checks shapes, converts f16/bf16/f64 to f32, and
- * returns the lists transformers would warn about. It never prints, never exits, and does
- * not know the model's structure: only names, shapes and dtypes.
+ * returns the lists transformers would warn about.
+ * Must never: know the model's structure (only names, shapes and dtypes), print, or exit.
  */
 #ifndef BP_CKPT_LOAD_H
 #define BP_CKPT_LOAD_H

@@ -1,5 +1,7 @@
 /* ckpt/safetensors.c — model.safetensors reader (mmap + header validation) and writer
- * (see safetensors.h for the format and the contract). */
+ * (see safetensors.h for the format and the contract).
+ * Must never: trust an offset or a length from the file before checking it against the file
+ * size, know the model, print, or exit. */
 #include "ckpt/safetensors.h"
 
 #include <errno.h>

@@ -8,8 +8,7 @@
  * contiguous from 0, the last one ending at the end of the file); the writer lays files
  * out as that library does, so transformers loads them unchanged.
  *
- * This module never prints, never exits, and knows nothing of the model: it deals in
- * bp_named_tensor lists only.
+ * Must never: print, exit, or know the model: it deals in bp_named_tensor lists only.
  */
 #ifndef BP_SAFETENSORS_H
 #define BP_SAFETENSORS_H

@@ -1,6 +1,8 @@
 /* ckpt/tfckpt.c — TensorFlow tensor-bundle reader: LevelDB table index, protobuf entries, raw
  * data file (see tfckpt.h). Both files are mapped read-only; only transposed kernels are
- * copied. Every length read from the files is checked before use. */
+ * copied.
+ * Must never: use a length read from the files before checking it, know the model, print,
+ * or exit. */
 #include "ckpt/tfckpt.h"
 
 #include <errno.h>

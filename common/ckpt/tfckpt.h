@@ -9,7 +9,7 @@
  * self.query.weight", gamma/beta -> weight/bias, "*_embeddings" -> ".weight", kernels
  * transposed from TF's [in, out] to [out, in]); optimizer slots and global_step are skipped.
  *
- * This module never prints, never exits, and knows nothing of the model.
+ * Must never: print, exit, or know the model.
  */
 #ifndef BP_TFCKPT_H
 #define BP_TFCKPT_H

@@ -1,6 +1,8 @@
 /* ckpt/torchbin.c — torch.save zip reader: libarchive for the zip, a minimal pickle VM for
  * data.pkl (see torchbin.h). The VM builds values in an arena freed in one go, so corrupt
- * input can at worst produce an error, never a leak or a dangling pointer. */
+ * input can at worst produce an error, never a leak or a dangling pointer.
+ * Must never: execute a pickle global it does not know (it is refused by name), print, or
+ * exit. */
 #include "ckpt/torchbin.h"
 
 #include <archive.h>

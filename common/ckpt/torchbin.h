@@ -8,7 +8,8 @@
  * never executed. The legacy pre-1.6 non-zip format (back-to-back pickles followed by the raw
  * storages, as in many older hub checkpoints) is read too, from files only.
  *
- * This module never prints, never exits, and knows nothing of the model.
+ * Must never: run a pickle opcode or global beyond what state dicts use, print, exit, or know
+ * the model.
  */
 #ifndef BP_TORCHBIN_H
 #define BP_TORCHBIN_H

@@ -5,7 +5,7 @@
  * by Hugging Face (csv.QUOTE_NONE), so a '"' in a sentence stays a character. Text is kept
  * byte for byte (SST-2's space before the tab included: Hugging Face keeps it too).
  *
- * Must never print, exit, or know about frames.
+ * Must never: print, exit, or know about frames.
  */
 #include <errno.h>
 #include <limits.h>

@@ -2,7 +2,7 @@
  * guessing, label names, and ds_read, which builds the sink (sink.c) and dispatches to the
  * per-format reader (csv.c, imdb.c, squad.c, sst.c).
  *
- * Must never print, exit, or know about frames: a stage turns examples into frames.
+ * Must never: print, exit, or know about frames: a stage turns examples into frames.
  */
 #include "data/datasets.h"
 

@@ -10,8 +10,9 @@
  * Readers hand each example to a callback as soon as it is read (so a stage can emit it at
  * once); the example and every string in it are only valid during the call. Options shared
  * by all formats: split, limit, a seeded reservoir sample, and for CSV a seeded
- * train/validation split by ratio. This layer knows nothing of frames or sockets and never
- * prints or exits: errors fill a bp_err "WHAT (FILE:LINE)" and the read stops.
+ * train/validation split by ratio.
+ * Must never: know about frames or sockets, print, or exit: errors fill a bp_err
+ * "WHAT (FILE:LINE)" and the read stops.
  */
 #ifndef BP_DATASETS_H
 #define BP_DATASETS_H

@@ -3,7 +3,7 @@
  * Every member SPLIT/pos/NAME.txt or SPLIT/neg/NAME.txt (under aclImdb/) is one review,
  * label pos = 1, neg = 0, as Hugging Face's `imdb` gives them; unsup/ and the other files
  * are skipped. The tar.gz is read in one forward pass, never extracted, and only one
- * review is in memory at a time. Must never print, exit, or know about frames.
+ * review is in memory at a time. Must never: print, exit, or know about frames.
  */
 #include <stdio.h>
 #include <stdlib.h>

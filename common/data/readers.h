@@ -1,6 +1,7 @@
 /* data/readers.h — the per-format dataset readers, one file each (csv.c, imdb.c, squad.c, sst.c),
  * called by ds_read in datasets.c. Not public API: stages call ds_read.
- * Readers must never print, exit, or know about frames.
+ * Must never: be included outside common/data/; a reader must never print, exit, or know
+ * about frames.
  */
 #ifndef BP_DATA_READERS_H
 #define BP_DATA_READERS_H

@@ -4,7 +4,7 @@
  * UTF-8 check, reservoir sample and limit.
  *
  * The readers (csv.c, imdb.c, squad.c, sst.c) call into this file; it calls none of them, so
- * the data layer has no include cycle. Must never print, exit, or know about frames.
+ * the data layer has no include cycle. Must never: print, exit, or know about frames.
  */
 #include "data/sink.h"
 

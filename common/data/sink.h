@@ -4,7 +4,7 @@
  * the options common to all formats (empty-text policy, UTF-8 check, sample, limit) and
  * calls the user's callback. Implemented in sink.c, which calls no reader: readers depend on
  * the sink, datasets.c on both, and nothing on datasets.c.
- * Must never print, exit, or know about frames.
+ * Must never: print, exit, or know about frames.
  */
 #ifndef BP_DATA_SINK_H
 #define BP_DATA_SINK_H

@@ -9,7 +9,7 @@
  *
  * Every answer_start is checked: it counts Unicode code points (as Python slices), and
  * context[start : start + len(text)] must equal text. A mismatch is counted and flagged on
- * the answer (or an error with answers_must_match). Must never print, exit, or know frames.
+ * the answer (or an error with answers_must_match). Must never: print, exit, or know frames.
  */
 #include <jansson.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
  * encoding repair), datasetSplit.txt (1 train, 2 test, 3 dev), dictionary.txt (phrase|id)
  * and sentiment_labels.txt (id|value) give each sentence its phrase's score in [0,1].
  *
- * Must never print, exit, or know about frames.
+ * Must never: print, exit, or know about frames.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* eval/metrics.c — classification and SQuAD metrics (see metrics.h, docs/score.md).
  *
- * Library code: never prints on its own, never exits; every failure is -1/NULL and a
- * bp_err line. The SQuAD half reproduces the official evaluation scripts' Python
+ * Must never: print on its own (only to a FILE* the caller passes), or exit; every failure
+ * is -1/NULL and a bp_err line. The SQuAD half reproduces the official evaluation scripts' Python
  * behaviour (str.lower, string.punctuation, re's \b, str.split) on UTF-8 with utf8proc,
  * so its numbers equal theirs bit for bit when questions are added in dataset order.
  */

@@ -2,11 +2,11 @@
  * confusion matrix, cross-entropy loss) and SQuAD (the official v1.1 exact match and
  * token F1, v2.0's HasAns/NoAns breakdown, span accuracy).
  *
- * This is library code under the `score` stage: it knows nothing of frames or sockets,
- * never prints to stdout/stderr on its own and never exits. Errors come back as -1 (or
- * NULL) with a one-line "WHAT (WHERE)" in a bp_err. Output goes only to the FILE* a
- * caller passes in. See docs/score.md for the definitions and the conventions chosen
- * where the reference tools leave a choice.
+ * This is library code under the `score` stage.
+ * Must never: know about frames or sockets, print to stdout/stderr on its own, or exit.
+ * Errors come back as -1 (or NULL) with a one-line "WHAT (WHERE)" in a bp_err. Output goes
+ * only to the FILE* a caller passes in. See docs/score.md for the definitions and the
+ * conventions chosen where the reference tools leave a choice.
  */
 #ifndef BP_METRICS_H
 #define BP_METRICS_H

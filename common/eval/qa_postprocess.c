@@ -1,7 +1,7 @@
 /* eval/qa_postprocess.c — n-best span selection for extractive QA, as Hugging Face run_qa's
  * postprocess_qa_predictions (see qa_postprocess.h, docs/postprocess.md).
  *
- * Library code: no frames, no printing, no exit. Every rule below mirrors one line of
+ * Must never: know about frames, print, or exit. Every rule below mirrors one line of
  * the HF function, including its float32 arithmetic and its tie order, so the same
  * logits give the same answers and the same n-best lists.
  */

@@ -3,8 +3,8 @@
  *
  * Semantics are those of Hugging Face's run_qa `postprocess_qa_predictions` (utils_qa.py),
  * reproduced decision for decision, ties included (docs/postprocess.md). Library code
- * under the `postprocess` stage: it knows nothing of frames, never prints, never exits;
- * errors are -1 with a one-line bp_err.
+ * under the `postprocess` stage; errors are -1 with a one-line bp_err.
+ * Must never: know about frames, print, or exit.
  */
 #ifndef BP_QA_POSTPROCESS_H
 #define BP_QA_POSTPROCESS_H

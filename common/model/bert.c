@@ -2,7 +2,8 @@
  *
  * Layout follows llm.c: parameters, gradients and activations are structs of pointers into one
  * allocation each, and every layer is a forward call and a mirrored backward call on backend
- * ops. Must never touch tensor memory directly (it may live on a GPU): host code here only
+ * ops.
+ * Must never: touch tensor memory directly (it may live on a GPU): host code here only
  * validates inputs, plans memory and derives dropout keys.
  */
 #include "model/bert.h"

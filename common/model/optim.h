@@ -4,8 +4,8 @@
  *
  * The optimizer sees parameters as flat device arrays cut into segments (one per group of
  * tensors sharing a weight-decay setting); it owns the two moment buffers and the step count.
- * It knows nothing of BERT or of parameter names (the model lays out the segments), and never
- * touches memory except through backend ops.
+ * Must never: know BERT or parameter names (the model lays out the segments), or touch memory
+ * except through backend ops.
  */
 #ifndef BP_OPTIM_H
 #define BP_OPTIM_H

@@ -1,4 +1,6 @@
-/* stage/stage.c — shared option handling for stage executables (see stage.h). */
+/* stage/stage.c — shared option handling for stage executables (see stage.h).
+ * Must never: return a bad option or a failed open to its caller: it prints the one error
+ * line and exits, which is why only stages link it. */
 #include "stage/stage.h"
 
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* stage/stage.h — what every stage's main() shares: the --in/--out/--producers options, opening
  * endpoints or dying with the one error format, and strict number parsing for options.
  *
- * Only stages include this; library code never exits.
+ * Must never: be included by library code (everything here may exit).
  */
 #ifndef BP_STAGE_H
 #define BP_STAGE_H

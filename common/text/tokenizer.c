@@ -5,8 +5,8 @@
  * Speed comes from doing everything in one pass over the bytes: ASCII goes through a
  * 128-entry class table (no utf8proc, no decoding), other chars through one byte lookup in
  * the text/unicode.c table, and WordPiece probes a hash table with prefix hashes computed once
- * per start position, never building "##"-prefixed strings. Must never allocate per call once
- * the caller's buffers have grown, and never print.
+ * per start position, never building "##"-prefixed strings.
+ * Must never: allocate per call once the caller's buffers have grown, or print.
  */
 #include "text/tokenizer.h"
 

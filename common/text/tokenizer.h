@@ -1,10 +1,10 @@
 /* text/tokenizer.h — BERT WordPiece tokenization, identical to Hugging Face's BertTokenizerFast
  * (ids, token types, offsets, overflow windows), for single texts and question/context pairs.
  *
- * Text library: knows nothing of frames, sockets or files other than vocab/config. Never
- * prints, never exits: failures return an error code and fill a bp_err ("WHAT (WHERE)").
- * Never allocates per call in the steady state: a tok_encoding keeps its buffers and reuses
- * them, so a stage encodes example after example with one encoding per thread.
+ * Must never: know about frames, sockets or files other than vocab/config, print, or exit:
+ * failures return an error code and fill a bp_err ("WHAT (WHERE)"). Never allocates per call
+ * in the steady state: a tok_encoding keeps its buffers and reuses them, so a stage encodes
+ * example after example with one encoding per thread.
  *
  * Behaviour (docs/tokenize.md has the details and the Hugging Face subtleties):
  *   clean text (drop controls/format chars, U+0000, U+FFFD; whitespace splits), pad CJK

@@ -2,8 +2,8 @@
  * the uncased forms of the few thousand chars that change when lowercased/accent-stripped.
  *
  * Built once per process (pthread_once) from utf8proc and the Hugging Face deltas, so the
- * tokenizer's inner loop is a byte lookup and never calls utf8proc. Must never be written
- * after construction: tokenizers on several threads read it without locks.
+ * tokenizer's inner loop is a byte lookup and never calls utf8proc.
+ * Must never: be written after construction: tokenizers on several threads read it without locks.
  */
 #include "text/unicode.h"
 

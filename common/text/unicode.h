@@ -7,8 +7,8 @@
  * the rules; text/unicode_delta.c lists the code points where Hugging Face differs from those
  * rules (generated from the reference, see tests/reference/gen_unicode_delta.sh).
  *
- * Internal to the tokenizer (common/text/tokenizer.c and the delta generator tool). It must
- * never allocate per call: the table is built once per process and then only read.
+ * Internal to the tokenizer (common/text/tokenizer.c and the delta generator tool).
+ * Must never: allocate per call: the table is built once per process and then only read.
  */
 #ifndef BP_TOK_UNICODE_H
 #define BP_TOK_UNICODE_H

@@ -2,8 +2,8 @@
  *
  * Code points where Hugging Face tokenizers (npm @anush008/tokenizers, Rust tokenizers
  * 0.22) treats a char differently from the utf8proc rules in unicode.c: chars newer
- * than its old category tables, and Rust's newer lowercase mappings. Data only; it must
- * never hold logic.
+ * than its old category tables, and Rust's newer lowercase mappings.
+ * Must never: hold logic (data only).
  */
 #include "text/unicode.h"
 

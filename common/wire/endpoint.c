@@ -1,7 +1,9 @@
 /* wire/endpoint.c — stdio and ZeroMQ transports plus the hello/eos stream rules (see endpoint.h).
  *
- * The only file that knows ZeroMQ. It must never drop, reorder within one producer, or
- * invent frames; every failure comes back as an error the stage prints and exits on.
+ * The only file that knows ZeroMQ. Every failure comes back as an error the stage prints
+ * and exits on.
+ * Must never: interpret a frame's fields beyond hello/eos/error, or drop, reorder within one
+ * producer, or invent frames.
  */
 #include "wire/endpoint.h"
 

@@ -18,6 +18,7 @@
  * returns "end" only after `producers` eos and only when the counts add up. A stream that
  * ends without its eos (EOF, or a ZeroMQ peer that disconnects first) is an error.
  * Output blocks at the high-water mark (never drops) and lingers so the eos is delivered.
+ * Must never: read a data frame's fields: only hello, eos and error frames mean anything here.
  *
  * Threads: endpoints are for one thread. The ZeroMQ context they share is reference-counted
  * without a lock, so a program that opens or closes endpoints from several threads must

@@ -1,6 +1,6 @@
 /* wire/frame.c — MessagePack encoding and decoding of protocol-v1 frames (see frame.h).
  *
- * Must never do I/O or exit: errors go back through bp_err.
+ * Must never: do I/O or exit: errors go back through bp_err.
  */
 #include "wire/frame.h"
 

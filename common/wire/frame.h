@@ -1,8 +1,9 @@
 /* wire/frame.h — the one frame codec of bertpipe (protocol v1, see proto/frames.md).
  *
  * A frame is one MessagePack map with "v" (major version) and "k" (kind) first, then the
- * kind's fields. This file is the only place (with endpoint.c and json.c) that knows
- * MessagePack. It never does I/O: endpoint.h moves the bytes.
+ * kind's fields. wire/ (this codec, wire/endpoint.c and wire/framejson.c) is the only code
+ * that knows MessagePack.
+ * Must never: do I/O: endpoint.h moves the bytes.
  *
  * Reading: a bp_frame owns its raw bytes and the unpacked object tree that points into them;
  * accessors return views valid until bp_frame_release().

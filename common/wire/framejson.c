@@ -1,4 +1,6 @@
-/* wire/framejson.c — lossless JSON view of frames (see framejson.h). */
+/* wire/framejson.c — lossless JSON view of frames (see framejson.h).
+ * Must never: lose a value on the way to JSON and back (a float stays a float, bin stays
+ * bin), or do I/O. */
 #include "wire/framejson.h"
 
 #include <jansson.h>

@@ -3,7 +3,7 @@
  * Mapping: nil/bool/int/str/array/map as in JSON; floats always print with a '.' or an
  * exponent (shortest text that reads back to the same double), so a float stays a float;
  * bin is {"$bin": "BASE64"}. frames2json | json2frames | frames2json is byte-identical.
- * Never does I/O beyond the caller's buffers.
+ * Must never: do I/O beyond the caller's buffers.
  */
 #ifndef BP_FRAMEJSON_H
 #define BP_FRAMEJSON_H

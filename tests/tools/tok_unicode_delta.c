@@ -32,8 +32,8 @@ int main(void) {
            " *\n"
            " * Code points where Hugging Face tokenizers (npm @anush008/tokenizers, Rust tokenizers\n"
            " * 0.22) treats a char differently from the utf8proc rules in unicode.c: chars newer\n"
-           " * than its old category tables, and Rust's newer lowercase mappings. Data only; it must\n"
-           " * never hold logic.\n"
+           " * than its old category tables, and Rust's newer lowercase mappings.\n"
+           " * Must never: hold logic (data only).\n"
            " */\n#include \"text/unicode.h\"\n\nconst toku_delta toku_deltas[] = {\n");
     while (fgets(line, sizeof line, stdin)) {
         line_no++;

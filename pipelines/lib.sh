@@ -213,29 +213,20 @@ bp_spawn() {
 # (it received that stage's error frame) and 4 to one whose downstream went away, so the
 # first failure with any other status is the cause; 143 is a stage this function stopped.
 bp_supervise() {
-  local pid status i
+  local i
   local -a live=("${BP_PIDS[@]}") failed=() failed_status=()
   while [ ${#live[@]} -gt 0 ]; do
-    status=0
-    pid=""
-    wait -n -p pid "${live[@]}" || status=$?
-    [ -n "$pid" ] || break
-    bp_drop_pid live "$pid"
-    [ "$status" -eq 0 ] && continue
-    failed+=("$pid"); failed_status+=("$status")
+    bp_reap live || break
+    [ "$BP_REAPED_STATUS" -eq 0 ] && continue
+    failed+=("$BP_REAPED_PID"); failed_status+=("$BP_REAPED_STATUS")
     local watchdog=""
     if [ ${#live[@]} -gt 0 ]; then
       ( exec >/dev/null 2>&1; bp_sleep "${BERTPIPE_FAIL_GRACE:-2}"; kill -TERM "${live[@]}"
         bp_sleep "${BERTPIPE_STOP_TIMEOUT:-60}"; kill -KILL "${live[@]}" ) &
       watchdog=$!
     fi
-    while [ ${#live[@]} -gt 0 ]; do
-      status=0
-      pid=""
-      wait -n -p pid "${live[@]}" || status=$?
-      [ -n "$pid" ] || break
-      bp_drop_pid live "$pid"
-      [ "$status" -ne 0 ] && { failed+=("$pid"); failed_status+=("$status"); }
+    while [ ${#live[@]} -gt 0 ] && bp_reap live; do
+      [ "$BP_REAPED_STATUS" -ne 0 ] && { failed+=("$BP_REAPED_PID"); failed_status+=("$BP_REAPED_STATUS"); }
     done
     if [ -n "$watchdog" ]; then kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null; fi
     local cause=0
@@ -250,6 +241,17 @@ bp_supervise() {
   BP_PIDS=()
   BP_NAMES=()
   return 0
+}
+
+# Wait for one stage of the pids in array LIVE to end: BP_REAPED_PID and BP_REAPED_STATUS say
+# which and how, and it leaves LIVE. Returns 1 when there was none to wait for.
+bp_reap() { # array-name
+  local -n pids=$1
+  BP_REAPED_STATUS=0
+  BP_REAPED_PID=""
+  wait -n -p BP_REAPED_PID "${pids[@]}" || BP_REAPED_STATUS=$?
+  [ -n "$BP_REAPED_PID" ] || return 1
+  bp_drop_pid "$1" "$BP_REAPED_PID"
 }
 
 bp_drop_pid() { # array-name pid

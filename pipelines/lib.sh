@@ -23,18 +23,133 @@ bp_lib_init() { # manifest-name
   BP_NAMES=()
   BP_RUN=$(mktemp -d "${TMPDIR:-/tmp}/bertpipe-$BP_NAME.XXXXXX")
   trap 'bp_cleanup' EXIT
-  trap 'bp_cleanup; exit 130' INT
-  trap 'bp_cleanup; exit 143' TERM
+  trap 'bp_interrupted INT 130' INT
+  trap 'bp_interrupted TERM 143' TERM
 }
 
-bp_cleanup() {
-  local pid
-  for pid in "${BP_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  [ -n "${BP_RUN:-}" ] && rm -rf "$BP_RUN"
+# A signal to the pipeline: every stage gets SIGTERM (background stages of a script ignore
+# SIGINT, and TERM is what train saves a resumable checkpoint on), the run waits for them,
+# bounded, then exits 128 + the signal's number.
+bp_interrupted() { # signal-name exit-status
+  trap '' INT TERM
+  bp_say "interrupted by SIG$1: stopping every stage"
+  bp_cleanup
+  trap - EXIT
+  exit "$2"
 }
+
+# Stop every stage still running and remove the run directory (its sockets and FIFOs).
+# Runs from traps, so it must not stop at the first failing command (set -e) and must not
+# wait for ever: stages get BERTPIPE_STOP_TIMEOUT seconds (default 60: train may be saving a
+# checkpoint) after SIGTERM, then SIGKILL.
+bp_cleanup() {
+  set +e
+  if [ ${#BP_PIDS[@]} -gt 0 ]; then
+    local pid watchdog
+    for pid in "${BP_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    ( exec >/dev/null 2>&1; bp_sleep "${BERTPIPE_STOP_TIMEOUT:-60}"; kill -KILL "${BP_PIDS[@]}" ) &
+    watchdog=$!
+    for pid in "${BP_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    kill "$watchdog" 2>/dev/null
+    wait "$watchdog" 2>/dev/null
+    BP_PIDS=()
+    BP_NAMES=()
+  fi
+  [ -n "${BP_RUN:-}" ] && rm -rf "$BP_RUN"
+  return 0
+}
+
+# Sleep without a child process (a watchdog killed early must leave nothing behind): read
+# with a timeout on a pipe whose write end this shell holds, so it never sees end of file.
+bp_sleep() { read -rt "$1" <> <(:) || true; }
 
 bp_say() { echo "$BP_NAME: $*" >&2; }
 bp_fail() { echo "$BP_NAME: error: $*" >&2; exit 1; }
+# A usage error: status 2, as every stage gives.
+bp_usage_fail() { echo "$BP_NAME: error: $* (see $BP_NAME --help)" >&2; exit 2; }
+
+# ---- options --------------------------------------------------------------------------
+# A manifest keeps what the user gave in BP_OPT (option name without "--" -> value; "1" for
+# a flag). An explicit flag always wins: defaults — the embedded default's first, then the
+# recipe's — only fill names that are not there (bp_opt_default). The effective settings are
+# written to OUT/run_config.json (bp_write_config), as the HF Trainer writes training_args.
+declare -gA BP_OPT=()
+
+# bp_parse_options "VALUE NAMES" "FLAG NAMES" ARGS... — fills BP_OPT; --stdio and --help are
+# handled here (the manifest defines usage()); anything else is a usage error.
+bp_parse_options() {
+  local values flags name
+  values=" $(printf '%s' "$1" | tr -s ' \n' '  ') " flags=" $(printf '%s' "$2" | tr -s ' \n' '  ') "
+  shift 2
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -h|--help) usage; exit 0 ;;
+      --stdio) BP_MODE=stdio; BP_OPT[stdio]=1 ;;
+      --*=*)
+        name=${1%%=*}; name=${name#--}
+        [[ $values == *" $name "* ]] || bp_usage_fail "unknown option '${1%%=*}'"
+        BP_OPT[$name]=${1#*=} ;;
+      --*)
+        name=${1#--}
+        if [[ $values == *" $name "* ]]; then
+          [ $# -ge 2 ] || bp_usage_fail "$1 needs a value"
+          BP_OPT[$name]=$2
+          shift
+        elif [[ $flags == *" $name "* ]]; then
+          BP_OPT[$name]=1
+        else
+          bp_usage_fail "unknown option '$1'"
+        fi ;;
+      *) bp_usage_fail "unexpected argument '$1'" ;;
+    esac
+    shift
+  done
+}
+
+bp_opt_default() { [ -n "${BP_OPT[$1]+set}" ] || BP_OPT[$1]=$2; }
+bp_opt_given() { [ -n "${BP_OPT[$1]+set}" ]; }
+bp_opt() { echo "${BP_OPT[$1]:-}"; }
+
+# bp_opt_args ARRAY NAME[=STAGE-OPTION]... — append "--STAGE-OPTION VALUE" to ARRAY for every
+# NAME that has a value (the stage option is --NAME unless given).
+bp_opt_args() {
+  local -n into=$1
+  shift
+  local spec name flag
+  for spec in "$@"; do
+    name=${spec%%=*}; flag=${spec#*=}
+    [ -n "${BP_OPT[$name]+set}" ] && into+=("--$flag" "${BP_OPT[$name]}")
+  done
+  return 0
+}
+
+bp_json_str() {
+  local s=$1
+  s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/\\t}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}
+  printf '"%s"' "$s"
+}
+
+# bp_write_config FILE [KEY=VALUE...] — every BP_OPT setting and the extra keys, as one JSON
+# object with sorted keys (numbers stay numbers), written atomically.
+bp_write_config() {
+  local file=$1 k v first=1
+  shift
+  local -A all=()
+  for k in "${!BP_OPT[@]}"; do all[$k]=${BP_OPT[$k]}; done
+  for k in "$@"; do all[${k%%=*}]=${k#*=}; done
+  {
+    printf '{\n'
+    while IFS= read -r k; do
+      [ -n "$k" ] || continue
+      v=${all[$k]}
+      [ $first = 1 ] || printf ',\n'
+      first=0
+      printf '  %s: ' "$(bp_json_str "$k")"
+      if [[ $v =~ ^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$ ]]; then printf '%s' "$v"; else bp_json_str "$v"; fi
+    done < <(printf '%s\n' "${!all[@]}" | LC_ALL=C sort)
+    printf '\n}\n'
+  } >"$file.tmp.$$" && mv "$file.tmp.$$" "$file"
+}
 
 # The command for a stage: BERTPIPE_<STAGE> when set, else BIN/stage.
 bp_cmd() {
@@ -92,34 +207,71 @@ bp_spawn() {
   BP_NAMES+=("$label")
 }
 
-# Wait for every stage; the first that fails is named, the rest are stopped.
+# Wait for every stage. When one fails, the others get a moment to end on their own, then are
+# stopped, and the stage whose failure caused the others is named: the stage contract
+# (proto/frames.md) gives status 3 to a stage that stopped because an upstream stage failed
+# (it received that stage's error frame) and 4 to one whose downstream went away, so the
+# first failure with any other status is the cause; 143 is a stage this function stopped.
 bp_supervise() {
-  local pid status i why
-  local -a live=("${BP_PIDS[@]}")
+  local i
+  local -a live=("${BP_PIDS[@]}") failed=() failed_status=()
   while [ ${#live[@]} -gt 0 ]; do
-    status=0
-    pid=""
-    wait -n -p pid "${live[@]}" || status=$?
-    [ -n "$pid" ] || break
-    local -a rest=()
-    for i in "${live[@]}"; do [ "$i" = "$pid" ] || rest+=("$i"); done
-    live=("${rest[@]}")
-    if [ "$status" -ne 0 ]; then
-      for i in "${!BP_PIDS[@]}"; do
-        if [ "${BP_PIDS[$i]}" = "$pid" ]; then
-          why="exit status $status"
-          [ "$status" -gt 128 ] && why="killed by signal $((status - 128))"
-          bp_say "error: stage ${BP_NAMES[$i]} failed ($why); stopping the pipeline"
-        fi
-      done
-      for i in "${live[@]}"; do kill "$i" 2>/dev/null; done
-      for i in "${live[@]}"; do wait "$i" 2>/dev/null; done
-      BP_PIDS=()
-      BP_NAMES=()
-      return 1
+    bp_reap live || break
+    [ "$BP_REAPED_STATUS" -eq 0 ] && continue
+    failed+=("$BP_REAPED_PID"); failed_status+=("$BP_REAPED_STATUS")
+    local watchdog=""
+    if [ ${#live[@]} -gt 0 ]; then
+      ( exec >/dev/null 2>&1; bp_sleep "${BERTPIPE_FAIL_GRACE:-2}"; kill -TERM "${live[@]}"
+        bp_sleep "${BERTPIPE_STOP_TIMEOUT:-60}"; kill -KILL "${live[@]}" ) &
+      watchdog=$!
     fi
+    while [ ${#live[@]} -gt 0 ] && bp_reap live; do
+      [ "$BP_REAPED_STATUS" -ne 0 ] && { failed+=("$BP_REAPED_PID"); failed_status+=("$BP_REAPED_STATUS"); }
+    done
+    if [ -n "$watchdog" ]; then kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null; fi
+    local cause=0
+    for i in "${!failed[@]}"; do
+      case "${failed_status[$i]}" in 3|4|143) ;; *) cause=$i; break ;; esac
+    done
+    bp_say "error: stage $(bp_label_of "${failed[$cause]}") failed ($(bp_why "${failed_status[$cause]}")); stopping the pipeline"
+    BP_PIDS=()
+    BP_NAMES=()
+    return 1
   done
   BP_PIDS=()
   BP_NAMES=()
   return 0
+}
+
+# Wait for one stage of the pids in array LIVE to end: BP_REAPED_PID and BP_REAPED_STATUS say
+# which and how, and it leaves LIVE. Returns 1 when there was none to wait for.
+bp_reap() { # array-name
+  local -n pids=$1
+  BP_REAPED_STATUS=0
+  BP_REAPED_PID=""
+  wait -n -p BP_REAPED_PID "${pids[@]}" || BP_REAPED_STATUS=$?
+  [ -n "$BP_REAPED_PID" ] || return 1
+  bp_drop_pid "$1" "$BP_REAPED_PID"
+}
+
+bp_drop_pid() { # array-name pid
+  local -n arr=$1
+  local -a rest=()
+  local p
+  for p in "${arr[@]}"; do [ "$p" = "$2" ] || rest+=("$p"); done
+  arr=("${rest[@]}")
+}
+
+bp_label_of() { # pid
+  local i
+  for i in "${!BP_PIDS[@]}"; do [ "${BP_PIDS[$i]}" = "$1" ] && { echo "${BP_NAMES[$i]}"; return; }; done
+  echo "pid $1"
+}
+
+bp_why() { # status
+  case "$1" in
+    3) echo "exit status 3: an upstream stage failed" ;;
+    4) echo "exit status 4: its downstream went away" ;;
+    *) if [ "$1" -gt 128 ]; then echo "killed by signal $(($1 - 128))"; else echo "exit status $1"; fi ;;
+  esac
 }

@@ -32,7 +32,7 @@ acc() { sed -n 's/.*"accuracy": *\([0-9.]*\).*/\1/p' "$1/metrics.json"; }
   status=0
   wait $p || status=$?
   [ "$status" -ne 0 ]
-  grep -q "sst: error: stage train failed (killed by signal 9)" "$TMP/err"
+  grep -q "sst: error: stage train failed (killed by signal 9)" "$TMP/err" || { cat "$TMP/err"; false; }
 }
 
 @test "predict-sst labels sentences of ours with a label and a probability each" {
@@ -69,4 +69,106 @@ acc() { sed -n 's/.*"accuracy": *\([0-9.]*\).*/\1/p' "$1/metrics.json"; }
     --context "Ilse Varga was born in Ghent in 1902. Later Ilse moved to Porto, where the family had a small house. Ilse worked as a chemist for most of a long life." >"$TMP/a"
   cat "$TMP/a"
   grep -qP '^Porto\t-?[0-9.]+$' "$TMP/a"
+}
+
+# A stand-in for a stage that records its arguments, then runs the real stage: how a test sees
+# what a pipeline passed on (BERTPIPE_<STAGE> swaps a stage).
+recorder() { # stage -> path of the wrapper
+  local w="$TMP/rec-$1"
+  printf '#!/bin/sh\nprintf "%%s\\n" "$@" >>"%s.argv"\nexec "%s/%s" "$@"\n' "$w" "$BERTPIPE_BIN" "$1" >"$w"
+  chmod +x "$w"
+  echo "$w"
+}
+# The value after OPTION in a recorded argument list (the last one given).
+arg_of() { awk -v o="$2" 'prev == o { v = $0 } { prev = $0 } END { if (v == "") exit 1; print v }' "$1"; }
+
+@test "sst: every flag given on the embedded default is the value used and recorded" {
+  export BERTPIPE_BIN
+  BERTPIPE_TRAIN=$(recorder train) BERTPIPE_BATCH=$(recorder batch) BERTPIPE_TOKENIZE=$(recorder tokenize) \
+    BERTPIPE_EVAL=$(recorder eval) \
+    "$BERTPIPE_TOP/pipelines/sst" --out "$TMP/o" --lr 5e-5 --batch-size 8 --eval-batch-size 4 --epochs 1 \
+      --max-length 128 --max-steps 3 --max-grad-norm 0.5 --grad-accum 2 --warmup-steps 1 --weight-decay 0.01 \
+      --dropout 0.2 --seed 7 --save-every 2 --threads 1 --device cpu --precision fp32 --pad max --bucket 4 \
+      --sample 64 --eval-sample 20 2>"$TMP/err" || { cat "$TMP/err"; false; }
+  t=$TMP/rec-train.argv
+  [ "$(arg_of "$t" --lr)" = 5e-5 ] && [ "$(arg_of "$t" --max-steps)" = 3 ] && [ "$(arg_of "$t" --max-grad-norm)" = 0.5 ]
+  [ "$(arg_of "$t" --grad-accum)" = 2 ] && [ "$(arg_of "$t" --warmup-steps)" = 1 ] && [ "$(arg_of "$t" --weight-decay)" = 0.01 ]
+  [ "$(arg_of "$t" --dropout)" = 0.2 ] && [ "$(arg_of "$t" --seed)" = 7 ] && [ "$(arg_of "$t" --save-every)" = 2 ]
+  [ "$(arg_of "$t" --threads)" = 1 ] && [ "$(arg_of "$t" --device)" = cpu ] && [ "$(arg_of "$t" --precision)" = fp32 ]
+  grep -qx -- '--batch-size' "$TMP/rec-batch.argv" && grep -qx 8 "$TMP/rec-batch.argv" && grep -qx 4 "$TMP/rec-batch.argv"
+  [ "$(arg_of "$TMP/rec-batch.argv" --pad)" = max ] && [ "$(arg_of "$TMP/rec-batch.argv" --bucket)" = 4 ]
+  [ "$(arg_of "$TMP/rec-tokenize.argv" --max-length)" = 128 ]
+  [ "$(arg_of "$TMP/rec-eval.argv" --device)" = cpu ]
+  # what ran: 3 optimizer steps; validation batches of 4, padded to 128 (--pad max)
+  [ "$(grep -c '"scope":"train"' "$TMP/o/train-metrics.jsonl")" -eq 3 ]
+  frames2json --in "file:$TMP/o/validation.batches" | grep -m1 '"k":"batch"' | grep -qF '"shape":[4,128]'
+  # and what is recorded
+  c=$TMP/o/run_config.json
+  for kv in '"lr": 5e-5' '"batch-size": 8' '"eval-batch-size": 4' '"epochs": 1' '"max-length": 128' \
+            '"max-steps": 3' '"max-grad-norm": 0.5' '"grad-accum": 2' '"warmup-steps": 1' '"weight-decay": 0.01' \
+            '"dropout": 0.2' '"seed": 7' '"save-every": 2' '"threads": 1' '"device": "cpu"' '"precision": "fp32"' \
+            '"pad": "max"' '"bucket": 4' '"sample": 64' '"eval-sample": 20' '"task": "classification"'; do
+    grep -qF "$kv" "$c" || { echo "missing $kv in:"; cat "$c"; false; }
+  done
+  /usr/bin/python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$c"
+}
+
+@test "squad: flags equal to the recipe's defaults win over the embedded default's" {
+  export BERTPIPE_BIN
+  BERTPIPE_TRAIN=$(recorder train) BERTPIPE_BATCH=$(recorder batch) BERTPIPE_TOKENIZE=$(recorder tokenize) \
+    "$BERTPIPE_TOP/pipelines/squad" --simple --epochs 2 --lr 3e-5 --batch-size 12 --max-steps 4 --out "$TMP/q" \
+      2>"$TMP/err" || { cat "$TMP/err"; false; }
+  [ "$(arg_of "$TMP/rec-train.argv" --lr)" = 3e-5 ]
+  grep -qx 12 "$TMP/rec-batch.argv" && [ "$(arg_of "$TMP/rec-batch.argv" --epochs)" = 2 ]
+  [ "$(arg_of "$TMP/rec-tokenize.argv" --max-length)" = 256 ] && [ "$(arg_of "$TMP/rec-tokenize.argv" --doc-stride)" = 0 ]
+  grep -qx -- --no-overflow "$TMP/rec-tokenize.argv"
+  grep -qF '"epochs": 2' "$TMP/q/run_config.json" && grep -qF '"lr": 3e-5' "$TMP/q/run_config.json"
+  grep -qF '"task": "qa"' "$TMP/q/run_config.json"
+}
+
+@test "a usage error in a pipeline exits 2 with one line naming the option" {
+  run "$BERTPIPE_TOP/pipelines/sst" --no-such-flag
+  [ "$status" -eq 2 ]
+  [ "$output" = "sst: error: unknown option '--no-such-flag' (see sst --help)" ]
+  run "$BERTPIPE_TOP/pipelines/squad" --lr
+  [ "$status" -eq 2 ]
+  [ "$output" = "squad: error: --lr needs a value (see squad --help)" ]
+}
+
+# Pids of a process's descendants (the run's own processes, never found by name).
+descendants() {
+  local p c
+  for p in "$@"; do
+    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done
+  done
+}
+
+@test "SIGTERM mid-training stops every stage, removes the run folder, and --resume ends at the uninterrupted weights" {
+  export BERTPIPE_BIN
+  common=(--epochs 2 --dropout 0.1 --seed 3)
+  "$BERTPIPE_TOP/pipelines/sst" "${common[@]}" --out "$TMP/full" 2>"$TMP/err-full"
+  mkdir "$TMP/runs"
+  TMPDIR=$TMP/runs BERTPIPE_TAP_AFTER=batch BERTPIPE_TAP="$BERTPIPE_BIN/tap --delay-ms 30" \
+    "$BERTPIPE_TOP/pipelines/sst" "${common[@]}" --out "$TMP/cut" 2>"$TMP/err-cut" & p=$!
+  # wait for training to be under way: the train stage has sent a few metric frames
+  for _ in $(seq 300); do
+    [ -n "$(ls "$TMP/runs")" ] && pgrep -P $p >/dev/null && [ -f "$TMP/cut/validation.batches" ] &&
+      descendants $p | xargs -r ps -o args= -p 2>/dev/null | grep -q "/train " && break
+    sleep 0.1
+  done
+  sleep 1.5
+  pids=$(descendants $p)
+  [ -n "$pids" ]
+  kill -TERM $p
+  status=0
+  wait $p || status=$?
+  cat "$TMP/err-cut" >&2
+  [ "$status" -eq 143 ]
+  for q in $pids; do ! kill -0 "$q" 2>/dev/null || { ps -o pid,args -p "$q"; false; }; done
+  [ -z "$(ls -A "$TMP/runs")" ]
+  grep -q "interrupted by SIGTERM" "$TMP/err-cut"
+  [ -f "$TMP/cut/model/model.safetensors" ]
+  "$BERTPIPE_TOP/pipelines/sst" "${common[@]}" --out "$TMP/cut" --resume "$TMP/cut/model" 2>"$TMP/err-resume" ||
+    { cat "$TMP/err-resume"; false; }
+  cmp "$TMP/full/model/model.safetensors" "$TMP/cut/model/model.safetensors"
 }

@@ -26,7 +26,8 @@ CFLAGS_ALL  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-
               -g $(OPT) $(ARCH) -fno-math-errno -Icommon $(PKG_CFLAGS) $(CFLAGS)
 LDLIBS_ALL  = $(PKG_LIBS) -lm -lpthread $(LDLIBS)
 
-SAN_FLAGS   = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# The test build also compiles in fault injection (backend/fault.h, BERTPIPE_FAULT); bin/ never has it.
+SAN_FLAGS   = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DBP_FAULT_INJECTION
 
 COMMON_SRC  := $(sort $(wildcard common/*/*.c))
 COMMON_HDR  := $(sort $(wildcard common/*/*.h))

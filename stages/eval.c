@@ -169,6 +169,7 @@ int main(int argc, char **argv) {
         continue;
     bad:
         bp_out_abort(out, err.msg);
+        free(ids); free(types); free(mask); free(logits); free(starts); free(ends);   /* bp_die exits: LeakSanitizer would count them */
         bp_die(1, NULL, "batch frame %lld: %s", (long long)seq, err.msg);
     }
     if (rc < 0) {

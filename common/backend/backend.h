@@ -156,6 +156,18 @@ struct backend {
     void (*adamw)(backend *be, float *param, const float *grad, float *m, float *v, size_t rows,
                   size_t row_len, const uint8_t *touched, const backend_adamw_args *args);
 
+    /* ---- errors ----
+     * Ops return nothing, so a backend whose work can fail (cuda: any CUDA or cuBLAS call)
+     * records the first failure and from then on does nothing: downloads fill their destination
+     * with NaN (all bits set), sumsq returns NaN. check waits until every queued op has finished,
+     * then reports: 0, or -1 with err filled with that first failure, its name and where it
+     * happened ("cuda backend: cublasGemmEx failed: CUBLAS_STATUS_EXECUTION_FAILED: ...
+     * (backend/cuda.cu:276)"). The failure is sticky, as a faulted CUDA context is: every later
+     * check reports it again. cpu: its ops cannot fail, so check returns 0 at no cost. Callers
+     * check where a result is consumed; the model does at the end of every forward, backward and
+     * optimizer step (backend/fault.h makes an op fail on purpose, to test them). */
+    int (*check)(backend *be, bp_err *err);
+
     /* Release the backend itself (state, pools). */
     void (*destroy)(backend *be);
 };

@@ -829,6 +829,10 @@ static void cpu_adamw(backend *be, float *param, const float *grad, float *m, fl
 // ----------------------------------------------------------------------------
 // life cycle
 
+/* Every op runs to completion on valid memory before it returns: nothing is ever pending or
+ * failed. */
+static int cpu_check(backend *be, bp_err *err) { return 0; }
+
 static void cpu_destroy(backend *be) {
     if (!be) return;
     cpu_state *st = be->state;
@@ -912,5 +916,6 @@ backend *backend_cpu_create(int threads, bp_err *err) {
     be->mse = cpu_mse;
     be->sumsq = cpu_sumsq;
     be->adamw = cpu_adamw;
+    be->check = cpu_check;
     return be;
 }

@@ -58,35 +58,49 @@ typedef struct cuda_state {
 
 static cuda_state *state_of(backend *be) { return (cuda_state *)be->state; }
 
+/* The source file as the docs name it: its layer folder and name ("backend/cuda.cu"). */
+static const char *source_name(const char *file) {
+    const char *last = strrchr(file, '/');
+    if (!last) return file;
+    const char *folder = last;
+    while (folder > file && folder[-1] != '/') folder--;
+    return folder;
+}
+
 /* Keep the first failure; a later one is usually its consequence. */
 static void record_error(cuda_state *st, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void record_error(cuda_state *st, const char *file, int line, const char *fmt, ...) {
     if (st->failed) return;
     st->failed = 1;
+    /* the place goes first, so that a long message can never push it out of the buffer */
+    char where[96];
+    snprintf(where, sizeof where, " (%s:%d)", source_name(file), line);
+    size_t room = sizeof st->error - strlen(where);
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(st->error, sizeof st->error, fmt, ap);
+    int n = vsnprintf(st->error, room, fmt, ap);
     va_end(ap);
-    if (n < 0) n = 0;
-    if ((size_t)n < sizeof st->error) {
-        const char *base = strrchr(file, '/');
-        snprintf(st->error + n, sizeof st->error - (size_t)n, " (%s:%d)", base ? base + 1 : file, line);
-    }
+    size_t len = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room - 1;
+    memcpy(st->error + len, where, strlen(where) + 1);
 }
 
-static int check_cuda(cuda_state *st, cudaError_t e, const char *what, const char *file, int line) {
+/* The called function's name out of a call's source text ("cublasGemmEx(st->cublas, ...)"). */
+static int name_length(const char *call) { return (int)strcspn(call, "("); }
+
+static int check_cuda(cuda_state *st, cudaError_t e, const char *call, const char *file, int line) {
     if (e == cudaSuccess) return 0;
-    record_error(st, file, line, "%s failed: %s (error %d: %s)", what, cudaGetErrorName(e), (int)e,
+    record_error(st, file, line, "%.*s failed: %s: %s", name_length(call), call, cudaGetErrorName(e),
                  cudaGetErrorString(e));
     return -1;
 }
-static int check_cublas(cuda_state *st, cublasStatus_t s, const char *what, const char *file, int line) {
+static int check_cublas(cuda_state *st, cublasStatus_t s, const char *call, const char *file, int line) {
     if (s == CUBLAS_STATUS_SUCCESS) return 0;
-    record_error(st, file, line, "%s failed: %s (status %d)", what, cublasGetStatusString(s), (int)s);
+    record_error(st, file, line, "%.*s failed: %s: %s", name_length(call), call, cublasGetStatusName(s),
+                 cublasGetStatusString(s));
     return -1;
 }
-/* CUDA_OK(st, call): 0, or -1 with the call's text, the error name and file:line recorded. */
+/* CUDA_OK(st, call): 0, or -1 with the called function, the error name and file:line recorded. */
 #define CUDA_OK(st, call) check_cuda((st), (call), #call, __FILE__, __LINE__)
 #define CUBLAS_OK(st, call) check_cublas((st), (call), #call, __FILE__, __LINE__)
 /* After a kernel launch: a bad configuration or a missing kernel image shows up here. */
@@ -934,6 +948,15 @@ static void cuda_adamw(backend *be, float *param, const float *grad, float *m, f
 // ----------------------------------------------------------------------------
 // life cycle
 
+/* backend.h: wait for the queue, then the first failure, kept for good (a CUDA context that met
+ * a device fault is unusable; and a cuBLAS or argument error leaves results the model reads). */
+static int cuda_check(backend *be, bp_err *err) {
+    cuda_state *st = state_of(be);
+    if (!st->failed) CUDA_OK(st, cudaStreamSynchronize(st->stream));
+    if (!st->failed) return 0;
+    return bp_err_set(err, "cuda backend: %s", st->error);
+}
+
 static void cuda_destroy(backend *be) {
     if (!be) return;
     cuda_state *st = state_of(be);
@@ -1033,13 +1056,6 @@ extern "C" const char *backend_cuda_device_name(const backend *be) {
     return is_cuda(be) ? ((const cuda_state *)be->state)->device_name : "";
 }
 
-extern "C" int backend_cuda_error(backend *be, bp_err *err) {
-    if (!is_cuda(be)) return 0;
-    cuda_state *st = state_of(be);
-    if (!st->failed) CUDA_OK(st, cudaStreamSynchronize(st->stream));
-    if (!st->failed) return 0;
-    return bp_err_set(err, "cuda backend: %s", st->error);
-}
 
 /* Fill n floats with a pattern that is not all zeros (the product's speed does not depend on
  * the values, but zeros could let a library take a shortcut). */
@@ -1143,5 +1159,6 @@ extern "C" backend *backend_cuda_create(bp_err *err) {
     be->mse = cuda_mse;
     be->sumsq = cuda_sumsq;
     be->adamw = cuda_adamw;
+    be->check = cuda_check;
     return be;
 }

@@ -4,13 +4,13 @@
  * C-compatible so that stages and tests written in C can call it; the functions exist only in
  * builds with nvcc (BP_HAVE_CUDA defined), so callers guard their use with #ifdef BP_HAVE_CUDA.
  * Must never: print or exit (errors are stored in the backend and reported through
- * backend_cuda_error), or be driven by two threads at once (backend.h).
+ * its check op, backend.h), or be driven by two threads at once (backend.h).
  *
  * Errors: backend.h's ops return nothing, so the first failing CUDA or cuBLAS call is recorded
  * in the backend ("cublasGemmEx failed: CUBLAS_STATUS_... (backend/cuda.cu:123)"); every later
  * op does nothing, downloads fill their destination with NaN and sumsq returns NaN, so a loss or
- * gradient norm turns non-finite and the caller's existing checks stop; then it asks
- * backend_cuda_error for the reason.
+ * gradient norm turns non-finite and the caller's existing checks stop; be->check(be, err)
+ * reports the recorded failure, and the model calls it at the end of every pass.
  */
 #ifndef BP_BACKEND_CUDA_H
 #define BP_BACKEND_CUDA_H
@@ -52,10 +52,6 @@ const char *backend_cuda_precision_name(const backend *be);
 
 /* Name of the GPU the backend runs on ("NVIDIA H100 80GB HBM3"); static storage of the backend. */
 const char *backend_cuda_device_name(const backend *be);
-
-/* Wait until every queued op has finished, then report: 0, or -1 with err filled with the first
- * CUDA/cuBLAS error any op met (see the header comment). Cheap enough to call once a step. */
-int backend_cuda_error(backend *be, bp_err *err);
 
 /* Measured throughput, in TFLOP/s, of this backend's own matrix product in its current
  * precision: C[m, n] = A[m, k] B[k, n], `reps` times after one warm-up, timed with CUDA events.

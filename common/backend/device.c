@@ -4,14 +4,16 @@
 #include "backend/device.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "backend/fault.h"
 #ifdef BP_HAVE_CUDA
 #include "backend/cuda.h"
 #endif
 
-backend *bp_backend_open(const char *device, int threads, const char *precision, char *note, size_t note_size,
-                         bp_err *err) {
+static backend *open_backend(const char *device, int threads, const char *precision, char *note, size_t note_size,
+                             bp_err *err) {
     char why[256] = "";
     if (!precision) precision = "fp32";
     if (strcmp(precision, "fp32") && strcmp(precision, "tf32") && strcmp(precision, "bf16")) {
@@ -53,5 +55,18 @@ backend *bp_backend_open(const char *device, int threads, const char *precision,
         if (strcmp(device, "auto") == 0) snprintf(note, note_size, "device: cpu (%s)", why);
         else snprintf(note, note_size, "device: cpu");
     }
+    return be;
+}
+
+backend *bp_backend_open(const char *device, int threads, const char *precision, char *note, size_t note_size,
+                         bp_err *err) {
+    backend *be = open_backend(device, threads, precision, note, note_size, err);
+#ifdef BP_FAULT_INJECTION
+    const char *fault = getenv("BERTPIPE_FAULT");
+    if (be && fault && *fault && backend_fault_arm(be, fault, err) != 0) {
+        be->destroy(be);
+        return NULL;
+    }
+#endif
     return be;
 }

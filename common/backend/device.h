@@ -13,7 +13,9 @@
 
 /* threads: CPU element-wise threads (0 = all cores). precision: "fp32", "tf32" or "bf16"
  * (NULL = fp32); tf32 and bf16 need the CUDA backend. note (may be NULL) gets one line about
- * the choice. Returns the backend (caller destroys it with be->destroy(be)) or NULL with err. */
+ * the choice. In the test build (BP_FAULT_INJECTION) a BERTPIPE_FAULT in the environment arms
+ * backend/fault.h on the result; a malformed one is an error. Returns the backend (caller
+ * destroys it with be->destroy(be)) or NULL with err. */
 backend *bp_backend_open(const char *device, int threads, const char *precision, char *note, size_t note_size,
                          bp_err *err);
 

@@ -256,7 +256,7 @@ int bert_init_weights(bert_model *m, uint64_t seed, int only_head, bp_err *err) 
     }
     m->be->upload(m->be, m->params_memory, host, m->num_params * sizeof(float));
     free(host);
-    return 0;
+    return m->be->check(m->be, err);
 }
 
 // ----------------------------------------------------------------------------
@@ -462,7 +462,8 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
         head_loss(m, a->loss, 1.0f);
         be->download(be, &m->loss, a->loss, sizeof(float));
     }
-    return 0;
+    /* a failed op leaves NaN or stale logits and loss: report it before anyone reads them */
+    return be->check(be, err);
 }
 
 float bert_loss(const bert_model *m) { return m->loss; }
@@ -472,6 +473,7 @@ long bert_logits(bert_model *m, float *dst, size_t cap, bp_err *err) {
     if (m->B == 0) return bp_err_set(err, "no forward pass to read logits from (bert_logits)");
     if (cap < n) return bp_err_set(err, "logits need %zu floats, buffer holds %zu (bert_logits)", n, cap);
     m->be->download(m->be, dst, m->acts.logits, n * sizeof(float));
+    if (m->be->check(m->be, err) != 0) return -1;
     return (long)n;
 }
 
@@ -568,7 +570,7 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
                                a->emb_rstd, p->emb_lnw, (int)N, C, 0.0f, 0);
     be->embedding_backward(be, g->wte, g->wpe, g->wtt, m->wte_touched, a->nc_b, m->d_input_ids,
                            m->d_token_type_ids, B, T, C, cfg->pad_token_id);
-    return 0;
+    return be->check(be, err);
 }
 
 void bert_zero_grad(bert_model *m) {
@@ -608,7 +610,7 @@ int bert_optim_step(bert_model *m, optim_adamw *opt, double *grad_norm_out, floa
     if (optim_step(opt, m->params_memory, m->grads_memory, segs, nseg, grad_norm_out, lr_out, err) != 0)
         return -1;
     bert_zero_grad(m);
-    return 0;
+    return m->be->check(m->be, err);
 }
 
 // ----------------------------------------------------------------------------
@@ -702,7 +704,7 @@ int bert_copy_to_host(bert_model *m, const optim_adamw *opt, bert_state which, f
     float *src = state_memory(m, opt, which, err);
     if (!src) return -1;
     m->be->download(m->be, dst, src, m->num_params * sizeof(float));
-    return 0;
+    return m->be->check(m->be, err);   /* never hand NaN to a checkpoint writer */
 }
 
 int bert_copy_from_host(bert_model *m, optim_adamw *opt, bert_state which, const float *src, bp_err *err) {
@@ -717,5 +719,5 @@ int bert_copy_from_host(bert_model *m, optim_adamw *opt, bert_state which, const
         m->be->upload(m->be, m->wte_touched, all, (size_t)m->cfg.vocab_size);
         free(all);
     }
-    return 0;
+    return m->be->check(m->be, err);
 }

@@ -156,26 +156,28 @@ void bert_free(bert_model *m);
 /* Fresh weights as HF _init_weights: normal(0, initializer_range) for Linear and embedding
  * weights (the padding row zeroed), zero biases, LayerNorm weight 1 / bias 0. Deterministic for
  * a seed. With only_head set, re-initialises just the task head (a pretrained encoder loaded).
- * Returns 0, or -1 with err filled (out of memory). */
+ * Returns 0, or -1 with err filled (out of memory, a backend failure). */
 int bert_init_weights(bert_model *m, uint64_t seed, int only_head, bp_err *err);
 
 /* Run the model on a batch. training selects dropout (with probabilities from the config);
  * dropout masks are a function of (dropout_seed, dropout_counter, layer, site, element) and
  * dropout_counter advances by one on every training forward, so a resumed run that restores
  * both reproduces them. When the batch has targets the loss is computed too (bert_loss).
- * Returns 0, or -1 with err naming the bad input (token id out of range, shape too large...). */
+ * Returns 0, or -1 with err naming the bad input (token id out of range, shape too large...) or
+ * the backend's failure (its check op, backend.h: then the logits and loss are not to be used). */
 int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *err);
 
 /* Loss of the last forward pass (NaN when it had no targets). Can't fail. */
 float bert_loss(const bert_model *m);
 
 /* Logits of the last forward pass, copied to host: [B, num_labels] or [B, T, 2] (start, end
- * per token). Returns the number of floats written (<= cap), or -1 with err when cap is short. */
+ * per token). Returns the number of floats written (<= cap), or -1 with err when cap is short
+ * or the backend failed (dst then holds nothing to send). */
 long bert_logits(bert_model *m, float *dst, size_t cap, bp_err *err);
 
 /* Backward pass of the last forward (which must have had targets), adding
  * loss_scale * d(loss)/d(param) into the gradients (1/accumulation_steps for accumulation).
- * Returns 0, or -1 with err filled. */
+ * Returns 0, or -1 with err filled (no forward with targets, or the backend's failure). */
 int bert_backward(bert_model *m, float loss_scale, bp_err *err);
 
 /* Set every gradient to zero (only the touched word-embedding rows are cleared). Can't fail. */
@@ -190,7 +192,8 @@ optim_adamw *bert_optim_create(bert_model *m, const optim_config *cfg, bp_err *e
 
 /* Clip, update every parameter with AdamW at the scheduled rate, then zero the gradients.
  * grad_norm_out / lr_out may be NULL. Returns -1 with err (nothing updated) on a non-finite
- * gradient norm. */
+ * gradient norm, and -1 with the backend's failure when an op of the step met one (the
+ * parameters are then unknown: save nothing). */
 int bert_optim_step(bert_model *m, optim_adamw *opt, double *grad_norm_out, float *lr_out,
                     bp_err *err);
 
@@ -207,8 +210,8 @@ typedef enum bert_state { BERT_STATE_PARAMS, BERT_STATE_GRADS, BERT_STATE_ADAM_M
 
 /* Copy num_params floats of parameters, gradients or AdamW moments (opt needed for those)
  * between device and host memory laid out as bert_describe_tensors says. Returns 0, or -1 with
- * err when opt is missing or sized for another model. Uploading gradients marks every word
- * embedding row touched. */
+ * err when opt is missing or sized for another model, or the backend failed (so a checkpoint
+ * writer never receives its NaN). Uploading gradients marks every word embedding row touched. */
 int bert_copy_to_host(bert_model *m, const optim_adamw *opt, bert_state which, float *dst, bp_err *err);
 int bert_copy_from_host(bert_model *m, optim_adamw *opt, bert_state which, const float *src, bp_err *err);
 

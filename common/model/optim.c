@@ -70,8 +70,11 @@ int optim_step(optim_adamw *opt, float *params, const float *grads, const optim_
     const optim_config *cfg = &opt->cfg;
     double norm = optim_grad_norm(opt, grads, segs, nseg);
     if (grad_norm_out) *grad_norm_out = norm;
-    if (!isfinite(norm))
+    if (!isfinite(norm)) {
+        /* a failed backend returns NaN: then its failure is the reason, not the gradients */
+        if (opt->be->check(opt->be, err) != 0) return -1;
         return bp_err_set(err, "gradient norm is %g at optimizer step %ld (optim)", norm, opt->step + 1);
+    }
     float grad_scale = 1.0f;
     if (cfg->max_grad_norm > 0) {
         /* clip_grad_norm_: coef = max / (norm + 1e-6), clamped to 1, all in float32 */
@@ -96,6 +99,7 @@ int optim_step(optim_adamw *opt, float *params, const float *grads, const optim_
         opt->be->adamw(opt->be, params + seg->offset, grads + seg->offset, opt->m + seg->offset,
                        opt->v + seg->offset, seg->rows, seg->row_len, seg->touched, &args);
     }
+    if (opt->be->check(opt->be, err) != 0) return -1;
     opt->step = t;
     return 0;
 }

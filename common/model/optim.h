@@ -62,7 +62,9 @@ double optim_grad_norm(optim_adamw *opt, const float *grads, const optim_segment
  * scheduled learning rate, AdamW on every parameter of every segment (untouched sparse rows
  * included, with zero gradient), then step += 1. *grad_norm_out (may be NULL) gets the norm
  * before clipping and *lr_out (may be NULL) the rate used. Returns -1 with err filled when
- * the gradient norm is not finite (nothing is updated then). */
+ * the gradient norm is not finite (nothing is updated then; when a backend failure made it so,
+ * err is that failure), or with the backend's failure when an update op met one (step is not
+ * advanced; the parameters are unknown). */
 int optim_step(optim_adamw *opt, float *params, const float *grads, const optim_segment *segs,
                int nseg, double *grad_norm_out, float *lr_out, bp_err *err);
 

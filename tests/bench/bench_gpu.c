@@ -115,28 +115,28 @@ int main(int argc, char **argv) {
     }
 
     /* 2 warm-up steps (cuBLAS picks its kernels, scratch buffers grow), then the timed ones;
-     * backend_cuda_error waits for the queue, so the clock stops when the GPU has finished */
+     * the check op waits for the queue, so the clock stops when the GPU has finished */
     double train_time = 0, eval_time = 0, t0 = 0;
     for (int k = 0; k < nb; k++) {
         if (k == 2) {
-            if (backend_cuda_error(be, &err) != 0) bp_die_err(&err);
+            if (be->check(be, &err) != 0) bp_die_err(&err);
             t0 = bp_now();
         }
         if (bert_forward(m, &batches[k], 1, &err) || bert_backward(m, 1.0f, &err) ||
             bert_optim_step(m, opt, NULL, NULL, &err)) {
             bp_err cuda_err;   /* a non-finite norm after a CUDA failure: the failure is the news */
-            if (backend_cuda_error(be, &cuda_err) != 0) err = cuda_err;
+            if (be->check(be, &cuda_err) != 0) err = cuda_err;
             bp_die(1, NULL, "training step %d: %s", k, err.msg);
         }
     }
-    if (backend_cuda_error(be, &err) != 0) bp_die_err(&err);
+    if (be->check(be, &err) != 0) bp_die_err(&err);
     train_time = bp_now() - t0;
     float loss = bert_loss(m);
     for (int k = 0; k < nb; k++) {
         if (k == 2) t0 = bp_now();
         if (bert_forward(m, &batches[k], 0, &err) != 0) bp_die_err(&err);
     }
-    if (backend_cuda_error(be, &err) != 0) bp_die_err(&err);
+    if (be->check(be, &err) != 0) bp_die_err(&err);
     eval_time = bp_now() - t0;
 
     /* the ceiling: a large square product in the same precision */

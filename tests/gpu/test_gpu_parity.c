@@ -8,7 +8,8 @@
  * product, 1e-3 in tf32, 2e-2 in bf16. Dropout masks must agree exactly (same zeros). Model
  * gradients: per tensor in fp32, against the largest gradient in tf32/bf16 (check_gradients).
  * After 10 steps: the loss of every step within the limit, the trained models' eval logits
- * (centred per softmax group) within 10x, every weight within AdamW's reach. The limits were
+ * (centred per softmax group) within 10x, every weight within AdamW's reach. Last, a real CUDA
+ * error is reported by the check op (and by bert_forward) with its name and place. The limits were
  * tried without a GPU by running this file with the cuda side replaced by a cpu backend whose
  * products round their inputs to tf32/bf16: all pass, and wrong dropout keys or a 0.1% GELU
  * error fail.
@@ -108,7 +109,7 @@ static void check_same_zeros(const pair *p, const char *what) {
 
 static void gpu_ok(backend *gpu, const char *after) {
     bp_err err;
-    if (backend_cuda_error(gpu, &err) != 0) {
+    if (gpu->check(gpu, &err) != 0) {
         tap_ok(0, "no cuda error after %s", after);
         tap_diag("  %s", err.msg);
     }
@@ -545,6 +546,50 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
     free(fc); free(fg); free(lc); free(lgpu);
 }
 
+// ----------------------------------------------------------------------------
+// a real CUDA error reaches the caller
+
+/* On a backend of its own (it stays failed): copy_rows with a destination stride shorter than a
+ * row makes cudaMemcpy2DAsync fail. The check op must name the call, the CUDA error and the
+ * place, keep reporting it, give NaN instead of stale numbers, and the model must return -1. */
+static void real_error_is_reported(void) {
+    bp_err err;
+    backend *gpu = backend_cuda_create(&err);
+    if (!tap_ok(gpu != NULL, "a second cuda backend for the error test")) {
+        tap_diag("  %s", err.msg);
+        return;
+    }
+    float *buf = gpu->alloc(gpu, 64 * sizeof(float), &err);
+    if (tap_ok(buf != NULL, "buffer for the error test")) {
+        tap_ok(gpu->check(gpu, &err) == 0, "check has nothing to report before the error");
+        gpu->copy_rows(gpu, buf, 1, buf + 32, 8, 2, 8);   /* destination stride 1 < 8 columns */
+        int rc = gpu->check(gpu, &err);
+        tap_ok(rc == -1 && strstr(err.msg, "cuda backend: cudaMemcpy2DAsync failed: cudaError") &&
+                   strstr(err.msg, " (backend/cuda.cu:"),
+               "a CUDA error is reported by check with the call, its name and place: %s", err.msg);
+        bp_err again;
+        tap_ok(gpu->check(gpu, &again) == -1 && strcmp(again.msg, err.msg) == 0, "... and by every later check");
+        float host[4] = { 0 };
+        gpu->download(gpu, host, buf, sizeof host);
+        tap_ok(isnan(host[0]) && isnan(host[3]), "a download after the error gives NaN, not stale numbers");
+        tap_ok(isnan(gpu->sumsq(gpu, buf, 1, 8, NULL)), "sumsq after the error is NaN");
+    }
+    gpu->free(gpu, buf);
+    bert_config cfg;
+    bert_config_default(&cfg);
+    cfg.vocab_size = 40; cfg.hidden_size = 16; cfg.num_hidden_layers = 1; cfg.num_attention_heads = 2;
+    cfg.intermediate_size = 32; cfg.max_position_embeddings = 8;
+    bert_model *m = bert_create_for(&cfg, gpu, 1, 4, BERT_FOR_INFERENCE, &err);
+    if (tap_ok(m != NULL, "a model still plans its memory on the failed backend")) {
+        int32_t ids[4] = { 2, 5, 7, 3 }, types[4] = { 0 }, mask[4] = { 1, 1, 1, 1 };
+        bert_batch b = { .B = 1, .T = 4, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
+        tap_ok(bert_forward(m, &b, 0, &err) == -1 && strstr(err.msg, "cudaMemcpy2DAsync failed"),
+               "bert_forward on it returns -1 with the backend's error: %s", err.msg);
+    }
+    bert_free(m);
+    gpu->destroy(gpu);
+}
+
 int main(void) {
     char why[512] = "";
     if (!backend_cuda_available(why, sizeof why)) {
@@ -572,6 +617,7 @@ int main(void) {
                      precisions[i].name);
         model_parity(cpu, gpu, BERT_HEAD_QA, precisions[i].limit, precisions[i].per_tensor, precisions[i].name);
     }
+    real_error_is_reported();
     gpu->destroy(gpu);
     cpu->destroy(cpu);
     return tap_done();

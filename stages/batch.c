@@ -159,16 +159,17 @@ static void fill_row(rows *b, int r, const char *bytes, size_t size, const schem
         for (int t = 0; t < 2 * b->T; t++) b->offsets[2 * row + t] = -1;
         memcpy(b->offsets + 2 * row, off.data, (size_t)n * 8);
     }
-    int64_t v;
-    b->windows[r] = bp_get_int(&f, "window", &v, &err) ? 0 : (int32_t)v;
+    int64_t v = 0;
+    need(bp_find_int(&f, "window", 0, BP_I32_MAX, &v, &err) < 0, &err, out);
+    b->windows[r] = (int32_t)v;
     if (sc->has_labels) {
-        need(bp_get_int(&f, "label", &v, &err), &err, out);
+        need(bp_get_int(&f, "label", BP_I32_MIN, BP_I32_MAX, &v, &err), &err, out);
         b->labels[r] = (int32_t)v;
     }
     if (sc->has_positions) {
-        need(bp_get_int(&f, "start_position", &v, &err), &err, out);
+        need(bp_get_int(&f, "start_position", BP_I32_MIN, BP_I32_MAX, &v, &err), &err, out);
         b->starts[r] = (int32_t)v;
-        need(bp_get_int(&f, "end_position", &v, &err), &err, out);
+        need(bp_get_int(&f, "end_position", BP_I32_MIN, BP_I32_MAX, &v, &err), &err, out);
         b->ends[r] = (int32_t)v;
     }
     free(b->example_ids[r]);
@@ -233,9 +234,10 @@ int main(int argc, char **argv) {
     schema sc = {0};
     bp_err err;
     sc.qa = bp_hello_is_qa(hello);
-    int64_t v;
-    if (!bp_get_int(hello, "pad_id", &v, &err)) sc.pad_id = (int32_t)v;
-    if (!max_length && !bp_get_int(hello, "max_length", &v, &err)) max_length = v;
+    int64_t v = 0;
+    if (bp_find_int(hello, "pad_id", 0, BP_I32_MAX, &v, &err) < 0) bp_die_err(&err);
+    sc.pad_id = (int32_t)v;
+    if (!max_length && bp_find_int(hello, "max_length", 1, 1 << 20, &max_length, &err) < 0) bp_die_err(&err);
     if (pad_max && !max_length) bp_die(2, NULL, "--pad max needs --max-length (the input hello has none)");
 
     /* Read the whole split, keeping frame bytes only. */
@@ -249,9 +251,9 @@ int main(int argc, char **argv) {
         if (bp_get_tensor(&f, "input_ids", &ids, &err) || bp_tensor_expect(&ids, "input_ids", BP_I32, 1, NULL, &err))
             bp_die(1, NULL, "feature %lld: %s", (long long)s.n, err.msg);
         if (first) {
-            sc.has_labels = bp_get(&f, "label") != NULL;
-            sc.has_positions = bp_get(&f, "start_position") != NULL;
-            sc.has_offsets = bp_get(&f, "offsets") != NULL;
+            sc.has_labels = bp_has(&f, "label");
+            sc.has_positions = bp_has(&f, "start_position");
+            sc.has_offsets = bp_has(&f, "offsets");
             first = 0;
         }
         if (pad_max && ids.shape[0] > max_length)
@@ -327,9 +329,7 @@ int main(int argc, char **argv) {
             bp_begin(&w, BP_BATCH);
             bp_put_int(&w, "seq", seq++);
             bp_put_int(&w, "epoch", epoch);
-            bp_put_key(&w, "example_ids");
-            msgpack_pack_array(&w.pk, (size_t)B);
-            for (int i = 0; i < B; i++) bp_pack_str(&w.pk, b.example_ids[i], strlen(b.example_ids[i]));
+            bp_put_strs(&w, "example_ids", (const char *const *)b.example_ids, (size_t)B);
             int64_t shape_b[1] = {B}, shape_bt[2] = {B, T}, shape_bt2[3] = {B, T, 2};
             bp_put_tensor(&w, "windows", BP_I32, 1, shape_b, b.windows);
             bp_put_tensor(&w, "input_ids", BP_I32, 2, shape_bt, b.input_ids);

@@ -21,14 +21,6 @@ static const char usage[] =
     "  --precision P      fp32 (default), tf32 or bf16 (GPU only)\n"
     "  --threads N        CPU threads (default: all)\n" BP_IO_USAGE;
 
-/* Copy field `key` of f (any value) into w unchanged, when present. */
-static void pass_field(bp_writer *w, const bp_frame *f, const char *key) {
-    const msgpack_object *o = bp_get(f, key);
-    if (!o) return;
-    bp_put_key(w, key);
-    msgpack_pack_object(&w->pk, *o);
-}
-
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
@@ -59,7 +51,7 @@ int main(int argc, char **argv) {
     bp_err err;
     int qa = bp_hello_is_qa(hello);
     int64_t max_B = 0, max_T = 0;
-    if (bp_get_int(hello, "batch_size", &max_B, &err) || bp_get_int(hello, "max_length", &max_T, &err))
+    if (bp_get_int(hello, "batch_size", 1, 1 << 20, &max_B, &err) || bp_get_int(hello, "max_length", 1, 1 << 20, &max_T, &err))
         bp_die(1, io.in, "the input hello lacks batch_size or max_length: is this a batch stream?");
 
     char note[300];
@@ -80,7 +72,8 @@ int main(int argc, char **argv) {
          * vocab.txt and checkpoint, better caught here than as a bad id in the first batch. */
         int64_t tokens = 0;
         bp_err verr;
-        if (!bp_get_int(hello, "vocab_size", &tokens, &verr) && tokens > m->cfg.vocab_size)
+        if (bp_find_int(hello, "vocab_size", 1, BP_I32_MAX, &tokens, &verr) < 0) bp_die_err(&verr);
+        if (tokens > m->cfg.vocab_size)
             bp_die(1, NULL, "the tokenizer's vocab.txt has %lld tokens but the model's embedding has %d rows "
                    "(config.json vocab_size): they do not belong together", (long long)tokens, m->cfg.vocab_size);
     }
@@ -92,17 +85,11 @@ int main(int argc, char **argv) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "split", "source", NULL};
     bp_hello_begin_from(&w, hello, pass_on);
     bp_put_str(&w, "checkpoint", checkpoint);
-    if (!qa && !bp_get(hello, "labels")) {
+    if (!qa && !bp_has(hello, "labels")) {
         /* Unlabelled input (your own sentences): the checkpoint's id2label names the classes. */
-        char config_path[4096];
-        snprintf(config_path, sizeof config_path, "%s/config.json", checkpoint);
         hfc_config hf;
-        if (hfc_read(config_path, &hf, &err) == 0) {
-            if (hf.num_labels == C && hf.id2label) {
-                bp_put_key(&w, "labels");
-                msgpack_pack_array(&w.pk, (size_t)C);
-                for (int i = 0; i < C; i++) bp_pack_str(&w.pk, hf.id2label[i], strlen(hf.id2label[i]));
-            }
+        if (bert_read_config(checkpoint, &hf, &err) == 0) {
+            if (hf.num_labels == C && hf.id2label) bp_put_strs(&w, "labels", (const char *const *)hf.id2label, (size_t)C);
             hfc_free(&hf);
         }
     }
@@ -144,8 +131,8 @@ int main(int argc, char **argv) {
         if (n < 0) goto bad;
         bp_begin(&w, BP_LOGITS);
         bp_put_int(&w, "seq", seq++);
-        pass_field(&w, &f, "example_ids");
-        pass_field(&w, &f, "windows");
+        bp_put_copy(&w, &f, "example_ids");
+        bp_put_copy(&w, &f, "windows");
         if (qa) {
             /* [B, T, 2] interleaved start/end -> two [B, T] tensors */
             for (int64_t i = 0; i < B * T; i++) {
@@ -154,13 +141,13 @@ int main(int argc, char **argv) {
             }
             bp_put_tensor(&w, "start_logits", BP_F32, 2, bt, starts);
             bp_put_tensor(&w, "end_logits", BP_F32, 2, bt, ends);
-            pass_field(&w, &f, "offsets");
-            pass_field(&w, &f, "start_positions");
-            pass_field(&w, &f, "end_positions");
+            bp_put_copy(&w, &f, "offsets");
+            bp_put_copy(&w, &f, "start_positions");
+            bp_put_copy(&w, &f, "end_positions");
         } else {
             int64_t bc[2] = {B, C};
             bp_put_tensor(&w, "logits", BP_F32, 2, bc, logits);
-            pass_field(&w, &f, "labels");
+            bp_put_copy(&w, &f, "labels");
         }
         if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
         rows += B;

@@ -36,6 +36,8 @@ typedef struct emitter {
     bp_writer w;
     int64_t seq;
     const char *split;
+    bp_answer *answers;   /* the current example's answers, as the frame writes them */
+    size_t answers_cap;
     /* --articles */
     int64_t first_article, last_article, article;
     char *last_title;
@@ -72,18 +74,20 @@ static int emit(const ds_example *ex, void *user, bp_err *err) {
         bp_put_str(&e->w, "title", ex->title ? ex->title : "");
         bp_put_str(&e->w, "question", ex->question);
         bp_put_str(&e->w, "context", ex->context);
-        bp_put_key(&e->w, "answers");
-        msgpack_pack_array(&e->w.pk, ex->n_answers);
-        for (size_t i = 0; i < ex->n_answers; i++) {
-            msgpack_pack_map(&e->w.pk, 2);
-            bp_pack_str(&e->w.pk, "text", 4);
-            bp_pack_str(&e->w.pk, ex->answers[i].text, strlen(ex->answers[i].text));
-            bp_pack_str(&e->w.pk, "answer_start", 12);
-            msgpack_pack_int64(&e->w.pk, ex->answers[i].start);
-            if (!ex->answers[i].matches)
-                bp_warn("example %s: answer %zu (\"%.60s\") does not match the context at answer_start %lld (%s)",
-                        ex->id, i, ex->answers[i].text, (long long)ex->answers[i].start, ex->source);
+        if (ex->n_answers > e->answers_cap) {
+            bp_answer *grown = realloc(e->answers, ex->n_answers * sizeof *grown);
+            if (!grown) return bp_err_set(err, "out of memory");
+            e->answers = grown;
+            e->answers_cap = ex->n_answers;
         }
+        for (size_t i = 0; i < ex->n_answers; i++) {
+            const ds_answer *a = &ex->answers[i];
+            e->answers[i] = (bp_answer){.text = a->text, .text_len = strlen(a->text), .answer_start = a->start};
+            if (!a->matches)
+                bp_warn("example %s: answer %zu (\"%.60s\") does not match the context at answer_start %lld (%s)",
+                        ex->id, i, a->text, (long long)a->start, ex->source);
+        }
+        bp_put_answers(&e->w, e->answers, ex->n_answers);
         bp_put_bool(&e->w, "is_impossible", ex->is_impossible);
     } else {
         put_common(e, ex);
@@ -200,12 +204,14 @@ int main(int argc, char **argv) {
     bp_hello_begin(&e.w);
     bp_put_str(&e.w, "task", qa ? "qa" : "classification");
     if (n_labels > 0) {
-        bp_put_key(&e.w, "labels");
-        msgpack_pack_array(&e.w.pk, (size_t)n_labels);
-        for (char *name = names, *end; name; name = end ? end + 1 : NULL) {
-            end = strchr(name, ',');
-            bp_pack_str(&e.w.pk, name, end ? (size_t)(end - name) : strlen(name));
+        /* "a,b,c" -> {"a", "b", "c"} in place */
+        const char *labels[256];
+        int n = 0;
+        for (char *name = names; name && n < (int)(sizeof labels / sizeof *labels); n++) {
+            labels[n] = name;
+            if ((name = strchr(name, ','))) *name++ = 0;
         }
+        bp_put_strs(&e.w, "labels", labels, (size_t)n);
         bp_put_int(&e.w, "num_labels", n_labels);
     }
     bp_put_str(&e.w, "split", e.split);
@@ -235,6 +241,7 @@ int main(int argc, char **argv) {
            (long long)st.answer_mismatches);
     if (bp_out_close(e.out, &err)) bp_die_err(&err);
     bp_writer_free(&e.w);
+    free(e.answers);
     free(e.last_title);
     return 0;
 }

@@ -60,18 +60,19 @@ int main(int argc, char **argv) {
             bp_die(1, where, "%s", err.msg);
         }
         bp_frame f;
-        if (bp_frame_decode(&f, w.buf.data, w.buf.size, NULL, NULL, &err)) {
+        size_t len;
+        const char *bytes = bp_finish(&w, &len);
+        if (bp_frame_decode(&f, bytes, len, NULL, NULL, &err)) {
             bp_out_abort(out, err.msg);
             bp_die(1, where, "%s", err.msg);
         }
         if (recount && f.kind == BP_EOS) {
-            /* Re-encode the eos with the true count, keeping its other fields. */
+            /* Re-encode the eos with the true count. */
             bp_frame_release(&f);
             bp_begin(&w, BP_EOS);
             bp_put_str(&w, "from", bp_stage());
             bp_put_int(&w, "count", data_since_eos);
-            size_t len;
-            const char *bytes = bp_finish(&w, &len);
+            bytes = bp_finish(&w, &len);
             if (bp_frame_decode(&f, bytes, len, NULL, NULL, &err)) bp_die(1, where, "%s", err.msg);
         }
         if (f.kind == BP_EOS) data_since_eos = 0;

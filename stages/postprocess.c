@@ -83,15 +83,14 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
             if (!logits || !probs || !gold) bp_die(1, NULL, "out of memory");
         }
         bp_tensor_copy(&t, logits);
-        int has_gold = 0;
-        if (bp_get(&f, "labels")) {
-            int64_t b1[1] = {B};
-            if (bp_get_tensor(&f, "labels", &lt, &err) || bp_tensor_expect(&lt, "labels", BP_I32, 1, b1, &err)) die_out(out, &err);
-            bp_tensor_copy(&lt, gold);
-            has_gold = 1;
-        }
-        const msgpack_object *ids = bp_get(&f, "example_ids");
-        if (!ids || ids->type != MSGPACK_OBJECT_ARRAY || ids->via.array.size != (uint32_t)B) {
+        int64_t b1[1] = {B};
+        int has_gold = bp_find_tensor_of(&f, "labels", BP_I32, 1, b1, &lt, &err);
+        if (has_gold < 0) die_out(out, &err);
+        if (has_gold) bp_tensor_copy(&lt, gold);
+        bp_str *ids;
+        size_t n_ids;
+        if (bp_get_strs(&f, "example_ids", &ids, &n_ids, &err)) die_out(out, &err);
+        if (n_ids != (size_t)B) {
             bp_err_set(&err, "logits frame %lld: example_ids missing or not %lld strings", (long long)seq, (long long)B);
             die_out(out, &err);
         }
@@ -105,10 +104,9 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
             float *p = probs + i * C;
             metrics_softmax(row, C, p);
             int label = metrics_argmax(p, C);
-            const msgpack_object *id = &ids->via.array.ptr[i];
             bp_begin(w, BP_PREDICTION);
             bp_put_int(w, "seq", seq++);
-            if (id->type == MSGPACK_OBJECT_STR) bp_put_strn(w, "example_id", id->via.str.ptr, id->via.str.size);
+            bp_put_strn(w, "example_id", ids[i].ptr, ids[i].len);
             bp_put_int(w, "label", label);
             int64_t shape[1] = {C};
             bp_put_tensor(w, "probs", BP_F32, 1, shape, p);
@@ -123,6 +121,7 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
             }
             index++;
         }
+        free(ids);
         bp_frame_release(&f);
     }
     if (r < 0) {
@@ -175,16 +174,15 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         memset(e, 0, sizeof *e);
         if (!(e->id = bp_get_strdup(&f, "example_id", &err)) || !(e->context = bp_get_strdup(&f, "context", &err)))
             die_out(out, &err);
-        int imp = 0;
-        if (!bp_get_bool(&f, "is_impossible", &imp, &err)) e->is_impossible = imp;
-        const msgpack_object *a = bp_get(&f, "answers");
-        if (a && a->type == MSGPACK_OBJECT_ARRAY) {
-            e->answers = calloc(a->via.array.size + 1, sizeof *e->answers);
-            for (uint32_t i = 0; e->answers && i < a->via.array.size; i++) {
-                const msgpack_object *t = bp_map_get(&a->via.array.ptr[i], "text");
-                if (t && t->type == MSGPACK_OBJECT_STR) e->answers[e->n_answers++] = strndup(t->via.str.ptr, t->via.str.size);
-            }
-        }
+        if (bp_find_bool(&f, "is_impossible", &e->is_impossible, &err) < 0) die_out(out, &err);
+        bp_answer *answers;
+        size_t n_answers;
+        if (bp_find_answers(&f, &answers, &n_answers, &err) < 0) die_out(out, &err);
+        e->answers = calloc(n_answers + 1, sizeof *e->answers);
+        if (!e->answers) bp_die(1, NULL, "out of memory");
+        for (size_t i = 0; i < n_answers; i++)
+            if (!(e->answers[e->n_answers++] = strndup(answers[i].text, answers[i].text_len))) bp_die(1, NULL, "out of memory");
+        free(answers);
         n_ex++;
         bp_frame_release(&f);
     }
@@ -209,12 +207,14 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
             bp_get_tensor(&f, "offsets", &to, &err) || bp_tensor_expect(&to, "offsets", BP_I32, 3, bt2, &err) ||
             bp_get_tensor(&f, "windows", &tw, &err) || bp_tensor_expect(&tw, "windows", BP_I32, 1, b1, &err))
             die_out(out, &err);
-        int has_gold = bp_get(&f, "start_positions") && bp_get(&f, "end_positions");
+        int has_gold = bp_has(&f, "start_positions") && bp_has(&f, "end_positions");
         if (has_gold && (bp_get_tensor(&f, "start_positions", &tgs, &err) || bp_tensor_expect(&tgs, "start_positions", BP_I32, 1, b1, &err) ||
                          bp_get_tensor(&f, "end_positions", &tge, &err) || bp_tensor_expect(&tge, "end_positions", BP_I32, 1, b1, &err)))
             die_out(out, &err);
-        const msgpack_object *ids = bp_get(&f, "example_ids");
-        if (!ids || ids->type != MSGPACK_OBJECT_ARRAY || ids->via.array.size != (uint32_t)B) {
+        bp_str *ids;
+        size_t n_ids;
+        if (bp_get_strs(&f, "example_ids", &ids, &n_ids, &err)) die_out(out, &err);
+        if (n_ids != (size_t)B) {
             bp_err_set(&err, "logits frame: example_ids missing or not %lld strings", (long long)B);
             die_out(out, &err);
         }
@@ -227,13 +227,8 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         bp_tensor_copy(&tw, win);
         if (has_gold) { bp_tensor_copy(&tgs, gs); bp_tensor_copy(&tge, ge); }
         for (int64_t i = 0; i < B; i++) {
-            const msgpack_object *id = &ids->via.array.ptr[i];
-            if (id->type != MSGPACK_OBJECT_STR) {
-                bp_err_set(&err, "logits frame: example_ids[%lld] is not a string", (long long)i);
-                die_out(out, &err);
-            }
             /* the whole id, however long: a truncated key could find the wrong example */
-            char *key = strndup(id->via.str.ptr, id->via.str.size);
+            char *key = strndup(ids[i].ptr, ids[i].len);
             if (!key) bp_die(1, NULL, "out of memory");
             ENTRY q = {key, NULL}, *found = hsearch(q, FIND);
             free(key);
@@ -260,6 +255,7 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
             wd->gold_end = has_gold ? ge[i] : -1;
         }
         free(all_s); free(all_e); free(all_o); free(win); free(gs); free(ge);
+        free(ids);
         bp_frame_release(&f);
     }
     if (r < 0) {
@@ -304,9 +300,7 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         bp_put_str(w, "example_id", e->id);
         bp_put_str(w, "text", res.answer);
         bp_put_float(w, "score", res.answer_score);
-        bp_put_key(w, "answers");
-        msgpack_pack_array(&w->pk, (size_t)e->n_answers);
-        for (int i = 0; i < e->n_answers; i++) bp_pack_str(&w->pk, e->answers[i], strlen(e->answers[i]));
+        bp_put_strs(w, "answers", (const char *const *)e->answers, (size_t)e->n_answers);
         bp_put_bool(w, "is_impossible", e->is_impossible);
         if (best && best->window >= 0 && e->windows[best->window].gold_start >= 0) {
             const qa_window_data *wd = &e->windows[best->window];

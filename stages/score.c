@@ -89,24 +89,27 @@ static void add_qa(const bp_frame *f, int64_t n, metrics_squad_totals *v1, metri
     bp_err err;
     char *text = bp_get_strdup(f, "text", &err);
     if (!text) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-    const msgpack_object *a = bp_get(f, "answers");
-    int n_golds = a && a->type == MSGPACK_OBJECT_ARRAY ? (int)a->via.array.size : 0;
+    bp_str *answers = NULL;
+    size_t n_answers = 0;
+    if (bp_find_strs(f, "answers", &answers, &n_answers, &err) < 0) bp_die_err(&err);
+    int n_golds = (int)n_answers;
     char **golds = calloc((size_t)n_golds + 1, sizeof *golds);
     if (!golds) bp_die(1, NULL, "out of memory");
-    for (int i = 0; i < n_golds; i++) {
-        const msgpack_object *g = &a->via.array.ptr[i];
-        if (g->type != MSGPACK_OBJECT_STR) bp_die(1, NULL, "prediction %lld: answers[%d] is not a string", (long long)n, i);
-        if (!(golds[i] = strndup(g->via.str.ptr, g->via.str.size))) bp_die(1, NULL, "out of memory");
-    }
+    for (int i = 0; i < n_golds; i++)
+        if (!(golds[i] = strndup(answers[i].ptr, answers[i].len))) bp_die(1, NULL, "out of memory");
+    free(answers);
     int impossible = 0;
-    if (!bp_get_bool(f, "is_impossible", &impossible, &err) && impossible) *saw_impossible = 1;
+    if (bp_find_bool(f, "is_impossible", &impossible, &err) < 0) bp_die_err(&err);
+    if (impossible) *saw_impossible = 1;
     if (n_golds > 0 && metrics_squad_add(v1, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
         bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
     if (n_golds == 0) (*without_golds)++;
     if (metrics_squad_add(v2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
         bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
     int match;
-    if (!bp_get_bool(f, "span_match", &match, &err)) {
+    int has_match = bp_find_bool(f, "span_match", &match, &err);
+    if (has_match < 0) bp_die_err(&err);
+    if (has_match) {
         /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
         metrics_squad_add_span(v1, match ? 0 : 1, 0, 0, 0);
         metrics_squad_add_span(v2, match ? 0 : 1, 0, 0, 0);
@@ -170,7 +173,8 @@ int main(int argc, char **argv) {
     if (!hello) bp_die_err(bp_in_err(in));
     int qa = bp_hello_is_qa(hello);
     int hello_v2 = 0;
-    if (!bp_get_bool(hello, "version_2", &hello_v2, &err) && hello_v2) v2 = 1;
+    if (bp_find_bool(hello, "version_2", &hello_v2, &err) < 0) bp_die_err(&err);
+    if (hello_v2) v2 = 1;
     char **labels;
     int n_labels = bp_hello_labels(hello, &labels, &err);
     if (n_labels < 0) bp_die_err(&err);
@@ -191,12 +195,15 @@ int main(int argc, char **argv) {
             add_qa(&f, n, &st1, &st2, &unscored, &saw_impossible);
         } else {
             int64_t label, gold;
-            if (bp_get_int(&f, "label", &label, &err) || bp_get_int(&f, "gold", &gold, &err))
-                bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
+            if (bp_get_int(&f, "label", BP_I32_MIN, BP_I32_MAX, &label, &err) ||
+                bp_get_int(&f, "gold", BP_I32_MIN, BP_I32_MAX, &gold, &err))
+                bp_die_err(&err);
             if (!mc_ready) {
                 int C = n_labels;
                 bp_tensor_view p;
-                if (!C && !bp_get_tensor(&f, "probs", &p, &err) && p.ndim == 1) C = (int)p.shape[0];
+                int has_probs = C ? 0 : bp_find_tensor(&f, "probs", &p, &err);
+                if (has_probs < 0) bp_die_err(&err);
+                if (has_probs && p.ndim == 1) C = (int)p.shape[0];
                 if (C < 2) C = 2;
                 if (metrics_cls_init(&mc, C, &err)) bp_die_err(&err);
                 mc_ready = 1;
@@ -208,7 +215,9 @@ int main(int argc, char **argv) {
             }
             if (metrics_cls_add_prediction(&mc, (int)label, (int)gold, &err)) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
             double loss;
-            if (!bp_get_float(&f, "loss", &loss, &err)) {
+            int has_loss = bp_find_float(&f, "loss", &loss, &err);
+            if (has_loss < 0) bp_die_err(&err);
+            if (has_loss) {
                 mc.loss_sum += loss;
                 mc.loss_count++;
             }

@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
     while ((r = bp_in_next(in, &f)) == 1) {
         size_t len = 0;
         bp_err err;
-        if (bp_frame_to_json(bp_root(&f), &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
+        if (bp_frame_to_json(&f, &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
         if (fwrite(line, 1, len, log) != len || fflush(log)) bp_die(1, log_path ? log_path : "stderr", "cannot write the log");
         if (delay_ms) {
             struct timespec pause = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};

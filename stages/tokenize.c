@@ -159,7 +159,8 @@ int main(int argc, char **argv) {
             int rc = tok_encode_single(tok, text, text_len, (int)max_length, pad, &enc, &err);
             if (rc < 0) die_out(out, where, err.msg);
             int64_t label = -1;
-            int has_label = bp_get_int(&f, "label", &label, &err) == 0 && label >= 0;
+            if (bp_find_int(&f, "label", -1, BP_I32_MAX, &label, &err) < 0) die_out(out, where, err.msg);
+            int has_label = label >= 0;
             send_feature(out, &w, &enc, 0, id, id_len, c.features++, 0, has_label, label, 0);
         } else {
             const char *question, *context;
@@ -169,18 +170,15 @@ int main(int argc, char **argv) {
                 die_out(out, where, err.msg);
             /* Training labels come from the first answer, as run_qa does. */
             tok_answer answer, *answer_ptr = NULL;
-            const msgpack_object *answers = bp_get(&f, "answers");
-            if (answers && answers->type == MSGPACK_OBJECT_ARRAY && answers->via.array.size > 0) {
-                const msgpack_object *first = &answers->via.array.ptr[0];
-                const msgpack_object *text = bp_map_get(first, "text"), *start = bp_map_get(first, "answer_start");
-                if (!text || text->type != MSGPACK_OBJECT_STR || !start ||
-                    (start->type != MSGPACK_OBJECT_POSITIVE_INTEGER && start->type != MSGPACK_OBJECT_NEGATIVE_INTEGER))
-                    die_out(out, where, "answers[0] needs a string 'text' and an integer 'answer_start'");
-                answer.start_char = start->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)start->via.u64 : start->via.i64;
-                answer.text = text->via.str.ptr;
-                answer.text_len = text->via.str.size;
+            bp_answer *answers;
+            size_t n_answers;
+            if (bp_find_answers(&f, &answers, &n_answers, &err) < 0) die_out(out, where, err.msg);
+            if (n_answers > 0) {
+                answer = (tok_answer){.text = answers[0].text, .text_len = answers[0].text_len,
+                                      .start_char = answers[0].answer_start};
                 answer_ptr = &answer;
             }
+            free(answers);
             int rc = tok_encode_pair(tok, question, question_len, context, context_len, (int)max_length, (int)stride,
                                      pad, answer_ptr, &enc, &err);
             if (rc < 0) die_out(out, where, err.msg);

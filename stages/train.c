@@ -299,15 +299,18 @@ int main(int argc, char **argv) {
     bp_err err;
     bert_head head = bp_hello_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
     int64_t batch_size = 0, max_length = 0, per_epoch = 0, epochs = 1, num_labels = 0, vocab_size = 0;
-    if (bp_get_int(hello, "batch_size", &batch_size, &err) || bp_get_int(hello, "max_length", &max_length, &err))
+    if (bp_get_int(hello, "batch_size", 1, 1 << 20, &batch_size, &err) || bp_get_int(hello, "max_length", 1, 1 << 20, &max_length, &err))
         bp_die(1, io.in, "the input hello lacks batch_size or max_length: is this a batch stream?");
-    bp_get_int(hello, "batches_per_epoch", &per_epoch, &err);
-    bp_get_int(hello, "epochs", &epochs, &err);
-    bp_get_int(hello, "vocab_size", &vocab_size, &err);
+    if (bp_find_int(hello, "batches_per_epoch", 0, INT64_C(1) << 40, &per_epoch, &err) < 0 ||
+        bp_find_int(hello, "epochs", 1, 1 << 20, &epochs, &err) < 0 ||
+        bp_find_int(hello, "vocab_size", 1, BP_I32_MAX, &vocab_size, &err) < 0)
+        bp_die_err(&err);
     run r = {0};
     r.saved_step = -1;
     if ((r.n_labels = bp_hello_labels(hello, &r.labels, &err)) < 0) bp_die_err(&err);
-    if (bp_get_int(hello, "num_labels", &num_labels, &err)) num_labels = r.n_labels;
+    int has_num_labels = bp_find_int(hello, "num_labels", 1, 1 << 20, &num_labels, &err);
+    if (has_num_labels < 0) bp_die_err(&err);
+    if (!has_num_labels) num_labels = r.n_labels;
 
     char note[300];
     backend *be = bp_backend_open(device, (int)threads, precision, note, sizeof note, &err);
@@ -341,7 +344,8 @@ int main(int argc, char **argv) {
          * vocab.txt and checkpoint, better caught here than as a bad id in the first batch. */
         int64_t tokens = 0;
         bp_err verr;
-        if (!bp_get_int(hello, "vocab_size", &tokens, &verr) && tokens > r.m->cfg.vocab_size)
+        if (bp_find_int(hello, "vocab_size", 1, BP_I32_MAX, &tokens, &verr) < 0) bp_die_err(&verr);
+        if (tokens > r.m->cfg.vocab_size)
             bp_die(1, NULL, "the tokenizer's vocab.txt has %lld tokens but the model's embedding has %d rows "
                    "(config.json vocab_size): they do not belong together", (long long)tokens, r.m->cfg.vocab_size);
     }

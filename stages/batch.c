@@ -123,26 +123,23 @@ typedef struct rows {
 
 typedef struct schema { int qa, has_labels, has_offsets, has_positions; int32_t pad_id; } schema;
 
-static void need(int rc, const bp_err *err, bp_out *out) {
-    if (rc) {
-        bp_out_abort(out, err->msg);
-        bp_die_err(err);
-    }
+static void need(int rc, const bp_err *err) {
+    if (rc) bp_die_err(err);
 }
 
 /* Decode feature `bytes` into row r of the batch, padded to T. */
-static void fill_row(rows *b, int r, const char *bytes, size_t size, const schema *sc, bp_out *out) {
+static void fill_row(rows *b, int r, const char *bytes, size_t size, const schema *sc) {
     bp_frame f;
     bp_err err;
-    need(bp_frame_decode(&f, bytes, size, NULL, NULL, &err), &err, out);
+    need(bp_frame_decode(&f, bytes, size, NULL, NULL, &err), &err);
     bp_tensor_view ids, types, mask;
-    need(bp_get_tensor(&f, "input_ids", &ids, &err), &err, out);
-    need(bp_tensor_expect(&ids, "input_ids", BP_I32, 1, NULL, &err), &err, out);
+    need(bp_get_tensor(&f, "input_ids", &ids, &err), &err);
+    need(bp_tensor_expect(&ids, "input_ids", BP_I32, 1, NULL, &err), &err);
     int64_t n = ids.shape[0], want[2] = {n, 2};
-    need(bp_get_tensor(&f, "token_type_ids", &types, &err), &err, out);
-    need(bp_tensor_expect(&types, "token_type_ids", BP_I32, 1, want, &err), &err, out);
-    need(bp_get_tensor(&f, "attention_mask", &mask, &err), &err, out);
-    need(bp_tensor_expect(&mask, "attention_mask", BP_I32, 1, want, &err), &err, out);
+    need(bp_get_tensor(&f, "token_type_ids", &types, &err), &err);
+    need(bp_tensor_expect(&types, "token_type_ids", BP_I32, 1, want, &err), &err);
+    need(bp_get_tensor(&f, "attention_mask", &mask, &err), &err);
+    need(bp_tensor_expect(&mask, "attention_mask", BP_I32, 1, want, &err), &err);
     size_t row = (size_t)r * (size_t)b->T;
     for (int t = 0; t < b->T; t++) {
         b->input_ids[row + t] = sc->pad_id;
@@ -154,27 +151,27 @@ static void fill_row(rows *b, int r, const char *bytes, size_t size, const schem
     memcpy(b->attention_mask + row, mask.data, (size_t)n * 4);
     if (sc->has_offsets) {
         bp_tensor_view off;
-        need(bp_get_tensor(&f, "offsets", &off, &err), &err, out);
-        need(bp_tensor_expect(&off, "offsets", BP_I32, 2, want, &err), &err, out);
+        need(bp_get_tensor(&f, "offsets", &off, &err), &err);
+        need(bp_tensor_expect(&off, "offsets", BP_I32, 2, want, &err), &err);
         for (int t = 0; t < 2 * b->T; t++) b->offsets[2 * row + t] = -1;
         memcpy(b->offsets + 2 * row, off.data, (size_t)n * 8);
     }
     int64_t v = 0;
-    need(bp_find_int(&f, "window", 0, BP_I32_MAX, &v, &err) < 0, &err, out);
+    need(bp_find_int(&f, "window", 0, BP_I32_MAX, &v, &err) < 0, &err);
     b->windows[r] = (int32_t)v;
     if (sc->has_labels) {
-        need(bp_get_int(&f, "label", BP_I32_MIN, BP_I32_MAX, &v, &err), &err, out);
+        need(bp_get_int(&f, "label", BP_I32_MIN, BP_I32_MAX, &v, &err), &err);
         b->labels[r] = (int32_t)v;
     }
     if (sc->has_positions) {
-        need(bp_get_int(&f, "start_position", BP_I32_MIN, BP_I32_MAX, &v, &err), &err, out);
+        need(bp_get_int(&f, "start_position", BP_I32_MIN, BP_I32_MAX, &v, &err), &err);
         b->starts[r] = (int32_t)v;
-        need(bp_get_int(&f, "end_position", BP_I32_MIN, BP_I32_MAX, &v, &err), &err, out);
+        need(bp_get_int(&f, "end_position", BP_I32_MIN, BP_I32_MAX, &v, &err), &err);
         b->ends[r] = (int32_t)v;
     }
     free(b->example_ids[r]);
     b->example_ids[r] = bp_get_strdup(&f, "example_id", &err);
-    if (!b->example_ids[r]) need(-1, &err, out);
+    if (!b->example_ids[r]) need(-1, &err);
     bp_frame_release(&f);
 }
 
@@ -228,9 +225,8 @@ int main(int argc, char **argv) {
     }
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&io, &hello);
     schema sc = {0};
     bp_err err;
     sc.qa = bp_hello_is_qa(hello);
@@ -278,7 +274,7 @@ int main(int argc, char **argv) {
     bp_put_int(&w, "epochs", epochs);
     bp_put_int(&w, "batches_per_epoch", (int64_t)per_epoch);
     bp_put_int(&w, "features", (int64_t)n);
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    bp_send_hello(out, &w);
 
     size_t *order = malloc((n ? n : 1) * sizeof *order);
     size_t *batch_starts = malloc((per_epoch + 1) * sizeof *batch_starts);
@@ -324,7 +320,7 @@ int main(int argc, char **argv) {
             b.T = T;
             for (int i = 0; i < B; i++) {
                 size_t idx = order[start + (size_t)i];
-                fill_row(&b, i, store_get(&s, idx), s.items[idx].size, &sc, out);
+                fill_row(&b, i, store_get(&s, idx), s.items[idx].size, &sc);
             }
             bp_begin(&w, BP_BATCH);
             bp_put_int(&w, "seq", seq++);
@@ -341,18 +337,18 @@ int main(int argc, char **argv) {
                 bp_put_tensor(&w, "end_positions", BP_I32, 1, shape_b, b.ends);
             }
             if (sc.has_offsets) bp_put_tensor(&w, "offsets", BP_I32, 3, shape_bt2, b.offsets);
-            if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
+            bp_send(out, &w);
             bp_progress_update(&prog, seq, NULL);
         }
         bp_begin(&w, BP_EPOCH);
         bp_put_int(&w, "seq", seq++);
         bp_put_int(&w, "epoch", epoch);
-        if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
+        bp_send(out, &w);
     }
     bp_progress_finish(&prog, NULL);
     bp_log("%zu features -> %zu batches per epoch x %ld epochs (batch size %ld, %s)", n, per_epoch, epochs,
            batch_size, pad_max ? "padded to max length" : "padded to longest");
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     bp_in_close(in);
     for (int i = 0; i < batch_size; i++) free(b.example_ids[i]);
     free(b.example_ids); free(b.input_ids); free(b.token_type_ids); free(b.attention_mask); free(b.offsets);

@@ -45,9 +45,8 @@ int main(int argc, char **argv) {
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
     if (!checkpoint) bp_die(2, NULL, "--checkpoint DIR is required");
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&io, &hello);
     bp_err err;
     int qa = bp_hello_is_qa(hello);
     int64_t max_B = 0, max_T = 0;
@@ -93,7 +92,7 @@ int main(int argc, char **argv) {
             hfc_free(&hf);
         }
     }
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    bp_send_hello(out, &w);
 
     size_t cells = (size_t)max_B * (size_t)max_T;
     int32_t *ids = malloc(cells * 4), *types = malloc(cells * 4), *mask = malloc(cells * 4);
@@ -149,22 +148,18 @@ int main(int argc, char **argv) {
             bp_put_tensor(&w, "logits", BP_F32, 2, bc, logits);
             bp_put_copy(&w, &f, "labels");
         }
-        if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
+        bp_send(out, &w);
         rows += B;
         bp_progress_update(&prog, rows, NULL);
         bp_frame_release(&f);
         continue;
     bad:
-        bp_out_abort(out, err.msg);
         bp_die(1, NULL, "batch frame %lld: %s", (long long)seq, err.msg);
     }
-    if (rc < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
+    if (rc < 0) bp_die_err(bp_in_err(in));
     bp_progress_finish(&prog, NULL);
     bp_log("%lld sequences evaluated", (long long)rows);
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     bp_in_close(in);
     free(ids); free(types); free(mask); free(logits); free(starts); free(ends);
     bert_free(m);

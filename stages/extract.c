@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
     }
     bp_put_str(&e.w, "split", e.split);
     bp_put_str(&e.w, "source", question ? "--question/--context" : path);
-    if (bp_out_hello(e.out, &e.w)) bp_die_err(bp_out_err(e.out));
+    bp_send_hello(e.out, &e.w);
 
     ds_stats st = {0};
     int rc;
@@ -230,16 +230,13 @@ int main(int argc, char **argv) {
     } else {
         rc = ds_read(path, &o, emit, &e, &st, &err);
     }
-    if (rc) {
-        bp_out_abort(e.out, err.msg);
-        bp_die_err(&err);
-    }
+    if (rc) bp_die_err(&err);
     bp_log("%lld records read, %lld examples sent; skipped: %lld neutral, %lld empty, %lld other split side, "
            "%lld outside --articles; %lld answers, %lld not matching their context",
            (long long)st.records, (long long)e.seq, (long long)st.skipped_neutral, (long long)st.skipped_empty,
            (long long)st.skipped_other_side, (long long)e.out_of_range, (long long)st.answers,
            (long long)st.answer_mismatches);
-    if (bp_out_close(e.out, &err)) bp_die_err(&err);
+    bp_close_out(e.out);
     bp_writer_free(&e.w);
     free(e.answers);
     free(e.last_title);

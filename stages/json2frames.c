@@ -55,17 +55,11 @@ int main(int argc, char **argv) {
         if (n == 0) continue;
         snprintf(where, sizeof where, "%s line %ld", name, lineno);
         bp_err err;
-        if (bp_json_to_frame(line, (size_t)n, &w, &err)) {
-            bp_out_abort(out, err.msg);
-            bp_die(1, where, "%s", err.msg);
-        }
         bp_frame f;
         size_t len;
+        if (bp_json_to_frame(line, (size_t)n, &w, &err)) bp_die(1, where, "%s", err.msg);
         const char *bytes = bp_finish(&w, &len);
-        if (bp_frame_decode(&f, bytes, len, NULL, NULL, &err)) {
-            bp_out_abort(out, err.msg);
-            bp_die(1, where, "%s", err.msg);
-        }
+        if (bp_frame_decode(&f, bytes, len, NULL, NULL, &err)) bp_die(1, where, "%s", err.msg);
         if (recount && f.kind == BP_EOS) {
             /* Re-encode the eos with the true count. */
             bp_frame_release(&f);
@@ -84,7 +78,6 @@ int main(int argc, char **argv) {
     free(line);
     bp_writer_free(&w);
     if (src != stdin) fclose(src);
-    bp_err err;
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     return 0;
 }

@@ -31,11 +31,6 @@ static const char usage[] =
     "  --allow-missing     an example with no logits gets no prediction instead of an error\n"
     BP_IO_USAGE;
 
-static void die_out(bp_out *out, const bp_err *err) {
-    bp_out_abort(out, err->msg);
-    bp_die_err(err);
-}
-
 /* ---- classification ---------------------------------------------------------------- */
 
 static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pred_path, FILE *text_out, char **labels,
@@ -55,25 +50,25 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
             continue;
         }
         bp_tensor_view t, lt;
-        if (bp_get_tensor(&f, "logits", &t, &err) || bp_tensor_expect(&t, "logits", BP_F32, 2, NULL, &err)) die_out(out, &err);
+        if (bp_get_tensor(&f, "logits", &t, &err) || bp_tensor_expect(&t, "logits", BP_F32, 2, NULL, &err)) bp_die_err(&err);
         int64_t B = t.shape[0];
         if (C == 0) {
             C = (int)t.shape[1];
             if (n_labels && n_labels != C) {
                 bp_err_set(&err, "logits have %d classes but the stream names %d labels", C, n_labels);
-                die_out(out, &err);
+                bp_die_err(&err);
             }
             if (pred_path) {
                 if (!(pf = fopen(pred_path, "w"))) {
                     bp_err_set(&err, "cannot create (%s)", pred_path);
-                    die_out(out, &err);
+                    bp_die_err(&err);
                 }
                 if (metrics_cls_write_predictions_header(pf, n_labels ? (const char *const *)labels : NULL, C, 1, &err))
-                    die_out(out, &err);
+                    bp_die_err(&err);
             }
         } else if (t.shape[1] != C) {
             bp_err_set(&err, "logits frame %lld has %lld classes, earlier ones %d", (long long)seq, (long long)t.shape[1], C);
-            die_out(out, &err);
+            bp_die_err(&err);
         }
         if ((size_t)(B * C) > cap) {
             cap = (size_t)(B * C);
@@ -85,21 +80,21 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
         bp_tensor_copy(&t, logits);
         int64_t b1[1] = {B};
         int has_gold = bp_find_tensor_of(&f, "labels", BP_I32, 1, b1, &lt, &err);
-        if (has_gold < 0) die_out(out, &err);
+        if (has_gold < 0) bp_die_err(&err);
         if (has_gold) bp_tensor_copy(&lt, gold);
         bp_str *ids;
         size_t n_ids;
-        if (bp_get_strs(&f, "example_ids", &ids, &n_ids, &err)) die_out(out, &err);
+        if (bp_get_strs(&f, "example_ids", &ids, &n_ids, &err)) bp_die_err(&err);
         if (n_ids != (size_t)B) {
             bp_err_set(&err, "logits frame %lld: example_ids missing or not %lld strings", (long long)seq, (long long)B);
-            die_out(out, &err);
+            bp_die_err(&err);
         }
         for (int64_t i = 0; i < B; i++) {
             const float *row = logits + i * C;
             for (int c = 0; c < C; c++)
                 if (!(row[c] == row[c]) || row[c] > 3e38f || row[c] < -3e38f) {
                     bp_err_set(&err, "logits frame %lld row %lld is not finite", (long long)seq, (long long)i);
-                    die_out(out, &err);
+                    bp_die_err(&err);
                 }
             float *p = probs + i * C;
             metrics_softmax(row, C, p);
@@ -112,9 +107,9 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
             bp_put_tensor(w, "probs", BP_F32, 1, shape, p);
             bp_put_int(w, "gold", has_gold ? gold[i] : -1);
             if (has_gold && gold[i] >= 0 && gold[i] < C) bp_put_float(w, "loss", metrics_cross_entropy(row, C, gold[i]));
-            if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+            bp_send(out, w);
             if (pf && metrics_cls_write_prediction_line(pf, index, label, n_labels ? (const char *const *)labels : NULL, p, C, &err))
-                die_out(out, &err);
+                bp_die_err(&err);
             if (text_out) {
                 if (n_labels) fprintf(text_out, "%s\t%.4f\n", labels[label], p[label]);
                 else fprintf(text_out, "%d\t%.4f\n", label, p[label]);
@@ -124,10 +119,7 @@ static void classification(bp_in *in, bp_out *out, bp_writer *w, const char *pre
         free(ids);
         bp_frame_release(&f);
     }
-    if (r < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
+    if (r < 0) bp_die_err(bp_in_err(in));
     if (pf && fclose(pf)) bp_die(1, pred_path, "write failed");
     bp_log("%lld predictions%s%s", (long long)index, pred_path ? " written to " : "", pred_path ? pred_path : "");
     free(logits);
@@ -161,7 +153,7 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
     bp_err err;
     /* 1. the examples, in their order, indexed by id */
     bp_in *ein = bp_in_open(examples_spec, 1, &err);
-    if (!ein) die_out(out, &err);
+    if (!ein) bp_die_err(&err);
     qa_example *ex = NULL;
     size_t n_ex = 0, cap_ex = 0;
     bp_frame f;
@@ -173,11 +165,11 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         qa_example *e = &ex[n_ex];
         memset(e, 0, sizeof *e);
         if (!(e->id = bp_get_strdup(&f, "example_id", &err)) || !(e->context = bp_get_strdup(&f, "context", &err)))
-            die_out(out, &err);
-        if (bp_find_bool(&f, "is_impossible", &e->is_impossible, &err) < 0) die_out(out, &err);
+            bp_die_err(&err);
+        if (bp_find_bool(&f, "is_impossible", &e->is_impossible, &err) < 0) bp_die_err(&err);
         bp_answer *answers;
         size_t n_answers;
-        if (bp_find_answers(&f, &answers, &n_answers, &err) < 0) die_out(out, &err);
+        if (bp_find_answers(&f, &answers, &n_answers, &err) < 0) bp_die_err(&err);
         e->answers = calloc(n_answers + 1, sizeof *e->answers);
         if (!e->answers) bp_die(1, NULL, "out of memory");
         for (size_t i = 0; i < n_answers; i++)
@@ -186,7 +178,7 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         n_ex++;
         bp_frame_release(&f);
     }
-    if (r < 0) die_out(out, bp_in_err(ein));
+    if (r < 0) bp_die_err(bp_in_err(ein));
     bp_in_close(ein);
     if (!hcreate(n_ex * 2 + 16)) bp_die(1, NULL, "out of memory");
     for (size_t i = 0; i < n_ex; i++) {
@@ -201,22 +193,22 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         if (f.kind != BP_LOGITS) { bp_frame_release(&f); continue; }
         bp_tensor_view ts, te, to, tw, tgs, tge;
         if (bp_get_tensor(&f, "start_logits", &ts, &err) || bp_tensor_expect(&ts, "start_logits", BP_F32, 2, NULL, &err))
-            die_out(out, &err);
+            bp_die_err(&err);
         int64_t B = ts.shape[0], T = ts.shape[1], bt[2] = {B, T}, bt2[3] = {B, T, 2}, b1[1] = {B};
         if (bp_get_tensor(&f, "end_logits", &te, &err) || bp_tensor_expect(&te, "end_logits", BP_F32, 2, bt, &err) ||
             bp_get_tensor(&f, "offsets", &to, &err) || bp_tensor_expect(&to, "offsets", BP_I32, 3, bt2, &err) ||
             bp_get_tensor(&f, "windows", &tw, &err) || bp_tensor_expect(&tw, "windows", BP_I32, 1, b1, &err))
-            die_out(out, &err);
+            bp_die_err(&err);
         int has_gold = bp_has(&f, "start_positions") && bp_has(&f, "end_positions");
         if (has_gold && (bp_get_tensor(&f, "start_positions", &tgs, &err) || bp_tensor_expect(&tgs, "start_positions", BP_I32, 1, b1, &err) ||
                          bp_get_tensor(&f, "end_positions", &tge, &err) || bp_tensor_expect(&tge, "end_positions", BP_I32, 1, b1, &err)))
-            die_out(out, &err);
+            bp_die_err(&err);
         bp_str *ids;
         size_t n_ids;
-        if (bp_get_strs(&f, "example_ids", &ids, &n_ids, &err)) die_out(out, &err);
+        if (bp_get_strs(&f, "example_ids", &ids, &n_ids, &err)) bp_die_err(&err);
         if (n_ids != (size_t)B) {
             bp_err_set(&err, "logits frame: example_ids missing or not %lld strings", (long long)B);
-            die_out(out, &err);
+            bp_die_err(&err);
         }
         float *all_s = malloc(ts.nbytes), *all_e = malloc(te.nbytes);
         int32_t *all_o = malloc(to.nbytes), *win = malloc(tw.nbytes), *gs = malloc((size_t)B * 4), *ge = malloc((size_t)B * 4);
@@ -258,10 +250,7 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         free(ids);
         bp_frame_release(&f);
     }
-    if (r < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
+    if (r < 0) bp_die_err(bp_in_err(in));
     if (unknown) bp_warn("%lld logits rows name examples missing from %s: ignored", (long long)unknown, examples_spec);
 
     /* 3. one prediction per example, in the examples' order */
@@ -273,14 +262,14 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
             missing++;
             if (allow_missing) continue;
             bp_err_set(&err, "example %s has no logits in the input (is the logits stream complete?)", e->id);
-            die_out(out, &err);
+            bp_die_err(&err);
         }
         qsort(e->windows, (size_t)e->n_windows, sizeof *e->windows, cmp_window);
         for (int i = 1; i < e->n_windows; i++)
             if (e->windows[i].window == e->windows[i - 1].window) {
                 /* a stream replayed twice or a fan-in counted twice: never score a window twice */
                 bp_err_set(&err, "example %s: window %d has logits twice", e->id, e->windows[i].window);
-                die_out(out, &err);
+                bp_die_err(&err);
             }
         qa_post_window *pw = calloc((size_t)e->n_windows, sizeof *pw);
         if (!pw) bp_die(1, NULL, "out of memory");
@@ -291,9 +280,9 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
             char where[600];
             snprintf(where, sizeof where, "example %s: %s", e->id, err.msg);
             bp_err_set(&err, "%s", where);
-            die_out(out, &err);
+            bp_die_err(&err);
         }
-        if (qa_post_json_add(preds, nbest, NULL, e->id, &res, &err)) die_out(out, &err);
+        if (qa_post_json_add(preds, nbest, NULL, e->id, &res, &err)) bp_die_err(&err);
         const qa_post_candidate *best = res.n_nbest > 0 ? &res.nbest[res.answer_index] : NULL;
         bp_begin(w, BP_PREDICTION);
         bp_put_int(w, "seq", seq++);
@@ -306,7 +295,7 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
             const qa_window_data *wd = &e->windows[best->window];
             bp_put_bool(w, "span_match", best->start_index == wd->gold_start && best->end_index == wd->gold_end);
         }
-        if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+        bp_send(out, w);
         if (text_out) {
             /* one line per answer: tabs and newlines inside the text become spaces */
             for (char *c = res.answer; *c; c++)
@@ -316,8 +305,8 @@ static void qa(bp_in *in, bp_out *out, bp_writer *w, const char *examples_spec, 
         qa_post_result_free(&res);
         free(pw);
     }
-    if (pred_path && qa_post_json_write_file(preds, pred_path, &err)) die_out(out, &err);
-    if (nbest_path && qa_post_json_write_file(nbest, nbest_path, &err)) die_out(out, &err);
+    if (pred_path && qa_post_json_write_file(preds, pred_path, &err)) bp_die_err(&err);
+    if (nbest_path && qa_post_json_write_file(nbest, nbest_path, &err)) bp_die_err(&err);
     if (missing) bp_warn("%lld examples had no logits and got no prediction (--allow-missing)", (long long)missing);
     bp_log("%lld examples, %lld windows -> %lld predictions%s%s", (long long)n_ex, (long long)rows, (long long)seq,
            pred_path ? " written to " : "", pred_path ? pred_path : "");
@@ -373,9 +362,8 @@ int main(int argc, char **argv) {
         }
     }
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&io, &hello);
     bp_err err;
     int is_qa = bp_hello_is_qa(hello);
     if (is_qa && !examples) bp_die(2, NULL, "QA post-processing needs --examples SPEC (the example frames with the contexts)");
@@ -388,13 +376,13 @@ int main(int argc, char **argv) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
     bp_hello_begin_from(&w, hello, pass_on);
     if (is_qa) bp_put_bool(&w, "version_2", po.version_2_with_negative);
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    bp_send_hello(out, &w);
     FILE *text_out = NULL;
     if (text_path && !(text_out = fopen(text_path, "w"))) bp_die(1, text_path, "cannot create");
     if (is_qa) qa(in, out, &w, examples, pred_path, nbest_path, text_out, &po, allow_missing);
     else classification(in, out, &w, pred_path, text_out, labels, n_labels);
     if (text_out && fclose(text_out)) bp_die(1, text_path, "write failed");
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     bp_in_close(in);
     bp_labels_free(labels, n_labels);
     bp_writer_free(&w);

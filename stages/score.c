@@ -119,11 +119,6 @@ static void add_qa(const bp_frame *f, int64_t n, metrics_squad_totals *v1, metri
     free(text);
 }
 
-static void die_out(bp_out *out, const bp_err *err) {
-    if (out) bp_out_abort(out, err->msg);
-    bp_die_err(err);
-}
-
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
@@ -168,9 +163,8 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&io, &hello);
     int qa = bp_hello_is_qa(hello);
     int hello_v2 = 0;
     if (bp_find_bool(hello, "version_2", &hello_v2, &err) < 0) bp_die_err(&err);
@@ -238,7 +232,7 @@ int main(int argc, char **argv) {
     if (out) {
         bp_hello_begin(&w);
         bp_put_str(&w, "task", qa ? "qa" : "classification");
-        if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+        bp_send_hello(out, &w);
         bp_begin(&w, BP_METRIC);
         bp_put_int(&w, "seq", 0);
         bp_put_str(&w, "scope", "score");
@@ -250,11 +244,11 @@ int main(int argc, char **argv) {
     if (qa) {
         metrics_squad_summary s = metrics_squad_summarize(v2 ? &st2 : &st1);
         json_t *j = metrics_squad_summary_to_json(&s, &err);
-        if (!j) die_out(out, &err);
+        if (!j) bp_die_err(&err);
         char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
         if (!text || fprintf(jf, "%s\n", text) < 0) {
             bp_err_set(&err, "write failed (%s)", jname);
-            die_out(out, &err);
+            bp_die_err(&err);
         }
         fprintf(stderr, "score: exact match %.2f  F1 %.2f  span accuracy %.2f  (%lld questions)\n", s.exact, s.f1,
                 s.span_total ? s.span_accuracy : 0.0 / 0.0, (long long)s.total);
@@ -277,10 +271,10 @@ int main(int argc, char **argv) {
         free(text);
         json_decref(j);
     } else {
-        if (!mc_ready && metrics_cls_init(&mc, n_labels > 1 ? n_labels : 2, &err)) die_out(out, &err);
+        if (!mc_ready && metrics_cls_init(&mc, n_labels > 1 ? n_labels : 2, &err)) bp_die_err(&err);
         if (metrics_cls_write_json(&mc, n_labels ? (const char *const *)labels : NULL, jf, &err) ||
             metrics_cls_format_table(&mc, n_labels ? (const char *const *)labels : NULL, stderr, &err))
-            die_out(out, &err);
+            bp_die_err(&err);
         if (out) {
             bp_put_float(&w, "accuracy", metrics_cls_accuracy(&mc));
             bp_put_float(&w, "macro_f1", metrics_cls_macro_f1(&mc));
@@ -290,11 +284,11 @@ int main(int argc, char **argv) {
     }
     if (fflush(jf) || (json_path && fclose(jf))) {
         bp_err_set(&err, "write failed (%s)", jname);
-        die_out(out, &err);
+        bp_die_err(&err);
     }
     if (out) {
-        if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
-        if (bp_out_close(out, &err)) bp_die_err(&err);
+        bp_send(out, &w);
+        bp_close_out(out);
     }
     bp_writer_free(&w);
     bp_labels_free(labels, n_labels);

@@ -31,13 +31,6 @@ static const char usage[] =
 
 typedef struct counts { int64_t examples, features, mismatched, truncated; } counts;
 
-static void die_out(bp_out *out, const char *where, const char *msg) {
-    char line[700];
-    snprintf(line, sizeof line, "%s (%s)", msg, where);
-    bp_out_abort(out, line);
-    bp_die(1, where, "%s", msg);
-}
-
 /* Send window w of enc as one feature frame. qa: offsets for context tokens only. */
 static void send_feature(bp_out *out, bp_writer *w, const tok_encoding *enc, int win, const char *id,
                          size_t id_len, int64_t seq, int qa, int has_label, int64_t label, int labelled) {
@@ -53,7 +46,7 @@ static void send_feature(bp_out *out, bp_writer *w, const tok_encoding *enc, int
     bp_put_tensor(w, "attention_mask", BP_I32, 1, shape, enc->attention_mask + row);
     if (qa) {
         int32_t *offsets = malloc((size_t)n * 2 * sizeof *offsets);
-        if (!offsets) die_out(out, id, "out of memory");
+        if (!offsets) bp_die(1, id, "out of memory");
         for (int i = 0; i < n; i++) {
             int context = enc->sequence_ids[row + (size_t)i] == 1;
             offsets[2 * i] = context ? enc->offset_starts[row + (size_t)i] : -1;
@@ -68,7 +61,7 @@ static void send_feature(bp_out *out, bp_writer *w, const tok_encoding *enc, int
     } else if (has_label) {
         bp_put_int(w, "label", label);
     }
-    if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+    bp_send(out, w);
 }
 
 int main(int argc, char **argv) {
@@ -115,9 +108,8 @@ int main(int argc, char **argv) {
                                : tok_load_checkpoint(checkpoint, lowercase, &err);
     if (!tok) bp_die_err(&err);
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&io, &hello);
     int qa = bp_hello_is_qa(hello);
     if (!max_length) max_length = qa ? 384 : 128;
 
@@ -134,7 +126,7 @@ int main(int argc, char **argv) {
     char checksum[32];
     snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)tok_vocab_checksum(tok));
     bp_put_str(&w, "vocab_checksum", checksum);
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    bp_send_hello(out, &w);
 
     tok_encoding enc;
     tok_encoding_init(&enc);
@@ -143,23 +135,20 @@ int main(int argc, char **argv) {
     int r;
     char where[300];
     while ((r = bp_in_next(in, &f)) == 1) {
-        if (f.kind != BP_EXAMPLE) {
-            bp_out_abort(out, "tokenize takes example frames");
-            bp_die(1, io.in, "tokenize takes example frames, got %s", bp_kind_name(f.kind));
-        }
+        if (f.kind != BP_EXAMPLE) bp_die(1, io.in, "tokenize takes example frames, got %s", bp_kind_name(f.kind));
         const char *id;
         size_t id_len;
-        if (bp_get_str(&f, "example_id", &id, &id_len, &err)) die_out(out, io.in, err.msg);
+        if (bp_get_str(&f, "example_id", &id, &id_len, &err)) bp_die(1, io.in, "%s", err.msg);
         snprintf(where, sizeof where, "example %.*s", (int)(id_len > 200 ? 200 : id_len), id);
         c.examples++;
         if (!qa) {
             const char *text;
             size_t text_len;
-            if (bp_get_str(&f, "text", &text, &text_len, &err)) die_out(out, where, err.msg);
+            if (bp_get_str(&f, "text", &text, &text_len, &err)) bp_die(1, where, "%s", err.msg);
             int rc = tok_encode_single(tok, text, text_len, (int)max_length, pad, &enc, &err);
-            if (rc < 0) die_out(out, where, err.msg);
+            if (rc < 0) bp_die(1, where, "%s", err.msg);
             int64_t label = -1;
-            if (bp_find_int(&f, "label", -1, BP_I32_MAX, &label, &err) < 0) die_out(out, where, err.msg);
+            if (bp_find_int(&f, "label", -1, BP_I32_MAX, &label, &err) < 0) bp_die(1, where, "%s", err.msg);
             int has_label = label >= 0;
             send_feature(out, &w, &enc, 0, id, id_len, c.features++, 0, has_label, label, 0);
         } else {
@@ -167,12 +156,12 @@ int main(int argc, char **argv) {
             size_t question_len, context_len;
             if (bp_get_str(&f, "question", &question, &question_len, &err) ||
                 bp_get_str(&f, "context", &context, &context_len, &err))
-                die_out(out, where, err.msg);
+                bp_die(1, where, "%s", err.msg);
             /* Training labels come from the first answer, as run_qa does. */
             tok_answer answer, *answer_ptr = NULL;
             bp_answer *answers;
             size_t n_answers;
-            if (bp_find_answers(&f, &answers, &n_answers, &err) < 0) die_out(out, where, err.msg);
+            if (bp_find_answers(&f, &answers, &n_answers, &err) < 0) bp_die(1, where, "%s", err.msg);
             if (n_answers > 0) {
                 answer = (tok_answer){.text = answers[0].text, .text_len = answers[0].text_len,
                                       .start_char = answers[0].answer_start};
@@ -181,11 +170,11 @@ int main(int argc, char **argv) {
             free(answers);
             int rc = tok_encode_pair(tok, question, question_len, context, context_len, (int)max_length, (int)stride,
                                      pad, answer_ptr, &enc, &err);
-            if (rc < 0) die_out(out, where, err.msg);
+            if (rc < 0) bp_die(1, where, "%s", err.msg);
             int labelled = answer_ptr != NULL;
             if (rc == TOK_ANSWER_MISMATCH) {
                 c.mismatched++;
-                if (strict) die_out(out, where, err.msg);
+                if (strict) bp_die(1, where, "%s", err.msg);
                 bp_warn("%s: %s: %s", where, err.msg, keep_unlabelled ? "kept without labels" : "example dropped");
                 if (!keep_unlabelled) {
                     bp_frame_release(&f);
@@ -199,13 +188,10 @@ int main(int argc, char **argv) {
         }
         bp_frame_release(&f);
     }
-    if (r < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
+    if (r < 0) bp_die_err(bp_in_err(in));
     bp_log("%lld examples -> %lld features%s; %lld answers not matching their context", (long long)c.examples,
            (long long)c.features, qa ? " (windows)" : "", (long long)c.mismatched);
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     bp_in_close(in);
     tok_encoding_free(&enc);
     tok_free(tok);

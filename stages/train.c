@@ -184,7 +184,7 @@ static void evaluate(run *r, bp_frame *frames, size_t n, int max_B, int max_T, h
     } else {
         bp_log("epoch %ld eval: loss %.4f (%ld examples)", r->state.epoch, loss, rows);
     }
-    if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+    bp_send(out, w);
 }
 
 /* What an optimizer step needs besides the run. */
@@ -208,10 +208,7 @@ static void optimizer_step(stepper *st, int64_t frames_seen) {
     double grad_norm;
     float step_lr;
     if (bert_optim_step(r->m, r->opt, &grad_norm, &step_lr, &err)) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "step %ld: %s; stopping, the last good checkpoint is kept", r->state.step + 1, err.msg);
-        bp_out_abort(st->out, msg);
-        bp_die(1, NULL, "%s", msg);
+        bp_die(1, NULL, "step %ld: %s; stopping, the last good checkpoint is kept", r->state.step + 1, err.msg);
     }
     r->state.step++;
     r->state.batches_consumed = frames_seen;
@@ -225,7 +222,7 @@ static void optimizer_step(stepper *st, int64_t frames_seen) {
     bp_put_float(st->w, "lr", step_lr);
     bp_put_float(st->w, "grad_norm", grad_norm);
     bp_put_float(st->w, "seq_per_s", (double)st->micro_rows / (now - st->start));
-    if (bp_out_send(st->out, st->w)) bp_die_err(bp_out_err(st->out));
+    bp_send(st->out, st->w);
     snprintf(st->extra, sizeof st->extra, "loss %.4f", loss);
     bp_progress_update(st->prog, r->state.step, st->extra);
     st->micro = st->micro_rows = 0;
@@ -293,9 +290,8 @@ int main(int argc, char **argv) {
     if (!!checkpoint + !!config + !!preset + !!resume != 1)
         bp_die(2, NULL, "give exactly one of --checkpoint DIR, --config FILE, --preset NAME or --resume DIR");
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&io, &hello);
     bp_err err;
     bert_head head = bp_hello_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
     int64_t batch_size = 0, max_length = 0, per_epoch = 0, epochs = 1, num_labels = 0, vocab_size = 0;
@@ -410,7 +406,7 @@ int main(int argc, char **argv) {
     bp_hello_begin(&w);
     bp_put_str(&w, "task", head == BERT_HEAD_QA ? "qa" : "classification");
     bp_put_int(&w, "total_steps", oc.total_steps);
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    bp_send_hello(out, &w);
 
     bp_progress prog;
     struct sigaction sa;
@@ -452,17 +448,12 @@ int main(int argc, char **argv) {
         }
         bert_batch b;
         if (load_batch(&f, r.m, max_B, max_T, &h, &b, 1, &err) || bert_forward(r.m, &b, 1, &err)) {
-            bp_out_abort(out, err.msg);
             bp_die(1, NULL, "batch %lld: %s", (long long)frames_seen, err.msg);
         }
         bp_frame_release(&f);
         float loss = bert_loss(r.m);
         if (!isfinite(loss)) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "loss is %g at step %ld: stopping; the last good checkpoint is kept", loss,
-                     r.state.step + 1);
-            bp_out_abort(out, msg);
-            bp_die(1, NULL, "%s", msg);
+            bp_die(1, NULL, "loss is %g at step %ld: stopping; the last good checkpoint is kept", loss, r.state.step + 1);
         }
         if (bert_backward(r.m, 1.0f / (float)grad_accum, &err)) bp_die_err(&err);
         st.loss_sum += loss;
@@ -475,17 +466,14 @@ int main(int argc, char **argv) {
         bp_progress_finish(&prog, NULL);
         save_all(&r, stop_signal == SIGINT ? "interrupted" : "terminated");
         bp_log("stopped by signal %d at step %ld", (int)stop_signal, r.state.step);
-        bp_out_abort(out, "training interrupted by a signal (checkpoint saved)");
+        bp_abort_out(out, "training interrupted by a signal (checkpoint saved)");
         return 128 + stop_signal;
     }
-    if (rc < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
+    if (rc < 0) bp_die_err(bp_in_err(in));
     if (st.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", st.micro);
     bp_progress_finish(&prog, st.extra[0] ? st.extra : NULL);
     save_all(&r, "end of training");
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     bp_in_close(in);
     for (size_t i = 0; i < n_eval; i++) bp_frame_release(&eval_frames[i]);
     free(eval_frames);

@@ -321,8 +321,8 @@ int bp_find_strs(const bp_frame *f, const char *key, bp_str **items, size_t *n, 
 
 /* answers[i]: a map with a string "text" and an integer "answer_start". */
 static int answer_of(const bp_frame *f, const msgpack_object *a, uint32_t i, bp_answer *out, bp_err *err) {
-    const msgpack_object *text = bp_map_get(a, "text"), *start = bp_map_get(a, "answer_start");
     if (a->type != MSGPACK_OBJECT_MAP) return field_error(f, "answers", err, "[%u] is not a map", (unsigned)i);
+    const msgpack_object *text = bp_map_get(a, "text"), *start = bp_map_get(a, "answer_start");
     if (!text || text->type != MSGPACK_OBJECT_STR)
         return field_error(f, "answers", err, "[%u] has no string 'text'", (unsigned)i);
     if (!start || (start->type != MSGPACK_OBJECT_NEGATIVE_INTEGER &&

@@ -163,7 +163,9 @@ bp_in *bp_in_open(const char *spec, int producers, bp_err *err) {
         goto fail;
     }
     int hwm = env_int("BERTPIPE_HWM", 256), linger = 0;
+    int64_t max_message = (int64_t)BP_FRAME_MAX_BYTES;   /* a peer announcing more is dropped before it is buffered */
     zmq_setsockopt(in->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(in->sock, ZMQ_MAXMSGSIZE, &max_message, sizeof max_message);
     zmq_setsockopt(in->sock, ZMQ_LINGER, &linger, sizeof linger);
     /* Watch connections come and go: a producer that disconnects before its eos is lost data. */
     char mon_addr[64];
@@ -209,8 +211,9 @@ static int read_stdio(bp_in *in, char **bytes, size_t *len) {
     for (;;) {
         size_t have = in->end - in->start;
         if (have) {
-            size_t size = bp_msgpack_size(in->buf + in->start, have);
-            if (size == (size_t)-1) return in_fail(in, "malformed MessagePack after %lld frames", (long long)in->data);
+            bp_err werr;
+            size_t size = bp_msgpack_size(in->buf + in->start, have, &werr);
+            if (size == (size_t)-1) return in_fail(in, "%s, after %lld frames", werr.msg, (long long)in->data);
             if (size) {
                 char *copy = malloc(size);
                 if (!copy) return in_fail(in, "out of memory for a %zu-byte frame", size);

@@ -42,6 +42,12 @@
 
 #define BP_PROTO_VERSION 1
 
+/* The largest frame a reader takes, and the deepest nesting of arrays and maps inside one
+ * (proto/frames.md, section 1). The biggest frames bertpipe writes (a batch of 64 x 512
+ * tokens with offsets, its logits) are a few MB; frames nest 3 levels (frame, tensor, shape). */
+#define BP_FRAME_MAX_BYTES ((size_t)1 << 30)
+#define BP_FRAME_MAX_DEPTH 16
+
 /* The range of an i32 field, for the integer getters. */
 #define BP_I32_MIN INT64_C(-2147483648)
 #define BP_I32_MAX INT64_C(2147483647)
@@ -73,8 +79,10 @@ typedef struct bp_frame {
  * `bytes`, which must outlive the frame: on success, if release_fn is not NULL the frame owns
  * the bytes and calls release_fn(release_arg) in bp_frame_release. Returns 0, or -1 with err =
  * "malformed MessagePack" / "frame is not a map" / "frame has no 'k' (kind)" /
- * "unsupported protocol version N (this build speaks 1)" / ...; on failure nothing is freed
- * (the caller still owns what it passed). */
+ * "unsupported protocol version N (this build speaks 1)" / "frame has key 'label' twice" /
+ * "frame field 'input_ids' has a key that is not a string" / ...; on failure nothing is freed
+ * (the caller still owns what it passed). The bytes are walked before msgpack-c sees them, so
+ * what decoding allocates is bounded by a small multiple of len whatever the headers claim. */
 int bp_frame_decode(bp_frame *f, const char *bytes, size_t len, void (*release_fn)(void *),
                     void *release_arg, bp_err *err);
 

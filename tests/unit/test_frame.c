@@ -523,14 +523,28 @@ static void check_msgpack_size(char **names, int n) {
         size_t len = 0;
         char *mp = slurp(names[i], ".msgpack", &len);
         if (!mp) continue;
-        right += bp_msgpack_size(mp, len) == len;
-        short_ok += bp_msgpack_size(mp, len - 1) == 0;
+        bp_err err;
+        right += bp_msgpack_size(mp, len, &err) == len;
+        short_ok += bp_msgpack_size(mp, len - 1, &err) == 0;
         free(mp);
     }
     TAP_EQ_INT(right, n, "size: every vector measures its own length");
     TAP_EQ_INT(short_ok, n, "size: every vector cut by one byte needs more bytes");
     const unsigned char reserved[2] = {0x91, 0xc1};
-    tap_ok(bp_msgpack_size(reserved, sizeof reserved) == (size_t)-1, "size: 0xc1 inside an array is never MessagePack");
+    bp_err err;
+    tap_ok(bp_msgpack_size(reserved, sizeof reserved, &err) == (size_t)-1, "size: 0xc1 inside an array is never MessagePack");
+    /* On a stream, a header promising more than a frame may hold fails at once instead of
+     * buffering up to what it promises. */
+    const unsigned char huge_bin[] = {0x81, 0xa1, 'x', 0xc6, 0x7f, 0xff, 0xff, 0xff};
+    tap_ok(bp_msgpack_size(huge_bin, sizeof huge_bin, &err) == (size_t)-1, "size: a 2 GiB bin header on a stream is refused");
+    TAP_EQ_STR(err.msg, "malformed MessagePack: a value of 2147483647 bytes at byte 3, more than a frame may hold (1073741824 bytes)",
+               "size: the refusal names the value's size and the limit");
+    const unsigned char small_bin[] = {0x81, 0xa1, 'x', 0xc6, 0x00, 0x10, 0x00, 0x00};
+    tap_ok(bp_msgpack_size(small_bin, sizeof small_bin, &err) == 0, "size: a 1 MiB bin header on a stream waits for its bytes");
+    const unsigned char huge_array[] = {0xdd, 0x7f, 0xff, 0xff, 0xff};
+    tap_ok(bp_msgpack_size(huge_array, sizeof huge_array, &err) == (size_t)-1 &&
+               strstr(err.msg, "array at byte 0 announces 2147483647 elements") != NULL,
+           "size: an array of more elements than a frame has bytes is refused on a stream");
 }
 
 static void check_half_floats(void) {

@@ -260,7 +260,7 @@ static void parse_args(int argc, char **argv, batch_args *a) {
 /* pad_id and, unless --max-length gave one, max_length from the features' hello. */
 static schema read_hello(const bp_frame *hello, batch_args *a) {
     bp_err err;
-    schema sc = {.qa = bp_hello_is_qa(hello)};
+    schema sc = {.qa = bp_stream_is_qa(hello)};
     int64_t pad_id = 0, max_length = a->max_length;
     if (bp_find_int(hello, "pad_id", 0, BP_I32_MAX, &pad_id, &err) < 0 ||
         (!a->max_length && bp_find_int(hello, "max_length", 1, 1 << 20, &max_length, &err) < 0))
@@ -393,6 +393,9 @@ int main(int argc, char **argv) {
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
 
+    /* Open before reading: the hello waits for the whole split (it says how many batches), but
+     * a failure while reading it reaches downstream as an error frame, not as silence. */
+    bp_out *out = bp_open_out(&a.io);
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     schema sc = read_hello(hello, &a);
@@ -408,7 +411,7 @@ int main(int argc, char **argv) {
                   .batch_starts = malloc((per_epoch + 1) * sizeof *bt.batch_starts)};
     if (!bt.order || !bt.batch_starts) bp_die(1, NULL, "out of memory for %zu features", n);
     rows_alloc(&bt.b, batch_size, (size_t)(a.pad_max ? (int)a.max_length : longest), sc.has_offsets);
-    bt.out = bp_open_out(&a.io);
+    bt.out = out;
     send_hello(bt.out, &w, hello, &a, per_epoch, n);
 
     bp_progress_start(&bt.prog, "batch", (int64_t)per_epoch * a.epochs);

@@ -144,17 +144,17 @@ int main(int argc, char **argv) {
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
 
+    evaluator ev = {.out = bp_open_out(&a.io)};
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     int max_B, max_T;
     bp_batch_shape(hello, a.io.in, &max_B, &max_T);
     backend *be = bp_open_device(a.device, (int)a.threads, a.precision);
-    evaluator ev = {.qa = bp_hello_is_qa(hello)};
+    ev.qa = bp_stream_is_qa(hello);
     ev.m = open_model(a.checkpoint, be, ev.qa, max_B, max_T);
     bp_check_vocab_fits(hello, ev.m);
     ev.C = ev.m->cfg.num_labels;
 
-    ev.out = bp_open_out(&a.io);
     bp_writer_init(&ev.w);
     send_hello(&ev, hello, a.checkpoint);
     bp_batch_tensors_alloc(&ev.h, max_B, max_T);

@@ -141,6 +141,7 @@ static int read_lines(const char *path, emitter *e, int64_t limit, bp_err *err) 
     int bad = ferror(f);
     free(line);
     if (f != stdin) fclose(f);
+    if (bad && bp_stop_reason()) return bp_err_set(err, "%s (%s)", bp_stop_reason(), path);
     if (bad) return bp_err_set(err, "read failed (%s)", path);
     return err->msg[0] ? -1 : 0;
 }

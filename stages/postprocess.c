@@ -451,10 +451,11 @@ int main(int argc, char **argv) {
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
 
+    bp_out *out = bp_open_out(&a.io);
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     bp_err err;
-    int is_qa = bp_hello_is_qa(hello);
+    int is_qa = bp_stream_is_qa(hello);
     if (is_qa && !a.examples) bp_die(2, NULL, "QA post-processing needs --examples SPEC (the example frames with the contexts)");
     char **labels;
     int n_labels = bp_hello_labels(hello, &labels, &err);
@@ -462,7 +463,7 @@ int main(int argc, char **argv) {
 
     bp_writer w;
     bp_writer_init(&w);
-    sink k = {.args = &a, .out = bp_open_out(&a.io), .w = &w};
+    sink k = {.args = &a, .out = out, .w = &w};
     static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
     bp_hello_begin_from(&w, hello, pass_on);
     if (is_qa) bp_put_bool(&w, "version_2", a.po.version_2_with_negative);

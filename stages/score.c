@@ -245,8 +245,7 @@ static void report_cls(tally *t, FILE *jf, bp_writer *w) {
 }
 
 /* The JSON summary, and with --out a stream of one metric frame (scope "score"). */
-static void report(tally *t, const score_args *a) {
-    bp_out *out = a->out_given ? bp_open_out(&a->io) : NULL;
+static void report(tally *t, const score_args *a, bp_out *out) {
     bp_writer w;
     bp_writer_init(&w);
     if (out) {
@@ -322,10 +321,11 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    bp_out *out = a.out_given ? bp_open_out(&a.io) : NULL;
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     bp_err err;
-    tally t = {.qa = bp_hello_is_qa(hello), .v2 = a.v2};
+    tally t = {.qa = bp_stream_is_qa(hello), .v2 = a.v2};
     int hello_v2 = 0;
     if (bp_find_bool(hello, "version_2", &hello_v2, &err) < 0 || (t.n_labels = bp_hello_labels(hello, &t.labels, &err)) < 0)
         bp_die_err(&err);
@@ -333,7 +333,7 @@ int main(int argc, char **argv) {
     metrics_squad_totals_init(&t.st1, METRICS_SQUAD_V1);
     metrics_squad_totals_init(&t.st2, METRICS_SQUAD_V2);
     read_predictions(in, &t);
-    report(&t, &a);
+    report(&t, &a, out);
     bp_labels_free(t.labels, t.n_labels);
     return 0;
 }

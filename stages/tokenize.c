@@ -215,13 +215,13 @@ int main(int argc, char **argv) {
     tokenize_args a = {.lowercase = -1, .stride = 128};
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
-    tokenizer_job j = {.args = &a, .tok = load_tokenizer(&a)};
+    tokenizer_job j = {.args = &a, .out = bp_open_out(&a.io)};
+    j.tok = load_tokenizer(&a);
 
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
-    j.qa = bp_hello_is_qa(hello);
+    j.qa = bp_stream_is_qa(hello);
     if (!a.max_length) a.max_length = j.qa ? 384 : 128;
-    j.out = bp_open_out(&a.io);
     bp_writer_init(&j.w);
     send_hello(&j, hello);
 

@@ -44,9 +44,6 @@ static const char usage[] =
     "  --eval SPEC          validation batch stream (e.g. file:val.frames), evaluated each epoch\n"
     BP_IO_USAGE;
 
-static volatile sig_atomic_t stop_signal;
-static void on_signal(int sig) { stop_signal = sig; }
-
 /* What the command line asks for. */
 typedef struct train_args {
     bp_io_opts io;
@@ -257,6 +254,16 @@ static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
     if (t->micro == t->grad_accum) optimizer_step(t, frames_seen);
 }
 
+/* ---- stopping on a signal ---------------------------------------------------------- */
+
+/* The run a stop signal saves, whether the signal ends the input loop or cuts short a send. */
+static run *stopping_run;
+
+static void save_on_stop(int sig) {
+    save_all(stopping_run, sig == SIGINT ? "interrupted" : "terminated");
+    bp_log("stopped by signal %d at step %ld", sig, stopping_run->state.step);
+}
+
 /* ---- setting up -------------------------------------------------------------------- */
 
 static void parse_args(int argc, char **argv, train_args *a) {
@@ -310,7 +317,7 @@ static void parse_args(int argc, char **argv, train_args *a) {
 
 static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) {
     bp_err err;
-    stream_info info = {.head = bp_hello_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, .epochs = 1};
+    stream_info info = {.head = bp_stream_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, .epochs = 1};
     bp_batch_shape(hello, in_spec, &info.max_B, &info.max_T);
     if (bp_find_int(hello, "batches_per_epoch", 0, INT64_C(1) << 40, &info.per_epoch, &err) < 0 ||
         bp_find_int(hello, "epochs", 1, 1 << 20, &info.epochs, &err) < 0 ||
@@ -391,14 +398,6 @@ static void open_optimizer(run *r, const train_args *a, const stream_info *info,
            (long long)info->epochs, a->lr, oc->warmup_steps);
 }
 
-static void catch_stop_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 /* ---- the loop ---------------------------------------------------------------------- */
 
 /* Where the loop is in the stream. */
@@ -442,12 +441,12 @@ static int train_stream(trainer *t, bp_in *in, const eval_set *set) {
     position pos = {.skip = t->r->state.batches_consumed, .last_epoch_step = -1};
     bp_frame f;
     int rc;
-    while ((rc = bp_in_next(in, &f)) == 1 && !stop_signal) {
+    while ((rc = bp_in_next(in, &f)) == 1 && !bp_stop_signal()) {
         train_frame(t, &pos, set, &f);
         bp_frame_release(&f);
     }
     bp_frame_release(&f);
-    if (stop_signal) return stop_signal;
+    if (bp_stop_signal()) return bp_stop_signal();   /* also when the signal cut a wait for input short */
     if (rc < 0) bp_die_err(bp_in_err(in));
     return 0;
 }
@@ -458,6 +457,7 @@ int main(int argc, char **argv) {
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
 
+    bp_out *out = bp_open_out(&a.io);
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     stream_info info = read_stream_info(hello, a.io.in);
@@ -475,31 +475,31 @@ int main(int argc, char **argv) {
 
     bp_writer w;
     bp_writer_init(&w);
-    bp_out *out = bp_open_out(&a.io);
     bp_hello_begin(&w);
     bp_put_str(&w, "task", info.head == BERT_HEAD_QA ? "qa" : "classification");
     bp_put_int(&w, "total_steps", oc.total_steps);
     bp_send_hello(out, &w);
 
-    catch_stop_signals();
     bp_batch_tensors h;
     bp_batch_tensors_alloc(&h, info.max_B, info.max_T);
     bp_progress prog;
     trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h, .start = bp_now(), .grad_accum = a.grad_accum,
                  .total_steps = oc.total_steps, .save_every = a.save_every, .done = r.state.step >= oc.total_steps};
     bp_progress_start(&prog, "train", oc.total_steps);
+    stopping_run = &r;
+    bp_set_stop_hook(save_on_stop);
     int sig = train_stream(&t, in, &set);
+    bp_set_stop_hook(NULL);
     if (sig) {
         bp_progress_finish(&prog, NULL);
-        save_all(&r, sig == SIGINT ? "interrupted" : "terminated");
-        bp_log("stopped by signal %d at step %ld", sig, r.state.step);
+        save_on_stop(sig);
         bp_abort_out(out, "training interrupted by a signal (checkpoint saved)");
-        return 128 + sig;
+    } else {
+        if (t.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", t.micro);
+        bp_progress_finish(&prog, t.extra[0] ? t.extra : NULL);
+        save_all(&r, "end of training");
+        bp_close_out(out);
     }
-    if (t.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", t.micro);
-    bp_progress_finish(&prog, t.extra[0] ? t.extra : NULL);
-    save_all(&r, "end of training");
-    bp_close_out(out);
     bp_in_close(in);
     eval_set_free(&set);
     bp_batch_tensors_free(&h);
@@ -508,5 +508,5 @@ int main(int argc, char **argv) {
     bert_free(r.m);
     be->destroy(be);
     bp_writer_free(&w);
-    return 0;
+    return sig ? 128 + sig : 0;
 }

@@ -487,9 +487,14 @@ int bp_find_answers(const bp_frame *f, bp_answer **answers, size_t *n, bp_err *e
     return 1;
 }
 
-int bp_hello_is_qa(const bp_frame *hello) {
-    const msgpack_object *o = bp_frame_field(hello, "task");
-    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == 2 && memcmp(o->via.str.ptr, "qa", 2) == 0;
+int bp_hello_is_qa(const bp_frame *hello, bp_err *err) {
+    const char *task;
+    size_t n;
+    int found = bp_find_str(hello, "task", &task, &n, err);
+    if (found <= 0) return found;
+    if (n == 2 && memcmp(task, "qa", 2) == 0) return 1;
+    if (n == 14 && memcmp(task, "classification", 14) == 0) return 0;
+    return field_error(hello, "task", err, " is '%.*s', expected classification or qa", (int)(n > 40 ? 40 : n), task);
 }
 
 int bp_hello_labels(const bp_frame *hello, char ***labels, bp_err *err) {

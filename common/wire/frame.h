@@ -134,8 +134,11 @@ typedef struct bp_answer {
  *   "example frame 17 field 'answers'[2] has no string 'text'". */
 int bp_find_answers(const bp_frame *f, bp_answer **answers, size_t *n, bp_err *err);
 
-/* 1 when a hello says "task": "qa"; 0 for classification (the default when absent). */
-int bp_hello_is_qa(const bp_frame *hello);
+/* A hello's "task": 1 for "qa", 0 for "classification" (the default when absent), -1 with err
+ * when it is not a string or names another task ("hello frame 0 field 'task' is 'qa2',
+ * expected classification or qa"): a task misread as classification would train the wrong
+ * head in silence. */
+int bp_hello_is_qa(const bp_frame *hello, bp_err *err);
 /* A hello's "labels" as malloc'd C strings, NULL-terminated in *labels; returns their count,
  * 0 (and *labels NULL) when the hello has none, -1 with err when an entry is not a string
  * or out of memory. Free with bp_labels_free. */

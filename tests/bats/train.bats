@@ -8,24 +8,6 @@ VOCAB="$BERTPIPE_TOP/pipelines/default/vocab.txt"
 # "eval" is a shell builtin: the stage is always called by its path
 EVAL="$BERTPIPE_BIN/eval"
 
-# example frames (JSON lines) from the first N rows of a default split
-examples() { # split N
-  awk -F'\t' -v n="$2" -v sp="$1" '
-    BEGIN { print "{\"v\":1,\"k\":\"hello\",\"from\":\"test\",\"task\":\"classification\",\"labels\":[\"negative\",\"positive\"],\"num_labels\":2}" }
-    NR > 1 && NR <= n + 1 {
-      gsub(/"/, "\\\"", $1)
-      printf "{\"v\":1,\"k\":\"example\",\"seq\":%d,\"example_id\":\"%s-%d\",\"text\":\"%s\",\"label\":%d}\n", NR - 2, sp, NR - 2, $1, ($2 == "positive")
-      count++
-    }
-    END { printf "{\"v\":1,\"k\":\"eos\",\"from\":\"test\",\"count\":%d}\n", count }
-  ' "$BERTPIPE_TOP/pipelines/default/sentiment-$1.tsv"
-}
-
-batches() { # split N batch-size epochs [batch args...]
-  local split=$1 n=$2 bs=$3 ep=$4; shift 4
-  examples "$split" "$n" | json2frames | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size "$bs" --epochs "$ep" "$@"
-}
-
 @test "train learns the default sentiment set and evaluates it each epoch" {
   batches validation 200 32 1 --no-shuffle --out "file:$TMP/val.batches"
   batches train 2000 32 2 | train --preset tiny --lr 2e-3 --vocab "$VOCAB" --save "$TMP/model" \
@@ -64,7 +46,7 @@ batches() { # split N batch-size epochs [batch args...]
   done
   pkill -TERM -f "train --preset tiny --vocab $VOCAB --lr 5e-4 --warmup-steps 3 --weight-decay 0.01 --save $TMP/part"
   wait || true
-  grep -q "stopped by signal 15" "$TMP/err"
+  grep -q "stopped by signal 15" "$TMP/err" || { cat "$TMP/err"; false; }
   step=$(sed -n 's/.*saved .* at step \([0-9]*\) (terminated).*/\1/p' "$TMP/err")
   [ "$step" -ge 10 ] && [ "$step" -lt 20 ]
   ! cmp -s "$TMP/full/model.safetensors" "$TMP/part/model.safetensors"

@@ -225,6 +225,19 @@ static void put_raw_tensor(bp_writer *w, const char *key, const char *dtype, con
     msgpack_pack_bin_body(&pk, data, nbytes);
 }
 
+/* Decode w's frame into f as if it were frame `index` of a stream. */
+static int decode_writer(bp_writer *w, bp_frame *f, int64_t index) {
+    size_t len;
+    const char *bytes = bp_finish(w, &len);
+    bp_err err;
+    if (bp_frame_decode(f, bytes, len, NULL, NULL, &err)) {
+        tap_diag("  %s", err.msg);
+        return -1;
+    }
+    f->index = index;
+    return 0;
+}
+
 static void check_getters(void) {
     bp_frame f;
     char *bytes;
@@ -257,7 +270,7 @@ static void check_getters(void) {
     bp_frame hf;
     char *hbytes;
     if (decode_vector("hello", &hf, &hbytes) == 0) {   /* h owns hbytes */
-        tap_ok(!bp_hello_is_qa(&hf), "hello: task classification is not qa");
+        tap_ok(bp_hello_is_qa(&hf, &err) == 0, "hello: task classification is not qa");
         char **labels;
         int nl = bp_hello_labels(&hf, &labels, &err);
         tap_ok(nl == 2 && labels && !strcmp(labels[0], "negative") && !strcmp(labels[1], "positive") && !labels[2],
@@ -266,7 +279,7 @@ static void check_getters(void) {
         bp_frame_release(&hf);
     }
     if (decode_vector("hello-minimal", &hf, &hbytes) == 0) {
-        tap_ok(!bp_hello_is_qa(&hf), "hello: no task means classification");
+        tap_ok(bp_hello_is_qa(&hf, &err) == 0, "hello: no task means classification");
         char **labels = (char **)&labels;
         tap_ok(bp_hello_labels(&hf, &labels, &err) == 0 && labels == NULL, "hello: no labels gives 0 and NULL");
         bp_frame_release(&hf);
@@ -278,10 +291,24 @@ static void check_getters(void) {
     size_t hlen;
     const char *hp = bp_finish(&hw, &hlen);
     if (tap_ok(bp_frame_decode(&hf, hp, hlen, NULL, NULL, &err) == 0, "hello: a qa hello decodes")) {
-        tap_ok(bp_hello_is_qa(&hf), "hello: task qa is qa");
+        tap_ok(bp_hello_is_qa(&hf, &err) == 1, "hello: task qa is qa");
         bp_frame_release(&hf);
     }
     bp_writer_free(&hw);
+    /* a task that is not a string, or names no task, is an error: never read as classification */
+    static const struct { const char *json, *expect; } bad_tasks[] = {
+        {"{\"v\":1,\"k\":\"hello\",\"task\":1}", "hello frame 0 field 'task' is not a string"},
+        {"{\"v\":1,\"k\":\"hello\",\"task\":\"QA\"}", "hello frame 0 field 'task' is 'QA', expected classification or qa"},
+    };
+    for (size_t k = 0; k < sizeof bad_tasks / sizeof bad_tasks[0]; k++) {
+        bp_writer_init(&hw);
+        if (bp_json_to_frame(bad_tasks[k].json, strlen(bad_tasks[k].json), &hw, &err) == 0 && decode_writer(&hw, &hf, 0) == 0) {
+            tap_ok(bp_hello_is_qa(&hf, &err) == -1, "hello: %s is refused", bad_tasks[k].json);
+            TAP_EQ_STR(err.msg, bad_tasks[k].expect, "hello: %s names the task field", bad_tasks[k].json);
+            bp_frame_release(&hf);
+        }
+        bp_writer_free(&hw);
+    }
 
     /* tensors */
     bp_tensor_view t;
@@ -341,19 +368,6 @@ static void check_getters(void) {
     tap_ok(bp_bf16_to_f32(bf[0]) == 1.0f && bp_bf16_to_f32(bf[1]) == -2.0f, "dtypes: bf16 payload reads as 1, -2");
     tap_ok(bp_get_tensor(&f, "empty", &t, &err) == 0 && t.nbytes == 0 && t.shape[0] == 0, "dtypes: an empty [0,4] tensor is valid");
     bp_frame_release(&f);
-}
-
-/* Decode w's frame into f as if it were frame `index` of a stream. */
-static int decode_writer(bp_writer *w, bp_frame *f, int64_t index) {
-    size_t len;
-    const char *bytes = bp_finish(w, &len);
-    bp_err err;
-    if (bp_frame_decode(f, bytes, len, NULL, NULL, &err)) {
-        tap_diag("  %s", err.msg);
-        return -1;
-    }
-    f->index = index;
-    return 0;
 }
 
 /* The getters' rules: absent is not wrong, a wrong type is an error naming frame and field,

@@ -124,7 +124,7 @@ static void eval_batch(evaluator *ev, const bp_frame *f) {
     char where[64];
     if (bp_batch_read(f, NULL, &ev->h, &b, &err)) bp_die_err(&err);
     if (bert_forward(ev->m, &b, 0, &err) || bert_logits(ev->m, ev->logits, ev->logits_cap, &err) < 0)
-        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     send_logits(ev, f, &b);
     ev->rows += b.B;
 }

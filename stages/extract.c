@@ -37,6 +37,7 @@ typedef struct emitter {
     bp_writer w;
     int64_t seq;
     const char *split;
+    int n_labels;         /* classes the hello names (0: none named, labels unchecked) */
     bp_answer *answers;   /* the current example's answers, as the frame writes them */
     size_t answers_cap;
     /* --articles */
@@ -111,6 +112,10 @@ static int emit(const ds_example *ex, void *user, bp_err *err) {
         if (put_answers(e, ex, err)) return -1;
         bp_put_bool(&e->w, "is_impossible", ex->is_impossible);
     } else {
+        /* a label the hello does not name would train a class the model has no row for */
+        if (ex->label < -1 || (e->n_labels > 0 && ex->label >= e->n_labels))
+            return bp_err_set(err, "example %s: label %d is outside the %d classes the stream names (%s line %lld)", ex->id,
+                              ex->label, e->n_labels, ex->source ? ex->source : "?", (long long)ex->line);
         put_common(e, ex);
         bp_put_str(&e->w, "text", ex->text);
         bp_put_int(&e->w, "label", ex->label);
@@ -154,6 +159,13 @@ static void parse_articles(const char *articles, emitter *e) {
     if (*dash || a < 0 || b < a) bp_die(2, NULL, "--articles wants A-B with 0 <= A <= B, got '%s'", articles);
     e->first_article = a;
     e->last_article = b;
+}
+
+/* Something besides white space. */
+static int has_text(const char *s) {
+    for (; *s; s++)
+        if (!strchr(" \t\r\n\f\v", *s)) return 1;
+    return 0;
 }
 
 static char parse_delimiter(const char *text) {
@@ -207,6 +219,8 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
     a->path = optind < argc ? argv[optind] : NULL;
     if (optind + 1 < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind + 1]);
     if (!!a->question != !!a->context) bp_die(2, NULL, "--question and --context go together");
+    if (a->question && !has_text(a->question)) bp_die(2, NULL, "--question is empty: there is nothing to answer");
+    if (a->context && !has_text(a->context)) bp_die(2, NULL, "--context is empty: there is nothing to answer from");
     if (!a->question && !a->path) bp_die(2, NULL, "give the data set PATH (see --help)");
     bp_err err;
     if (a->format && strcmp(a->format, "lines") == 0) a->lines = 1;
@@ -231,6 +245,7 @@ static void send_hello(emitter *e, const extract_args *a) {
     }
     bp_hello_begin(&e->w);
     bp_put_str(&e->w, "task", a->qa ? "qa" : "classification");
+    e->n_labels = n_labels > 0 ? n : 0;
     if (n_labels > 0) {
         bp_put_strs(&e->w, "labels", labels, (size_t)n);
         bp_put_int(&e->w, "num_labels", n_labels);

@@ -50,23 +50,30 @@ typedef struct sink {
 
 /* ---- classification ---------------------------------------------------------------- */
 
-/* The classes (from the first logits frame) and buffers sized for the widest frame so far. */
+/* The classes (from the first logits frame) and buffers sized for the largest frame so far. */
 typedef struct cls_state {
     char **labels;
     int n_labels, C;
     FILE *pred_file;
-    float *logits, *probs;
-    int32_t *gold;
-    size_t cap;
+    float *logits, *probs;   /* [rows, C] */
+    int32_t *gold;           /* [rows] */
+    size_t rows_cap;
     int64_t index;     /* rows so far: the predictions file's index column */
+    void *seen;        /* tsearch tree of "WINDOW:ID": every (example, window) is predicted once */
 } cls_state;
 
 /* The first logits frame fixes the classes; the predictions file gets its header. */
-static void cls_start(sink *k, cls_state *c, int64_t C) {
+static void cls_start(sink *k, cls_state *c, const bp_frame *f, int64_t C) {
     bp_err err;
+    char where[64];
+    /* no class, no prediction: a softmax over nothing has no argmax */
+    if (C < 1 || C > INT32_MAX)
+        bp_die(1, bp_frame_where(f, where, sizeof where), "tensor 'logits' has %lld classes (shape[1]); at least 1 is needed",
+               (long long)C);
     c->C = (int)C;
     if (c->n_labels && c->n_labels != c->C)
-        bp_die(1, NULL, "logits have %d classes but the stream names %d labels", c->C, c->n_labels);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "logits have %d classes but the stream names %d labels", c->C,
+               c->n_labels);
     const char *path = k->args->pred_path;
     if (!path) return;
     if (!(c->pred_file = fopen(path, "w"))) bp_die(1, path, "cannot create");
@@ -75,23 +82,44 @@ static void cls_start(sink *k, cls_state *c, int64_t C) {
         bp_die_err(&err);
 }
 
-static void cls_grow(cls_state *c, size_t cells) {
-    if (cells <= c->cap) return;
-    c->cap = cells;
-    c->logits = realloc(c->logits, cells * sizeof *c->logits);
-    c->probs = realloc(c->probs, cells * sizeof *c->probs);
-    c->gold = realloc(c->gold, cells * sizeof *c->gold);
-    if (!c->logits || !c->probs || !c->gold) bp_die(1, NULL, "out of memory");
+/* Room for `rows` rows of C classes. */
+static void cls_grow(cls_state *c, size_t rows) {
+    if (rows <= c->rows_cap) return;
+    c->rows_cap = rows;
+    c->logits = realloc(c->logits, rows * (size_t)c->C * sizeof *c->logits);
+    c->probs = realloc(c->probs, rows * (size_t)c->C * sizeof *c->probs);
+    c->gold = realloc(c->gold, rows * sizeof *c->gold);
+    if (!c->logits || !c->probs || !c->gold) bp_die(1, NULL, "out of memory for %zu rows of logits", rows);
 }
 
-/* Row i of the current frame: softmax, argmax, one prediction frame and file lines. */
-static void cls_predict_row(sink *k, cls_state *c, int64_t i, const bp_str *id, int has_gold) {
+static int cmp_key(const void *a, const void *b) { return strcmp(a, b); }
+
+/* Row i of frame f is example id's window: refused when that (example, window) came before, so
+ * a stream replayed twice or an eval over two epochs never counts an example twice. */
+static void cls_once(cls_state *c, const bp_frame *f, int64_t i, const bp_str *id, int32_t window) {
+    char where[64];
+    char *key = malloc(id->len + 16);
+    if (!key) bp_die(1, NULL, "out of memory");
+    snprintf(key, id->len + 16, "%d:%.*s", (int)window, (int)id->len, id->ptr);
+    char **found = tsearch(key, &c->seen, cmp_key);
+    if (!found) bp_die(1, NULL, "out of memory");
+    if (*found != key) {
+        free(key);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "row %lld: example %.*s window %d has logits twice "
+               "(a stream replayed, or an evaluation over more than one epoch?)", (long long)i,
+               (int)(id->len > 200 ? 200 : id->len), id->ptr, (int)window);
+    }
+}
+
+/* Row i of frame f: softmax, argmax, one prediction frame and file lines. */
+static void cls_predict_row(sink *k, cls_state *c, const bp_frame *f, int64_t i, const bp_str *id, int has_gold) {
     bp_err err;
+    char where[64];
     int C = c->C;
     const float *row = c->logits + i * C;
     for (int j = 0; j < C; j++)
         if (!(row[j] == row[j]) || row[j] > 3e38f || row[j] < -3e38f)
-            bp_die(1, NULL, "logits frame %lld row %lld is not finite", (long long)k->seq, (long long)i);
+            bp_die(1, bp_frame_where(f, where, sizeof where), "row %lld of 'logits' is not finite", (long long)i);
     float *p = c->probs + i * C;
     metrics_softmax(row, C, p);
     int label = metrics_argmax(p, C);
@@ -118,23 +146,34 @@ static void cls_predict_row(sink *k, cls_state *c, int64_t i, const bp_str *id, 
 
 static void cls_logits_frame(sink *k, cls_state *c, const bp_frame *f) {
     bp_err err;
-    bp_tensor_view t, lt;
+    char where[64];
+    bp_tensor_view t, lt, tw;
     if (bp_get_tensor_of(f, "logits", BP_F32, 2, NULL, &t, &err)) bp_die_err(&err);
     int64_t B = t.shape[0], b1[1] = {B};
-    if (c->C == 0) cls_start(k, c, t.shape[1]);
+    bp_str *ids;
+    size_t n_ids;
+    /* the ids first: every row is an example, and the rows can only be as many as the ids */
+    if (bp_get_strs(f, "example_ids", &ids, &n_ids, &err)) bp_die_err(&err);
+    if ((uint64_t)n_ids != (uint64_t)B)
+        bp_die(1, bp_frame_where(f, where, sizeof where), "'example_ids' has %zu entries for %lld rows of 'logits'", n_ids,
+               (long long)B);
+    if (c->C == 0) cls_start(k, c, f, t.shape[1]);
     else if (t.shape[1] != c->C)
-        bp_die(1, NULL, "logits frame %lld has %lld classes, earlier ones %d", (long long)k->seq, (long long)t.shape[1], c->C);
-    cls_grow(c, (size_t)(B * c->C));
+        bp_die(1, bp_frame_where(f, where, sizeof where), "logits have %lld classes, earlier frames %d", (long long)t.shape[1],
+               c->C);
+    cls_grow(c, (size_t)B);
     bp_tensor_copy(&t, c->logits);
     int has_gold = bp_find_tensor_of(f, "labels", BP_I32, 1, b1, &lt, &err);
     if (has_gold < 0) bp_die_err(&err);
     if (has_gold) bp_tensor_copy(&lt, c->gold);
-    bp_str *ids;
-    size_t n_ids;
-    if (bp_get_strs(f, "example_ids", &ids, &n_ids, &err)) bp_die_err(&err);
-    if (n_ids != (size_t)B)
-        bp_die(1, NULL, "logits frame %lld: example_ids missing or not %lld strings", (long long)k->seq, (long long)B);
-    for (int64_t i = 0; i < B; i++) cls_predict_row(k, c, i, &ids[i], has_gold);
+    int has_windows = bp_find_tensor_of(f, "windows", BP_I32, 1, b1, &tw, &err);
+    if (has_windows < 0) bp_die_err(&err);
+    int32_t window = 0;
+    for (int64_t i = 0; i < B; i++) {
+        if (has_windows) memcpy(&window, (const char *)tw.data + i * 4, 4);
+        cls_once(c, f, i, &ids[i], window);
+        cls_predict_row(k, c, f, i, &ids[i], has_gold);
+    }
     free(ids);
 }
 
@@ -150,6 +189,7 @@ static void classification(bp_in *in, sink *k, char **labels, int n_labels) {
     const char *path = k->args->pred_path;
     if (c.pred_file && fclose(c.pred_file)) bp_die(1, path, "write failed");
     bp_log("%lld predictions%s%s", (long long)c.index, path ? " written to " : "", path ? path : "");
+    tdestroy(c.seen, free);
     free(c.logits);
     free(c.probs);
     free(c.gold);
@@ -194,7 +234,7 @@ static void keep_example(qa_examples *xs, const bp_frame *f) {
     size_t n_answers;
     if (!(e->id = bp_get_strdup(f, "example_id", &err)) || !(e->context = bp_get_strdup(f, "context", &err)) ||
         bp_find_bool(f, "is_impossible", &e->is_impossible, &err) < 0 || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die(1, xs->spec, "%s", err.msg);
+        bp_die_err(&err);   /* names the example frame: the kind says it came from --examples */
     if (!(e->answers = calloc(n_answers + 1, sizeof *e->answers))) bp_die(1, NULL, "out of memory");
     for (size_t i = 0; i < n_answers; i++)
         if (!(e->answers[e->n_answers++] = strndup(answers[i].text, answers[i].text_len))) bp_die(1, NULL, "out of memory");
@@ -217,7 +257,9 @@ static void read_examples(qa_examples *xs) {
     for (size_t i = 0; i < xs->n; i++) {
         ENTRY item = {xs->ex[i].id, &xs->ex[i]}, *found;
         if (!(found = hsearch(item, ENTER))) bp_die(1, NULL, "out of memory");
-        if (found->data != &xs->ex[i]) bp_warn("example id %s appears twice in %s; the first is used", xs->ex[i].id, xs->spec);
+        /* one rule for ids: an example given twice could be predicted from either's context */
+        if (found->data != &xs->ex[i]) bp_die(1, xs->spec, "example %s appears twice (example frames %zu and %zu)", xs->ex[i].id,
+                                              (size_t)((qa_example *)found->data - xs->ex), i);
     }
 }
 
@@ -243,9 +285,12 @@ typedef struct qa_logits {
 
 static void qa_logits_read(const bp_frame *f, qa_logits *l) {
     bp_err err;
+    char where[64];
     bp_tensor_view ts, te, to, tw, tgs, tge;
     if (bp_get_tensor_of(f, "start_logits", BP_F32, 2, NULL, &ts, &err)) bp_die_err(&err);
     int64_t B = ts.shape[0], T = ts.shape[1], bt[2] = {B, T}, bt2[3] = {B, T, 2}, b1[1] = {B};
+    if (T < 1 || T > INT32_MAX)
+        bp_die(1, bp_frame_where(f, where, sizeof where), "tensor 'start_logits' has %lld tokens a row (shape[1])", (long long)T);
     if (bp_get_tensor_of(f, "end_logits", BP_F32, 2, bt, &te, &err) ||
         bp_get_tensor_of(f, "offsets", BP_I32, 3, bt2, &to, &err) || bp_get_tensor_of(f, "windows", BP_I32, 1, b1, &tw, &err))
         bp_die_err(&err);
@@ -256,7 +301,9 @@ static void qa_logits_read(const bp_frame *f, qa_logits *l) {
     bp_str *ids;
     size_t n_ids;
     if (bp_get_strs(f, "example_ids", &ids, &n_ids, &err)) bp_die_err(&err);
-    if (n_ids != (size_t)B) bp_die(1, NULL, "logits frame: example_ids missing or not %lld strings", (long long)B);
+    if ((uint64_t)n_ids != (uint64_t)B)
+        bp_die(1, bp_frame_where(f, where, sizeof where), "'example_ids' has %zu entries for %lld rows of 'start_logits'",
+               n_ids, (long long)B);
     *l = (qa_logits){.B = B, .T = T, .ids = ids, .start = malloc(ts.nbytes), .end = malloc(te.nbytes),
                      .offsets = malloc(to.nbytes), .windows = malloc(tw.nbytes),
                      .gold_start = has_gold ? malloc(tgs.nbytes) : NULL, .gold_end = has_gold ? malloc(tge.nbytes) : NULL};
@@ -296,20 +343,23 @@ static void add_window(qa_example *e, const qa_logits *l, int64_t i) {
     }
 }
 
-/* The logits, gathered per example. Returns the rows read; *unknown counts those naming no
- * example. */
-static int64_t gather_logits(bp_in *in, int64_t *unknown) {
+/* The logits, gathered per example. Returns the rows read. A row naming no example of
+ * --examples means the two streams do not belong together: an error, never a row dropped. */
+static int64_t gather_logits(bp_in *in, const char *examples_spec) {
     int64_t rows = 0;
     bp_frame f;
     int r;
+    char where[64];
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind == BP_LOGITS) {
             qa_logits l;
             qa_logits_read(&f, &l);
             for (int64_t i = 0; i < l.B; i++, rows++) {
                 qa_example *e = find_example(&l.ids[i]);
-                if (e) add_window(e, &l, i);
-                else (*unknown)++;
+                if (!e)
+                    bp_die(1, bp_frame_where(&f, where, sizeof where), "row %lld names example %.*s, which %s does not have",
+                           (long long)i, (int)(l.ids[i].len > 200 ? 200 : l.ids[i].len), l.ids[i].ptr, examples_spec);
+                add_window(e, &l, i);
             }
             qa_logits_free(&l);
         }
@@ -350,7 +400,8 @@ static void predict_example(sink *k, qa_example *e, json_t *preds, json_t *nbest
     for (int i = 1; i < e->n_windows; i++)
         if (e->windows[i].window == e->windows[i - 1].window)
             /* a stream replayed twice or a fan-in counted twice: never score a window twice */
-            bp_die(1, NULL, "example %s: window %d has logits twice", e->id, e->windows[i].window);
+            bp_die(1, NULL, "example %s: window %d has logits twice (a stream replayed, or an evaluation over more than one "
+                   "epoch?)", e->id, e->windows[i].window);
     qa_post_window *pw = calloc((size_t)e->n_windows, sizeof *pw);
     if (!pw) bp_die(1, NULL, "out of memory");
     for (int i = 0; i < e->n_windows; i++)
@@ -387,8 +438,7 @@ static void qa(bp_in *in, sink *k) {
     bp_err err;
     qa_examples xs = {.spec = a->examples};
     read_examples(&xs);
-    int64_t unknown = 0, rows = gather_logits(in, &unknown);
-    if (unknown) bp_warn("%lld logits rows name examples missing from %s: ignored", (long long)unknown, xs.spec);
+    int64_t rows = gather_logits(in, xs.spec);
 
     /* one prediction per example, in the examples' order */
     json_t *preds = json_object(), *nbest = a->nbest_path ? json_object() : NULL;

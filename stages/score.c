@@ -11,6 +11,7 @@
  * to stdout (--out -), when it goes to stderr so the two never mix.
  * Must never: score a partial stream as whole: the input must end with its eos.
  */
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +101,27 @@ typedef struct tally {
     metrics_squad_totals st1, st2;    /* QA: which version applies is known only at the end */
     int saw_impossible;
     int64_t n, unscored;              /* predictions; those without gold answers / label */
+    void *ids;                        /* tsearch tree of the example ids scored so far */
 } tally;
+
+static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
+
+/* Every prediction names its example, each example once: 16 predictions are never scored
+ * as if 16 examples had been asked (a stream replayed, two epochs evaluated). */
+static void count_once(tally *t, const bp_frame *f) {
+    bp_err err;
+    char where[64];
+    char *id = bp_get_strdup(f, "example_id", &err);
+    if (!id) bp_die_err(&err);
+    char **found = tsearch(id, &t->ids, cmp_id);
+    if (!found) bp_die(1, NULL, "out of memory");
+    if (*found != id) {
+        char shown[208];
+        snprintf(shown, sizeof shown, "%.200s", id);
+        free(id);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "example %s is predicted twice", shown);
+    }
+}
 
 /* A QA prediction's "answers" (the gold texts) as C strings, NULL-terminated; *n their count. */
 static char **gold_texts(const bp_frame *f, int *n) {
@@ -130,7 +151,7 @@ static void add_qa(tally *t, const bp_frame *f) {
     if (impossible) t->saw_impossible = 1;
     if ((n_golds > 0 && metrics_squad_add(&t->st1, text, (const char *const *)golds, n_golds, NULL, NULL, &err)) ||
         metrics_squad_add(&t->st2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
-        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     if (n_golds == 0) t->unscored++;
     if (has_match) {
         /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
@@ -169,7 +190,7 @@ static void add_cls(tally *t, const bp_frame *f) {
         return;
     }
     if (metrics_cls_add_prediction(&t->mc, (int)label, (int)gold, &err))
-        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     int has_loss = bp_find_float(f, "loss", &loss, &err);
     if (has_loss < 0) bp_die_err(&err);
     if (has_loss) {
@@ -184,6 +205,7 @@ static void read_predictions(bp_in *in, tally *t) {
     int r;
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind == BP_PREDICTION) {
+            count_once(t, &f);
             t->n++;
             if (t->qa) add_qa(t, &f);
             else add_cls(t, &f);
@@ -192,6 +214,8 @@ static void read_predictions(bp_in *in, tally *t) {
     }
     if (r < 0) bp_die_err(bp_in_err(in));
     bp_in_close(in);
+    tdestroy(t->ids, free);
+    t->ids = NULL;
     if (t->qa && t->saw_impossible) t->v2 = 1;
     if (t->unscored && (!t->qa || !t->v2))
         bp_warn("%lld of %lld predictions carry no gold %s: not scored", (long long)t->unscored, (long long)t->n,

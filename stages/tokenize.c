@@ -46,6 +46,7 @@ typedef struct tokenizer_job {
     bp_out *out;
     bp_writer w;
     tok_encoding enc;
+    int64_t num_labels;   /* classes the hello names (num_labels, else its labels); 0: unchecked */
     int64_t examples, features, mismatched;
 } tokenizer_job;
 
@@ -99,10 +100,14 @@ static void tokenize_single(tokenizer_job *j, const bp_frame *f, feature *ft, co
     const char *text;
     size_t text_len;
     int64_t label = -1;
-    if (bp_get_str(f, "text", &text, &text_len, &err) ||
-        tok_encode_single(j->tok, text, text_len, (int)j->args->max_length, j->args->pad, &j->enc, &err) < 0 ||
-        bp_find_int(f, "label", -1, BP_I32_MAX, &label, &err) < 0)
+    /* a field's error names its frame; the tokenizer's names the example */
+    if (bp_get_str(f, "text", &text, &text_len, &err) || bp_find_int(f, "label", -1, BP_I32_MAX, &label, &err) < 0)
+        bp_die_err(&err);
+    if (tok_encode_single(j->tok, text, text_len, (int)j->args->max_length, j->args->pad, &j->enc, &err) < 0)
         bp_die(1, where, "%s", err.msg);
+    if (j->num_labels > 0 && label >= j->num_labels)
+        bp_die(1, where, "label %lld is outside the %lld classes the stream's hello names", (long long)label,
+               (long long)j->num_labels);
     ft->has_label = label >= 0;
     ft->label = label;
     send_feature(j, ft);
@@ -120,7 +125,7 @@ static void tokenize_pair(tokenizer_job *j, const bp_frame *f, feature *ft, cons
     size_t n_answers;
     if (bp_get_str(f, "question", &question, &question_len, &err) ||
         bp_get_str(f, "context", &context, &context_len, &err) || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die(1, where, "%s", err.msg);
+        bp_die_err(&err);
     tok_answer answer = {0};
     if (n_answers > 0)
         answer = (tok_answer){.text = answers[0].text, .text_len = answers[0].text_len, .start_char = answers[0].answer_start};
@@ -144,7 +149,7 @@ static void tokenize_example(tokenizer_job *j, const bp_frame *f) {
     bp_err err;
     feature ft = {0};
     if (f->kind != BP_EXAMPLE) bp_die(1, j->args->io.in, "tokenize takes example frames, got %s", bp_kind_name(f->kind));
-    if (bp_get_str(f, "example_id", &ft.example_id, &ft.example_id_len, &err)) bp_die(1, j->args->io.in, "%s", err.msg);
+    if (bp_get_str(f, "example_id", &ft.example_id, &ft.example_id_len, &err)) bp_die_err(&err);
     char where[300];
     snprintf(where, sizeof where, "example %.*s", (int)(ft.example_id_len > 200 ? 200 : ft.example_id_len), ft.example_id);
     j->examples++;
@@ -195,6 +200,19 @@ static tok_tokenizer *load_tokenizer(const tokenize_args *a) {
     return tok;
 }
 
+/* The classes a hello names: num_labels, else how many labels it lists; 0 when neither. */
+static int64_t hello_classes(const bp_frame *hello) {
+    bp_err err;
+    int64_t n = 0;
+    char **labels;
+    int found = bp_find_int(hello, "num_labels", 1, 1 << 20, &n, &err), listed = found < 0 ? 0 : bp_hello_labels(hello, &labels, &err);
+    if (found < 0 || listed < 0) bp_die_err(&err);
+    bp_labels_free(labels, listed);
+    if (found && listed && listed != n)
+        bp_die(1, "hello frame 0", "the hello names %d labels but says num_labels %lld", listed, (long long)n);
+    return found ? n : listed;
+}
+
 /* The upstream schema, then what the features need to be read right: lengths, casing, vocab. */
 static void send_hello(tokenizer_job *j, const bp_frame *hello) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
@@ -221,6 +239,7 @@ int main(int argc, char **argv) {
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     j.qa = bp_stream_is_qa(hello);
+    j.num_labels = hello_classes(hello);
     if (!a.max_length) a.max_length = j.qa ? 384 : 128;
     bp_writer_init(&j.w);
     send_hello(&j, hello);

@@ -153,7 +153,7 @@ static void evaluate(trainer *t, const eval_set *set) {
         const bp_frame *f = &set->frames[i];
         bert_batch b;
         if (bp_batch_read(f, cfg, t->h, &b, &err)) bp_die(1, "--eval", "%s", err.msg);
-        if (bert_forward(r->m, &b, 0, &err)) bp_die(1, "--eval", "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+        if (bert_forward(r->m, &b, 0, &err)) bp_die(1, "--eval", "%s (%s)", err.msg, bp_frame_where(f, where, sizeof where));
         loss_sum += (double)bert_loss(r->m) * b.B;
         rows += b.B;
         if (!cls) continue;
@@ -243,7 +243,7 @@ static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
     char where[64];
     bert_batch b;
     if (bp_batch_read(f, &r->m->cfg, t->h, &b, &err)) bp_die_err(&err);
-    if (bert_forward(r->m, &b, 1, &err)) bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+    if (bert_forward(r->m, &b, 1, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     float loss = bert_loss(r->m);
     if (!isfinite(loss))
         bp_die(1, NULL, "loss is %g at step %ld: stopping; the last good checkpoint is kept", loss, r->state.step + 1);

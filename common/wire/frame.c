@@ -304,7 +304,7 @@ const char *bp_frame_where(const bp_frame *f, char *buf, size_t size) {
     return buf;
 }
 
-/* "KIND frame N field 'KEY' " + the rest: every field error has this shape. */
+/* "field 'KEY' ... (KIND frame N)": every field error has this shape, the frame as its WHERE. */
 static int field_error(const bp_frame *f, const char *key, bp_err *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int field_error(const bp_frame *f, const char *key, bp_err *err, const char *fmt, ...) {
@@ -313,14 +313,14 @@ static int field_error(const bp_frame *f, const char *key, bp_err *err, const ch
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return bp_err_set(err, "%s field '%s'%s", bp_frame_where(f, where, sizeof where), key, what);
+    return bp_err_set(err, "field '%s'%s (%s)", key, what, bp_frame_where(f, where, sizeof where));
 }
 
 /* The field, or NULL: with err set when `required` (the field is absent). */
 static const msgpack_object *lookup(const bp_frame *f, const char *key, int required, bp_err *err) {
     const msgpack_object *o = bp_frame_field(f, key);
     char where[64];
-    if (!o && required) bp_err_set(err, "%s has no '%s'", bp_frame_where(f, where, sizeof where), key);
+    if (!o && required) bp_err_set(err, "no field '%s' (%s)", key, bp_frame_where(f, where, sizeof where));
     return o;
 }
 
@@ -564,13 +564,12 @@ int bp_tensor_expect(const bp_tensor_view *t, const char *key, bp_dtype dtype, i
     return 0;
 }
 
-/* A tensor error of a frame from a stream names the frame first ("batch frame 3: tensor
- * 'x' ..."); outside a stream the tensor's own text stands alone. */
+/* A tensor error names its frame as its WHERE: "tensor 'x' ... (batch frame 3)". */
 static int name_frame(const bp_frame *f, bp_err *err) {
     char where[64], what[sizeof err->msg];
-    if (err && f->index >= 0) {
+    if (err) {
         snprintf(what, sizeof what, "%s", err->msg);
-        bp_err_set(err, "%s: %s", bp_frame_where(f, where, sizeof where), what);
+        bp_err_set(err, "%s (%s)", what, bp_frame_where(f, where, sizeof where));
     }
     return -1;
 }

@@ -488,8 +488,8 @@ int bp_find_answers(const bp_frame *f, bp_answer **answers, size_t *n, bp_err *e
 }
 
 int bp_hello_is_qa(const bp_frame *hello, bp_err *err) {
-    const char *task;
-    size_t n;
+    const char *task = NULL;
+    size_t n = 0;
     int found = bp_find_str(hello, "task", &task, &n, err);
     if (found <= 0) return found;
     if (n == 2 && memcmp(task, "qa", 2) == 0) return 1;

@@ -18,7 +18,7 @@ CC       ?= cc
 ARCH     ?= -march=native
 OPT      ?= -O2
 NVCC     ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
-PKGS      = libzmq msgpack libutf8proc libarchive openblas jansson
+PKGS      = libzmq msgpack libutf8proc libarchive openblas jansson zlib
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)

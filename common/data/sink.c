@@ -57,6 +57,7 @@ arc_input *ds_open_first_member(const char *path, const char *const suffixes[], 
         while (!matched && (found = arc_next_member(in, err)) == 1)
             for (size_t i = 0; suffixes[i] && !matched; i++) matched = ends_with(arc_member_name(in), suffixes[i]);
         if (found == 0) bp_err_set(err, "no %s member (%s)", suffixes[0], path);
+        if (found == 1) arc_want_only_current(in);
     }
     if (found != 1) {
         arc_close(in);

@@ -59,6 +59,17 @@ static void write_file(const char *path, const char *bytes) {
     }
 }
 
+/* Flip every bit of the byte at offset (negative: from the end) of path. */
+static void flip_byte(const char *path, long offset) {
+    FILE *f = fopen(path, "r+b");
+    int c = EOF;
+    if (f && fseek(f, offset, offset < 0 ? SEEK_END : SEEK_SET) == 0) c = fgetc(f);
+    if (c == EOF || fseek(f, -1, SEEK_CUR) != 0 || fputc(c ^ 0xff, f) == EOF || fclose(f) != 0) {
+        tap_diag("cannot patch %s", path);
+        exit(1);
+    }
+}
+
 static const char *fixture(const char *name) {
     static char paths[8][1200];
     static int next;
@@ -604,6 +615,78 @@ static void test_bad_input(void) {
     expect_error("unknown format", temp("mystery.bin"), plain, cannot_guess);
 }
 
+/* What libarchive lets pass must still be an error: a gzip CRC32 or size that does not
+ * match, a tar (plain or gzipped) cut exactly at a member boundary, a zip cut where a local
+ * header should start, a corrupt tail after the one member a reader wanted. */
+static void test_archive_integrity(void) {
+    char cmd[8192];
+    write_file(temp("crc.csv"), "text,label\nhello,1\nworld,0\n");
+    snprintf(cmd, sizeof cmd, "gzip -nc '%s' > '%s' && cp '%s' '%s'", temp("crc.csv"), temp("crc.csv.gz"),
+             temp("crc.csv.gz"), temp("size.csv.gz"));
+    run(cmd);
+    flip_byte(temp("crc.csv.gz"), -8);  /* the CRC32 of the trailer */
+    flip_byte(temp("size.csv.gz"), -4); /* its ISIZE */
+    ds_options plain = {0};
+    const char *bad_crc[] = {"CRC32 mismatch", "crc.csv.gz", NULL};
+    expect_error("gzip whose CRC32 is wrong", temp("crc.csv.gz"), plain, bad_crc);
+    const char *bad_size[] = {"size mismatch", "size.csv.gz", NULL};
+    expect_error("gzip whose size trailer is wrong", temp("size.csv.gz"), plain, bad_size);
+    snprintf(cmd, sizeof cmd, "gzip -nc '%s' > '%s' && printf 'junk' >> '%s'", temp("crc.csv"), temp("junk.csv.gz"),
+             temp("junk.csv.gz"));
+    run(cmd);
+    const char *junk[] = {"not gzip data", "junk.csv.gz", NULL};
+    expect_error("gzip with bytes after its last member", temp("junk.csv.gz"), plain, junk);
+    snprintf(cmd, sizeof cmd, "gzip -nc '%s' > '%s' && printf 'again,1\\n' | gzip -n >> '%s'", temp("crc.csv"),
+             temp("two.csv.gz"), temp("two.csv.gz"));
+    run(cmd);
+    collected got = {0};
+    bp_err err = {{0}};
+    int rc = ds_read(temp("two.csv.gz"), &plain, collect, &got, NULL, &err);
+    tap_ok(rc == 0 && got.count == 3, "two concatenated gzip members read as one file (%zu rows) %s", got.count, err.msg);
+    collected_free(&got);
+
+    /* 40 reviews of one 512-byte block each: every member is a header and a block. */
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && mkdir -p forty/aclImdb/train/pos forty/aclImdb/train/neg && cd forty && "
+             "for i in $(seq 10 29); do printf 'a fine film %%s' $i > aclImdb/train/pos/${i}_9.txt; "
+             "printf 'a dull film %%s' $i > aclImdb/train/neg/${i}_1.txt; done && "
+             "tar --format=ustar --sort=name -cf whole.tar aclImdb/train/pos/*.txt aclImdb/train/neg/*.txt && "
+             "head -c $((10 * 1024)) whole.tar > cut.tar && gzip -nc cut.tar > cut.tar.gz && "
+             "gzip -nc whole.tar > whole.tar.gz && head -c $((40 * 1024 + 512)) whole.tar > lone-zero-block.tar",
+             tmp);
+    run(cmd);
+    ds_options imdb = {.format = DS_FORMAT_IMDB};
+    rc = ds_read(temp("forty/whole.tar.gz"), &imdb, collect, &got, NULL, &err);
+    tap_ok(rc == 0 && got.count == 40, "the whole 40-review tar.gz reads (%zu reviews) %s", got.count, err.msg);
+    collected_free(&got);
+    const char *cut_tar[] = {"truncated tar archive", "cut.tar", NULL};
+    expect_error("tar cut at a member boundary", temp("forty/cut.tar"), imdb, cut_tar);
+    const char *cut_tgz[] = {"truncated tar archive", "cut.tar.gz", NULL};
+    expect_error("tar.gz of a tar cut at a member boundary", temp("forty/cut.tar.gz"), imdb, cut_tgz);
+    const char *lone[] = {"truncated tar archive", "lone-zero-block.tar", NULL};
+    expect_error("tar with one of its two end blocks", temp("forty/lone-zero-block.tar"), imdb, lone);
+
+    /* A zip cut where its 11th local header starts (streamed, no central directory). */
+    snprintf(cmd, sizeof cmd,
+             "cd '%s/forty' && zip -qX0 whole.zip aclImdb/train/pos/*.txt aclImdb/train/neg/*.txt && "
+             "head -c $(grep -obUaP 'PK\\x03\\x04' whole.zip | sed -n 11p | cut -d: -f1) whole.zip > cut.zip",
+             tmp);
+    run(cmd);
+    rc = ds_read(temp("forty/cut.zip"), &imdb, collect, &got, NULL, &err);
+    tap_ok(rc == -1 && strstr(err.msg, "truncated") && strstr(err.msg, "cut.zip") && !strstr(err.msg, "(null)"),
+           "zip cut at a member boundary: a real message naming the file: %s", err.msg);
+    tap_ok(got.count == 10, "the 10 whole members before the cut were read (%zu)", got.count);
+    collected_free(&got);
+
+    /* The member wanted is fine, the gzip CRC over the whole tar is not. */
+    snprintf(cmd, sizeof cmd, "cd '%s' && tar --sort=name -czf '%s' SST-2", fixtures, temp("SST-2.tar.gz"));
+    run(cmd);
+    flip_byte(temp("SST-2.tar.gz"), -8);
+    ds_options dev = {.format = DS_FORMAT_SST2, .split = "dev"};
+    const char *tail[] = {"CRC32 mismatch", "SST-2.tar.gz", NULL};
+    expect_error("one member of a tar.gz whose CRC32 is wrong", temp("SST-2.tar.gz"), dev, tail);
+}
+
 static void test_label_names(void) {
     char names[256];
     bp_err err = {{0}};
@@ -657,6 +740,7 @@ int main(void) {
     test_limit_and_sample();
     test_validation_split();
     test_bad_input();
+    test_archive_integrity();
     test_consumer_error();
     test_label_names();
     char cmd[1200];

@@ -216,19 +216,40 @@ static void test_torch_reader(void) {
 
 }
 
+/* Every tensor of TB is in ST with the same dtype, shape and bytes, and nothing more. */
+static int same_tensors(const tb_file *tb, const st_file *st) {
+    int same = tb && st && st->n_tensors == tb->n_tensors;
+    for (size_t i = 0; same && i < tb->n_tensors; i++) {
+        const bp_named_tensor *a = &tb->tensors[i], *b = st_find(st, a->name);
+        same = b && a->dtype == b->dtype && a->ndim == b->ndim && a->nbytes == b->nbytes &&
+               memcmp(a->shape, b->shape, sizeof a->shape) == 0 && memcmp(a->data, b->data, a->nbytes) == 0;
+        if (!same) tap_diag("differs: %s", a->name);
+    }
+    return same;
+}
+
 static void test_formats_agree(void) {
     bp_err err = {{0}};
     st_file *st = st_open(fixture("model.safetensors"), &err);
     tb_file *tb = tb_open(fixture("pytorch_model.bin"), &err);
-    int same = st && tb && st->n_tensors == tb->n_tensors;
-    for (size_t i = 0; same && i < tb->n_tensors; i++) {
-        const bp_named_tensor *a = &tb->tensors[i], *b = st_find(st, a->name);
-        same = b && a->dtype == b->dtype && a->nbytes == b->nbytes && memcmp(a->data, b->data, a->nbytes) == 0;
-        if (!same) tap_diag("differs: %s", a->name);
-    }
-    tap_ok(same, "pytorch_model.bin and model.safetensors hold byte-identical tensors");
+    tap_ok(same_tensors(tb, st), "pytorch_model.bin and model.safetensors hold byte-identical tensors");
     st_close(st);
     tb_close(tb);
+
+    /* More storages than the storage table's first allocation (16): it grows while the
+     * pickle's values already point at storages (a use-after-free before the fix). */
+    st = st_open(fixture("model_l2.safetensors"), &err);
+    tb = tb_open(fixture("pytorch_model_legacy_l2.bin"), &err);
+    if (!tb) tap_diag("%s", err.msg);
+    tap_ok(tb && tb->n_tensors == 41, "a legacy 2-layer checkpoint with 41 storages opens (%zu tensors)",
+           tb ? tb->n_tensors : 0);
+    tap_ok(same_tensors(tb, st), "its 41 tensors equal its safetensors twin, byte for byte");
+    st_close(st);
+    tb_close(tb);
+    ckpt_source *src = ckpt_open(fixture("pytorch_model_legacy_l2.bin"), &err);
+    tap_ok(src && strcmp(src->format, "pytorch") == 0 && src->n_tensors == 41,
+           "ckpt_open sniffs it as a torch file and loads all 41 %s", src ? "" : err.msg);
+    ckpt_close(src);
 }
 
 /* ---- writer ------------------------------------------------------------------------- */
@@ -863,6 +884,35 @@ static void test_tf_reader(void) {
     ckpt_close(src);
 }
 
+/* A weights file of no known format is named for what it is not, never "truncated safetensors". */
+static void test_unknown_weights(void) {
+    mkdir(temp("html-ckpt"), 0755);
+    const char html[] = "<!DOCTYPE html><html><body>404: Not Found</body></html>\n";
+    spit(temp("html-ckpt/pytorch_model.bin"), html, sizeof html - 1);
+    bp_err err = {{0}};
+    ckpt_source *src = ckpt_open(temp("html-ckpt"), &err);
+    tap_ok(!src && strstr(err.msg, "not a checkpoint") && strstr(err.msg, "torch.save zip") &&
+               strstr(err.msg, "3c 21 44 4f") && strstr(err.msg, "html-ckpt/pytorch_model.bin") &&
+               !strstr(err.msg, "truncated") && one_line(&err),
+           "a pytorch_model.bin that is an HTML page: %s", err.msg);
+    ckpt_close(src);
+    const char lfs[] = "version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 440473133\n";
+    spit(temp("html-ckpt/pytorch_model.bin"), lfs, sizeof lfs - 1);
+    src = ckpt_open(temp("html-ckpt/pytorch_model.bin"), &err);
+    tap_ok(!src && strstr(err.msg, "Git LFS pointer") && strstr(err.msg, "pytorch_model.bin"),
+           "a Git LFS pointer instead of the weights: %s", err.msg);
+    ckpt_close(src);
+    tb_file *tb = tb_open(temp("html-ckpt/pytorch_model.bin"), &err);
+    tap_ok(!tb && strstr(err.msg, "not a torch.save file") && strstr(err.msg, "76 65 72 73"),
+           "tb_open on a file that is no zip or pickle says what it starts with: %s", err.msg);
+    tb_close(tb);
+    spit(temp("html-ckpt/model.safetensors"), "\x10\0\0\0\0\0\0\0{", 9);
+    src = ckpt_open(temp("html-ckpt/model.safetensors"), &err);
+    tap_ok(!src && strstr(err.msg, "truncated safetensors file") && strstr(err.msg, "model.safetensors"),
+           "a cut *.safetensors still gets the safetensors diagnosis: %s", err.msg);
+    ckpt_close(src);
+}
+
 int main(void) {
     const char *dir = getenv("BP_CKPT_FIXTURES");
     snprintf(fixtures, sizeof fixtures, "%s", dir && *dir ? dir : "tests/fixtures/ckpt");
@@ -887,6 +937,7 @@ int main(void) {
     test_tf_reader();
     test_config();
     test_load_into();
+    test_unknown_weights();
     json_decref(expected);
 
     /* Leave nothing behind. */

@@ -27,6 +27,7 @@
 
 #include "base/gzip_check.h"
 #include "base/limits.h"
+#include "base/utf8.h"
 
 #define READ_CHUNK (64 * 1024)
 
@@ -579,6 +580,10 @@ int arc_read_line(arc_input *in, char **line, size_t *len, bp_err *err) {
     in->line[used] = '\0';
     if (memchr(in->line, '\0', used))
         return bp_err_set(err, "NUL byte in text (%s:%lld)", in->where, (long long)in->line_number);
+    int64_t bad = bp_utf8_invalid_at(in->line, used);
+    if (bad >= 0)
+        return bp_err_set(err, "text is not valid UTF-8: byte 0x%02x at column %lld (%s:%lld)",
+                          (unsigned char)in->line[bad], (long long)bad + 1, in->where, (long long)in->line_number);
     *line = in->line;
     *len = used;
     return 1;

@@ -65,8 +65,8 @@ ssize_t arc_read(arc_input *in, void *buf, size_t size, bp_err *err);
 /* Read the next line of the current member, without its "\n" (and without a "\r" before
  * it, as Python's universal newlines do). *line points into a buffer owned by in, valid
  * until the next call, NUL-terminated; *len is its length. Returns 1 for a line, 0 at the
- * end of the member, -1 with err filled on a read error, a line holding a NUL byte, or a
- * line over BP_LIMIT_LINE_BYTES (base/limits.h). */
+ * end of the member, -1 with err filled on a read error, a line holding a NUL byte or
+ * bytes that are not UTF-8 (base/utf8.h), or a line over BP_LIMIT_LINE_BYTES (base/limits.h). */
 int arc_read_line(arc_input *in, char **line, size_t *len, bp_err *err);
 
 /* 1-based number of the last line returned by arc_read_line in this member (0 before). */

@@ -38,9 +38,18 @@
 /* One tensor or storage held in memory (bert-large's largest, the word embeddings: 125 MB). */
 #define BP_LIMIT_TENSOR_BYTES (UINT64_C(4) << 30)
 
+/* Parameters a config.json may describe (bert-large: 335 million; this is 2.1 billion): a
+ * config with absurd sizes must not make the model ask for terabytes. */
+#define BP_LIMIT_MODEL_PARAMETERS (UINT64_C(1) << 31)
+
 /* 0 when n <= limit. Otherwise -1 with err = "WHAT is N UNIT, over the limit of LIMIT UNIT
- * (WHERE)"; UNIT is e.g. "bytes" or "fields". where may be NULL. */
+ * (WHERE)"; UNIT is e.g. "bytes" or "fields" ("" for a plain number). where may be NULL. */
 int bp_check_limit(uint64_t n, uint64_t limit, const char *unit, const char *what, const char *where,
                    bp_err *err);
+
+/* 0 when the file at path is at most limit bytes (or cannot be stat'ed: its opener then
+ * reports that); else -1 with err = "WHAT is N bytes, over the limit of LIMIT bytes (PATH)".
+ * For files read whole. */
+int bp_check_file_size(const char *path, uint64_t limit, const char *what, bp_err *err);
 
 #endif

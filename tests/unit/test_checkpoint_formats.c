@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/limits.h"
 #include "ckpt/load.h"
 #include "ckpt/hfconfig.h"
 #include "ckpt/safetensors.h"
@@ -524,6 +525,52 @@ static void test_corrupt_torch(void) {
     free(good);
 }
 
+/* Allocations over 1 GiB fail in this test binary instead of succeeding lazily, so a reader
+ * that believes a forged size shows it as "out of memory". */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "max_allocation_size_mb=1024:allocator_may_return_null=1"; }
+
+/* A pickle that builds millions of values is refused at the limit, before it takes gigabytes;
+ * a zip entry claiming 4 GB in a 1 KB file gets an error about the file, not a 4 GB buffer. */
+static void test_pickle_limits(void) {
+    bytes_builder bb;
+    size_t len = make_pickle(&bb, "torch._utils\n_rebuild_tensor_v2\n", "0", 4, "K\x00K\x04\x85K\x01\x85");
+    if (write_torch_zip(temp("claims.bin"), bb.b, len) == 0) {
+        size_t zlen;
+        unsigned char *zip = slurp(temp("claims.bin"), &zlen);
+        if (!zip) zlen = 0;
+        /* archive/data/0's uncompressed size: at 22 of its local header (name at 30), at 24 of
+         * its central directory entry (name at 46). */
+        int patched_headers = 0;
+        for (unsigned char *p = zip; p && (p = memmem(p, zlen - (size_t)(p - zip), "archive/data/0", 14)); p++) {
+            if (p - zip >= 30 && memcmp(p - 30, "PK\x03\x04", 4) == 0) memcpy(p - 8, "\x00\x00\x00\xf0", 4), patched_headers++;
+            if (p - zip >= 46 && memcmp(p - 46, "PK\x01\x02", 4) == 0) memcpy(p - 22, "\x00\x00\x00\xf0", 4), patched_headers++;
+        }
+        if (tap_ok(patched_headers == 2, "both headers of archive/data/0 now claim 4026531840 bytes")) {
+            spit(temp("claims.bin"), zip, zlen);
+            bp_err err = {{0}};
+            tb_file *tb = tb_open(temp("claims.bin"), &err);
+            tap_ok(!tb && !strstr(err.msg, "out of memory") && strstr(err.msg, "claims.bin") && strstr(err.msg, "archive/data/0") &&
+                       one_line(&err),
+                   "a zip entry claiming 4 GB in a small file: an error about the file, no 4 GB buffer: %s", err.msg);
+            tb_close(tb);
+        }
+        free(zip);
+    }
+
+    size_t n = (size_t)BP_LIMIT_PICKLE_VALUES + 16;
+    unsigned char *pickle = malloc(n + 3);
+    if (!pickle) return;
+    pickle[0] = 0x80;
+    pickle[1] = 2;
+    memset(pickle + 2, 'N', n);
+    pickle[n + 2] = '.';
+    expect_tb_error("million-nones.bin", pickle, n + 3, "more than 1048576 values");
+    memset(pickle + 2, '(', n); /* MARKs only: no value, but a mark stack without end */
+    expect_tb_error("million-marks.bin", pickle, n + 3, "more than 1048576 nested MARKs");
+    free(pickle);
+}
+
 /* ---- config.json -------------------------------------------------------------------- */
 
 static void test_config(void) {
@@ -596,6 +643,8 @@ static void test_config(void) {
 
     struct { const char *name, *json, *want; } bad[] = {
         {"relu.json", "{\"hidden_act\": \"relu\"}", "hidden_act \"relu\" not supported"},
+        {"huge.json", "{\"vocab_size\": 2000000000, \"hidden_size\": 8192, \"num_attention_heads\": 64}",
+         "the parameter count it implies is 16"},
         {"heads.json", "{\"hidden_size\": 10, \"num_attention_heads\": 4}", "not a multiple of num_attention_heads"},
         {"labels.json", "{\"num_labels\": 3, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}}", "num_labels 3 disagrees"},
         {"gap.json", "{\"id2label\": {\"0\": \"a\", \"2\": \"b\"}}", "id2label must map the ids 0..1"},
@@ -934,6 +983,7 @@ int main(void) {
     test_writer();
     test_corrupt_safetensors();
     test_corrupt_torch();
+    test_pickle_limits();
     test_tf_reader();
     test_config();
     test_load_into();

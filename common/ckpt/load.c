@@ -1,6 +1,8 @@
 /* ckpt/load.c — format-independent checkpoint opening and name matching (see ckpt/load.h). */
 #include "ckpt/load.h"
 
+#include "base/atomic_dir.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -71,6 +73,7 @@ static void ckpt_describe_unknown(const char *path, const unsigned char *magic, 
 }
 
 ckpt_source *ckpt_open(const char *path, bp_err *err) {
+    if (ad_recover(path, err) != 0) return NULL; /* a checkpoint folder whose swap a stop interrupted */
     struct stat st;
     if (ends_with(path, ".ckpt") || ends_with(path, ".ckpt.index")) st.st_mode = S_IFREG; /* a TF prefix need not exist */
     else if (stat(path, &st) != 0) {

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/atomic_dir.h"
 #include "base/limits.h"
 #include "base/utf8.h"
 #include "text/unicode.h"
@@ -337,6 +338,7 @@ int tok_config_lowercase(const char *checkpoint_dir, int *lowercase, bp_err *err
 }
 
 tok_tokenizer *tok_load_checkpoint(const char *checkpoint_dir, int lowercase, bp_err *err) {
+    if (ad_recover(checkpoint_dir, err) != 0) return NULL; /* a save stopped mid-swap */
     if (lowercase < 0) {
         lowercase = 1; /* BertTokenizerFast's default do_lower_case */
         if (tok_config_lowercase(checkpoint_dir, &lowercase, err) < 0) return NULL;

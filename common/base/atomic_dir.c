@@ -170,6 +170,33 @@ static int remove_leftovers(const ad_dir *d, bp_err *err) {
     return rc;
 }
 
+/* Call FN for each entry of FOLDER but "." and "..", with its path and lstat; stops at the
+ * first non-zero return and returns it. A missing FOLDER has no entries. */
+typedef int (*entry_fn)(const ad_dir *d, const char *path, const char *name, const struct stat *st, bp_err *err);
+static int each_entry(const ad_dir *d, const char *folder, entry_fn fn, bp_err *err) {
+    DIR *dir = opendir(folder);
+    if (!dir) return errno == ENOENT ? 0 : bp_err_set(err, "cannot list: %s (%s)", strerror(errno), folder);
+    int rc = 0;
+    struct dirent *entry;
+    while (rc == 0 && (entry = readdir(dir)) != NULL) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+        char *path = join(folder, entry->d_name);
+        struct stat st;
+        if (!path) rc = bp_err_set(err, "out of memory (%s)", d->path);
+        else if (lstat(path, &st) != 0) rc = bp_err_set(err, "cannot stat %s: %s (%s)", entry->d_name, strerror(errno), folder);
+        else rc = fn(d, path, entry->d_name, &st, err);
+        free(path);
+    }
+    closedir(dir);
+    return rc;
+}
+
+static int refuse_non_file(const ad_dir *d, const char *path, const char *name, const struct stat *st, bp_err *err) {
+    if (S_ISREG(st->st_mode) || S_ISLNK(st->st_mode)) return 0;
+    return bp_err_set(err, "holds %s, which is not a file: a save replaces the whole folder and could not carry it "
+                      "over; save into a folder of its own (%s)", name, d->path);
+}
+
 /* PATH must be a folder of files only, and not where this process stands. */
 static int check_replaceable(const ad_dir *d, bp_err *err) {
     struct stat st;
@@ -182,23 +209,7 @@ static int check_replaceable(const ad_dir *d, bp_err *err) {
     if (inside)
         return bp_err_set(err, "is the current directory or holds it; a save replaces the whole folder: save elsewhere (%s)",
                           d->path);
-    DIR *dir = opendir(d->path);
-    if (!dir) return bp_err_set(err, "cannot list: %s (%s)", strerror(errno), d->path);
-    int rc = 0;
-    struct dirent *entry;
-    while (rc == 0 && (entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
-        char *path = join(d->path, entry->d_name);
-        struct stat entry_st;
-        if (!path || lstat(path, &entry_st) != 0)
-            rc = bp_err_set(err, "cannot stat %s: %s (%s)", entry->d_name, path ? strerror(errno) : "out of memory", d->path);
-        else if (!S_ISREG(entry_st.st_mode) && !S_ISLNK(entry_st.st_mode))
-            rc = bp_err_set(err, "holds %s, which is not a file: a save replaces the whole folder and could not carry it "
-                            "over; save into a folder of its own (%s)", entry->d_name, d->path);
-        free(path);
-    }
-    closedir(dir);
-    return rc;
+    return each_entry(d, d->path, refuse_non_file, err);
 }
 
 static void ad_free(ad_dir *d) {
@@ -250,52 +261,36 @@ void ad_abort(ad_dir *d) {
     ad_free(d);
 }
 
-/* Hard-link the old folder's files that the save does not replace into the new one. */
-static int carry_over(const ad_dir *d, bp_err *err) {
-    DIR *dir = opendir(d->path);
-    if (!dir) return errno == ENOENT ? 0 : bp_err_set(err, "cannot list: %s (%s)", strerror(errno), d->path);
-    int rc = 0;
-    struct dirent *entry;
-    while (rc == 0 && (entry = readdir(dir)) != NULL) {
-        const char *name = entry->d_name;
-        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || listed(name, d->replaced)) continue;
-        char *from = join(d->path, name), *to = join(d->tmp_path, name);
-        if (!from || !to) rc = bp_err_set(err, "out of memory (%s)", d->path);
-        else if (!exists(to) && linkat(AT_FDCWD, from, AT_FDCWD, to, 0) != 0)
-            rc = bp_err_set(err, "cannot keep %s in the new folder: %s (%s)", name, strerror(errno), d->path);
-        free(from);
-        free(to);
-    }
-    closedir(dir);
+/* Hard-link a file of the old folder that the save does not replace into the new one. */
+static int link_into_new(const ad_dir *d, const char *path, const char *name, const struct stat *st, bp_err *err) {
+    if (listed(name, d->replaced)) return 0;
+    char *to = join(d->tmp_path, name);
+    int rc = to ? 0 : bp_err_set(err, "out of memory (%s)", d->path);
+    if (rc == 0 && !exists(to) && linkat(AT_FDCWD, path, AT_FDCWD, to, 0) != 0)
+        rc = bp_err_set(err, "cannot keep %s in the new folder: %s (%s)", name, strerror(errno), d->path);
+    free(to);
     return rc;
+}
+
+static int sync_file(const ad_dir *d, const char *path, const char *name, const struct stat *st, bp_err *err) {
+    if (S_ISREG(st->st_mode) && sync_fd_path(path, O_RDONLY) != 0)
+        return bp_err_set(err, "cannot sync %s: %s (%s)", name, strerror(errno), d->path);
+    return 0;
 }
 
 /* fsync every file of the new folder, then the folder itself. */
 static int sync_folder(const ad_dir *d, bp_err *err) {
-    DIR *dir = opendir(d->tmp_path);
-    if (!dir) return bp_err_set(err, "cannot list: %s (%s)", strerror(errno), d->tmp_path);
-    int rc = 0;
-    struct dirent *entry;
-    while (rc == 0 && (entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
-        char *path = join(d->tmp_path, entry->d_name);
-        struct stat st;
-        if (!path) rc = bp_err_set(err, "out of memory (%s)", d->path);
-        else if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && sync_fd_path(path, O_RDONLY) != 0)
-            rc = bp_err_set(err, "cannot sync %s: %s (%s)", entry->d_name, strerror(errno), d->path);
-        free(path);
-    }
-    closedir(dir);
-    if (rc == 0 && sync_fd_path(d->tmp_path, O_RDONLY | O_DIRECTORY) != 0)
-        rc = bp_err_set(err, "cannot sync %s: %s (%s)", d->tmp_path, strerror(errno), d->path);
-    return rc;
+    if (each_entry(d, d->tmp_path, sync_file, err) != 0) return -1;
+    if (sync_fd_path(d->tmp_path, O_RDONLY | O_DIRECTORY) != 0)
+        return bp_err_set(err, "cannot sync %s: %s (%s)", d->tmp_path, strerror(errno), d->path);
+    return 0;
 }
 
 int ad_commit(ad_dir *d, bp_err *err) {
     char *fresh = with_suffix(d->path, ".new"), *old = with_suffix(d->path, ".old");
     int had_old = is_folder(d->path);
     int rc = fresh && old ? 0 : bp_err_set(err, "out of memory (%s)", d->path);
-    if (rc == 0) rc = carry_over(d, err);
+    if (rc == 0) rc = each_entry(d, d->path, link_into_new, err);
     if (rc == 0) rc = sync_folder(d, err);
     if (rc == 0) rc = durable_rename(d, d->tmp_path, fresh, err);
     if (rc != 0) {

@@ -119,7 +119,8 @@ static int lock_parent(const char *path, char **parent, int *fd, bp_err *err) {
     if (!(*parent = parent_of(path))) return bp_err_set(err, "out of memory (%s)", path);
     *fd = open(*parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (*fd < 0) return bp_err_set(err, "cannot open the folder that holds it: %s (%s)", strerror(errno), path);
-    if (flock(*fd, LOCK_EX) != 0) return bp_err_set(err, "cannot lock %s: %s (%s)", *parent, strerror(errno), path);
+    /* Where the file system has no locks (some network mounts), saves are simply not serialised. */
+    while (flock(*fd, LOCK_EX) != 0 && errno == EINTR) continue;
     return 0;
 }
 

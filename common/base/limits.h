@@ -42,6 +42,9 @@
  * config with absurd sizes must not make the model ask for terabytes. */
 #define BP_LIMIT_MODEL_PARAMETERS (UINT64_C(1) << 31)
 
+/* Class labels of a config.json or a label map (GLUE tasks have 2 or 3). */
+#define BP_LIMIT_LABELS UINT64_C(1000000)
+
 /* 0 when n <= limit. Otherwise -1 with err = "WHAT is N UNIT, over the limit of LIMIT UNIT
  * (WHERE)"; UNIT is e.g. "bytes" or "fields" ("" for a plain number). where may be NULL. */
 int bp_check_limit(uint64_t n, uint64_t limit, const char *unit, const char *what, const char *where,

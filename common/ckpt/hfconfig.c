@@ -57,7 +57,8 @@ void hfc_free(hfc_config *cfg) {
 /* Allocate N empty label slots. */
 static int hfc_alloc_labels(hfc_config *cfg, int n, bp_err *err) {
     hfc_free(cfg);
-    if (n < 1 || n > 1000000) return bp_err_set(err, "number of labels %d out of range 1..1000000 (config)", n);
+    if (n < 1 || (uint64_t)n > BP_LIMIT_LABELS)
+        return bp_err_set(err, "number of labels %d out of range 1..%llu (config)", n, (unsigned long long)BP_LIMIT_LABELS);
     cfg->id2label = calloc((size_t)n, sizeof *cfg->id2label);
     if (!cfg->id2label) return bp_err_set(err, "out of memory (config labels)");
     cfg->num_labels = n;
@@ -145,7 +146,8 @@ static int hfc_validate(const char *path, const hfc_config *cfg, bp_err *err) {
      * H x I feed-forward ones, biases and norms), pooler. In doubles: no overflow. */
     double H = (double)cfg->hidden_size, I = (double)cfg->intermediate_size;
     double parameters = H * (double)(cfg->vocab_size + cfg->max_position_embeddings + cfg->type_vocab_size) +
-                        (double)cfg->num_hidden_layers * (4 * H * H + 2 * H * I + 9 * H + I) + H * H + H;
+                        (double)cfg->num_hidden_layers * (4 * H * H + 2 * H * I + 9 * H + I) + H * H + H +
+                        (double)cfg->num_labels * (H + 1);
     if (parameters > (double)BP_LIMIT_MODEL_PARAMETERS)
         return bp_check_limit(parameters > 1e19 ? UINT64_MAX : (uint64_t)parameters, BP_LIMIT_MODEL_PARAMETERS, "",
                               "the parameter count it implies", path, err);

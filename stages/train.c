@@ -4,10 +4,12 @@
  * (--config FILE) or a named shape (--preset mini), and trains with AdamW, the linear
  * warm-up/decay schedule, clipping and accumulation (common/model/bert.h, common/model/optim.h).
  * A metric frame goes out per optimizer step; at each epoch frame it evaluates --eval (if
- * given) and saves to --save. SIGINT/SIGTERM save and exit; a non-finite loss stops with
- * the step number and keeps the last good checkpoint. --resume DIR continues exactly:
- * weights, AdamW moments, step, dropout RNG and data position come back.
- * Must never: write a checkpoint from a step whose loss was not finite.
+ * given) and saves to --save. SIGINT/SIGTERM save and exit; a loss or gradient norm that is
+ * not finite, or a loss that explodes (--max-loss-ratio), stops with the step number and keeps
+ * the last checkpoint saved, each of which was tried on a batch before it was written.
+ * --resume DIR continues exactly: weights, AdamW moments, step, dropout RNG and data position
+ * come back, also from a save made in the middle of a gradient accumulation.
+ * Must never: write a checkpoint whose weights give a loss that is not finite or diverged.
  */
 #include <math.h>
 #include <signal.h>
@@ -32,6 +34,8 @@ static const char usage[] =
     "  --warmup-steps N | --warmup-ratio R   linear warm-up (default 0)\n"
     "  --weight-decay X     AdamW decay, not on biases and LayerNorm (default 0)\n"
     "  --max-grad-norm X    global-norm clipping, 0 = off (default 1.0)\n"
+    "  --max-loss-ratio R   stop when a loss is over R times a know-nothing model's (ln C; QA ln T), 0 = off\n"
+    "                       (default 100); a loss that is not finite always stops\n"
     "  --grad-accum N       batches per optimizer step (default 1)\n"
     "  --max-steps N        stop training after N steps (the input is still read to its end)\n"
     "  --dropout P          hidden and attention dropout (default: the config's)\n"
@@ -49,7 +53,7 @@ typedef struct train_args {
     bp_io_opts io;
     const char *checkpoint, *config, *preset, *vocab, *resume;
     const char *device, *precision, *save_dir, *eval_spec, *save_init;
-    double lr, warmup_ratio, weight_decay, max_grad_norm, dropout;
+    double lr, warmup_ratio, weight_decay, max_grad_norm, dropout, max_loss_ratio;
     long warmup_steps, grad_accum, max_steps, save_every, threads;
     uint64_t seed;
 } train_args;
@@ -72,7 +76,43 @@ typedef struct run {
     const char *save_dir, *vocab_path;
     const stream_info *info;
     long saved_step;   /* step of the last save, -1 before any */
+    /* divergence: a loss that is not finite, or over max_loss_ratio (0: off) times the loss
+     * of a model that knows nothing, stops the run */
+    double max_loss_ratio, loss_reference;
+    bert_batch last;   /* the batch trained on last (has_last), to try weights on before a save */
+    int has_last;
+    char last_where[64];   /* its frame, for messages */
 } run;
+
+/* "the checkpoint of step N in DIR is kept" / "no checkpoint was saved": what a stopped run
+ * leaves. Every save was tried first (save_all), so the one kept is good. */
+static const char *kept(const run *r) {
+    static char text[300];
+    if (r->saved_step < 0) return "no checkpoint was saved";
+    snprintf(text, sizeof text, "the checkpoint of step %ld in %s is kept", r->saved_step, r->save_dir);
+    return text;
+}
+
+/* 0 when a loss shows a run that has not diverged; else -1 with err saying how it has. */
+static int loss_ok(const run *r, double loss, bp_err *err) {
+    if (!isfinite(loss)) return bp_err_set(err, "loss is %g", loss);
+    if (r->max_loss_ratio > 0 && loss > r->max_loss_ratio * r->loss_reference)
+        return bp_err_set(err, "loss %g is over %g times %.4g, the loss of a model that knows nothing (--max-loss-ratio): "
+                          "training diverged", loss, r->max_loss_ratio, r->loss_reference);
+    return 0;
+}
+
+/* The weights about to be saved, tried on the last batch (no dropout): a checkpoint is only
+ * written when its own loss is finite and not diverged, so the one a failed run keeps is one
+ * that evaluates. (The step's own loss was of the weights before it.) */
+static void try_weights(run *r) {
+    bp_err err, why;
+    if (!r->has_last) return;
+    if (bert_forward(r->m, &r->last, 0, &err)) bp_die(1, r->last_where, "%s", err.msg);
+    if (loss_ok(r, bert_loss(r->m), &why))
+        bp_die(1, r->save_dir, "step %ld: the weights after it fail on the last batch: %s; not saved; stopping, %s",
+               r->state.step, why.msg, kept(r));
+}
 
 /* The training loop's state between optimizer steps. */
 typedef struct trainer {
@@ -92,8 +132,8 @@ typedef struct trainer {
 static void save_all(run *r, const char *why) {
     if (!r->save_dir || r->saved_step == r->state.step) return;
     bp_err err;
-    r->state.dropout_seed = r->m->dropout_seed;
-    r->state.dropout_counter = r->m->dropout_counter;
+    try_weights(r);
+    r->state.dropout_seed = r->m->dropout_seed;   /* dropout_counter: as it was at the step (apply_update) */
     /* One folder swap for weights and optimizer state together, so a resume never mixes saves. */
     if (bert_save_checkpoint(r->m, r->opt, &r->state, r->save_dir, (const char *const *)r->info->labels,
                              r->info->n_labels, r->vocab_path, &err))
@@ -190,9 +230,12 @@ static void evaluate(trainer *t, const eval_set *set) {
 static void apply_update(run *r, int64_t frames_seen, double *grad_norm, float *lr) {
     bp_err err;
     if (bert_optim_step(r->m, r->opt, grad_norm, lr, &err))
-        bp_die(1, NULL, "step %ld: %s; stopping, the last good checkpoint is kept", r->state.step + 1, err.msg);
+        bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
     r->state.step++;
     r->state.batches_consumed = frames_seen;
+    /* the dropout masks of the next step start here: a resume from this step replays its
+     * batches with them, even when the save comes in the middle of an accumulation */
+    r->state.dropout_counter = r->m->dropout_counter;
 }
 
 /* The step's metric frame (scope "train"): mean loss of its batches, lr, norm, speed. */
@@ -243,10 +286,14 @@ static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
     char where[64];
     bert_batch b;
     if (bp_batch_read(f, &r->m->cfg, t->h, &b, &err)) bp_die_err(&err);
+    bp_frame_where(f, r->last_where, sizeof r->last_where);
     if (bert_forward(r->m, &b, 1, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     float loss = bert_loss(r->m);
-    if (!isfinite(loss))
-        bp_die(1, NULL, "loss is %g at step %ld: stopping; the last good checkpoint is kept", loss, r->state.step + 1);
+    if (!r->has_last && isfinite(loss) && loss > r->loss_reference) r->loss_reference = loss;   /* a fresh model may start worse */
+    if (loss_ok(r, loss, &err))
+        bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
+    r->last = b;
+    r->has_last = 1;
     if (bert_backward(r->m, 1.0f / (float)t->grad_accum, &err)) bp_die_err(&err);
     t->loss_sum += loss;
     t->micro++;
@@ -266,9 +313,16 @@ static void save_on_stop(int sig) {
 
 /* ---- setting up -------------------------------------------------------------------- */
 
+/* The loss of a model that predicts uniformly: ln C over C classes, ln T for a QA span's start
+ * and end over T tokens; 1 for regression, whose scale is the data's. */
+static double know_nothing_loss(const bert_config *cfg, int max_T) {
+    if (cfg->head == BERT_HEAD_QA) return log((double)(max_T > 1 ? max_T : 2));
+    return cfg->num_labels > 1 ? log((double)cfg->num_labels) : 1.0;
+}
+
 static void parse_args(int argc, char **argv, train_args *a) {
     enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD, O_CLIP, O_ACC, O_MAXSTEPS,
-           O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT };
+           O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT, O_MAX_LOSS };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
@@ -280,7 +334,8 @@ static void parse_args(int argc, char **argv, train_args *a) {
         {"dropout", required_argument, 0, O_DROPOUT}, {"seed", required_argument, 0, O_SEED},
         {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION}, {"threads", required_argument, 0, O_THREADS},
         {"save", required_argument, 0, O_SAVE}, {"save-every", required_argument, 0, O_SAVE_EVERY},
-        {"eval", required_argument, 0, O_EVAL}, {"save-init", required_argument, 0, O_SAVE_INIT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"eval", required_argument, 0, O_EVAL}, {"save-init", required_argument, 0, O_SAVE_INIT},
+        {"max-loss-ratio", required_argument, 0, O_MAX_LOSS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (bp_io_option(&a->io, opt, optarg)) continue;
@@ -306,6 +361,7 @@ static void parse_args(int argc, char **argv, train_args *a) {
         case O_SAVE_EVERY: a->save_every = bp_opt_long("--save-every", optarg, 1, 1L << 40); break;
         case O_EVAL: a->eval_spec = optarg; break;
         case O_SAVE_INIT: a->save_init = optarg; break;
+        case O_MAX_LOSS: a->max_loss_ratio = bp_opt_double("--max-loss-ratio", optarg, 0, 1e30); break;
         case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
@@ -452,7 +508,7 @@ static int train_stream(trainer *t, bp_in *in, const eval_set *set) {
 }
 
 int main(int argc, char **argv) {
-    train_args a = {.device = "auto", .precision = "fp32", .lr = 5e-5, .max_grad_norm = 1.0, .dropout = -1,
+    train_args a = {.device = "auto", .precision = "fp32", .lr = 5e-5, .max_grad_norm = 1.0, .dropout = -1, .max_loss_ratio = 100,
                     .warmup_steps = -1, .grad_accum = 1, .seed = 42};
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
@@ -467,7 +523,9 @@ int main(int argc, char **argv) {
         snprintf(vocab_buf, sizeof vocab_buf, "%s/vocab.txt", a.checkpoint ? a.checkpoint : a.resume);
         a.vocab = vocab_buf;
     }
-    run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1};
+    run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1,
+             .max_loss_ratio = a.max_loss_ratio};
+    r.loss_reference = know_nothing_loss(&r.m->cfg, info.max_T);
     bp_check_vocab_fits(hello, r.m);
     optim_config oc;
     open_optimizer(&r, &a, &info, &oc);

@@ -5,6 +5,8 @@
  */
 #include "wire/codec.h"
 
+#include "base/utf8.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -171,15 +173,26 @@ static int duplicate_key(const msgpack_object *key, const key_path *at, bp_err *
     return bp_err_set(err, "frame%s has key '%s' twice", at->text, name);
 }
 
-/* Every map in o has string keys, each once: a frame read by name must mean one thing (a
- * reader taking the first 'label' and a JSON round trip keeping the last would not). Sorting
- * keeps a hostile map of a million keys from costing a million squared comparisons. */
+/* A string of the frame, UTF-8 as the protocol says: what JSON (frames2json, then
+ * json2frames) can carry unchanged. */
+static int check_string(const msgpack_object *o, const key_path *at, bp_err *err) {
+    int64_t bad = bp_utf8_invalid_at(o->via.str.ptr, o->via.str.size);
+    if (bad >= 0) return bp_err_set(err, "frame%s is a string that is not UTF-8 (byte %lld)", at->text, (long long)bad);
+    return 0;
+}
+
+/* Every map in o has UTF-8 string keys without NUL, each once: a frame read by name must mean
+ * one thing (a reader taking the first 'label' and a JSON round trip keeping the last would
+ * not), and every string is UTF-8. Sorting keeps a hostile map of a million keys from costing
+ * a million squared comparisons. */
 static int check_keys(const msgpack_object *o, const key_path *at, bp_err *err) {
     key_path child;
+    if (o->type == MSGPACK_OBJECT_STR) return check_string(o, at, err);
     if (o->type == MSGPACK_OBJECT_ARRAY) {
         for (uint32_t i = 0; i < o->via.array.size; i++) {
             const msgpack_object *item = &o->via.array.ptr[i];
-            if (item->type != MSGPACK_OBJECT_ARRAY && item->type != MSGPACK_OBJECT_MAP) continue;
+            if (item->type != MSGPACK_OBJECT_ARRAY && item->type != MSGPACK_OBJECT_MAP && item->type != MSGPACK_OBJECT_STR)
+                continue;
             path_push(&child, at, NULL, (long)i);
             if (check_keys(item, &child, err)) return -1;
         }
@@ -188,8 +201,12 @@ static int check_keys(const msgpack_object *o, const key_path *at, bp_err *err) 
     if (o->type != MSGPACK_OBJECT_MAP) return 0;
     uint32_t n = o->via.map.size;
     const msgpack_object_kv *kv = o->via.map.ptr;
-    for (uint32_t i = 0; i < n; i++)
-        if (kv[i].key.type != MSGPACK_OBJECT_STR) return bp_err_set(err, "frame%s has a key that is not a string", at->text);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *key = &kv[i].key;
+        if (key->type != MSGPACK_OBJECT_STR) return bp_err_set(err, "frame%s has a key that is not a string", at->text);
+        if (memchr(key->via.str.ptr, 0, key->via.str.size) || bp_utf8_invalid_at(key->via.str.ptr, key->via.str.size) >= 0)
+            return bp_err_set(err, "frame%s has a key that is not a name (a NUL byte, or not UTF-8)", at->text);
+    }
     if (n <= 16) {
         for (uint32_t i = 1; i < n; i++)
             for (uint32_t j = 0; j < i; j++)
@@ -209,7 +226,7 @@ static int check_keys(const msgpack_object *o, const key_path *at, bp_err *err) 
     }
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *v = &kv[i].val;
-        if (v->type != MSGPACK_OBJECT_ARRAY && v->type != MSGPACK_OBJECT_MAP) continue;
+        if (v->type != MSGPACK_OBJECT_ARRAY && v->type != MSGPACK_OBJECT_MAP && v->type != MSGPACK_OBJECT_STR) continue;
         path_push(&child, at, &kv[i].key, 0);
         if (check_keys(v, &child, err)) return -1;
     }

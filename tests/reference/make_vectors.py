@@ -300,6 +300,11 @@ BAD = {
                                            ("answers", [{"text": "a"}, Raw(encode_pairs([("text", "a"), ("text", "b")]))])]),
                              "frame field 'answers'[1] has key 'text' twice"),
     "bad-key-not-string": (encode_pairs([("v", 1), ("k", "hello"), (1, 2)]), "frame has a key that is not a string"),
+    # strings are UTF-8, keys are names: what JSON carries, so record and replay stay the identity
+    "bad-not-utf8": (encode_pairs([("v", 1), ("k", "example"), ("text", Raw(b"\xa3a\xffb"))]),
+                     "frame field 'text' is a string that is not UTF-8 (byte 1)"),
+    "bad-key-nul": (encode_pairs([("v", 1), ("k", "hello"), ("a\x00b", 1)]),
+                    "frame has a key that is not a name (a NUL byte, or not UTF-8)"),
 }
 
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "stage/frame_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -72,7 +73,7 @@ static void store_add(store *s, const char *bytes, size_t size, uint32_t length)
         return;
     }
     if (!s->spill) {
-        if (!(s->spill = tmpfile())) bp_die(1, NULL, "cannot create a spill file: %s", strerror(errno));
+        if (!(s->spill = tmpfile())) bp_die(1, "spill file", "cannot create it: %s", strerror(errno));
         bp_log("memory limit reached after %zu features: spilling the rest to a temporary file", s->n - 1);
     }
     if (fwrite(bytes, 1, size, s->spill) != size) bp_die(1, "spill file", "write failed: %s", strerror(errno));
@@ -125,7 +126,11 @@ typedef struct batch_args {
 } batch_args;
 
 /* What the stream's features carry, from its hello and its first feature. */
-typedef struct schema { int qa, has_labels, has_offsets, has_positions; int32_t pad_id; } schema;
+typedef struct schema {
+    int qa;
+    unsigned fields;    /* BP_FEATURE_LABEL / _POSITIONS / _OFFSETS: what every feature must carry */
+    int32_t pad_id;
+} schema;
 
 /* Fields a batch carries, one row per feature, for up to B_max rows of T_max tokens. */
 typedef struct rows {
@@ -164,14 +169,6 @@ static void need(int rc, const bp_err *err) {
     if (rc) bp_die_err(err);
 }
 
-/* One int32 field of a feature into *dst. */
-static void need_i32(const bp_frame *f, const char *key, int32_t *dst) {
-    bp_err err;
-    int64_t v;
-    need(bp_get_int(f, key, BP_I32_MIN, BP_I32_MAX, &v, &err), &err);
-    *dst = (int32_t)v;
-}
-
 /* Copy the n values of a feature's tensor into a row padded with `pad` to `width` values. */
 static void pad_row(int32_t *row, size_t width, const bp_tensor_view *t, int32_t pad) {
     for (size_t i = 0; i < width; i++) row[i] = pad;
@@ -182,32 +179,21 @@ static void pad_row(int32_t *row, size_t width, const bp_tensor_view *t, int32_t
 static void fill_row(rows *b, int r, const char *bytes, size_t size, size_t index, const schema *sc) {
     bp_frame f;
     bp_err err;
+    bp_feature_view ft;
     need(bp_frame_decode(&f, bytes, size, NULL, NULL, &err), &err);
     f.index = (int64_t)index;   /* errors name the feature as it arrived */
-    bp_tensor_view ids, types, mask, off;
-    need(bp_get_tensor_of(&f, "input_ids", BP_I32, 1, NULL, &ids, &err), &err);
-    int64_t want[2] = {ids.shape[0], 2};
-    need(bp_get_tensor_of(&f, "token_type_ids", BP_I32, 1, want, &types, &err), &err);
-    need(bp_get_tensor_of(&f, "attention_mask", BP_I32, 1, want, &mask, &err), &err);
+    need(bp_feature_read(&f, sc->fields, b->T, &ft, &err), &err);
     size_t T = (size_t)b->T, row = (size_t)r * T;
-    pad_row(b->input_ids + row, T, &ids, sc->pad_id);
-    pad_row(b->token_type_ids + row, T, &types, 0);
-    pad_row(b->attention_mask + row, T, &mask, 0);
-    if (sc->has_offsets) {
-        need(bp_get_tensor_of(&f, "offsets", BP_I32, 2, want, &off, &err), &err);
-        pad_row(b->offsets + 2 * row, 2 * T, &off, -1);
-    }
-    int64_t window = 0;
-    need(bp_find_int(&f, "window", 0, BP_I32_MAX, &window, &err) < 0, &err);
-    b->windows[r] = (int32_t)window;
-    if (sc->has_labels) need_i32(&f, "label", &b->labels[r]);
-    if (sc->has_positions) {
-        need_i32(&f, "start_position", &b->starts[r]);
-        need_i32(&f, "end_position", &b->ends[r]);
-    }
+    pad_row(b->input_ids + row, T, &ft.input_ids, sc->pad_id);
+    pad_row(b->token_type_ids + row, T, &ft.token_type_ids, 0);
+    pad_row(b->attention_mask + row, T, &ft.attention_mask, 0);
+    if (sc->fields & BP_FEATURE_OFFSETS) pad_row(b->offsets + 2 * row, 2 * T, &ft.offsets, -1);
+    b->windows[r] = ft.window;
+    b->labels[r] = ft.label;
+    b->starts[r] = ft.start_position;
+    b->ends[r] = ft.end_position;
     free(b->example_ids[r]);
-    b->example_ids[r] = bp_get_strdup(&f, "example_id", &err);
-    if (!b->example_ids[r]) need(-1, &err);
+    if (!(b->example_ids[r] = strndup(ft.example_id.ptr, ft.example_id.len))) bp_die(1, NULL, "out of memory");
     bp_frame_release(&f);
 }
 
@@ -278,18 +264,13 @@ static int read_features(bp_in *in, store *s, schema *sc, const batch_args *a) {
     int r, longest = 0;
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind != BP_FEATURE) bp_die(1, a->io.in, "batch takes feature frames, got %s", bp_kind_name(f.kind));
-        bp_tensor_view ids;
-        if (bp_get_tensor_of(&f, "input_ids", BP_I32, 1, NULL, &ids, &err)) bp_die_err(&err);
-        if (s->n == 0) {
-            sc->has_labels = bp_has(&f, "label");
-            sc->has_positions = bp_has(&f, "start_position");
-            sc->has_offsets = bp_has(&f, "offsets");
-        }
-        if (a->pad_max && ids.shape[0] > a->max_length)
-            bp_die(1, NULL, "feature %lld has %lld tokens, more than --max-length %ld", (long long)s->n,
-                   (long long)ids.shape[0], a->max_length);
-        if (ids.shape[0] > longest) longest = (int)ids.shape[0];
-        store_add(s, f.raw, f.raw_len, (uint32_t)ids.shape[0]);
+        if (s->n == 0) sc->fields = bp_feature_fields(&f);
+        /* read whole as it comes, so a bad feature fails now, not when its batch is made */
+        bp_feature_view ft;
+        if (bp_feature_read(&f, sc->fields, a->pad_max ? a->max_length : 1 << 20, &ft, &err)) bp_die_err(&err);
+        int64_t n = ft.input_ids.shape[0];
+        if (n > longest) longest = (int)n;
+        store_add(s, f.raw, f.raw_len, (uint32_t)n);
         bp_frame_release(&f);
     }
     if (r < 0) bp_die_err(bp_in_err(in));
@@ -319,12 +300,12 @@ static void send_batch(bp_out *out, bp_writer *w, const rows *b, const schema *s
     bp_put_tensor(w, "input_ids", BP_I32, 2, shape_bt, b->input_ids);
     bp_put_tensor(w, "token_type_ids", BP_I32, 2, shape_bt, b->token_type_ids);
     bp_put_tensor(w, "attention_mask", BP_I32, 2, shape_bt, b->attention_mask);
-    if (sc->has_labels) bp_put_tensor(w, "labels", BP_I32, 1, shape_b, b->labels);
-    if (sc->has_positions) {
+    if (sc->fields & BP_FEATURE_LABEL) bp_put_tensor(w, "labels", BP_I32, 1, shape_b, b->labels);
+    if (sc->fields & BP_FEATURE_POSITIONS) {
         bp_put_tensor(w, "start_positions", BP_I32, 1, shape_b, b->starts);
         bp_put_tensor(w, "end_positions", BP_I32, 1, shape_b, b->ends);
     }
-    if (sc->has_offsets) bp_put_tensor(w, "offsets", BP_I32, 3, shape_bt2, b->offsets);
+    if (sc->fields & BP_FEATURE_OFFSETS) bp_put_tensor(w, "offsets", BP_I32, 3, shape_bt2, b->offsets);
     bp_send(out, w);
 }
 
@@ -410,7 +391,7 @@ int main(int argc, char **argv) {
                   .order = malloc((n ? n : 1) * sizeof *bt.order),
                   .batch_starts = malloc((per_epoch + 1) * sizeof *bt.batch_starts)};
     if (!bt.order || !bt.batch_starts) bp_die(1, NULL, "out of memory for %zu features", n);
-    rows_alloc(&bt.b, batch_size, (size_t)(a.pad_max ? (int)a.max_length : longest), sc.has_offsets);
+    rows_alloc(&bt.b, batch_size, (size_t)(a.pad_max ? (int)a.max_length : longest), sc.fields & BP_FEATURE_OFFSETS);
     bt.out = out;
     send_hello(bt.out, &w, hello, &a, per_epoch, n);
 

@@ -15,6 +15,7 @@
 
 #include "eval/metrics.h"
 #include "eval/qa_postprocess.h"
+#include "stage/frame_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -66,11 +67,7 @@ typedef struct cls_state {
 static void cls_start(sink *k, cls_state *c, const bp_frame *f, int64_t C) {
     bp_err err;
     char where[64];
-    /* no class, no prediction: a softmax over nothing has no argmax */
-    if (C < 1 || C > INT32_MAX)
-        bp_die(1, bp_frame_where(f, where, sizeof where), "tensor 'logits' has %lld classes (shape[1]); at least 1 is needed",
-               (long long)C);
-    c->C = (int)C;
+    c->C = (int)C;   /* at least 1 (bp_cls_logits_read) */
     if (c->n_labels && c->n_labels != c->C)
         bp_die(1, bp_frame_where(f, where, sizeof where), "logits have %d classes but the stream names %d labels", c->C,
                c->n_labels);
@@ -147,34 +144,21 @@ static void cls_predict_row(sink *k, cls_state *c, const bp_frame *f, int64_t i,
 static void cls_logits_frame(sink *k, cls_state *c, const bp_frame *f) {
     bp_err err;
     char where[64];
-    bp_tensor_view t, lt, tw;
-    if (bp_get_tensor_of(f, "logits", BP_F32, 2, NULL, &t, &err)) bp_die_err(&err);
-    int64_t B = t.shape[0], b1[1] = {B};
-    bp_str *ids;
-    size_t n_ids;
-    /* the ids first: every row is an example, and the rows can only be as many as the ids */
-    if (bp_get_strs(f, "example_ids", &ids, &n_ids, &err)) bp_die_err(&err);
-    if ((uint64_t)n_ids != (uint64_t)B)
-        bp_die(1, bp_frame_where(f, where, sizeof where), "'example_ids' has %zu entries for %lld rows of 'logits'", n_ids,
-               (long long)B);
-    if (c->C == 0) cls_start(k, c, f, t.shape[1]);
-    else if (t.shape[1] != c->C)
-        bp_die(1, bp_frame_where(f, where, sizeof where), "logits have %lld classes, earlier frames %d", (long long)t.shape[1],
-               c->C);
-    cls_grow(c, (size_t)B);
-    bp_tensor_copy(&t, c->logits);
-    int has_gold = bp_find_tensor_of(f, "labels", BP_I32, 1, b1, &lt, &err);
-    if (has_gold < 0) bp_die_err(&err);
-    if (has_gold) bp_tensor_copy(&lt, c->gold);
-    int has_windows = bp_find_tensor_of(f, "windows", BP_I32, 1, b1, &tw, &err);
-    if (has_windows < 0) bp_die_err(&err);
+    bp_cls_logits_view l;
+    if (bp_cls_logits_read(f, &l, &err)) bp_die_err(&err);
+    if (c->C == 0) cls_start(k, c, f, l.C);
+    else if (l.C != c->C)
+        bp_die(1, bp_frame_where(f, where, sizeof where), "logits have %lld classes, earlier frames %d", (long long)l.C, c->C);
+    cls_grow(c, (size_t)l.B);
+    bp_tensor_copy(&l.logits, c->logits);
+    if (l.has_labels) bp_tensor_copy(&l.labels, c->gold);
     int32_t window = 0;
-    for (int64_t i = 0; i < B; i++) {
-        if (has_windows) memcpy(&window, (const char *)tw.data + i * 4, 4);
-        cls_once(c, f, i, &ids[i], window);
-        cls_predict_row(k, c, f, i, &ids[i], has_gold);
+    for (int64_t i = 0; i < l.B; i++) {
+        if (l.has_windows) memcpy(&window, (const char *)l.windows.data + i * 4, 4);
+        cls_once(c, f, i, &l.ids[i], window);
+        cls_predict_row(k, c, f, i, &l.ids[i], l.has_labels);
     }
-    free(ids);
+    bp_cls_logits_view_free(&l);
 }
 
 static void classification(bp_in *in, sink *k, char **labels, int n_labels) {
@@ -285,37 +269,21 @@ typedef struct qa_logits {
 
 static void qa_logits_read(const bp_frame *f, qa_logits *l) {
     bp_err err;
-    char where[64];
-    bp_tensor_view ts, te, to, tw, tgs, tge;
-    if (bp_get_tensor_of(f, "start_logits", BP_F32, 2, NULL, &ts, &err)) bp_die_err(&err);
-    int64_t B = ts.shape[0], T = ts.shape[1], bt[2] = {B, T}, bt2[3] = {B, T, 2}, b1[1] = {B};
-    if (T < 1 || T > INT32_MAX)
-        bp_die(1, bp_frame_where(f, where, sizeof where), "tensor 'start_logits' has %lld tokens a row (shape[1])", (long long)T);
-    if (bp_get_tensor_of(f, "end_logits", BP_F32, 2, bt, &te, &err) ||
-        bp_get_tensor_of(f, "offsets", BP_I32, 3, bt2, &to, &err) || bp_get_tensor_of(f, "windows", BP_I32, 1, b1, &tw, &err))
-        bp_die_err(&err);
-    int has_gold = bp_has(f, "start_positions") && bp_has(f, "end_positions");
-    if (has_gold && (bp_get_tensor_of(f, "start_positions", BP_I32, 1, b1, &tgs, &err) ||
-                     bp_get_tensor_of(f, "end_positions", BP_I32, 1, b1, &tge, &err)))
-        bp_die_err(&err);
-    bp_str *ids;
-    size_t n_ids;
-    if (bp_get_strs(f, "example_ids", &ids, &n_ids, &err)) bp_die_err(&err);
-    if ((uint64_t)n_ids != (uint64_t)B)
-        bp_die(1, bp_frame_where(f, where, sizeof where), "'example_ids' has %zu entries for %lld rows of 'start_logits'",
-               n_ids, (long long)B);
-    *l = (qa_logits){.B = B, .T = T, .ids = ids, .start = malloc(ts.nbytes), .end = malloc(te.nbytes),
-                     .offsets = malloc(to.nbytes), .windows = malloc(tw.nbytes),
-                     .gold_start = has_gold ? malloc(tgs.nbytes) : NULL, .gold_end = has_gold ? malloc(tge.nbytes) : NULL};
-    if (!l->start || !l->end || !l->offsets || !l->windows || (has_gold && (!l->gold_start || !l->gold_end)))
+    bp_qa_logits_view v;
+    if (bp_qa_logits_read(f, &v, &err)) bp_die_err(&err);
+    *l = (qa_logits){.B = v.B, .T = v.T, .ids = v.ids, .start = malloc(v.start.nbytes), .end = malloc(v.end.nbytes),
+                     .offsets = malloc(v.offsets.nbytes), .windows = malloc(v.windows.nbytes),
+                     .gold_start = v.has_positions ? malloc(v.start_positions.nbytes) : NULL,
+                     .gold_end = v.has_positions ? malloc(v.end_positions.nbytes) : NULL};
+    if (!l->start || !l->end || !l->offsets || !l->windows || (v.has_positions && (!l->gold_start || !l->gold_end)))
         bp_die(1, NULL, "out of memory");
-    bp_tensor_copy(&ts, l->start);
-    bp_tensor_copy(&te, l->end);
-    bp_tensor_copy(&to, l->offsets);
-    bp_tensor_copy(&tw, l->windows);
-    if (has_gold) {
-        bp_tensor_copy(&tgs, l->gold_start);
-        bp_tensor_copy(&tge, l->gold_end);
+    bp_tensor_copy(&v.start, l->start);
+    bp_tensor_copy(&v.end, l->end);
+    bp_tensor_copy(&v.offsets, l->offsets);
+    bp_tensor_copy(&v.windows, l->windows);
+    if (v.has_positions) {
+        bp_tensor_copy(&v.start_positions, l->gold_start);
+        bp_tensor_copy(&v.end_positions, l->gold_end);
     }
 }
 
@@ -396,12 +364,14 @@ static void send_qa_prediction(sink *k, const qa_example *e, qa_post_result *res
 /* run_qa's post-processing over every window of e: one prediction. */
 static void predict_example(sink *k, qa_example *e, json_t *preds, json_t *nbest) {
     bp_err err;
+    char where[300];
+    snprintf(where, sizeof where, "example %.200s", e->id);
     qsort(e->windows, (size_t)e->n_windows, sizeof *e->windows, cmp_window);
     for (int i = 1; i < e->n_windows; i++)
         if (e->windows[i].window == e->windows[i - 1].window)
             /* a stream replayed twice or a fan-in counted twice: never score a window twice */
-            bp_die(1, NULL, "example %s: window %d has logits twice (a stream replayed, or an evaluation over more than one "
-                   "epoch?)", e->id, e->windows[i].window);
+            bp_die(1, where, "window %d has logits twice: a stream replayed, or an evaluation over more than one epoch?",
+                   e->windows[i].window);
     qa_post_window *pw = calloc((size_t)e->n_windows, sizeof *pw);
     if (!pw) bp_die(1, NULL, "out of memory");
     for (int i = 0; i < e->n_windows; i++)
@@ -409,7 +379,7 @@ static void predict_example(sink *k, qa_example *e, json_t *preds, json_t *nbest
                                  .end_logits = e->windows[i].end, .offsets = e->windows[i].offsets};
     qa_post_result res;
     if (qa_post_process(e->context, pw, e->n_windows, &k->args->po, &res, &err))
-        bp_die(1, NULL, "example %s: %s", e->id, err.msg);
+        bp_die(1, where, "%s", err.msg);
     if (qa_post_json_add(preds, nbest, NULL, e->id, &res, &err)) bp_die_err(&err);
     send_qa_prediction(k, e, &res);
     qa_post_result_free(&res);
@@ -448,7 +418,7 @@ static void qa(bp_in *in, sink *k) {
         if (e->n_windows == 0) {
             missing++;
             if (!a->allow_missing)
-                bp_die(1, NULL, "example %s has no logits in the input (is the logits stream complete?)", e->id);
+                bp_die(1, xs.spec, "example %s has no logits in the input: is the logits stream complete?", e->id);
             continue;
         }
         predict_example(k, e, preds, nbest);

@@ -18,6 +18,7 @@
 
 #include "base/archive_input.h"
 #include "eval/metrics.h"
+#include "stage/frame_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -108,11 +109,10 @@ static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
 
 /* Every prediction names its example, each example once: 16 predictions are never scored
  * as if 16 examples had been asked (a stream replayed, two epochs evaluated). */
-static void count_once(tally *t, const bp_frame *f) {
-    bp_err err;
+static void count_once(tally *t, const bp_frame *f, const bp_str *example_id) {
     char where[64];
-    char *id = bp_get_strdup(f, "example_id", &err);
-    if (!id) bp_die_err(&err);
+    char *id = strndup(example_id->ptr, example_id->len);
+    if (!id) bp_die(1, NULL, "out of memory");
     char **found = tsearch(id, &t->ids, cmp_id);
     if (!found) bp_die(1, NULL, "out of memory");
     if (*found != id) {
@@ -123,40 +123,32 @@ static void count_once(tally *t, const bp_frame *f) {
     }
 }
 
-/* A QA prediction's "answers" (the gold texts) as C strings, NULL-terminated; *n their count. */
-static char **gold_texts(const bp_frame *f, int *n) {
-    bp_err err;
-    bp_str *answers = NULL;
-    size_t n_answers = 0;
-    if (bp_find_strs(f, "answers", &answers, &n_answers, &err) < 0) bp_die_err(&err);
-    char **golds = calloc(n_answers + 1, sizeof *golds);
+/* A QA prediction's "answers" (the gold texts) as C strings, NULL-terminated. */
+static char **gold_texts(const bp_prediction_view *p) {
+    char **golds = calloc(p->n_answers + 1, sizeof *golds);
     if (!golds) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < n_answers; i++)
-        if (!(golds[i] = strndup(answers[i].ptr, answers[i].len))) bp_die(1, NULL, "out of memory");
-    free(answers);
-    *n = (int)n_answers;
+    for (size_t i = 0; i < p->n_answers; i++)
+        if (!(golds[i] = strndup(p->answers[i].ptr, p->answers[i].len))) bp_die(1, NULL, "out of memory");
     return golds;
 }
 
-/* One QA prediction frame into both totals. */
-static void add_qa(tally *t, const bp_frame *f) {
+/* One QA prediction into both totals. */
+static void add_qa(tally *t, const bp_frame *f, const bp_prediction_view *p) {
     bp_err err;
     char where[64];
-    int n_golds, impossible = 0, match = 0;
-    char *text = bp_get_strdup(f, "text", &err);
-    if (!text || bp_find_bool(f, "is_impossible", &impossible, &err) < 0) bp_die_err(&err);
-    int has_match = bp_find_bool(f, "span_match", &match, &err);
-    if (has_match < 0) bp_die_err(&err);
-    char **golds = gold_texts(f, &n_golds);
-    if (impossible) t->saw_impossible = 1;
+    int n_golds = (int)p->n_answers;
+    char *text = strndup(p->text.ptr, p->text.len);
+    char **golds = gold_texts(p);
+    if (!text) bp_die(1, NULL, "out of memory");
+    if (p->is_impossible) t->saw_impossible = 1;
     if ((n_golds > 0 && metrics_squad_add(&t->st1, text, (const char *const *)golds, n_golds, NULL, NULL, &err)) ||
         metrics_squad_add(&t->st2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
         bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     if (n_golds == 0) t->unscored++;
-    if (has_match) {
+    if (p->has_span_match) {
         /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
-        metrics_squad_add_span(&t->st1, match ? 0 : 1, 0, 0, 0);
-        metrics_squad_add_span(&t->st2, match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->st1, p->span_match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->st2, p->span_match ? 0 : 1, 0, 0, 0);
     }
     for (int i = 0; i < n_golds; i++) free(golds[i]);
     free(golds);
@@ -166,35 +158,29 @@ static void add_qa(tally *t, const bp_frame *f) {
 /* The classes: the stream's labels, else the first prediction's probs, at least 2. */
 static void cls_setup(tally *t, const bp_frame *f) {
     bp_err err;
+    char where[64];
     bp_tensor_view p;
     int C = t->n_labels;
     int has_probs = C ? 0 : bp_find_tensor(f, "probs", &p, &err);
     if (has_probs < 0) bp_die_err(&err);
-    if (has_probs && p.ndim == 1) C = (int)p.shape[0];
-    if (metrics_cls_init(&t->mc, C < 2 ? 2 : C, &err)) bp_die_err(&err);
+    if (has_probs && p.ndim == 1) C = p.shape[0] > METRICS_MAX_CLASSES ? METRICS_MAX_CLASSES + 1 : (int)p.shape[0];
+    if (metrics_cls_init(&t->mc, C < 2 ? 2 : C, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     t->mc_ready = 1;
 }
 
-/* One classification prediction frame: its label against the gold one, its loss. */
-static void add_cls(tally *t, const bp_frame *f) {
+/* One classification prediction: its label against the gold one, its loss. */
+static void add_cls(tally *t, const bp_frame *f, const bp_prediction_view *p) {
     bp_err err;
     char where[64];
-    int64_t label, gold;
-    double loss;
-    if (bp_get_int(f, "label", BP_I32_MIN, BP_I32_MAX, &label, &err) ||
-        bp_get_int(f, "gold", BP_I32_MIN, BP_I32_MAX, &gold, &err))
-        bp_die_err(&err);
     if (!t->mc_ready) cls_setup(t, f);
-    if (gold < 0) {   /* unlabelled (a test split): nothing to score, but counted */
+    if (p->gold < 0) {   /* unlabelled (a test split): nothing to score, but counted */
         t->unscored++;
         return;
     }
-    if (metrics_cls_add_prediction(&t->mc, (int)label, (int)gold, &err))
+    if (metrics_cls_add_prediction(&t->mc, (int)p->label, (int)p->gold, &err))
         bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
-    int has_loss = bp_find_float(f, "loss", &loss, &err);
-    if (has_loss < 0) bp_die_err(&err);
-    if (has_loss) {
-        t->mc.loss_sum += loss;
+    if (p->has_loss) {
+        t->mc.loss_sum += p->loss;
         t->mc.loss_count++;
     }
 }
@@ -205,10 +191,14 @@ static void read_predictions(bp_in *in, tally *t) {
     int r;
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind == BP_PREDICTION) {
-            count_once(t, &f);
+            bp_err err;
+            bp_prediction_view p;
+            if (bp_prediction_read(&f, t->qa, &p, &err)) bp_die_err(&err);
+            count_once(t, &f, &p.example_id);
             t->n++;
-            if (t->qa) add_qa(t, &f);
-            else add_cls(t, &f);
+            if (t->qa) add_qa(t, &f, &p);
+            else add_cls(t, &f, &p);
+            bp_prediction_view_free(&p);
         }
         bp_frame_release(&f);
     }

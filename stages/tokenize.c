@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stage/frame_input.h"
 #include "stage/stage.h"
 #include "text/tokenizer.h"
 
@@ -95,45 +96,29 @@ static void send_feature(tokenizer_job *j, const feature *ft) {
 }
 
 /* [CLS] text [SEP]: one feature. */
-static void tokenize_single(tokenizer_job *j, const bp_frame *f, feature *ft, const char *where) {
+static void tokenize_single(tokenizer_job *j, const bp_example_view *ex, feature *ft, const char *where) {
     bp_err err;
-    const char *text;
-    size_t text_len;
-    int64_t label = -1;
-    /* a field's error names its frame; the tokenizer's names the example */
-    if (bp_get_str(f, "text", &text, &text_len, &err) || bp_find_int(f, "label", -1, BP_I32_MAX, &label, &err) < 0)
-        bp_die_err(&err);
-    if (tok_encode_single(j->tok, text, text_len, (int)j->args->max_length, j->args->pad, &j->enc, &err) < 0)
+    if (tok_encode_single(j->tok, ex->text.ptr, ex->text.len, (int)j->args->max_length, j->args->pad, &j->enc, &err) < 0)
         bp_die(1, where, "%s", err.msg);
-    if (j->num_labels > 0 && label >= j->num_labels)
-        bp_die(1, where, "label %lld is outside the %lld classes the stream's hello names", (long long)label,
-               (long long)j->num_labels);
-    ft->has_label = label >= 0;
-    ft->label = label;
+    ft->has_label = ex->label >= 0;
+    ft->label = ex->label;
     send_feature(j, ft);
 }
 
 /* [CLS] question [SEP] context [SEP], one feature per window. Training labels come from the
  * first answer, as run_qa does; an answer that does not slice its context drops the example
  * (or keeps it unlabelled, or stops the stage with --strict). */
-static void tokenize_pair(tokenizer_job *j, const bp_frame *f, feature *ft, const char *where) {
+static void tokenize_pair(tokenizer_job *j, const bp_example_view *ex, feature *ft, const char *where) {
     const tokenize_args *a = j->args;
     bp_err err;
-    const char *question, *context;
-    size_t question_len, context_len;
-    bp_answer *answers;
-    size_t n_answers;
-    if (bp_get_str(f, "question", &question, &question_len, &err) ||
-        bp_get_str(f, "context", &context, &context_len, &err) || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die_err(&err);
     tok_answer answer = {0};
-    if (n_answers > 0)
-        answer = (tok_answer){.text = answers[0].text, .text_len = answers[0].text_len, .start_char = answers[0].answer_start};
-    free(answers);
-    int rc = tok_encode_pair(j->tok, question, question_len, context, context_len, (int)a->max_length, (int)a->stride,
-                             a->pad, n_answers > 0 ? &answer : NULL, &j->enc, &err);
+    if (ex->n_answers > 0)
+        answer = (tok_answer){.text = ex->answers[0].text, .text_len = ex->answers[0].text_len,
+                              .start_char = ex->answers[0].answer_start};
+    int rc = tok_encode_pair(j->tok, ex->question.ptr, ex->question.len, ex->context.ptr, ex->context.len,
+                             (int)a->max_length, (int)a->stride, a->pad, ex->n_answers > 0 ? &answer : NULL, &j->enc, &err);
     if (rc < 0) bp_die(1, where, "%s", err.msg);
-    ft->labelled = n_answers > 0;
+    ft->labelled = ex->n_answers > 0;
     if (rc == TOK_ANSWER_MISMATCH) {
         j->mismatched++;
         if (a->strict) bp_die(1, where, "%s", err.msg);
@@ -147,14 +132,17 @@ static void tokenize_pair(tokenizer_job *j, const bp_frame *f, feature *ft, cons
 
 static void tokenize_example(tokenizer_job *j, const bp_frame *f) {
     bp_err err;
-    feature ft = {0};
+    bp_example_view ex;
     if (f->kind != BP_EXAMPLE) bp_die(1, j->args->io.in, "tokenize takes example frames, got %s", bp_kind_name(f->kind));
-    if (bp_get_str(f, "example_id", &ft.example_id, &ft.example_id_len, &err)) bp_die_err(&err);
+    /* a field's error names its frame (stage/frame_input.h); the tokenizer's names the example */
+    if (bp_example_read(f, j->qa, j->num_labels, &ex, &err)) bp_die_err(&err);
+    feature ft = {.example_id = ex.id.ptr, .example_id_len = ex.id.len};
     char where[300];
-    snprintf(where, sizeof where, "example %.*s", (int)(ft.example_id_len > 200 ? 200 : ft.example_id_len), ft.example_id);
+    snprintf(where, sizeof where, "example %.*s", (int)(ex.id.len > 200 ? 200 : ex.id.len), ex.id.ptr);
     j->examples++;
-    if (j->qa) tokenize_pair(j, f, &ft, where);
-    else tokenize_single(j, f, &ft, where);
+    if (j->qa) tokenize_pair(j, &ex, &ft, where);
+    else tokenize_single(j, &ex, &ft, where);
+    bp_example_view_free(&ex);
 }
 
 static void parse_args(int argc, char **argv, tokenize_args *a) {

@@ -186,14 +186,14 @@ static int label_of(const csv_plan *plan, const char *value, int *label, const c
                 *label = (int)i;
                 return 0;
             }
-        return bp_err_set(err, "unknown label '%s' (%s:%lld): the label map has %zu values", value, where,
-                          (long long)line, plan->labels.count);
+        return bp_err_set(err, "unknown label '%s': the label map has %zu values (%s:%lld)", value, plan->labels.count,
+                          where, (long long)line);
     }
     char *end;
     errno = 0;
     long v = strtol(value, &end, 10);
     if (!*value || *end != '\0' || errno != 0 || v < 0 || v > INT_MAX)
-        return bp_err_set(err, "unknown label '%s' (%s:%lld): not a class index; give a label map", value, where,
+        return bp_err_set(err, "unknown label '%s': not a class index; give a label map (%s:%lld)", value, where,
                           (long long)line);
     *label = (int)v;
     return 0;

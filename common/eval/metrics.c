@@ -19,9 +19,11 @@
 
 int metrics_cls_init(metrics_cls *m, int num_classes, bp_err *err) {
     memset(m, 0, sizeof *m);
-    if (num_classes < 1 || num_classes > 65536)
-        return bp_err_set(err, "number of classes %d is outside 1..65536 (metrics_cls_init)",
-                          num_classes);
+    /* the confusion matrix is C x C counts: a class count read from a stream (a probs
+     * tensor's length) must not make it gigabytes */
+    if (num_classes < 1 || num_classes > METRICS_MAX_CLASSES)
+        return bp_err_set(err, "number of classes %d is outside 1..%d (metrics_cls_init)", num_classes,
+                          METRICS_MAX_CLASSES);
     m->confusion = calloc((size_t)num_classes * (size_t)num_classes, sizeof *m->confusion);
     if (!m->confusion)
         return bp_err_set(err, "out of memory for a %dx%d confusion matrix (metrics_cls_init)",

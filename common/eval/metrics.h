@@ -43,7 +43,10 @@ typedef struct metrics_cls_class {
                                neither predicted nor present) */
 } metrics_cls_class;
 
-/* Set up an empty accumulator for num_classes >= 1 classes.
+/* The most classes an accumulator takes: its confusion matrix is C x C counts (128 MB here). */
+#define METRICS_MAX_CLASSES 4096
+
+/* Set up an empty accumulator for 1..METRICS_MAX_CLASSES classes.
  * Returns 0, or -1 with err filled (bad class count, out of memory). Free with
  * metrics_cls_free. */
 int metrics_cls_init(metrics_cls *m, int num_classes, bp_err *err);

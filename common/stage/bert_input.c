@@ -35,8 +35,8 @@ void bp_check_vocab_fits(const bp_frame *hello, const bert_model *m) {
     int found = bp_find_int(hello, "vocab_size", 1, BP_I32_MAX, &tokens, &err);
     if (found < 0) bp_die_err(&err);
     if (found && tokens > m->cfg.vocab_size)
-        bp_die(1, NULL, "the tokenizer's vocab.txt has %lld tokens but the model's embedding has %d rows "
-               "(config.json vocab_size): they do not belong together", (long long)tokens, m->cfg.vocab_size);
+        bp_die(1, "hello frame 0 vocab_size, config.json vocab_size", "the tokenizer's vocab.txt has %lld tokens but the "
+               "model's embedding has %d rows: they do not belong together", (long long)tokens, m->cfg.vocab_size);
 }
 
 void bp_batch_tensors_alloc(bp_batch_tensors *h, int max_B, int max_T) {

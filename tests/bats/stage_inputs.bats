@@ -82,7 +82,7 @@ prediction() { printf '{"v":1,"k":"prediction","seq":%d%s,"label":1,"gold":1}\n'
   stage_on "$TMP/x.jsonl" tokenize --vocab "$VOCAB"
   [ "$status" -eq 1 ]
   assert_one_error_line "$TMP/err" tokenize
-  grep -q "label 2 is outside the 2 classes the stream's hello names (example bad-1)" "$TMP/err"
+  grep -q "example bad-1: label 2 is outside the 2 classes the stream.s hello names (example frame 1)" "$TMP/err"
 }
 
 @test "extract refuses an empty --question or --context" {

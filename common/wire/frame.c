@@ -158,7 +158,7 @@ static void path_push(key_path *child, const key_path *parent, const msgpack_obj
 static int cmp_key(const void *a, const void *b) {
     const msgpack_object *x = *(const msgpack_object *const *)a, *y = *(const msgpack_object *const *)b;
     if (x->via.str.size != y->via.str.size) return x->via.str.size < y->via.str.size ? -1 : 1;
-    return memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size);
+    return x->via.str.size ? memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size) : 0;
 }
 
 static int same_key(const msgpack_object *x, const msgpack_object *y) { return cmp_key(&x, &y) == 0; }
@@ -175,7 +175,9 @@ static int duplicate_key(const msgpack_object *key, const key_path *at, bp_err *
 
 /* A string of the frame, UTF-8 as the protocol says: what JSON (frames2json, then
  * json2frames) can carry unchanged. */
-static int check_string(const msgpack_object *o, const key_path *at, bp_err *err) {
+static int check_string(msgpack_object *o, const key_path *at, bp_err *err) {
+    /* msgpack-c gives an empty string no pointer: every view handed out points somewhere */
+    if (o->via.str.size == 0) o->via.str.ptr = "";
     int64_t bad = bp_utf8_invalid_at(o->via.str.ptr, o->via.str.size);
     if (bad >= 0) return bp_err_set(err, "frame%s is a string that is not UTF-8 (byte %lld)", at->text, (long long)bad);
     return 0;
@@ -185,13 +187,15 @@ static int check_string(const msgpack_object *o, const key_path *at, bp_err *err
  * one thing (a reader taking the first 'label' and a JSON round trip keeping the last would
  * not), and every string is UTF-8. Sorting keeps a hostile map of a million keys from costing
  * a million squared comparisons. */
-static int check_keys(const msgpack_object *o, const key_path *at, bp_err *err) {
+static int check_keys(msgpack_object *o, const key_path *at, bp_err *err) {
     key_path child;
     if (o->type == MSGPACK_OBJECT_STR) return check_string(o, at, err);
+    if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == 0) o->via.bin.ptr = "";
     if (o->type == MSGPACK_OBJECT_ARRAY) {
         for (uint32_t i = 0; i < o->via.array.size; i++) {
-            const msgpack_object *item = &o->via.array.ptr[i];
-            if (item->type != MSGPACK_OBJECT_ARRAY && item->type != MSGPACK_OBJECT_MAP && item->type != MSGPACK_OBJECT_STR)
+            msgpack_object *item = &o->via.array.ptr[i];
+            if (item->type != MSGPACK_OBJECT_ARRAY && item->type != MSGPACK_OBJECT_MAP && item->type != MSGPACK_OBJECT_STR &&
+                item->type != MSGPACK_OBJECT_BIN)
                 continue;
             path_push(&child, at, NULL, (long)i);
             if (check_keys(item, &child, err)) return -1;
@@ -200,11 +204,13 @@ static int check_keys(const msgpack_object *o, const key_path *at, bp_err *err) 
     }
     if (o->type != MSGPACK_OBJECT_MAP) return 0;
     uint32_t n = o->via.map.size;
-    const msgpack_object_kv *kv = o->via.map.ptr;
+    msgpack_object_kv *kv = o->via.map.ptr;
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *key = &kv[i].key;
+        msgpack_object *key = &kv[i].key;
         if (key->type != MSGPACK_OBJECT_STR) return bp_err_set(err, "frame%s has a key that is not a string", at->text);
-        if (memchr(key->via.str.ptr, 0, key->via.str.size) || bp_utf8_invalid_at(key->via.str.ptr, key->via.str.size) >= 0)
+        if (key->via.str.size == 0) key->via.str.ptr = "";
+        if (memchr(key->via.str.ptr, 0, key->via.str.size) ||
+            bp_utf8_invalid_at(key->via.str.ptr, key->via.str.size) >= 0)
             return bp_err_set(err, "frame%s has a key that is not a name (a NUL byte, or not UTF-8)", at->text);
     }
     if (n <= 16) {
@@ -225,8 +231,10 @@ static int check_keys(const msgpack_object *o, const key_path *at, bp_err *err) 
         free(keys);
     }
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *v = &kv[i].val;
-        if (v->type != MSGPACK_OBJECT_ARRAY && v->type != MSGPACK_OBJECT_MAP && v->type != MSGPACK_OBJECT_STR) continue;
+        msgpack_object *v = &kv[i].val;
+        if (v->type != MSGPACK_OBJECT_ARRAY && v->type != MSGPACK_OBJECT_MAP && v->type != MSGPACK_OBJECT_STR &&
+            v->type != MSGPACK_OBJECT_BIN)
+            continue;
         path_push(&child, at, &kv[i].key, 0);
         if (check_keys(v, &child, err)) return -1;
     }
@@ -629,6 +637,7 @@ void bp_tensor_copy(const bp_tensor_view *t, void *dst) {
 static int writer_append(void *data, const char *buf, size_t len) {
     bp_writer *w = data;
     if (w->failed) return -1;
+    if (len == 0) return 0;   /* an empty payload may come with no pointer */
     if (len > w->cap - w->size) {
         size_t cap = w->cap ? w->cap : 256;
         while (cap - w->size < len) {

@@ -8,13 +8,12 @@
  * the side input --examples (e.g. file:validation.examples, the recording extract made).
  * Must never: invent an answer: an example without logits is an error naming it.
  */
-#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eval/metrics.h"
-#include "eval/qa_postprocess.h"
+#include "eval/qa_examples.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -157,78 +156,49 @@ static void classification(bp_in *in, sink *k, char **labels, int n_labels) {
 
 /* ---- QA ---------------------------------------------------------------------------- */
 
-typedef struct qa_window_data {
-    int window, T;
-    float *start, *end;
-    qa_post_offset *offsets;
-    int32_t gold_start, gold_end;
-} qa_window_data;
-
-typedef struct qa_example {
-    char *id, *context;
-    char **answers;
-    int n_answers, is_impossible;
-    qa_window_data *windows;
-    int n_windows, cap_windows;
-} qa_example;
-
-/* The examples in their order, found by id through the process's one hsearch table. */
-typedef struct qa_examples {
-    qa_example *ex;
-    size_t n, cap;
+/* The examples in their order, found by id (common/eval/qa_examples.h). */
+typedef struct examples_input {
+    qa_examples xs;
     const char *spec;    /* where they came from, for messages */
-} qa_examples;
-
-static int cmp_window(const void *a, const void *b) {
-    return ((const qa_window_data *)a)->window - ((const qa_window_data *)b)->window;
-}
+} examples_input;
 
 /* One example frame: the id, context, gold answer texts and is_impossible are kept. */
-static void keep_example(qa_examples *xs, const bp_frame *f) {
+static void keep_example(examples_input *in, const bp_frame *f) {
     bp_err err;
-    if (xs->n == xs->cap && !(xs->ex = realloc(xs->ex, (xs->cap = xs->cap ? 2 * xs->cap : 1024) * sizeof *xs->ex)))
-        bp_die(1, NULL, "out of memory");
-    qa_example *e = &xs->ex[xs->n++];
-    *e = (qa_example){0};
+    const char *id, *context;
+    size_t id_len, context_len, n_answers;
     bp_answer *answers;
-    size_t n_answers;
-    if (!(e->id = bp_get_strdup(f, "example_id", &err)) || !(e->context = bp_get_strdup(f, "context", &err)) ||
-        bp_find_bool(f, "is_impossible", &e->is_impossible, &err) < 0 || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die(1, xs->spec, "%s", err.msg);
-    if (!(e->answers = calloc(n_answers + 1, sizeof *e->answers))) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < n_answers; i++)
-        if (!(e->answers[e->n_answers++] = strndup(answers[i].text, answers[i].text_len))) bp_die(1, NULL, "out of memory");
+    int is_impossible = 0;
+    if (bp_get_str(f, "example_id", &id, &id_len, &err) || bp_get_str(f, "context", &context, &context_len, &err) ||
+        bp_find_bool(f, "is_impossible", &is_impossible, &err) < 0 || bp_find_answers(f, &answers, &n_answers, &err) < 0)
+        bp_die(1, in->spec, "%s", err.msg);
+    const char **texts = calloc(n_answers + 1, sizeof *texts);
+    size_t *lens = calloc(n_answers + 1, sizeof *lens);
+    if (!texts || !lens) bp_die(1, NULL, "out of memory");
+    for (size_t i = 0; i < n_answers; i++) {
+        texts[i] = answers[i].text;
+        lens[i] = answers[i].text_len;
+    }
+    int rc = qa_examples_add(&in->xs, id, id_len, context, context_len, texts, lens, (int)n_answers, is_impossible, &err);
+    if (rc < 0) bp_die_err(&err);
+    if (rc == 1) bp_warn("example id %.*s appears twice in %s; the first is used", (int)id_len, id, in->spec);
+    free(texts);
+    free(lens);
     free(answers);
 }
 
-static void read_examples(qa_examples *xs) {
+static void read_examples(examples_input *in) {
     bp_err err;
-    bp_in *ein = bp_in_open(xs->spec, 1, &err);
+    bp_in *ein = bp_in_open(in->spec, 1, &err);
     if (!ein) bp_die_err(&err);
     bp_frame f;
     int r;
     while ((r = bp_in_next(ein, &f)) == 1) {
-        if (f.kind == BP_EXAMPLE) keep_example(xs, &f);
+        if (f.kind == BP_EXAMPLE) keep_example(in, &f);
         bp_frame_release(&f);
     }
     if (r < 0) bp_die_err(bp_in_err(ein));
     bp_in_close(ein);
-    if (!hcreate(xs->n * 2 + 16)) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < xs->n; i++) {
-        ENTRY item = {xs->ex[i].id, &xs->ex[i]}, *found;
-        if (!(found = hsearch(item, ENTER))) bp_die(1, NULL, "out of memory");
-        if (found->data != &xs->ex[i]) bp_warn("example id %s appears twice in %s; the first is used", xs->ex[i].id, xs->spec);
-    }
-}
-
-/* The example of `id`, or NULL. The whole id, however long: a truncated key could find the
- * wrong example. */
-static qa_example *find_example(const bp_str *id) {
-    char *key = strndup(id->ptr, id->len);
-    if (!key) bp_die(1, NULL, "out of memory");
-    ENTRY q = {key, NULL}, *found = hsearch(q, FIND);
-    free(key);
-    return found ? found->data : NULL;
 }
 
 /* One logits frame's tensors, copied out of the frame. */
@@ -278,27 +248,16 @@ static void qa_logits_free(qa_logits *l) {
 
 /* Row i of l becomes one more window of its example. */
 static void add_window(qa_example *e, const qa_logits *l, int64_t i) {
+    bp_err err;
     int64_t T = l->T;
-    if (e->n_windows == e->cap_windows &&
-        !(e->windows = realloc(e->windows, (size_t)(e->cap_windows = e->cap_windows ? 2 * e->cap_windows : 4) * sizeof *e->windows)))
-        bp_die(1, NULL, "out of memory");
-    qa_window_data *wd = &e->windows[e->n_windows++];
-    *wd = (qa_window_data){.window = l->windows[i], .T = (int)T,
-                           .start = malloc((size_t)T * sizeof *wd->start), .end = malloc((size_t)T * sizeof *wd->end),
-                           .offsets = malloc((size_t)T * sizeof *wd->offsets),
-                           .gold_start = l->gold_start ? l->gold_start[i] : -1, .gold_end = l->gold_end ? l->gold_end[i] : -1};
-    if (!wd->start || !wd->end || !wd->offsets) bp_die(1, NULL, "out of memory");
-    memcpy(wd->start, l->start + i * T, (size_t)T * sizeof *wd->start);
-    memcpy(wd->end, l->end + i * T, (size_t)T * sizeof *wd->end);
-    for (int64_t t = 0; t < T; t++) {
-        wd->offsets[t].start = l->offsets[2 * (i * T + t)];
-        wd->offsets[t].end = l->offsets[2 * (i * T + t) + 1];
-    }
+    if (qa_example_add_window(e, l->windows[i], (int)T, l->start + i * T, l->end + i * T, l->offsets + 2 * i * T,
+                              l->gold_start ? l->gold_start[i] : -1, l->gold_end ? l->gold_end[i] : -1, &err))
+        bp_die_err(&err);
 }
 
 /* The logits, gathered per example. Returns the rows read; *unknown counts those naming no
  * example. */
-static int64_t gather_logits(bp_in *in, int64_t *unknown) {
+static int64_t gather_logits(bp_in *in, const qa_examples *xs, int64_t *unknown) {
     int64_t rows = 0;
     bp_frame f;
     int r;
@@ -307,7 +266,7 @@ static int64_t gather_logits(bp_in *in, int64_t *unknown) {
             qa_logits l;
             qa_logits_read(&f, &l);
             for (int64_t i = 0; i < l.B; i++, rows++) {
-                qa_example *e = find_example(&l.ids[i]);
+                qa_example *e = qa_examples_find(xs, l.ids[i].ptr, l.ids[i].len);
                 if (e) add_window(e, &l, i);
                 else (*unknown)++;
             }
@@ -331,7 +290,7 @@ static void send_qa_prediction(sink *k, const qa_example *e, qa_post_result *res
     bp_put_strs(w, "answers", (const char *const *)e->answers, (size_t)e->n_answers);
     bp_put_bool(w, "is_impossible", e->is_impossible);
     if (best && best->window >= 0 && e->windows[best->window].gold_start >= 0) {
-        const qa_window_data *wd = &e->windows[best->window];
+        const qa_window_logits *wd = &e->windows[best->window];
         bp_put_bool(w, "span_match", best->start_index == wd->gold_start && best->end_index == wd->gold_end);
     }
     bp_send(k->out, w);
@@ -346,55 +305,28 @@ static void send_qa_prediction(sink *k, const qa_example *e, qa_post_result *res
 /* run_qa's post-processing over every window of e: one prediction. */
 static void predict_example(sink *k, qa_example *e, json_t *preds, json_t *nbest) {
     bp_err err;
-    qsort(e->windows, (size_t)e->n_windows, sizeof *e->windows, cmp_window);
-    for (int i = 1; i < e->n_windows; i++)
-        if (e->windows[i].window == e->windows[i - 1].window)
-            /* a stream replayed twice or a fan-in counted twice: never score a window twice */
-            bp_die(1, NULL, "example %s: window %d has logits twice", e->id, e->windows[i].window);
-    qa_post_window *pw = calloc((size_t)e->n_windows, sizeof *pw);
-    if (!pw) bp_die(1, NULL, "out of memory");
-    for (int i = 0; i < e->n_windows; i++)
-        pw[i] = (qa_post_window){.seq_len = e->windows[i].T, .start_logits = e->windows[i].start,
-                                 .end_logits = e->windows[i].end, .offsets = e->windows[i].offsets};
     qa_post_result res;
-    if (qa_post_process(e->context, pw, e->n_windows, &k->args->po, &res, &err))
-        bp_die(1, NULL, "example %s: %s", e->id, err.msg);
-    if (qa_post_json_add(preds, nbest, NULL, e->id, &res, &err)) bp_die_err(&err);
+    if (qa_example_predict(e, &k->args->po, &res, &err) || qa_post_json_add(preds, nbest, NULL, e->id, &res, &err))
+        bp_die_err(&err);
     send_qa_prediction(k, e, &res);
     qa_post_result_free(&res);
-    free(pw);
-}
-
-static void free_examples(qa_examples *xs) {
-    for (size_t k = 0; k < xs->n; k++) {
-        qa_example *e = &xs->ex[k];
-        for (int i = 0; i < e->n_windows; i++) {
-            free(e->windows[i].start);
-            free(e->windows[i].end);
-            free(e->windows[i].offsets);
-        }
-        for (int i = 0; i < e->n_answers; i++) free(e->answers[i]);
-        free(e->answers);
-        free(e->windows);
-        free(e->id);
-        free(e->context);
-    }
-    free(xs->ex);
 }
 
 static void qa(bp_in *in, sink *k) {
     const postprocess_args *a = k->args;
     bp_err err;
-    qa_examples xs = {.spec = a->examples};
-    read_examples(&xs);
-    int64_t unknown = 0, rows = gather_logits(in, &unknown);
-    if (unknown) bp_warn("%lld logits rows name examples missing from %s: ignored", (long long)unknown, xs.spec);
+    examples_input ei = {.spec = a->examples};
+    qa_examples_init(&ei.xs);
+    read_examples(&ei);
+    qa_examples *xs = &ei.xs;
+    int64_t unknown = 0, rows = gather_logits(in, xs, &unknown);
+    if (unknown) bp_warn("%lld logits rows name examples missing from %s: ignored", (long long)unknown, ei.spec);
 
     /* one prediction per example, in the examples' order */
     json_t *preds = json_object(), *nbest = a->nbest_path ? json_object() : NULL;
     int64_t missing = 0;
-    for (size_t i = 0; i < xs.n; i++) {
-        qa_example *e = &xs.ex[i];
+    for (size_t i = 0; i < xs->n; i++) {
+        qa_example *e = &xs->ex[i];
         if (e->n_windows == 0) {
             missing++;
             if (!a->allow_missing)
@@ -406,12 +338,11 @@ static void qa(bp_in *in, sink *k) {
     if (a->pred_path && qa_post_json_write_file(preds, a->pred_path, &err)) bp_die_err(&err);
     if (a->nbest_path && qa_post_json_write_file(nbest, a->nbest_path, &err)) bp_die_err(&err);
     if (missing) bp_warn("%lld examples had no logits and got no prediction (--allow-missing)", (long long)missing);
-    bp_log("%lld examples, %lld windows -> %lld predictions%s%s", (long long)xs.n, (long long)rows, (long long)k->seq,
+    bp_log("%lld examples, %lld windows -> %lld predictions%s%s", (long long)xs->n, (long long)rows, (long long)k->seq,
            a->pred_path ? " written to " : "", a->pred_path ? a->pred_path : "");
     json_decref(preds);
     json_decref(nbest);
-    hdestroy();
-    free_examples(&xs);
+    qa_examples_free(xs);
 }
 
 static void parse_args(int argc, char **argv, postprocess_args *a) {

@@ -97,9 +97,8 @@ typedef struct tally {
     int n_labels;
     metrics_cls mc;                   /* classification, set up by the first prediction */
     int mc_ready;
-    metrics_squad_totals st1, st2;    /* QA: which version applies is known only at the end */
-    int saw_impossible;
-    int64_t n, unscored;              /* predictions; those without gold answers / label */
+    metrics_squad_tally squad;        /* QA: which version applies is known only at the end */
+    int64_t n, unscored;              /* predictions; those without a gold label */
 } tally;
 
 /* A QA prediction's "answers" (the gold texts) as C strings, NULL-terminated; *n their count. */
@@ -127,15 +126,12 @@ static void add_qa(tally *t, const bp_frame *f) {
     int has_match = bp_find_bool(f, "span_match", &match, &err);
     if (has_match < 0) bp_die_err(&err);
     char **golds = gold_texts(f, &n_golds);
-    if (impossible) t->saw_impossible = 1;
-    if ((n_golds > 0 && metrics_squad_add(&t->st1, text, (const char *const *)golds, n_golds, NULL, NULL, &err)) ||
-        metrics_squad_add(&t->st2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
+    if (metrics_squad_tally_add(&t->squad, text, (const char *const *)golds, n_golds, impossible, &err))
         bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
-    if (n_golds == 0) t->unscored++;
     if (has_match) {
         /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
-        metrics_squad_add_span(&t->st1, match ? 0 : 1, 0, 0, 0);
-        metrics_squad_add_span(&t->st2, match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->squad.v1, match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->squad.v2, match ? 0 : 1, 0, 0, 0);
     }
     for (int i = 0; i < n_golds; i++) free(golds[i]);
     free(golds);
@@ -192,7 +188,10 @@ static void read_predictions(bp_in *in, tally *t) {
     }
     if (r < 0) bp_die_err(bp_in_err(in));
     bp_in_close(in);
-    if (t->qa && t->saw_impossible) t->v2 = 1;
+    if (t->qa) {
+        t->v2 = metrics_squad_tally_is_v2(&t->squad, t->v2);
+        t->unscored = t->squad.unscored;
+    }
     if (t->unscored && (!t->qa || !t->v2))
         bp_warn("%lld of %lld predictions carry no gold %s: not scored", (long long)t->unscored, (long long)t->n,
                 t->qa ? "answers" : "label");
@@ -202,7 +201,7 @@ static void read_predictions(bp_in *in, tally *t) {
 /* QA: the summary JSON, the two lines on stderr, the metric frame's fields. */
 static void report_qa(const tally *t, FILE *jf, const char *jname, bp_writer *w) {
     bp_err err;
-    metrics_squad_summary s = metrics_squad_summarize(t->v2 ? &t->st2 : &t->st1);
+    metrics_squad_summary s = metrics_squad_tally_summarize(&t->squad, t->v2);
     json_t *j = metrics_squad_summary_to_json(&s, &err);
     if (!j) bp_die_err(&err);
     char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
@@ -330,8 +329,7 @@ int main(int argc, char **argv) {
     if (bp_find_bool(hello, "version_2", &hello_v2, &err) < 0 || (t.n_labels = bp_hello_labels(hello, &t.labels, &err)) < 0)
         bp_die_err(&err);
     if (hello_v2) t.v2 = 1;
-    metrics_squad_totals_init(&t.st1, METRICS_SQUAD_V1);
-    metrics_squad_totals_init(&t.st2, METRICS_SQUAD_V2);
+    metrics_squad_tally_init(&t.squad);
     read_predictions(in, &t);
     report(&t, &a);
     bp_labels_free(t.labels, t.n_labels);

@@ -14,6 +14,7 @@
 
 #include "eval/metrics.h"
 #include "eval/qa_examples.h"
+#include "stage/qa_examples_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -156,51 +157,6 @@ static void classification(bp_in *in, sink *k, char **labels, int n_labels) {
 
 /* ---- QA ---------------------------------------------------------------------------- */
 
-/* The examples in their order, found by id (common/eval/qa_examples.h). */
-typedef struct examples_input {
-    qa_examples xs;
-    const char *spec;    /* where they came from, for messages */
-} examples_input;
-
-/* One example frame: the id, context, gold answer texts and is_impossible are kept. */
-static void keep_example(examples_input *in, const bp_frame *f) {
-    bp_err err;
-    const char *id, *context;
-    size_t id_len, context_len, n_answers;
-    bp_answer *answers;
-    int is_impossible = 0;
-    if (bp_get_str(f, "example_id", &id, &id_len, &err) || bp_get_str(f, "context", &context, &context_len, &err) ||
-        bp_find_bool(f, "is_impossible", &is_impossible, &err) < 0 || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die(1, in->spec, "%s", err.msg);
-    const char **texts = calloc(n_answers + 1, sizeof *texts);
-    size_t *lens = calloc(n_answers + 1, sizeof *lens);
-    if (!texts || !lens) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < n_answers; i++) {
-        texts[i] = answers[i].text;
-        lens[i] = answers[i].text_len;
-    }
-    int rc = qa_examples_add(&in->xs, id, id_len, context, context_len, texts, lens, (int)n_answers, is_impossible, &err);
-    if (rc < 0) bp_die_err(&err);
-    if (rc == 1) bp_warn("example id %.*s appears twice in %s; the first is used", (int)id_len, id, in->spec);
-    free(texts);
-    free(lens);
-    free(answers);
-}
-
-static void read_examples(examples_input *in) {
-    bp_err err;
-    bp_in *ein = bp_in_open(in->spec, 1, &err);
-    if (!ein) bp_die_err(&err);
-    bp_frame f;
-    int r;
-    while ((r = bp_in_next(ein, &f)) == 1) {
-        if (f.kind == BP_EXAMPLE) keep_example(in, &f);
-        bp_frame_release(&f);
-    }
-    if (r < 0) bp_die_err(bp_in_err(ein));
-    bp_in_close(ein);
-}
-
 /* One logits frame's tensors, copied out of the frame. */
 typedef struct qa_logits {
     int64_t B, T;
@@ -315,12 +271,10 @@ static void predict_example(sink *k, qa_example *e, json_t *preds, json_t *nbest
 static void qa(bp_in *in, sink *k) {
     const postprocess_args *a = k->args;
     bp_err err;
-    examples_input ei = {.spec = a->examples};
-    qa_examples_init(&ei.xs);
-    read_examples(&ei);
-    qa_examples *xs = &ei.xs;
+    qa_examples examples, *xs = &examples;
+    bp_read_qa_examples(a->examples, xs);
     int64_t unknown = 0, rows = gather_logits(in, xs, &unknown);
-    if (unknown) bp_warn("%lld logits rows name examples missing from %s: ignored", (long long)unknown, ei.spec);
+    if (unknown) bp_warn("%lld logits rows name examples missing from %s: ignored", (long long)unknown, a->examples);
 
     /* one prediction per example, in the examples' order */
     json_t *preds = json_object(), *nbest = a->nbest_path ? json_object() : NULL;

@@ -1,0 +1,104 @@
+#!/usr/bin/env bats
+# train's control of a run: when it evaluates (each epoch, --eval-every), what it reports (the
+# epoch summary; SQuAD EM/F1 during training, equal to eval | postprocess | score), when it
+# stops (--patience), what it keeps (--save-best, checkpoint-N folders, --save-total-limit) and
+# what a saved folder holds. Inputs come from the embedded default data set.
+load test_helper
+
+DEF="$BERTPIPE_TOP/pipelines/default"
+VOCAB="$DEF/vocab.txt"
+EVAL="$BERTPIPE_BIN/eval"
+
+# classification batches from a default split: N examples, batch size, epochs, batch args...
+sst_batches() { # split N batch-size epochs [batch args...]
+  local split=$1 n=$2 bs=$3 ep=$4; shift 4
+  extract --format csv --delimiter tab --text-column sentence --label-column label --label-map negative,positive \
+    --limit "$n" "$DEF/sentiment-$split.tsv" | tokenize --vocab "$VOCAB" --max-length 40 |
+    batch --batch-size "$bs" --epochs "$ep" "$@"
+}
+
+# QA: the validation examples and batches of the default set into $TMP, and a training stream.
+squad_validation() {
+  extract --format squad "$DEF/squad-validation.json" --out "file:$TMP/val.examples"
+  tokenize --in "file:$TMP/val.examples" --vocab "$VOCAB" --max-length 96 --doc-stride 32 |
+    batch --no-shuffle --batch-size 32 --out "file:$TMP/val.batches"
+}
+squad_batches() { # epochs
+  extract --format squad "$DEF/squad-train.json" | tokenize --vocab "$VOCAB" --max-length 96 --doc-stride 32 |
+    batch --batch-size 16 --epochs "$1"
+}
+
+# metric frames of one scope from a recorded metric stream, as JSON lines
+scope() { frames2json --in "file:$1" | grep "\"scope\":\"$2\""; }
+# the value of KEY in a JSON line
+field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
+
+@test "an --eval stream with larger batches than training's is planned for, not refused" {
+  sst_batches validation 100 64 1 --no-shuffle --out "file:$TMP/val.batches"
+  sst_batches train 64 8 1 | train --preset tiny --vocab "$VOCAB" --eval "file:$TMP/val.batches" \
+    --out "file:$TMP/m.frames" 2>"$TMP/err" || { cat "$TMP/err"; false; }
+  scope "$TMP/m.frames" eval | grep -q '"examples":100'
+}
+
+@test "an unlabelled --eval stream (a test split) is not scored; training goes on and exits 0" {
+  printf 'sentence\n' >"$TMP/test.tsv"
+  sed -n '2,41p' "$DEF/sentiment-validation.tsv" | cut -f1 >>"$TMP/test.tsv"
+  extract --format csv --delimiter tab --text-column sentence "$TMP/test.tsv" | tokenize --vocab "$VOCAB" --max-length 40 |
+    batch --no-shuffle --batch-size 16 --out "file:$TMP/test.batches"
+  sst_batches train 64 8 1 | train --preset tiny --vocab "$VOCAB" --eval "file:$TMP/test.batches" \
+    --out "file:$TMP/m.frames" 2>"$TMP/err"
+  grep -q "warning: the --eval stream has no labels (a test split?)" "$TMP/err"
+  ! scope "$TMP/m.frames" eval
+  run train --preset tiny --vocab "$VOCAB" --eval "file:$TMP/test.batches" --save-best accuracy --in "file:$TMP/test.batches"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"train: error: --save-best accuracy: the evaluation cannot give it (the --eval stream has no labels)"* ]]
+}
+
+@test "each epoch ends with a summary: mean train loss, train accuracy, epoch time, eval time, sequences/s" {
+  sst_batches validation 100 32 1 --no-shuffle --out "file:$TMP/val.batches"
+  sst_batches train 256 32 3 | BERTPIPE_QUIET=0 train --preset tiny --lr 2e-3 --vocab "$VOCAB" \
+    --eval "file:$TMP/val.batches" --out "file:$TMP/m.frames" 2>"$TMP/err"
+  [ "$(scope "$TMP/m.frames" epoch | wc -l)" -eq 3 ]
+  for k in train_loss train_accuracy epoch_time eval_time seq_per_s; do
+    scope "$TMP/m.frames" epoch | grep -q "\"$k\":" || { echo "no $k"; false; }
+  done
+  # the mean train loss is the mean of the epoch's step losses (one batch per step)
+  mean=$(scope "$TMP/m.frames" train | awk -F'"loss":' '$0 ~ /"epoch":2,/ { split($2, v, ","); s += v[1]; n++ } END { printf "%.6f", s / n }')
+  got=$(scope "$TMP/m.frames" epoch | grep '"epoch":2,' | field train_loss)
+  awk -v a="$mean" -v b="$got" 'BEGIN { d = a - b; exit !(d < 1e-5 && d > -1e-5) }'
+  grep -qE "train: epoch 3 done at step 24: train loss [0-9.]+ accuracy [0-9.]+, [0-9.]+ s \(eval [0-9.]+ s\), [0-9]+ sequences/s" "$TMP/err"
+}
+
+@test "--eval-every N evaluates every N optimizer steps instead of at each epoch end" {
+  sst_batches validation 50 25 1 --no-shuffle --out "file:$TMP/val.batches"
+  sst_batches train 160 16 2 | train --preset tiny --vocab "$VOCAB" --eval "file:$TMP/val.batches" --eval-every 4 \
+    --out "file:$TMP/m.frames"
+  # 10 steps per epoch, 20 in all: evaluations at steps 4, 8, 12, 16, 20
+  [ "$(scope "$TMP/m.frames" eval | field step | tr '\n' ' ')" = "4 8 12 16 20 " ]
+}
+
+@test "--patience N stops after N evaluations without a better metric" {
+  sst_batches validation 50 25 1 --no-shuffle --out "file:$TMP/val.batches"
+  # lr 0: the weights never change, so no evaluation after the first is better
+  sst_batches train 320 16 1 | BERTPIPE_QUIET=0 train --preset tiny --vocab "$VOCAB" --lr 0 --eval "file:$TMP/val.batches" \
+    --eval-every 2 --patience 3 --out "file:$TMP/m.frames" 2>"$TMP/err"
+  [ "$(scope "$TMP/m.frames" eval | field step | tr '\n' ' ')" = "2 4 6 8 " ]
+  [ "$(scope "$TMP/m.frames" train | wc -l)" -eq 8 ]
+  grep -q "early stopping at step 8: 3 evaluations without a better loss (best [0-9.]* at step 2)" "$TMP/err"
+}
+
+@test "SQuAD: EM/F1 at every epoch, and the last equal eval | postprocess | score on the saved weights" {
+  squad_validation
+  squad_batches 3 | train --preset tiny --lr 1e-3 --vocab "$VOCAB" --eval "file:$TMP/val.batches" \
+    --eval-examples "file:$TMP/val.examples" --save "$TMP/model" --out "file:$TMP/m.frames"
+  [ "$(scope "$TMP/m.frames" eval | grep -c '"exact_match":')" -eq 3 ]
+  [ "$(scope "$TMP/m.frames" eval | grep -c '"f1":')" -eq 3 ]
+  em=$(scope "$TMP/m.frames" eval | tail -1 | field exact_match)
+  f1=$(scope "$TMP/m.frames" eval | tail -1 | field f1)
+  "$EVAL" --checkpoint "$TMP/model" --in "file:$TMP/val.batches" | postprocess --examples "file:$TMP/val.examples" |
+    score --json "$TMP/score.json"
+  sem=$(sed 's/.*"exact_match":\([^,]*\).*/\1/' "$TMP/score.json")
+  sf1=$(sed 's/.*"f1":\([^,]*\).*/\1/' "$TMP/score.json")
+  echo "train: EM $em F1 $f1; stages: EM $sem F1 $sf1"
+  awk -v a="$em" -v b="$sem" -v c="$f1" -v d="$sf1" 'BEGIN { x = a - b; y = c - d; exit !(a > 0 && x * x < 1e-20 && y * y < 1e-20) }'
+}

@@ -144,25 +144,6 @@ fail:
     return NULL;
 }
 
-static int copy_file(const char *from, const char *to, bp_err *err) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return bp_err_set(err, "cannot open: %s (%s)", strerror(errno), from);
-    af_file out;
-    if (af_open(&out, to, err)) { fclose(in); return -1; }
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out.fp) != n) {
-            fclose(in);
-            af_abort(&out);
-            return bp_err_set(err, "write failed (%s)", to);
-        }
-    int bad = ferror(in);
-    fclose(in);
-    if (bad) { af_abort(&out); return bp_err_set(err, "read failed (%s)", from); }
-    return af_commit(&out, err);
-}
-
 int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
                          const char *vocab_path, bp_err *err) {
     if (make_dir(dir, err)) return -1;
@@ -218,7 +199,7 @@ int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labe
     if (rc) return -1;
     if (vocab_path) {
         snprintf(path, sizeof path, "%s/vocab.txt", dir);
-        if (copy_file(vocab_path, path, err)) return -1;
+        if (af_copy_file(vocab_path, path, err)) return -1;
     }
     return 0;
 }

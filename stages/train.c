@@ -151,13 +151,16 @@ static void send_eval_metric(trainer *t, const bp_eval_result *e, long epoch) {
 }
 
 static void log_eval(const trainer *t, const bp_eval_result *e, long epoch) {
-    char scores[160] = "";
+    char scores[160] = "", rows[64];
+    snprintf(rows, sizeof rows, "%lld %s", (long long)e->sequences, t->eval->qa ? "windows" : "examples");
     if (!isnan(e->accuracy))
         snprintf(scores, sizeof scores, " accuracy %.4f macro-F1 %.4f", e->accuracy, e->macro_f1);
     else if (!isnan(e->exact_match))
-        snprintf(scores, sizeof scores, " EM %.2f F1 %.2f (%lld questions)", e->exact_match, e->f1, (long long)e->questions);
-    bp_log("epoch %ld step %ld eval: loss %.4f%s (%lld examples, %.1f s)", epoch, t->r->state.step, e->loss, scores,
-           (long long)e->sequences, e->seconds);
+        snprintf(scores, sizeof scores, " EM %.2f F1 %.2f", e->exact_match, e->f1);
+    if (!isnan(e->exact_match)) snprintf(rows, sizeof rows, "%lld questions, %lld windows", (long long)e->questions,
+                                         (long long)e->sequences);
+    bp_log("epoch %ld step %ld eval: loss %.4f%s (%s, %.1f s)", epoch, t->r->state.step, e->loss, scores, rows,
+           e->seconds);
     if (e->unanswered)
         bp_warn("%lld examples of --eval-examples have no window in --eval: not scored", (long long)e->unanswered);
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bats
+# The manifests' training control and predictions on the embedded default: a test split
+# without labels predicted (--do-predict) and evaluated without failing, the control options
+# passed to train, a cased run served cased, the best epoch kept.
+load test_helper
+
+DEF="$BERTPIPE_TOP/pipelines/default"
+
+# A copy of the default validation sentences without their label column: a test split.
+unlabelled_tsv() {
+  printf 'sentence\n' >"$TMP/test.tsv"
+  sed -n '2,41p' "$DEF/sentiment-validation.tsv" | cut -f1 >>"$TMP/test.tsv"
+}
+
+# The default SQuAD validation set with every "answers" list removed.
+unlabelled_squad() {
+  python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+for a in d["data"]:
+    for p in a["paragraphs"]:
+        for q in p["qas"]:
+            q.pop("answers", None)
+json.dump(d, open(sys.argv[2], "w"))' "$DEF/squad-validation.json" "$TMP/squad-test.json"
+}
+
+@test "sst --do-predict on a test split without labels writes predictions, scores nothing, exits 0" {
+  export BERTPIPE_BIN
+  unlabelled_tsv
+  run "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --do-predict --test-data "$TMP/test.tsv" --out "$TMP/o"
+  [ "$status" -eq 0 ]
+  p=$TMP/o/predict_results.tsv
+  [ "$(head -1 "$p")" = "$(printf 'index\tprediction\tp_negative\tp_positive')" ]
+  [ "$(wc -l <"$p")" -eq 41 ]
+  awk -F'\t' 'NR > 1 && !($2 == "negative" || $2 == "positive") { exit 1 }' "$p"
+  # the score is the validation split's alone
+  grep -q '"count": 400,' "$TMP/o/metrics.json"
+  grep -qF '"do-predict": 1' "$TMP/o/run_config.json"
+}
+
+@test "sst --eval-split on an unlabelled split is predicted, not scored, and exits 0" {
+  export BERTPIPE_BIN
+  unlabelled_tsv
+  run "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --eval-data "$TMP/test.tsv" --eval-split test --out "$TMP/o"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"train: warning: the --eval stream has no labels"* ]]
+  [[ "$output" == *"no labels in test, nothing scored"* ]]
+  [ "$(wc -l <"$TMP/o/predictions.tsv")" -eq 41 ]
+}
+
+@test "squad --do-predict --test on questions without answers writes predictions and the n-best, exits 0" {
+  export BERTPIPE_BIN
+  unlabelled_squad
+  run "$BERTPIPE_TOP/pipelines/squad" --epochs 1 --do-predict --test "$TMP/squad-test.json" --out "$TMP/q"
+  [ "$status" -eq 0 ]
+  python3 - "$TMP/q/predict_predictions.json" "$TMP/q/predict_nbest_predictions.json" <<'PY'
+import json, sys
+p, n = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert len(p) == 180 and set(p) == set(n), (len(p), len(n))
+assert all(isinstance(v, str) for v in p.values())
+assert all(e and "probability" in e[0] for e in n.values())
+PY
+  run "$BERTPIPE_TOP/pipelines/squad" --do-predict --out "$TMP/q2"
+  [ "$status" -eq 2 ]
+  [ "$output" = "squad: error: --do-predict needs --test PATH (the questions to answer) (see squad --help)" ]
+}

@@ -28,6 +28,8 @@ static const char usage[] =
     "usage: train (--checkpoint DIR | --config FILE | --preset NAME) [options] [--in SPEC] [--out SPEC]\n"
     "Fine-tune BERT on batch frames; metric frames out.\n"
     "  --checkpoint DIR     start from a Hugging Face checkpoint (config.json + weights)\n"
+    "  --ignore-mismatched-sizes   a checkpoint tensor of another shape (a head for another label count)\n"
+    "                       is initialised afresh and named, instead of refused\n"
     "  --config FILE        fresh weights for this config.json\n"
     "  --preset NAME        fresh weights, Google's shapes: tiny mini small medium base large\n"
     "  --vocab FILE         vocab.txt saved with the checkpoint (default DIR/vocab.txt)\n"
@@ -64,7 +66,8 @@ typedef struct train_args {
     const char *eval_examples, *save_best;
     double lr, warmup_ratio, weight_decay, max_grad_norm, dropout;
     long warmup_steps, grad_accum, max_steps, save_every, threads;
-    long eval_every, patience;
+    long eval_every, patience, save_total_limit;
+    int ignore_mismatched;       /* --ignore-mismatched-sizes */
     qa_post_options post;        /* QA answers at each evaluation, as postprocess's options */
     uint64_t seed;
 } train_args;
@@ -275,12 +278,15 @@ static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
 /* ---- setting up -------------------------------------------------------------------- */
 
 /* The options of evaluation, best-keeping and stopping, read by control_option. */
-enum { O_EVAL_EVERY = 0x2001, O_EVAL_EXAMPLES, O_N_BEST, O_MAX_ANSWER, O_V2, O_NULL_THRESHOLD, O_SAVE_BEST, O_PATIENCE };
+enum { O_EVAL_EVERY = 0x2001, O_EVAL_EXAMPLES, O_N_BEST, O_MAX_ANSWER, O_V2, O_NULL_THRESHOLD, O_SAVE_BEST, O_PATIENCE,
+       O_SAVE_TOTAL_LIMIT, O_IGNORE_MISMATCHED };
 #define CONTROL_LONGOPTS                                                                                         \
     {"eval-every", required_argument, 0, O_EVAL_EVERY}, {"eval-examples", required_argument, 0, O_EVAL_EXAMPLES}, \
     {"n-best", required_argument, 0, O_N_BEST}, {"max-answer-length", required_argument, 0, O_MAX_ANSWER},       \
     {"version-2", no_argument, 0, O_V2}, {"null-threshold", required_argument, 0, O_NULL_THRESHOLD},             \
-    {"save-best", required_argument, 0, O_SAVE_BEST}, {"patience", required_argument, 0, O_PATIENCE}
+    {"save-best", required_argument, 0, O_SAVE_BEST}, {"patience", required_argument, 0, O_PATIENCE},             \
+    {"save-total-limit", required_argument, 0, O_SAVE_TOTAL_LIMIT},                                              \
+    {"ignore-mismatched-sizes", no_argument, 0, O_IGNORE_MISMATCHED}
 
 /* Handle one getopt result if it is a control option: returns 1 when handled. */
 static int control_option(train_args *a, int opt, const char *arg) {
@@ -294,6 +300,8 @@ static int control_option(train_args *a, int opt, const char *arg) {
     case O_NULL_THRESHOLD: po->null_score_diff_threshold = (float)bp_opt_double("--null-threshold", arg, -1e9, 1e9); return 1;
     case O_SAVE_BEST: a->save_best = arg; return 1;
     case O_PATIENCE: a->patience = bp_opt_long("--patience", arg, 1, 1L << 40); return 1;
+    case O_SAVE_TOTAL_LIMIT: a->save_total_limit = bp_opt_long("--save-total-limit", arg, 1, 1L << 40); return 1;
+    case O_IGNORE_MISMATCHED: a->ignore_mismatched = 1; return 1;
     default: return 0;
     }
 }
@@ -388,7 +396,8 @@ static bert_model *open_model(const train_args *a, const stream_info *info, back
     } else {
         const char *source = a->resume ? a->resume : a->checkpoint ? a->checkpoint : a->config;
         char *notes = NULL;
-        m = bert_open(source, !a->config, info->head, (int)info->num_labels, BERT_FOR_TRAINING, be, info->max_B,
+        int load = a->config ? BERT_LOAD_NONE : a->ignore_mismatched ? BERT_LOAD_IGNORE_MISMATCHED_SIZES : BERT_LOAD;
+        m = bert_open(source, load, info->head, (int)info->num_labels, BERT_FOR_TRAINING, be, info->max_B,
                       info->max_T, a->seed, &notes, &err);
         if (!m) bp_die_err(&err);
         if (notes) {

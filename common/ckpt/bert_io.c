@@ -125,12 +125,16 @@ bert_model *bert_open(const char *source, int load_weights, bert_head head, int 
     static const char *qa_ignore[] = {"pooler", NULL};
     ckpt_report report = {0};
     const char *model_class = head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification";
-    if (ckpt_load_into(d.tensors, (size_t)d.n, NULL, src->tensors, src->n_tensors, src->path, "bert",
-                       head == BERT_HEAD_QA ? qa_ignore : NULL, &report, err))
+    int (*load)(const bp_named_tensor *, size_t, unsigned char *, const bp_named_tensor *, size_t, const char *,
+                const char *, const char *const *, ckpt_report *, bp_err *) =
+        load_weights == BERT_LOAD_IGNORE_MISMATCHED_SIZES ? ckpt_load_into_ignoring_sizes : ckpt_load_into;
+    if (load(d.tensors, (size_t)d.n, NULL, src->tensors, src->n_tensors, src->path, "bert",
+             head == BERT_HEAD_QA ? qa_ignore : NULL, &report, err))
         goto fail_loaded;
     if (notes)
-        *notes = join_lines(ckpt_format_unexpected(&report, src->path, model_class),
-                            ckpt_format_missing(&report, src->path, model_class));
+        *notes = join_lines(join_lines(ckpt_format_unexpected(&report, src->path, model_class),
+                                       ckpt_format_missing(&report, src->path, model_class)),
+                            ckpt_format_mismatched(&report, src->path, model_class));
     ckpt_report_free(&report);
     if (bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, d.flat, err)) goto fail_loaded;
     described_free(&d);

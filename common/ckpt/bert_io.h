@@ -26,6 +26,11 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
  * nothing to free; else free it with hfc_free). */
 int bert_read_config(const char *source, hfc_config *hf, bp_err *err);
 
+/* bert_open's load_weights: none (fresh weights), the checkpoint's, or the checkpoint's with a
+ * tensor of another shape (a head for another label count) initialised afresh and named in the
+ * notes, as transformers' ignore_mismatched_sizes=True. */
+enum { BERT_LOAD_NONE = 0, BERT_LOAD = 1, BERT_LOAD_IGNORE_MISMATCHED_SIZES = 2 };
+
 /* Build the model for a checkpoint directory or config file:
  *   source = a directory holding config.json (+ weights, loaded when load_weights), or a
  *   config.json path (fresh weights).

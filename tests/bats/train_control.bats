@@ -102,3 +102,22 @@ field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
   echo "train: EM $em F1 $f1; stages: EM $sem F1 $sf1"
   awk -v a="$em" -v b="$sem" -v c="$f1" -v d="$sf1" 'BEGIN { x = a - b; y = c - d; exit !(a > 0 && x * x < 1e-20 && y * y < 1e-20) }'
 }
+
+@test "--ignore-mismatched-sizes starts a new head on a checkpoint of another label count, naming the tensors" {
+  sst_batches train 64 32 1 | train --preset tiny --vocab "$VOCAB" --save "$TMP/two" --max-steps 1
+  # three classes: every third sentence becomes "neutral"
+  awk -F'\t' 'NR == 1 { print; next } NR <= 65 { print $1 "\t" (NR % 3 ? $2 : "neutral") }' "$DEF/sentiment-train.tsv" >"$TMP/three.tsv"
+  extract --format csv --delimiter tab --text-column sentence --label-column label --label-map negative,neutral,positive \
+    "$TMP/three.tsv" | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size 32 --out "file:$TMP/three.batches"
+  run train --checkpoint "$TMP/two" --in "file:$TMP/three.batches"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"train: error: size mismatch for classifier.weight: checkpoint has shape [2, 128], the model expects [3, 128]"* ]]
+  train --checkpoint "$TMP/two" --ignore-mismatched-sizes --in "file:$TMP/three.batches" --save "$TMP/three" \
+    --out "file:$TMP/m.frames" 2>"$TMP/err"
+  grep -q "newly initialized because the shapes did not match:" "$TMP/err"
+  grep -qxF -- "- classifier.weight: found shape torch.Size([2, 128]) in the checkpoint and torch.Size([3, 128]) in the model instantiated" "$TMP/err"
+  grep -qxF -- "- classifier.bias: found shape torch.Size([2]) in the checkpoint and torch.Size([3]) in the model instantiated" "$TMP/err"
+  # the encoder did load: only the head is named
+  [ "$(grep -c '^- ' "$TMP/err")" -eq 2 ]
+  grep -q '"neutral"' "$TMP/three/config.json"
+}

@@ -133,6 +133,7 @@ static int read_lines(const char *path, emitter *e, int64_t limit, bp_err *err) 
         lineno++;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
         if (n == 0) continue;
+        if (ds_check_text(line, (size_t)n, "text", path, lineno, err)) break;   /* a NUL or bad UTF-8 is never cut */
         snprintf(id, sizeof id, "line-%lld", (long long)lineno);
         ds_example ex = {.id = id, .text = line, .label = -1, .source = path, .line = lineno};
         if (emit(&ex, e, err) < 0) break;

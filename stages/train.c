@@ -124,9 +124,9 @@ static void save_all(run *r, const char *why) {
     bp_err err;
     r->state.dropout_seed = r->m->dropout_seed;
     r->state.dropout_counter = r->m->dropout_counter;
-    if (bert_save_pretrained(r->m, r->save_dir, (const char *const *)r->info->labels, r->info->n_labels, r->vocab_path,
-                             &err) ||
-        bert_save_train_state(r->m, r->opt, r->save_dir, &r->state, &err))
+    /* One folder swap for weights and optimizer state together, so a resume never mixes saves. */
+    if (bert_save_checkpoint(r->m, r->opt, &r->state, r->save_dir, (const char *const *)r->info->labels,
+                             r->info->n_labels, r->vocab_path, &err))
         bp_die_err(&err);
     r->saved_step = r->state.step;
     bp_log("saved %s at step %ld (%s)", r->save_dir, r->state.step, why);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "ckpt/bert_io.h"
+#include "ckpt/trainer_dir.h"
 #include "eval/metrics.h"
 #include "stage/bert_input.h"
 #include "stage/stage.h"
@@ -33,7 +34,8 @@ static const char usage[] =
     "  --config FILE        fresh weights for this config.json\n"
     "  --preset NAME        fresh weights, Google's shapes: tiny mini small medium base large\n"
     "  --vocab FILE         vocab.txt saved with the checkpoint (default DIR/vocab.txt)\n"
-    "  --resume DIR         continue a run saved by --save (same input stream)\n"
+    "  --resume DIR         continue a run saved by --save (same input stream): DIR's latest\n"
+    "                       checkpoint-STEP, or a checkpoint-STEP folder itself\n"
     "  --lr X               peak learning rate (default 5e-5)\n"
     "  --warmup-steps N | --warmup-ratio R   linear warm-up (default 0)\n"
     "  --weight-decay X     AdamW decay, not on biases and LayerNorm (default 0)\n"
@@ -44,14 +46,16 @@ static const char usage[] =
     "  --seed N             weight init and dropout seed (default 42)\n"
     "  --device auto|cuda|cpu  (default auto)    --threads N  CPU threads (default all)\n"
     "  --precision fp32|tf32|bf16   GPU matmul precision (bf16: fp32 master weights; default fp32)\n"
-    "  --save DIR           save here at each epoch end and at the end\n"
+    "  --save DIR           save DIR/checkpoint-STEP at each epoch end and at the end (weights, optimizer\n"
+    "                       state, tokenizer files, trainer_state.json); DIR itself holds the model to use\n"
+    "  --save-total-limit N keep the N latest checkpoint-STEP folders (and the best)\n"
     "  --save-every N       also save every N steps\n"
     "  --save-init DIR      save the starting weights (before any step) to DIR, e.g. for a peer run\n"
     "  --eval SPEC          validation batch stream (e.g. file:val.frames), evaluated each epoch\n"
     "  --eval-every N       evaluate every N optimizer steps instead of at each epoch end\n"
     "  --eval-examples SPEC QA: the validation examples (file:validation.examples): EM/F1 at each evaluation\n"
     "  --n-best N  --max-answer-length N  --version-2  --null-threshold X   QA answers, as postprocess\n"
-    "  --save-best METRIC   the best evaluation by accuracy, macro-f1, em, f1 or loss is kept\n"
+    "  --save-best METRIC   save at each new best by accuracy, macro-f1, em, f1 or loss; DIR holds the best\n"
     "  --patience N         stop after N evaluations in a row without a new best (metric: --save-best's, else loss)\n"
     BP_IO_USAGE;
 
@@ -80,6 +84,8 @@ typedef struct stream_info {
     int64_t num_labels, vocab_size;
     char **labels;               /* the class names, saved with the checkpoint */
     int n_labels;
+    int batch_size, max_length;  /* the training stream's own (max_B/T may grow for --eval) */
+    int lowercase;               /* the tokenizer's casing, saved with the checkpoint */
 } stream_info;
 
 /* The model being trained and where it is saved. */
@@ -90,6 +96,9 @@ typedef struct run {
     const char *save_dir, *vocab_path;
     const stream_info *info;
     long saved_step;   /* step of the last save, -1 before any */
+    const bp_train_policy *policy;   /* what is the best, and so what the top of save_dir holds */
+    td_state *log;                   /* trainer_state.json's log history */
+    long steps_per_epoch, total_steps, save_every, save_total_limit;
 } run;
 
 /* What the epoch under way adds up to, for its summary. */
@@ -119,17 +128,45 @@ typedef struct trainer {
     char extra[64];               /* the progress bar's "loss X" */
 } trainer;
 
+/* Where the run stands, for trainer_state.json. */
+static td_progress run_progress(const run *r) {
+    const bp_train_policy *p = r->policy;
+    return (td_progress){.global_step = r->state.step, .max_steps = r->total_steps,
+                         .num_train_epochs = (long)r->info->epochs, .train_batch_size = r->info->batch_size,
+                         .eval_steps = p->eval_every, .save_steps = r->save_every,
+                         .epoch = r->steps_per_epoch ? (double)r->state.step / (double)r->steps_per_epoch : 0,
+                         .metric = p->metric, .greater_is_better = p->greater_is_better, .best_metric = p->best_value,
+                         .best_step = p->best_step, .patience = p->patience, .patience_counter = p->evals_since_best};
+}
+
+/* Save checkpoint-STEP in save_dir (weights, optimizer state, tokenizer files, trainer_state.json
+ * in one folder swap, so a resume never mixes saves); the top of save_dir holds the best
+ * evaluation's model with --save-best, else the latest. */
 static void save_all(run *r, const char *why) {
     if (!r->save_dir || r->saved_step == r->state.step) return;
     bp_err err;
     r->state.dropout_seed = r->m->dropout_seed;
     r->state.dropout_counter = r->m->dropout_counter;
-    /* One folder swap for weights and optimizer state together, so a resume never mixes saves. */
-    if (bert_save_checkpoint(r->m, r->opt, &r->state, r->save_dir, (const char *const *)r->info->labels,
-                             r->info->n_labels, r->vocab_path, &err))
-        bp_die_err(&err);
+    const bp_train_policy *p = r->policy;
+    td_progress progress = run_progress(r);
+    td_save_request q = {.dir = r->save_dir, .m = r->m, .opt = r->opt, .state = &r->state,
+                         .labels = (const char *const *)r->info->labels, .n_labels = r->info->n_labels,
+                         .vocab_path = r->vocab_path, .lowercase = r->info->lowercase,
+                         .model_max_length = r->info->max_length, .log = r->log, .progress = &progress,
+                         .publish = !p->save_best || p->best_step < 0 || p->best_step == r->state.step,
+                         .total_limit = r->save_total_limit};
+    int rc = td_save(&q, &err);
+    if (rc < 0) bp_die_err(&err);
+    if (rc > 0) bp_warn("%s", err.msg);
     r->saved_step = r->state.step;
-    bp_log("saved %s at step %ld (%s)", r->save_dir, r->state.step, why);
+    bp_log("saved %s/checkpoint-%ld at step %ld (%s)%s", r->save_dir, r->state.step, r->state.step, why,
+           q.publish ? "" : "; the top keeps the best");
+}
+
+/* One entry of trainer_state.json's log history (HF's names) at the current step and epoch. */
+static void log_entry(run *r, const char *const *keys, const double *values, int n) {
+    bp_err err;
+    if (td_state_log(r->log, r->state.step, run_progress(r).epoch, keys, values, n, &err)) bp_die_err(&err);
 }
 
 /* ---- evaluation on --eval ---------------------------------------------------------- */
@@ -177,8 +214,15 @@ static void evaluate(trainer *t, long epoch) {
     t->epoch.eval_seconds += e.seconds;
     send_eval_metric(t, &e, epoch);
     log_eval(t, &e, epoch);
-    if (bp_policy_record(p, r->state.step, &e) && p->save_best)
+    const char *keys[] = {"eval_loss", "eval_accuracy", "eval_macro_f1", "eval_exact_match", "eval_f1", "eval_runtime",
+                          "eval_samples_per_second"};
+    const double values[] = {e.loss, e.accuracy, e.macro_f1, e.exact_match, e.f1, e.seconds,
+                             e.seconds > 0 ? (double)e.sequences / e.seconds : NAN};
+    log_entry(r, keys, values, 7);
+    if (bp_policy_record(p, r->state.step, &e) && p->save_best) {
         bp_log("new best %s %.4f at step %ld", p->metric, p->best_value, r->state.step);
+        save_all(r, "best so far");
+    }
     if (bp_policy_should_stop(p) && !t->done) {
         t->done = 1;
         bp_log("early stopping at step %ld: %ld evaluations without a better %s (best %.4f at step %ld)", r->state.step,
@@ -231,6 +275,8 @@ static void optimizer_step(trainer *t, int64_t frames_seen) {
     apply_update(t->r, frames_seen, &grad_norm, &lr);
     double now = bp_now();
     send_train_metric(t, loss, grad_norm, lr, now);
+    const char *keys[] = {"loss", "learning_rate", "grad_norm"};
+    log_entry(t->r, keys, (const double[]){loss, hfc_real_from_float(lr), grad_norm}, 3);
     snprintf(t->extra, sizeof t->extra, "loss %.4f", loss);
     bp_progress_update(t->prog, t->r->state.step, t->extra);
     t->micro = t->micro_rows = 0;
@@ -367,6 +413,10 @@ static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) 
     int has_num_labels = bp_find_int(hello, "num_labels", 1, 1 << 20, &info.num_labels, &err);
     if (has_num_labels < 0) bp_die_err(&err);
     if (!has_num_labels) info.num_labels = info.n_labels;
+    info.batch_size = info.max_B;
+    info.max_length = info.max_T;
+    info.lowercase = 1;   /* BertTokenizer's default, for a stream that does not say */
+    if (bp_find_bool(hello, "lowercase", &info.lowercase, &err) < 0) bp_die_err(&err);
     return info;
 }
 
@@ -423,6 +473,8 @@ static void open_optimizer(run *r, const train_args *a, const stream_info *info,
     oc->max_grad_norm = (float)a->max_grad_norm;
     long steps_per_epoch = (long)((info->per_epoch + a->grad_accum - 1) / a->grad_accum);
     oc->total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (long)info->epochs;
+    r->steps_per_epoch = steps_per_epoch;
+    r->total_steps = oc->total_steps;
     oc->warmup_steps = a->warmup_steps >= 0 ? a->warmup_steps : (long)ceil(a->warmup_ratio * (double)oc->total_steps);
     if (!(r->opt = bert_optim_create(r->m, oc, &err))) bp_die_err(&err);
     if (a->resume) {
@@ -437,6 +489,34 @@ static void open_optimizer(run *r, const train_args *a, const stream_info *info,
     bp_log("%s head, %zu parameters, %ld steps (%ld per epoch x %lld epochs), lr %g, warm-up %ld",
            info->head == BERT_HEAD_QA ? "QA" : "classification", r->m->num_params, oc->total_steps, steps_per_epoch,
            (long long)info->epochs, a->lr, oc->warmup_steps);
+}
+
+/* What --resume PATH resumes: PATH itself when it is a checkpoint folder, else the latest
+ * checkpoint-STEP of the run folder PATH (as the Trainer's resume_from_checkpoint=True). */
+static const char *resume_folder(const char *path) {
+    static char folder[4096];
+    bp_err err;
+    if (td_resume_folder(path, folder, sizeof folder, &err)) bp_die_err(&err);
+    return folder;
+}
+
+/* trainer_state.json's log, and on --resume the saved one with the best and the patience
+ * counter it recorded, so a resumed run keeps, and stops, as the uninterrupted one would. */
+static void open_log(run *r, const train_args *a, bp_train_policy *policy) {
+    bp_err err;
+    r->policy = policy;
+    r->save_every = a->save_every;
+    r->save_total_limit = a->save_total_limit;
+    if (!a->resume) {
+        if (!(r->log = td_state_new(&err))) bp_die_err(&err);
+        return;
+    }
+    td_progress saved = {.best_metric = policy->best_value, .best_step = policy->best_step};
+    if (td_state_read(a->resume, &r->log, &saved, &err) < 0) bp_die_err(&err);
+    policy->best_value = saved.best_metric;
+    policy->best_step = saved.best_step;
+    policy->evals_since_best = saved.patience_counter;
+    policy->last_eval_step = r->state.step;   /* the save came after any evaluation of its step */
 }
 
 /* The validation stream (read whole now, before training starts) and what to do with it: the
@@ -492,19 +572,22 @@ static void send_epoch_summary(trainer *t) {
     if (ep->labelled) snprintf(accuracy, sizeof accuracy, " accuracy %.4f", (double)ep->correct / (double)ep->labelled);
     bp_log("epoch %ld done at step %ld: train loss %.4f%s, %.1f s (eval %.1f s), %.0f sequences/s", r->state.epoch,
            r->state.step, loss, accuracy, seconds, ep->eval_seconds, speed);
+    const char *keys[] = {"train_loss", "train_accuracy", "epoch_time", "eval_time", "train_samples_per_second"};
+    log_entry(t->r, keys, (const double[]){loss, ep->labelled ? (double)ep->correct / (double)ep->labelled : NAN,
+                                           seconds, ep->eval_seconds, speed}, 5);
     *ep = (epoch_stats){.start = now};
 }
 
-/* An epoch frame: a partial accumulation is stepped (as the Trainer does), then --eval, a save
- * and the epoch's summary. */
+/* An epoch frame: a partial accumulation is stepped (as the Trainer does), then --eval, the
+ * epoch's summary and a save. */
 static void end_epoch(trainer *t, const position *pos) {
     run *r = t->r;
     if (t->micro > 0 && !t->done) optimizer_step(t, pos->frames_seen);
     r->state.batches_consumed = pos->frames_seen;
     r->state.epoch++;
     if (bp_policy_eval_due(t->policy, t->eval, r->state.step, 1)) evaluate(t, r->state.epoch);
+    send_epoch_summary(t);   /* before the save: its log entry goes into trainer_state.json */
     save_all(r, "end of epoch");
-    send_epoch_summary(t);
 }
 
 /* One frame of the input stream. */
@@ -547,6 +630,7 @@ int main(int argc, char **argv) {
     qa_post_options_default(&a.post);
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
+    if (a.resume) a.resume = resume_folder(a.resume);
 
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
@@ -564,6 +648,7 @@ int main(int argc, char **argv) {
     bp_check_vocab_fits(hello, r.m);
     optim_config oc;
     open_optimizer(&r, &a, &info, &oc);
+    open_log(&r, &a, &policy);
 
     bp_writer w;
     bp_writer_init(&w);
@@ -595,12 +680,16 @@ int main(int argc, char **argv) {
     if (t.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", t.micro);
     bp_progress_finish(&prog, t.extra[0] ? t.extra : NULL);
     save_all(&r, "end of training");
+    if (policy.save_best && policy.best_step >= 0 && r.save_dir)
+        bp_log("best %s %.4f at step %ld: %s holds checkpoint-%ld's model", policy.metric, policy.best_value,
+               policy.best_step, r.save_dir, policy.best_step);
     bp_close_out(out);
     bp_in_close(in);
     bp_eval_set_free(&set);
     free(t.train_logits);
     bp_batch_tensors_free(&h);
     bp_labels_free(info.labels, info.n_labels);
+    td_state_free(r.log);
     optim_free(r.opt);
     bert_free(r.m);
     be->destroy(be);

@@ -164,11 +164,12 @@ static int write_pretrained(bert_model *m, const char *dir, const char *const *l
     hf.max_position_embeddings = c->max_position_embeddings;
     hf.type_vocab_size = c->type_vocab_size;
     hf.pad_token_id = c->pad_token_id < 0 ? 0 : c->pad_token_id;
-    hf.layer_norm_eps = c->layer_norm_eps;
-    hf.hidden_dropout_prob = c->hidden_dropout_prob;
-    hf.attention_probs_dropout_prob = c->attention_probs_dropout_prob;
-    hf.classifier_dropout = c->classifier_dropout;
-    hf.initializer_range = c->initializer_range;
+    /* float32 in the model: written as the decimal they stand for (0.1, not 0.10000000149011612) */
+    hf.layer_norm_eps = hfc_real_from_float(c->layer_norm_eps);
+    hf.hidden_dropout_prob = hfc_real_from_float(c->hidden_dropout_prob);
+    hf.attention_probs_dropout_prob = hfc_real_from_float(c->attention_probs_dropout_prob);
+    hf.classifier_dropout = hfc_real_from_float(c->classifier_dropout);
+    hf.initializer_range = hfc_real_from_float(c->initializer_range);
     snprintf(hf.architecture, sizeof hf.architecture, "%s",
              c->head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification");
     if (c->head == BERT_HEAD_CLASSIFICATION && labels && n_labels == c->num_labels)
@@ -248,6 +249,12 @@ static int write_train_state(bert_model *m, optim_adamw *opt, const char *dir, c
     return rc;
 }
 
+int bert_write_checkpoint_files(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *folder,
+                                const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
+    if (write_pretrained(m, folder, labels, n_labels, vocab_path, err)) return -1;
+    return opt ? write_train_state(m, opt, folder, state, err) : 0;
+}
+
 int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *dir,
                          const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
     /* What the new folder gets from us. Weights in another format and optimizer state we do
@@ -256,8 +263,7 @@ int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state
                               "model.safetensors.index.json", vocab_path ? "vocab.txt" : NULL, NULL};
     ad_dir folder;
     if (ad_begin(&folder, dir, replaced, err)) return -1;
-    int rc = write_pretrained(m, folder.tmp_path, labels, n_labels, vocab_path, err);
-    if (rc == 0 && opt) rc = write_train_state(m, opt, folder.tmp_path, state, err);
+    int rc = bert_write_checkpoint_files(m, opt, state, folder.tmp_path, labels, n_labels, vocab_path, err);
     if (rc != 0) {
         ad_abort(&folder);
         bp_err inner = *err;

@@ -66,6 +66,12 @@ typedef struct bert_train_state {
 int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *dir,
                          const char *const *labels, int n_labels, const char *vocab_path, bp_err *err);
 
+/* The files of bert_save_checkpoint written into FOLDER as they are, not atomically: for a
+ * caller that makes FOLDER part of its own atomic save (ckpt/trainer_dir.h's checkpoint-STEP,
+ * which holds more files). FOLDER must exist. Returns 0, or -1 with err naming the file. */
+int bert_write_checkpoint_files(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *folder,
+                                const char *const *labels, int n_labels, const char *vocab_path, bp_err *err);
+
 /* DIR/optimizer.safetensors alone, written in place (atomically as a file, not together with
  * the weights: bert_save_checkpoint is the save a resume can trust). Returns 0 or -1 with err. */
 int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,

@@ -14,13 +14,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/atomic_dir.h"
 #include "base/atomic_file.h"
 
 /* What a checkpoint folder holds: all that rotation removes, and (but the optimizer state) what
  * the top of the run folder gets from it, model.safetensors last of those. */
 #define OPTIMIZER_FILE "optimizer.safetensors"
+#define STATE_FILE "trainer_state.json"
 static const char *const checkpoint_files[] = {"config.json", "vocab.txt", "tokenizer_config.json",
-                                               "special_tokens_map.json", "trainer_state.json", "model.safetensors",
+                                               "special_tokens_map.json", STATE_FILE, "model.safetensors",
                                                OPTIMIZER_FILE, NULL};
 
 static int path_join(char *buf, size_t size, const char *dir, const char *name, bp_err *err) {
@@ -409,7 +411,7 @@ static int publish_file(const char *from, const char *dir, const char *name, bp_
 int td_publish(const char *dir, const char *checkpoint, bp_err *err) {
     char from[4096];
     for (int i = 0; checkpoint_files[i]; i++) {
-        if (!strcmp(checkpoint_files[i], OPTIMIZER_FILE)) continue;
+        if (!strcmp(checkpoint_files[i], OPTIMIZER_FILE) || !strcmp(checkpoint_files[i], STATE_FILE)) continue;
         if (path_join(from, sizeof from, checkpoint, checkpoint_files[i], err)) return -1;
         if (file_exists(from) && publish_file(from, dir, checkpoint_files[i], err)) return -1;
     }
@@ -423,4 +425,31 @@ int td_publish(const char *dir, const char *checkpoint, bp_err *err) {
     }
     close(fd);
     return 0;
+}
+
+/* Everything of checkpoint-STEP into FOLDER (the save's temporary folder). */
+static int write_checkpoint(const td_save_request *q, const char *folder, bp_err *err) {
+    char path[4096];
+    if (bert_write_checkpoint_files(q->m, q->opt, q->state, folder, q->labels, q->n_labels, q->vocab_path, err) ||
+        (q->vocab_path && td_write_tokenizer_files(folder, q->vocab_path, q->lowercase, q->model_max_length, err)) ||
+        path_join(path, sizeof path, folder, STATE_FILE, err))
+        return -1;
+    return td_state_write(q->log, q->progress, q->dir, path, err);
+}
+
+int td_save(const td_save_request *q, bp_err *err) {
+    char folder[4096], path[4096];
+    if (af_make_dir(q->dir, err) || td_checkpoint_path(q->dir, q->state->step, folder, sizeof folder, err)) return -1;
+    ad_dir save;
+    if (ad_begin(&save, folder, (const char *const *)checkpoint_files, err)) return -1;
+    if (write_checkpoint(q, save.tmp_path, err)) {
+        bp_err inner = *err;
+        ad_abort(&save);
+        return bp_err_set(err, "checkpoint not saved: %s", inner.msg);
+    }
+    if (ad_commit(&save, err) || path_join(path, sizeof path, q->dir, STATE_FILE, err) ||
+        td_state_write(q->log, q->progress, q->dir, path, err) || (q->publish && td_publish(q->dir, folder, err)))
+        return -1;
+    if (q->total_limit <= 0) return 0;
+    return td_rotate(q->dir, q->total_limit, q->progress->best_step, NULL, err) ? 1 : 0;
 }

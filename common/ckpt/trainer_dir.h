@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "base/log.h"
+#include "ckpt/bert_io.h"
 
 /* ---- tokenizer files ---------------------------------------------------------------- */
 
@@ -86,11 +87,37 @@ int td_resume_folder(const char *path, char *buf, size_t size, bp_err *err);
  * with err (the others are still rotated). */
 int td_rotate(const char *dir, long limit, long keep_step, long *removed, bp_err *err);
 
-/* Make CHECKPOINT's model files DIR's own: config.json, vocab.txt, the tokenizer files,
- * trainer_state.json and last model.safetensors, each hard-linked (copied where links fail)
+/* Make CHECKPOINT's model files DIR's own: config.json, vocab.txt, the tokenizer files and last
+ * model.safetensors (not trainer_state.json: DIR's own is the whole run's), each hard-linked
+ * (copied where links fail)
  * under a temporary name and renamed over DIR's, so a reader sees whole files from one
  * checkpoint or the other. An optimizer.safetensors at DIR's top (an older layout) is removed:
  * its state belongs to other weights. Returns 0, or -1 with err naming the file. */
 int td_publish(const char *dir, const char *checkpoint, bp_err *err);
+
+/* One save of a run. */
+typedef struct td_save_request {
+    const char *dir;                        /* the run folder (created when missing; its parent must exist) */
+    bert_model *m;
+    optim_adamw *opt;
+    const bert_train_state *state;          /* state->step names the folder */
+    const char *const *labels;
+    int n_labels;
+    const char *vocab_path;                 /* copied as vocab.txt; the tokenizer files need it */
+    int lowercase;                          /* tokenizer_config.json's do_lower_case */
+    long model_max_length;                  /* and model_max_length */
+    const td_state *log;
+    const td_progress *progress;
+    int publish;                            /* the checkpoint becomes DIR's model */
+    long total_limit;                       /* rotation (0: keep all), the best (progress) kept */
+} td_save_request;
+
+/* DIR/checkpoint-STEP whole or not at all (base/atomic_dir.h: written beside, swapped in):
+ * bert_write_checkpoint_files' weights, config, vocab and optimizer state, the tokenizer files
+ * and trainer_state.json; then DIR/trainer_state.json (the run's log so far), the publication
+ * (q->publish) and the rotation. Returns 0; 1 when saved but the rotation kept a folder (err
+ * says which: a warning, not a failure); -1 with err when the save failed (the checkpoints DIR
+ * had are untouched). */
+int td_save(const td_save_request *q, bp_err *err);
 
 #endif

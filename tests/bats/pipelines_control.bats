@@ -64,3 +64,64 @@ PY
   [ "$status" -eq 2 ]
   [ "$output" = "squad: error: --do-predict needs --test PATH (the questions to answer) (see squad --help)" ]
 }
+
+# BERTPIPE_TAP stand-in: every frame, payloads whole, into $TMP/tap.jsonl (the pipeline asks for --brief).
+full_tap() {
+  printf '#!/bin/sh\nfor a in "$@"; do shift; [ "$a" = --brief ] || set -- "$@" "$a"; done\nexec "%s/tap" "$@" --log "%s/tap.jsonl"\n' \
+    "$BERTPIPE_BIN" "$TMP" >"$TMP/full-tap"
+  chmod +x "$TMP/full-tap"
+  echo "$TMP/full-tap"
+}
+
+# The input_ids of every feature frame in a JSON-lines stream, one line each.
+feature_ids() {
+  python3 -c '
+import base64, json, struct, sys
+for line in open(sys.argv[1]):
+    f = json.loads(line)
+    if f.get("k") == "feature":
+        raw = base64.b64decode(f["input_ids"]["data"]["$bin"])
+        print(*struct.unpack("<%di" % (len(raw) // 4), raw))' "$1"
+}
+
+@test "a cased run is served cased: the folder says so, predict-sst tokenizes as training did, transformers' files check" {
+  export BERTPIPE_BIN
+  "$BERTPIPE_TOP/pipelines/sst" --cased --epochs 1 --out "$TMP/c" 2>"$TMP/err" || { cat "$TMP/err"; false; }
+  run /usr/bin/python3 "$BERTPIPE_TOP/tests/reference/check_hf_folder.py" "$TMP/c/model" --cased --max-length 40
+  echo "$output"
+  [ "$status" -eq 0 ]
+  sentence="The Movie was Wonderful and I loved It"
+  echo "$sentence" | BERTPIPE_TAP_AFTER=tokenize BERTPIPE_TAP="$(full_tap)" "$BERTPIPE_TOP/pipelines/predict-sst" "$TMP/c/model" >"$TMP/p"
+  [ "$(wc -l <"$TMP/p")" -eq 1 ]
+  feature_ids "$TMP/tap.jsonl" >"$TMP/served"
+  # what training's tokenize made of it (cased), and what an uncased one makes
+  printf '%s\n' "$sentence" >"$TMP/s.txt"
+  for casing in cased lowercase; do
+    extract --format lines "$TMP/s.txt" | tokenize --vocab "$DEF/vocab.txt" --max-length 40 --"$casing" | frames2json >"$TMP/$casing.jsonl"
+    feature_ids "$TMP/$casing.jsonl" >"$TMP/$casing.ids"
+  done
+  cat "$TMP/served" "$TMP/cased.ids" "$TMP/lowercase.ids"
+  [ -s "$TMP/served" ]
+  cmp "$TMP/served" "$TMP/cased.ids"
+  ! cmp -s "$TMP/served" "$TMP/lowercase.ids"
+}
+
+@test "a cased SQuAD run is served cased by predict-squad" {
+  export BERTPIPE_BIN
+  "$BERTPIPE_TOP/pipelines/squad" --cased --epochs 1 --out "$TMP/q" 2>"$TMP/err" || { cat "$TMP/err"; false; }
+  grep -qF '"do_lower_case": false' "$TMP/q/model/tokenizer_config.json"
+  grep -qF '"model_max_length": 96' "$TMP/q/model/tokenizer_config.json"
+  q="Where did Ilse Varga move to?" c="Ilse Varga was born in Ghent in 1902. Later Ilse moved to Porto."
+  BERTPIPE_TAP_AFTER=tokenize BERTPIPE_TAP="$(full_tap)" "$BERTPIPE_TOP/pipelines/predict-squad" "$TMP/q/model" \
+    --doc-stride 32 --question "$q" --context "$c" >"$TMP/a"
+  grep -qP '^.+\t-?[0-9.]+$' "$TMP/a"
+  feature_ids "$TMP/tap.jsonl" >"$TMP/served"
+  for casing in cased lowercase; do
+    extract --question "$q" --context "$c" | tokenize --vocab "$DEF/vocab.txt" --max-length 96 --doc-stride 32 --"$casing" |
+      frames2json >"$TMP/$casing.jsonl"
+    feature_ids "$TMP/$casing.jsonl" >"$TMP/$casing.ids"
+  done
+  [ -s "$TMP/served" ]
+  cmp "$TMP/served" "$TMP/cased.ids"
+  ! cmp -s "$TMP/served" "$TMP/lowercase.ids"
+}

@@ -179,6 +179,7 @@ static void send_eval_metric(trainer *t, const bp_eval_result *e, long epoch) {
     bp_put_str(w, "scope", "eval");
     bp_put_int(w, "step", t->r->state.step);
     bp_put_int(w, "epoch", epoch);
+    bp_put_float(w, "epoch_progress", run_progress(t->r).epoch);   /* epochs done: 0.5 mid-way (--eval-every) */
     bp_put_int(w, "examples", e->sequences);
     const char *keys[] = {"loss", "accuracy", "macro_f1", "exact_match", "f1"};
     const double values[] = {e->loss, e->accuracy, e->macro_f1, e->exact_match, e->f1};

@@ -111,6 +111,8 @@ for line in open(sys.argv[1]):
   "$BERTPIPE_TOP/pipelines/squad" --cased --epochs 1 --out "$TMP/q" 2>"$TMP/err" || { cat "$TMP/err"; false; }
   grep -qF '"do_lower_case": false' "$TMP/q/model/tokenizer_config.json"
   grep -qF '"model_max_length": 96' "$TMP/q/model/tokenizer_config.json"
+  # EM/F1 during training, from the validation examples
+  [ "$(grep '"scope":"eval"' "$TMP/q/train-metrics.jsonl" | grep -c '"exact_match":')" -eq 1 ]
   q="Where did Ilse Varga move to?" c="Ilse Varga was born in Ghent in 1902. Later Ilse moved to Porto."
   BERTPIPE_TAP_AFTER=tokenize BERTPIPE_TAP="$(full_tap)" "$BERTPIPE_TOP/pipelines/predict-squad" "$TMP/q/model" \
     --doc-stride 32 --question "$q" --context "$c" >"$TMP/a"
@@ -124,4 +126,28 @@ for line in open(sys.argv[1]):
   [ -s "$TMP/served" ]
   cmp "$TMP/served" "$TMP/cased.ids"
   ! cmp -s "$TMP/served" "$TMP/lowercase.ids"
+}
+
+# A stand-in for a stage that records its arguments, then runs the real stage.
+recorder() { # stage -> path of the wrapper
+  local w="$TMP/rec-$1"
+  printf '#!/bin/sh\nprintf "%%s\\n" "$@" >>"%s.argv"\nexec "%s/%s" "$@"\n' "$w" "$BERTPIPE_BIN" "$1" >"$w"
+  chmod +x "$w"
+  echo "$w"
+}
+arg_of() { awk -v o="$2" 'prev == o { v = $0 } { prev = $0 } END { if (v == "") exit 1; print v }' "$1"; }
+
+@test "sst passes the training control on to train, and the embedded default keeps 2 checkpoint folders" {
+  export BERTPIPE_BIN
+  BERTPIPE_TRAIN=$(recorder train) "$BERTPIPE_TOP/pipelines/sst" --epochs 3 --eval-every 20 --save-best macro-f1 \
+    --patience 9 --out "$TMP/o" 2>"$TMP/err" || { cat "$TMP/err"; false; }
+  t=$TMP/rec-train.argv
+  [ "$(arg_of "$t" --eval-every)" = 20 ] && [ "$(arg_of "$t" --save-best)" = macro-f1 ] && [ "$(arg_of "$t" --patience)" = 9 ]
+  [ "$(arg_of "$t" --save-total-limit)" = 2 ]
+  grep -qF '"save-best": "macro-f1"' "$TMP/o/run_config.json"
+  # 63 steps per epoch: evaluations at 20, 40, ..., 180; two folders left, the best among them
+  [ "$(grep '"scope":"eval"' "$TMP/o/train-metrics.jsonl" | wc -l)" -eq 9 ]
+  [ "$(ls -d "$TMP/o/model"/checkpoint-* | wc -l)" -le 2 ]
+  best=$(sed -n 's/.*"best_global_step": \([0-9]*\).*/\1/p' "$TMP/o/model/trainer_state.json")
+  cmp "$TMP/o/model/model.safetensors" "$TMP/o/model/checkpoint-$best/model.safetensors"
 }

@@ -128,14 +128,6 @@ for line in open(sys.argv[1]):
   ! cmp -s "$TMP/served" "$TMP/lowercase.ids"
 }
 
-# A stand-in for a stage that records its arguments, then runs the real stage.
-recorder() { # stage -> path of the wrapper
-  local w="$TMP/rec-$1"
-  printf '#!/bin/sh\nprintf "%%s\\n" "$@" >>"%s.argv"\nexec "%s/%s" "$@"\n' "$w" "$BERTPIPE_BIN" "$1" >"$w"
-  chmod +x "$w"
-  echo "$w"
-}
-arg_of() { awk -v o="$2" 'prev == o { v = $0 } { prev = $0 } END { if (v == "") exit 1; print v }' "$1"; }
 
 @test "sst passes the training control on to train, and the embedded default keeps 2 checkpoint folders" {
   export BERTPIPE_BIN

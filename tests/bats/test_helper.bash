@@ -43,3 +43,14 @@ assert_one_error_line() { # file stage
   [ "$n" -eq 1 ] || { echo "expected one line, got $n:" >&2; cat "$1" >&2; return 1; }
   grep -qE "^$2: error: .+" "$1" || { cat "$1" >&2; return 1; }
 }
+
+# A stand-in for a stage that records its arguments, then runs the real stage: how a test sees
+# what a pipeline passed on (BERTPIPE_<STAGE> swaps a stage).
+recorder() { # stage -> path of the wrapper
+  local w="$TMP/rec-$1"
+  printf '#!/bin/sh\nprintf "%%s\\n" "$@" >>"%s.argv"\nexec "%s/%s" "$@"\n' "$w" "$BERTPIPE_BIN" "$1" >"$w"
+  chmod +x "$w"
+  echo "$w"
+}
+# The value after OPTION in a recorded argument list (the last one given).
+arg_of() { awk -v o="$2" 'prev == o { v = $0 } { prev = $0 } END { if (v == "") exit 1; print v }' "$1"; }

@@ -1,4 +1,5 @@
-/* stage/qa_examples_input.c — example frames into eval/qa_examples.h (see qa_examples_input.h). */
+/* stage/qa_examples_input.c — example frames into eval/qa_examples.h (see qa_examples_input.h).
+ * Must never: return with a stream half read: a bad frame or a missing eos dies naming it. */
 #include "stage/qa_examples_input.h"
 
 #include <stdlib.h>

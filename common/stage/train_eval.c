@@ -1,4 +1,5 @@
-/* stage/train_eval.c — train's in-process evaluation (see train_eval.h). */
+/* stage/train_eval.c — train's in-process evaluation (see train_eval.h).
+ * Must never: score differently from postprocess and score: it calls their library code. */
 #include "stage/train_eval.h"
 
 #include <math.h>

@@ -1,4 +1,5 @@
-/* stage/train_policy.c — evaluate, keep the best, stop early (see train_policy.h). */
+/* stage/train_policy.c — evaluate, keep the best, stop early (see train_policy.h).
+ * Must never: call an evaluation that could not compute the metric a best or a failure. */
 #include "stage/train_policy.h"
 
 #include <math.h>

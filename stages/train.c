@@ -163,6 +163,14 @@ static void save_all(run *r, const char *why) {
            q.publish ? "" : "; the top keeps the best");
 }
 
+/* DIR/trainer_state.json with every log entry, also those after the last save (an epoch's
+ * summary at a step an earlier save already had). */
+static void finish_run_state(run *r) {
+    bp_err err;
+    td_progress progress = run_progress(r);
+    if (r->save_dir && td_write_run_state(r->save_dir, r->log, &progress, &err)) bp_die_err(&err);
+}
+
 /* One entry of trainer_state.json's log history (HF's names) at the current step and epoch. */
 static void log_entry(run *r, const char *const *keys, const double *values, int n) {
     bp_err err;
@@ -206,8 +214,9 @@ static void log_eval(const trainer *t, const bp_eval_result *e, long epoch) {
         bp_warn("%lld examples of --eval-examples have no window in --eval: not scored", (long long)e->unanswered);
 }
 
-/* Evaluate the kept validation frames; the policy hears of it (best, patience). */
-static void evaluate(trainer *t, long epoch) {
+/* Evaluate the kept validation frames; the policy hears of it (best, patience). Returns 1 for
+ * a new best that --save-best wants saved. */
+static int evaluate(trainer *t, long epoch) {
     run *r = t->r;
     bp_train_policy *p = t->policy;
     bp_eval_result e;
@@ -220,15 +229,14 @@ static void evaluate(trainer *t, long epoch) {
     const double values[] = {e.loss, e.accuracy, e.macro_f1, e.exact_match, e.f1, e.seconds,
                              e.seconds > 0 ? (double)e.sequences / e.seconds : NAN};
     log_entry(r, keys, values, 7);
-    if (bp_policy_record(p, r->state.step, &e) && p->save_best) {
-        bp_log("new best %s %.4f at step %ld", p->metric, p->best_value, r->state.step);
-        save_all(r, "best so far");
-    }
+    int best = bp_policy_record(p, r->state.step, &e) && p->save_best;
+    if (best) bp_log("new best %s %.4f at step %ld", p->metric, p->best_value, r->state.step);
     if (bp_policy_should_stop(p) && !t->done) {
         t->done = 1;
         bp_log("early stopping at step %ld: %ld evaluations without a better %s (best %.4f at step %ld)", r->state.step,
                p->evals_since_best, p->metric, p->best_value, p->best_step);
     }
+    return best;
 }
 
 /* ---- one optimizer step ------------------------------------------------------------ */
@@ -261,7 +269,8 @@ static void send_train_metric(trainer *t, double loss, double grad_norm, float l
 /* --eval-every, --save-every, and the end of training at total_steps. */
 static void after_step(trainer *t) {
     run *r = t->r;
-    if (bp_policy_eval_due(t->policy, t->eval, r->state.step, 0)) evaluate(t, r->state.epoch + 1);
+    if (bp_policy_eval_due(t->policy, t->eval, r->state.step, 0) && evaluate(t, r->state.epoch + 1))
+        save_all(r, "best so far");
     if (t->save_every && r->state.step % t->save_every == 0) save_all(r, "every N steps");
     if (r->state.step >= t->total_steps) {
         t->done = 1;
@@ -586,9 +595,9 @@ static void end_epoch(trainer *t, const position *pos) {
     if (t->micro > 0 && !t->done) optimizer_step(t, pos->frames_seen);
     r->state.batches_consumed = pos->frames_seen;
     r->state.epoch++;
-    if (bp_policy_eval_due(t->policy, t->eval, r->state.step, 1)) evaluate(t, r->state.epoch);
+    int best = bp_policy_eval_due(t->policy, t->eval, r->state.step, 1) && evaluate(t, r->state.epoch);
     send_epoch_summary(t);   /* before the save: its log entry goes into trainer_state.json */
-    save_all(r, "end of epoch");
+    save_all(r, best ? "best so far" : "end of epoch");
 }
 
 /* One frame of the input stream. */
@@ -681,6 +690,7 @@ int main(int argc, char **argv) {
     if (t.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", t.micro);
     bp_progress_finish(&prog, t.extra[0] ? t.extra : NULL);
     save_all(&r, "end of training");
+    finish_run_state(&r);
     if (policy.save_best && policy.best_step >= 0 && r.save_dir)
         bp_log("best %s %.4f at step %ld: %s holds checkpoint-%ld's model", policy.metric, policy.best_value,
                policy.best_step, r.save_dir, policy.best_step);

@@ -437,8 +437,14 @@ static int write_checkpoint(const td_save_request *q, const char *folder, bp_err
     return td_state_write(q->log, q->progress, q->dir, path, err);
 }
 
+int td_write_run_state(const char *dir, const td_state *log, const td_progress *progress, bp_err *err) {
+    char path[4096];
+    if (path_join(path, sizeof path, dir, STATE_FILE, err)) return -1;
+    return td_state_write(log, progress, dir, path, err);
+}
+
 int td_save(const td_save_request *q, bp_err *err) {
-    char folder[4096], path[4096];
+    char folder[4096];
     if (af_make_dir(q->dir, err) || td_checkpoint_path(q->dir, q->state->step, folder, sizeof folder, err)) return -1;
     ad_dir save;
     if (ad_begin(&save, folder, (const char *const *)checkpoint_files, err)) return -1;
@@ -447,8 +453,8 @@ int td_save(const td_save_request *q, bp_err *err) {
         ad_abort(&save);
         return bp_err_set(err, "checkpoint not saved: %s", inner.msg);
     }
-    if (ad_commit(&save, err) || path_join(path, sizeof path, q->dir, STATE_FILE, err) ||
-        td_state_write(q->log, q->progress, q->dir, path, err) || (q->publish && td_publish(q->dir, folder, err)))
+    if (ad_commit(&save, err) || td_write_run_state(q->dir, q->log, q->progress, err) ||
+        (q->publish && td_publish(q->dir, folder, err)))
         return -1;
     if (q->total_limit <= 0) return 0;
     return td_rotate(q->dir, q->total_limit, q->progress->best_step, NULL, err) ? 1 : 0;

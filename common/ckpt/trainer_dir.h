@@ -95,6 +95,9 @@ int td_rotate(const char *dir, long limit, long keep_step, long *removed, bp_err
  * its state belongs to other weights. Returns 0, or -1 with err naming the file. */
 int td_publish(const char *dir, const char *checkpoint, bp_err *err);
 
+/* DIR/trainer_state.json: the whole run's log and where it stands (td_state_write). */
+int td_write_run_state(const char *dir, const td_state *log, const td_progress *progress, bp_err *err);
+
 /* One save of a run. */
 typedef struct td_save_request {
     const char *dir;                        /* the run folder (created when missing; its parent must exist) */

@@ -261,10 +261,22 @@ bp_supervise() {
 # which and how, and it leaves LIVE. Returns 1 when there was none to wait for.
 bp_reap() { # array-name
   local -n pids=$1
+  local p
+  [ ${#pids[@]} -gt 0 ] || return 1
   BP_REAPED_STATUS=0
   BP_REAPED_PID=""
-  wait -n -p BP_REAPED_PID "${pids[@]}" || BP_REAPED_STATUS=$?
-  [ -n "$BP_REAPED_PID" ] || return 1
+  # A stage whose end bash has reported already ("Killed") is off its job table: wait -n no
+  # longer sees it (it would wait for the others instead), but a plain wait for its pid still
+  # gives its status. So the ended ones are collected first, by pid.
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null && continue
+    BP_REAPED_PID=$p
+    wait "$p" 2>/dev/null || BP_REAPED_STATUS=$?
+    bp_drop_pid "$1" "$p"
+    return 0
+  done
+  wait -n -p BP_REAPED_PID "${pids[@]}" 2>/dev/null || BP_REAPED_STATUS=$?
+  [ -n "${BP_REAPED_PID:-}" ] || return 1
   bp_drop_pid "$1" "$BP_REAPED_PID"
 }
 

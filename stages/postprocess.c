@@ -14,8 +14,9 @@
 #include <string.h>
 
 #include "eval/metrics.h"
-#include "eval/qa_postprocess.h"
+#include "eval/qa_examples.h"
 #include "stage/frame_input.h"
+#include "stage/qa_examples_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -181,82 +182,6 @@ static void classification(bp_in *in, sink *k, char **labels, int n_labels) {
 
 /* ---- QA ---------------------------------------------------------------------------- */
 
-typedef struct qa_window_data {
-    int window, T;
-    float *start, *end;
-    qa_post_offset *offsets;
-    int32_t gold_start, gold_end;
-} qa_window_data;
-
-typedef struct qa_example {
-    char *id, *context;
-    char **answers;
-    int n_answers, is_impossible;
-    qa_window_data *windows;
-    int n_windows, cap_windows;
-} qa_example;
-
-/* The examples in their order, found by id through the process's one hsearch table. */
-typedef struct qa_examples {
-    qa_example *ex;
-    size_t n, cap;
-    const char *spec;    /* where they came from, for messages */
-} qa_examples;
-
-static int cmp_window(const void *a, const void *b) {
-    return ((const qa_window_data *)a)->window - ((const qa_window_data *)b)->window;
-}
-
-/* One example frame: the id, context, gold answer texts and is_impossible are kept. */
-static void keep_example(qa_examples *xs, const bp_frame *f) {
-    bp_err err;
-    if (xs->n == xs->cap && !(xs->ex = realloc(xs->ex, (xs->cap = xs->cap ? 2 * xs->cap : 1024) * sizeof *xs->ex)))
-        bp_die(1, NULL, "out of memory");
-    qa_example *e = &xs->ex[xs->n++];
-    *e = (qa_example){0};
-    bp_answer *answers;
-    size_t n_answers;
-    if (!(e->id = bp_get_strdup(f, "example_id", &err)) || !(e->context = bp_get_strdup(f, "context", &err)) ||
-        bp_find_bool(f, "is_impossible", &e->is_impossible, &err) < 0 || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die_err(&err);   /* names the example frame: the kind says it came from --examples */
-    if (!(e->answers = calloc(n_answers + 1, sizeof *e->answers))) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < n_answers; i++)
-        if (!(e->answers[e->n_answers++] = strndup(answers[i].text, answers[i].text_len))) bp_die(1, NULL, "out of memory");
-    free(answers);
-}
-
-static void read_examples(qa_examples *xs) {
-    bp_err err;
-    bp_in *ein = bp_in_open(xs->spec, 1, &err);
-    if (!ein) bp_die_err(&err);
-    bp_frame f;
-    int r;
-    while ((r = bp_in_next(ein, &f)) == 1) {
-        if (f.kind == BP_EXAMPLE) keep_example(xs, &f);
-        bp_frame_release(&f);
-    }
-    if (r < 0) bp_die_err(bp_in_err(ein));
-    bp_in_close(ein);
-    if (!hcreate(xs->n * 2 + 16)) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < xs->n; i++) {
-        ENTRY item = {xs->ex[i].id, &xs->ex[i]}, *found;
-        if (!(found = hsearch(item, ENTER))) bp_die(1, NULL, "out of memory");
-        /* one rule for ids: an example given twice could be predicted from either's context */
-        if (found->data != &xs->ex[i]) bp_die(1, xs->spec, "example %s appears twice (example frames %zu and %zu)", xs->ex[i].id,
-                                              (size_t)((qa_example *)found->data - xs->ex), i);
-    }
-}
-
-/* The example of `id`, or NULL. The whole id, however long: a truncated key could find the
- * wrong example. */
-static qa_example *find_example(const bp_str *id) {
-    char *key = strndup(id->ptr, id->len);
-    if (!key) bp_die(1, NULL, "out of memory");
-    ENTRY q = {key, NULL}, *found = hsearch(q, FIND);
-    free(key);
-    return found ? found->data : NULL;
-}
-
 /* One logits frame's tensors, copied out of the frame. */
 typedef struct qa_logits {
     int64_t B, T;
@@ -293,27 +218,16 @@ static void qa_logits_free(qa_logits *l) {
 
 /* Row i of l becomes one more window of its example. */
 static void add_window(qa_example *e, const qa_logits *l, int64_t i) {
+    bp_err err;
     int64_t T = l->T;
-    if (e->n_windows == e->cap_windows &&
-        !(e->windows = realloc(e->windows, (size_t)(e->cap_windows = e->cap_windows ? 2 * e->cap_windows : 4) * sizeof *e->windows)))
-        bp_die(1, NULL, "out of memory");
-    qa_window_data *wd = &e->windows[e->n_windows++];
-    *wd = (qa_window_data){.window = l->windows[i], .T = (int)T,
-                           .start = malloc((size_t)T * sizeof *wd->start), .end = malloc((size_t)T * sizeof *wd->end),
-                           .offsets = malloc((size_t)T * sizeof *wd->offsets),
-                           .gold_start = l->gold_start ? l->gold_start[i] : -1, .gold_end = l->gold_end ? l->gold_end[i] : -1};
-    if (!wd->start || !wd->end || !wd->offsets) bp_die(1, NULL, "out of memory");
-    memcpy(wd->start, l->start + i * T, (size_t)T * sizeof *wd->start);
-    memcpy(wd->end, l->end + i * T, (size_t)T * sizeof *wd->end);
-    for (int64_t t = 0; t < T; t++) {
-        wd->offsets[t].start = l->offsets[2 * (i * T + t)];
-        wd->offsets[t].end = l->offsets[2 * (i * T + t) + 1];
-    }
+    if (qa_example_add_window(e, l->windows[i], (int)T, l->start + i * T, l->end + i * T, l->offsets + 2 * i * T,
+                              l->gold_start ? l->gold_start[i] : -1, l->gold_end ? l->gold_end[i] : -1, &err))
+        bp_die_err(&err);
 }
 
 /* The logits, gathered per example. Returns the rows read. A row naming no example of
  * --examples means the two streams do not belong together: an error, never a row dropped. */
-static int64_t gather_logits(bp_in *in, const char *examples_spec) {
+static int64_t gather_logits(bp_in *in, const qa_examples *xs, const char *examples_spec) {
     int64_t rows = 0;
     bp_frame f;
     int r;
@@ -323,7 +237,7 @@ static int64_t gather_logits(bp_in *in, const char *examples_spec) {
             qa_logits l;
             qa_logits_read(&f, &l);
             for (int64_t i = 0; i < l.B; i++, rows++) {
-                qa_example *e = find_example(&l.ids[i]);
+                qa_example *e = qa_examples_find(xs, l.ids[i].ptr, l.ids[i].len);
                 if (!e)
                     bp_die(1, bp_frame_where(&f, where, sizeof where), "row %lld names example %.*s, which %s does not have",
                            (long long)i, (int)(l.ids[i].len > 200 ? 200 : l.ids[i].len), l.ids[i].ptr, examples_spec);
@@ -349,7 +263,7 @@ static void send_qa_prediction(sink *k, const qa_example *e, qa_post_result *res
     bp_put_strs(w, "answers", (const char *const *)e->answers, (size_t)e->n_answers);
     bp_put_bool(w, "is_impossible", e->is_impossible);
     if (best && best->window >= 0 && e->windows[best->window].gold_start >= 0) {
-        const qa_window_data *wd = &e->windows[best->window];
+        const qa_window_logits *wd = &e->windows[best->window];
         bp_put_bool(w, "span_match", best->start_index == wd->gold_start && best->end_index == wd->gold_end);
     }
     bp_send(k->out, w);
@@ -366,59 +280,29 @@ static void predict_example(sink *k, qa_example *e, json_t *preds, json_t *nbest
     bp_err err;
     char where[300];
     snprintf(where, sizeof where, "example %.200s", e->id);
-    qsort(e->windows, (size_t)e->n_windows, sizeof *e->windows, cmp_window);
-    for (int i = 1; i < e->n_windows; i++)
-        if (e->windows[i].window == e->windows[i - 1].window)
-            /* a stream replayed twice or a fan-in counted twice: never score a window twice */
-            bp_die(1, where, "window %d has logits twice: a stream replayed, or an evaluation over more than one epoch?",
-                   e->windows[i].window);
-    qa_post_window *pw = calloc((size_t)e->n_windows, sizeof *pw);
-    if (!pw) bp_die(1, NULL, "out of memory");
-    for (int i = 0; i < e->n_windows; i++)
-        pw[i] = (qa_post_window){.seq_len = e->windows[i].T, .start_logits = e->windows[i].start,
-                                 .end_logits = e->windows[i].end, .offsets = e->windows[i].offsets};
     qa_post_result res;
-    if (qa_post_process(e->context, pw, e->n_windows, &k->args->po, &res, &err))
-        bp_die(1, where, "%s", err.msg);
+    if (qa_example_predict(e, &k->args->po, &res, &err)) bp_die(1, where, "%s", err.msg);
     if (qa_post_json_add(preds, nbest, NULL, e->id, &res, &err)) bp_die_err(&err);
     send_qa_prediction(k, e, &res);
     qa_post_result_free(&res);
-    free(pw);
-}
-
-static void free_examples(qa_examples *xs) {
-    for (size_t k = 0; k < xs->n; k++) {
-        qa_example *e = &xs->ex[k];
-        for (int i = 0; i < e->n_windows; i++) {
-            free(e->windows[i].start);
-            free(e->windows[i].end);
-            free(e->windows[i].offsets);
-        }
-        for (int i = 0; i < e->n_answers; i++) free(e->answers[i]);
-        free(e->answers);
-        free(e->windows);
-        free(e->id);
-        free(e->context);
-    }
-    free(xs->ex);
 }
 
 static void qa(bp_in *in, sink *k) {
     const postprocess_args *a = k->args;
     bp_err err;
-    qa_examples xs = {.spec = a->examples};
-    read_examples(&xs);
-    int64_t rows = gather_logits(in, xs.spec);
+    qa_examples examples, *xs = &examples;
+    bp_read_qa_examples(a->examples, xs);
+    int64_t rows = gather_logits(in, xs, a->examples);
 
     /* one prediction per example, in the examples' order */
     json_t *preds = json_object(), *nbest = a->nbest_path ? json_object() : NULL;
     int64_t missing = 0;
-    for (size_t i = 0; i < xs.n; i++) {
-        qa_example *e = &xs.ex[i];
+    for (size_t i = 0; i < xs->n; i++) {
+        qa_example *e = &xs->ex[i];
         if (e->n_windows == 0) {
             missing++;
             if (!a->allow_missing)
-                bp_die(1, xs.spec, "example %s has no logits in the input: is the logits stream complete?", e->id);
+                bp_die(1, a->examples, "example %s has no logits in the input: is the logits stream complete?", e->id);
             continue;
         }
         predict_example(k, e, preds, nbest);
@@ -426,12 +310,11 @@ static void qa(bp_in *in, sink *k) {
     if (a->pred_path && qa_post_json_write_file(preds, a->pred_path, &err)) bp_die_err(&err);
     if (a->nbest_path && qa_post_json_write_file(nbest, a->nbest_path, &err)) bp_die_err(&err);
     if (missing) bp_warn("%lld examples had no logits and got no prediction (--allow-missing)", (long long)missing);
-    bp_log("%lld examples, %lld windows -> %lld predictions%s%s", (long long)xs.n, (long long)rows, (long long)k->seq,
+    bp_log("%lld examples, %lld windows -> %lld predictions%s%s", (long long)xs->n, (long long)rows, (long long)k->seq,
            a->pred_path ? " written to " : "", a->pred_path ? a->pred_path : "");
     json_decref(preds);
     json_decref(nbest);
-    hdestroy();
-    free_examples(&xs);
+    qa_examples_free(xs);
 }
 
 static void parse_args(int argc, char **argv, postprocess_args *a) {

@@ -99,8 +99,7 @@ typedef struct tally {
     int n_labels;
     metrics_cls mc;                   /* classification, set up by the first prediction */
     int mc_ready;
-    metrics_squad_totals st1, st2;    /* QA: which version applies is known only at the end */
-    int saw_impossible;
+    metrics_squad_tally squad;        /* QA: which version applies is known only at the end */
     int64_t n, unscored;              /* predictions; those without gold answers / label */
     void *ids;                        /* tsearch tree of the example ids scored so far */
 } tally;
@@ -140,15 +139,12 @@ static void add_qa(tally *t, const bp_frame *f, const bp_prediction_view *p) {
     char *text = strndup(p->text.ptr, p->text.len);
     char **golds = gold_texts(p);
     if (!text) bp_die(1, NULL, "out of memory");
-    if (p->is_impossible) t->saw_impossible = 1;
-    if ((n_golds > 0 && metrics_squad_add(&t->st1, text, (const char *const *)golds, n_golds, NULL, NULL, &err)) ||
-        metrics_squad_add(&t->st2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
+    if (metrics_squad_tally_add(&t->squad, text, (const char *const *)golds, n_golds, p->is_impossible, &err))
         bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
-    if (n_golds == 0) t->unscored++;
     if (p->has_span_match) {
         /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
-        metrics_squad_add_span(&t->st1, p->span_match ? 0 : 1, 0, 0, 0);
-        metrics_squad_add_span(&t->st2, p->span_match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->squad.v1, p->span_match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->squad.v2, p->span_match ? 0 : 1, 0, 0, 0);
     }
     for (int i = 0; i < n_golds; i++) free(golds[i]);
     free(golds);
@@ -206,7 +202,10 @@ static void read_predictions(bp_in *in, tally *t) {
     bp_in_close(in);
     tdestroy(t->ids, free);
     t->ids = NULL;
-    if (t->qa && t->saw_impossible) t->v2 = 1;
+    if (t->qa) {
+        t->v2 = metrics_squad_tally_is_v2(&t->squad, t->v2);
+        t->unscored = t->squad.unscored;
+    }
     if (t->unscored && (!t->qa || !t->v2))
         bp_warn("%lld of %lld predictions carry no gold %s: not scored", (long long)t->unscored, (long long)t->n,
                 t->qa ? "answers" : "label");
@@ -216,7 +215,7 @@ static void read_predictions(bp_in *in, tally *t) {
 /* QA: the summary JSON, the two lines on stderr, the metric frame's fields. */
 static void report_qa(const tally *t, FILE *jf, const char *jname, bp_writer *w) {
     bp_err err;
-    metrics_squad_summary s = metrics_squad_summarize(t->v2 ? &t->st2 : &t->st1);
+    metrics_squad_summary s = metrics_squad_tally_summarize(&t->squad, t->v2);
     json_t *j = metrics_squad_summary_to_json(&s, &err);
     if (!j) bp_die_err(&err);
     char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
@@ -344,8 +343,7 @@ int main(int argc, char **argv) {
     if (bp_find_bool(hello, "version_2", &hello_v2, &err) < 0 || (t.n_labels = bp_hello_labels(hello, &t.labels, &err)) < 0)
         bp_die_err(&err);
     if (hello_v2) t.v2 = 1;
-    metrics_squad_totals_init(&t.st1, METRICS_SQUAD_V1);
-    metrics_squad_totals_init(&t.st2, METRICS_SQUAD_V2);
+    metrics_squad_tally_init(&t.squad);
     read_predictions(in, &t);
     report(&t, &a, out);
     bp_labels_free(t.labels, t.n_labels);

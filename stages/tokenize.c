@@ -20,9 +20,10 @@ static const char usage[] =
     "usage: tokenize (--vocab FILE | --checkpoint DIR) [options] [--in SPEC] [--out SPEC]\n"
     "Turn example frames into feature frames.\n"
     "  --vocab FILE        WordPiece vocab.txt (uncased unless --cased)\n"
-    "  --checkpoint DIR    take DIR/vocab.txt; casing from its tokenizer_config.json/config.json\n"
+    "  --checkpoint DIR    take DIR/vocab.txt; casing and max length from its tokenizer_config.json\n"
     "  --lowercase | --cased   override the casing\n"
-    "  --max-length N      tokens per feature, specials included (default 128; QA 384)\n"
+    "  --max-length N      tokens per feature, specials included (default: the checkpoint's\n"
+    "                      model_max_length, else 128; QA 384)\n"
     "  --doc-stride N      QA: context tokens shared by consecutive windows (default 128)\n"
     "  --pad none|max_length   pad every feature to --max-length (default none: batch pads)\n"
     "  --strict            an answer that does not match its context is an error\n"
@@ -180,6 +181,16 @@ static void parse_args(int argc, char **argv, tokenize_args *a) {
     if (!a->vocab == !a->checkpoint) bp_die(2, NULL, "give exactly one of --vocab FILE or --checkpoint DIR");
 }
 
+/* The checkpoint's model_max_length (what train saved: the length it was trained with), else
+ * run_glue's 128 / run_qa's 384. */
+static long default_max_length(const tokenize_args *a, int qa) {
+    bp_err err;
+    long n = 0;
+    int found = a->checkpoint ? tok_config_max_length(a->checkpoint, &n, &err) : 0;
+    if (found < 0) bp_die_err(&err);
+    return found ? n : qa ? 384 : 128;
+}
+
 static tok_tokenizer *load_tokenizer(const tokenize_args *a) {
     bp_err err;
     tok_tokenizer *tok = a->vocab ? tok_load(a->vocab, a->lowercase < 0 ? 1 : a->lowercase, &err)
@@ -228,7 +239,7 @@ int main(int argc, char **argv) {
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     j.qa = bp_stream_is_qa(hello);
     j.num_labels = hello_classes(hello);
-    if (!a.max_length) a.max_length = j.qa ? 384 : 128;
+    if (!a.max_length) a.max_length = default_max_length(&a, j.qa);
     bp_writer_init(&j.w);
     send_hello(&j, hello);
 

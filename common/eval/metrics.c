@@ -672,6 +672,29 @@ void metrics_squad_add_span(metrics_squad_totals *t, int64_t pred_start, int64_t
     t->span_exact_sum += pred_start == gold_start && pred_end == gold_end;
 }
 
+void metrics_squad_tally_init(metrics_squad_tally *t) {
+    memset(t, 0, sizeof *t);
+    metrics_squad_totals_init(&t->v1, METRICS_SQUAD_V1);
+    metrics_squad_totals_init(&t->v2, METRICS_SQUAD_V2);
+}
+
+int metrics_squad_tally_add(metrics_squad_tally *t, const char *prediction, const char *const *golds, int n_golds,
+                            int is_impossible, bp_err *err) {
+    if ((n_golds > 0 && metrics_squad_add(&t->v1, prediction, golds, n_golds, NULL, NULL, err)) ||
+        metrics_squad_add(&t->v2, prediction, golds, n_golds, NULL, NULL, err))
+        return -1;
+    if (is_impossible) t->saw_impossible = 1;
+    if (n_golds == 0) t->unscored++;
+    t->questions++;
+    return 0;
+}
+
+int metrics_squad_tally_is_v2(const metrics_squad_tally *t, int force_v2) { return force_v2 || t->saw_impossible; }
+
+metrics_squad_summary metrics_squad_tally_summarize(const metrics_squad_tally *t, int force_v2) {
+    return metrics_squad_summarize(metrics_squad_tally_is_v2(t, force_v2) ? &t->v2 : &t->v1);
+}
+
 static double percent(double sum, int64_t total) {
     return total ? 100.0 * sum / (double)total : NAN;
 }

@@ -55,7 +55,8 @@ train_with_fault() { # spec [train args...]
   refute_sanitizer "$TMP/err"
   assert_one_error_line "$TMP/err" train
   grep -q "step 2: cpu backend: injected fault in adamw call 4" "$TMP/err"
-  grep -aq '"step":"1"' "$TMP/model/optimizer.safetensors"
+  grep -aq '"step":"1"' "$TMP/model/checkpoint-1/optimizer.safetensors"
+  [ ! -e "$TMP/model/checkpoint-2" ]
   # downstream got step 1's metric, then the error: no eos, and it fails too
   [ "$(grep -c '"scope":"train"' "$TMP/metrics.jsonl")" -eq 1 ]
   grep -q '"k":"error".*injected fault in adamw call 4' "$TMP/metrics.jsonl"

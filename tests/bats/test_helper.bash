@@ -64,3 +64,14 @@ batches() { # split N batch-size epochs [batch args...]
   local split=$1 n=$2 bs=$3 ep=$4; shift 4
   examples "$split" "$n" | json2frames | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size "$bs" --epochs "$ep" "$@"
 }
+
+# A stand-in for a stage that records its arguments, then runs the real stage: how a test sees
+# what a pipeline passed on (BERTPIPE_<STAGE> swaps a stage).
+recorder() { # stage -> path of the wrapper
+  local w="$TMP/rec-$1"
+  printf '#!/bin/sh\nprintf "%%s\\n" "$@" >>"%s.argv"\nexec "%s/%s" "$@"\n' "$w" "$BERTPIPE_BIN" "$1" >"$w"
+  chmod +x "$w"
+  echo "$w"
+}
+# The value after OPTION in a recorded argument list (the last one given).
+arg_of() { awk -v o="$2" 'prev == o { v = $0 } { prev = $0 } END { if (v == "") exit 1; print v }' "$1"; }

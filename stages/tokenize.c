@@ -8,6 +8,7 @@
  * Must never: mislabel: an answer that does not slice its context drops the example from
  * the labelled stream with a warning naming it (or stops the stage with --strict).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ typedef struct tokenizer_job {
 typedef struct feature {
     const char *example_id;
     size_t example_id_len;
+    int64_t example_seq; /* the example frame's seq (-1: it had none): its place in extract's order */
     int window;
     int has_label;      /* classification */
     int64_t label;
@@ -70,6 +72,7 @@ static void send_feature(tokenizer_job *j, const feature *ft) {
     bp_put_int(w, "seq", j->features++);
     bp_put_strn(w, "example_id", ft->example_id, ft->example_id_len);
     bp_put_int(w, "window", win);
+    if (ft->example_seq >= 0) bp_put_int(w, "example_seq", ft->example_seq);
     bp_put_tensor(w, "input_ids", BP_I32, 1, shape, enc->input_ids + row);
     bp_put_tensor(w, "token_type_ids", BP_I32, 1, shape, enc->token_type_ids + row);
     bp_put_tensor(w, "attention_mask", BP_I32, 1, shape, enc->attention_mask + row);
@@ -144,7 +147,12 @@ static void tokenize_example(tokenizer_job *j, const bp_frame *f) {
     bp_err err;
     feature ft = {0};
     if (f->kind != BP_EXAMPLE) bp_die(1, j->args->io.in, "tokenize takes example frames, got %s", bp_kind_name(f->kind));
-    if (bp_get_str(f, "example_id", &ft.example_id, &ft.example_id_len, &err)) bp_die(1, j->args->io.in, "%s", err.msg);
+    ft.example_seq = -1;
+    /* With N workers each sees some of the examples: the seq extract gave one is what lets
+     * batch put the features back in extract's order, whichever worker ends first. */
+    if (bp_get_str(f, "example_id", &ft.example_id, &ft.example_id_len, &err) ||
+        bp_find_int(f, "seq", 0, INT64_MAX, &ft.example_seq, &err) < 0)
+        bp_die(1, j->args->io.in, "%s", err.msg);
     char where[300];
     snprintf(where, sizeof where, "example %.*s", (int)(ft.example_id_len > 200 ? 200 : ft.example_id_len), ft.example_id);
     j->examples++;
@@ -197,7 +205,8 @@ static tok_tokenizer *load_tokenizer(const tokenize_args *a) {
 
 /* The upstream schema, then what the features need to be read right: lengths, casing, vocab. */
 static void send_hello(tokenizer_job *j, const bp_frame *hello) {
-    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
+    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", "split_origin",
+                                          "split_part", NULL};
     bp_writer *w = &j->w;
     bp_hello_begin_from(w, hello, pass_on);
     bp_put_int(w, "max_length", j->args->max_length);

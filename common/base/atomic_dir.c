@@ -1,4 +1,5 @@
-/* base/atomic_dir.c — folder replacement by write-beside and rename (see atomic_dir.h). */
+/* base/atomic_dir.c — folder replacement by write-beside and rename (see atomic_dir.h).
+ * Must never: delete a name the save did not write, or print or exit. */
 #include "base/atomic_dir.h"
 
 #include <dirent.h>

@@ -18,7 +18,9 @@
  * carried over atomically. Nothing outside the save's own names is ever deleted: removing
  * DIR.old unlinks only the names the save replaces and the links it made.
  *
- * Never prints, never exits. Errors are one line naming the folder and the file at fault.
+ * Errors are one line naming the folder and the file at fault.
+ *
+ * Must never: print or exit.
  */
 #ifndef BP_ATOMIC_DIR_H
 #define BP_ATOMIC_DIR_H

@@ -1,4 +1,5 @@
-/* base/gzip_check.c — gzip CRC32 and length verification with zlib (see gzip_check.h). */
+/* base/gzip_check.c — gzip CRC32 and length verification with zlib (see gzip_check.h).
+ * Must never: hand out the inflated bytes (libarchive decodes; this only verifies), print or exit. */
 #include "base/gzip_check.h"
 
 #include <stdint.h>

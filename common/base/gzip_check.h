@@ -8,7 +8,9 @@
  * zero padding after the last one are accepted (as gzip -d accepts them); other trailing
  * bytes are not.
  *
- * Never prints, never exits; messages are "WHAT" only: the caller adds the file.
+ * Messages are "WHAT" only: the caller adds the file.
+ *
+ * Must never: print or exit.
  */
 #ifndef BP_GZIP_CHECK_H
 #define BP_GZIP_CHECK_H

@@ -1,4 +1,5 @@
-/* base/limits.c — the one message for an input over a size limit (see limits.h). */
+/* base/limits.c — the one message for an input over a size limit (see limits.h).
+ * Must never: print or exit. */
 #include "base/limits.h"
 
 #include <inttypes.h>

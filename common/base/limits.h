@@ -8,7 +8,9 @@
  * need are beside each), so only broken input meets them. They are compile-time constants:
  * raise one here, with its reason, if a real file ever needs more.
  *
- * Must never print or exit. docs/reliability.md lists the limits and what enforces them.
+ * docs/reliability.md lists the limits and what enforces them.
+ *
+ * Must never: print or exit.
  */
 #ifndef BP_LIMITS_H
 #define BP_LIMITS_H

@@ -1,4 +1,5 @@
-/* base/utf8.c — whole-buffer UTF-8 validation on top of bp_utf8_step (see utf8.h). */
+/* base/utf8.c — whole-buffer UTF-8 validation on top of bp_utf8_step (see utf8.h).
+ * Must never: accept what Python's UTF-8 decoder refuses, print, exit or allocate. */
 #include "base/utf8.h"
 
 int64_t bp_utf8_invalid_at(const char *s, size_t len) {

@@ -4,7 +4,9 @@
  * counts code points, and SQuAD offsets are code points, so a byte that is not UTF-8 can
  * only be an error, reported with its place. Valid means what Python's decoder accepts:
  * no overlong forms, no surrogates (U+D800..U+DFFF), nothing past U+10FFFF, no cut
- * sequence. Never prints, never exits, never allocates.
+ * sequence.
+ *
+ * Must never: print, exit or allocate.
  */
 #ifndef BP_UTF8_H
 #define BP_UTF8_H

@@ -2,12 +2,17 @@
  * padding to the longest in the batch or to --max-length, optional length bucketing, the
  * last partial batch kept, an epoch frame after each epoch.
  *
+ * The batches are a function of the features and the seed only, never of their arrival
+ * order: before the shuffle the features are put in extract's order (example_seq, then
+ * example_id, then window), so 1, 2 or 4 tokenize workers fanning in give the same stream.
+ *
  * It must hold a whole split to shuffle it, so features are kept as their raw frame bytes
  * (compact) and spilled to an unlinked temporary file past --memory-limit.
  * Must never: change a token: padding uses the hello's pad_id (0 by default), type 0, mask 0,
  * offsets -1.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +36,16 @@ static const char usage[] =
     "                      spill the rest to a temporary file\n"
     BP_IO_USAGE;
 
-/* One stored feature: where its frame bytes are and what sorting needs. */
+/* One stored feature: where its frame bytes are, and what sorting needs. */
 typedef struct stored {
     int64_t offset;     /* in memory arena or spill file */
     uint32_t size;
     uint32_t length;    /* tokens */
     int spilled;
+    int32_t window;
+    int64_t example_seq; /* the example's seq in extract's stream; -1 when the feature has none */
+    uint64_t id_hash;    /* of example_id: orders examples of equal seq (two extracts fanning in) */
+    int64_t arrival;     /* 0-based as it arrived: how errors name it (feature frame N) */
 } stored;
 
 typedef struct store {
@@ -50,14 +59,16 @@ typedef struct store {
     size_t scratch_cap;
 } store;
 
-static void store_add(store *s, const char *bytes, size_t size, uint32_t length) {
+/* Keep a feature's bytes; place has its length, window, example_seq and id_hash. */
+static void store_add(store *s, const char *bytes, size_t size, const stored *place) {
     if (s->n == s->items_cap) {
         s->items_cap = s->items_cap ? s->items_cap * 2 : 4096;
         if (!(s->items = realloc(s->items, s->items_cap * sizeof *s->items))) bp_die(1, NULL, "out of memory");
     }
-    stored *it = &s->items[s->n++];
+    stored *it = &s->items[s->n];
+    *it = *place;
+    it->arrival = (int64_t)s->n++;
     it->size = (uint32_t)size;
-    it->length = length;
     if (s->used + size <= s->limit) {
         if (s->used + size > s->cap) {
             size_t cap = s->cap ? s->cap : 1 << 20;
@@ -108,6 +119,37 @@ static void shuffle(size_t *order, size_t n, uint64_t *state) {
         size_t j = (size_t)(rng_next(state) % i);
         size_t t = order[i - 1]; order[i - 1] = order[j]; order[j] = t;
     }
+}
+
+/* Extract's order: example_seq, then example_id (its hash), then window. Arrival breaks what
+ * is left, a feature sent twice, whose copies make the same batch rows either way. */
+static int by_place(const void *a, const void *b) {
+    const stored *x = a, *y = b;
+    if (x->example_seq != y->example_seq) return x->example_seq < y->example_seq ? -1 : 1;
+    if (x->id_hash != y->id_hash) return x->id_hash < y->id_hash ? -1 : 1;
+    if (x->window != y->window) return x->window < y->window ? -1 : 1;
+    return (x->arrival > y->arrival) - (x->arrival < y->arrival);
+}
+
+/* Put the features in extract's order, so the shuffle and the batches never depend on which
+ * producer delivered first. Features without example_seq (a stream written by hand or by an
+ * older tokenize) keep their arrival order, which with several producers varies: said once. */
+static void restore_order(store *s, int producers) {
+    size_t without = 0;
+    for (size_t i = 0; i < s->n; i++) without += s->items[i].example_seq < 0;
+    if (without == 0) {
+        qsort(s->items, s->n, sizeof *s->items, by_place);
+        return;
+    }
+    if (producers > 1)
+        bp_warn("%zu of %zu features carry no example_seq: they stay in the order %d producers delivered them, "
+                "which differs from run to run", without, s->n, producers);
+}
+
+static uint64_t hash_bytes(const char *bytes, size_t n) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)bytes[i]) * 1099511628211ull;
+    return h;
 }
 
 static store *sort_store;
@@ -175,13 +217,14 @@ static void pad_row(int32_t *row, size_t width, const bp_tensor_view *t, int32_t
     bp_tensor_copy(t, row);
 }
 
-/* Decode stored feature `index` (its bytes) into row r of the batch, padded to T. */
-static void fill_row(rows *b, int r, const char *bytes, size_t size, size_t index, const schema *sc) {
+/* Decode a stored feature (its bytes; `arrival`: its index as it arrived) into row r of the
+ * batch, padded to T. */
+static void fill_row(rows *b, int r, const char *bytes, size_t size, int64_t arrival, const schema *sc) {
     bp_frame f;
     bp_err err;
     bp_feature_view ft;
     need(bp_frame_decode(&f, bytes, size, NULL, NULL, &err), &err);
-    f.index = (int64_t)index;   /* errors name the feature as it arrived */
+    f.index = arrival;   /* errors name the feature as it arrived */
     need(bp_feature_read(&f, sc->fields, b->T, &ft, &err), &err);
     size_t T = (size_t)b->T, row = (size_t)r * T;
     pad_row(b->input_ids + row, T, &ft.input_ids, sc->pad_id);
@@ -270,10 +313,13 @@ static int read_features(bp_in *in, store *s, schema *sc, const batch_args *a) {
         if (bp_feature_read(&f, sc->fields, a->pad_max ? a->max_length : 1 << 20, &ft, &err)) bp_die_err(&err);
         int64_t n = ft.input_ids.shape[0];
         if (n > longest) longest = (int)n;
-        store_add(s, f.raw, f.raw_len, (uint32_t)n);
+        stored place = {.length = (uint32_t)n, .example_seq = ft.example_seq, .window = ft.window,
+                        .id_hash = hash_bytes(ft.example_id.ptr, ft.example_id.len)};
+        store_add(s, f.raw, f.raw_len, &place);
         bp_frame_release(&f);
     }
     if (r < 0) bp_die_err(bp_in_err(in));
+    restore_order(s, a->io.producers);
     return longest;
 }
 
@@ -281,7 +327,8 @@ static int read_features(bp_in *in, store *s, schema *sc, const batch_args *a) {
 static void send_hello(bp_out *out, bp_writer *w, const bp_frame *hello, const batch_args *a, size_t per_epoch,
                        size_t features) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "lowercase",
-                                          "vocab_size", "split", "source", "pad_id", NULL};
+                                          "vocab_size", "split", "source", "split_origin", "split_part",
+                                          "pad_id", NULL};
     bp_hello_begin_from(w, hello, pass_on);
     bp_put_int(w, "batch_size", a->batch_size);
     bp_put_int(w, "epochs", a->epochs);
@@ -352,7 +399,7 @@ static void send_batch_k(batcher *bt, size_t k, long epoch) {
     bt->b.T = T;
     for (int i = 0; i < B; i++) {
         size_t idx = bt->order[start + (size_t)i];
-        fill_row(&bt->b, i, store_get(s, idx), s->items[idx].size, idx, bt->sc);
+        fill_row(&bt->b, i, store_get(s, idx), s->items[idx].size, s->items[idx].arrival, bt->sc);
     }
     send_batch(bt->out, bt->w, &bt->b, bt->sc, bt->seq++, epoch);
     bp_progress_update(&bt->prog, bt->seq, NULL);

@@ -27,7 +27,10 @@ static const char usage[] =
     "  --text-column C --label-column C --id-column C   CSV/TSV columns (name or 0-based index)\n"
     "  --label-map LIST    CSV/TSV label values in class order, e.g. -1,0,1,2 or negative,positive\n"
     "  --delimiter D       , or tab (default: tab for .tsv, else ,)     --no-header\n"
-    "  --validation-ratio R   CSV/TSV: seeded train/validation split of the rows\n"
+    "  --validation-ratio R   hold out exactly ceil(R*n) seeded examples of the train split as the\n"
+    "                      validation split (--split train then reads the rest); --seed N\n"
+    "  --test-ratio T      hold out ceil(T*n) more as the test split (for a source without one)\n"
+    "  --stratify          the hold-out keeps each label's share in every split\n"
     "  --articles A-B      SQuAD: only articles A..B (0-based, in file order)\n"
     "  --strict            SQuAD: an answer_start that does not match its answer is an error\n"
     "  --out SPEC          output endpoint (default -: stdout)\n";
@@ -177,7 +180,7 @@ static char parse_delimiter(const char *text) {
 
 static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
     enum { O_FORMAT = 1, O_SPLIT, O_LIMIT, O_SAMPLE, O_SEED, O_BIN, O_SKIP, O_TEXT, O_LABEL, O_ID, O_MAP, O_DELIM,
-           O_NOHEAD, O_RATIO, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT };
+           O_NOHEAD, O_RATIO, O_TEST_RATIO, O_STRATIFY, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"format", required_argument, 0, O_FORMAT}, {"split", required_argument, 0, O_SPLIT},
@@ -187,6 +190,7 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
         {"label-column", required_argument, 0, O_LABEL}, {"id-column", required_argument, 0, O_ID},
         {"label-map", required_argument, 0, O_MAP}, {"delimiter", required_argument, 0, O_DELIM},
         {"no-header", no_argument, 0, O_NOHEAD}, {"validation-ratio", required_argument, 0, O_RATIO},
+        {"test-ratio", required_argument, 0, O_TEST_RATIO}, {"stratify", no_argument, 0, O_STRATIFY},
         {"articles", required_argument, 0, O_ARTICLES}, {"strict", no_argument, 0, O_STRICT},
         {"question", required_argument, 0, O_QUESTION}, {"context", required_argument, 0, O_CONTEXT},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
@@ -209,6 +213,8 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
         case O_DELIM: o->delimiter = parse_delimiter(optarg); break;
         case O_NOHEAD: o->no_header = 1; break;
         case O_RATIO: o->validation_ratio = bp_opt_double("--validation-ratio", optarg, 0, 1); break;
+        case O_TEST_RATIO: o->test_ratio = bp_opt_double("--test-ratio", optarg, 0, 1); break;
+        case O_STRATIFY: o->stratify = 1; break;
         case O_ARTICLES: parse_articles(optarg, e); break;
         case O_STRICT: o->answers_must_match = 1; break;
         case O_QUESTION: a->question = optarg; break;
@@ -228,6 +234,25 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
     else if (a->format && ds_format_parse(a->format, &o->format, &err)) bp_die(2, NULL, "%s", err.msg);
     else if (!a->format && !a->question && ds_format_guess(a->path, &o->format, &err)) bp_die(2, NULL, "%s (use --format)", err.msg);
     a->qa = a->question || o->format == DS_FORMAT_SQUAD;
+    if ((a->lines || a->question) && (o->validation_ratio > 0 || o->test_ratio > 0 || o->stratify))
+        bp_die(2, NULL, "--validation-ratio, --test-ratio and --stratify are for data sets, not --format lines or --question");
+}
+
+/* What was read, so that a consumer can tell whether two streams may share examples:
+ * split_origin "member" (the split is its own part of the source), "whole" (the source is one
+ * split, read whole: the split is only a name) or "held-out" (a seeded side of the train
+ * split, with its ratios and seed), and split_part, the part of the source drawn from. */
+static void put_split_info(emitter *e, const extract_args *a) {
+    ds_split_info info = {.origin = DS_ORIGIN_WHOLE, .part = "all"};
+    bp_err err;
+    if (!a->lines && !a->question && ds_split_info_of(a->path, &a->ds, &info, &err)) bp_die_err(&err);
+    bp_put_str(&e->w, "split_origin", ds_origin_name(info.origin));
+    bp_put_str(&e->w, "split_part", info.part);
+    if (info.origin != DS_ORIGIN_HELD_OUT) return;
+    bp_put_float(&e->w, "validation_ratio", a->ds.validation_ratio);
+    bp_put_float(&e->w, "test_ratio", a->ds.test_ratio);
+    bp_put_int(&e->w, "holdout_seed", (int64_t)a->ds.seed);
+    bp_put_bool(&e->w, "stratify", a->ds.stratify);
 }
 
 /* The schema: task and, for classification, the class names. */
@@ -253,6 +278,7 @@ static void send_hello(emitter *e, const extract_args *a) {
     }
     bp_put_str(&e->w, "split", e->split);
     bp_put_str(&e->w, "source", a->question ? "--question/--context" : a->path);
+    put_split_info(e, a);
     bp_send_hello(e->out, &e->w);
 }
 

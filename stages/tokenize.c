@@ -8,6 +8,7 @@
  * Must never: mislabel: an answer that does not slice its context drops the example from
  * the labelled stream with a warning naming it (or stops the stage with --strict).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ typedef struct tokenizer_job {
 typedef struct feature {
     const char *example_id;
     size_t example_id_len;
+    int64_t example_seq; /* the example frame's seq (-1: it had none): its place in extract's order */
     int window;
     int has_label;      /* classification */
     int64_t label;
@@ -73,6 +75,7 @@ static void send_feature(tokenizer_job *j, const feature *ft) {
     bp_put_int(w, "seq", j->features++);
     bp_put_strn(w, "example_id", ft->example_id, ft->example_id_len);
     bp_put_int(w, "window", win);
+    if (ft->example_seq >= 0) bp_put_int(w, "example_seq", ft->example_seq);
     bp_put_tensor(w, "input_ids", BP_I32, 1, shape, enc->input_ids + row);
     bp_put_tensor(w, "token_type_ids", BP_I32, 1, shape, enc->token_type_ids + row);
     bp_put_tensor(w, "attention_mask", BP_I32, 1, shape, enc->attention_mask + row);
@@ -137,7 +140,9 @@ static void tokenize_example(tokenizer_job *j, const bp_frame *f) {
     if (f->kind != BP_EXAMPLE) bp_die(1, j->args->io.in, "tokenize takes example frames, got %s", bp_kind_name(f->kind));
     /* a field's error names its frame (stage/frame_input.h); the tokenizer's names the example */
     if (bp_example_read(f, j->qa, j->num_labels, &ex, &err)) bp_die_err(&err);
-    feature ft = {.example_id = ex.id.ptr, .example_id_len = ex.id.len};
+    /* With N workers each sees some of the examples: the seq extract gave one is what lets
+     * batch put the features back in extract's order, whichever worker ends first. */
+    feature ft = {.example_id = ex.id.ptr, .example_id_len = ex.id.len, .example_seq = ex.seq};
     char where[300];
     snprintf(where, sizeof where, "example %.*s", (int)(ex.id.len > 200 ? 200 : ex.id.len), ex.id.ptr);
     j->examples++;
@@ -214,7 +219,8 @@ static int64_t hello_classes(const bp_frame *hello) {
 
 /* The upstream schema, then what the features need to be read right: lengths, casing, vocab. */
 static void send_hello(tokenizer_job *j, const bp_frame *hello) {
-    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
+    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", "split_origin",
+                                          "split_part", NULL};
     bp_writer *w = &j->w;
     bp_hello_begin_from(w, hello, pass_on);
     bp_put_int(w, "max_length", j->args->max_length);

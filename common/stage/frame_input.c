@@ -41,9 +41,10 @@ static int read_ids(const bp_frame *f, int64_t rows, const char *tensor, bp_str 
 
 int bp_example_read(const bp_frame *f, int qa, int64_t num_labels, bp_example_view *ex, bp_err *err) {
     memset(ex, 0, sizeof *ex);
-    ex->label = -1;
+    ex->label = ex->seq = -1;
     if (f->kind != BP_EXAMPLE) return frame_error(f, err, "an example frame is wanted here");
-    if (bp_get_str(f, "example_id", &ex->id.ptr, &ex->id.len, err)) return -1;
+    if (bp_get_str(f, "example_id", &ex->id.ptr, &ex->id.len, err) || bp_find_int(f, "seq", 0, INT64_MAX, &ex->seq, err) < 0)
+        return -1;
     if (qa)
         return bp_get_str(f, "question", &ex->question.ptr, &ex->question.len, err) ||
                        bp_get_str(f, "context", &ex->context.ptr, &ex->context.len, err) ||
@@ -74,6 +75,7 @@ unsigned bp_feature_fields(const bp_frame *f) {
 
 int bp_feature_read(const bp_frame *f, unsigned want, int64_t max_tokens, bp_feature_view *ft, bp_err *err) {
     memset(ft, 0, sizeof *ft);
+    ft->example_seq = -1;
     if (f->kind != BP_FEATURE) return frame_error(f, err, "a feature frame is wanted here");
     if (bp_get_tensor_of(f, "input_ids", BP_I32, 1, NULL, &ft->input_ids, err)) return -1;
     int64_t n = ft->input_ids.shape[0], shape[2] = {n, 2};
@@ -86,6 +88,7 @@ int bp_feature_read(const bp_frame *f, unsigned want, int64_t max_tokens, bp_fea
         bp_get_tensor_of(f, "attention_mask", BP_I32, 1, shape, &ft->attention_mask, err) ||
         ((want & BP_FEATURE_OFFSETS) && bp_get_tensor_of(f, "offsets", BP_I32, 2, shape, &ft->offsets, err)) ||
         bp_find_int(f, "window", 0, BP_I32_MAX, &window, err) < 0 ||
+        bp_find_int(f, "example_seq", 0, INT64_MAX, &ft->example_seq, err) < 0 ||
         ((want & BP_FEATURE_LABEL) && get_i32(f, "label", &ft->label, err)) ||
         ((want & BP_FEATURE_POSITIONS) && (get_i32(f, "start_position", &ft->start_position, err) ||
                                            get_i32(f, "end_position", &ft->end_position, err))) ||

@@ -19,6 +19,7 @@
 
 typedef struct bp_example_view {
     bp_str id;
+    int64_t seq;              /* the seq extract gave it, -1 when absent */
     /* classification */
     bp_str text;
     int64_t label;            /* -1 when unknown or absent */
@@ -41,6 +42,7 @@ enum { BP_FEATURE_LABEL = 1, BP_FEATURE_POSITIONS = 2, BP_FEATURE_OFFSETS = 4 };
 
 typedef struct bp_feature_view {
     bp_str example_id;
+    int64_t example_seq;                               /* its example's seq (tokenize), -1 when absent */
     int32_t window;                                    /* 0 when absent */
     bp_tensor_view input_ids, token_type_ids, attention_mask;   /* i32[n] */
     bp_tensor_view offsets;                            /* i32[n, 2], with BP_FEATURE_OFFSETS */

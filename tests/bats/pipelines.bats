@@ -140,12 +140,12 @@ descendants() {
   TMPDIR=$TMP/runs BERTPIPE_TAP_AFTER=batch BERTPIPE_TAP="$BERTPIPE_BIN/tap --delay-ms 30" \
     "$BERTPIPE_TOP/pipelines/sst" "${common[@]}" --out "$TMP/cut" 2>"$TMP/err-cut" & p=$!
   # wait for training to be under way: the train stage has sent a few metric frames
-  for _ in $(seq 300); do
+  for _ in $(seq 600); do
     [ -n "$(ls "$TMP/runs")" ] && pgrep -P $p >/dev/null && [ -f "$TMP/cut/validation.batches" ] &&
-      descendants $p | xargs -r ps -o args= -p 2>/dev/null | grep -q "/train " && break
+      grep -q '"scope":"train"' "$TMP/cut/train-metrics.jsonl" 2>/dev/null && break
     sleep 0.1
   done
-  sleep 1.5
+  sleep 0.5
   pids=$(descendants $p)
   [ -n "$pids" ]
   kill -TERM $p

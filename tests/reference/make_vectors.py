@@ -205,7 +205,7 @@ VECTORS = {
                          input_ids=i32([5], [101, 1037, 4714, 3231, 102]),
                          token_type_ids=i32([5], [0, 0, 0, 0, 0]),
                          attention_mask=i32([5], [1, 1, 1, 1, 0]), label=1),
-    "feature-qa": frame("feature", seq=2, example_id="q-17", window=1,
+    "feature-qa": frame("feature", seq=2, example_id="q-17", window=1, example_seq=1,
                         input_ids=i32([4], [101, 2029, 102, 11014]),
                         token_type_ids=i32([4], [0, 0, 0, 1]),
                         attention_mask=i32([4], [1, 1, 1, 1]),

@@ -251,6 +251,8 @@ static void check_getters(void) {
     const char *s;
     size_t n;
     tap_ok(bp_get_int(&f, "start_position", BP_I32_MIN, BP_I32_MAX, &i, &err) == 0 && i == 3, "getters: int");
+    tap_ok(bp_get_int(&f, "example_seq", 0, INT64_MAX, &i, &err) == 0 && i == 1,
+           "getters: feature-qa's example_seq is 1, the seq of example-qa it was made from");
     tap_ok(bp_get_float(&f, "window", &d, &err) == 0 && d == 1.0, "getters: float accepts an int");
     tap_ok(bp_get_str(&f, "example_id", &s, &n, &err) == 0 && n == 4 && memcmp(s, "q-17", 4) == 0, "getters: str view");
     char *copy = bp_get_strdup(&f, "example_id", &err);

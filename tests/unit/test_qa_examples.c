@@ -78,7 +78,7 @@ static void test_predict(void) {
     rc = qa_example_add_window(e, 0, 9, start0, end0, offsets, -1, -1, &err) ||
          qa_example_add_window(e, 0, 9, start0, end0, offsets, -1, -1, &err);
     rc = rc ? rc : qa_example_predict(e, &o, &res, &err);
-    tap_ok(rc == -1 && strcmp(err.msg, "example ada: window 0 has logits twice") == 0, "a window given twice is refused: %s", err.msg);
+    tap_ok(rc == -1 && strncmp(err.msg, "window 0 has logits twice:", 26) == 0, "a window given twice is refused: %s", err.msg);
     qa_examples_free(&xs);
 }
 

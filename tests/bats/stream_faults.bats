@@ -12,7 +12,7 @@ V="$BERTPIPE_TOP/proto/vectors"
   frames2json --in "ipc://$TMP/in" >/dev/null 2>"$TMP/err" & c=$!
   timeout 20 zmqraw --out "ipc://$TMP/in" "$V/hello-minimal.msgpack" "$V/bad-huge-array.msgpack"
   status=0
-  timeout 20 tail --pid=$c -f /dev/null || status=$?
+  timeout 20 tail --pid=$c -f /dev/null || { status=$?; kill -9 $c; }
   wait $c || status=$?
   [ "$status" -eq 1 ]
   refute_sanitizer "$TMP/err"

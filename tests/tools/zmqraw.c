@@ -93,8 +93,9 @@ int main(int argc, char **argv) {
         free(bytes);
     }
     usleep((useconds_t)hold_ms * 1000);
-    int zero = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+    /* frames still queued (a consumer slow to bind on a loaded machine) get 10 s to leave */
+    int linger = 10000;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(sock);
     zmq_ctx_term(ctx);
     return 0;

@@ -50,7 +50,9 @@ bp_cleanup() {
     ( exec >/dev/null 2>&1; bp_sleep "${BERTPIPE_STOP_TIMEOUT:-60}"; kill -KILL "${BP_PIDS[@]}" ) &
     watchdog=$!
     for pid in "${BP_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    kill "$watchdog" 2>/dev/null
+    # KILL, not TERM: called from bp_interrupted, which ignores TERM and INT, the watchdog has
+    # inherited that, and a TERM would leave the run waiting out its whole timeout.
+    kill -KILL "$watchdog" 2>/dev/null
     wait "$watchdog" 2>/dev/null
     BP_PIDS=()
     BP_NAMES=()
@@ -308,7 +310,7 @@ bp_supervise() {
     while [ ${#live[@]} -gt 0 ] && bp_reap live; do
       [ "$BP_REAPED_STATUS" -ne 0 ] && { failed+=("$BP_REAPED_PID"); failed_status+=("$BP_REAPED_STATUS"); }
     done
-    if [ -n "$watchdog" ]; then kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null; fi
+    if [ -n "$watchdog" ]; then kill -KILL "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null; fi
     local cause=0
     for i in "${!failed[@]}"; do
       case "${failed_status[$i]}" in 3|4|143) ;; *) cause=$i; break ;; esac

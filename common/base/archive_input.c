@@ -393,6 +393,35 @@ static int set_member(arc_input *in, const char *name, bp_err *err) {
     return 0;
 }
 
+/* Whether the zip file at path ends with its end-of-central-directory record: the 22-byte
+ * record "PK\5\6" whose comment runs exactly to the end of the file. libarchive's streaming
+ * zip reader stops at the first central directory header and never reads the rest, so a zip
+ * cut inside its central directory would read as whole. 1 yes, 0 no, -1 unreadable. */
+static int zip_has_end_record(const char *path) {
+    enum { RECORD = 22, MAX_COMMENT = 65535 };
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    int found = -1;
+    if (fseeko(f, 0, SEEK_END) == 0) {
+        off_t size = ftello(f);
+        off_t span = size < RECORD + MAX_COMMENT ? size : RECORD + MAX_COMMENT;
+        unsigned char *tail = span > 0 ? malloc((size_t)span) : NULL;
+        if (size >= 0 && span < RECORD) {
+            found = 0;
+        } else if (tail && fseeko(f, size - span, SEEK_SET) == 0 && fread(tail, 1, (size_t)span, f) == (size_t)span) {
+            found = 0;
+            for (off_t at = span - RECORD; at >= 0 && !found; at--) {
+                const unsigned char *r = tail + at;
+                if (r[0] != 'P' || r[1] != 'K' || r[2] != 5 || r[3] != 6) continue;
+                found = at + RECORD + (r[20] | r[21] << 8) == span;
+            }
+        }
+        free(tail);
+    }
+    fclose(f);
+    return found;
+}
+
 /* The archive said it has no more entries: make sure it really ended. A tar ends with two
  * zero blocks, which libarchive consumes; when it returns EOF having consumed none, the tar
  * was cut at a member boundary. Then whatever libarchive left unread goes through the
@@ -404,6 +433,13 @@ static int archive_ended(arc_input *in, int64_t position_before, bp_err *err) {
     if ((archive_format(in->archive) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_TAR && consumed < 1024)
         return bp_err_set(err, "truncated tar archive: it ends after a member without the two zero blocks that close a tar (%s)",
                           in->path);
+    if ((archive_format(in->archive) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_ZIP && !in->source) {
+        int ended = zip_has_end_record(in->path);
+        if (ended < 0) return bp_err_set(err, "cannot read the end of the zip: %s (%s)", strerror(errno), in->path);
+        if (!ended)
+            return bp_err_set(err, "truncated zip archive: it does not end with the end-of-central-directory record (%s)",
+                              in->path);
+    }
     if (source_drain(in->source) != 0) return arc_fail(in, "damaged or truncated data", in->path, err);
     return 0;
 }

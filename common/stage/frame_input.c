@@ -1,5 +1,5 @@
 /* stage/frame_input.c — the readers of the data frames stages take (see frame_input.h).
- * Must never: exit or print, or let a field of the wrong type or range pass as absent. */
+ * Must never: print or exit, or hand a caller a field it has not checked for type and range. */
 #include "stage/frame_input.h"
 
 #include <stdarg.h>

@@ -3,8 +3,18 @@
 #include "stage/qa_examples_input.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "stage/stage.h"
+
+/* A field error, whose WHERE names the frame ("(example frame 3)"), for a stream read from a
+ * side input: one WHERE naming both, "(example frame 3 of file:EXAMPLES)", never two. */
+static void die_in_frame(const bp_err *err, const char *spec) __attribute__((noreturn));
+static void die_in_frame(const bp_err *err, const char *spec) {
+    size_t n = strlen(err->msg);
+    if (n && err->msg[n - 1] == ')') bp_die(1, NULL, "%.*s of %s)", (int)(n - 1), err->msg, spec);
+    bp_die(1, spec, "%s", err->msg);
+}
 
 /* One example frame: the id, context, gold answer texts and is_impossible are kept. */
 static void keep_example(qa_examples *xs, const bp_frame *f, const char *spec) {
@@ -15,7 +25,7 @@ static void keep_example(qa_examples *xs, const bp_frame *f, const char *spec) {
     int is_impossible = 0;
     if (bp_get_str(f, "example_id", &id, &id_len, &err) || bp_get_str(f, "context", &context, &context_len, &err) ||
         bp_find_bool(f, "is_impossible", &is_impossible, &err) < 0 || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die_err(&err);   /* names the example frame: the kind says it came from --examples */
+        die_in_frame(&err, spec);
     const char **texts = calloc(n_answers + 1, sizeof *texts);
     size_t *lens = calloc(n_answers + 1, sizeof *lens);
     if (!texts || !lens) bp_die(1, NULL, "out of memory");

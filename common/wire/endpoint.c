@@ -185,6 +185,17 @@ static int in_fail(bp_in *in, const char *fmt, ...) {
     return -1;
 }
 
+/* A stop signal ends the read. A stream that had begun is incomplete: say how far it got, as
+ * a lost producer or a timeout does, so that the line of a consumer stopped while it still
+ * drained what a killed producer had sent names the missing eos too (the supervisor stops
+ * such a consumer after its grace, before it could reach the end of that backlog). */
+static int in_interrupted(bp_in *in) {
+    if (in->hellos == 0 && in->data == 0) return in_fail(in, "interrupted by %s", signal_name(stop_signal));
+    return in_fail(in, "interrupted by %s: %d of %d eos received after %lld frames; %d eos missing",
+                   signal_name(stop_signal), in->eos_seen, in->producers, (long long)in->data,
+                   in->producers - in->eos_seen);
+}
+
 /* A pipe holds 64 KB by default, so a 1 MB frame costs 16 writes, 16 reads and as many
  * context switches. Ask for the largest size an unprivileged process may set (fs.pipe-max-size,
  * 1 MB by default); when that is refused the pipe keeps its size, which is only slower. */
@@ -306,7 +317,7 @@ static int read_stdio(bp_in *in, char **bytes, size_t *len) {
             in->cap = cap;
         }
         int ready = wait_fd(in->fd, POLLIN, timeout_seconds());
-        if (ready == 0) return in_fail(in, "interrupted by %s", signal_name(stop_signal));
+        if (ready == 0) return in_interrupted(in);
         if (ready == 2)
             return in_fail(in, "no frame for %d s (BERTPIPE_TIMEOUT): %d of %d eos received after %lld frames",
                            timeout_seconds(), in->eos_seen, in->producers, (long long)in->data);
@@ -455,7 +466,7 @@ static int read_zmq(bp_in *in, bp_frame *f) {
     int timeout_s = timeout_seconds();
     double idle_since = bp_now();
     for (;;) {
-        if (stop_signal) return in_fail(in, "interrupted by %s", signal_name(stop_signal));
+        if (stop_signal) return in_interrupted(in);
         int r = receive_zmq(in, f);
         if (r) return r;
         drain_monitor(in);

@@ -137,7 +137,9 @@ descendants() {
   common=(--epochs 2 --dropout 0.1 --seed 3)
   "$BERTPIPE_TOP/pipelines/sst" "${common[@]}" --out "$TMP/full" 2>"$TMP/err-full"
   mkdir "$TMP/runs"
-  TMPDIR=$TMP/runs BERTPIPE_TAP_AFTER=batch BERTPIPE_TAP="$BERTPIPE_BIN/tap --delay-ms 30" \
+  # BERTPIPE_STOP_TIMEOUT far above what the stages need: the run must end when they do (its
+  # watchdog ignored TERM once, and every interrupted run waited out the whole timeout).
+  TMPDIR=$TMP/runs BERTPIPE_STOP_TIMEOUT=100 BERTPIPE_TAP_AFTER=batch BERTPIPE_TAP="$BERTPIPE_BIN/tap --delay-ms 30" \
     "$BERTPIPE_TOP/pipelines/sst" "${common[@]}" --out "$TMP/cut" 2>"$TMP/err-cut" & p=$!
   # wait for training to be under way: the train stage has sent a few metric frames
   for _ in $(seq 600); do
@@ -149,10 +151,12 @@ descendants() {
   pids=$(descendants $p)
   [ -n "$pids" ]
   kill -TERM $p
+  local t0=$SECONDS
   status=0
   wait $p || status=$?
   cat "$TMP/err-cut" >&2
   [ "$status" -eq 143 ]
+  [ $((SECONDS - t0)) -lt 40 ] || { echo "the run took $((SECONDS - t0)) s to stop"; false; }
   for q in $pids; do ! kill -0 "$q" 2>/dev/null || { ps -o pid,args -p "$q"; false; }; done
   [ -z "$(ls -A "$TMP/runs")" ]
   grep -q "interrupted by SIGTERM" "$TMP/err-cut"

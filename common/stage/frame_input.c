@@ -1,4 +1,5 @@
-/* stage/frame_input.c — the readers of the data frames stages take (see frame_input.h). */
+/* stage/frame_input.c — the readers of the data frames stages take (see frame_input.h).
+ * Must never: accept a frame that breaks a rule, or refuse one without its WHERE. */
 #include "stage/frame_input.h"
 
 #include <stdarg.h>

@@ -26,8 +26,10 @@ PKGS      = libzmq msgpack libutf8proc libarchive openblas jansson zlib
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Every stage's --version line says the VERSION file's value, compiled in (stage/stage.c).
+VERSION_DEF := -DBP_VERSION='"$(shell cat VERSION)"'
 CFLAGS_ALL  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-              -g $(OPT) $(ARCH) -fno-math-errno -Icommon $(PKG_CFLAGS) $(CFLAGS)
+              -g $(OPT) $(ARCH) -fno-math-errno -Icommon $(PKG_CFLAGS) $(VERSION_DEF) $(CFLAGS)
 LDLIBS_ALL  = $(PKG_LIBS) -lm -lpthread $(LDLIBS)
 
 # The test build also compiles in fault injection (backend/fault.h, BERTPIPE_FAULT); bin/ never has it.
@@ -92,6 +94,9 @@ build/cuda/%.o: common/%.cu $(COMMON_HDR)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
+# A new VERSION changes the one object that prints it.
+build/obj/stage/stage.o build/san/obj/stage/stage.o build/fuzz/obj/stage/stage.o: VERSION
+
 build/libbertpipe.a: $(patsubst common/%.c,build/obj/%.o,$(COMMON_SRC))
 	@rm -f $@; ar rcs $@ $^
 build/san/libbertpipe.a: $(patsubst common/%.c,build/san/obj/%.o,$(COMMON_SRC))
@@ -151,7 +156,7 @@ FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZERS      := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 HAVE_FUZZ_CC := $(shell command -v $(FUZZ_CC) 2>/dev/null)
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -g -O1 \
-                -fno-omit-frame-pointer -Icommon $(PKG_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined
+                -fno-omit-frame-pointer -Icommon $(PKG_CFLAGS) $(VERSION_DEF) -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 build/fuzz/obj/%.o: common/%.c $(COMMON_HDR)
 	@mkdir -p $(@D)

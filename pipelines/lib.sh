@@ -6,6 +6,15 @@
 #   BERTPIPE_<STAGE>="CMD"     run CMD instead of the stage (e.g. BERTPIPE_TRAIN="valgrind bin/train")
 #   BERTPIPE_TAP_AFTER="a,b"         splice a tap after stages a and b (log: OUT/tap-a.jsonl)
 #   --stdio (BP_MODE=stdio)    connect stages with pipes (named FIFOs) instead of ipc sockets
+# Any other BERTPIPE_ name, or a BERTPIPE_TAP_AFTER entry that is no stage, stops the run
+# (status 2) before it starts: a typo must not silently run the stage it meant to replace.
+#
+# On a terminal, the run's stderr goes through one drawer (bp_status_render): the stages
+# write their progress to files in a status folder (BERTPIPE_STATUS_DIR, base/log.h) and every
+# stderr line of the run comes to the drawer, which prints the lines and keeps one block of
+# progress lines, one per running stage, below them: nothing else writes to the terminal, so
+# nothing is drawn over anything else. In a log, each stage prints a progress line every
+# BERTPIPE_PROGRESS_EVERY seconds (default 10) instead.
 # Sourced by bash scripts only; it never runs anything at load time.
 
 bp_lib_init() { # manifest-name
@@ -21,7 +30,9 @@ bp_lib_init() { # manifest-name
   BP_MODE=${BP_MODE:-ipc}
   BP_PIDS=()
   BP_NAMES=()
+  bp_check_env
   BP_RUN=$(mktemp -d "${TMPDIR:-/tmp}/bertpipe-$BP_NAME.XXXXXX")
+  BP_RENDER_PID=""
   trap 'bp_cleanup' EXIT
   trap 'bp_interrupted INT 130' INT
   trap 'bp_interrupted TERM 143' TERM
@@ -57,8 +68,103 @@ bp_cleanup() {
     BP_PIDS=()
     BP_NAMES=()
   fi
+  bp_status_stop
   [ -n "${BP_RUN:-}" ] && rm -rf "$BP_RUN"
   return 0
+}
+
+# ---- the environment ------------------------------------------------------------------
+# The stages a manifest may start (bp_cmd's BERTPIPE_<STAGE>) and the settings any part of
+# bertpipe reads; tests/bats/tool.bats holds both lists to stages/ and to the sources.
+BP_STAGE_NAMES="extract tokenize batch train eval postprocess score tap frames2json json2frames"
+BP_ENV_SETTINGS="BIN TOP QUIET PROGRESS PROGRESS_EVERY STATUS_DIR TAP_AFTER STOP_TIMEOUT FAIL_GRACE TIMEOUT
+  FAULT DATA PRECISION HWM LINGER_MS GNUPLOT NO_INSTALL FUZZ_SECONDS"
+
+bp_env_fail() { echo "$BP_NAME: error: $*" >&2; exit 2; }
+
+bp_check_env() {
+  local var name stages=" $BP_STAGE_NAMES " settings
+  settings=" $(printf '%s' "$BP_ENV_SETTINGS" | tr -s ' \n' '  ') "
+  for var in $(compgen -e BERTPIPE_); do
+    name=${var#BERTPIPE_}
+    [[ $settings == *" $name "* ]] && continue
+    name=${name,,}
+    [[ $stages == *" ${name//_/-} "* ]] && continue
+    bp_env_fail "$var replaces no stage and is no setting (stages: ${BP_STAGE_NAMES// /, })"
+  done
+  local IFS=,
+  for name in ${BERTPIPE_TAP_AFTER:-}; do
+    [ -n "$name" ] || continue
+    [[ $stages == *" $name "* ]] ||
+      bp_env_fail "BERTPIPE_TAP_AFTER names '$name', which is no stage (stages: ${BP_STAGE_NAMES// /, })"
+  done
+}
+
+# ---- one status block on a terminal (see the top) ---------------------------------------
+# Started by the first stage of a run whose stderr is a terminal (not with BERTPIPE_PROGRESS=0).
+bp_status_start() {
+  [ -t 2 ] && [ "${BERTPIPE_PROGRESS:-}" != 0 ] || return 0
+  mkdir "$BP_RUN/status" && mkfifo "$BP_RUN/stderr.fifo" || return 0
+  local size cols=80
+  exec {BP_TTY_FD}>&2
+  size=$(stty size <&"$BP_TTY_FD" 2>/dev/null) && cols=${size#* }
+  [[ $cols =~ ^[0-9]+$ ]] && [ "$cols" -ge 20 ] || cols=80
+  bp_status_render "$BP_RUN/status" "$cols" <"$BP_RUN/stderr.fifo" >&"$BP_TTY_FD" 2>/dev/null &
+  BP_RENDER_PID=$!
+  exec 2>"$BP_RUN/stderr.fifo"
+  export BERTPIPE_STATUS_DIR=$BP_RUN/status
+}
+
+# The manifest's stderr back to the terminal; the drawer ends once every stage is gone too
+# (end of file on its pipe), after the last lines, bounded.
+bp_status_stop() {
+  [ -n "${BP_RENDER_PID:-}" ] || return 0
+  exec 2>&"$BP_TTY_FD"
+  unset BERTPIPE_STATUS_DIR
+  local watchdog
+  ( exec >/dev/null 2>&1; bp_sleep 5; kill "$BP_RENDER_PID" ) &
+  watchdog=$!
+  wait "$BP_RENDER_PID" 2>/dev/null
+  kill "$watchdog" 2>/dev/null
+  wait "$watchdog" 2>/dev/null
+  BP_RENDER_PID=""
+}
+
+# bp_status_render DIR COLUMNS — the drawer: stderr lines from stdin, the status block from
+# DIR/STAGE.PID, 4 times a second. The block is taken back (cursor up, clear to the end of
+# the screen) before new lines are printed above it; its lines are cut to the width, so the
+# cursor arithmetic holds. Everything is one printf per redraw, and no command is forked.
+bp_status_render() {
+  local dir=$1 width=$(($2 - 1)) part="" pending="" rc eof=0 drawn=0 shown="" block f s out
+  local -a logs status
+  while [ $eof = 0 ]; do
+    logs=()
+    rc=0
+    IFS= read -r -t 0.25 part || rc=$?
+    if [ $rc -eq 0 ]; then logs+=("$pending$part"); pending=""
+    elif [ $rc -gt 128 ]; then pending+=$part   # a timeout keeps a partial line's text
+    else eof=1; [ -z "$pending$part" ] || logs+=("$pending$part"); fi
+    while [ $eof = 0 ] && read -r -t 0 _; do   # more lines waiting: take them now
+      if IFS= read -r part; then logs+=("$pending$part"); pending=""; else eof=1; fi
+    done
+    status=() block=""
+    if [ $eof = 0 ]; then
+      for f in "$dir"/*.[0-9]*; do
+        [[ -f $f && $f != *.tmp ]] || continue
+        IFS= read -r s <"$f" || continue
+        status+=("${s:0:width}")
+        block+=$s$'\n'
+      done
+    fi
+    [ ${#logs[@]} -gt 0 ] || [ "$block" != "$shown" ] || continue
+    out=""
+    [ $drawn -eq 0 ] || out=$'\r\e['$drawn$'A'
+    out+=$'\e[J'
+    for s in "${logs[@]}"; do out+=$s$'\n'; done
+    for s in "${status[@]}"; do out+=$s$'\n'; done
+    printf '%s' "$out"
+    drawn=${#status[@]} shown=$block
+  done
 }
 
 # Sleep without a child process (a watchdog killed early must leave nothing behind): read
@@ -270,6 +376,7 @@ bp_stage() {
 
 bp_spawn() {
   local label=$1 in=$2 out=$3; shift 3
+  [ -n "$BP_RENDER_PID" ] || [ -n "${BERTPIPE_STATUS_DIR:-}" ] || bp_status_start
   local -a io=()
   local redir_in=/dev/null redir_out=/dev/null
   case "$in" in

@@ -283,7 +283,7 @@ static void parse_args(int argc, char **argv, batch_args *a) {
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
 }
 
 /* pad_id and, unless --max-length gave one, max_length from the features' hello. */
@@ -419,6 +419,7 @@ static void send_epochs(batcher *bt) {
 int main(int argc, char **argv) {
     batch_args a = {.batch_size = 8, .epochs = 1, .memory_limit = (size_t)1 << 30, .shuffle = 1, .seed = 42};
     bp_stage_init(&a.io, argv);
+    bp_set_usage(usage);
     parse_args(argc, argv, &a);
 
     /* Open before reading: the hello waits for the whole split (it says how many batches), but

@@ -57,8 +57,8 @@ static void parse_args(int argc, char **argv, eval_args *a) {
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    if (!a->checkpoint) bp_die(2, NULL, "--checkpoint DIR is required");
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
+    if (!a->checkpoint) bp_usage_die("--checkpoint DIR is required");
 }
 
 /* The checkpoint as an inference-only model for batches up to max_B x max_T. */
@@ -139,9 +139,21 @@ static void alloc_logits(evaluator *ev, int max_B, int max_T) {
     if (!ev->logits || !ev->starts || !ev->ends) bp_die(1, NULL, "out of memory");
 }
 
+/* The batches the stream will bring, from batch's hello (batches_per_epoch x epochs), for the
+ * progress bar's total and ETA; 0 (unknown) when the producer did not say. */
+static int64_t batches_expected(const bp_frame *hello) {
+    int64_t per_epoch = 0, epochs = 1;
+    bp_err err;
+    if (bp_find_int(hello, "batches_per_epoch", 0, INT64_MAX / (1 << 20), &per_epoch, &err) != 1 ||
+        bp_find_int(hello, "epochs", 1, 1 << 20, &epochs, &err) < 0)
+        return 0;
+    return per_epoch * epochs;
+}
+
 int main(int argc, char **argv) {
     eval_args a = {.device = "auto", .precision = "fp32"};
     bp_stage_init(&a.io, argv);
+    bp_set_usage(usage);
     parse_args(argc, argv, &a);
 
     evaluator ev = {.out = bp_open_out(&a.io)};
@@ -160,18 +172,22 @@ int main(int argc, char **argv) {
     bp_batch_tensors_alloc(&ev.h, max_B, max_T);
     alloc_logits(&ev, max_B, max_T);
     bp_progress prog;
-    bp_progress_start(&prog, "eval", 0);
+    bp_progress_start(&prog, "eval", batches_expected(hello));
     bp_frame f;
     int rc;
+    int64_t batches = 0;
+    char rows[48];
     while ((rc = bp_in_next(in, &f)) == 1) {
         if (f.kind == BP_BATCH) {   /* epoch frames are dropped */
             eval_batch(&ev, &f);
-            bp_progress_update(&prog, ev.rows, NULL);
+            snprintf(rows, sizeof rows, "batches, %lld sequences", (long long)ev.rows);
+            bp_progress_update(&prog, ++batches, rows);
         }
         bp_frame_release(&f);
     }
     if (rc < 0) bp_die_err(bp_in_err(in));
-    bp_progress_finish(&prog, NULL);
+    snprintf(rows, sizeof rows, "batches, %lld sequences", (long long)ev.rows);
+    bp_progress_finish(&prog, rows);
     bp_log("%lld sequences evaluated", (long long)ev.rows);
     bp_close_out(ev.out);
     bp_in_close(in);

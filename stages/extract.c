@@ -7,9 +7,11 @@
  * Must never: drop a record silently: every skip is counted and
  * reported, and a SQuAD answer whose answer_start does not slice its context is reported by id.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data/datasets.h"
 #include "stage/stage.h"
@@ -33,7 +35,8 @@ static const char usage[] =
     "  --stratify          the hold-out keeps each label's share in every split\n"
     "  --articles A-B      SQuAD: only articles A..B (0-based, in file order)\n"
     "  --strict            SQuAD: an answer_start that does not match its answer is an error\n"
-    "  --out SPEC          output endpoint (default -: stdout)\n";
+    "  --out SPEC          output endpoint (default -: stdout)\n"
+    "  --version           print \"extract (bertpipe) VERSION\" and exit\n";
 
 typedef struct emitter {
     bp_out *out;
@@ -224,11 +227,16 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
         }
     }
     a->path = optind < argc ? argv[optind] : NULL;
-    if (optind + 1 < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind + 1]);
+    if (optind + 1 < argc) bp_usage_die("unexpected argument '%s'", argv[optind + 1]);
     if (!!a->question != !!a->context) bp_die(2, NULL, "--question and --context go together");
     if (a->question && !has_text(a->question)) bp_die(2, NULL, "--question is empty: there is nothing to answer");
     if (a->context && !has_text(a->context)) bp_die(2, NULL, "--context is empty: there is nothing to answer from");
-    if (!a->question && !a->path) bp_die(2, NULL, "give the data set PATH (see --help)");
+    if (!a->question && !a->path) bp_usage_die("give the data set PATH");
+    /* A missing file is said as such, before any guess at its format from its name. */
+    if (a->path && strcmp(a->path, "-") != 0 && access(a->path, F_OK) != 0) {
+        if (errno == ENOENT) bp_die(1, a->path, "no such file or folder");
+        bp_die(1, a->path, "cannot read the data set: %s", strerror(errno));
+    }
     bp_err err;
     if (a->format && strcmp(a->format, "lines") == 0) a->lines = 1;
     else if (a->format && ds_format_parse(a->format, &o->format, &err)) bp_die(2, NULL, "%s", err.msg);
@@ -303,6 +311,7 @@ int main(int argc, char **argv) {
     extract_args a = {.ds = {.seed = 42}};
     emitter e = {.first_article = -1, .last_article = -1};
     bp_stage_init(&a.io, argv);
+    bp_set_usage(usage);
     parse_args(argc, argv, &a, &e);
     e.split = a.ds.split ? a.ds.split : "train";
 

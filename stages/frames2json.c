@@ -7,32 +7,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "wire/framejson.h"
+#include "stage/json_view.h"
 #include "stage/stage.h"
 
 static const char usage[] =
-    "usage: frames2json [--brief] [--in SPEC] [--producers N] [--out FILE]\n"
+    "usage: frames2json [--brief] [--vocab FILE] [--arrays] [--in SPEC] [--producers N] [--out FILE]\n"
     "Write every frame of the input stream as one JSON line (to stdout or --out FILE).\n"
     "  --brief           show binary payloads over 32 bytes as their size only (not replayable)\n"
+    BP_JSON_VIEW_USAGE
     "  --in SPEC         input endpoint (default -: stdin)\n"
-    "  --producers N     input streams to wait for (default 1)\n";
+    "  --producers N     input streams to wait for (default 1)\n"
+    "  --version         print \"frames2json (bertpipe) VERSION\" and exit\n";
 
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
+    bp_set_usage(usage);
     bp_json_opts jopts = {0};
     static const struct option longopts[] = {
-        BP_IO_LONGOPTS, {"brief", no_argument, 0, 'b'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        BP_IO_LONGOPTS, BP_JSON_VIEW_LONGOPTS, {"brief", no_argument, 0, 'b'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (bp_io_option(&io, opt, optarg) || bp_json_view_option(&jopts, opt, optarg)) continue;
         switch (opt) {
         case 'b': jopts.brief = 1; break;
         case 'h': fputs(usage, stdout); return 0;
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
     FILE *dst = stdout;
     const char *dst_name = "stdout";
     if (io.out[0] && !(io.out[0] == '-' && !io.out[1])) {

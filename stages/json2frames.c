@@ -17,11 +17,13 @@ static const char usage[] =
     "usage: json2frames [--recount] [--out SPEC] [FILE]\n"
     "Send each JSON line of FILE (default stdin) as one frame.\n"
     "  --recount         set every eos count to the data frames actually sent before it\n"
-    "  --out SPEC        output endpoint (default -: stdout; ipc://, tcp://, @bind, >connect)\n";
+    "  --out SPEC        output endpoint (default -: stdout; ipc://, tcp://, @bind, >connect)\n"
+    "  --version         print \"json2frames (bertpipe) VERSION\" and exit\n";
 
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
+    bp_set_usage(usage);
     int recount = 0;
     static const struct option longopts[] = {
         BP_IO_LONGOPTS, {"recount", no_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
@@ -35,7 +37,7 @@ int main(int argc, char **argv) {
         }
     }
     const char *path = optind < argc ? argv[optind] : "-";
-    if (optind + 1 < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind + 1]);
+    if (optind + 1 < argc) bp_usage_die("unexpected argument '%s'", argv[optind + 1]);
     FILE *src = stdin;
     if (strcmp(path, "-") && !(src = fopen(path, "r"))) bp_die(1, path, "cannot open");
     const char *name = strcmp(path, "-") ? path : "stdin";

@@ -345,13 +345,14 @@ static void parse_args(int argc, char **argv, postprocess_args *a) {
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
 }
 
 int main(int argc, char **argv) {
     postprocess_args a = {0};
     qa_post_options_default(&a.po);
     bp_stage_init(&a.io, argv);
+    bp_set_usage(usage);
     parse_args(argc, argv, &a);
 
     bp_out *out = bp_open_out(&a.io);

@@ -243,12 +243,29 @@ static void report_qa(const tally *t, FILE *jf, const char *jname, bp_writer *w)
 }
 
 /* Classification: the summary JSON, the table on stderr, the metric frame's fields. */
+/* A model that answers one class whatever the input has learnt nothing yet (a fresh model at
+ * too high a learning rate, too few steps): one line says so, with what to try. */
+static void hint_one_class(const metrics_cls *mc, const char *const *names, int n_names) {
+    if (mc->count < 2) return;
+    for (int c = 0; c < mc->num_classes; c++) {
+        int64_t predicted = 0;
+        for (int g = 0; g < mc->num_classes; g++) predicted += mc->confusion[(size_t)g * (size_t)mc->num_classes + (size_t)c];
+        if (predicted != mc->count) continue;
+        char label[32];
+        snprintf(label, sizeof label, "class %d", c);
+        bp_warn("all %lld predictions are %s: the model has not learnt to tell the classes apart; "
+                "try a lower --lr or more epochs", (long long)mc->count, names && c < n_names ? names[c] : label);
+        return;
+    }
+}
+
 static void report_cls(tally *t, FILE *jf, bp_writer *w) {
     bp_err err;
     const char *const *names = t->n_labels ? (const char *const *)t->labels : NULL;
     if (!t->mc_ready && metrics_cls_init(&t->mc, t->n_labels > 1 ? t->n_labels : 2, &err)) bp_die_err(&err);
     if (metrics_cls_write_json(&t->mc, names, jf, &err) || metrics_cls_format_table(&t->mc, names, stderr, &err))
         bp_die_err(&err);
+    hint_one_class(&t->mc, names, t->n_labels);
     if (w) {
         bp_put_float(w, "accuracy", metrics_cls_accuracy(&t->mc));
         bp_put_float(w, "macro_f1", metrics_cls_macro_f1(&t->mc));
@@ -321,13 +338,14 @@ static void parse_args(int argc, char **argv, score_args *a) {
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    if (!!a->dataset != !!a->predictions) bp_die(2, NULL, "file mode needs both --dataset and --predictions");
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
+    if (!!a->dataset != !!a->predictions) bp_usage_die("file mode needs both --dataset and --predictions");
 }
 
 int main(int argc, char **argv) {
     score_args a = {0};
     bp_stage_init(&a.io, argv);
+    bp_set_usage(usage);
     parse_args(argc, argv, &a);
     if (a.dataset) {
         score_files(&a);

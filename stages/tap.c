@@ -11,39 +11,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire/framejson.h"
+#include "stage/json_view.h"
 #include "stage/stage.h"
 
 static const char usage[] =
-    "usage: tap [--log FILE] [--brief] [--in SPEC] [--out SPEC] [--producers N]\n"
+    "usage: tap [--log FILE [--append]] [--brief] [--vocab FILE] [--arrays] [--in SPEC] [--out SPEC] [--producers N]\n"
     "Pass frames through unchanged; write each as one JSON line to stderr or FILE.\n"
-    "  --log FILE        append the JSON lines to FILE instead of stderr\n"
+    "  --log FILE        write the JSON lines to FILE instead of stderr (a new file each run)\n"
+    "  --append          add to the --log FILE instead of starting it again\n"
     "  --brief           show binary payloads over 32 bytes as their size only\n"
+    BP_JSON_VIEW_USAGE
     "  --delay-ms N      wait N ms before passing each frame on (simulates a slow stage)\n" BP_IO_USAGE;
 
 int main(int argc, char **argv) {
     bp_io_opts io;
     bp_stage_init(&io, argv);
+    bp_set_usage(usage);
     const char *log_path = NULL;
     bp_json_opts jopts = {0};
     long delay_ms = 0;
     static const struct option longopts[] = {
         BP_IO_LONGOPTS, {"log", required_argument, 0, 'l'}, {"brief", no_argument, 0, 'b'},
-        {"delay-ms", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"delay-ms", required_argument, 0, 'd'}, {"append", no_argument, 0, 'a'}, BP_JSON_VIEW_LONGOPTS,
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int append = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (bp_io_option(&io, opt, optarg) || bp_json_view_option(&jopts, opt, optarg)) continue;
         switch (opt) {
         case 'l': log_path = optarg; break;
+        case 'a': append = 1; break;
         case 'b': jopts.brief = 1; break;
         case 'd': delay_ms = bp_opt_long("--delay-ms", optarg, 0, 3600000); break;
         case 'h': fputs(usage, stdout); return 0;
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
+    if (append && !log_path) bp_usage_die("--append needs --log FILE");
     FILE *log = stderr;
-    if (log_path && !(log = fopen(log_path, "a"))) bp_die(1, log_path, "cannot open log file");
+    if (log_path && !(log = fopen(log_path, append ? "a" : "w"))) bp_die(1, log_path, "cannot open log file");
 
     bp_in *in = bp_open_in(&io);
     bp_out *out = bp_open_out(&io);

@@ -182,8 +182,8 @@ static void parse_args(int argc, char **argv, tokenize_args *a) {
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    if (!a->vocab == !a->checkpoint) bp_die(2, NULL, "give exactly one of --vocab FILE or --checkpoint DIR");
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
+    if (!a->vocab == !a->checkpoint) bp_usage_die("give exactly one of --vocab FILE or --checkpoint DIR");
 }
 
 /* The checkpoint's model_max_length (what train saved: the length it was trained with), else
@@ -237,6 +237,7 @@ static void send_hello(tokenizer_job *j, const bp_frame *hello) {
 int main(int argc, char **argv) {
     tokenize_args a = {.lowercase = -1, .stride = 128};
     bp_stage_init(&a.io, argv);
+    bp_set_usage(usage);
     parse_args(argc, argv, &a);
     tokenizer_job j = {.args = &a, .out = bp_open_out(&a.io)};
     j.tok = load_tokenizer(&a);

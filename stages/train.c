@@ -163,7 +163,9 @@ typedef struct trainer {
     double loss_sum, start;       /* their loss; when the step began */
     long grad_accum, total_steps, save_every;
     int done;                     /* total_steps reached: read on to the eos */
-    char extra[64];               /* the progress bar's "loss X" */
+    const char *stopped_by;       /* why done came before the stream's end (a save's reason) */
+    int cut_short;                /* batches came after done: the epoch frame ends no whole epoch */
+    char extra[96];               /* the progress bar's "epoch E/N loss X lr Y" */
 } trainer;
 
 /* Where the run stands, for trainer_state.json. */
@@ -246,7 +248,7 @@ static void log_eval(const trainer *t, const bp_eval_result *e, long epoch) {
         snprintf(scores, sizeof scores, " EM %.2f F1 %.2f", e->exact_match, e->f1);
     if (!isnan(e->exact_match)) snprintf(rows, sizeof rows, "%lld questions, %lld windows", (long long)e->questions,
                                          (long long)e->sequences);
-    bp_log("epoch %ld step %ld eval: loss %.4f%s (%s, %.1f s)", epoch, t->r->state.step, e->loss, scores, rows,
+    bp_summary("epoch %ld step %ld eval: loss %.4f%s (%s, %.1f s)", epoch, t->r->state.step, e->loss, scores, rows,
            e->seconds);
     if (e->unanswered)
         bp_warn("%lld examples of --eval-examples have no window in --eval: not scored", (long long)e->unanswered);
@@ -271,6 +273,7 @@ static int evaluate(trainer *t, long epoch) {
     if (best) bp_log("new best %s %.4f at step %ld", p->metric, p->best_value, r->state.step);
     if (bp_policy_should_stop(p) && !t->done) {
         t->done = 1;
+        t->stopped_by = "end of training: early stopping";
         bp_log("early stopping at step %ld: %ld evaluations without a better %s (best %.4f at step %ld)", r->state.step,
                p->evals_since_best, p->metric, p->best_value, p->best_step);
     }
@@ -315,6 +318,7 @@ static void after_step(trainer *t) {
     if (t->save_every && r->state.step % t->save_every == 0) save_all(r, "every N steps");
     if (r->state.step >= t->total_steps) {
         t->done = 1;
+        t->stopped_by = "end of training: --max-steps reached";
         bp_log("reached %ld steps", r->state.step);
     }
 }
@@ -328,7 +332,8 @@ static void optimizer_step(trainer *t, int64_t frames_seen) {
     send_train_metric(t, loss, grad_norm, lr, now);
     const char *keys[] = {"loss", "learning_rate", "grad_norm"};
     log_entry(t->r, keys, (const double[]){loss, hfc_real_from_float(lr), grad_norm}, 3);
-    snprintf(t->extra, sizeof t->extra, "loss %.4f", loss);
+    snprintf(t->extra, sizeof t->extra, "epoch %ld/%lld loss %.4f lr %.3g", t->r->state.epoch + 1,
+             (long long)t->r->info->epochs, loss, (double)lr);
     bp_progress_update(t->prog, t->r->state.step, t->extra);
     t->micro = t->micro_rows = 0;
     t->loss_sum = 0;
@@ -470,9 +475,9 @@ static void parse_args(int argc, char **argv, train_args *a) {
         default: bp_usage_error();
         }
     }
-    if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
     if (!!a->checkpoint + !!a->config + !!a->preset + !!a->resume != 1)
-        bp_die(2, NULL, "give exactly one of --checkpoint DIR, --config FILE, --preset NAME or --resume DIR");
+        bp_usage_die("give exactly one of --checkpoint DIR, --config FILE, --preset NAME or --resume DIR");
 }
 
 static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) {
@@ -636,7 +641,7 @@ static void send_epoch_summary(trainer *t) {
     bp_send(t->out, w);
     char accuracy[48] = "";
     if (ep->labelled) snprintf(accuracy, sizeof accuracy, " accuracy %.4f", (double)ep->correct / (double)ep->labelled);
-    bp_log("epoch %ld done at step %ld: train loss %.4f%s, %.1f s (eval %.1f s), %.0f sequences/s", r->state.epoch,
+    bp_summary("epoch %ld done at step %ld: train loss %.4f%s, %.1f s (eval %.1f s), %.0f sequences/s", r->state.epoch,
            r->state.step, loss, accuracy, seconds, ep->eval_seconds, speed);
     const char *keys[] = {"train_loss", "train_accuracy", "epoch_time", "eval_time", "train_samples_per_second"};
     log_entry(t->r, keys, (const double[]){loss, ep->labelled ? (double)ep->correct / (double)ep->labelled : NAN,
@@ -653,7 +658,8 @@ static void end_epoch(trainer *t, const position *pos) {
     r->state.epoch++;
     int best = bp_policy_eval_due(t->policy, t->eval, r->state.step, 1) && evaluate(t, r->state.epoch);
     send_epoch_summary(t);   /* before the save: its log entry goes into trainer_state.json */
-    save_all(r, best ? "best so far" : "end of epoch");
+    /* --max-steps may have ended training before this epoch frame: the save says so */
+    save_all(r, best ? "best so far" : t->cut_short ? t->stopped_by : "end of epoch");
 }
 
 /* One frame of the input stream. */
@@ -661,6 +667,7 @@ static void train_frame(trainer *t, position *pos, const bp_frame *f) {
     run *r = t->r;
     int is_batch = f->kind == BP_BATCH, is_epoch = f->kind == BP_EPOCH;
     if (is_batch || is_epoch) pos->frames_seen++;
+    if (t->done && is_batch) t->cut_short = 1;
     if (pos->frames_seen <= pos->skip || !(is_batch || is_epoch) ||
         (t->done && (is_batch || pos->last_epoch_step == r->state.step))) {
         /* resumed past it, not ours, or training is over: read on to the eos */
@@ -695,6 +702,7 @@ int main(int argc, char **argv) {
                     .warmup_steps = -1, .grad_accum = 1, .seed = 42};
     qa_post_options_default(&a.post);
     bp_stage_init(&a.io, argv);
+    bp_set_usage(usage);
     parse_args(argc, argv, &a);
     if (a.resume) a.resume = resume_folder(a.resume);
 

@@ -85,23 +85,43 @@ void bp_die_err(const bp_err *err) {
     bp_die(1, NULL, "%s", err->msg[0] ? err->msg : "unknown error");
 }
 
+static int env_is(const char *name, const char *value) {
+    const char *v = getenv(name);
+    return v && strcmp(v, value) == 0;
+}
+
+/* "STAGE: " + kind + the message + newline, as one write: lines of stages sharing a log (or
+ * a pipeline's drawer) never break into each other's. */
+static void vline(const char *kind, const char *fmt, va_list ap) {
+    char line[2048];
+    int n = snprintf(line, sizeof line, "%s: %s", stage_name, kind);
+    if (n < 0) return;
+    if ((size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    size_t len = strlen(line);
+    if (len == sizeof line - 1) len--;   /* cut: keep room for the newline */
+    line[len] = '\n';
+    fwrite(line, 1, len + 1, stderr);
+}
+
 void bp_log(const char *fmt, ...) {
-    const char *quiet = getenv("BERTPIPE_QUIET");
-    if (quiet && strcmp(quiet, "1") == 0) return;
+    if (env_is("BERTPIPE_QUIET", "1")) return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", stage_name);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vline("", fmt, ap);
+    va_end(ap);
+}
+
+void bp_summary(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vline("", fmt, ap);
     va_end(ap);
 }
 
 void bp_warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: warning: ", stage_name);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vline("warning: ", fmt, ap);
     va_end(ap);
 }
 
@@ -111,15 +131,39 @@ double bp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Seconds between progress lines in a log: BERTPIPE_PROGRESS_EVERY, else 10. */
+static double progress_every(void) {
+    const char *text = getenv("BERTPIPE_PROGRESS_EVERY");
+    char *end;
+    double every = text ? strtod(text, &end) : 0;
+    return text && end != text && !*end && every > 0 && every < 1e6 ? every : 10;
+}
+
 void bp_progress_start(bp_progress *p, const char *label, int64_t total) {
-    const char *force = getenv("BERTPIPE_PROGRESS");
+    const char *status_dir = getenv("BERTPIPE_STATUS_DIR");
     memset(p, 0, sizeof *p);
     p->label = label;
     p->total = total;
     p->start = bp_now();
     p->tty = isatty(2);
-    p->enabled = p->tty || (force && strcmp(force, "1") == 0);
-    if (force && strcmp(force, "0") == 0) p->enabled = 0;
+    p->forced = env_is("BERTPIPE_PROGRESS", "1");
+    p->every = progress_every();
+    if (status_dir && *status_dir && !p->tty)
+        snprintf(p->status_path, sizeof p->status_path, "%s/%s.%ld", status_dir, stage_name, (long)getpid());
+    p->enabled = p->tty || p->status_path[0] || p->forced || !env_is("BERTPIPE_QUIET", "1");
+    if (env_is("BERTPIPE_PROGRESS", "0")) p->enabled = 0;
+    p->last_draw = p->start;   /* a log's first line comes after one interval, not at once */
+}
+
+/* Replace the status file with line (write a temporary, rename): the pipeline that draws it
+ * never reads half a line. A failure only loses one update of a display. */
+static void write_status(const bp_progress *p, const char *line) {
+    char tmp[560];
+    snprintf(tmp, sizeof tmp, "%s.tmp", p->status_path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    int bad = fprintf(f, "%s: %s\n", stage_name, line) < 0;
+    if (fclose(f) || bad || rename(tmp, p->status_path)) remove(tmp);
 }
 
 static void format_duration(char *buf, size_t n, double s) {
@@ -136,7 +180,8 @@ static void draw(bp_progress *p, const char *extra, int final) {
     format_duration(el, sizeof el, elapsed);
     char line[256];
     if (p->total > 0) {
-        int width = 24, filled = (int)((double)width * (double)p->done / (double)p->total);
+        int width = p->status_path[0] ? 12 : 24, filled;   /* a block line must fit 80 columns */
+        filled = (int)((double)width * (double)p->done / (double)p->total);
         if (filled > width) filled = width;
         char bar[32];
         for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
@@ -148,10 +193,14 @@ static void draw(bp_progress *p, const char *extra, int final) {
         snprintf(line, sizeof line, "%s %lld %.1f/s %s %s", p->label, (long long)p->done, rate, el,
                  extra ? extra : "");
     }
-    if (p->tty)
+    if (p->status_path[0] && !final) {
+        write_status(p, line);
+    } else if (p->tty) {
         fprintf(stderr, "\r%s: %s\033[K%s", stage_name, line, final ? "\n" : "");
-    else
+    } else {
         fprintf(stderr, "%s: %s\n", stage_name, line);
+        p->lines++;
+    }
     fflush(stderr);
     p->last_draw = now;
 }
@@ -159,11 +208,17 @@ static void draw(bp_progress *p, const char *extra, int final) {
 void bp_progress_update(bp_progress *p, int64_t done, const char *extra) {
     p->done = done;
     if (!p->enabled) return;
-    if (bp_now() - p->last_draw < (p->tty ? 0.25 : 5.0)) return;
+    if (bp_now() - p->last_draw < (p->tty || p->status_path[0] ? 0.25 : p->every)) return;
     draw(p, extra, 0);
 }
 
 void bp_progress_finish(bp_progress *p, const char *extra) {
     if (!p->enabled) return;
+    if (p->status_path[0]) {
+        remove(p->status_path);
+        if (env_is("BERTPIPE_QUIET", "1") && !p->forced) return;
+    } else if (!p->tty && !p->lines && !p->forced) {
+        return;   /* a log that had no progress line needs no final one: the stage's summary follows */
+    }
     draw(p, extra, 1);
 }

@@ -40,19 +40,30 @@ void bp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "STAGE: warning: message" — never suppressed. */
 void bp_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Progress bar on stderr: redrawn at most 4 times a second, only when stderr is a
- * terminal or BERTPIPE_PROGRESS=1 (then one line per update, for logs).
- * total 0 means unknown (no bar, no ETA). */
+/* Progress of a long stage (total 0: unknown, no bar and no ETA), shown one of three ways:
+ *   - stderr a terminal: a bar redrawn in place at most 4 times a second;
+ *   - BERTPIPE_STATUS_DIR set (a pipeline draws one status block on its terminal): the line
+ *     is written, 4 times a second at most, to DIR/STAGE.PID (replaced whole, by rename) for
+ *     the pipeline to draw, and nothing is printed until the final line, an ordinary one;
+ *   - otherwise (a log file): one line every BERTPIPE_PROGRESS_EVERY seconds (default 10),
+ *     the first after that long, and a final line when any came before.
+ * BERTPIPE_PROGRESS=0 turns it off, =1 forces lines in a log even with BERTPIPE_QUIET=1 (which
+ * otherwise silences progress lines in logs; a terminal still shows the live bar). */
 typedef struct bp_progress {
     const char *label;
     int64_t total, done;
-    double start, last_draw;
-    int enabled, tty;
+    double start, last_draw, every;
+    int enabled, tty, forced;
+    long lines;              /* lines printed to a log so far */
+    char status_path[512];   /* the status file, "" when not drawing one */
 } bp_progress;
 void bp_progress_start(bp_progress *p, const char *label, int64_t total);
 /* extra: optional short text after the bar (e.g. "loss 0.693"). */
 void bp_progress_update(bp_progress *p, int64_t done, const char *extra);
 void bp_progress_finish(bp_progress *p, const char *extra);
+/* "STAGE: message" that BERTPIPE_QUIET=1 keeps: the summaries a quiet run is for (each
+ * epoch's results, the final metrics). */
+void bp_summary(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Monotonic seconds. */
 double bp_now(void);

@@ -7,6 +7,8 @@
  */
 #include "eval/qa_postprocess.h"
 
+#include "base/atomic_file.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -367,31 +369,13 @@ int qa_post_json_add(json_t *predictions, json_t *nbest, json_t *null_odds,
 }
 
 int qa_post_json_write_file(const json_t *root, const char *path, bp_err *err) {
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    if (!tmp) return bp_err_set(err, "out of memory (%s)", path);
-    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        bp_err_set(err, "cannot create a temporary file next to %s: %s", path, strerror(errno));
-        free(tmp);
-        return -1;
+    /* af_open's file gets the umask's mode (0644 usually), as every other output does. */
+    af_file f;
+    if (af_open(&f, path, err)) return -1;
+    if (json_dumpf(root, f.fp, JSON_INDENT(4) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(16)) != 0 ||
+        fputc('\n', f.fp) == EOF) {
+        af_abort(&f);
+        return bp_err_set(err, "cannot write %s", path);
     }
-    FILE *f = fdopen(fd, "w");
-    int failed = !f;
-    if (f) {
-        failed = json_dumpf(root, f, JSON_INDENT(4) | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER |
-                                         JSON_REAL_PRECISION(16)) != 0;
-        failed |= fputc('\n', f) == EOF;
-        failed |= fclose(f) != 0;
-    } else {
-        close(fd);
-    }
-    if (!failed && rename(tmp, path) != 0) failed = 1;
-    if (failed) {
-        bp_err_set(err, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-    }
-    free(tmp);
-    return failed ? -1 : 0;
+    return af_commit(&f, err);
 }

@@ -5,9 +5,14 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef BP_VERSION
+#error "build with -DBP_VERSION='\"X.Y.Z\"' (the Makefile takes it from the VERSION file)"
+#endif
 
 /* The output every fatal error tells first (one per stage). */
 static bp_out *stage_out;
@@ -64,6 +69,9 @@ int bp_io_option(bp_io_opts *io, int opt, const char *arg) {
     case BP_OPT_IN: io->in = arg; return 1;
     case BP_OPT_OUT: io->out = arg; return 1;
     case BP_OPT_PRODUCERS: io->producers = (int)bp_opt_long("--producers", arg, 1, 4096); return 1;
+    case BP_OPT_VERSION:
+        if (printf("%s (bertpipe) %s\n", bp_stage(), BP_VERSION) < 0 || fflush(stdout)) exit(1);
+        exit(0);
     default: return 0;
     }
 }
@@ -138,6 +146,31 @@ double bp_opt_double(const char *name, const char *text, double min, double max)
     return v;
 }
 
-void bp_usage_error(void) {
-    bp_die(2, NULL, "bad usage (see %s --help)", bp_stage());
+static const char *stage_usage;
+
+void bp_set_usage(const char *usage) { stage_usage = usage; }
+
+/* The leading lines of the help that show how to call the stage: those starting "usage:" and
+ * their continuations (indented by spaces). */
+static void print_synopsis(void) {
+    const char *line = stage_usage;
+    while (line && *line && (strncmp(line, "usage:", 6) == 0 || (line != stage_usage && *line == ' '))) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        fprintf(stderr, "%.*s\n", (int)len, line);
+        if (!end) break;
+        line = end + 1;
+    }
 }
+
+void bp_usage_die(const char *fmt, ...) {
+    char what[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    print_synopsis();
+    bp_die(2, NULL, "%s (see %s --help)", what, bp_stage());
+}
+
+void bp_usage_error(void) { bp_usage_die("bad usage"); }

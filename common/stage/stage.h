@@ -38,14 +38,17 @@ typedef struct bp_io_opts {
 #define BP_OPT_IN 0x1001
 #define BP_OPT_OUT 0x1002
 #define BP_OPT_PRODUCERS 0x1003
+#define BP_OPT_VERSION 0x1004
 #define BP_IO_LONGOPTS                                          \
     {"in", required_argument, 0, BP_OPT_IN},                    \
     {"out", required_argument, 0, BP_OPT_OUT},                  \
-    {"producers", required_argument, 0, BP_OPT_PRODUCERS}
+    {"producers", required_argument, 0, BP_OPT_PRODUCERS},      \
+    {"version", no_argument, 0, BP_OPT_VERSION}
 #define BP_IO_USAGE \
     "  --in SPEC         input endpoint (default -: stdin; ipc://PATH, tcp://HOST:PORT, @bind, >connect)\n" \
     "  --out SPEC        output endpoint (default -: stdout; A,B,... fans out)\n"                          \
-    "  --producers N     input streams to wait for (fan-in; default 1)\n"
+    "  --producers N     input streams to wait for (fan-in; default 1)\n"                                  \
+    "  --version         print \"STAGE (bertpipe) VERSION\" and exit\n"
 
 #define BP_EXIT_UPSTREAM 3
 #define BP_EXIT_DOWNSTREAM 4
@@ -61,7 +64,11 @@ const char *bp_stop_reason(void);
  * send it was in), before it exits 128 + N: where train saves its checkpoint, whichever call
  * the signal interrupted. NULL clears it. */
 void bp_set_stop_hook(void (*hook)(int sig));
-/* Handle one getopt result if it is an io option: returns 1 when handled. */
+/* The stage's --help text: bp_usage_die and bp_usage_error print its synopsis (the leading
+ * "usage:" lines) on stderr before the error line, as a usage error should. */
+void bp_set_usage(const char *usage);
+/* Handle one getopt result if it is an io option (--version included: it prints the version
+ * line compiled in from the VERSION file and exits 0): returns 1 when handled. */
 int bp_io_option(bp_io_opts *io, int opt, const char *arg);
 
 bp_in *bp_open_in(const bp_io_opts *io);     /* dies on error */
@@ -87,7 +94,9 @@ void bp_abort_out(bp_out *out, const char *message);
 long bp_opt_long(const char *name, const char *text, long min, long max);
 double bp_opt_double(const char *name, const char *text, double min, double max);
 
-/* Die "unknown option / see --help" for getopt's '?'. */
+/* A usage error: the synopsis, then "STAGE: error: WHAT (see STAGE --help)" on stderr, exit 2. */
+void bp_usage_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* The same for getopt's '?' (getopt has printed what was wrong). */
 void bp_usage_error(void) __attribute__((noreturn));
 
 #endif

@@ -701,7 +701,7 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
         if (!(out->path = malloc(n)) || !(out->tmp_path = malloc(n))) goto oom;
         snprintf(out->path, n, "%s", path);
         snprintf(out->tmp_path, n, "%s.tmp-%d", path, (int)getpid());
-        if ((out->fd = open(out->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+        if ((out->fd = open(out->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0) {
             bp_err_set(err, "cannot create: %s (%s)", strerror(errno), out->tmp_path);
             out_free(out);
             return NULL;

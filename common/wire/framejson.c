@@ -3,6 +3,7 @@
  * bin), or do I/O. */
 #include "wire/framejson.h"
 
+#include "base/tensor.h"
 #include "wire/codec.h"
 
 #include <jansson.h>
@@ -86,6 +87,121 @@ static void put_base64(sbuf *s, const unsigned char *p, size_t n) {
     }
 }
 
+/* ---- tensors as arrays, ids as tokens (views for reading) ----------------------------- */
+
+/* A tensor map's parts: {"dtype": str, "shape": [uint...], "data": bin} whose byte count fits
+ * the shape. Returns 0 when o is one (else the map is shown as it is). */
+typedef struct tensor_view { bp_dtype dtype; int ndim; int64_t shape[BP_MAX_DIMS]; const unsigned char *data; } tensor_view;
+
+static const msgpack_object *map_get(const msgpack_object *o, const char *key) {
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, key, n))
+            return &o->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static int as_tensor(const msgpack_object *o, tensor_view *t) {
+    if (o->type != MSGPACK_OBJECT_MAP || o->via.map.size != 3) return -1;
+    const msgpack_object *dtype = map_get(o, "dtype"), *shape = map_get(o, "shape"), *data = map_get(o, "data");
+    if (!dtype || !shape || !data || dtype->type != MSGPACK_OBJECT_STR || shape->type != MSGPACK_OBJECT_ARRAY ||
+        data->type != MSGPACK_OBJECT_BIN || shape->via.array.size > BP_MAX_DIMS)
+        return -1;
+    if (bp_dtype_parse(dtype->via.str.ptr, dtype->via.str.size, &t->dtype)) return -1;
+    t->ndim = (int)shape->via.array.size;
+    for (int i = 0; i < t->ndim; i++) {
+        const msgpack_object *d = &shape->via.array.ptr[i];
+        if (d->type != MSGPACK_OBJECT_POSITIVE_INTEGER || d->via.u64 > (1u << 30)) return -1;
+        t->shape[i] = (int64_t)d->via.u64;
+    }
+    int64_t n = bp_numel(t->shape, t->ndim);
+    if ((uint64_t)n * bp_dtype_size(t->dtype) != data->via.bin.size) return -1;
+    t->data = (const unsigned char *)data->via.bin.ptr;
+    return 0;
+}
+
+static uint64_t load_le(const unsigned char *p, size_t size) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < size; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Element i of t as JSON text: a number, or the token of an id (tokens != 0). */
+static void put_element(sbuf *s, const tensor_view *t, int64_t i, const bp_json_opts *opts, int tokens) {
+    size_t size = bp_dtype_size(t->dtype);
+    uint64_t bits = load_le(t->data + (size_t)i * size, size);
+    char num[32];
+    if (tokens) {
+        const char *tok = opts->token_of(opts->token_ctx, (int32_t)(uint32_t)bits);
+        if (tok) put_json_string(s, tok, strlen(tok));
+        else puts_(s, "null");
+        return;
+    }
+    switch (t->dtype) {
+    case BP_F32: { float f; uint32_t b = (uint32_t)bits; memcpy(&f, &b, 4); put_double(s, f); return; }
+    case BP_F64: { double d; memcpy(&d, &bits, 8); put_double(s, d); return; }
+    case BP_F16: put_double(s, bp_f16_to_f32((uint16_t)bits)); return;
+    case BP_BF16: put_double(s, bp_bf16_to_f32((uint16_t)bits)); return;
+    case BP_I64: snprintf(num, sizeof num, "%lld", (long long)(int64_t)bits); break;
+    case BP_I32: snprintf(num, sizeof num, "%d", (int)(int32_t)(uint32_t)bits); break;
+    case BP_I16: snprintf(num, sizeof num, "%d", (int)(int16_t)(uint16_t)bits); break;
+    case BP_I8: snprintf(num, sizeof num, "%d", (int)(int8_t)(uint8_t)bits); break;
+    default: snprintf(num, sizeof num, "%u", (unsigned)bits); break; /* u8, bool */
+    }
+    puts_(s, num);
+}
+
+/* Dimension dim of t from element *next on, as nested arrays. */
+static void put_nested(sbuf *s, const tensor_view *t, int dim, int64_t *next, const bp_json_opts *opts, int tokens) {
+    if (dim == t->ndim) { put_element(s, t, (*next)++, opts, tokens); return; }
+    puts_(s, "[");
+    for (int64_t i = 0; i < t->shape[dim]; i++) {
+        if (i) puts_(s, ",");
+        put_nested(s, t, dim + 1, next, opts, tokens);
+    }
+    puts_(s, "]");
+}
+
+static void put_tensor_arrays(sbuf *s, const msgpack_object *o, const tensor_view *t, const bp_json_opts *opts) {
+    const msgpack_object *dtype = map_get(o, "dtype");
+    puts_(s, "{\"dtype\":");
+    put_json_string(s, dtype->via.str.ptr, dtype->via.str.size);
+    puts_(s, ",\"shape\":[");
+    for (int i = 0; i < t->ndim; i++) {
+        char num[24];
+        snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+        puts_(s, num);
+    }
+    puts_(s, "],\"data\":");
+    int64_t next = 0;
+    put_nested(s, t, 0, &next, opts, 0);
+    puts_(s, "}");
+}
+
+static int is_key(const msgpack_object *k, const char *name) {
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(name) && !memcmp(k->via.str.ptr, name, k->via.str.size);
+}
+
+static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_err *err);
+
+/* One "key":value of a map, with the views opts asks for. */
+static int emit_pair(sbuf *s, const msgpack_object_kv *kv, const bp_json_opts *opts, bp_err *err) {
+    put_json_string(s, kv->key.via.str.ptr, kv->key.via.str.size);
+    puts_(s, ":");
+    tensor_view t;
+    int tensor = opts && (opts->arrays || opts->token_of) && !as_tensor(&kv->val, &t);
+    if (tensor && opts->arrays) put_tensor_arrays(s, &kv->val, &t, opts);
+    else if (emit(s, &kv->val, opts, err)) return -1;
+    if (tensor && opts->token_of && t.dtype == BP_I32 && is_key(&kv->key, "input_ids")) {
+        int64_t next = 0;
+        puts_(s, ",\"tokens\":");
+        put_nested(s, &t, 0, &next, opts, 1);
+    }
+    return 0;
+}
+
 static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_err *err) {
     char num[32];
     switch (o->type) {
@@ -130,9 +246,7 @@ static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_e
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (kv->key.type != MSGPACK_OBJECT_STR) return bp_err_set(err, "map key is not a string");
             if (i) puts_(s, ",");
-            put_json_string(s, kv->key.via.str.ptr, kv->key.via.str.size);
-            puts_(s, ":");
-            if (emit(s, &kv->val, opts, err)) return -1;
+            if (emit_pair(s, kv, opts, err)) return -1;
         }
         puts_(s, "}");
         break;

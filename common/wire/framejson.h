@@ -7,13 +7,23 @@
  */
 #ifndef BP_FRAMEJSON_H
 #define BP_FRAMEJSON_H
+#include <stdint.h>
 #include <stdio.h>
 
 #include "wire/frame.h"
 
-/* Options for bp_frame_to_json. brief: a bin longer than 32 bytes is shown as
- * {"$bin_bytes": N} (for reading, not for replay). */
-typedef struct bp_json_opts { int brief; } bp_json_opts;
+/* Options for bp_frame_to_json. Each of these makes a view for reading, not for replay:
+ *   brief: a bin longer than 32 bytes is shown as {"$bin_bytes": N};
+ *   arrays: a tensor ({"dtype", "shape", "data": bin}) shows its data as nested JSON arrays of
+ *     numbers, one level per dimension (f16/bf16 widened to float, bool as 0/1);
+ *   token_of: when set, an i32 "input_ids" tensor is followed by a "tokens" field, the same
+ *     nesting of the token text of each id (null for an id it does not know). The caller
+ *     supplies the lookup, so this layer knows nothing of vocabularies. */
+typedef struct bp_json_opts {
+    int brief, arrays;
+    const char *(*token_of)(void *ctx, int32_t id);
+    void *token_ctx;
+} bp_json_opts;
 
 /* Append one JSON line (with '\n') for the frame to a growable buffer *buf (*cap bytes, *len
  * used). Returns 0, -1 on out of memory or a map key that is not a string (err set). */

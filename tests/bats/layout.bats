@@ -81,17 +81,17 @@ assert_check_refuses() { # file include why
 }
 
 @test "check-layers --graph prints the edges the includes use, not the ones the rules allow" {
-  # stage may include text; until one of its files does, its graph line does not list text.
+  # stage may include data; until one of its files does, its graph line does not list data.
   scratch_tree
   run "$TMP/tree/scripts/check-layers" --graph "$TMP/tree"
   [ "$status" -eq 0 ]
   before=$(grep '^stage ' <<<"$output")
-  [[ "$before" != *text* ]]
-  insert_before_first_include "$TMP/tree/common/stage/stage.c" '#include "text/tokenizer.h"' >/dev/null
+  [[ "$before" != *data* ]]
+  insert_before_first_include "$TMP/tree/common/stage/stage.c" '#include "data/datasets.h"' >/dev/null
   run "$TMP/tree/scripts/check-layers" --graph "$TMP/tree"
   [ "$status" -eq 0 ]
   words() { tr ' ' '\n' | grep -v '^$' | sort; }
-  [ "$(grep '^stage ' <<<"$output" | words)" = "$(printf '%s text' "$before" | words)" ]
+  [ "$(grep '^stage ' <<<"$output" | words)" = "$(printf '%s data' "$before" | words)" ]
 }
 
 @test "docs/architecture.md shows the include graph the tree has (scripts/check-layers --graph)" {

@@ -25,6 +25,19 @@ installed() { env -i HOME="$TMP" LC_ALL=C.UTF-8 PATH="$PREFIX_DIR/bin:/usr/bin:/
   [ "$status" -eq 0 ] && [ "$output" = "$want" ]
 }
 
+@test "every stage prints 'STAGE (bertpipe) VERSION' for --version, in bin/ and in the test build" {
+  want=$(cat "$BERTPIPE_TOP/VERSION")
+  n=0
+  for s in $(cd "$BERTPIPE_TOP/stages" && ls ./*.c | sed 's|^\./||; s/\.c$//'); do
+    for dir in "$BERTPIPE_TOP/bin" "$BERTPIPE_BIN"; do
+      run "$dir/$s" --version
+      [ "$status" -eq 0 ] && [ "$output" = "$s (bertpipe) $want" ] || { echo "$dir/$s: $status '$output'" >&2; false; }
+      n=$((n + 1))
+    done
+  done
+  [ "$n" -ge 20 ]
+}
+
 @test "an unknown command or option is one error line and exit status 2" {
   for args in tokenise ../bin/train "" --bogus "help tokenise"; do
     # shellcheck disable=SC2086

@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "eval/qa_postprocess.h"
@@ -197,8 +198,13 @@ static void test_json_files(void) {
     char path[256], nbest_path[256];
     snprintf(path, sizeof path, "%s/predictions.json", dir);
     snprintf(nbest_path, sizeof nbest_path, "%s/nbest_predictions.json", dir);
+    mode_t old_mask = umask(022);
     TAP_EQ_INT(qa_post_json_write_file(predictions, path, &err), 0, "predictions.json written");
     TAP_EQ_INT(qa_post_json_write_file(nbest, nbest_path, &err), 0, "nbest_predictions.json written");
+    umask(old_mask);
+    struct stat st;
+    unsigned mode = stat(path, &st) == 0 ? (unsigned)(st.st_mode & 0777) : 0;
+    tap_ok(mode == 0644, "predictions.json has the umask's mode 0644, not 0600 (mode %o)", mode);
     const char *text = read_all(path);
     TAP_EQ_STR(text, "{\n    \"q-1\": \"Br\\u00FCcke \\u00FCber den\"\n}\n",
                "predictions.json as HF writes it (indent 4, \\u escapes (upper-case hex), newline)");

@@ -115,14 +115,14 @@ void bf16_from_f32_rows(uint16_t *dst, int dst_stride, const float *src, int src
 #ifdef BP_HAVE_DNNL
 
 typedef struct gemm_shape {
-    int trans_a, trans_b, M, N, K, lda, ldb, ldc, accumulate;
+    int trans_a, trans_b, M, N, K, lda, ldb, ldc, accumulate, bias;
     float alpha;
 } gemm_shape;
 
 typedef struct cached_primitive {
     gemm_shape shape;
     dnnl_primitive_t primitive;   /* NULL: empty slot */
-    dnnl_memory_desc_t a, b, c, scratch;
+    dnnl_memory_desc_t a, b, c, bias, scratch;
     size_t scratch_bytes;
 } cached_primitive;
 
@@ -188,7 +188,8 @@ void bf16_gemm_engine_free(bf16_gemm_engine *e) {
 static uint64_t shape_hash(const gemm_shape *s) {
     uint32_t alpha_bits;
     memcpy(&alpha_bits, &s->alpha, sizeof alpha_bits);
-    int64_t fields[] = { s->trans_a, s->trans_b, s->M, s->N, s->K, s->lda, s->ldb, s->ldc, s->accumulate, alpha_bits };
+    int64_t fields[] = { s->trans_a, s->trans_b, s->M, s->N, s->K, s->lda, s->ldb, s->ldc, s->accumulate, s->bias,
+                         alpha_bits };
     uint64_t h = 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         h ^= (uint64_t)fields[i] + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
@@ -200,6 +201,7 @@ static uint64_t shape_hash(const gemm_shape *s) {
 static int same_shape(const gemm_shape *a, const gemm_shape *b) {
     return a->trans_a == b->trans_a && a->trans_b == b->trans_b && a->M == b->M && a->N == b->N && a->K == b->K &&
            a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc && a->accumulate == b->accumulate &&
+           a->bias == b->bias &&
            memcmp(&a->alpha, &b->alpha, sizeof a->alpha) == 0;
 }
 
@@ -209,7 +211,7 @@ static int make_primitive(bf16_gemm_engine *e, const gemm_shape *s, cached_primi
     dnnl_dims_t a_dims = { s->M, s->K }, b_dims = { s->K, s->N }, c_dims = { s->M, s->N };
     dnnl_dims_t a_strides = { s->trans_a ? 1 : s->lda, s->trans_a ? s->lda : 1 };
     dnnl_dims_t b_strides = { s->trans_b ? 1 : s->ldb, s->trans_b ? s->ldb : 1 };
-    dnnl_dims_t c_strides = { s->ldc, 1 };
+    dnnl_dims_t c_strides = { s->ldc, 1 }, bias_dims = { 1, s->N }, bias_strides = { s->N, 1 };
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t post_ops = NULL;
@@ -218,7 +220,11 @@ static int make_primitive(bf16_gemm_engine *e, const gemm_shape *s, cached_primi
     dnnl_status_t st = dnnl_memory_desc_init_by_strides(&slot->a, 2, a_dims, dnnl_bf16, a_strides);
     if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->b, 2, b_dims, dnnl_bf16, b_strides);
     if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->c, 2, c_dims, dnnl_f32, c_strides);
-    if (st == dnnl_success) { step = "dnnl_matmul_desc_init"; st = dnnl_matmul_desc_init(&desc, &slot->a, &slot->b, NULL, &slot->c); }
+    if (st == dnnl_success && s->bias) st = dnnl_memory_desc_init_by_strides(&slot->bias, 2, bias_dims, dnnl_f32, bias_strides);
+    if (st == dnnl_success) {
+        step = "dnnl_matmul_desc_init";
+        st = dnnl_matmul_desc_init(&desc, &slot->a, &slot->b, s->bias ? &slot->bias : NULL, &slot->c);
+    }
     if (st == dnnl_success) { step = "dnnl_primitive_attr_create"; st = dnnl_primitive_attr_create(&attr); }
     if (st == dnnl_success) {
         step = "dnnl_primitive_attr_set_scratchpad_mode";
@@ -319,34 +325,36 @@ static void fill_nan(float *C, int M, int N, int ldc) {
 }
 
 int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
-              const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc,
-              bp_err *err) {
+              const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+              int ldc, bp_err *err) {
     if (M <= 0 || N <= 0) return 0;
-    if (K <= 0) {   /* an empty sum: C = beta C, as sgemm */
+    if (K <= 0) {   /* an empty sum: C = bias + beta C, as sgemm with the bias */
         for (int m = 0; m < M; m++)
-            for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] = beta != 0.0f ? C[(size_t)m * ldc + n] : 0.0f;
+            for (int n = 0; n < N; n++)
+                C[(size_t)m * ldc + n] = (bias ? bias[n] : 0.0f) + (beta != 0.0f ? C[(size_t)m * ldc + n] : 0.0f);
         return 0;
     }
     /* oneDNN with OpenMP sizes its work by omp_get_max_threads(), a per-thread setting: one here,
      * on whichever pool thread runs this product */
     omp_set_num_threads(1);
     gemm_shape s = { .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
-                     .ldc = ldc, .accumulate = beta != 0.0f, .alpha = alpha };
+                     .ldc = ldc, .accumulate = beta != 0.0f, .bias = bias != NULL, .alpha = alpha };
     int stream = -1;
     cached_primitive temp = { .primitive = NULL };
     cached_primitive *p = lookup(e, &s, &temp, &stream, err);
     if (!p) { fill_nan(C, M, N, ldc); return -1; }
-    dnnl_memory_t mem[4] = { NULL, NULL, NULL, NULL };
+    dnnl_memory_t mem[5] = { NULL, NULL, NULL, NULL, NULL };
     dnnl_status_t st = dnnl_memory_create(&mem[0], &p->a, e->engine, (void *)A);
     if (st == dnnl_success) st = dnnl_memory_create(&mem[1], &p->b, e->engine, (void *)B);
     if (st == dnnl_success) st = dnnl_memory_create(&mem[2], &p->c, e->engine, C);
     if (st == dnnl_success) st = dnnl_memory_create(&mem[3], &p->scratch, e->engine, e->scratch[stream]);
+    if (st == dnnl_success && bias) st = dnnl_memory_create(&mem[4], &p->bias, e->engine, (void *)bias);
     if (st == dnnl_success) {
-        dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, mem[0] }, { DNNL_ARG_WEIGHTS, mem[1] }, { DNNL_ARG_DST, mem[2] },
-                                    { DNNL_ARG_SCRATCHPAD, mem[3] } };
-        st = dnnl_primitive_execute(p->primitive, e->streams[stream], 4, args);
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, mem[0] }, { DNNL_ARG_WEIGHTS, mem[1] }, { DNNL_ARG_DST, mem[2] },
+                                    { DNNL_ARG_SCRATCHPAD, mem[3] }, { DNNL_ARG_BIAS, mem[4] } };
+        st = dnnl_primitive_execute(p->primitive, e->streams[stream], bias ? 5 : 4, args);
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (mem[i]) dnnl_memory_destroy(mem[i]);
     release_stream(e, stream);
     if (temp.primitive) dnnl_primitive_destroy(temp.primitive);
@@ -367,8 +375,8 @@ bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
 }
 void bf16_gemm_engine_free(bf16_gemm_engine *e) { free(e); }
 int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
-              const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc,
-              bp_err *err) {
+              const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+              int ldc, bp_err *err) {
     return bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
 }
 

@@ -31,13 +31,16 @@ typedef struct bf16_gemm_engine bf16_gemm_engine;
 bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err);
 void bf16_gemm_engine_free(bf16_gemm_engine *e);
 
-/* C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C, row-major, as cblas_sgemm: trans_a means A is
- * stored [K, M] (row stride lda), trans_b that B is stored [N, K]. beta is 0 or 1. Safe to call
- * from several threads at once (on different C). Returns 0, or -1 with err filled (a primitive
- * could not be made: out of memory; C then holds NaN, so the failure cannot pass unnoticed). */
+/* C[M, N] = alpha (op(A)[M, K] op(B)[K, N] + bias) + beta C, row-major, as cblas_sgemm: trans_a
+ * means A is stored [K, M] (row stride lda), trans_b that B is stored [N, K]; bias [N] fp32 is
+ * added to every row (NULL: none). beta is 0 or 1. oneDNN's fast (brgemm, AMX) kernels need
+ * every matrix dense (lda, ldb, ldc equal to the row lengths); other strides work, slower.
+ * Safe to call from several threads at once (on different C). Returns 0, or -1 with err filled
+ * (a primitive could not be made: out of memory; C then holds NaN, so the failure cannot pass
+ * unnoticed). */
 int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
-              const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc,
-              bp_err *err);
+              const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+              int ldc, bp_err *err);
 
 /* dst[r * dst_stride + c] = bf16(src[r * src_stride + c]) for rows x cols, rounded to nearest
  * even (NaN stays NaN) as torch's .to(torch.bfloat16). Uses vcvtneps2bf16 when the CPU has it.

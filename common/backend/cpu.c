@@ -211,6 +211,7 @@ typedef struct gemm_job {
     float alpha, beta;
     const float *A, *B;
     const uint16_t *A16, *B16;   /* bf16 operands instead of A, B (bf16 mode) */
+    const float *bias;           /* bf16 mode: added to every row of C */
     float *C;
     struct cpu_bf16 *bf16;
 } gemm_job;
@@ -844,8 +845,8 @@ static void bf16_part(gemm_job *g, int lo, int M, int N, float *C) {
     if (g->split_rows) A += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
     else B += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
     bp_err err;
-    if (bf16_gemm(g->bf16->engine, g->trans_a, g->trans_b, M, N, g->K, g->alpha, A, g->lda, B, g->ldb, g->beta, C,
-                  g->ldc, &err) != 0)
+    if (bf16_gemm(g->bf16->engine, g->trans_a, g->trans_b, M, N, g->K, g->alpha, A, g->lda, B, g->ldb, g->bias,
+                  g->beta, C, g->ldc, &err) != 0)
         bf16_record(g->bf16, &err);
 }
 
@@ -857,9 +858,8 @@ static void bf16_matmul_forward(backend *be, float *out, const float *inp, const
                                       (size_t)OC) : NULL;
     if (!x16) return;
     bf16_convert(be, x16, inp, (size_t)N, IC);
-    float beta = bias_rows(out, bias, N, OC);
     gemm_job g = { .trans_a = 0, .trans_b = 1, .M = N, .N = OC, .K = IC, .lda = IC, .ldb = IC, .ldc = OC,
-                   .alpha = 1.0f, .beta = beta, .A16 = x16, .B16 = w16, .C = out, .bf16 = b };
+                   .alpha = 1.0f, .beta = 0.0f, .A16 = x16, .B16 = w16, .bias = bias, .C = out, .bf16 = b };
     gemm_pool(be, &g);
 }
 
@@ -938,7 +938,7 @@ static void att_gemm16(const att_job *j, const pair_operands *o, int trans_a, in
                        float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb, float *C, int ldc) {
     bp_err err;
     float *dense = ldc == N ? C : o->result;
-    if (bf16_gemm(j->bf16->engine, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, 0.0f, dense, N, &err) != 0)
+    if (bf16_gemm(j->bf16->engine, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, 0.0f, dense, N, &err) != 0)
         bf16_record(j->bf16, &err);
     if (dense != C)
         for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc, dense + (size_t)r * N, (size_t)N * sizeof(float));

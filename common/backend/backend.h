@@ -2,9 +2,9 @@
  *
  * The model (model/bert.c) and the optimizer (model/optim.c) never touch tensor memory
  * themselves: every buffer is an opaque device pointer owned by a backend, and every loop over
- * tensor elements is one of the ops below. backend/cpu.c implements them with OpenBLAS and a
- * small thread pool; a CUDA backend (cuBLAS + kernels) fills the same table, so one model code
- * path and one set of tests serve both.
+ * tensor elements is one of the ops below. backend/cpu.c implements them with OpenBLAS (or
+ * oneDNN bf16 products) and a small thread pool; a CUDA backend (cuBLAS + kernels) fills the same
+ * table, so one model code path and one set of tests serve both.
  *
  * Must never: know about frames, files or parameter names, or allocate inside an op (scratch
  * space is passed in by the caller, planned once from the config and the largest batch shape).

@@ -1,13 +1,16 @@
-/* backend/cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product, one small pthread
- * pool for all parallel work. The readable reference for what each op in backend.h computes.
+/* backend/cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product (or, switched to
+ * bf16, oneDNN bf16 products: backend_cpu_set_bf16, bf16_gemm.h), one small pthread pool for all
+ * parallel work. The readable reference for what each op in backend.h computes.
  *
  * Threads: OpenBLAS is set to one thread and the pool splits each product into row (or column)
  * blocks, one sgemm per thread; attention runs one (batch, head) pair per task, its products,
  * softmax and dropout back to back while the T x T block is in cache. So exactly `threads`
  * threads ever compute, and idle ones sleep on a condition variable: OpenBLAS's own workers
- * spin (sched_yield) between calls and would steal the cores the element-wise loops need.
- * Must never: use OpenMP (same reason), allocate inside an op on the hot path (scratch is
- * planned by the caller), print or exit.
+ * spin (sched_yield) between calls and would steal the cores the element-wise loops need. The
+ * bf16 products run the same way, one single-threaded oneDNN call per block.
+ * Must never: use OpenMP (same reason; oneDNN's OpenMP team is held to its caller alone),
+ * allocate inside an op on the hot path (scratch is planned by the caller, or grown once to the
+ * largest need), print or exit.
  */
 /* Element-wise loops are written to vectorise (fast exp/erf below, no calls into libm in the hot
  * loops); -O2 alone leaves most of them scalar, so this file asks for the vectoriser. */

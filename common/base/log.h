@@ -13,8 +13,9 @@
 /* A library error: "WHAT (WHERE)" text, filled by the function that failed. */
 typedef struct bp_err { char msg[512]; } bp_err;
 
-/* Fill err (if not NULL) from a printf format. Always returns -1, so
- * `return bp_err_set(err, ...)` reads naturally. */
+/* Fill err (if not NULL) from a printf format, line breaks removed so the message stays one
+ * line whatever text it quotes. Always returns -1, so `return bp_err_set(err, ...)` reads
+ * naturally. */
 int bp_err_set(bp_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Name used as the prefix of every line; set once from argv[0] (basename taken). */
@@ -28,6 +29,12 @@ void bp_die(int code, const char *where, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 /* Print a library error and exit(1). */
 void bp_die_err(const bp_err *err) __attribute__((noreturn));
+/* Run by bp_die and bp_die_err after the error line is printed and before the exit, with the
+ * line's "WHAT (WHERE)": how a stage tells whoever reads its output that it failed (the stage
+ * kit sends an error frame). One hook at a time; NULL clears it. It runs at most once, so a
+ * hook that itself dies cannot loop. This file knows nothing of what the hook does. */
+typedef void (*bp_die_hook)(const char *message);
+void bp_set_die_hook(bp_die_hook hook);
 /* "STAGE: message" — informational; suppressed when BERTPIPE_QUIET=1. */
 void bp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "STAGE: warning: message" — never suppressed. */

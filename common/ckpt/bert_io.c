@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/atomic_dir.h"
 #include "base/atomic_file.h"
 #include "ckpt/load.h"
 #include "ckpt/safetensors.h"
@@ -96,14 +97,19 @@ static char *join_lines(char *a, char *b) {
     return both;
 }
 
+int bert_read_config(const char *source, hfc_config *hf, bp_err *err) {
+    char config_path[4096];
+    snprintf(config_path, sizeof config_path, is_dir(source) ? "%s/config.json" : "%s", source);
+    return hfc_read(config_path, hf, err);
+}
+
 bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
                       backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err) {
     if (notes) *notes = NULL;
-    char config_path[4096];
+    if (ad_recover(source, err)) return NULL;
     int dir = is_dir(source);
-    snprintf(config_path, sizeof config_path, dir ? "%s/config.json" : "%s", source);
     hfc_config hf;
-    if (hfc_read(config_path, &hf, err)) return NULL;
+    if (bert_read_config(source, &hf, err)) return NULL;
     bert_config cfg;
     int rc = bert_config_from_hf(&hf, head, num_labels, &cfg, err);
     hfc_free(&hf);
@@ -159,9 +165,9 @@ static int copy_file(const char *from, const char *to, bp_err *err) {
     return af_commit(&out, err);
 }
 
-int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
-                         const char *vocab_path, bp_err *err) {
-    if (make_dir(dir, err)) return -1;
+/* model.safetensors, config.json and (vocab_path given) vocab.txt into the folder DIR. */
+static int write_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
+                            const char *vocab_path, bp_err *err) {
     char path[4096];
     described d;
     if (describe(m, &d, err)) return -1;
@@ -234,9 +240,9 @@ static bp_named_tensor *moment_tensors(const described *d, float *flat, const ch
     return t;
 }
 
-int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
-                          bp_err *err) {
-    if (make_dir(dir, err)) return -1;
+/* optimizer.safetensors into the folder DIR. */
+static int write_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
+                             bp_err *err) {
     described d;
     if (describe(m, &d, err)) return -1;
     float *mv = malloc(2 * m->num_params * sizeof(float));
@@ -268,6 +274,35 @@ int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, cons
     return rc;
 }
 
+int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *dir,
+                         const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
+    /* What the new folder gets from us. Weights in another format and optimizer state we do
+     * not write would contradict the new weights: they are dropped, not carried over. */
+    const char *replaced[] = {"model.safetensors", "config.json", "optimizer.safetensors", "pytorch_model.bin",
+                              "model.safetensors.index.json", vocab_path ? "vocab.txt" : NULL, NULL};
+    ad_dir folder;
+    if (ad_begin(&folder, dir, replaced, err)) return -1;
+    int rc = write_pretrained(m, folder.tmp_path, labels, n_labels, vocab_path, err);
+    if (rc == 0 && opt) rc = write_train_state(m, opt, folder.tmp_path, state, err);
+    if (rc != 0) {
+        ad_abort(&folder);
+        bp_err inner = *err;
+        return bp_err_set(err, "checkpoint not saved, %s still holds the previous one: %s", dir, inner.msg);
+    }
+    return ad_commit(&folder, err);
+}
+
+int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
+                         const char *vocab_path, bp_err *err) {
+    return bert_save_checkpoint(m, NULL, NULL, dir, labels, n_labels, vocab_path, err);
+}
+
+int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
+                          bp_err *err) {
+    if (ad_recover(dir, err) || make_dir(dir, err)) return -1;
+    return write_train_state(m, opt, dir, state, err);
+}
+
 static int meta_u64(const st_file *f, const char *key, uint64_t *out, bp_err *err) {
     const char *v = st_metadata(f, key);
     char *end;
@@ -280,6 +315,7 @@ static int meta_u64(const st_file *f, const char *key, uint64_t *out, bp_err *er
 }
 
 int bert_load_train_state(bert_model *m, optim_adamw *opt, const char *dir, bert_train_state *state, bp_err *err) {
+    if (ad_recover(dir, err)) return -1;
     char path[4096];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
     st_file *f = st_open(path, err);

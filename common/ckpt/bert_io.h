@@ -21,6 +21,11 @@ int bert_preset(const char *name, bert_config *cfg, bp_err *err);
  * Returns 0 or -1 with err. */
 int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, bert_config *out, bp_err *err);
 
+/* The config.json of a checkpoint source as bert_open reads it (a directory's config.json, or
+ * the config file itself) into HF. Returns 0, or -1 with err naming the file (HF then holds
+ * nothing to free; else free it with hfc_free). */
+int bert_read_config(const char *source, hfc_config *hf, bp_err *err);
+
 /* Build the model for a checkpoint directory or config file:
  *   source = a directory holding config.json (+ weights, loaded when load_weights), or a
  *   config.json path (fresh weights).
@@ -28,13 +33,14 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
  * checkpoint's tensors; *notes (malloc'd, may be NULL when nothing to say) receives the
  * transformers-style lines about unused and newly initialised weights. num_labels <= 0 keeps
  * the config's. `use` is bert_create_for's (BERT_FOR_INFERENCE allocates no gradients).
+ * A checkpoint folder that a stopped save left mid-swap is recovered first (ad_recover).
  * NULL with err on failure. */
 bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
                       backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err);
 
 /* Save DIR/model.safetensors, DIR/config.json (architecture from the head, labels) and a
- * copy of vocab_path as DIR/vocab.txt (when vocab_path is not NULL). DIR is created.
- * Each file is written atomically. Returns 0 or -1 with err. */
+ * copy of vocab_path as DIR/vocab.txt (when vocab_path is not NULL): bert_save_checkpoint
+ * without optimizer state, so DIR loses any optimizer.safetensors it had. */
 int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
                          const char *vocab_path, bp_err *err);
 
@@ -46,12 +52,22 @@ typedef struct bert_train_state {
     uint64_t dropout_seed, dropout_counter;
 } bert_train_state;
 
-/* DIR/optimizer.safetensors: AdamW moments under "exp_avg.NAME" / "exp_avg_sq.NAME" and the
- * state above as metadata. Returns 0 or -1 with err. */
+/* The whole checkpoint folder DIR in one atomic step (base/atomic_dir.h): the files of
+ * bert_save_pretrained and, when opt is not NULL, DIR/optimizer.safetensors with the AdamW
+ * moments under "exp_avg.NAME" / "exp_avg_sq.NAME" and STATE as metadata. The new folder is
+ * written beside DIR and swapped in, so a save that fails (full disk) or is killed leaves DIR
+ * the whole previous checkpoint; other files of DIR (a README, tokenizer_config.json) are kept.
+ * DIR must not hold sub-folders. Returns 0, or -1 with err naming the file at fault. */
+int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *dir,
+                         const char *const *labels, int n_labels, const char *vocab_path, bp_err *err);
+
+/* DIR/optimizer.safetensors alone, written in place (atomically as a file, not together with
+ * the weights: bert_save_checkpoint is the save a resume can trust). Returns 0 or -1 with err. */
 int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
                           bp_err *err);
-/* Restore what bert_save_train_state wrote (opt->step too). Returns 0 or -1 with err naming
- * the file and the tensor or key at fault. */
+/* Restore what bert_save_checkpoint / bert_save_train_state wrote (opt->step too), finishing
+ * first a folder swap a stopped save left half done. Returns 0 or -1 with err naming the file
+ * and the tensor or key at fault. */
 int bert_load_train_state(bert_model *m, optim_adamw *opt, const char *dir, bert_train_state *state, bp_err *err);
 
 #endif

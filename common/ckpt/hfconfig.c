@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/atomic_file.h"
+#include "base/limits.h"
 
 /* One table drives reading, defaults and writing, so a key cannot be read but forgotten
  * on write. */
@@ -58,7 +59,8 @@ void hfc_free(hfc_config *cfg) {
 /* Allocate N empty label slots. */
 static int hfc_alloc_labels(hfc_config *cfg, int n, bp_err *err) {
     hfc_free(cfg);
-    if (n < 1 || n > 1000000) return bp_err_set(err, "number of labels %d out of range 1..1000000 (config)", n);
+    if (n < 1 || (uint64_t)n > BP_LIMIT_LABELS)
+        return bp_err_set(err, "number of labels %d out of range 1..%llu (config)", n, (unsigned long long)BP_LIMIT_LABELS);
     cfg->id2label = calloc((size_t)n, sizeof *cfg->id2label);
     if (!cfg->id2label) return bp_err_set(err, "out of memory (config labels)");
     cfg->num_labels = n;
@@ -142,6 +144,15 @@ static int hfc_validate(const char *path, const hfc_config *cfg, bp_err *err) {
         if (*positive[i] < 1 || *positive[i] > (int64_t)1 << 31)
             return bp_err_set(err, "%s must be a positive integer, got %lld (%s)", hfc_keys[i].key,
                               (long long)*positive[i], path);
+    /* What bert_create will allocate: embeddings, L layers (4 H x H attention matrices, two
+     * H x I feed-forward ones, biases and norms), pooler. In doubles: no overflow. */
+    double H = (double)cfg->hidden_size, I = (double)cfg->intermediate_size;
+    double parameters = H * (double)(cfg->vocab_size + cfg->max_position_embeddings + cfg->type_vocab_size) +
+                        (double)cfg->num_hidden_layers * (4 * H * H + 2 * H * I + 9 * H + I) + H * H + H +
+                        (double)cfg->num_labels * (H + 1);
+    if (parameters > (double)BP_LIMIT_MODEL_PARAMETERS)
+        return bp_check_limit(parameters > 1e19 ? UINT64_MAX : (uint64_t)parameters, BP_LIMIT_MODEL_PARAMETERS, "",
+                              "the parameter count it implies", path, err);
     if (cfg->hidden_size % cfg->num_attention_heads != 0)
         return bp_err_set(err, "hidden_size %lld is not a multiple of num_attention_heads %lld (%s)",
                           (long long)cfg->hidden_size, (long long)cfg->num_attention_heads, path);
@@ -207,6 +218,10 @@ static int hfc_read_keys(const char *path, json_t *root, hfc_config *cfg, bp_err
 }
 
 int hfc_read(const char *path, hfc_config *cfg, bp_err *err) {
+    if (bp_check_file_size(path, BP_LIMIT_JSON_FILE_BYTES, "the config file", err) != 0) {
+        memset(cfg, 0, sizeof *cfg);
+        return -1;
+    }
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {

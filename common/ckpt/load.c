@@ -2,6 +2,8 @@
  * Must never: know the model's structure (only names, shapes and dtypes), print, or exit. */
 #include "ckpt/load.h"
 
+#include "base/atomic_dir.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,7 +60,21 @@ static char *ckpt_pick_file(const char *dir, bp_err *err) {
     return NULL;
 }
 
+/* The error for a weights file of no format we know: what it is not, what it starts with. */
+static void ckpt_describe_unknown(const char *path, const unsigned char *magic, size_t got, bp_err *err) {
+    if (got >= 16 && memcmp(magic, "version https://", 16) == 0) {
+        bp_err_set(err, "a Git LFS pointer, not the weights: fetch the file itself (git lfs pull) (%s)", path);
+        return;
+    }
+    char start[40] = "";
+    for (size_t i = 0, used = 0; i < got && i < 8; i++)
+        used += (size_t)snprintf(start + used, sizeof start - used, "%s%02x", i ? " " : "", magic[i]);
+    bp_err_set(err, "not a checkpoint: neither safetensors (8-byte length, then '{'), a torch.save zip nor a legacy torch "
+               "pickle; its %zu first bytes are %s (%s)", got < 8 ? got : (size_t)8, got ? start : "(empty file)", path);
+}
+
 ckpt_source *ckpt_open(const char *path, bp_err *err) {
+    if (ad_recover(path, err) != 0) return NULL; /* a checkpoint folder whose swap a stop interrupted */
     struct stat st;
     if (ends_with(path, ".ckpt") || ends_with(path, ".ckpt.index")) st.st_mode = S_IFREG; /* a TF prefix need not exist */
     else if (stat(path, &st) != 0) {
@@ -86,13 +102,14 @@ ckpt_source *ckpt_open(const char *path, bp_err *err) {
         source->n_tensors = source->tf->n_tensors;
         return source;
     }
-    unsigned char magic[9] = {0};
+    unsigned char magic[48] = {0};
     FILE *fp = fopen(source->path, "rb");
     size_t got = fp ? fread(magic, 1, sizeof magic, fp) : 0;
     if (fp) fclose(fp);
     /* safetensors: an 8-byte length (any bytes) then '{'. torch: a zip (>= 1.6) or a pickle
-     * starting with the magic number (legacy). Anything else gets st_open's diagnosis. */
-    int is_safetensors = got == 9 && magic[8] == '{';
+     * starting with the magic number (legacy). A file that is none of them is named for what
+     * it is not, except a *.safetensors file, which gets st_open's precise diagnosis. */
+    int is_safetensors = got >= 9 && magic[8] == '{';
     int is_zip = got >= 4 && memcmp(magic, "PK\x03\x04", 4) == 0;
     int is_pickle = got >= 3 && magic[0] == 0x80 && magic[1] <= 5 && magic[2] == 0x8a;
     if (!is_safetensors && (is_zip || is_pickle)) {
@@ -102,13 +119,15 @@ ckpt_source *ckpt_open(const char *path, bp_err *err) {
             source->tensors = source->tb->tensors;
             source->n_tensors = source->tb->n_tensors;
         }
-    } else {
+    } else if (is_safetensors || ends_with(source->path, ".safetensors")) {
         source->format = "safetensors";
         source->st = st_open(source->path, err);
         if (source->st) {
             source->tensors = source->st->tensors;
             source->n_tensors = source->st->n_tensors;
         }
+    } else {
+        ckpt_describe_unknown(source->path, magic, got, err);
     }
     if (!source->st && !source->tb) {
         ckpt_close(source);

@@ -14,8 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/sink.h"
+#include "base/limits.h"
 #include "data/readers.h"
+#include "data/sink.h"
 
 /* One record: fields point into text (NUL-terminated each). */
 typedef struct csv_record {
@@ -29,6 +30,7 @@ typedef struct csv_record {
 static int text_put(csv_record *r, char c) { return ds_bytes_append(&r->text, &c, 1); }
 
 static int field_start(csv_record *r) {
+    if (r->n_fields >= BP_LIMIT_CSV_FIELDS) return -1; /* csv_next_record tells it from out of memory */
     if (r->n_fields == r->fields_cap) {
         size_t cap = r->fields_cap ? r->fields_cap * 2 : 16;
         size_t *offsets = realloc(r->offsets, cap * sizeof *offsets);
@@ -91,11 +93,22 @@ static int csv_next_record(arc_input *in, char delimiter, int quoting, csv_recor
         if (got < 0) return -1;
         if (got == 0)
             return bp_err_set(err, "unterminated quoted field (%s:%lld)", arc_where(in), (long long)r->line);
+        if (r->text.len + len > BP_LIMIT_LINE_BYTES) {
+            char place[600];
+            snprintf(place, sizeof place, "%s:%lld", arc_where(in), (long long)r->line);
+            return bp_check_limit(r->text.len + len, BP_LIMIT_LINE_BYTES, "bytes", "a record (a quoted field runs on)",
+                                  place, err);
+        }
     }
     if (text_put(r, '\0') != 0) goto oom;
     for (size_t f = 0; f < r->n_fields; f++) r->fields[f] = r->text.data + r->offsets[f];
     return 1;
 oom:
+    if (r->n_fields >= BP_LIMIT_CSV_FIELDS) {
+        char place[600];
+        snprintf(place, sizeof place, "%s:%lld", arc_where(in), (long long)r->line);
+        return bp_check_limit(r->n_fields + 1, BP_LIMIT_CSV_FIELDS, "fields", "a record", place, err);
+    }
     return bp_err_set(err, "out of memory (%s:%lld)", arc_where(in), (long long)r->line);
 }
 

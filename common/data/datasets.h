@@ -130,6 +130,12 @@ int ds_format_guess(const char *path, ds_format *format, bp_err *err);
  * without a map: "" written), or -1 with err filled (format not guessable, out too small). */
 int ds_label_names(const char *path, const ds_options *options, char *out, size_t size, bp_err *err);
 
+/* Check text[0..len), which starts on line `line` of source, as every reader checks its
+ * text: no NUL byte, valid UTF-8. Returns 0, or -1 with err = "NUL byte in WHAT
+ * (SOURCE:LINE)" or "WHAT is not valid UTF-8: byte 0xNN at column C (SOURCE:LINE)", LINE
+ * being the line of the bad byte. For callers reading text themselves (extract's lines). */
+int ds_check_text(const char *text, size_t len, const char *what, const char *source, int64_t line, bp_err *err);
+
 /* Deep copy of an example (for callers that keep examples past the callback). Returns
  * NULL on out-of-memory. Free with ds_example_free. */
 ds_example *ds_example_copy(const ds_example *example);

@@ -62,7 +62,5 @@ typedef struct ds_bytes {
 /* Append n bytes. Returns 0, or -1 when out of memory (b unchanged). */
 int ds_bytes_append(ds_bytes *b, const char *s, size_t n);
 
-/* 1 when s (len bytes) is valid UTF-8, else 0. */
-int ds_valid_utf8(const char *s, size_t len);
 
 #endif

@@ -184,3 +184,11 @@ PY
   diff "$TMP/want" "$TMP/got"
   grep -q "3 records read, 2 examples sent; skipped: 0 neutral, 1 empty" "$TMP/err"
 }
+
+@test "--format lines refuses a NUL or invalid UTF-8 naming file and line, instead of cutting the line" {
+  printf 'a fine first line\nbefore\0after\n' >"$TMP/nul.txt"
+  bad "nul.txt:2" --format lines "$TMP/nul.txt"
+  printf 'a fine first line\nsecond\nbad \xe9 byte\n' >"$TMP/latin1.txt"
+  bad "latin1.txt:3" --format lines "$TMP/latin1.txt"
+  grep -q 'not valid UTF-8' "$TMP/err"
+}

@@ -167,7 +167,7 @@ build/fuzz/libbertpipe.a: $(patsubst common/%.c,build/fuzz/obj/%.o,$(COMMON_SRC)
 	@rm -f $@; ar rcs $@ $^
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h build/fuzz/libbertpipe.a $(COMMON_HDR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz $< build/fuzz/libbertpipe.a $(LDLIBS_ALL) -o $@
-build/fuzz/seeds.stamp: tests/fuzz/make_seeds.py $(FUZZ_SRC) $(shell find tests/fixtures -type f 2>/dev/null)
+build/fuzz/seeds.stamp: tests/fuzz/make_seeds.py $(FUZZ_SRC) $(shell find tests/fixtures proto/vectors -type f 2>/dev/null)
 	@rm -rf build/fuzz/seeds && python3 tests/fuzz/make_seeds.py build/fuzz/seeds >/dev/null && touch $@
 
 ifneq ($(strip $(HAVE_FUZZ_CC)),)

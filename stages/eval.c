@@ -124,7 +124,7 @@ static void eval_batch(evaluator *ev, const bp_frame *f) {
     char where[64];
     if (bp_batch_read(f, NULL, &ev->h, &b, &err)) bp_die_err(&err);
     if (bert_forward(ev->m, &b, 0, &err) || bert_logits(ev->m, ev->logits, ev->logits_cap, &err) < 0)
-        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     send_logits(ev, f, &b);
     ev->rows += b.B;
 }
@@ -144,17 +144,17 @@ int main(int argc, char **argv) {
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
 
+    evaluator ev = {.out = bp_open_out(&a.io)};
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     int max_B, max_T;
     bp_batch_shape(hello, a.io.in, &max_B, &max_T);
     backend *be = bp_open_device(a.device, (int)a.threads, a.precision);
-    evaluator ev = {.qa = bp_hello_is_qa(hello)};
+    ev.qa = bp_stream_is_qa(hello);
     ev.m = open_model(a.checkpoint, be, ev.qa, max_B, max_T);
     bp_check_vocab_fits(hello, ev.m);
     ev.C = ev.m->cfg.num_labels;
 
-    ev.out = bp_open_out(&a.io);
     bp_writer_init(&ev.w);
     send_hello(&ev, hello, a.checkpoint);
     bp_batch_tensors_alloc(&ev.h, max_B, max_T);

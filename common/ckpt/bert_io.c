@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "base/atomic_dir.h"
 #include "base/atomic_file.h"
@@ -51,16 +50,6 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
     return bert_config_check(out, err);
 }
 
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int make_dir(const char *dir, bp_err *err) {
-    if (mkdir(dir, 0755) && errno != EEXIST) return bp_err_set(err, "cannot create directory: %s (%s)", strerror(errno), dir);
-    return 0;
-}
-
 /* Host array laid out like the parameters, with HF names. */
 typedef struct described {
     float *flat;
@@ -99,7 +88,7 @@ static char *join_lines(char *a, char *b) {
 
 int bert_read_config(const char *source, hfc_config *hf, bp_err *err) {
     char config_path[4096];
-    snprintf(config_path, sizeof config_path, is_dir(source) ? "%s/config.json" : "%s", source);
+    snprintf(config_path, sizeof config_path, af_is_dir(source) ? "%s/config.json" : "%s", source);
     return hfc_read(config_path, hf, err);
 }
 
@@ -107,7 +96,7 @@ bert_model *bert_open(const char *source, int load_weights, bert_head head, int 
                       backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err) {
     if (notes) *notes = NULL;
     if (ad_recover(source, err)) return NULL;
-    int dir = is_dir(source);
+    int dir = af_is_dir(source);
     hfc_config hf;
     if (bert_read_config(source, &hf, err)) return NULL;
     bert_config cfg;
@@ -127,12 +116,16 @@ bert_model *bert_open(const char *source, int load_weights, bert_head head, int 
     static const char *qa_ignore[] = {"pooler", NULL};
     ckpt_report report = {0};
     const char *model_class = head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification";
-    if (ckpt_load_into(d.tensors, (size_t)d.n, NULL, src->tensors, src->n_tensors, src->path, "bert",
-                       head == BERT_HEAD_QA ? qa_ignore : NULL, &report, err))
+    int (*load)(const bp_named_tensor *, size_t, unsigned char *, const bp_named_tensor *, size_t, const char *,
+                const char *, const char *const *, ckpt_report *, bp_err *) =
+        load_weights == BERT_LOAD_IGNORE_MISMATCHED_SIZES ? ckpt_load_into_ignoring_sizes : ckpt_load_into;
+    if (load(d.tensors, (size_t)d.n, NULL, src->tensors, src->n_tensors, src->path, "bert",
+             head == BERT_HEAD_QA ? qa_ignore : NULL, &report, err))
         goto fail_loaded;
     if (notes)
-        *notes = join_lines(ckpt_format_unexpected(&report, src->path, model_class),
-                            ckpt_format_missing(&report, src->path, model_class));
+        *notes = join_lines(join_lines(ckpt_format_unexpected(&report, src->path, model_class),
+                                       ckpt_format_missing(&report, src->path, model_class)),
+                            ckpt_format_mismatched(&report, src->path, model_class));
     ckpt_report_free(&report);
     if (bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, d.flat, err)) goto fail_loaded;
     described_free(&d);
@@ -144,25 +137,6 @@ fail_loaded:
 fail:
     bert_free(m);
     return NULL;
-}
-
-static int copy_file(const char *from, const char *to, bp_err *err) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return bp_err_set(err, "cannot open: %s (%s)", strerror(errno), from);
-    af_file out;
-    if (af_open(&out, to, err)) { fclose(in); return -1; }
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out.fp) != n) {
-            fclose(in);
-            af_abort(&out);
-            return bp_err_set(err, "write failed (%s)", to);
-        }
-    int bad = ferror(in);
-    fclose(in);
-    if (bad) { af_abort(&out); return bp_err_set(err, "read failed (%s)", from); }
-    return af_commit(&out, err);
 }
 
 /* model.safetensors, config.json and (vocab_path given) vocab.txt into the folder DIR. */
@@ -190,11 +164,12 @@ static int write_pretrained(bert_model *m, const char *dir, const char *const *l
     hf.max_position_embeddings = c->max_position_embeddings;
     hf.type_vocab_size = c->type_vocab_size;
     hf.pad_token_id = c->pad_token_id < 0 ? 0 : c->pad_token_id;
-    hf.layer_norm_eps = c->layer_norm_eps;
-    hf.hidden_dropout_prob = c->hidden_dropout_prob;
-    hf.attention_probs_dropout_prob = c->attention_probs_dropout_prob;
-    hf.classifier_dropout = c->classifier_dropout;
-    hf.initializer_range = c->initializer_range;
+    /* float32 in the model: written as the decimal they stand for (0.1, not 0.10000000149011612) */
+    hf.layer_norm_eps = hfc_real_from_float(c->layer_norm_eps);
+    hf.hidden_dropout_prob = hfc_real_from_float(c->hidden_dropout_prob);
+    hf.attention_probs_dropout_prob = hfc_real_from_float(c->attention_probs_dropout_prob);
+    hf.classifier_dropout = hfc_real_from_float(c->classifier_dropout);
+    hf.initializer_range = hfc_real_from_float(c->initializer_range);
     snprintf(hf.architecture, sizeof hf.architecture, "%s",
              c->head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification");
     if (c->head == BERT_HEAD_CLASSIFICATION && labels && n_labels == c->num_labels)
@@ -220,7 +195,7 @@ static int write_pretrained(bert_model *m, const char *dir, const char *const *l
     if (rc) return -1;
     if (vocab_path) {
         snprintf(path, sizeof path, "%s/vocab.txt", dir);
-        if (copy_file(vocab_path, path, err)) return -1;
+        if (af_copy_file(vocab_path, path, err)) return -1;
     }
     return 0;
 }
@@ -274,6 +249,12 @@ static int write_train_state(bert_model *m, optim_adamw *opt, const char *dir, c
     return rc;
 }
 
+int bert_write_checkpoint_files(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *folder,
+                                const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
+    if (write_pretrained(m, folder, labels, n_labels, vocab_path, err)) return -1;
+    return opt ? write_train_state(m, opt, folder, state, err) : 0;
+}
+
 int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *dir,
                          const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
     /* What the new folder gets from us. Weights in another format and optimizer state we do
@@ -282,8 +263,7 @@ int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state
                               "model.safetensors.index.json", vocab_path ? "vocab.txt" : NULL, NULL};
     ad_dir folder;
     if (ad_begin(&folder, dir, replaced, err)) return -1;
-    int rc = write_pretrained(m, folder.tmp_path, labels, n_labels, vocab_path, err);
-    if (rc == 0 && opt) rc = write_train_state(m, opt, folder.tmp_path, state, err);
+    int rc = bert_write_checkpoint_files(m, opt, state, folder.tmp_path, labels, n_labels, vocab_path, err);
     if (rc != 0) {
         ad_abort(&folder);
         bp_err inner = *err;
@@ -299,7 +279,7 @@ int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labe
 
 int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
                           bp_err *err) {
-    if (ad_recover(dir, err) || make_dir(dir, err)) return -1;
+    if (ad_recover(dir, err) || af_make_dir(dir, err)) return -1;
     return write_train_state(m, opt, dir, state, err);
 }
 

@@ -26,6 +26,11 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
  * nothing to free; else free it with hfc_free). */
 int bert_read_config(const char *source, hfc_config *hf, bp_err *err);
 
+/* bert_open's load_weights: none (fresh weights), the checkpoint's, or the checkpoint's with a
+ * tensor of another shape (a head for another label count) initialised afresh and named in the
+ * notes, as transformers' ignore_mismatched_sizes=True. */
+enum { BERT_LOAD_NONE = 0, BERT_LOAD = 1, BERT_LOAD_IGNORE_MISMATCHED_SIZES = 2 };
+
 /* Build the model for a checkpoint directory or config file:
  *   source = a directory holding config.json (+ weights, loaded when load_weights), or a
  *   config.json path (fresh weights).
@@ -60,6 +65,12 @@ typedef struct bert_train_state {
  * DIR must not hold sub-folders. Returns 0, or -1 with err naming the file at fault. */
 int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *dir,
                          const char *const *labels, int n_labels, const char *vocab_path, bp_err *err);
+
+/* The files of bert_save_checkpoint written into FOLDER as they are, not atomically: for a
+ * caller that makes FOLDER part of its own atomic save (ckpt/trainer_dir.h's checkpoint-STEP,
+ * which holds more files). FOLDER must exist. Returns 0, or -1 with err naming the file. */
+int bert_write_checkpoint_files(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *folder,
+                                const char *const *labels, int n_labels, const char *vocab_path, bp_err *err);
 
 /* DIR/optimizer.safetensors alone, written in place (atomically as a file, not together with
  * the weights: bert_save_checkpoint is the save a resume can trust). Returns 0 or -1 with err. */

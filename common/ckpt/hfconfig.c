@@ -246,20 +246,38 @@ out:
     return rc;
 }
 
-/* Print reals with 15 significant digits when that reads back to the same double (1e-12,
- * not 9.9999999999999998e-13), else with the 17 that always do. */
-static int hfc_real_precision(const hfc_config *cfg) {
-    double reals[HFC_N_KEYS + 1];
-    size_t n = 0;
-    for (size_t i = 0; i < HFC_N_KEYS; i++)
-        if (hfc_keys[i].type == K_REAL) reals[n++] = *(const double *)((const char *)cfg + hfc_keys[i].offset);
-    reals[n++] = cfg->classifier_dropout;
-    for (size_t i = 0; i < n; i++) {
+/* Significant digits of the shortest decimal that reads back to x (1..17). */
+static int shortest_digits(double x) {
+    for (int p = 1; p < 17; p++) {
         char text[40];
-        snprintf(text, sizeof text, "%.15g", reals[i]);
-        if (strtod(text, NULL) != reals[i]) return 17;
+        snprintf(text, sizeof text, "%.*g", p, x);
+        if (strtod(text, NULL) == x) return p;
     }
-    return 15;
+    return 17;
+}
+
+double hfc_real_from_float(float x) {
+    for (int p = 1; p < 9; p++) {
+        char text[40];
+        snprintf(text, sizeof text, "%.*g", p, (double)x);
+        if ((float)strtod(text, NULL) == x) return strtod(text, NULL);
+    }
+    return (double)x;
+}
+
+/* The dump's precision: as many digits as the real that needs the most. %g drops trailing
+ * zeros, so every other real still prints in its own shortest form (0.1, 1e-12), where one
+ * fixed precision of 17 would print 0.10000000000000001. */
+static int hfc_real_precision(const hfc_config *cfg) {
+    int digits = 1;
+    for (size_t i = 0; i < HFC_N_KEYS; i++)
+        if (hfc_keys[i].type == K_REAL) {
+            int d = shortest_digits(*(const double *)((const char *)cfg + hfc_keys[i].offset));
+            if (d > digits) digits = d;
+        }
+    if (cfg->classifier_dropout >= 0 && shortest_digits(cfg->classifier_dropout) > digits)
+        digits = shortest_digits(cfg->classifier_dropout);
+    return digits;
 }
 
 int hfc_write(const char *path, const hfc_config *cfg, bp_err *err) {

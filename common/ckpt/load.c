@@ -198,8 +198,10 @@ static int string_order(const void *a, const void *b) { return strcmp(*(char *co
 void ckpt_report_free(ckpt_report *report) {
     for (size_t i = 0; i < report->n_missing; i++) free(report->missing[i]);
     for (size_t i = 0; i < report->n_unexpected; i++) free(report->unexpected[i]);
+    for (size_t i = 0; i < report->n_mismatched; i++) free(report->mismatched[i]);
     free(report->missing);
     free(report->unexpected);
+    free(report->mismatched);
     memset(report, 0, sizeof *report);
 }
 
@@ -209,17 +211,36 @@ static int matches_any(const char *name, const char *const *substrings) {
     return 0;
 }
 
-int ckpt_load_into(const bp_named_tensor *params, size_t n_params, unsigned char *loaded,
-                   const bp_named_tensor *ckpt, size_t n_ckpt, const char *ckpt_label, const char *base_prefix,
-                   const char *const *ignore_unexpected, ckpt_report *report, bp_err *err) {
+/* A parameter whose checkpoint tensor has another shape: an error, or (ignoring sizes) one line
+ * of the report as transformers words it, the parameter left as initialised. */
+static int mismatched(const bp_named_tensor *param, const bp_named_tensor *src, int ignore, const char *ckpt_label,
+                      ckpt_report *report, bp_err *err) {
+    char want[128], got[128];
+    format_shape(param, want, sizeof want);
+    format_shape(src, got, sizeof got);
+    if (!ignore)
+        return bp_err_set(err, "size mismatch for %s: checkpoint has shape %s, the model expects %s (%s)", src->name, got,
+                          want, ckpt_label);
+    char *line = NULL;
+    if (asprintf(&line, "- %s: found shape torch.Size(%s) in the checkpoint and torch.Size(%s) in the model instantiated",
+                 param->name, got, want) < 0)
+        return bp_err_set(err, "out of memory (%s)", ckpt_label);
+    report->mismatched[report->n_mismatched++] = line;
+    return 0;
+}
+
+static int load_into(const bp_named_tensor *params, size_t n_params, unsigned char *loaded, const bp_named_tensor *ckpt,
+                     size_t n_ckpt, const char *ckpt_label, const char *base_prefix,
+                     const char *const *ignore_unexpected, int ignore_sizes, ckpt_report *report, bp_err *err) {
     memset(report, 0, sizeof *report);
     named_index *names = calloc(n_ckpt ? n_ckpt : 1, sizeof *names);
     unsigned char *used = calloc(n_ckpt ? n_ckpt : 1, 1);
     report->missing = calloc(n_params ? n_params : 1, sizeof(char *));
     report->unexpected = calloc(n_ckpt ? n_ckpt : 1, sizeof(char *));
+    report->mismatched = calloc(n_params ? n_params : 1, sizeof(char *));
     char prefix[64] = "";
     int rc = -1;
-    if (!names || !used || !report->missing || !report->unexpected) {
+    if (!names || !used || !report->missing || !report->unexpected || !report->mismatched) {
         bp_err_set(err, "out of memory (%s)", ckpt_label);
         goto out;
     }
@@ -263,12 +284,9 @@ int ckpt_load_into(const bp_named_tensor *params, size_t n_params, unsigned char
         int same = src->ndim == params[p].ndim;
         for (int d = 0; d < src->ndim && same; d++) same = src->shape[d] == params[p].shape[d];
         if (!same) {
-            char want[128], got[128];
-            format_shape(&params[p], want, sizeof want);
-            format_shape(src, got, sizeof got);
-            bp_err_set(err, "size mismatch for %s: checkpoint has shape %s, the model expects %s (%s)", src->name, got,
-                       want, ckpt_label);
-            goto out;
+            if (mismatched(&params[p], src, ignore_sizes, ckpt_label, report, err)) goto out;
+            used[hit - names] = 1;   /* used: replaced, not unexpected */
+            continue;
         }
         if (copy_tensor(&params[p], src, ckpt_label, err) != 0) goto out;
         used[hit - names] = 1;
@@ -289,6 +307,19 @@ out:
     free(names);
     free(used);
     return rc;
+}
+
+int ckpt_load_into(const bp_named_tensor *params, size_t n_params, unsigned char *loaded,
+                   const bp_named_tensor *ckpt, size_t n_ckpt, const char *ckpt_label, const char *base_prefix,
+                   const char *const *ignore_unexpected, ckpt_report *report, bp_err *err) {
+    return load_into(params, n_params, loaded, ckpt, n_ckpt, ckpt_label, base_prefix, ignore_unexpected, 0, report, err);
+}
+
+int ckpt_load_into_ignoring_sizes(const bp_named_tensor *params, size_t n_params, unsigned char *loaded,
+                                  const bp_named_tensor *ckpt, size_t n_ckpt, const char *ckpt_label,
+                                  const char *base_prefix, const char *const *ignore_unexpected, ckpt_report *report,
+                                  bp_err *err) {
+    return load_into(params, n_params, loaded, ckpt, n_ckpt, ckpt_label, base_prefix, ignore_unexpected, 1, report, err);
 }
 
 /* "['a', 'b']" as Python prints a list of plain names. */
@@ -316,6 +347,20 @@ char *ckpt_format_unexpected(const ckpt_report *report, const char *ckpt_label, 
     return format_line(report->unexpected, report->n_unexpected,
                        "Some weights of the model checkpoint at %s were not used when initializing %s: %s",
                        ckpt_label, model_class);
+}
+
+char *ckpt_format_mismatched(const ckpt_report *report, const char *ckpt_label, const char *model_class) {
+    if (report->n_mismatched == 0) return NULL;
+    size_t cap = strlen(ckpt_label) + strlen(model_class) + 300;
+    for (size_t i = 0; i < report->n_mismatched; i++) cap += strlen(report->mismatched[i]) + 1;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    int n = snprintf(out, cap, "Some weights of %s were not initialized from the model checkpoint at %s and are newly "
+                     "initialized because the shapes did not match:", model_class, ckpt_label);
+    for (size_t i = 0; i < report->n_mismatched; i++) n += snprintf(out + n, cap - (size_t)n, "\n%s", report->mismatched[i]);
+    snprintf(out + n, cap - (size_t)n, "\nYou should probably TRAIN this model on a down-stream task to be able to use it "
+             "for predictions and inference.");
+    return out;
 }
 
 char *ckpt_format_missing(const ckpt_report *report, const char *ckpt_label, const char *model_class) {

@@ -42,7 +42,7 @@ int ds_read_imdb(const char *path, ds_sink *sink, bp_err *err) {
     int split = ds_split_of(sink->options, err);
     if (split < 0) return -1;
     if (split == DS_SPLIT_VALIDATION)
-        return bp_err_set(err, "IMDB has only train and test splits; take a validation sample from train with --sample (%s)", path);
+        return bp_err_set(err, "IMDB has only train and test splits; hold a validation side out of train with a validation ratio (%s)", path);
     const char *split_dir = ds_split_name(split);
     arc_input *in = arc_open(path, err);
     if (!in) return -1;

@@ -1,7 +1,7 @@
 /* data/sink.c — what every dataset reader shares (see sink.h): split names and split members,
  * seeded random numbers, UTF-8 checks, growable strings, example copies, and the sink every
  * reader pushes into, which applies the options common to all formats: empty-text policy,
- * UTF-8 check, reservoir sample and limit.
+ * UTF-8 check, hold-out side (holdout.c draws it), reservoir sample and limit.
  *
  * The readers (csv.c, imdb.c, squad.c, sst.c) call into this file; it calls none of them, so
  * the data layer has no include cycle. Must never: print, exit, or know about frames.
@@ -171,8 +171,10 @@ static int deliver(ds_sink *sink, const ds_example *example, bp_err *err) {
         return -1;
     }
     sink->stats->emitted++;
-    if (rc > 0) return 1;
-    if (sink->options->limit > 0 && sink->stats->emitted >= sink->options->limit) return 1;
+    if (rc > 0 || (sink->options->limit > 0 && sink->stats->emitted >= sink->options->limit)) {
+        sink->stopped = 1;
+        return 1;
+    }
     return 0;
 }
 
@@ -222,6 +224,12 @@ static int check_text(ds_sink *sink, const ds_example *example, bp_err *err) {
 int ds_sink_push(ds_sink *sink, ds_example *example, bp_err *err) {
     int checked = check_text(sink, example, err);
     if (checked != 0) return checked < 0 ? -1 : 0;
+    if (sink->holdout.pass == DS_HOLDOUT_COUNT) return ds_holdout_record(&sink->holdout, example, err);
+    if (sink->holdout.pass == DS_HOLDOUT_KEEP) {
+        int kept = ds_holdout_keeps_next(&sink->holdout, example, err);
+        if (kept == 0) sink->stats->skipped_other_side++;
+        if (kept <= 0) return kept;
+    }
     example->index = sink->next_index++;
     int64_t want = sink->options->sample;
     if (want <= 0) return deliver(sink, example, err);

@@ -52,8 +52,9 @@ static int emit_question(ds_sink *sink, const article_place *at, const char *tit
         return bp_err_set(err, "not SQuAD: question without a string \"id\" (%s:%lld, article %lld, paragraph %lld)",
                           at->where, (long long)at->line, (long long)at->number, (long long)paragraph);
     const char *question = string_field(qa, "question");
+    /* a test split may have no "answers" at all: an unlabelled question, as "answers": [] */
     json_t *answer_list = json_object_get(qa, "answers");
-    if (!question || !json_is_array(answer_list))
+    if (!question || (answer_list && !json_is_array(answer_list)))
         return bp_err_set(err, "not SQuAD: missing \"%s\" (%s:%lld, id %s)", question ? "answers" : "question",
                           at->where, (long long)at->line, id);
     json_t *impossible = json_object_get(qa, "is_impossible");

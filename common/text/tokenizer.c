@@ -284,7 +284,8 @@ static int json_bool_field(const char *path, const char *key, int *out, int *fil
     fclose(probe);
     if (bp_check_file_size(path, BP_LIMIT_JSON_FILE_BYTES, "the tokenizer settings file", err) != 0) return -1;
     json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
+    /* as reals: transformers writes an unbounded model_max_length as int(1e30), past int64 */
+    json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr);
     if (!root) return bp_err_set(err, "invalid JSON: %s (%s line %d)", jerr.text, path, jerr.line);
     if (!json_is_object(root)) {
         json_decref(root);
@@ -334,6 +335,25 @@ int tok_config_lowercase(const char *checkpoint_dir, int *lowercase, bp_err *err
     if (root) json_decref(root);
     if (found < 0) return -1;
     if (found) *lowercase = value;
+    return found;
+}
+
+int tok_config_max_length(const char *checkpoint_dir, long *max_length, bp_err *err) {
+    char path[4096];
+    int exists, unused;
+    json_t *root;
+    if (snprintf(path, sizeof path, "%s/tokenizer_config.json", checkpoint_dir) >= (int)sizeof path)
+        return bp_err_set(err, "checkpoint path too long (%.200s...)", checkpoint_dir);
+    if (json_bool_field(path, "do_lower_case", &unused, &exists, &root, err) < 0) return -1;
+    if (!root) return 0;
+    json_t *value = json_object_get(root, "model_max_length");
+    int found = json_is_number(value) && json_number_value(value) >= 2 && json_number_value(value) <= TOK_MAX_MODEL_LENGTH;
+    if (found) *max_length = (long)json_number_value(value);
+    else if (value && !json_is_null(value) && !json_is_number(value)) {
+        json_decref(root);
+        return bp_err_set(err, "model_max_length is not a number (%s)", path);
+    }
+    json_decref(root);
     return found;
 }
 

@@ -135,6 +135,32 @@ def tokenizer_inputs():
     return seeds
 
 
+def frame_vectors(ext):
+    """The protocol's test vectors (proto/vectors, made by tests/reference/make_vectors.py),
+    good and bad, as frames (.msgpack) or JSON lines (.json)."""
+    folder = os.path.join(TOP, "proto", "vectors")
+    return {n: read(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(ext)}
+
+
+# fuzz_stage_inputs: the reader a vector goes to (its first byte) and that reader's option byte
+STAGE_INPUTS = {
+    "example-cls": (0, 2), "example-sst-score": (0, 0), "example-qa": (1, 0),
+    "feature-cls": (2, 1), "feature-qa": (2, 6), "feature-dtypes": (2, 0),
+    "logits-cls": (3, 0), "logits-qa": (4, 0),
+    "prediction-cls": (5, 0), "prediction-qa": (6, 0),
+    "batch-cls": (7, 2), "batch-cls-eval": (7, 0x80),
+}
+
+
+def stage_inputs():
+    folder = os.path.join(TOP, "proto", "vectors")
+    seeds = {}
+    for name, (which, option) in STAGE_INPUTS.items():
+        vector = name[:-len("-eval")] if name.endswith("-eval") else name
+        seeds[name] = bytes([which, option]) + read(folder, vector + ".msgpack")
+    return seeds
+
+
 def make(out):
     ck = os.path.join(FIX, "ckpt")
     ds = os.path.join(FIX, "datasets")
@@ -163,6 +189,9 @@ def make(out):
                          "reviews.csv.bz2": bz2.compress(read(ds, "reviews.csv")),
                          "dev.tsv": read(ds, "SST-2", "dev.tsv")},
         "fuzz_tokenizer": tokenizer_inputs(),
+        "fuzz_frame": frame_vectors(".msgpack"),
+        "fuzz_json2frames": frame_vectors(".json"),
+        "fuzz_stage_inputs": stage_inputs(),
     }
     harnesses = sorted(f[:-2] for f in os.listdir(os.path.join(TOP, "tests", "fuzz"))
                        if f.startswith("fuzz_") and f.endswith(".c"))

@@ -479,9 +479,147 @@ static void test_validation_split(void) {
     collected_free(&train);
     collected_free(&validation);
     collected_free(&again);
-    const char *no_test[] = {"train or validation", NULL};
+    const char *no_test[] = {"no test split of its own", "twenty.csv", NULL};
     o.split = "test";
-    expect_error("validation ratio with split test", temp("twenty.csv"), o, no_test);
+    expect_error("validation ratio, split test, one file", temp("twenty.csv"), o, no_test);
+}
+
+/* ---- the hold-out, every format ------------------------------------------------------- */
+
+static int has_id(const collected *c, const char *id) {
+    for (size_t i = 0; i < c->count; i++)
+        if (strcmp(c->items[i]->id, id) == 0) return 1;
+    return 0;
+}
+
+/* Validation and test sides of 0.2 each: sizes ceil(0.2 n), the rest train, disjoint, and
+ * together exactly the train split read whole. */
+static void expect_holdout(const char *what, const char *path, ds_options base) {
+    collected all = {0}, side[3] = {{0}};
+    bp_err err = {{0}};
+    int rc = ds_read(path, &base, collect, &all, NULL, &err);
+    const char *names[3] = {"train", "validation", "test"};
+    base.validation_ratio = 0.2;
+    base.test_ratio = 0.2;
+    base.seed = 11;
+    for (int s = 0; s < 3; s++) {
+        base.split = names[s];
+        rc |= ds_read(path, &base, collect, &side[s], NULL, &err);
+    }
+    if (rc) tap_diag("  %s", err.msg);
+    int64_t n = (int64_t)all.count, k = (n + 4) / 5;
+    tap_ok(rc == 0 && n >= 3 && (int64_t)side[1].count == k && (int64_t)side[2].count == k &&
+               (int64_t)side[0].count == n - 2 * k,
+           "%s: of %lld examples, %lld validation, %lld test, %lld train (want %lld, %lld, %lld)", what, (long long)n,
+           (long long)side[1].count, (long long)side[2].count, (long long)side[0].count, (long long)k, (long long)k,
+           (long long)(n - 2 * k));
+    int disjoint = 1, covered = 1;
+    for (int s = 0; s < 3; s++)
+        for (size_t i = 0; i < side[s].count; i++)
+            for (int t = s + 1; t < 3; t++) disjoint &= !has_id(&side[t], side[s].items[i]->id);
+    for (size_t i = 0; i < all.count; i++)
+        covered &= has_id(&side[0], all.items[i]->id) || has_id(&side[1], all.items[i]->id) ||
+                   has_id(&side[2], all.items[i]->id);
+    tap_ok(disjoint && covered, "%s: the three sides are disjoint and make up the train split", what);
+    collected_free(&all);
+    for (int s = 0; s < 3; s++) collected_free(&side[s]);
+}
+
+static void expect_info(const char *what, const char *path, ds_options o, ds_origin origin, const char *part) {
+    ds_split_info info = {0};
+    bp_err err = {{0}};
+    int rc = ds_split_info_of(path, &o, &info, &err);
+    tap_ok(rc == 0 && info.origin == origin && strcmp(info.part, part) == 0, "%s: %s, part %s (got %s, %s%s)", what,
+           ds_origin_name(origin), part, rc ? "error" : ds_origin_name(info.origin), rc ? err.msg : "part ",
+           rc ? "" : info.part);
+}
+
+static void test_holdout(void) {
+    ds_options none = {0}, trees = {.format = DS_FORMAT_SST_TREES}, sst2 = {.format = DS_FORMAT_SST2};
+    ds_options reviews = {.text_column = "review", .label_column = "stars", .id_column = "id", .label_map = "-1,0,1,2"};
+    expect_holdout("sst-trees zip", temp("trainDevTestTrees_PTB.zip"), trees);
+    expect_holdout("sst-raw folder", fixture("sst_raw/stanfordSentimentTreebank"), none);
+    expect_holdout("sst2 zip", temp("SST-2.zip"), sst2);
+    expect_holdout("imdb tar.gz", temp("aclImdb_v1.tar.gz"), none);
+    expect_holdout("csv", fixture("reviews.csv"), reviews);
+    expect_holdout("squad v1.1 json", fixture("squad_v1.json"), none);
+
+    /* Stratified: 70 of label 0 and 30 of label 1; a 0.2 side is 14 + 6, a 0.1 side 7 + 3. */
+    FILE *f = fopen(temp("seventy.csv"), "w");
+    fprintf(f, "text,label\n");
+    for (int i = 0; i < 100; i++) fprintf(f, "row %d,%d\n", i, i % 10 < 3);
+    fclose(f);
+    ds_options strat = {.validation_ratio = 0.2, .test_ratio = 0.1, .stratify = 1, .seed = 1234};
+    const char *sides[3] = {"train", "validation", "test"};
+    int want[3][2] = {{49, 21}, {14, 6}, {7, 3}};
+    for (int s = 0; s < 3; s++) {
+        collected got = {0};
+        bp_err err = {{0}};
+        strat.split = sides[s];
+        ds_read(temp("seventy.csv"), &strat, collect, &got, NULL, &err);
+        int per_label[2] = {0};
+        for (size_t i = 0; i < got.count; i++) per_label[got.items[i]->label == 1]++;
+        tap_ok(per_label[0] == want[s][0] && per_label[1] == want[s][1],
+               "stratified %s side: %d of label 0 and %d of label 1 (want %d and %d)", sides[s], per_label[0],
+               per_label[1], want[s][0], want[s][1]);
+        collected_free(&got);
+    }
+
+    /* The validation side does not move when a test side is added. */
+    collected alone = {0}, with_test = {0};
+    bp_err err = {{0}};
+    ds_options v = {.validation_ratio = 0.2, .seed = 7, .split = "validation"};
+    ds_read(temp("seventy.csv"), &v, collect, &alone, NULL, &err);
+    v.test_ratio = 0.3;
+    ds_read(temp("seventy.csv"), &v, collect, &with_test, NULL, &err);
+    int same = alone.count == 20 && with_test.count == 20;
+    for (size_t i = 0; same && i < alone.count; i++) same = strcmp(alone.items[i]->id, with_test.items[i]->id) == 0;
+    tap_ok(same, "the validation side is the same with and without a test ratio");
+    collected_free(&alone);
+    collected_free(&with_test);
+
+    /* sample and limit work on the side kept. */
+    collected sampled = {0}, limited = {0}, side = {0};
+    ds_options s = {.validation_ratio = 0.3, .seed = 7, .split = "validation"};
+    ds_read(temp("seventy.csv"), &s, collect, &side, NULL, &err);
+    s.sample = 5;
+    ds_read(temp("seventy.csv"), &s, collect, &sampled, NULL, &err);
+    s.sample = 0;
+    s.limit = 4;
+    int rc = ds_read(temp("seventy.csv"), &s, collect, &limited, NULL, &err);
+    int inside = sampled.count == 5;
+    for (size_t i = 0; i < sampled.count; i++) inside &= has_id(&side, sampled.items[i]->id);
+    tap_ok(inside, "a sample of a held-out side is drawn from that side");
+    tap_ok(rc == 0 && limited.count == 4 && strcmp(limited.items[3]->id, side.items[3]->id) == 0,
+           "a limit on a held-out side stops after its first examples, without error");
+    collected_free(&sampled);
+    collected_free(&limited);
+    collected_free(&side);
+
+    expect_info("sst-trees zip, dev", temp("trainDevTestTrees_PTB.zip"), (ds_options){.split = "dev"},
+                DS_ORIGIN_MEMBER, "validation");
+    expect_info("sst-trees one .txt", fixture("sst_trees/trees/train.txt"), (ds_options){.split = "dev"},
+                DS_ORIGIN_WHOLE, "all");
+    expect_info("csv, any split", fixture("reviews.csv"), (ds_options){.split = "test"}, DS_ORIGIN_WHOLE, "all");
+    expect_info("csv held-out validation", fixture("reviews.csv"),
+                (ds_options){.split = "validation", .validation_ratio = 0.2}, DS_ORIGIN_HELD_OUT, "all");
+    expect_info("imdb held-out validation", temp("aclImdb_v1.tar.gz"),
+                (ds_options){.split = "validation", .validation_ratio = 0.2}, DS_ORIGIN_HELD_OUT, "train");
+    expect_info("imdb test with a validation ratio: its own test split", temp("aclImdb_v1.tar.gz"),
+                (ds_options){.split = "test", .validation_ratio = 0.2}, DS_ORIGIN_MEMBER, "test");
+    expect_info("squad", fixture("squad_v1.json"), (ds_options){0}, DS_ORIGIN_WHOLE, "all");
+
+    const char *unlabelled[] = {"cannot stratify by label", "squad_v1.json", NULL};
+    expect_error("stratify without labels", fixture("squad_v1.json"),
+                 (ds_options){.validation_ratio = 0.2, .stratify = 1}, unlabelled);
+    const char *no_ratio[] = {"stratify is for a hold-out", NULL};
+    expect_error("stratify without a ratio", temp("seventy.csv"), (ds_options){.stratify = 1}, no_ratio);
+    const char *too_much[] = {"add up to less than 1", NULL};
+    expect_error("ratios adding up to 1", temp("seventy.csv"), (ds_options){.validation_ratio = 0.5, .test_ratio = 0.5},
+                 too_much);
+    const char *none_left[] = {"leaves none to train on", NULL};
+    expect_error("ratios leaving no training example", fixture("sst_trees/trees/test.txt"),
+                 (ds_options){.format = DS_FORMAT_SST_TREES, .validation_ratio = 0.5}, none_left);
 }
 
 /* ---- bad input ------------------------------------------------------------------------ */
@@ -826,6 +964,7 @@ int main(void) {
     test_squad();
     test_limit_and_sample();
     test_validation_split();
+    test_holdout();
     test_bad_input();
     test_archive_integrity();
     test_text_encoding();

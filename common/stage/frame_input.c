@@ -1,4 +1,5 @@
-/* stage/frame_input.c — the readers of the data frames stages take (see frame_input.h). */
+/* stage/frame_input.c — the readers of the data frames stages take (see frame_input.h).
+ * Must never: exit or print, or let a field of the wrong type or range pass as absent. */
 #include "stage/frame_input.h"
 
 #include <stdarg.h>

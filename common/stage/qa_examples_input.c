@@ -15,7 +15,7 @@ static void keep_example(qa_examples *xs, const bp_frame *f, const char *spec) {
     int is_impossible = 0;
     if (bp_get_str(f, "example_id", &id, &id_len, &err) || bp_get_str(f, "context", &context, &context_len, &err) ||
         bp_find_bool(f, "is_impossible", &is_impossible, &err) < 0 || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die(1, spec, "%s", err.msg);
+        bp_die_err(&err);   /* names the example frame: the kind says it came from --examples */
     const char **texts = calloc(n_answers + 1, sizeof *texts);
     size_t *lens = calloc(n_answers + 1, sizeof *lens);
     if (!texts || !lens) bp_die(1, NULL, "out of memory");

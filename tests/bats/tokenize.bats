@@ -97,12 +97,13 @@ PY
   grep -q "(example q1)" "$TMP/err2"
 }
 
-@test "invalid UTF-8 is refused naming the example; a vocab without [CLS] is refused" {
+@test "invalid UTF-8 is refused naming the field and the place in the stream; a vocab without [CLS] is refused" {
   # hello, an example whose text is "caf" + a lone lead byte, eos: raw MessagePack (JSON cannot carry it)
   printf '\x83\xa1v\x01\xa1k\xa5hello\xa4from\xa1t''\x86\xa1v\x01\xa1k\xa7example\xa3seq\x00\xaaexample_id\xa3bad\xa4text\xa4caf\xc3\xa5label\x00''\x84\xa1v\x01\xa1k\xa3eos\xa4from\xa1t\xa5count\x01' >"$TMP/u.bin"
   run bash -c "tokenize --vocab '$VOCAB' <'$TMP/u.bin' 2>'$TMP/err' >/dev/null"
   [ "$status" -ne 0 ]
-  grep -q "bad" "$TMP/err"
+  # the decoder refuses it (wire: strings are UTF-8), before any stage reads the example
+  grep -q "field 'text' is a string that is not UTF-8 (byte 3), after 0 frames" "$TMP/err"
   grep -v '^\[CLS\]$' "$VOCAB" >"$TMP/vocab.txt"
   run bash -c "tokenize --vocab '$TMP/vocab.txt' </dev/null 2>'$TMP/err3'"
   [ "$status" -ne 0 ]

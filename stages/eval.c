@@ -18,7 +18,7 @@ static const char usage[] =
     "Logits for every batch frame.\n"
     "  --checkpoint DIR   config.json + model.safetensors (or pytorch_model.bin)\n"
     "  --device D         auto (default), cuda or cpu\n"
-    "  --precision P      fp32 (default), tf32 or bf16 (GPU only)\n"
+    "  --precision P      fp32 (default), bf16 (cuda, or a CPU with avx512_bf16), tf32 (cuda) or auto\n"
     "  --threads N        CPU threads (default: all)\n" BP_IO_USAGE;
 
 /* What the command line asks for. */

@@ -2,9 +2,9 @@
  *
  * The model (model/bert.c) and the optimizer (model/optim.c) never touch tensor memory
  * themselves: every buffer is an opaque device pointer owned by a backend, and every loop over
- * tensor elements is one of the ops below. backend/cpu.c implements them with OpenBLAS and a
- * small thread pool; a CUDA backend (cuBLAS + kernels) fills the same table, so one model code
- * path and one set of tests serve both.
+ * tensor elements is one of the ops below. backend/cpu.c implements them with OpenBLAS (or
+ * oneDNN bf16 products) and a small thread pool; a CUDA backend (cuBLAS + kernels) fills the same
+ * table, so one model code path and one set of tests serve both.
  *
  * Must never: know about frames, files or parameter names, or allocate inside an op (scratch
  * space is passed in by the caller, planned once from the config and the largest batch shape).
@@ -168,6 +168,15 @@ struct backend {
      * optimizer step (backend/fault.h makes an op fail on purpose, to test them). */
     int (*check)(backend *be, bp_err *err);
 
+    /* ---- product weights (may be NULL: a backend that needs no notice) ----
+     * The model's weight matrices lie in [weights, weights + n) and change only when the model
+     * says so with weights_changed (loaded, initialised, an optimizer step). A backend whose
+     * products round their operands (cpu in bf16) rounds that range once after each change
+     * instead of at every product; a weight outside it is rounded at the product. n = 0 forgets
+     * the range when it starts at `weights`. plan_weights returns 0, or -1 with err. */
+    int (*plan_weights)(backend *be, const float *weights, size_t n, bp_err *err);
+    void (*weights_changed)(backend *be);
+
     /* Release the backend itself (state, pools). */
     void (*destroy)(backend *be);
 };
@@ -176,5 +185,16 @@ struct backend {
  * online CPUs). Caller owns the result and releases it with be->destroy(be).
  * Returns NULL with err filled when threads cannot be started. */
 backend *backend_cpu_create(int threads, bp_err *err);
+
+/* bf16 matrix products on the cpu backend, the torch.autocast("cpu", torch.bfloat16) recipe:
+ * the operands of every product (linear layers, attention) are rounded to bf16 and multiplied
+ * with fp32 accumulation into an fp32 result; weights stay fp32 masters, and LayerNorm,
+ * softmax, losses and the optimizer stay fp32. Runs on oneDNN (AMX or AVX512-BF16).
+ * available: 1 when this CPU (cpuid avx512_bf16) and build (oneDNN) can, else 0 with one line
+ * in why. set_bf16: switch on (1) or off (0); -1 with err when unavailable or be is not a cpu
+ * backend. backend_cpu_bf16: 1 when on. */
+int backend_cpu_bf16_available(char *why, size_t why_size);
+int backend_cpu_set_bf16(backend *be, int on, bp_err *err);
+int backend_cpu_bf16(const backend *be);
 
 #endif

@@ -1,13 +1,16 @@
-/* backend/cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product, one small pthread
- * pool for all parallel work. The readable reference for what each op in backend.h computes.
+/* backend/cpu.c — the CPU backend: OpenBLAS sgemm for every matrix product (or, switched to
+ * bf16, oneDNN bf16 products: backend_cpu_set_bf16, bf16_gemm.h), one small pthread pool for all
+ * parallel work. The readable reference for what each op in backend.h computes.
  *
  * Threads: OpenBLAS is set to one thread and the pool splits each product into row (or column)
  * blocks, one sgemm per thread; attention runs one (batch, head) pair per task, its products,
  * softmax and dropout back to back while the T x T block is in cache. So exactly `threads`
  * threads ever compute, and idle ones sleep on a condition variable: OpenBLAS's own workers
- * spin (sched_yield) between calls and would steal the cores the element-wise loops need.
- * Must never: use OpenMP (same reason), allocate inside an op on the hot path (scratch is
- * planned by the caller), print or exit.
+ * spin (sched_yield) between calls and would steal the cores the element-wise loops need. The
+ * bf16 products run the same way, one single-threaded oneDNN call per block.
+ * Must never: use OpenMP (same reason; oneDNN's OpenMP team is held to its caller alone),
+ * allocate inside an op on the hot path (scratch is planned by the caller, or grown once to the
+ * largest need), print or exit.
  */
 /* Element-wise loops are written to vectorise (fast exp/erf below, no calls into libm in the hot
  * loops); -O2 alone leaves most of them scalar, so this file asks for the vectoriser. */
@@ -18,6 +21,7 @@
 #define FINITE_MATH_FUNCTION
 #endif
 #include "backend/backend.h"
+#include "backend/bf16_gemm.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -48,6 +52,9 @@ typedef struct cpu_state {
     size_t partials_bytes;
     float *ones;                 /* a column of 1s for bias gradients */
     size_t ones_len;
+    struct cpu_bf16 *bf16;       /* bf16 products (backend_cpu_set_bf16); NULL: fp32 */
+    const float *planned;        /* the model's product weights (plan_weights) */
+    size_t planned_n;
 } cpu_state;
 
 /* Take blocks until none is left. Blocks are handed out dynamically rather than split evenly
@@ -206,8 +213,13 @@ typedef struct gemm_job {
     int trans_a, trans_b, M, N, K, lda, ldb, ldc, split_rows, parts;
     float alpha, beta;
     const float *A, *B;
+    const uint16_t *A16, *B16;   /* bf16 operands instead of A, B (bf16 mode) */
+    const float *bias;           /* bf16 mode: added to every row of C */
     float *C;
+    struct cpu_bf16 *bf16;
 } gemm_job;
+
+static void bf16_part(gemm_job *g, int lo, int M, int N, float *C);
 
 static void gemm_part(void *ctx, size_t begin, size_t end) {
     gemm_job *g = ctx;
@@ -215,6 +227,11 @@ static void gemm_part(void *ctx, size_t begin, size_t end) {
         int total = g->split_rows ? g->M : g->N;
         int lo = (int)((size_t)total * part / g->parts), hi = (int)((size_t)total * (part + 1) / g->parts);
         if (lo >= hi) continue;
+        if (g->bf16) {
+            bf16_part(g, lo, g->split_rows ? hi - lo : g->M, g->split_rows ? g->N : hi - lo,
+                      g->C + (g->split_rows ? (size_t)lo * g->ldc : (size_t)lo));
+            continue;
+        }
         const float *A = g->A, *B = g->B;
         float *C = g->C;
         int M = g->M, N = g->N;
@@ -233,31 +250,48 @@ static void gemm_part(void *ctx, size_t begin, size_t end) {
     }
 }
 
+/* Run a product over the pool: the longer side split into a few blocks per thread (taken
+ * dynamically), none thinner than 64 rows/columns; small products stay whole. */
+static void gemm_pool(backend *be, gemm_job *g) {
+    cpu_state *st = be->state;
+    g->parts = 4 * st->threads;
+    g->split_rows = g->M >= g->N || g->bf16;   /* bf16: whole rows keep every matrix dense (att_gemm16) */
+    int side = g->split_rows ? g->M : g->N;
+    if (side / 64 < g->parts) g->parts = side / 64;
+    if ((double)g->M * g->N * g->K < 1e6 || g->parts < 2) g->parts = 1;
+    parallel_for(be, (size_t)g->parts, 2, gemm_part, g);
+}
+
 static void sgemm_pool(backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    cpu_state *st = be->state;
     gemm_job g = { .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda,
-                   .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C,
-                   .parts = 4 * st->threads };
-    /* split the longer side into a few blocks per thread (taken dynamically), none thinner
-     * than 64 rows/columns; small products stay whole */
-    g.split_rows = M >= N;
-    int side = g.split_rows ? M : N;
-    if (side / 64 < g.parts) g.parts = side / 64;
-    if ((double)M * N * K < 1e6 || g.parts < 2) g.parts = 1;
-    parallel_for(be, (size_t)g.parts, 2, gemm_part, &g);
+                   .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C };
+    gemm_pool(be, &g);
 }
 
 // ----------------------------------------------------------------------------
 // linear layers
 
+/* out = bias in every row (beta 1 for the product to add to), or beta 0 without a bias. */
+static float bias_rows(float *out, const float *bias, int N, int OC) {
+    if (!bias) return 0.0f;
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+    return 1.0f;
+}
+
+static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
+                                const float *bias, int N, int IC, int OC);
+static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight,
+                                 int N, int IC, int OC, int accumulate_dinp);
+
 static void cpu_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
                                const float *bias, int N, int IC, int OC) {
-    float beta = 0.0f;
-    if (bias) {
-        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
-        beta = 1.0f;
+    if (((cpu_state *)be->state)->bf16) {
+        bf16_matmul_forward(be, out, inp, weight, bias, N, IC, OC);
+        return;
     }
+    float beta = bias_rows(out, bias, N, OC);
     sgemm_pool(be, 0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
 }
 
@@ -275,22 +309,29 @@ static const float *ones_column(backend *be, size_t n) {
     return st->ones;
 }
 
+/* dbias[OC] += column sums of dout[N, OC], in fp32 in every precision. */
+static void bias_gradient(backend *be, float *dbias, const float *dout, int N, int OC) {
+    const float *ones = ones_column(be, (size_t)N);
+    if (ones) {
+        /* dbias[1, OC] += ones[1, N] . dout[N, OC], split over OC */
+        sgemm_pool(be, 0, 0, 1, OC, N, 1.0f, ones, N, dout, OC, 1.0f, dbias, OC);
+    } else {   /* no memory for the ones column: the plain loop gives the same sums */
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) dbias[o] += dout[(size_t)n * OC + o];
+    }
+}
+
 static void cpu_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
                                 const float *dout, const float *inp, const float *weight,
                                 int N, int IC, int OC, int accumulate_dinp) {
+    if (((cpu_state *)be->state)->bf16) {
+        bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp);
+        return;
+    }
     if (dinp)
         sgemm_pool(be, 0, 0, N, IC, OC, 1.0f, dout, OC, weight, IC, accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
     sgemm_pool(be, 1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
-    if (dbias) {
-        const float *ones = ones_column(be, (size_t)N);
-        if (ones) {
-            /* dbias[1, OC] += ones[1, N] . dout[N, OC], split over OC */
-            sgemm_pool(be, 0, 0, 1, OC, N, 1.0f, ones, N, dout, OC, 1.0f, dbias, OC);
-        } else {   /* no memory for the ones column: the plain loop gives the same sums */
-            for (int n = 0; n < N; n++)
-                for (int o = 0; o < OC; o++) dbias[o] += dout[(size_t)n * OC + o];
-        }
-    }
+    if (dbias) bias_gradient(be, dbias, dout, N, OC);
 }
 
 // ----------------------------------------------------------------------------
@@ -542,6 +583,10 @@ typedef struct att_job {
     int T, Tq, C, NH;
     float p;
     uint64_t key;
+    /* bf16: operand copies, pair16_len per block of `grain` pairs */
+    struct cpu_bf16 *bf16;
+    uint16_t *pairs16;
+    size_t pair16_len, grain;
 } att_job;
 
 /* Largest of n floats. Scores are finite (FLT_MAX masks, no infinities), which lets this one
@@ -586,6 +631,20 @@ static void dropout_block(float *restrict out, const float *restrict in, size_t 
     for (size_t i = 0; i < n; i++) out[i] = in[i] * dropout_factor(key, first_index + i, p, keep_scale);
 }
 
+/* Softmax of the scores P of pair `pair` (sequence b) in place, then the probabilities the
+ * context is made from: P itself, or its dropped copy in probs_dropped. */
+static const float *softmax_dropout(const att_job *j, float *P, size_t b, size_t pair, int klen) {
+    int T = j->T, Tq = j->Tq;
+    size_t block = (size_t)Tq * T;
+    softmax_block(P, j->mask + b * T, Tq, klen, T);
+    if (j->p <= 0) return P;
+    float *dropped = j->probs_dropped + pair * block;
+    for (int r = 0; r < Tq; r++)
+        dropout_block(dropped + (size_t)r * T, P + (size_t)r * T, (size_t)klen, pair * block + (size_t)r * T, j->p,
+                      j->key);
+    return dropped;
+}
+
 /* Tasks are (b, h) pairs; each runs its two products, softmax and dropout back to back, on the
  * keys up to the last real one (the others have probability 0 exactly). Dropout indices are
  * positions in the full [Tq, T] block, so skipping keys never changes a mask. */
@@ -600,19 +659,15 @@ static void attention_forward_pairs(void *ctx, size_t begin, size_t end) {
         const float *q = j->qkv + b * T * C3 + h * D;
         float *P = j->probs + pair * block;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, scale, q, C3, q + C, C3, 0.0f, P, T);
-        softmax_block(P, j->mask + b * T, Tq, klen, T);
-        const float *Pd = P;
-        if (j->p > 0) {
-            float *dropped = j->probs_dropped + pair * block;
-            for (int r = 0; r < Tq; r++)
-                dropout_block(dropped + (size_t)r * T, P + (size_t)r * T, (size_t)klen,
-                              pair * block + (size_t)r * T, j->p, j->key);
-            Pd = dropped;
-        }
+        const float *Pd = softmax_dropout(j, P, b, pair, klen);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, 1.0f, Pd, T, q + 2 * C, C3, 0.0f,
                     j->ctx + b * T * C + h * D, C);
     }
 }
+
+static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end);
+static void attention_backward_pairs_bf16(void *ctx, size_t begin, size_t end);
+static void bf16_attention(backend *be, att_job *j, size_t pairs, pool_fn fn);
 
 static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *probs_dropped,
                                   const float *qkv, const int32_t *attention_mask, int B, int T,
@@ -620,14 +675,35 @@ static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *
     att_job j = { .ctx = ctx, .probs = probs, .probs_dropped = probs_dropped, .qkv = qkv,
                   .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
                   .key = dropout_key };
+    if (((cpu_state *)be->state)->bf16) {
+        bf16_attention(be, &j, (size_t)B * NH, attention_forward_pairs_bf16);
+        return;
+    }
     parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
+}
+
+/* d(probabilities) [Tq, klen] (row stride T) in place -> d(scores): back through the dropout
+ * of the block (first element index `first`) and the softmax of P. */
+static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, int T, float p, uint64_t key,
+                                   size_t first) {
+    float keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    for (int r = 0; r < Tq; r++) {
+        const float *Pr = P + (size_t)r * T;
+        float *dr = dS + (size_t)r * T;
+        if (p > 0)
+            for (int k = 0; k < klen; k++)
+                dr[k] *= dropout_factor(key, first + (size_t)r * T + k, p, keep_scale);
+        float dot = 0.0f;
+        for (int k = 0; k < klen; k++) dot += dr[k] * Pr[k];
+        for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
+    }
 }
 
 static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
     att_job *j = ctx;
     int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)D);
-    float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    float p = j->p;
     uint64_t key = j->key;
     size_t block = (size_t)Tq * T;
     for (size_t pair = begin; pair < end; pair++) {
@@ -651,16 +727,7 @@ static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
         /* dP = dctx V^T, back through dropout and softmax into d(scores) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
                     dS, T);
-        for (int r = 0; r < Tq; r++) {
-            const float *Pr = P + (size_t)r * T;
-            float *dr = dS + (size_t)r * T;
-            if (p > 0)
-                for (int k = 0; k < klen; k++)
-                    dr[k] *= dropout_factor(key, pair * block + (size_t)r * T + k, p, keep_scale);
-            float dot = 0.0f;
-            for (int k = 0; k < klen; k++) dot += dr[k] * Pr[k];
-            for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
-        }
+        softmax_backward_block(dS, P, Tq, klen, T, p, key, pair * block);
         /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, scale, dS, T, q + C, C3, 0.0f, dq, C3);
         zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);
@@ -676,7 +743,291 @@ static void cpu_attention_backward(backend *be, float *dqkv, float *scratch, con
     att_job j = { .dqkv = dqkv, .scratch = scratch, .dctx = dctx, .cprobs = probs, .qkv = qkv,
                   .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
                   .key = dropout_key };
+    if (((cpu_state *)be->state)->bf16) {
+        bf16_attention(be, &j, (size_t)B * NH, attention_backward_pairs_bf16);
+        return;
+    }
     parallel_for(be, (size_t)B * NH, 2, attention_backward_pairs, &j);
+}
+
+// ----------------------------------------------------------------------------
+// bf16 products (backend_cpu_set_bf16): the autocast recipe. The operands of every matrix
+// product, linear layers and attention alike, are rounded to bf16 and multiplied with fp32
+// accumulation into an fp32 result (bf16_gemm.h); every other op and every tensor the model
+// keeps stay fp32. Weights in the planned range are rounded once after each change
+// (plan_weights, weights_changed), activations at the product that reads them.
+
+typedef struct cpu_bf16 {
+    bf16_gemm_engine *engine;
+    uint16_t *operands;          /* the activations of one linear product, grown once */
+    size_t operands_len;
+    uint16_t *weight_copy;       /* a weight outside the planned range, rounded per product */
+    size_t weight_copy_len;
+    uint16_t *planned16;         /* the planned weights, rounded */
+    size_t planned16_len;
+    int planned_fresh;           /* planned16 matches the weights */
+    uint16_t *pairs16;           /* attention operands, per block of (b, h) pairs */
+    size_t pairs16_len;
+    pthread_mutex_t mu;          /* first_error is written by pool threads */
+    int failed;
+    bp_err first_error;
+} cpu_bf16;
+
+/* Keep the first failure; check reports it (sticky, as a failed CUDA backend). */
+static void bf16_record(cpu_bf16 *b, const bp_err *err) {
+    pthread_mutex_lock(&b->mu);
+    if (!b->failed) {
+        b->failed = 1;
+        b->first_error = *err;
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* A bf16 buffer of at least n values, grown once to the largest need; NULL (failure recorded,
+ * `out` of rows x cols filled with NaN) when out of memory. */
+static uint16_t *bf16_buffer(cpu_bf16 *b, uint16_t **buf, size_t *len, size_t n, float *out, size_t rows,
+                             size_t cols, size_t ld) {
+    if (*len < n) {
+        void *grown = NULL;
+        if (posix_memalign(&grown, 64, n * sizeof(uint16_t) + 64) != 0) {
+            bp_err err;
+            bp_err_set(&err, "out of memory for %zu bf16 operand values (cpu backend)", n);
+            bf16_record(b, &err);
+            for (size_t r = 0; out && r < rows; r++)
+                for (size_t c = 0; c < cols; c++) out[r * ld + c] = NAN;
+            return NULL;
+        }
+        free(*buf);
+        *buf = grown;
+        *len = n;
+    }
+    return *buf;
+}
+
+typedef struct convert_job {
+    uint16_t *dst;
+    const float *src;
+    int cols;
+} convert_job;
+
+static void convert_rows(void *ctx, size_t begin, size_t end) {
+    convert_job *j = ctx;
+    bf16_from_f32_rows(j->dst + begin * j->cols, j->cols, j->src + begin * j->cols, j->cols, (int)(end - begin),
+                       j->cols);
+}
+
+/* dst = bf16(src) for dense [rows, cols], over the pool. */
+static void bf16_convert(backend *be, uint16_t *dst, const float *src, size_t rows, int cols) {
+    convert_job j = { .dst = dst, .src = src, .cols = cols };
+    parallel_for(be, rows, EW_SERIAL_BELOW / (size_t)cols + 1, convert_rows, &j);
+}
+
+/* bf16 copy of weight [n]: from the planned copy (made again after a change), else rounded now. */
+static const uint16_t *bf16_weight(backend *be, const float *weight, size_t n, float *out, size_t rows, size_t cols) {
+    cpu_state *st = be->state;
+    cpu_bf16 *b = st->bf16;
+    uintptr_t w = (uintptr_t)weight, lo = (uintptr_t)st->planned, hi = lo + st->planned_n * sizeof(float);
+    if (st->planned && w >= lo && w + n * sizeof(float) <= hi) {
+        if (!b->planned_fresh || b->planned16_len < st->planned_n) {
+            if (!bf16_buffer(b, &b->planned16, &b->planned16_len, st->planned_n, out, rows, cols, cols)) return NULL;
+            size_t row = 4096, full = st->planned_n / row, tail = st->planned_n - full * row;
+            bf16_convert(be, b->planned16, st->planned, full, (int)row);
+            if (tail) bf16_from_f32_rows(b->planned16 + full * row, 0, st->planned + full * row, 0, 1, (int)tail);
+            b->planned_fresh = 1;
+        }
+        return b->planned16 + (weight - st->planned);
+    }
+    uint16_t *copy = bf16_buffer(b, &b->weight_copy, &b->weight_copy_len, n, out, rows, cols, cols);
+    if (copy) bf16_convert(be, copy, weight, 1, (int)n);
+    return copy;
+}
+
+/* One block of a split product (gemm_part): rows or columns from `lo`, C already offset. */
+static void bf16_part(gemm_job *g, int lo, int M, int N, float *C) {
+    const uint16_t *A = g->A16, *B = g->B16;
+    if (g->split_rows) A += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
+    else B += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
+    bp_err err;
+    if (bf16_gemm(g->bf16->engine, g->trans_a, g->trans_b, M, N, g->K, g->alpha, A, g->lda, B, g->ldb, g->bias,
+                  g->beta, C, g->ldc, &err) != 0)
+        bf16_record(g->bf16, &err);
+}
+
+static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
+                                const float *bias, int N, int IC, int OC) {
+    cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
+    const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, out, (size_t)N, (size_t)OC);
+    uint16_t *x16 = w16 ? bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * IC, out, (size_t)N, (size_t)OC,
+                                      (size_t)OC) : NULL;
+    if (!x16) return;
+    bf16_convert(be, x16, inp, (size_t)N, IC);
+    gemm_job g = { .trans_a = 0, .trans_b = 1, .M = N, .N = OC, .K = IC, .lda = IC, .ldb = IC, .ldc = OC,
+                   .alpha = 1.0f, .beta = 0.0f, .A16 = x16, .B16 = w16, .bias = bias, .C = out, .bf16 = b };
+    gemm_pool(be, &g);
+}
+
+static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight,
+                                 int N, int IC, int OC, int accumulate_dinp) {
+    cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
+    uint16_t *d16 = bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * (OC + IC), dweight, (size_t)OC,
+                                (size_t)IC, (size_t)IC);
+    if (!d16) return;
+    uint16_t *x16 = d16 + (size_t)N * OC;
+    bf16_convert(be, d16, dout, (size_t)N, OC);
+    bf16_convert(be, x16, inp, (size_t)N, IC);
+    if (dinp) {
+        const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, dinp, (size_t)N, (size_t)IC);
+        if (!w16) return;
+        gemm_job g = { .trans_a = 0, .trans_b = 0, .M = N, .N = IC, .K = OC, .lda = OC, .ldb = IC, .ldc = IC,
+                       .alpha = 1.0f, .beta = accumulate_dinp ? 1.0f : 0.0f, .A16 = d16, .B16 = w16, .C = dinp,
+                       .bf16 = b };
+        gemm_pool(be, &g);
+    }
+    gemm_job g = { .trans_a = 1, .trans_b = 0, .M = OC, .N = IC, .K = N, .lda = OC, .ldb = IC, .ldc = IC,
+                   .alpha = 1.0f, .beta = 1.0f, .A16 = d16, .B16 = x16, .C = dweight, .bf16 = b };
+    gemm_pool(be, &g);
+    if (dbias) bias_gradient(be, dbias, dout, N, OC);
+}
+
+/* Attention products of one (b, h) pair read bf16 copies of its slices, made per pair:
+ * q [Tq, D], k and v [klen, D], dctx [Tq, D] (row stride D) and one [Tq, T] block of
+ * probabilities or their gradient. */
+typedef struct pair_operands {
+    uint16_t *q, *k, *v, *dctx, *block;
+    float *result;               /* a product's result before it goes to its strided place:
+                                    [T, D] or [Tq, T] floats */
+} pair_operands;
+
+static size_t pair_operands_len(int T, int Tq, int D) {
+    size_t halves = (size_t)2 * Tq * D + (size_t)2 * T * D + (size_t)Tq * T;
+    size_t result = (size_t)T * D > (size_t)Tq * T ? (size_t)T * D : (size_t)Tq * T;
+    return (halves + 31) / 32 * 32 + 2 * result;
+}
+
+static pair_operands pair_operands_of(const att_job *j, size_t begin) {
+    int D = j->C / j->NH;
+    pair_operands o;
+    o.q = j->pairs16 + begin / j->grain * j->pair16_len;
+    o.k = o.q + (size_t)j->Tq * D;
+    o.v = o.k + (size_t)j->T * D;
+    o.dctx = o.v + (size_t)j->T * D;
+    o.block = o.dctx + (size_t)j->Tq * D;
+    size_t halves = (size_t)2 * j->Tq * D + (size_t)2 * j->T * D + (size_t)j->Tq * j->T;
+    o.result = (float *)(void *)(o.q + (halves + 31) / 32 * 32);
+    return o;
+}
+
+/* Keys of a bf16 pair's products: klen rounded up to 16 (at most T), so that the products have
+ * T / 16 shapes instead of T (each shape is a oneDNN primitive to make). The bf16 copies are
+ * zero past klen, so the extra keys add exact zeros. */
+static int padded_keys(int klen, int T) {
+    int padded = (klen + 15) / 16 * 16;
+    return padded < T ? padded : T;
+}
+
+/* bf16 copy of rows x used values (row strides dst_stride, src_stride), zero up to `width`. */
+static void round_padded(uint16_t *dst, int dst_stride, const float *src, int src_stride, int rows, int used,
+                         int width) {
+    bf16_from_f32_rows(dst, dst_stride, src, src_stride, rows, used);
+    if (width > used)
+        for (int r = 0; r < rows; r++) memset(dst + (size_t)r * dst_stride + used, 0, (size_t)(width - used) * sizeof(uint16_t));
+}
+
+/* C = alpha op(A) op(B) of one pair. oneDNN runs its AMX/brgemm kernels only when every matrix
+ * is dense, so a result whose rows are strided (a head's columns of ctx or dqkv) is made in
+ * o->result and copied to its place. */
+static void att_gemm16(const att_job *j, const pair_operands *o, int trans_a, int trans_b, int M, int N, int K,
+                       float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb, float *C, int ldc) {
+    bp_err err;
+    float *dense = ldc == N ? C : o->result;
+    if (bf16_gemm(j->bf16->engine, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, 0.0f, dense, N, &err) != 0)
+        bf16_record(j->bf16, &err);
+    if (dense != C)
+        for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc, dense + (size_t)r * N, (size_t)N * sizeof(float));
+}
+
+/* The fp32 pair loops (attention_forward_pairs, attention_backward_pairs) with bf16 products. */
+static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end) {
+    att_job *j = ctx;
+    int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t block = (size_t)Tq * T;
+    pair_operands o = pair_operands_of(j, begin);
+    for (size_t pair = begin; pair < end; pair++) {
+        size_t b = pair / NH, h = pair % NH;
+        int klen = key_length(j->mask + b * T, T), kpad = padded_keys(klen, T);
+        const float *q = j->qkv + b * T * C3 + h * D;
+        float *P = j->probs + pair * block;
+        bf16_from_f32_rows(o.q, D, q, C3, Tq, D);
+        bf16_from_f32_rows(o.k, D, q + C, C3, klen, D);
+        bf16_from_f32_rows(o.v, D, q + 2 * C, C3, klen, D);
+        memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+        memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+        att_gemm16(j, &o, 0, 1, Tq, kpad, D, scale, o.q, D, o.k, D, P, T);
+        const float *Pd = softmax_dropout(j, P, b, pair, klen);
+        round_padded(o.block, kpad, Pd, T, Tq, klen, kpad);
+        att_gemm16(j, &o, 0, 0, Tq, D, kpad, 1.0f, o.block, kpad, o.v, D, j->ctx + b * T * C + h * D, C);
+    }
+}
+
+static void attention_backward_pairs_bf16(void *ctx, size_t begin, size_t end) {
+    att_job *j = ctx;
+    int T = j->T, Tq = j->Tq, C = j->C, NH = j->NH, D = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)D);
+    float p = j->p;
+    size_t block = (size_t)Tq * T;
+    pair_operands o = pair_operands_of(j, begin);
+    for (size_t pair = begin; pair < end; pair++) {
+        size_t b = pair / NH, h = pair % NH;
+        int klen = key_length(j->mask + b * T, T), kpad = padded_keys(klen, T);
+        size_t off = b * T * C3 + h * D;
+        const float *q = j->qkv + off, *P = j->cprobs + pair * block;
+        float *dq = j->dqkv + off, *dS = j->scratch + pair * block;
+        bf16_from_f32_rows(o.q, D, q, C3, Tq, D);
+        bf16_from_f32_rows(o.k, D, q + C, C3, klen, D);
+        bf16_from_f32_rows(o.v, D, q + 2 * C, C3, klen, D);
+        memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+        memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+        bf16_from_f32_rows(o.dctx, D, j->dctx + b * T * C + h * D, C, Tq, D);
+        /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key) */
+        const float *Pd = P;
+        if (p > 0) {
+            for (int r = 0; r < Tq; r++)
+                dropout_block(dS + (size_t)r * T, P + (size_t)r * T, (size_t)klen, pair * block + (size_t)r * T,
+                              p, j->key);
+            Pd = dS;
+        }
+        round_padded(o.block, kpad, Pd, T, Tq, klen, kpad);
+        /* the padded keys' rows of dV, dK come out zero and are zeroed again with the masked ones */
+        att_gemm16(j, &o, 1, 0, kpad, D, Tq, 1.0f, o.block, kpad, o.dctx, D, dq + 2 * C, C3);
+        zero_rows(dq + 2 * C + (size_t)klen * C3, T - klen, C3, D);
+        /* dP = dctx V^T, back through dropout and softmax into d(scores), rounded for the last two */
+        att_gemm16(j, &o, 0, 1, Tq, kpad, D, 1.0f, o.dctx, D, o.v, D, dS, T);
+        softmax_backward_block(dS, P, Tq, klen, T, p, j->key, pair * block);
+        round_padded(o.block, kpad, dS, T, Tq, klen, kpad);
+        /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
+        att_gemm16(j, &o, 0, 0, Tq, D, kpad, scale, o.block, kpad, o.k, D, dq, C3);
+        zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);
+        att_gemm16(j, &o, 1, 0, kpad, D, Tq, scale, o.block, kpad, o.q, D, dq + C, C3);
+        zero_rows(dq + C + (size_t)klen * C3, T - klen, C3, D);
+    }
+}
+
+/* Run one of the bf16 pair loops over `pairs` (b, h) pairs, each block of pairs with operand
+ * space of its own. */
+static void bf16_attention(backend *be, att_job *j, size_t pairs, pool_fn fn) {
+    cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
+    j->bf16 = b;
+    j->grain = block_size(be->state, pairs, 2);
+    j->pair16_len = pair_operands_len(j->T, j->Tq, j->C / j->NH);
+    size_t blocks = (pairs + j->grain - 1) / j->grain;
+    float *out = j->ctx ? j->ctx : j->dqkv;   /* NaN there when no operand space */
+    int out_cols = j->ctx ? j->C : 3 * j->C;
+    j->pairs16 = bf16_buffer(b, &b->pairs16, &b->pairs16_len, blocks * j->pair16_len, out,
+                             pairs / j->NH * (size_t)j->T, (size_t)out_cols, (size_t)out_cols);
+    if (!j->pairs16) return;
+    parallel_for_grain(be, pairs, j->grain, fn, j);
 }
 
 // ----------------------------------------------------------------------------
@@ -829,9 +1180,75 @@ static void cpu_adamw(backend *be, float *param, const float *grad, float *m, fl
 // ----------------------------------------------------------------------------
 // life cycle
 
-/* Every op runs to completion on valid memory before it returns: nothing is ever pending or
- * failed. */
-static int cpu_check(backend *be, bp_err *err) { return 0; }
+/* Every op runs to completion before it returns: nothing is ever pending. In fp32 nothing can
+ * fail either; a bf16 product can (oneDNN out of memory), and the first failure stays. */
+static int cpu_check(backend *be, bp_err *err) {
+    cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
+    if (!b) return 0;
+    pthread_mutex_lock(&b->mu);
+    int failed = b->failed;
+    if (failed && err) *err = b->first_error;
+    pthread_mutex_unlock(&b->mu);
+    return failed ? -1 : 0;
+}
+
+static int cpu_plan_weights(backend *be, const float *weights, size_t n, bp_err *err) {
+    cpu_state *st = be->state;
+    if (n == 0) {   /* forget the range, if it is this one */
+        if (st->planned == weights) { st->planned = NULL; st->planned_n = 0; }
+    } else {
+        st->planned = weights;
+        st->planned_n = n;
+    }
+    if (st->bf16) st->bf16->planned_fresh = 0;
+    return 0;
+}
+
+static void cpu_weights_changed(backend *be) {
+    cpu_state *st = be->state;
+    if (st->bf16) st->bf16->planned_fresh = 0;
+}
+
+static void bf16_free(cpu_bf16 *b) {
+    if (!b) return;
+    bf16_gemm_engine_free(b->engine);
+    free(b->operands);
+    free(b->weight_copy);
+    free(b->planned16);
+    free(b->pairs16);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+int backend_cpu_bf16_available(char *why, size_t why_size) { return bf16_gemm_available(why, why_size); }
+
+int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
+    if (!be || !be->name || strcmp(be->name, "cpu") != 0)
+        return bp_err_set(err, "bf16 products are a cpu backend setting (backend is %s)", be && be->name ? be->name : "none");
+    cpu_state *st = be->state;
+    if (!on) {
+        bf16_free(st->bf16);
+        st->bf16 = NULL;
+        return 0;
+    }
+    if (st->bf16) return 0;
+    char why[256];
+    if (!bf16_gemm_available(why, sizeof why)) return bp_err_set(err, "no bf16 products: %s (cpu backend)", why);
+    cpu_bf16 *b = calloc(1, sizeof *b);
+    if (!b) return bp_err_set(err, "out of memory enabling bf16 products (cpu backend)");
+    b->engine = bf16_gemm_engine_create(err);
+    if (!b->engine) {
+        free(b);
+        return -1;
+    }
+    pthread_mutex_init(&b->mu, NULL);
+    st->bf16 = b;
+    return 0;
+}
+
+int backend_cpu_bf16(const backend *be) {
+    return be && be->name && strcmp(be->name, "cpu") == 0 && ((const cpu_state *)be->state)->bf16 != NULL;
+}
 
 static void cpu_destroy(backend *be) {
     if (!be) return;
@@ -846,6 +1263,7 @@ static void cpu_destroy(backend *be) {
         pthread_cond_destroy(&st->wake);
         pthread_cond_destroy(&st->done);
         free(st->workers);
+        bf16_free(st->bf16);
         free(st->ones);
         free(st->partials);
         free(st);
@@ -917,5 +1335,7 @@ backend *backend_cpu_create(int threads, bp_err *err) {
     be->sumsq = cpu_sumsq;
     be->adamw = cpu_adamw;
     be->check = cpu_check;
+    be->plan_weights = cpu_plan_weights;
+    be->weights_changed = cpu_weights_changed;
     return be;
 }

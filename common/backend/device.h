@@ -11,9 +11,10 @@
 
 #include "backend/backend.h"
 
-/* threads: CPU element-wise threads (0 = all cores). precision: "fp32", "tf32" or "bf16"
- * (NULL = fp32); tf32 and bf16 need the CUDA backend. note (may be NULL) gets one line about
- * the choice. In the test build (BP_FAULT_INJECTION) a BERTPIPE_FAULT in the environment arms
+/* threads: CPU element-wise threads (0 = all cores). precision: "fp32", "tf32", "bf16" or
+ * "auto" (NULL = fp32): tf32 needs the CUDA backend; bf16 runs on cuda, or on the cpu when it has
+ * avx512_bf16 (else an error saying so); auto is bf16 where the device has it, else fp32.
+ * note (may be NULL) gets one line about the choice (for auto on a CPU without bf16, why). In the test build (BP_FAULT_INJECTION) a BERTPIPE_FAULT in the environment arms
  * backend/fault.h on the result; a malformed one is an error. Returns the backend (caller
  * destroys it with be->destroy(be)) or NULL with err. */
 backend *bp_backend_open(const char *device, int threads, const char *precision, char *note, size_t note_size,

@@ -137,6 +137,17 @@ static void point_acts(bert_acts *a, float *memory, const size_t sizes[NUM_ACT_T
     }
 }
 
+/* Floats from qkvw to the end of headw: the weights of every matrix product, adjacent in
+ * bert_params, which the backend may keep rounded copies of (backend.h plan_weights). */
+static size_t product_weights(const bert_model *m) {
+    return (size_t)(m->params.headw - m->params.qkvw) + (size_t)head_outputs(&m->cfg) * m->cfg.hidden_size;
+}
+
+/* The parameters changed (loaded, initialised, stepped): copies the backend keeps are stale. */
+static void weights_changed(bert_model *m) {
+    if (m->be->weights_changed) m->be->weights_changed(m->be);
+}
+
 static size_t total_aligned(const size_t *sizes, int n) {
     size_t total = 0;
     for (int i = 0; i < n; i++) total += (sizes[i] + 15) / 16 * 16;
@@ -203,12 +214,17 @@ bert_model *bert_create_for(const bert_config *cfg, backend *be, int max_B, int 
     m->d_attention_mask = m->d_token_type_ids + N;
     m->d_targets = m->d_attention_mask + N;
     m->d_target_values = (float *)(void *)(m->d_targets + 2 * (size_t)max_B);
+    if (be->plan_weights && be->plan_weights(be, m->params.qkvw, product_weights(m), err) != 0) {
+        bert_free(m);
+        return NULL;
+    }
     return m;
 }
 
 void bert_free(bert_model *m) {
     if (!m) return;
     backend *be = m->be;
+    if (be->plan_weights && m->params_memory) be->plan_weights(be, m->params.qkvw, 0, NULL);
     be->free(be, m->params_memory);
     be->free(be, m->grads_memory);
     be->free(be, m->acts_memory);
@@ -255,6 +271,7 @@ int bert_init_weights(bert_model *m, uint64_t seed, int only_head, bp_err *err) 
         offset += sizes[i];
     }
     m->be->upload(m->be, m->params_memory, host, m->num_params * sizeof(float));
+    weights_changed(m);
     free(host);
     return m->be->check(m->be, err);
 }
@@ -607,8 +624,9 @@ int bert_optim_step(bert_model *m, optim_adamw *opt, double *grad_norm_out, floa
                           opt->n, m->num_params);
     optim_segment segs[3];
     int nseg = bert_optim_segments(m, segs);
-    if (optim_step(opt, m->params_memory, m->grads_memory, segs, nseg, grad_norm_out, lr_out, err) != 0)
-        return -1;
+    int rc = optim_step(opt, m->params_memory, m->grads_memory, segs, nseg, grad_norm_out, lr_out, err);
+    weights_changed(m);   /* even after a failure: some segments may have been updated */
+    if (rc != 0) return -1;
     bert_zero_grad(m);
     return m->be->check(m->be, err);
 }
@@ -711,6 +729,7 @@ int bert_copy_from_host(bert_model *m, optim_adamw *opt, bert_state which, const
     float *dst = state_memory(m, opt, which, err);
     if (!dst) return -1;
     m->be->upload(m->be, dst, src, m->num_params * sizeof(float));
+    if (which == BERT_STATE_PARAMS) weights_changed(m);
     if (which == BERT_STATE_GRADS) {
         /* any row may now hold gradient: mark all touched so norms and AdamW read them */
         uint8_t *all = malloc((size_t)m->cfg.vocab_size);

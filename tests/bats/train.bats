@@ -87,6 +87,26 @@ EVAL="$BERTPIPE_BIN/eval"
   grep -q "device: cpu (" "$TMP/err2"
 }
 
+@test "--precision bf16 on the cpu: bf16 products where the CPU has avx512_bf16, one error line where not" {
+  batches train 64 32 1 --out "file:$TMP/b.batches"
+  batches validation 16 16 1 --no-shuffle --out "file:$TMP/v.batches"
+  if grep -qw avx512_bf16 /proc/cpuinfo; then
+    BERTPIPE_QUIET=0 train --in "file:$TMP/b.batches" --preset tiny --vocab "$VOCAB" --device cpu --precision bf16 \
+      --save "$TMP/model" 2>"$TMP/err" >/dev/null
+    grep -q "device: cpu, bf16 products" "$TMP/err"
+    "$EVAL" --checkpoint "$TMP/model" --in "file:$TMP/v.batches" --device cpu --precision bf16 | frames2json >"$TMP/l.jsonl"
+    [ "$(grep -c '"k":"logits"' "$TMP/l.jsonl")" -eq 1 ]
+  fi
+  # a CPU without it, played by the test build's BERTPIPE_HIDE_BF16
+  run bash -c "BERTPIPE_HIDE_BF16=1 train --in 'file:$TMP/b.batches' --preset tiny --vocab '$VOCAB' --device cpu --precision bf16 2>'$TMP/err' >/dev/null"
+  [ "$status" -ne 0 ]
+  assert_one_error_line "$TMP/err" train
+  grep -q "avx512_bf16" "$TMP/err"
+  BERTPIPE_HIDE_BF16=1 BERTPIPE_QUIET=0 train --in "file:$TMP/b.batches" --preset tiny --vocab "$VOCAB" --device cpu \
+    --precision auto --max-steps 1 2>"$TMP/err2" >/dev/null
+  grep -q "device: cpu, fp32: this CPU has no avx512_bf16" "$TMP/err2"
+}
+
 @test "a saved checkpoint gives the same logits in the PyTorch reference, and loads from torch.save too" {
   /usr/bin/python3 -c 'import torch' 2>/dev/null || skip "no python3-torch at /usr/bin/python3"
   batches train 96 32 1 | train --preset tiny --vocab "$VOCAB" --lr 1e-3 --save "$TMP/model" >/dev/null

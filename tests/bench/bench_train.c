@@ -2,11 +2,14 @@
  *
  *   build/bench/bench_train --head cls|qa [--batch B] [--seq T] [--steps K] [--threads N]
  *                           [--layers L --hidden H --heads A --intermediate I --vocab V]
+ *                           [--precision fp32|bf16]
  *
- * Defaults: BERT-Mini (L4 H256 A4 I1024, vocab 30522), random weights (seed 1), dropout 0.1.
- * The batches are a fixed formula shared with tests/reference/bench_train_torch.py, so both
- * sides run the same token ids, padding and targets. Prints one line:
- *   impl c head cls batch 32 seq 128 train_seq_s X eval_seq_s Y peak_rss_mb Z
+ * Defaults: BERT-Mini (L4 H256 A4 I1024, vocab 30522), random weights (seed 1), dropout 0.1,
+ * fp32 (bf16: the cpu backend's bf16 products, backend.h). The batches are a fixed formula
+ * shared with tests/reference/bench_train_torch.py, so both sides run the same token ids,
+ * padding and targets. Prints one line:
+ *   impl c head cls batch 32 seq 128 train_seq_s X eval_seq_s Y peak_rss_mb Z ...
+ * (impl c-bf16 in bf16).
  * A training step is forward + backward + clip + AdamW (+ zero grad); eval is a forward pass.
  * Must never: be part of the test suite (it runs for tens of seconds).
  */
@@ -78,9 +81,12 @@ int main(int argc, char **argv) {
     cfg.num_labels = 2;
     if (B <= 0 || T < 4 || steps <= 0) bp_die(2, NULL, "--batch, --seq (>= 4) and --steps must be positive");
 
+    const char *precision = arg_str(argc, argv, "--precision", "fp32");
+    int bf16 = strcmp(precision, "bf16") == 0;
+    if (!bf16 && strcmp(precision, "fp32") != 0) bp_die(2, NULL, "--precision must be fp32 or bf16, not %s", precision);
     bp_err err;
     backend *be = backend_cpu_create(threads, &err);
-    if (!be) bp_die_err(&err);
+    if (!be || (bf16 && backend_cpu_set_bf16(be, 1, &err) != 0)) bp_die_err(&err);
     bert_model *m = bert_create(&cfg, be, B, T, &err);
     if (!m || bert_init_weights(m, 1, 0, &err) != 0) bp_die_err(&err);
     optim_config oc;
@@ -122,8 +128,8 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("impl c head %s batch %d seq %d train_seq_s %.2f eval_seq_s %.2f peak_rss_mb %.0f loss %.4f "
-           "train_cpu_s_per_step %.3f\n", head, B, T, steps * B / train_time, steps * B / eval_time,
+    printf("impl %s head %s batch %d seq %d train_seq_s %.2f eval_seq_s %.2f peak_rss_mb %.0f loss %.4f "
+           "train_cpu_s_per_step %.3f\n", bf16 ? "c-bf16" : "c", head, B, T, steps * B / train_time, steps * B / eval_time,
            ru.ru_maxrss / 1024.0, last_loss, train_cpu / steps);
     free(ids); free(types); free(mask); free(labels); free(starts); free(ends);
     optim_free(opt);

@@ -26,6 +26,7 @@
 #include "model/bert.h"
 #include "base/log.h"
 #include "model/optim.h"
+#include "random_inputs.h"
 #include "tap.h"
 #ifdef BP_HAVE_CUDA
 #include "backend/cuda.h"
@@ -36,19 +37,6 @@
 // ----------------------------------------------------------------------------
 // inputs and comparison
 
-static uint64_t rng_state = 0x243F6A8885A308D3ull;
-static float uniform(float lo, float hi) {   /* own xorshift: the same inputs on every run */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
-}
-static float *random_floats(size_t n, float lo, float hi) {
-    float *x = malloc(n * sizeof(float));
-    if (!x) { fprintf(stderr, "out of memory\n"); exit(2); }
-    for (size_t i = 0; i < n; i++) x[i] = uniform(lo, hi);
-    return x;
-}
 
 /* One host tensor and its copies on both backends. */
 typedef struct pair {

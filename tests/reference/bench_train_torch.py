@@ -4,12 +4,17 @@ the same batches (same formula), the same step (forward, backward, clip_grad_nor
 decay groups, linear warm-up schedule), timed the same way.
 
     /usr/bin/python3 tests/reference/bench_train_torch.py --head cls|qa [--batch B] [--seq T]
-        [--steps K] [--threads N]
+        [--steps K] [--threads N] [--layers L --hidden H --heads A --intermediate I]
+        [--precision fp32|bf16]
 
 The model is written with torch.nn modules laid out like Hugging Face's BertForSequenceClassification
 / BertForQuestionAnswering (eager, float32, dropout 0.1 in training), which is what the HF Trainer
-runs on CPU. Prints one line:
+runs on CPU. --precision bf16 runs the forward passes (training and eval) under
+torch.autocast("cpu", dtype=torch.bfloat16), the mixed precision a PyTorch user reaches for on a
+CPU (the HF Trainer's --bf16 on CPU does the same); weights and optimizer stay float32.
+Prints one line:
     impl torch head cls batch 32 seq 128 train_seq_s X eval_seq_s Y peak_rss_mb Z loss L train_cpu_s_per_step S
+(impl torch-bf16 with --precision bf16).
 (CPU seconds include OpenMP workers waiting at barriers.)
 """
 import argparse
@@ -110,12 +115,18 @@ def main():
     ap.add_argument("--seq", type=int)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--intermediate", type=int, default=1024)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     a = ap.parse_args()
+    bf16 = a.precision == "bf16"
     B = a.batch or (12 if a.head == "qa" else 32)
     T = a.seq or (384 if a.head == "qa" else 128)
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
-    model = Bert(a.head)
+    model = Bert(a.head, C=a.hidden, L=a.layers, NH=a.heads, I=a.intermediate)
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "ln" in n.split(".")[-2])]
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "ln" in n.split(".")[-2]]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
@@ -129,8 +140,9 @@ def main():
         if k == 2:
             cpu_start = time.process_time()
         t0 = time.perf_counter()
-        out = model(ids, types, mask, labels, starts, ends)
-        out.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(ids, types, mask, labels, starts, ends)
+        out.float().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -144,11 +156,12 @@ def main():
     with torch.no_grad():
         for k, (ids, types, mask, labels, starts, ends) in enumerate(batches[:a.steps + 1]):
             t0 = time.perf_counter()
-            model(ids, types, mask, labels, starts, ends)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                model(ids, types, mask, labels, starts, ends)
             if k >= 1:
                 eval_time += time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"impl torch head {a.head} batch {B} seq {T} train_seq_s {a.steps * B / train_time:.2f} "
+    print(f"impl {'torch-bf16' if bf16 else 'torch'} head {a.head} batch {B} seq {T} train_seq_s {a.steps * B / train_time:.2f} "
           f"eval_seq_s {a.steps * B / eval_time:.2f} peak_rss_mb {rss:.0f} loss {loss:.4f} "
           f"train_cpu_s_per_step {train_cpu / a.steps:.3f}")
 

@@ -1,0 +1,383 @@
+/* backend/bf16_gemm.c — bf16 products on oneDNN matmul primitives (see bf16_gemm.h).
+ *
+ * Why oneDNN: measured on the BERT shapes (docs/benchmarks-bf16.md), its matmul runs AMX tiles
+ * where the CPU has them and AVX512-BF16 elsewhere, and beat OpenBLAS (whose Debian build
+ * exports no sbgemm) and a hand-written AVX512-BF16 kernel. A primitive is made for one shape
+ * (dimensions, strides, alpha, beta), so they are cached by shape; the attention products have
+ * one shape per key length, a few hundred in all. Each product runs on the calling thread with
+ * an OpenMP team of one: the cpu backend's pool owns the cores (cpu.c's header says why).
+ * Must never: run a bf16 instruction unless bf16_gemm_available said yes (every entry point
+ * that does is reached only from the cpu backend in bf16 mode, which asks first), print or exit.
+ */
+#include "backend/bf16_gemm.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef BP_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 10))
+#define BF16_X86 1
+#include <immintrin.h>
+#endif
+
+// ----------------------------------------------------------------------------
+// CPU check and conversion
+
+static int cpu_has_avx512_bf16(void) {
+#ifdef BF16_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+int bf16_gemm_available(char *why, size_t why_size) {
+    if (why && why_size) why[0] = 0;
+#ifdef BP_FAULT_INJECTION
+    /* the test build can play a CPU without bf16, to test the refusal on one that has it */
+    if (getenv("BERTPIPE_HIDE_BF16") && *getenv("BERTPIPE_HIDE_BF16")) {
+        if (why) snprintf(why, why_size, "this CPU has no avx512_bf16 (hidden by BERTPIPE_HIDE_BF16)");
+        return 0;
+    }
+#endif
+    if (!cpu_has_avx512_bf16()) {
+        if (why) snprintf(why, why_size, "this CPU has no avx512_bf16 (cpuid), which bf16 products need");
+        return 0;
+    }
+#ifndef BP_HAVE_DNNL
+    if (why) snprintf(why, why_size, "this build has no oneDNN (install libdnnl-dev and rebuild)");
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+const char *bf16_gemm_isa(void) {
+#ifdef BP_HAVE_DNNL
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    default: return "below avx512_core_bf16";
+    }
+#else
+    return "none";
+#endif
+}
+
+#ifdef BF16_X86
+/* 32 floats at a time with vcvtne2ps2bf16; reached only when the CPU has avx512_bf16. */
+__attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw")))
+static void row_to_bf16_avx512(uint16_t *dst, const float *src, int n) {
+    int c = 0;
+    for (; c + 32 <= n; c += 32) {
+        __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + c + 16), _mm512_loadu_ps(src + c));
+        _mm512_storeu_si512((void *)(dst + c), (__m512i)h);
+    }
+    if (c < n) {   /* tail: masked loads, so nothing past the row is read */
+        int left = n - c;
+        __mmask16 lo = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        __mmask16 hi = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+        __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + c + 16), _mm512_maskz_loadu_ps(lo, src + c));
+        _mm512_mask_storeu_epi16(dst + c, ((__mmask32)hi << 16) | lo, (__m512i)h);
+    }
+}
+#endif
+
+static void row_to_bf16_portable(uint16_t *dst, const float *src, int n) {
+    for (int c = 0; c < n; c++) dst[c] = bf16_round(src[c]);
+}
+
+void bf16_from_f32_rows(uint16_t *dst, int dst_stride, const float *src, int src_stride, int rows, int cols) {
+#ifdef BF16_X86
+    static int fast = -1;   /* racy first write of the same value: harmless */
+    if (fast < 0) fast = cpu_has_avx512_bf16();
+    if (fast) {
+        for (int r = 0; r < rows; r++)
+            row_to_bf16_avx512(dst + (size_t)r * dst_stride, src + (size_t)r * src_stride, cols);
+        return;
+    }
+#endif
+    for (int r = 0; r < rows; r++)
+        row_to_bf16_portable(dst + (size_t)r * dst_stride, src + (size_t)r * src_stride, cols);
+}
+
+// ----------------------------------------------------------------------------
+// the engine: oneDNN engine, primitive cache, streams
+
+#ifdef BP_HAVE_DNNL
+
+typedef struct gemm_shape {
+    int trans_a, trans_b, M, N, K, lda, ldb, ldc, accumulate, bias;
+    float alpha;
+} gemm_shape;
+
+typedef struct cached_primitive {
+    gemm_shape shape;
+    dnnl_primitive_t primitive;   /* NULL: empty slot */
+    dnnl_memory_desc_t a, b, c, bias, scratch;
+    size_t scratch_bytes;
+} cached_primitive;
+
+#define CACHE_SLOTS 4096          /* open addressing; about 600 shapes in a SQuAD run */
+#define MAX_STREAMS 64            /* one per thread computing at once (the pool has <= 64) */
+
+struct bf16_gemm_engine {
+    dnnl_engine_t engine;
+    pthread_mutex_t mu;
+    cached_primitive *cache;
+    int cached;
+    /* a stream and a scratchpad per product running at once: with oneDNN's own (library)
+     * scratchpad, two threads running one primitive at once overwrote each other's packed
+     * operands (measured: wrong gradients on 2 threads, right ones on 1) */
+    dnnl_stream_t streams[MAX_STREAMS];
+    void *scratch[MAX_STREAMS];
+    size_t scratch_len[MAX_STREAMS];
+    int free_streams[MAX_STREAMS], nfree, nstreams;
+};
+
+static const char *status_name(dnnl_status_t s) {
+    switch (s) {
+    case dnnl_out_of_memory: return "out of memory";
+    case dnnl_invalid_arguments: return "invalid arguments";
+    case dnnl_unimplemented: return "unimplemented";
+    default: return "failure";
+    }
+}
+
+bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
+    bf16_gemm_engine *e = calloc(1, sizeof *e);
+    if (e) e->cache = calloc(CACHE_SLOTS, sizeof *e->cache);
+    if (!e || !e->cache) {
+        free(e);
+        bp_err_set(err, "out of memory creating the bf16 product engine (cpu backend)");
+        return NULL;
+    }
+    dnnl_status_t s = dnnl_engine_create(&e->engine, dnnl_cpu, 0);
+    if (s != dnnl_success) {
+        free(e->cache);
+        free(e);
+        bp_err_set(err, "oneDNN: dnnl_engine_create failed: %s (cpu backend, bf16)", status_name(s));
+        return NULL;
+    }
+    pthread_mutex_init(&e->mu, NULL);
+    return e;
+}
+
+void bf16_gemm_engine_free(bf16_gemm_engine *e) {
+    if (!e) return;
+    for (int i = 0; i < CACHE_SLOTS; i++)
+        if (e->cache[i].primitive) dnnl_primitive_destroy(e->cache[i].primitive);
+    for (int i = 0; i < e->nstreams; i++) {
+        dnnl_stream_destroy(e->streams[i]);
+        free(e->scratch[i]);
+    }
+    dnnl_engine_destroy(e->engine);
+    pthread_mutex_destroy(&e->mu);
+    free(e->cache);
+    free(e);
+}
+
+static uint64_t shape_hash(const gemm_shape *s) {
+    uint32_t alpha_bits;
+    memcpy(&alpha_bits, &s->alpha, sizeof alpha_bits);
+    int64_t fields[] = { s->trans_a, s->trans_b, s->M, s->N, s->K, s->lda, s->ldb, s->ldc, s->accumulate, s->bias,
+                         alpha_bits };
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        h ^= (uint64_t)fields[i] + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+        h *= 0xBF58476D1CE4E5B9ull;
+    }
+    return h ^ (h >> 31);
+}
+
+static int same_shape(const gemm_shape *a, const gemm_shape *b) {
+    return a->trans_a == b->trans_a && a->trans_b == b->trans_b && a->M == b->M && a->N == b->N && a->K == b->K &&
+           a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc && a->accumulate == b->accumulate &&
+           a->bias == b->bias &&
+           memcmp(&a->alpha, &b->alpha, sizeof a->alpha) == 0;
+}
+
+/* The primitive of one shape, made on first use. Called with the engine's mutex held. */
+static int make_primitive(bf16_gemm_engine *e, const gemm_shape *s, cached_primitive *slot, bp_err *err) {
+    /* op(A)[M, K] with A stored [K, M] when transposed; likewise B */
+    dnnl_dims_t a_dims = { s->M, s->K }, b_dims = { s->K, s->N }, c_dims = { s->M, s->N };
+    dnnl_dims_t a_strides = { s->trans_a ? 1 : s->lda, s->trans_a ? s->lda : 1 };
+    dnnl_dims_t b_strides = { s->trans_b ? 1 : s->ldb, s->trans_b ? s->ldb : 1 };
+    dnnl_dims_t c_strides = { s->ldc, 1 }, bias_dims = { 1, s->N }, bias_strides = { s->N, 1 };
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post_ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    const char *step = "dnnl_memory_desc_init_by_strides";
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&slot->a, 2, a_dims, dnnl_bf16, a_strides);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->b, 2, b_dims, dnnl_bf16, b_strides);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->c, 2, c_dims, dnnl_f32, c_strides);
+    if (st == dnnl_success && s->bias) st = dnnl_memory_desc_init_by_strides(&slot->bias, 2, bias_dims, dnnl_f32, bias_strides);
+    if (st == dnnl_success) {
+        step = "dnnl_matmul_desc_init";
+        st = dnnl_matmul_desc_init(&desc, &slot->a, &slot->b, s->bias ? &slot->bias : NULL, &slot->c);
+    }
+    if (st == dnnl_success) { step = "dnnl_primitive_attr_create"; st = dnnl_primitive_attr_create(&attr); }
+    if (st == dnnl_success) {
+        step = "dnnl_primitive_attr_set_scratchpad_mode";
+        st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    }
+    if (st == dnnl_success && s->alpha != 1.0f) {
+        step = "dnnl_primitive_attr_set_output_scales";
+        st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &s->alpha);
+    }
+    if (st == dnnl_success && s->accumulate) {
+        step = "dnnl_post_ops_append_sum";
+        st = dnnl_post_ops_create(&post_ops);
+        if (st == dnnl_success) st = dnnl_post_ops_append_sum(post_ops, 1.0f);
+        if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, post_ops);
+    }
+    if (st == dnnl_success) { step = "dnnl_primitive_desc_create"; st = dnnl_primitive_desc_create(&pd, &desc, attr, e->engine, NULL); }
+    if (st == dnnl_success) {
+        const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        slot->scratch = *scratch;
+        slot->scratch_bytes = dnnl_memory_desc_get_size(scratch);
+        step = "dnnl_primitive_create";
+        st = dnnl_primitive_create(&slot->primitive, pd);
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (post_ops) dnnl_post_ops_destroy(post_ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) {
+        slot->primitive = NULL;
+        return bp_err_set(err, "oneDNN: %s failed: %s (cpu backend, bf16 product %dx%dx%d)", step, status_name(st),
+                          s->M, s->N, s->K);
+    }
+    slot->shape = *s;
+    return 0;
+}
+
+/* The cached primitive for a shape (made on first use) and a free stream, under the mutex.
+ * Past CACHE_SLOTS / 2 shapes (more than a run of BERT meets) a new shape gets a primitive of its
+ * own in *temp, which the caller destroys after use: cached ones may be running on other
+ * threads, so the cache is never emptied while the engine lives. */
+static cached_primitive *lookup(bf16_gemm_engine *e, const gemm_shape *s, cached_primitive *temp,
+                                int *stream, bp_err *err) {
+    cached_primitive *found = NULL;
+    pthread_mutex_lock(&e->mu);
+    if (e->nfree == 0 && e->nstreams < MAX_STREAMS) {
+        dnnl_status_t st = dnnl_stream_create(&e->streams[e->nstreams], e->engine, dnnl_stream_default_flags);
+        if (st != dnnl_success) {
+            bp_err_set(err, "oneDNN: dnnl_stream_create failed: %s (cpu backend, bf16)", status_name(st));
+            goto out;
+        }
+        e->free_streams[e->nfree++] = e->nstreams++;
+    }
+    if (e->nfree == 0) {
+        bp_err_set(err, "more than %d threads in bf16 products at once (cpu backend)", MAX_STREAMS);
+        goto out;
+    }
+    for (uint64_t i = shape_hash(s) % CACHE_SLOTS;; i = (i + 1) % CACHE_SLOTS) {
+        cached_primitive *slot = &e->cache[i];
+        if (slot->primitive && same_shape(&slot->shape, s)) { found = slot; break; }
+        if (!slot->primitive) {
+            cached_primitive *into = e->cached < CACHE_SLOTS / 2 ? slot : temp;
+            if (make_primitive(e, s, into, err) == 0) found = into;
+            if (found == slot) e->cached++;
+            break;
+        }
+    }
+    if (found) {   /* a stream, and its scratchpad grown to this primitive's need */
+        int i = e->free_streams[e->nfree - 1];
+        if (e->scratch_len[i] < found->scratch_bytes) {
+            void *grown = NULL;
+            if (posix_memalign(&grown, 64, found->scratch_bytes) != 0) {
+                bp_err_set(err, "out of memory for a %zu-byte oneDNN scratchpad (cpu backend, bf16)", found->scratch_bytes);
+                if (found == temp) dnnl_primitive_destroy(temp->primitive);
+                temp->primitive = NULL;
+                found = NULL;
+                goto out;
+            }
+            free(e->scratch[i]);
+            e->scratch[i] = grown;
+            e->scratch_len[i] = found->scratch_bytes;
+        }
+        e->nfree--;
+        *stream = i;
+    }
+out:
+    pthread_mutex_unlock(&e->mu);
+    return found;
+}
+
+static void release_stream(bf16_gemm_engine *e, int stream) {
+    pthread_mutex_lock(&e->mu);
+    e->free_streams[e->nfree++] = stream;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void fill_nan(float *C, int M, int N, int ldc) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] = NAN;
+}
+
+int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
+              const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+              int ldc, bp_err *err) {
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) {   /* an empty sum: C = bias + beta C, as sgemm with the bias */
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++)
+                C[(size_t)m * ldc + n] = (bias ? bias[n] : 0.0f) + (beta != 0.0f ? C[(size_t)m * ldc + n] : 0.0f);
+        return 0;
+    }
+    /* oneDNN with OpenMP sizes its work by omp_get_max_threads(), a per-thread setting: one here,
+     * on whichever pool thread runs this product */
+    omp_set_num_threads(1);
+    gemm_shape s = { .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                     .ldc = ldc, .accumulate = beta != 0.0f, .bias = bias != NULL, .alpha = alpha };
+    int stream = -1;
+    cached_primitive temp = { .primitive = NULL };
+    cached_primitive *p = lookup(e, &s, &temp, &stream, err);
+    if (!p) { fill_nan(C, M, N, ldc); return -1; }
+    dnnl_memory_t mem[5] = { NULL, NULL, NULL, NULL, NULL };
+    dnnl_status_t st = dnnl_memory_create(&mem[0], &p->a, e->engine, (void *)A);
+    if (st == dnnl_success) st = dnnl_memory_create(&mem[1], &p->b, e->engine, (void *)B);
+    if (st == dnnl_success) st = dnnl_memory_create(&mem[2], &p->c, e->engine, C);
+    if (st == dnnl_success) st = dnnl_memory_create(&mem[3], &p->scratch, e->engine, e->scratch[stream]);
+    if (st == dnnl_success && bias) st = dnnl_memory_create(&mem[4], &p->bias, e->engine, (void *)bias);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, mem[0] }, { DNNL_ARG_WEIGHTS, mem[1] }, { DNNL_ARG_DST, mem[2] },
+                                    { DNNL_ARG_SCRATCHPAD, mem[3] }, { DNNL_ARG_BIAS, mem[4] } };
+        st = dnnl_primitive_execute(p->primitive, e->streams[stream], bias ? 5 : 4, args);
+    }
+    for (int i = 0; i < 5; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    release_stream(e, stream);
+    if (temp.primitive) dnnl_primitive_destroy(temp.primitive);
+    if (st != dnnl_success) {
+        fill_nan(C, M, N, ldc);
+        return bp_err_set(err, "oneDNN: bf16 product %dx%dx%d failed: %s (cpu backend)", M, N, K, status_name(st));
+    }
+    return 0;
+}
+
+#else   /* no oneDNN in this build: bf16_gemm_available says so, and nothing below is reached */
+
+struct bf16_gemm_engine { int unused; };
+
+bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
+    bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
+    return NULL;
+}
+void bf16_gemm_engine_free(bf16_gemm_engine *e) { free(e); }
+int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
+              const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+              int ldc, bp_err *err) {
+    return bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
+}
+
+#endif

@@ -1,0 +1,271 @@
+/* bench_gemm_bf16.c — the bf16 GEMM ceiling on this CPU, and the candidates for the cpu backend's
+ * bf16 products, measured on the linear-layer shapes of BERT-Mini (4096 tokens: seq 128 x batch
+ * 32) and BERT-Base (1024 tokens: seq 128 x batch 8), C[M, N] = A[M, K] W[N, K]^T:
+ *
+ *   sgemm      OpenBLAS cblas_sgemm, fp32 (what the fp32 backend runs)
+ *   sbgemm     OpenBLAS cblas_sbgemm, bf16 in, fp32 out, when the library exports it
+ *   onednn     oneDNN matmul (backend/bf16_gemm.h: what the bf16 backend runs)
+ *   own        a hand-written AVX512-BF16 kernel (vdpbf16ps, 8 x 32 register tile, B packed in
+ *              32-column panels of k-pairs), kept here as llm.c keeps kernel versions in dev/
+ *   backend    the backend's own linear ops, forward + backward (dinp, dweight, dbias) as the
+ *              model calls them, fp32 and bf16: conversions of the activations included
+ *
+ *   build/bench/bench_gemm_bf16 [--threads N] [--reps R]
+ *
+ * Each candidate splits M in `threads` row blocks on as many threads; operands are converted
+ * (and W packed) before the clock starts, as the backend rounds weights once per step. Best of R
+ * runs after one warm-up. Prints one line per (shape, candidate): "gemm SHAPE CAND GFLOP/s" and
+ * last "bf16 gemm ceiling: X GFLOP/s (CAND), fp32 sgemm Y GFLOP/s". Run it with
+ * DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 to see oneDNN without AMX (what a Zen 4/5 CPU gets).
+ * Must never: be part of the test suite, or run a bf16 instruction on a CPU without avx512_bf16
+ * (it prints "skipped" lines there).
+ */
+#include "backend/backend.h"
+#include "backend/bf16_gemm.h"
+#include "base/log.h"
+
+#include <cblas.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 10))
+#include <immintrin.h>
+#define HAVE_OWN_KERNEL 1
+#endif
+
+typedef struct shape {
+    const char *name;
+    int M, N, K;
+} shape;
+
+typedef struct operands {
+    int M, N, K;
+    float *A, *W, *C;            /* fp32: A [M, K], W [N, K], C [M, N] */
+    uint16_t *A16, *W16;         /* bf16 copies */
+    uint32_t *panels;            /* own kernel: W16 packed in 32-column panels of k-pairs */
+} operands;
+
+typedef void (*candidate_fn)(const operands *o, bf16_gemm_engine *e, int m0, int m1);
+
+// ----------------------------------------------------------------------------
+// candidates, each on rows [m0, m1)
+
+static void run_sgemm(const operands *o, bf16_gemm_engine *e, int m0, int m1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m1 - m0, o->N, o->K, 1.0f, o->A + (size_t)m0 * o->K, o->K, o->W,
+                o->K, 0.0f, o->C + (size_t)m0 * o->N, o->N);
+}
+
+typedef void (*sbgemm_fn)(int order, int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                          const uint16_t *B, int ldb, float beta, float *C, int ldc);
+static sbgemm_fn sbgemm;
+
+static void run_sbgemm(const operands *o, bf16_gemm_engine *e, int m0, int m1) {
+    sbgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m1 - m0, o->N, o->K, 1.0f, o->A16 + (size_t)m0 * o->K, o->K, o->W16,
+           o->K, 0.0f, o->C + (size_t)m0 * o->N, o->N);
+}
+
+static void run_onednn(const operands *o, bf16_gemm_engine *e, int m0, int m1) {
+    bp_err err;
+    if (bf16_gemm(e, 0, 1, m1 - m0, o->N, o->K, 1.0f, o->A16 + (size_t)m0 * o->K, o->K, o->W16, o->K, NULL, 0.0f,
+                  o->C + (size_t)m0 * o->N, o->N, &err) != 0)
+        bp_die_err(&err);
+}
+
+#ifdef HAVE_OWN_KERNEL
+/* panel p, k-pair kk, column j: the two bf16 of W[32p + j][2kk .. 2kk + 1] as one 32-bit word */
+static void pack_panels(operands *o) {
+    int K2 = o->K / 2;
+    for (int p = 0; p < o->N / 32; p++)
+        for (int kk = 0; kk < K2; kk++)
+            for (int j = 0; j < 32; j++)
+                memcpy(&o->panels[((size_t)p * K2 + kk) * 32 + j], o->W16 + (size_t)(32 * p + j) * o->K + 2 * kk, 4);
+}
+
+/* C[8, 32] = A[8 rows, K] . panel: 16 accumulators, per k-pair 2 loads of B, 8 broadcasts of A */
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
+static void own_tile(const uint16_t *A, int lda, const uint32_t *panel, int K2, float *C, int ldc) {
+    __m512 acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int kk = 0; kk < K2; kk++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + (size_t)kk * 32);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + (size_t)kk * 32 + 16);
+        for (int r = 0; r < 8; r++) {
+            uint32_t pair;
+            memcpy(&pair, A + (size_t)r * lda + 2 * kk, 4);
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)pair);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        _mm512_storeu_ps(C + (size_t)r * ldc, acc[r][0]);
+        _mm512_storeu_ps(C + (size_t)r * ldc + 16, acc[r][1]);
+    }
+}
+
+static void run_own(const operands *o, bf16_gemm_engine *e, int m0, int m1) {
+    int K2 = o->K / 2;
+    /* blocks of 64 rows of A (64 x K stays in L1/L2) against every panel, 8-row tiles inner */
+    for (int mb = m0; mb < m1; mb += 64)
+        for (int p = 0; p < o->N / 32; p++)
+            for (int m = mb; m + 8 <= m1 && m < mb + 64; m += 8)
+                own_tile(o->A16 + (size_t)m * o->K, o->K, o->panels + (size_t)p * K2 * 32, K2,
+                         o->C + (size_t)m * o->N + 32 * p, o->N);
+}
+#endif
+
+// ----------------------------------------------------------------------------
+// timing over `threads` row blocks
+
+typedef struct worker {
+    candidate_fn fn;
+    const operands *o;
+    bf16_gemm_engine *e;
+    int m0, m1;
+} worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    w->fn(w->o, w->e, w->m0, w->m1);
+    return NULL;
+}
+
+static double time_candidate(candidate_fn fn, const operands *o, bf16_gemm_engine *e, int threads, int reps) {
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) {
+        pthread_t tids[64];
+        worker ws[64];
+        double t0 = bp_now();
+        for (int t = 0; t < threads; t++) {
+            /* blocks of whole 8-row tiles */
+            int tiles = o->M / 8;
+            ws[t] = (worker){ fn, o, e, tiles * t / threads * 8, tiles * (t + 1) / threads * 8 };
+            if (t > 0 && pthread_create(&tids[t], NULL, work, &ws[t]) != 0) bp_die(1, NULL, "pthread_create failed");
+        }
+        work(&ws[0]);
+        for (int t = 1; t < threads; t++) pthread_join(tids[t], NULL);
+        double dt = bp_now() - t0;
+        if (r > 0 && dt < best) best = dt;   /* run 0 warms up */
+    }
+    return 2.0 * o->M * o->N * o->K / best / 1e9;
+}
+
+/* The backend's linear ops as the model calls them: forward, then backward with dinp, dweight
+ * and dbias; 3 products of 2MNK each. */
+static double time_backend(backend *be, const operands *o, int reps) {
+    bp_err err;
+    size_t M = (size_t)o->M, N = (size_t)o->N, K = (size_t)o->K;
+    float *out = be->alloc(be, M * N * 4, &err), *dout = be->alloc(be, M * N * 4, &err);
+    float *dinp = be->alloc(be, M * K * 4, &err), *dw = be->alloc(be, N * K * 4, &err), *bias = be->alloc(be, N * 4, &err);
+    float *db = be->alloc(be, N * 4, &err);
+    if (!out || !dout || !dinp || !dw || !bias || !db) bp_die_err(&err);
+    memcpy(dout, o->C, M * N * 4);
+    if (be->plan_weights(be, o->W, N * K, &err) != 0) bp_die_err(&err);
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) {
+        double t0 = bp_now();
+        be->matmul_forward(be, out, o->A, o->W, bias, o->M, o->K, o->N);
+        be->matmul_backward(be, dinp, dw, db, dout, o->A, o->W, o->M, o->K, o->N, 0);
+        if (be->check(be, &err) != 0) bp_die_err(&err);
+        double dt = bp_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    be->plan_weights(be, o->W, 0, NULL);
+    float *all[] = { out, dout, dinp, dw, bias, db };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(be, all[i]);
+    return 3 * 2.0 * o->M * o->N * o->K / best / 1e9;
+}
+
+static long arg_int(int argc, char **argv, const char *name, long fallback) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return strtol(argv[i + 1], NULL, 10);
+    return fallback;
+}
+
+int main(int argc, char **argv) {
+    bp_set_stage(argv[0]);
+    int threads = (int)arg_int(argc, argv, "--threads", 2), reps = (int)arg_int(argc, argv, "--reps", 5);
+    if (threads < 1 || threads > 64 || reps < 1) bp_die(2, NULL, "--threads 1..64 and --reps >= 1");
+    openblas_set_num_threads(1);
+    char why[256];
+    int bf16 = backend_cpu_bf16_available(why, sizeof why);
+    void *blas = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_NOLOAD);
+    if (!blas) blas = dlopen("libopenblas.so.0", RTLD_NOW);
+    sbgemm = blas ? (sbgemm_fn)dlsym(blas, "cblas_sbgemm") : NULL;
+    printf("bench-gemm: %d threads, best of %d; bf16 products: %s\n", threads, reps,
+           bf16 ? bf16_gemm_isa() : why);
+    if (!sbgemm) printf("gemm - sbgemm skipped: this OpenBLAS (libopenblas.so.0) exports no cblas_sbgemm\n");
+    bp_err err;
+    bf16_gemm_engine *engine = bf16 ? bf16_gemm_engine_create(&err) : NULL;
+    if (bf16 && !engine) bp_die_err(&err);
+    backend *fp32 = backend_cpu_create(threads, &err), *b16 = fp32 ? backend_cpu_create(threads, &err) : NULL;
+    if (!fp32 || !b16 || (bf16 && backend_cpu_set_bf16(b16, 1, &err) != 0)) bp_die_err(&err);
+
+    static const shape shapes[] = {
+        { "mini-qkv", 4096, 768, 256 }, { "mini-fc", 4096, 1024, 256 }, { "mini-fc2", 4096, 256, 1024 },
+        { "base-qkv", 1024, 2304, 768 }, { "base-fc", 1024, 3072, 768 }, { "base-fc2", 1024, 768, 3072 },
+    };
+    double best16 = 0, best32 = 0;
+    const char *best16_name = "-";
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        operands o = { .M = shapes[s].M, .N = shapes[s].N, .K = shapes[s].K };
+        size_t nA = (size_t)o.M * o.K, nW = (size_t)o.N * o.K, nC = (size_t)o.M * o.N;
+        o.A = malloc(nA * 4); o.W = malloc(nW * 4); o.C = malloc(nC * 4);
+        o.A16 = malloc(nA * 2); o.W16 = malloc(nW * 2); o.panels = malloc(nW * 2);
+        float *reference = malloc(nC * 4);
+        if (!o.A || !o.W || !o.C || !o.A16 || !o.W16 || !o.panels || !reference) bp_die(1, NULL, "out of memory");
+        for (size_t i = 0; i < nA; i++) o.A[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+        for (size_t i = 0; i < nW; i++) o.W[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+        for (size_t i = 0; i < nC; i++) o.C[i] = (float)((i * 31) % 100) / 100.0f - 0.5f;
+        for (size_t i = 0; i < nA; i++) o.A16[i] = bf16_round(o.A[i]);
+        for (size_t i = 0; i < nW; i++) o.W16[i] = bf16_round(o.W[i]);
+        struct { const char *name; candidate_fn fn; int needs_bf16; } cands[] = {
+            { "sgemm", run_sgemm, 0 }, { "sbgemm", sbgemm ? run_sbgemm : NULL, 1 }, { "onednn", run_onednn, 1 },
+#ifdef HAVE_OWN_KERNEL
+            { "own", run_own, 1 },
+#endif
+        };
+#ifdef HAVE_OWN_KERNEL
+        pack_panels(&o);
+#endif
+        for (size_t c = 0; c < sizeof cands / sizeof cands[0]; c++) {
+            if (!cands[c].fn) continue;
+            if (cands[c].needs_bf16 && !bf16) {
+                printf("gemm %-9s %-8s skipped: %s\n", shapes[s].name, cands[c].name, why);
+                continue;
+            }
+            double g = time_candidate(cands[c].fn, &o, engine, threads, reps);
+            /* each candidate's C against sgemm's: a wrong kernel must not win */
+            double diff = 0, scale = 0;
+            if (c == 0) memcpy(reference, o.C, nC * 4);
+            for (size_t i = 0; i < nC; i++) {
+                double d = fabs((double)o.C[i] - reference[i]);
+                if (!(d <= diff)) diff = d;
+                if (fabs(reference[i]) > scale) scale = fabs(reference[i]);
+            }
+            if (!(diff <= 2e-2 * scale)) {
+                printf("gemm %-9s %-8s wrong result (error %.1e of the largest)\n", shapes[s].name, cands[c].name,
+                       diff / scale);
+                continue;
+            }
+            printf("gemm %-9s %-8s %8.1f GFLOP/s\n", shapes[s].name, cands[c].name, g);
+            if (cands[c].needs_bf16 && g > best16) { best16 = g; best16_name = cands[c].name; }
+            if (!cands[c].needs_bf16 && g > best32) best32 = g;
+        }
+        printf("gemm %-9s %-8s %8.1f GFLOP/s (forward + backward, fp32)\n", shapes[s].name, "backend", time_backend(fp32, &o, reps));
+        if (bf16)
+            printf("gemm %-9s %-8s %8.1f GFLOP/s (forward + backward, bf16)\n", shapes[s].name, "backend",
+                   time_backend(b16, &o, reps));
+        free(o.A); free(o.W); free(o.C); free(o.A16); free(o.W16); free(o.panels); free(reference);
+    }
+    printf("bf16 gemm ceiling: %.1f GFLOP/s (%s), fp32 sgemm %.1f GFLOP/s, %d threads\n", best16, best16_name, best32,
+           threads);
+    bf16_gemm_engine_free(engine);
+    b16->destroy(b16);
+    fp32->destroy(fp32);
+    return 0;
+}

@@ -6,7 +6,7 @@ Run with Debian's python3-torch (no transformers needed):
     /usr/bin/python3 tests/reference/variants_ref.py tests/fixtures/variants
 
 Each fixture is one variant on a tiny random model, float64, dropout off:
-  mlp          BERT (bert_ref.py's L2 H32) + nn.Sequential MLP on the pooled [CLS] (2 hidden layers,
+  mlp          BERT (bert_ref.py's, at L2 H16 A2) + nn.Sequential MLP on the pooled [CLS] (2 hidden layers,
                ReLU), 3 labels, CE; SGD momentum 0.9 Nesterov, weight decay
   mlp_tanh     the same with Tanh and plain SGD (no momentum), one hidden layer
   gru          BERT + 2-layer bidirectional nn.GRU (packed) -> cat(h[-2], h[-1]) -> Linear out,
@@ -58,6 +58,9 @@ VARIANTS = {
                            freeze="", opt=dict(kind="adamw", lr=1e-2, weight_decay=0.01)),
 }
 SCHEDULE = dict(warmup_steps=2, total_steps=5, accumulation=2, max_grad_norm=0.5)
+# bert_ref.py's tiny BERT made smaller still (the heads add their own tensors): L2 H16 A2 I32
+CONFIG = dict(bert_ref.CONFIG, vocab_size=48, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+              max_position_embeddings=20)
 
 
 def no_decay(name):
@@ -87,7 +90,7 @@ class Model:
 
     def __init__(self, v, gen):
         self.v = v
-        self.cfg = dict(bert_ref.CONFIG)
+        self.cfg = dict(CONFIG)
         self.params = {}
         self.modules = {}
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))

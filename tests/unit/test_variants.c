@@ -11,6 +11,7 @@
  * parameter counts; bad input and bad configurations give errors.
  */
 #include "backend/backend.h"
+#include "backend/fault.h"
 #include "model/model.h"
 #include "tap.h"
 #include "fixture_reader.h"
@@ -284,12 +285,261 @@ static void parity(backend *be, const char *name) {
     fixture_free(&f);
 }
 
+// ----------------------------------------------------------------------------
+// behaviour without a reference
+
+/* A small variant: BERT L2 H16 A2 (or a baseline at 16), vocabulary 40, 8 positions. */
+static model_config small_variant(model_body body, model_head head, int qa) {
+    model_config c;
+    model_config_default(&c);
+    c.body = body;
+    c.head = head;
+    c.bert.vocab_size = 40;
+    c.bert.hidden_size = 16;
+    c.bert.num_hidden_layers = body == MODEL_BODY_BERT ? 2 : 1;
+    c.bert.num_attention_heads = 2;
+    c.bert.intermediate_size = 24;
+    c.bert.max_position_embeddings = 8;
+    c.bert.initializer_range = 0.3f;
+    c.bert.head = qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
+    c.bert.num_labels = qa ? 2 : 3;
+    c.mlp_hidden_layers = 2;
+    c.mlp_hidden[0] = 12;
+    c.mlp_hidden[1] = 10;
+    c.rnn_hidden = 6;
+    return c;
+}
+
+static void small_batch(int32_t ids[16], int32_t types[16], int32_t mask[16], bert_batch *b) {
+    for (int i = 0; i < 16; i++) {
+        ids[i] = 1 + (i * 11) % 39;
+        types[i] = i % 8 >= 4;
+        mask[i] = i % 8 < (i < 8 ? 8 : 5);
+    }
+    *b = (bert_batch){ .B = 2, .T = 8, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
+}
+
+/* With dropout on, the backward must apply the forward's masks. They depend only on (seed,
+ * counter), so resetting the counter makes the loss a fixed function of the parameters, and
+ * central differences check the analytic gradient, every dropout site of the variant included
+ * (BERT's, between rnn layers, before the head's Linear, inside the encoder layer). */
+static void dropout_gradients(backend *be, const char *label, model_config cfg, int32_t *labels, int32_t *starts,
+                              int32_t *ends) {
+    cfg.bert.hidden_dropout_prob = cfg.bert.attention_probs_dropout_prob = 0.2f;
+    cfg.rnn_dropout = 0.3f;
+    cfg.head_dropout = 0.3f;
+    bp_err err = { "" };
+    model *m = model_create(&cfg, be, 2, 8, MODEL_FOR_TRAINING, &err);
+    float *params = m ? malloc(m->num_params * sizeof(float)) : NULL, *grads = m ? malloc(m->num_params * sizeof(float)) : NULL;
+    if (!tap_ok(m && params && grads && model_init_weights(m, 11, &err) == 0, "%s: model with dropout", label)) {
+        tap_diag("%s", err.msg);
+        free(params); free(grads); model_free(m);
+        return;
+    }
+    int32_t ids[16], types[16], mask[16];
+    bert_batch b;
+    small_batch(ids, types, mask, &b);
+    b.labels = labels;
+    b.start_positions = starts;
+    b.end_positions = ends;
+    m->dropout_seed = 5;
+    m->dropout_counter = 41;
+    int rc = model_forward(m, &b, 1, &err) || model_backward(m, 1.0f, &err) ||
+             model_copy_to_host(m, NULL, MODEL_STATE_GRADS, 0, grads, &err) ||
+             model_copy_to_host(m, NULL, MODEL_STATE_PARAMS, 0, params, &err);
+    if (rc) tap_diag("%s", err.msg);
+    int checked = 0, bad = 0;
+    double worst = 0;
+    /* small steps: a ReLU kink within +-eps of a pre-activation moves a numeric gradient */
+    const float eps = cfg.body == MODEL_BODY_TRANSFORMER ? 1e-3f : 1e-2f;
+    for (size_t i = 0; i < m->num_params && !rc; i += 7) {
+        if (grads[i] == 0.0f) continue;   /* embedding rows no token uses, frozen or unused tensors */
+        float saved = params[i];
+        double loss[2];
+        for (int side = 0; side < 2; side++) {
+            params[i] = saved + (side ? -eps : eps);
+            model_copy_from_host(m, NULL, MODEL_STATE_PARAMS, 0, params, &err);
+            m->dropout_counter = 41;
+            model_forward(m, &b, 1, &err);
+            loss[side] = model_loss(m);
+        }
+        params[i] = saved;
+        double numeric = (loss[0] - loss[1]) / (2.0 * eps), diff = fabs(numeric - grads[i]);
+        double limit = 2e-3 + 3e-2 * fabs(grads[i]);
+        if (diff / limit > worst) worst = diff / limit;
+        if (diff > limit) {
+            bad++;
+            tap_diag("%s param %zu: analytic %.6f numeric %.6f", label, i, grads[i], numeric);
+        }
+        checked++;
+    }
+    /* a ReLU kink inside +-eps moves a numeric gradient: one such point is allowed */
+    tap_ok(!rc && bad <= 1 && checked >= 40, "%s: %d gradients with dropout match central differences "
+           "(%d off; worst %.2f of the limit)", label, checked, bad, worst);
+    free(params);
+    free(grads);
+    model_free(m);
+}
+
+static void dropout_variants(backend *be) {
+    int32_t labels[2] = { 2, 0 }, binary[2] = { 1, 0 }, starts[2] = { 1, 3 }, ends[2] = { 4, 9 };
+    model_config c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    c.bert.num_labels = 1;
+    c.loss = MODEL_LOSS_BCE;
+    dropout_gradients(be, "gru head, 2 bidirectional layers, bce", c, binary, NULL, NULL);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_LSTM, 0);
+    c.rnn_bidirectional = 0;
+    dropout_gradients(be, "lstm head, 2 layers", c, labels, NULL, NULL);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_MLP, 0);
+    c.mlp_activation = HEAD_GELU;
+    dropout_gradients(be, "mlp head, gelu", c, labels, NULL, NULL);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    model_parse_freeze("layers:1-1", &c.freeze, &(bp_err){ "" });
+    dropout_gradients(be, "gru head over BERT with layer 1 frozen", c, labels, NULL, NULL);
+    c = small_variant(MODEL_BODY_TRANSFORMER, MODEL_HEAD_LINEAR, 1);
+    dropout_gradients(be, "transformer baseline", c, NULL, starts, ends);
+    c = small_variant(MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1);
+    dropout_gradients(be, "lstm baseline", c, NULL, starts, ends);
+}
+
+/* Torch's numbers of parameters for small shapes, counted by hand from the modules. */
+static void counts(backend *be) {
+    bp_err err = { "" };
+    model_config c = small_variant(MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1);
+    model *m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
+    /* Embedding 40x16, LSTM 4*16*(16+16+2), Linear 16*2+2 */
+    TAP_EQ_INT(m ? m->num_params : 0, 40 * 16 + 4 * 16 * 34 + 34, "lstm baseline: parameters");
+    model_free(m);
+    c = small_variant(MODEL_BODY_TRANSFORMER, MODEL_HEAD_LINEAR, 1);
+    model_parse_freeze("embeddings", &c.freeze, &err);
+    m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
+    /* in_proj 3*16*16+48, out_proj 16*16+16, linear1 24*16+24, linear2 16*24+16, 2 norms, qa 34 */
+    size_t body = 3 * 16 * 16 + 48 + 16 * 16 + 16 + 24 * 16 + 24 + 16 * 24 + 16 + 4 * 16 + 34;
+    TAP_EQ_INT(m ? m->num_params : 0, 40 * 16 + body, "transformer baseline: parameters");
+    TAP_EQ_INT(m ? m->num_trainable : 0, body, "transformer baseline, embeddings frozen: trainable");
+    model_free(m);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    model_parse_freeze("bert", &c.freeze, &err);
+    m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
+    /* GRU layer 0: 2 x 3*6*(16+6+2); layer 1: 2 x 3*6*(12+6+2); out 3*12+3 */
+    size_t head = 2 * 18 * 24 + 2 * 18 * 20 + 39;
+    TAP_EQ_INT(m ? m->num_trainable : 0, head, "gru head over a frozen BERT: trainable = the head");
+    tap_ok(m && m->bert->inference, "a wholly frozen BERT runs in inference mode (no gradients, one layer of state)");
+    model_free(m);
+}
+
+static void errors(backend *be) {
+    bp_err err = { "" };
+    model_config c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    model *m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
+    int32_t ids[16], types[16], mask[16], labels[2] = { 1, 0 };
+    bert_batch b;
+    small_batch(ids, types, mask, &b);
+    b.labels = labels;
+    tap_ok(m && model_init_weights(m, 3, &err) == 0 && model_forward(m, &b, 1, &err) == 0, "gru head forward");
+    mask[10] = 0;
+    tap_ok(m && model_forward(m, &b, 0, &err) == -1 && strstr(err.msg, "row 1 has a 1 after a 0"),
+           "a mask with a hole is refused by the rnn head: %s", err.msg);
+    for (int i = 0; i < 8; i++) mask[i] = 0;
+    tap_ok(m && model_forward(m, &b, 0, &err) == -1 && strstr(err.msg, "row 0 is all 0"),
+           "an empty sequence is refused: %s", err.msg);
+    model_free(m);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_LINEAR, 0);
+    c.bert.num_labels = 1;
+    c.loss = MODEL_LOSS_BCE;
+    m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
+    small_batch(ids, types, mask, &b);
+    labels[0] = 2;
+    b.labels = labels;
+    tap_ok(m && model_forward(m, &b, 0, &err) == -1 && strstr(err.msg, "BCE takes 0 or 1"), "bce label 2: %s", err.msg);
+    model_free(m);
+
+    struct { model_body body; model_head head; int qa, labels; model_criterion loss; const char *freeze, *want; } bad[] = {
+        { MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 0, 2, MODEL_LOSS_AUTO, "", "QA baseline" },
+        { MODEL_BODY_TRANSFORMER, MODEL_HEAD_GRU, 1, 2, MODEL_LOSS_AUTO, "", "own qa_outputs" },
+        { MODEL_BODY_BERT, MODEL_HEAD_MLP, 1, 2, MODEL_LOSS_AUTO, "", "for classification" },
+        { MODEL_BODY_BERT, MODEL_HEAD_LINEAR, 0, 3, MODEL_LOSS_BCE, "", "one logit" },
+        { MODEL_BODY_BERT, MODEL_HEAD_LINEAR, 0, 1, MODEL_LOSS_CE, "", "2 or more labels" },
+        { MODEL_BODY_BERT, MODEL_HEAD_LINEAR, 0, 2, MODEL_LOSS_AUTO, "layers:1-2", "layers 0..1" },
+        { MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1, 2, MODEL_LOSS_AUTO, "encoder", "embeddings only" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c = small_variant(bad[i].body, bad[i].head, bad[i].qa);
+        c.bert.num_labels = bad[i].labels;
+        c.loss = bad[i].loss;
+        model_parse_freeze(bad[i].freeze, &c.freeze, &err);
+        err.msg[0] = '\0';
+        tap_ok(model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err) == NULL && strstr(err.msg, bad[i].want),
+               "configuration refused: %s", err.msg);
+    }
+    model_freeze f = { 0 };
+    tap_ok(model_parse_freeze("layers:3-1", &f, &err) == -1 && strstr(err.msg, "A <= B"), "--freeze layers:3-1: %s", err.msg);
+    tap_ok(model_parse_freeze("pooler", &f, &err) == -1, "--freeze pooler: %s", err.msg);
+    memset(&f, 0, sizeof f);
+    char spelled[64];
+    tap_ok(model_parse_freeze("embeddings,layers:0-3", &f, &err) == 0 && (model_format_freeze(&f, spelled, sizeof spelled), 1) &&
+           strcmp(spelled, "embeddings,layers:0-3") == 0, "--freeze embeddings,layers:0-3 reads back: %s", spelled);
+}
+
+#ifdef BP_FAULT_INJECTION
+/* A failing op of the new layers stops the pass with the backend's error, as the BERT ops do. */
+static void faults(void) {
+    static const struct { const char *op; model_body body; model_head head; optim_kind opt; } cases[] = {
+        { "rnn_forward", MODEL_BODY_BERT, MODEL_HEAD_GRU, OPTIM_ADAM },
+        { "rnn_backward", MODEL_BODY_BERT, MODEL_HEAD_LSTM, OPTIM_ADAM },
+        { "relu_forward", MODEL_BODY_BERT, MODEL_HEAD_MLP, OPTIM_ADAM },
+        { "relu_backward", MODEL_BODY_TRANSFORMER, MODEL_HEAD_LINEAR, OPTIM_ADAMW },
+        { "embedding_lookup_forward", MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, OPTIM_ADAMW },
+        { "embedding_lookup_backward", MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, OPTIM_ADAMW },
+        { "matmul_backward_input", MODEL_BODY_BERT, MODEL_HEAD_GRU, OPTIM_ADAM },
+        { "bce_with_logits", MODEL_BODY_BERT, MODEL_HEAD_GRU, OPTIM_ADAM },
+        { "sgd", MODEL_BODY_BERT, MODEL_HEAD_MLP, OPTIM_SGD },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bp_err err = { "" };
+        backend *be = backend_cpu_create(1, &err);
+        char spec[64];
+        snprintf(spec, sizeof spec, "backend:%s:1", cases[i].op);
+        model_config c = small_variant(cases[i].body, cases[i].head, cases[i].body != MODEL_BODY_BERT);
+        if (strcmp(cases[i].op, "matmul_backward_input") == 0) model_parse_freeze("layers:0-0", &c.freeze, &err);
+        int bce = strcmp(cases[i].op, "bce_with_logits") == 0;
+        if (bce) { c.bert.num_labels = 1; c.loss = MODEL_LOSS_BCE; }
+        model *m = be ? model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err) : NULL;
+        optim_config oc;
+        optim_config_default(&oc);
+        oc.kind = cases[i].opt;
+        optimizer *opt = m ? model_optim_create(m, &oc, &err) : NULL;
+        int32_t ids[16], types[16], mask[16], labels[2] = { 1, 0 }, starts[2] = { 1, 2 }, ends[2] = { 3, 4 };
+        bert_batch b;
+        small_batch(ids, types, mask, &b);
+        if (c.bert.head == BERT_HEAD_QA) { b.start_positions = starts; b.end_positions = ends; }
+        else b.labels = labels;
+        int rc = !opt || model_init_weights(m, 1, &err) || backend_fault_arm(be, spec, &err);
+        if (!rc) rc = model_forward(m, &b, 1, &err) || model_backward(m, 1.0f, &err) ||
+                      model_optim_step(m, opt, NULL, NULL, &err);
+        char want[96];
+        snprintf(want, sizeof want, "injected fault in %s call 1", cases[i].op);
+        tap_ok(rc && strstr(err.msg, want), "a failing %s stops the pass with the backend's error: %s", cases[i].op,
+               err.msg);
+        optim_free(opt);
+        model_free(m);
+        if (be) be->destroy(be);
+    }
+}
+#endif
+
 int main(void) {
     bp_err err;
     backend *be = backend_cpu_create(2, &err);
     if (!tap_ok(be != NULL, "cpu backend")) return tap_done();
     static const char *const names[] = { "mlp", "mlp_tanh", "gru", "gru_frozen", "lstm_head", "lstm_qa", "transformer_qa" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) parity(be, names[i]);
+    dropout_variants(be);
+    counts(be);
+    errors(be);
     be->destroy(be);
+#ifdef BP_FAULT_INJECTION
+    faults();
+#endif
     return tap_done();
 }

@@ -77,3 +77,32 @@ void af_abort(af_file *file) {
     file->fp = NULL;
     file->tmp_path = file->path = NULL;
 }
+
+int af_copy_file(const char *from, const char *to, bp_err *err) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return bp_err_set(err, "cannot open: %s (%s)", strerror(errno), from);
+    af_file out;
+    if (af_open(&out, to, err)) { fclose(in); return -1; }
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out.fp) != n) {
+            fclose(in);
+            af_abort(&out);
+            return bp_err_set(err, "write failed (%s)", to);
+        }
+    int bad = ferror(in);
+    fclose(in);
+    if (bad) { af_abort(&out); return bp_err_set(err, "read failed (%s)", from); }
+    return af_commit(&out, err);
+}
+
+int af_make_dir(const char *dir, bp_err *err) {
+    if (mkdir(dir, 0755) && errno != EEXIST) return bp_err_set(err, "cannot create directory: %s (%s)", strerror(errno), dir);
+    return 0;
+}
+
+int af_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}

@@ -28,4 +28,13 @@ int af_commit(af_file *file, bp_err *err);
 /* Close and remove the temporary, leaving PATH untouched; frees the strings. Can't fail. */
 void af_abort(af_file *file);
 
+/* Copy FROM to TO atomically (as above). Returns 0, or -1 with err naming the file at fault. */
+int af_copy_file(const char *from, const char *to, bp_err *err);
+
+/* Create directory DIR (mode 0755; an existing one is fine). Returns 0, or -1 with err. */
+int af_make_dir(const char *dir, bp_err *err);
+
+/* 1 when PATH is a directory, else 0. Can't fail. */
+int af_is_dir(const char *path);
+
 #endif

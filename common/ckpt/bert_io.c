@@ -50,16 +50,6 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
     return bert_config_check(out, err);
 }
 
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int make_dir(const char *dir, bp_err *err) {
-    if (mkdir(dir, 0755) && errno != EEXIST) return bp_err_set(err, "cannot create directory: %s (%s)", strerror(errno), dir);
-    return 0;
-}
-
 /* Host array laid out like the parameters, with HF names. */
 typedef struct described {
     float *flat;
@@ -85,22 +75,11 @@ static void described_free(described *d) {
     free(d->tensors);
 }
 
-static char *join_lines(char *a, char *b) {
-    if (!a) return b;
-    if (!b) return a;
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *both = malloc(n);
-    if (both) snprintf(both, n, "%s\n%s", a, b);
-    free(a);
-    free(b);
-    return both;
-}
-
 bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
                       backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err) {
     if (notes) *notes = NULL;
     char config_path[4096];
-    int dir = is_dir(source);
+    int dir = af_is_dir(source);
     snprintf(config_path, sizeof config_path, dir ? "%s/config.json" : "%s", source);
     hfc_config hf;
     if (hfc_read(config_path, &hf, err)) return NULL;
@@ -124,9 +103,7 @@ bert_model *bert_open(const char *source, int load_weights, bert_head head, int 
     if (ckpt_load_into(d.tensors, (size_t)d.n, NULL, src->tensors, src->n_tensors, src->path, "bert",
                        head == BERT_HEAD_QA ? qa_ignore : NULL, &report, err))
         goto fail_loaded;
-    if (notes)
-        *notes = join_lines(ckpt_format_unexpected(&report, src->path, model_class),
-                            ckpt_format_missing(&report, src->path, model_class));
+    if (notes) *notes = ckpt_format_notes(&report, src->path, model_class);
     ckpt_report_free(&report);
     if (bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, d.flat, err)) goto fail_loaded;
     described_free(&d);
@@ -140,28 +117,46 @@ fail:
     return NULL;
 }
 
-static int copy_file(const char *from, const char *to, bp_err *err) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return bp_err_set(err, "cannot open: %s (%s)", strerror(errno), from);
-    af_file out;
-    if (af_open(&out, to, err)) { fclose(in); return -1; }
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out.fp) != n) {
-            fclose(in);
-            af_abort(&out);
-            return bp_err_set(err, "write failed (%s)", to);
+int bert_hf_config(const bert_config *c, int classes, const char *architecture, const char *const *labels,
+                   int n_labels, hfc_config *hf, bp_err *err) {
+    if (hfc_defaults(hf, err)) return -1;
+    hf->vocab_size = c->vocab_size;
+    hf->hidden_size = c->hidden_size;
+    hf->num_hidden_layers = c->num_hidden_layers;
+    hf->num_attention_heads = c->num_attention_heads;
+    hf->intermediate_size = c->intermediate_size;
+    hf->max_position_embeddings = c->max_position_embeddings;
+    hf->type_vocab_size = c->type_vocab_size;
+    hf->pad_token_id = c->pad_token_id < 0 ? 0 : c->pad_token_id;
+    hf->layer_norm_eps = c->layer_norm_eps;
+    hf->hidden_dropout_prob = c->hidden_dropout_prob;
+    hf->attention_probs_dropout_prob = c->attention_probs_dropout_prob;
+    hf->classifier_dropout = c->classifier_dropout;
+    hf->initializer_range = c->initializer_range;
+    snprintf(hf->architecture, sizeof hf->architecture, "%s", architecture);
+    int rc = 0;
+    if (c->head == BERT_HEAD_CLASSIFICATION && labels && n_labels == classes)
+        rc = hfc_set_labels(hf, labels, n_labels, err);
+    else if (c->head == BERT_HEAD_CLASSIFICATION && classes != hf->num_labels) {
+        /* LABEL_i names for a label count the dataset did not name */
+        char **names = calloc((size_t)classes, sizeof *names);
+        rc = names ? 0 : bp_err_set(err, "out of memory");
+        for (int i = 0; rc == 0 && i < classes; i++) {
+            names[i] = malloc(24);
+            if (!names[i]) rc = bp_err_set(err, "out of memory");
+            else snprintf(names[i], 24, "LABEL_%d", i);
         }
-    int bad = ferror(in);
-    fclose(in);
-    if (bad) { af_abort(&out); return bp_err_set(err, "read failed (%s)", from); }
-    return af_commit(&out, err);
+        if (rc == 0) rc = hfc_set_labels(hf, (const char *const *)names, classes, err);
+        for (int i = 0; names && i < classes; i++) free(names[i]);
+        free(names);
+    }
+    if (rc) hfc_free(hf);
+    return rc;
 }
 
 int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
                          const char *vocab_path, bp_err *err) {
-    if (make_dir(dir, err)) return -1;
+    if (af_make_dir(dir, err)) return -1;
     char path[4096];
     described d;
     if (describe(m, &d, err)) return -1;
@@ -174,38 +169,11 @@ int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labe
     if (rc) return -1;
 
     hfc_config hf;
-    if (hfc_defaults(&hf, err)) return -1;
     const bert_config *c = &m->cfg;
-    hf.vocab_size = c->vocab_size;
-    hf.hidden_size = c->hidden_size;
-    hf.num_hidden_layers = c->num_hidden_layers;
-    hf.num_attention_heads = c->num_attention_heads;
-    hf.intermediate_size = c->intermediate_size;
-    hf.max_position_embeddings = c->max_position_embeddings;
-    hf.type_vocab_size = c->type_vocab_size;
-    hf.pad_token_id = c->pad_token_id < 0 ? 0 : c->pad_token_id;
-    hf.layer_norm_eps = c->layer_norm_eps;
-    hf.hidden_dropout_prob = c->hidden_dropout_prob;
-    hf.attention_probs_dropout_prob = c->attention_probs_dropout_prob;
-    hf.classifier_dropout = c->classifier_dropout;
-    hf.initializer_range = c->initializer_range;
-    snprintf(hf.architecture, sizeof hf.architecture, "%s",
-             c->head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification");
-    if (c->head == BERT_HEAD_CLASSIFICATION && labels && n_labels == c->num_labels)
-        rc = hfc_set_labels(&hf, labels, n_labels, err);
-    else if (c->head == BERT_HEAD_CLASSIFICATION && c->num_labels != hf.num_labels) {
-        /* LABEL_i names for a label count the dataset did not name */
-        char **names = calloc((size_t)c->num_labels, sizeof *names);
-        rc = names ? 0 : bp_err_set(err, "out of memory");
-        for (int i = 0; rc == 0 && i < c->num_labels; i++) {
-            names[i] = malloc(24);
-            if (!names[i]) rc = bp_err_set(err, "out of memory");
-            else snprintf(names[i], 24, "LABEL_%d", i);
-        }
-        if (rc == 0) rc = hfc_set_labels(&hf, (const char *const *)names, c->num_labels, err);
-        for (int i = 0; names && i < c->num_labels; i++) free(names[i]);
-        free(names);
-    }
+    rc = bert_hf_config(c, c->num_labels,
+                        c->head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification", labels,
+                        n_labels, &hf, err);
+    if (rc) return -1;
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/config.json", dir);
         rc = hfc_write(path, &hf, err);
@@ -214,7 +182,7 @@ int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labe
     if (rc) return -1;
     if (vocab_path) {
         snprintf(path, sizeof path, "%s/vocab.txt", dir);
-        if (copy_file(vocab_path, path, err)) return -1;
+        if (af_copy_file(vocab_path, path, err)) return -1;
     }
     return 0;
 }
@@ -236,7 +204,7 @@ static bp_named_tensor *moment_tensors(const described *d, float *flat, const ch
 
 int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
                           bp_err *err) {
-    if (make_dir(dir, err)) return -1;
+    if (af_make_dir(dir, err)) return -1;
     described d;
     if (describe(m, &d, err)) return -1;
     float *mv = malloc(2 * m->num_params * sizeof(float));
@@ -268,17 +236,6 @@ int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, cons
     return rc;
 }
 
-static int meta_u64(const st_file *f, const char *key, uint64_t *out, bp_err *err) {
-    const char *v = st_metadata(f, key);
-    char *end;
-    if (!v || !*v) return bp_err_set(err, "optimizer state has no '%s' (%s)", key, f->path);
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || *end) return bp_err_set(err, "optimizer state '%s' is not a number: '%s' (%s)", key, v, f->path);
-    *out = x;
-    return 0;
-}
-
 int bert_load_train_state(bert_model *m, optim_adamw *opt, const char *dir, bert_train_state *state, bp_err *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
@@ -301,11 +258,11 @@ int bert_load_train_state(bert_model *m, optim_adamw *opt, const char *dir, bert
         }
     }
     uint64_t step = 0, epoch = 0, pos = 0;
-    if (rc == 0) rc = meta_u64(f, "step", &step, err);
-    if (rc == 0) rc = meta_u64(f, "epoch", &epoch, err);
-    if (rc == 0) rc = meta_u64(f, "batches_consumed", &pos, err);
-    if (rc == 0) rc = meta_u64(f, "dropout_seed", &state->dropout_seed, err);
-    if (rc == 0) rc = meta_u64(f, "dropout_counter", &state->dropout_counter, err);
+    if (rc == 0) rc = st_metadata_u64(f, "step", &step, err);
+    if (rc == 0) rc = st_metadata_u64(f, "epoch", &epoch, err);
+    if (rc == 0) rc = st_metadata_u64(f, "batches_consumed", &pos, err);
+    if (rc == 0) rc = st_metadata_u64(f, "dropout_seed", &state->dropout_seed, err);
+    if (rc == 0) rc = st_metadata_u64(f, "dropout_counter", &state->dropout_counter, err);
     if (rc == 0) rc = bert_copy_from_host(m, opt, BERT_STATE_ADAM_M, mv, err);
     if (rc == 0) rc = bert_copy_from_host(m, opt, BERT_STATE_ADAM_V, mv + m->num_params, err);
     if (rc == 0) {

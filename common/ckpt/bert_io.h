@@ -32,6 +32,12 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
 bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
                       backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err);
 
+/* The config.json of a model with these hyper-parameters: architectures [architecture] ("": none),
+ * `classes` label names for classification (the given ones when n_labels matches, else
+ * LABEL_i). Returns 0 with hf to free (hfc_free), or -1 with err. */
+int bert_hf_config(const bert_config *c, int classes, const char *architecture, const char *const *labels,
+                   int n_labels, hfc_config *hf, bp_err *err);
+
 /* Save DIR/model.safetensors, DIR/config.json (architecture from the head, labels) and a
  * copy of vocab_path as DIR/vocab.txt (when vocab_path is not NULL). DIR is created.
  * Each file is written atomically. Returns 0 or -1 with err. */

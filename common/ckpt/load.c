@@ -304,3 +304,16 @@ char *ckpt_format_missing(const ckpt_report *report, const char *ckpt_label, con
                        "Some weights of %s were not initialized from the model checkpoint at %s and are newly initialized: %s",
                        model_class, ckpt_label);
 }
+
+char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const char *model_class) {
+    char *a = ckpt_format_unexpected(report, ckpt_label, model_class);
+    char *b = ckpt_format_missing(report, ckpt_label, model_class);
+    if (!a) return b;
+    if (!b) return a;
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *both = malloc(n);
+    if (both) snprintf(both, n, "%s\n%s", a, b);
+    free(a);
+    free(b);
+    return both;
+}

@@ -76,4 +76,8 @@ void ckpt_report_free(ckpt_report *report);
 char *ckpt_format_unexpected(const ckpt_report *report, const char *ckpt_label, const char *model_class);
 char *ckpt_format_missing(const ckpt_report *report, const char *ckpt_label, const char *model_class);
 
+/* Both messages as one malloc'd text, one per line (NULL when neither has anything to say).
+ * Can't fail (out of memory gives NULL). */
+char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const char *model_class);
+
 #endif

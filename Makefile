@@ -3,7 +3,8 @@
 #   make                 every stage into bin/ (-Wall -Wextra -Werror)
 #   make test            sanitizer build (ASan+UBSan), C unit tests, bats; ends "N passed, N failed"
 #   make bench           every benchmark (scripts/bench-*)
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local [DESTDIR=...]   never runs scripts/setup (see docs/tool.md)
+#   make man             the man pages into build/man/ (also part of make)
 #
 # Sources are found by convention, so adding a file never means editing this:
 #   common/LAYER/*.c     -> build/libbertpipe.a           (the shared library, one folder per layer)
@@ -12,6 +13,7 @@
 #   tests/unit/test_*.c  -> build/tests/test_*            (TAP on stdout)
 #   tests/tools/*.c      -> build/tools/*                 (helpers for tests and parity runs)
 #   tests/bench/*.c      -> build/bench/*
+#   the stages + PIPELINES + plot -> build/man/bertpipe-NAME.1, build/completion/bertpipe
 
 PREFIX   ?= /usr/local
 CC       ?= cc
@@ -57,8 +59,16 @@ endif
 endif
 endif
 
-.PHONY: all deps test test-gpu bench clean install san cuda-note
-all: deps cuda-note $(STAGES) $(TOOLS) $(BENCHES)
+# The one command, its man pages and its bash completion (docs/tool.md).
+PIPELINES   := sst squad predict-sst predict-squad
+STAGE_MAN   := $(patsubst stages/%.c,build/man/bertpipe-%.1,$(STAGE_SRC))
+PIPE_MAN    := $(patsubst %,build/man/bertpipe-%.1,$(PIPELINES))
+MAN_PAGES   := build/man/bertpipe.1 $(STAGE_MAN) $(PIPE_MAN) build/man/bertpipe-plot.1
+COMPLETION  := build/completion/bertpipe
+TOOL_FILES  := bin/bertpipe $(MAN_PAGES) $(COMPLETION)
+
+.PHONY: all deps test test-gpu bench clean install uninstall man san cuda-note
+all: deps cuda-note $(STAGES) $(TOOLS) $(BENCHES) $(TOOL_FILES)
 
 deps:
 	@scripts/setup
@@ -102,8 +112,29 @@ build/tools/%: tests/tools/%.c $(LIB) $(COMMON_HDR) | build/tools
 build/bench/%: tests/bench/%.c $(LIB) $(COMMON_HDR) | build/bench
 	$(CC) $(CFLAGS_ALL) $(CUDA_DEFS) $< $(LIB) $(LDLIBS_ALL) $(CUDA_LDLIBS) -o $@
 
-bin build/san/bin build/san/tests build/tools build/bench:
+bin build/san/bin build/san/tests build/tools build/bench build/man build/completion:
 	@mkdir -p $@
+
+# ---- the bertpipe command, man pages, completion -----------------------------------------
+# In the tree bin/bertpipe is a link to scripts/bertpipe: it finds the repository from there.
+bin/bertpipe: scripts/bertpipe | bin
+	ln -sf ../scripts/bertpipe $@
+
+# Pages are made from each command's --help and docs/ (scripts/make-man), so they change
+# whenever those do; written to a temporary name first so a failed run leaves no page.
+MAN_DEPS = scripts/make-man scripts/bertpipe VERSION docs/tool.md docs/stages.md
+man: $(MAN_PAGES)
+$(STAGE_MAN): build/man/bertpipe-%.1: bin/% $(MAN_DEPS) | build/man
+	scripts/make-man bertpipe-$* bin/$* >$@.tmp && mv $@.tmp $@
+$(PIPE_MAN): build/man/bertpipe-%.1: pipelines/% pipelines/lib.sh $(MAN_DEPS) | build/man
+	scripts/make-man bertpipe-$* pipelines/$* >$@.tmp && mv $@.tmp $@
+build/man/bertpipe-plot.1: scripts/plot $(MAN_DEPS) | build/man
+	scripts/make-man bertpipe-plot scripts/plot >$@.tmp && mv $@.tmp $@
+build/man/bertpipe.1: $(STAGES) $(MAN_DEPS) | build/man
+	scripts/make-man bertpipe scripts/bertpipe >$@.tmp && mv $@.tmp $@
+$(COMPLETION): scripts/make-completion scripts/bertpipe bin/bertpipe $(STAGES) scripts/plot \
+               $(addprefix pipelines/,$(PIPELINES)) | build/completion
+	scripts/make-completion bin/bertpipe >$@.tmp && mv $@.tmp $@
 
 san: deps $(SAN_STAGES) $(TESTS)
 
@@ -125,16 +156,39 @@ bench-%: all
 parity-%: all
 	@scripts/parity-$*
 
-# ---- install --------------------------------------------------------------------
-# Stages go to PREFIX/bin; the pipeline manifests (and the embedded default data they use)
-# to PREFIX/share/bertpipe/pipelines, where they find the stages on PATH.
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/default
-	install -m 755 $(STAGES) $(DESTDIR)$(PREFIX)/bin/
-	install -m 755 pipelines/sst pipelines/squad pipelines/predict-sst pipelines/predict-squad \
-	    $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/
-	install -m 644 pipelines/lib.sh $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/
-	install -m 644 pipelines/default/* $(DESTDIR)$(PREFIX)/share/bertpipe/pipelines/default/
+# ---- install --------------------------------------------------------------------------------
+# PREFIX/bin gets bertpipe and the stages as bertpipe-NAME (no generic names on PATH: eval is
+# a shell builtin, batch is at(1)'s). PREFIX/lib/bertpipe is the dispatcher's home, shaped
+# like the tree so pipelines/lib.sh needs nothing new: bin/NAME links to each stage,
+# pipelines/ with lib.sh and the embedded default, scripts/plot, VERSION. It builds what it
+# needs but never runs scripts/setup (no apt): run that, or make, first.
+BINDIR  = $(PREFIX)/bin
+LIBDIR  = $(PREFIX)/lib/bertpipe
+MANDIR  = $(PREFIX)/share/man/man1
+COMPDIR = $(PREFIX)/share/bash-completion/completions
+STAGE_NAMES := $(patsubst stages/%.c,%,$(STAGE_SRC))
+install: cuda-note $(STAGES) $(MAN_PAGES) $(COMPLETION)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/scripts \
+	    $(DESTDIR)$(LIBDIR)/pipelines/default $(DESTDIR)$(MANDIR) $(DESTDIR)$(COMPDIR)
+	install -m 755 scripts/bertpipe $(DESTDIR)$(BINDIR)/bertpipe
+	install -m 644 VERSION $(DESTDIR)$(LIBDIR)/VERSION
+	for s in $(STAGE_NAMES); do \
+	  install -m 755 bin/$$s $(DESTDIR)$(BINDIR)/bertpipe-$$s && \
+	  ln -sfr $(DESTDIR)$(BINDIR)/bertpipe-$$s $(DESTDIR)$(LIBDIR)/bin/$$s || exit 1; \
+	done
+	install -m 755 $(addprefix pipelines/,$(PIPELINES)) $(DESTDIR)$(LIBDIR)/pipelines/
+	install -m 644 pipelines/lib.sh $(DESTDIR)$(LIBDIR)/pipelines/
+	install -m 644 pipelines/default/* $(DESTDIR)$(LIBDIR)/pipelines/default/
+	install -m 755 scripts/plot $(DESTDIR)$(LIBDIR)/scripts/
+	install -m 644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/
+	install -m 644 $(COMPLETION) $(DESTDIR)$(COMPDIR)/bertpipe
+	for c in $(STAGE_NAMES) $(PIPELINES) plot; do ln -sf bertpipe $(DESTDIR)$(COMPDIR)/bertpipe-$$c || exit 1; done
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/bertpipe $(addprefix $(DESTDIR)$(BINDIR)/bertpipe-,$(STAGE_NAMES)) \
+	    $(addprefix $(DESTDIR)$(MANDIR)/,$(notdir $(MAN_PAGES))) $(DESTDIR)$(COMPDIR)/bertpipe \
+	    $(addprefix $(DESTDIR)$(COMPDIR)/bertpipe-,$(STAGE_NAMES) $(PIPELINES) plot)
+	rm -rf $(DESTDIR)$(LIBDIR)
 
 clean:
 	rm -rf bin build

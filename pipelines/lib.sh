@@ -157,6 +157,20 @@ bp_cmd() {
   if [ -n "${!var:-}" ]; then echo "${!var}"; else echo "$BERTPIPE_BIN/$1"; fi
 }
 
+# bp_plot — the run's pictures (scripts/plot, i.e. `bertpipe plot OUT`) into OUT/plots, unless
+# --no-plot. Drawing is a convenience after a finished run: when it cannot be done (no
+# gnuplot, no jq) that is one warning line, never a failed run.
+bp_plot() {
+  bp_opt_given no-plot && return 0
+  local why
+  if why=$(BERTPIPE_QUIET=1 "$BP_TOP/scripts/plot" "$BP_OUT" 2>&1 >/dev/null); then
+    bp_say "plots in $BP_OUT/plots"
+  else
+    why=${why%%$'\n'*}
+    bp_say "warning: no plots: ${why#plot: error: } (--no-plot skips them)"
+  fi
+}
+
 # An edge between two stages: prints the endpoint the producer writes and the consumer reads.
 # ipc mode: a socket in the run dir; stdio mode: a FIFO (given to the stages as stdin/stdout).
 bp_edge() {

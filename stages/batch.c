@@ -115,76 +115,114 @@ static int by_length(const void *a, const void *b) {
     return la < lb ? -1 : la > lb ? 1 : (*(const size_t *)a < *(const size_t *)b ? -1 : 1);
 }
 
-/* Fields a batch carries, one row per feature. */
-typedef struct rows {
-    int B, T;
-    int32_t *input_ids, *token_type_ids, *attention_mask, *offsets, *windows, *labels, *starts, *ends;
-    char **example_ids;
-} rows;
+/* What the command line asks for. */
+typedef struct batch_args {
+    bp_io_opts io;
+    long batch_size, epochs, max_length, bucket;
+    size_t memory_limit;
+    int shuffle, pad_max, drop_last;
+    uint64_t seed;
+} batch_args;
 
+/* What the stream's features carry, from its hello and its first feature. */
 typedef struct schema { int qa, has_labels, has_offsets, has_positions; int32_t pad_id; } schema;
 
-static void need(int rc, const bp_err *err, bp_out *out) {
-    if (rc) {
-        bp_out_abort(out, err->msg);
-        bp_die_err(err);
-    }
+/* Fields a batch carries, one row per feature, for up to B_max rows of T_max tokens. */
+typedef struct rows {
+    int B, T;
+    int32_t *input_ids, *token_type_ids, *attention_mask;   /* [B, T] */
+    int32_t *offsets;                                       /* [B, T, 2] when the features have them */
+    int32_t *windows, *labels, *starts, *ends;              /* [B] */
+    char **example_ids;                                     /* [B] */
+} rows;
+
+static void rows_alloc(rows *b, size_t B_max, size_t T_max, int with_offsets) {
+    size_t cells = B_max * (T_max ? T_max : 1);
+    *b = (rows){
+        .input_ids = malloc(cells * sizeof *b->input_ids),
+        .token_type_ids = malloc(cells * sizeof *b->token_type_ids),
+        .attention_mask = malloc(cells * sizeof *b->attention_mask),
+        .offsets = with_offsets ? malloc(2 * cells * sizeof *b->offsets) : NULL,
+        .windows = malloc(B_max * sizeof *b->windows),
+        .labels = malloc(B_max * sizeof *b->labels),
+        .starts = malloc(B_max * sizeof *b->starts),
+        .ends = malloc(B_max * sizeof *b->ends),
+        .example_ids = calloc(B_max, sizeof *b->example_ids),
+    };
+    if (!b->input_ids || !b->token_type_ids || !b->attention_mask || (with_offsets && !b->offsets) || !b->windows ||
+        !b->labels || !b->starts || !b->ends || !b->example_ids)
+        bp_die(1, NULL, "out of memory for batches of %zu x %zu", B_max, T_max);
 }
 
-/* Decode feature `bytes` into row r of the batch, padded to T. */
-static void fill_row(rows *b, int r, const char *bytes, size_t size, const schema *sc, bp_out *out) {
+static void rows_free(rows *b, size_t B_max) {
+    for (size_t i = 0; i < B_max; i++) free(b->example_ids[i]);
+    free(b->example_ids); free(b->input_ids); free(b->token_type_ids); free(b->attention_mask); free(b->offsets);
+    free(b->windows); free(b->labels); free(b->starts); free(b->ends);
+}
+
+static void need(int rc, const bp_err *err) {
+    if (rc) bp_die_err(err);
+}
+
+/* One int32 field of a feature into *dst. */
+static void need_i32(const bp_frame *f, const char *key, int32_t *dst) {
+    bp_err err;
+    int64_t v;
+    need(bp_get_int(f, key, BP_I32_MIN, BP_I32_MAX, &v, &err), &err);
+    *dst = (int32_t)v;
+}
+
+/* Copy the n values of a feature's tensor into a row padded with `pad` to `width` values. */
+static void pad_row(int32_t *row, size_t width, const bp_tensor_view *t, int32_t pad) {
+    for (size_t i = 0; i < width; i++) row[i] = pad;
+    bp_tensor_copy(t, row);
+}
+
+/* Decode stored feature `index` (its bytes) into row r of the batch, padded to T. */
+static void fill_row(rows *b, int r, const char *bytes, size_t size, size_t index, const schema *sc) {
     bp_frame f;
     bp_err err;
-    need(bp_frame_decode(&f, bytes, size, NULL, NULL, &err), &err, out);
-    bp_tensor_view ids, types, mask;
-    need(bp_get_tensor(&f, "input_ids", &ids, &err), &err, out);
-    need(bp_tensor_expect(&ids, "input_ids", BP_I32, 1, NULL, &err), &err, out);
-    int64_t n = ids.shape[0], want[2] = {n, 2};
-    need(bp_get_tensor(&f, "token_type_ids", &types, &err), &err, out);
-    need(bp_tensor_expect(&types, "token_type_ids", BP_I32, 1, want, &err), &err, out);
-    need(bp_get_tensor(&f, "attention_mask", &mask, &err), &err, out);
-    need(bp_tensor_expect(&mask, "attention_mask", BP_I32, 1, want, &err), &err, out);
-    size_t row = (size_t)r * (size_t)b->T;
-    for (int t = 0; t < b->T; t++) {
-        b->input_ids[row + t] = sc->pad_id;
-        b->token_type_ids[row + t] = 0;
-        b->attention_mask[row + t] = 0;
-    }
-    memcpy(b->input_ids + row, ids.data, (size_t)n * 4);
-    memcpy(b->token_type_ids + row, types.data, (size_t)n * 4);
-    memcpy(b->attention_mask + row, mask.data, (size_t)n * 4);
+    need(bp_frame_decode(&f, bytes, size, NULL, NULL, &err), &err);
+    f.index = (int64_t)index;   /* errors name the feature as it arrived */
+    bp_tensor_view ids, types, mask, off;
+    need(bp_get_tensor_of(&f, "input_ids", BP_I32, 1, NULL, &ids, &err), &err);
+    int64_t want[2] = {ids.shape[0], 2};
+    need(bp_get_tensor_of(&f, "token_type_ids", BP_I32, 1, want, &types, &err), &err);
+    need(bp_get_tensor_of(&f, "attention_mask", BP_I32, 1, want, &mask, &err), &err);
+    size_t T = (size_t)b->T, row = (size_t)r * T;
+    pad_row(b->input_ids + row, T, &ids, sc->pad_id);
+    pad_row(b->token_type_ids + row, T, &types, 0);
+    pad_row(b->attention_mask + row, T, &mask, 0);
     if (sc->has_offsets) {
-        bp_tensor_view off;
-        need(bp_get_tensor(&f, "offsets", &off, &err), &err, out);
-        need(bp_tensor_expect(&off, "offsets", BP_I32, 2, want, &err), &err, out);
-        for (int t = 0; t < 2 * b->T; t++) b->offsets[2 * row + t] = -1;
-        memcpy(b->offsets + 2 * row, off.data, (size_t)n * 8);
+        need(bp_get_tensor_of(&f, "offsets", BP_I32, 2, want, &off, &err), &err);
+        pad_row(b->offsets + 2 * row, 2 * T, &off, -1);
     }
-    int64_t v;
-    b->windows[r] = bp_get_int(&f, "window", &v, &err) ? 0 : (int32_t)v;
-    if (sc->has_labels) {
-        need(bp_get_int(&f, "label", &v, &err), &err, out);
-        b->labels[r] = (int32_t)v;
-    }
+    int64_t window = 0;
+    need(bp_find_int(&f, "window", 0, BP_I32_MAX, &window, &err) < 0, &err);
+    b->windows[r] = (int32_t)window;
+    if (sc->has_labels) need_i32(&f, "label", &b->labels[r]);
     if (sc->has_positions) {
-        need(bp_get_int(&f, "start_position", &v, &err), &err, out);
-        b->starts[r] = (int32_t)v;
-        need(bp_get_int(&f, "end_position", &v, &err), &err, out);
-        b->ends[r] = (int32_t)v;
+        need_i32(&f, "start_position", &b->starts[r]);
+        need_i32(&f, "end_position", &b->ends[r]);
     }
     free(b->example_ids[r]);
     b->example_ids[r] = bp_get_strdup(&f, "example_id", &err);
-    if (!b->example_ids[r]) need(-1, &err, out);
+    if (!b->example_ids[r]) need(-1, &err);
     bp_frame_release(&f);
 }
 
-int main(int argc, char **argv) {
-    bp_io_opts io;
-    bp_stage_init(&io, argv);
-    long batch_size = 8, epochs = 1, max_length = 0, bucket = 0;
-    size_t memory_limit = (size_t)1 << 30;
-    int do_shuffle = 1, pad_max = 0, drop_last = 0;
-    uint64_t seed = 42;
+static size_t parse_size(const char *name, const char *text) {
+    char digits[32];
+    size_t len = strlen(text), shift = 0;
+    char unit = len ? text[len - 1] : 0;
+    if (unit == 'K' || unit == 'k') shift = 10;
+    else if (unit == 'M' || unit == 'm') shift = 20;
+    else if (unit == 'G' || unit == 'g') shift = 30;
+    snprintf(digits, sizeof digits, "%.*s", (int)(shift ? len - 1 : len), text);
+    return (size_t)bp_opt_long(name, digits, 0, 1L << 40) << shift;
+}
+
+static void parse_args(int argc, char **argv, batch_args *a) {
     enum { O_BS = 1, O_EP, O_SH, O_NOSH, O_SEED, O_PAD, O_MAXLEN, O_BUCKET, O_DROP, O_MEM };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
@@ -196,169 +234,192 @@ int main(int argc, char **argv) {
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (bp_io_option(&a->io, opt, optarg)) continue;
         switch (opt) {
-        case O_BS: batch_size = bp_opt_long("--batch-size", optarg, 1, 1 << 20); break;
-        case O_EP: epochs = bp_opt_long("--epochs", optarg, 1, 1 << 20); break;
-        case O_SH: do_shuffle = 1; break;
-        case O_NOSH: do_shuffle = 0; break;
-        case O_SEED: seed = (uint64_t)bp_opt_long("--seed", optarg, 0, (1L << 62)); break;
+        case O_BS: a->batch_size = bp_opt_long("--batch-size", optarg, 1, 1 << 20); break;
+        case O_EP: a->epochs = bp_opt_long("--epochs", optarg, 1, 1 << 20); break;
+        case O_SH: a->shuffle = 1; break;
+        case O_NOSH: a->shuffle = 0; break;
+        case O_SEED: a->seed = (uint64_t)bp_opt_long("--seed", optarg, 0, (1L << 62)); break;
         case O_PAD:
-            if (strcmp(optarg, "max") == 0) pad_max = 1;
-            else if (strcmp(optarg, "longest") == 0) pad_max = 0;
+            if (strcmp(optarg, "max") == 0) a->pad_max = 1;
+            else if (strcmp(optarg, "longest") == 0) a->pad_max = 0;
             else bp_die(2, NULL, "--pad wants longest or max, got '%s'", optarg);
             break;
-        case O_MAXLEN: max_length = bp_opt_long("--max-length", optarg, 1, 1 << 20); break;
-        case O_BUCKET: bucket = bp_opt_long("--bucket", optarg, 1, 1 << 20); break;
-        case O_DROP: drop_last = 1; break;
-        case O_MEM: {
-            char digits[32];
-            size_t len = strlen(optarg), shift = 0;
-            char unit = len ? optarg[len - 1] : 0;
-            if (unit == 'K' || unit == 'k') shift = 10;
-            else if (unit == 'M' || unit == 'm') shift = 20;
-            else if (unit == 'G' || unit == 'g') shift = 30;
-            snprintf(digits, sizeof digits, "%.*s", (int)(shift ? len - 1 : len), optarg);
-            memory_limit = (size_t)bp_opt_long("--memory-limit", digits, 0, 1L << 40) << shift;
-            break;
-        }
-        case 'h': fputs(usage, stdout); return 0;
+        case O_MAXLEN: a->max_length = bp_opt_long("--max-length", optarg, 1, 1 << 20); break;
+        case O_BUCKET: a->bucket = bp_opt_long("--bucket", optarg, 1, 1 << 20); break;
+        case O_DROP: a->drop_last = 1; break;
+        case O_MEM: a->memory_limit = parse_size("--memory-limit", optarg); break;
+        case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
     }
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+}
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
-    schema sc = {0};
+/* pad_id and, unless --max-length gave one, max_length from the features' hello. */
+static schema read_hello(const bp_frame *hello, batch_args *a) {
     bp_err err;
-    sc.qa = bp_hello_is_qa(hello);
-    int64_t v;
-    if (!bp_get_int(hello, "pad_id", &v, &err)) sc.pad_id = (int32_t)v;
-    if (!max_length && !bp_get_int(hello, "max_length", &v, &err)) max_length = v;
-    if (pad_max && !max_length) bp_die(2, NULL, "--pad max needs --max-length (the input hello has none)");
+    schema sc = {.qa = bp_hello_is_qa(hello)};
+    int64_t pad_id = 0, max_length = a->max_length;
+    if (bp_find_int(hello, "pad_id", 0, BP_I32_MAX, &pad_id, &err) < 0 ||
+        (!a->max_length && bp_find_int(hello, "max_length", 1, 1 << 20, &max_length, &err) < 0))
+        bp_die_err(&err);
+    sc.pad_id = (int32_t)pad_id;
+    a->max_length = (long)max_length;
+    if (a->pad_max && !a->max_length) bp_die(2, NULL, "--pad max needs --max-length (the input hello has none)");
+    return sc;
+}
 
-    /* Read the whole split, keeping frame bytes only. */
-    store s = {0};
-    s.limit = memory_limit;
+/* Read the whole split, keeping frame bytes only. Returns the longest feature's length. */
+static int read_features(bp_in *in, store *s, schema *sc, const batch_args *a) {
     bp_frame f;
-    int r, first = 1, longest = 0;
+    bp_err err;
+    int r, longest = 0;
     while ((r = bp_in_next(in, &f)) == 1) {
-        if (f.kind != BP_FEATURE) bp_die(1, io.in, "batch takes feature frames, got %s", bp_kind_name(f.kind));
+        if (f.kind != BP_FEATURE) bp_die(1, a->io.in, "batch takes feature frames, got %s", bp_kind_name(f.kind));
         bp_tensor_view ids;
-        if (bp_get_tensor(&f, "input_ids", &ids, &err) || bp_tensor_expect(&ids, "input_ids", BP_I32, 1, NULL, &err))
-            bp_die(1, NULL, "feature %lld: %s", (long long)s.n, err.msg);
-        if (first) {
-            sc.has_labels = bp_get(&f, "label") != NULL;
-            sc.has_positions = bp_get(&f, "start_position") != NULL;
-            sc.has_offsets = bp_get(&f, "offsets") != NULL;
-            first = 0;
+        if (bp_get_tensor_of(&f, "input_ids", BP_I32, 1, NULL, &ids, &err)) bp_die_err(&err);
+        if (s->n == 0) {
+            sc->has_labels = bp_has(&f, "label");
+            sc->has_positions = bp_has(&f, "start_position");
+            sc->has_offsets = bp_has(&f, "offsets");
         }
-        if (pad_max && ids.shape[0] > max_length)
-            bp_die(1, NULL, "feature %lld has %lld tokens, more than --max-length %ld", (long long)s.n,
-                   (long long)ids.shape[0], max_length);
+        if (a->pad_max && ids.shape[0] > a->max_length)
+            bp_die(1, NULL, "feature %lld has %lld tokens, more than --max-length %ld", (long long)s->n,
+                   (long long)ids.shape[0], a->max_length);
         if (ids.shape[0] > longest) longest = (int)ids.shape[0];
-        store_add(&s, f.raw, f.raw_len, (uint32_t)ids.shape[0]);
+        store_add(s, f.raw, f.raw_len, (uint32_t)ids.shape[0]);
         bp_frame_release(&f);
     }
     if (r < 0) bp_die_err(bp_in_err(in));
+    return longest;
+}
 
-    size_t n = s.n;
-    size_t per_epoch = drop_last ? n / (size_t)batch_size : (n + (size_t)batch_size - 1) / (size_t)batch_size;
-    bp_out *out = bp_open_out(&io);
-    bp_writer w;
-    bp_writer_init(&w);
-    /* Pass the upstream schema on, then say what batch adds. */
+/* Pass the upstream schema on, then say what batch adds. */
+static void send_hello(bp_out *out, bp_writer *w, const bp_frame *hello, const batch_args *a, size_t per_epoch,
+                       size_t features) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "lowercase",
                                           "vocab_size", "split", "source", "pad_id", NULL};
-    bp_hello_begin_from(&w, hello, pass_on);
-    bp_put_int(&w, "batch_size", batch_size);
-    bp_put_int(&w, "epochs", epochs);
-    bp_put_int(&w, "batches_per_epoch", (int64_t)per_epoch);
-    bp_put_int(&w, "features", (int64_t)n);
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    bp_hello_begin_from(w, hello, pass_on);
+    bp_put_int(w, "batch_size", a->batch_size);
+    bp_put_int(w, "epochs", a->epochs);
+    bp_put_int(w, "batches_per_epoch", (int64_t)per_epoch);
+    bp_put_int(w, "features", (int64_t)features);
+    bp_send_hello(out, w);
+}
 
-    size_t *order = malloc((n ? n : 1) * sizeof *order);
-    size_t *batch_starts = malloc((per_epoch + 1) * sizeof *batch_starts);
-    int T_max = pad_max ? (int)max_length : longest;
-    rows b = {0};
-    size_t cells = (size_t)batch_size * (size_t)(T_max ? T_max : 1);
-    b.input_ids = malloc(cells * 4);
-    b.token_type_ids = malloc(cells * 4);
-    b.attention_mask = malloc(cells * 4);
-    b.offsets = sc.has_offsets ? malloc(cells * 8) : NULL;
-    b.windows = malloc((size_t)batch_size * 4);
-    b.labels = malloc((size_t)batch_size * 4);
-    b.starts = malloc((size_t)batch_size * 4);
-    b.ends = malloc((size_t)batch_size * 4);
-    b.example_ids = calloc((size_t)batch_size, sizeof *b.example_ids);
-    if (!order || !batch_starts || !b.input_ids || !b.token_type_ids || !b.attention_mask ||
-        (sc.has_offsets && !b.offsets) || !b.windows || !b.labels || !b.starts || !b.ends || !b.example_ids)
-        bp_die(1, NULL, "out of memory for %zu features", n);
-
-    uint64_t state = seed;
-    int64_t seq = 0;
-    bp_progress prog;
-    bp_progress_start(&prog, "batch", (int64_t)per_epoch * epochs);
-    for (long epoch = 1; epoch <= epochs; epoch++) {
-        for (size_t i = 0; i < n; i++) order[i] = i;
-        if (do_shuffle) shuffle(order, n, &state);
-        if (bucket > 0) {
-            /* Sort runs of K batches by length, then shuffle the batch order. */
-            size_t run = (size_t)bucket * (size_t)batch_size;
-            sort_store = &s;
-            for (size_t i = 0; i < n; i += run) qsort(order + i, (i + run <= n ? run : n - i), sizeof *order, by_length);
-        }
-        for (size_t k = 0; k < per_epoch; k++) batch_starts[k] = k * (size_t)batch_size;
-        if (bucket > 0 && do_shuffle) shuffle(batch_starts, per_epoch, &state);
-        for (size_t k = 0; k < per_epoch; k++) {
-            size_t start = batch_starts[k];
-            int B = (int)((start + (size_t)batch_size <= n) ? (size_t)batch_size : n - start);
-            int T = 0;
-            for (int i = 0; i < B; i++)
-                if ((int)s.items[order[start + (size_t)i]].length > T) T = (int)s.items[order[start + (size_t)i]].length;
-            if (pad_max) T = (int)max_length;
-            b.B = B;
-            b.T = T;
-            for (int i = 0; i < B; i++) {
-                size_t idx = order[start + (size_t)i];
-                fill_row(&b, i, store_get(&s, idx), s.items[idx].size, &sc, out);
-            }
-            bp_begin(&w, BP_BATCH);
-            bp_put_int(&w, "seq", seq++);
-            bp_put_int(&w, "epoch", epoch);
-            bp_put_key(&w, "example_ids");
-            msgpack_pack_array(&w.pk, (size_t)B);
-            for (int i = 0; i < B; i++) bp_pack_str(&w.pk, b.example_ids[i], strlen(b.example_ids[i]));
-            int64_t shape_b[1] = {B}, shape_bt[2] = {B, T}, shape_bt2[3] = {B, T, 2};
-            bp_put_tensor(&w, "windows", BP_I32, 1, shape_b, b.windows);
-            bp_put_tensor(&w, "input_ids", BP_I32, 2, shape_bt, b.input_ids);
-            bp_put_tensor(&w, "token_type_ids", BP_I32, 2, shape_bt, b.token_type_ids);
-            bp_put_tensor(&w, "attention_mask", BP_I32, 2, shape_bt, b.attention_mask);
-            if (sc.has_labels) bp_put_tensor(&w, "labels", BP_I32, 1, shape_b, b.labels);
-            if (sc.has_positions) {
-                bp_put_tensor(&w, "start_positions", BP_I32, 1, shape_b, b.starts);
-                bp_put_tensor(&w, "end_positions", BP_I32, 1, shape_b, b.ends);
-            }
-            if (sc.has_offsets) bp_put_tensor(&w, "offsets", BP_I32, 3, shape_bt2, b.offsets);
-            if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
-            bp_progress_update(&prog, seq, NULL);
-        }
-        bp_begin(&w, BP_EPOCH);
-        bp_put_int(&w, "seq", seq++);
-        bp_put_int(&w, "epoch", epoch);
-        if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
+static void send_batch(bp_out *out, bp_writer *w, const rows *b, const schema *sc, int64_t seq, long epoch) {
+    int64_t shape_b[1] = {b->B}, shape_bt[2] = {b->B, b->T}, shape_bt2[3] = {b->B, b->T, 2};
+    bp_begin(w, BP_BATCH);
+    bp_put_int(w, "seq", seq);
+    bp_put_int(w, "epoch", epoch);
+    bp_put_strs(w, "example_ids", (const char *const *)b->example_ids, (size_t)b->B);
+    bp_put_tensor(w, "windows", BP_I32, 1, shape_b, b->windows);
+    bp_put_tensor(w, "input_ids", BP_I32, 2, shape_bt, b->input_ids);
+    bp_put_tensor(w, "token_type_ids", BP_I32, 2, shape_bt, b->token_type_ids);
+    bp_put_tensor(w, "attention_mask", BP_I32, 2, shape_bt, b->attention_mask);
+    if (sc->has_labels) bp_put_tensor(w, "labels", BP_I32, 1, shape_b, b->labels);
+    if (sc->has_positions) {
+        bp_put_tensor(w, "start_positions", BP_I32, 1, shape_b, b->starts);
+        bp_put_tensor(w, "end_positions", BP_I32, 1, shape_b, b->ends);
     }
-    bp_progress_finish(&prog, NULL);
-    bp_log("%zu features -> %zu batches per epoch x %ld epochs (batch size %ld, %s)", n, per_epoch, epochs,
-           batch_size, pad_max ? "padded to max length" : "padded to longest");
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    if (sc->has_offsets) bp_put_tensor(w, "offsets", BP_I32, 3, shape_bt2, b->offsets);
+    bp_send(out, w);
+}
+
+/* The batching of one run: the store, the order of this epoch, where each batch starts. */
+typedef struct batcher {
+    const batch_args *args;
+    const schema *sc;
+    store *s;
+    size_t *order, *batch_starts, per_epoch;
+    uint64_t rng;
+    rows b;
+    bp_out *out;
+    bp_writer *w;
+    int64_t seq;
+    bp_progress prog;
+} batcher;
+
+/* This epoch's order of features and of batches: shuffled, bucketed by length. */
+static void plan_epoch(batcher *bt) {
+    const batch_args *a = bt->args;
+    size_t n = bt->s->n, batch_size = (size_t)a->batch_size;
+    for (size_t i = 0; i < n; i++) bt->order[i] = i;
+    if (a->shuffle) shuffle(bt->order, n, &bt->rng);
+    if (a->bucket > 0) {
+        /* Sort runs of K batches by length, then shuffle the batch order. */
+        size_t run = (size_t)a->bucket * batch_size;
+        sort_store = bt->s;
+        for (size_t i = 0; i < n; i += run) qsort(bt->order + i, (i + run <= n ? run : n - i), sizeof *bt->order, by_length);
+    }
+    for (size_t k = 0; k < bt->per_epoch; k++) bt->batch_starts[k] = k * batch_size;
+    if (a->bucket > 0 && a->shuffle) shuffle(bt->batch_starts, bt->per_epoch, &bt->rng);
+}
+
+/* Batch k of this epoch: its features padded to the longest (or to --max-length). */
+static void send_batch_k(batcher *bt, size_t k, long epoch) {
+    const batch_args *a = bt->args;
+    store *s = bt->s;
+    size_t start = bt->batch_starts[k], batch_size = (size_t)a->batch_size;
+    int B = (int)(start + batch_size <= s->n ? batch_size : s->n - start), T = 0;
+    for (int i = 0; i < B; i++)
+        if ((int)s->items[bt->order[start + (size_t)i]].length > T) T = (int)s->items[bt->order[start + (size_t)i]].length;
+    if (a->pad_max) T = (int)a->max_length;
+    bt->b.B = B;
+    bt->b.T = T;
+    for (int i = 0; i < B; i++) {
+        size_t idx = bt->order[start + (size_t)i];
+        fill_row(&bt->b, i, store_get(s, idx), s->items[idx].size, idx, bt->sc);
+    }
+    send_batch(bt->out, bt->w, &bt->b, bt->sc, bt->seq++, epoch);
+    bp_progress_update(&bt->prog, bt->seq, NULL);
+}
+
+static void send_epochs(batcher *bt) {
+    for (long epoch = 1; epoch <= bt->args->epochs; epoch++) {
+        plan_epoch(bt);
+        for (size_t k = 0; k < bt->per_epoch; k++) send_batch_k(bt, k, epoch);
+        bp_begin(bt->w, BP_EPOCH);
+        bp_put_int(bt->w, "seq", bt->seq++);
+        bp_put_int(bt->w, "epoch", epoch);
+        bp_send(bt->out, bt->w);
+    }
+}
+
+int main(int argc, char **argv) {
+    batch_args a = {.batch_size = 8, .epochs = 1, .memory_limit = (size_t)1 << 30, .shuffle = 1, .seed = 42};
+    bp_stage_init(&a.io, argv);
+    parse_args(argc, argv, &a);
+
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&a.io, &hello);
+    schema sc = read_hello(hello, &a);
+    store s = {.limit = a.memory_limit};
+    int longest = read_features(in, &s, &sc, &a);
+
+    size_t n = s.n, batch_size = (size_t)a.batch_size;
+    size_t per_epoch = a.drop_last ? n / batch_size : (n + batch_size - 1) / batch_size;
+    bp_writer w;
+    bp_writer_init(&w);
+    batcher bt = {.args = &a, .sc = &sc, .s = &s, .per_epoch = per_epoch, .rng = a.seed, .w = &w,
+                  .order = malloc((n ? n : 1) * sizeof *bt.order),
+                  .batch_starts = malloc((per_epoch + 1) * sizeof *bt.batch_starts)};
+    if (!bt.order || !bt.batch_starts) bp_die(1, NULL, "out of memory for %zu features", n);
+    rows_alloc(&bt.b, batch_size, (size_t)(a.pad_max ? (int)a.max_length : longest), sc.has_offsets);
+    bt.out = bp_open_out(&a.io);
+    send_hello(bt.out, &w, hello, &a, per_epoch, n);
+
+    bp_progress_start(&bt.prog, "batch", (int64_t)per_epoch * a.epochs);
+    send_epochs(&bt);
+    bp_progress_finish(&bt.prog, NULL);
+    bp_log("%zu features -> %zu batches per epoch x %ld epochs (batch size %ld, %s)", n, per_epoch, a.epochs,
+           a.batch_size, a.pad_max ? "padded to max length" : "padded to longest");
+    bp_close_out(bt.out);
     bp_in_close(in);
-    for (int i = 0; i < batch_size; i++) free(b.example_ids[i]);
-    free(b.example_ids); free(b.input_ids); free(b.token_type_ids); free(b.attention_mask); free(b.offsets);
-    free(b.windows); free(b.labels); free(b.starts); free(b.ends);
-    free(order); free(batch_starts);
+    rows_free(&bt.b, batch_size);
+    free(bt.order); free(bt.batch_starts);
     free(s.arena); free(s.items); free(s.scratch);
     if (s.spill) fclose(s.spill);
     bp_writer_free(&w);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "ckpt/bert_io.h"
-#include "backend/device.h"
+#include "stage/bert_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -21,168 +21,164 @@ static const char usage[] =
     "  --precision P      fp32 (default), tf32 or bf16 (GPU only)\n"
     "  --threads N        CPU threads (default: all)\n" BP_IO_USAGE;
 
-/* Copy field `key` of f (any value) into w unchanged, when present. */
-static void pass_field(bp_writer *w, const bp_frame *f, const char *key) {
-    const msgpack_object *o = bp_get(f, key);
-    if (!o) return;
-    bp_put_key(w, key);
-    msgpack_pack_object(&w->pk, *o);
-}
-
-int main(int argc, char **argv) {
+/* What the command line asks for. */
+typedef struct eval_args {
     bp_io_opts io;
-    bp_stage_init(&io, argv);
-    const char *checkpoint = NULL, *device = "auto", *precision = "fp32";
-    long threads = 0;
+    const char *checkpoint, *device, *precision;
+    long threads;
+} eval_args;
+
+/* The model at work and where its logits go. */
+typedef struct evaluator {
+    bert_model *m;
+    int qa, C;
+    bp_batch_tensors h;
+    float *logits, *starts, *ends;   /* [B, C] or [B, T, 2]; QA: [B, T] each */
+    size_t logits_cap;               /* floats in logits */
+    bp_out *out;
+    bp_writer w;
+    int64_t seq, rows;
+} evaluator;
+
+static void parse_args(int argc, char **argv, eval_args *a) {
     enum { O_CKPT = 1, O_DEVICE, O_THREADS, O_PRECISION };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS, {"checkpoint", required_argument, 0, O_CKPT}, {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
         {"threads", required_argument, 0, O_THREADS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (bp_io_option(&a->io, opt, optarg)) continue;
         switch (opt) {
-        case O_CKPT: checkpoint = optarg; break;
-        case O_DEVICE: device = optarg; break;
-        case O_PRECISION: precision = optarg; break;
-        case O_THREADS: threads = bp_opt_long("--threads", optarg, 0, 1024); break;
-        case 'h': fputs(usage, stdout); return 0;
+        case O_CKPT: a->checkpoint = optarg; break;
+        case O_DEVICE: a->device = optarg; break;
+        case O_PRECISION: a->precision = optarg; break;
+        case O_THREADS: a->threads = bp_opt_long("--threads", optarg, 0, 1024); break;
+        case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
     }
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    if (!checkpoint) bp_die(2, NULL, "--checkpoint DIR is required");
+    if (!a->checkpoint) bp_die(2, NULL, "--checkpoint DIR is required");
+}
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+/* The checkpoint as an inference-only model for batches up to max_B x max_T. */
+static bert_model *open_model(const char *checkpoint, backend *be, int qa, int max_B, int max_T) {
     bp_err err;
-    int qa = bp_hello_is_qa(hello);
-    int64_t max_B = 0, max_T = 0;
-    if (bp_get_int(hello, "batch_size", &max_B, &err) || bp_get_int(hello, "max_length", &max_T, &err))
-        bp_die(1, io.in, "the input hello lacks batch_size or max_length: is this a batch stream?");
-
-    char note[300];
-    backend *be = bp_backend_open(device, (int)threads, precision, note, sizeof note, &err);
-    if (!be) bp_die_err(&err);
-    bp_log("%s", note);
     char *notes = NULL;
-    bert_model *m = bert_open(checkpoint, 1, qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, 0, BERT_FOR_INFERENCE,
-                              be, (int)max_B, (int)max_T, 0, &notes, &err);
+    bert_model *m = bert_open(checkpoint, 1, qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, 0, BERT_FOR_INFERENCE, be,
+                              max_B, max_T, 0, &notes, &err);
     if (!m) bp_die_err(&err);
     if (notes) {
         /* Evaluating weights that were never trained is almost always a mistake: say so loudly. */
         bp_warn("%s", notes);
         free(notes);
     }
-    {
-        /* The tokenizer's vocabulary must fit the embedding: an id past it is a wrong pairing of
-         * vocab.txt and checkpoint, better caught here than as a bad id in the first batch. */
-        int64_t tokens = 0;
-        bp_err verr;
-        if (!bp_get_int(hello, "vocab_size", &tokens, &verr) && tokens > m->cfg.vocab_size)
-            bp_die(1, NULL, "the tokenizer's vocab.txt has %lld tokens but the model's embedding has %d rows "
-                   "(config.json vocab_size): they do not belong together", (long long)tokens, m->cfg.vocab_size);
-    }
-    int C = m->cfg.num_labels;
+    return m;
+}
 
-    bp_out *out = bp_open_out(&io);
-    bp_writer w;
-    bp_writer_init(&w);
+/* The upstream schema and the checkpoint; for unlabelled input (your own sentences) the
+ * checkpoint's id2label names the classes. */
+static void send_hello(evaluator *ev, const bp_frame *hello, const char *checkpoint) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "split", "source", NULL};
-    bp_hello_begin_from(&w, hello, pass_on);
-    bp_put_str(&w, "checkpoint", checkpoint);
-    if (!qa && !bp_get(hello, "labels")) {
-        /* Unlabelled input (your own sentences): the checkpoint's id2label names the classes. */
-        char config_path[4096];
-        snprintf(config_path, sizeof config_path, "%s/config.json", checkpoint);
-        hfc_config hf;
-        if (hfc_read(config_path, &hf, &err) == 0) {
-            if (hf.num_labels == C && hf.id2label) {
-                bp_put_key(&w, "labels");
-                msgpack_pack_array(&w.pk, (size_t)C);
-                for (int i = 0; i < C; i++) bp_pack_str(&w.pk, hf.id2label[i], strlen(hf.id2label[i]));
-            }
-            hfc_free(&hf);
-        }
+    bp_writer *w = &ev->w;
+    bp_hello_begin_from(w, hello, pass_on);
+    bp_put_str(w, "checkpoint", checkpoint);
+    hfc_config hf;
+    bp_err err;
+    if (!ev->qa && !bp_has(hello, "labels") && bert_read_config(checkpoint, &hf, &err) == 0) {
+        if (hf.num_labels == ev->C && hf.id2label) bp_put_strs(w, "labels", (const char *const *)hf.id2label, (size_t)ev->C);
+        hfc_free(&hf);
     }
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    bp_send_hello(ev->out, w);
+}
 
+/* Logits for batch frame f: its ids, the model's logits and what postprocess joins on. */
+static void send_logits(evaluator *ev, const bp_frame *f, const bert_batch *b) {
+    bp_writer *w = &ev->w;
+    int64_t B = b->B, T = b->T, bt[2] = {B, T}, bc[2] = {B, ev->C};
+    bp_begin(w, BP_LOGITS);
+    bp_put_int(w, "seq", ev->seq++);
+    bp_put_copy(w, f, "example_ids");
+    bp_put_copy(w, f, "windows");
+    if (ev->qa) {
+        /* [B, T, 2] interleaved start/end -> two [B, T] tensors */
+        for (int64_t i = 0; i < B * T; i++) {
+            ev->starts[i] = ev->logits[2 * i];
+            ev->ends[i] = ev->logits[2 * i + 1];
+        }
+        bp_put_tensor(w, "start_logits", BP_F32, 2, bt, ev->starts);
+        bp_put_tensor(w, "end_logits", BP_F32, 2, bt, ev->ends);
+        bp_put_copy(w, f, "offsets");
+        bp_put_copy(w, f, "start_positions");
+        bp_put_copy(w, f, "end_positions");
+    } else {
+        bp_put_tensor(w, "logits", BP_F32, 2, bc, ev->logits);
+        bp_put_copy(w, f, "labels");
+    }
+    bp_send(ev->out, w);
+}
+
+static void eval_batch(evaluator *ev, const bp_frame *f) {
+    bp_err err;
+    bert_batch b;
+    char where[64];
+    if (bp_batch_read(f, NULL, &ev->h, &b, &err)) bp_die_err(&err);
+    if (bert_forward(ev->m, &b, 0, &err) || bert_logits(ev->m, ev->logits, ev->logits_cap, &err) < 0)
+        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+    send_logits(ev, f, &b);
+    ev->rows += b.B;
+}
+
+/* Host buffers for the largest batch's logits. */
+static void alloc_logits(evaluator *ev, int max_B, int max_T) {
     size_t cells = (size_t)max_B * (size_t)max_T;
-    int32_t *ids = malloc(cells * 4), *types = malloc(cells * 4), *mask = malloc(cells * 4);
-    float *logits = malloc(cells * 2 * sizeof(float) + (size_t)max_B * (size_t)C * sizeof(float));
-    float *starts = malloc(cells * sizeof(float)), *ends = malloc(cells * sizeof(float));
-    if (!ids || !types || !mask || !logits || !starts || !ends) bp_die(1, NULL, "out of memory");
-    int64_t seq = 0, rows = 0;
+    ev->logits_cap = cells * 2 + (size_t)max_B * (size_t)ev->C;
+    ev->logits = malloc(ev->logits_cap * sizeof *ev->logits);
+    ev->starts = malloc(cells * sizeof *ev->starts);
+    ev->ends = malloc(cells * sizeof *ev->ends);
+    if (!ev->logits || !ev->starts || !ev->ends) bp_die(1, NULL, "out of memory");
+}
+
+int main(int argc, char **argv) {
+    eval_args a = {.device = "auto", .precision = "fp32"};
+    bp_stage_init(&a.io, argv);
+    parse_args(argc, argv, &a);
+
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&a.io, &hello);
+    int max_B, max_T;
+    bp_batch_shape(hello, a.io.in, &max_B, &max_T);
+    backend *be = bp_open_device(a.device, (int)a.threads, a.precision);
+    evaluator ev = {.qa = bp_hello_is_qa(hello)};
+    ev.m = open_model(a.checkpoint, be, ev.qa, max_B, max_T);
+    bp_check_vocab_fits(hello, ev.m);
+    ev.C = ev.m->cfg.num_labels;
+
+    ev.out = bp_open_out(&a.io);
+    bp_writer_init(&ev.w);
+    send_hello(&ev, hello, a.checkpoint);
+    bp_batch_tensors_alloc(&ev.h, max_B, max_T);
+    alloc_logits(&ev, max_B, max_T);
     bp_progress prog;
     bp_progress_start(&prog, "eval", 0);
     bp_frame f;
     int rc;
     while ((rc = bp_in_next(in, &f)) == 1) {
-        if (f.kind != BP_BATCH) {
-            bp_frame_release(&f);
-            continue;
+        if (f.kind == BP_BATCH) {   /* epoch frames are dropped */
+            eval_batch(&ev, &f);
+            bp_progress_update(&prog, ev.rows, NULL);
         }
-        bp_tensor_view tids, ttypes, tmask;
-        if (bp_get_tensor(&f, "input_ids", &tids, &err) || bp_tensor_expect(&tids, "input_ids", BP_I32, 2, NULL, &err))
-            goto bad;
-        int64_t B = tids.shape[0], T = tids.shape[1], bt[2] = {B, T};
-        if (B > max_B || T > max_T) {
-            bp_err_set(&err, "batch of %lld x %lld exceeds the hello's %lld x %lld", (long long)B, (long long)T,
-                       (long long)max_B, (long long)max_T);
-            goto bad;
-        }
-        if (bp_get_tensor(&f, "token_type_ids", &ttypes, &err) || bp_tensor_expect(&ttypes, "token_type_ids", BP_I32, 2, bt, &err) ||
-            bp_get_tensor(&f, "attention_mask", &tmask, &err) || bp_tensor_expect(&tmask, "attention_mask", BP_I32, 2, bt, &err))
-            goto bad;
-        bp_tensor_copy(&tids, ids);
-        bp_tensor_copy(&ttypes, types);
-        bp_tensor_copy(&tmask, mask);
-        bert_batch b = {.B = (int)B, .T = (int)T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask};
-        if (bert_forward(m, &b, 0, &err)) goto bad;
-        long n = bert_logits(m, logits, cells * 2 + (size_t)max_B * (size_t)C, &err);
-        if (n < 0) goto bad;
-        bp_begin(&w, BP_LOGITS);
-        bp_put_int(&w, "seq", seq++);
-        pass_field(&w, &f, "example_ids");
-        pass_field(&w, &f, "windows");
-        if (qa) {
-            /* [B, T, 2] interleaved start/end -> two [B, T] tensors */
-            for (int64_t i = 0; i < B * T; i++) {
-                starts[i] = logits[2 * i];
-                ends[i] = logits[2 * i + 1];
-            }
-            bp_put_tensor(&w, "start_logits", BP_F32, 2, bt, starts);
-            bp_put_tensor(&w, "end_logits", BP_F32, 2, bt, ends);
-            pass_field(&w, &f, "offsets");
-            pass_field(&w, &f, "start_positions");
-            pass_field(&w, &f, "end_positions");
-        } else {
-            int64_t bc[2] = {B, C};
-            bp_put_tensor(&w, "logits", BP_F32, 2, bc, logits);
-            pass_field(&w, &f, "labels");
-        }
-        if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
-        rows += B;
-        bp_progress_update(&prog, rows, NULL);
         bp_frame_release(&f);
-        continue;
-    bad:
-        bp_out_abort(out, err.msg);
-        free(ids); free(types); free(mask); free(logits); free(starts); free(ends);   /* bp_die exits: LeakSanitizer would count them */
-        bp_die(1, NULL, "batch frame %lld: %s", (long long)seq, err.msg);
     }
-    if (rc < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
+    if (rc < 0) bp_die_err(bp_in_err(in));
     bp_progress_finish(&prog, NULL);
-    bp_log("%lld sequences evaluated", (long long)rows);
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_log("%lld sequences evaluated", (long long)ev.rows);
+    bp_close_out(ev.out);
     bp_in_close(in);
-    free(ids); free(types); free(mask); free(logits); free(starts); free(ends);
-    bert_free(m);
+    bp_batch_tensors_free(&ev.h);
+    free(ev.logits); free(ev.starts); free(ev.ends);
+    bert_free(ev.m);
     be->destroy(be);
-    bp_writer_free(&w);
+    bp_writer_free(&ev.w);
     return 0;
 }

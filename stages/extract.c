@@ -37,11 +37,22 @@ typedef struct emitter {
     bp_writer w;
     int64_t seq;
     const char *split;
+    bp_answer *answers;   /* the current example's answers, as the frame writes them */
+    size_t answers_cap;
     /* --articles */
     int64_t first_article, last_article, article;
     char *last_title;
     int64_t out_of_range;
 } emitter;
+
+/* What the command line asks for. */
+typedef struct extract_args {
+    bp_io_opts io;
+    ds_options ds;
+    const char *format, *path, *question, *context;
+    int lines;    /* --format lines */
+    int qa;
+} extract_args;
 
 static void put_common(emitter *e, const ds_example *ex) {
     bp_begin(&e->w, BP_EXAMPLE);
@@ -50,41 +61,54 @@ static void put_common(emitter *e, const ds_example *ex) {
     bp_put_str(&e->w, "split", e->split);
 }
 
+/* --articles: 0 to send ex, 1 to stop reading (past the range), -1 to skip it (before). */
+static int article_filter(emitter *e, const ds_example *ex, bp_err *err) {
+    if (e->first_article < 0) return 0;
+    const char *title = ex->title ? ex->title : "";
+    if (!e->last_title || strcmp(e->last_title, title)) {
+        if (e->last_title) e->article++;
+        free(e->last_title);
+        if (!(e->last_title = strdup(title))) return bp_err_set(err, "out of memory");
+    }
+    if (e->article > e->last_article) {   /* past the range: count this one, stop reading */
+        e->out_of_range++;
+        return 1;
+    }
+    if (e->article < e->first_article) {
+        e->out_of_range++;
+        return -1;
+    }
+    return 0;
+}
+
+static int put_answers(emitter *e, const ds_example *ex, bp_err *err) {
+    if (ex->n_answers > e->answers_cap) {
+        bp_answer *grown = realloc(e->answers, ex->n_answers * sizeof *grown);
+        if (!grown) return bp_err_set(err, "out of memory");
+        e->answers = grown;
+        e->answers_cap = ex->n_answers;
+    }
+    for (size_t i = 0; i < ex->n_answers; i++) {
+        const ds_answer *a = &ex->answers[i];
+        e->answers[i] = (bp_answer){.text = a->text, .text_len = strlen(a->text), .answer_start = a->start};
+        if (!a->matches)
+            bp_warn("example %s: answer %zu (\"%.60s\") does not match the context at answer_start %lld (%s)", ex->id, i,
+                    a->text, (long long)a->start, ex->source);
+    }
+    bp_put_answers(&e->w, e->answers, ex->n_answers);
+    return 0;
+}
+
 static int emit(const ds_example *ex, void *user, bp_err *err) {
     emitter *e = user;
     if (ex->question) {
-        if (e->first_article >= 0) {
-            if (!e->last_title || strcmp(e->last_title, ex->title ? ex->title : "")) {
-                if (e->last_title) e->article++;
-                free(e->last_title);
-                e->last_title = strdup(ex->title ? ex->title : "");
-                if (!e->last_title) return bp_err_set(err, "out of memory");
-            }
-            if (e->article > e->last_article) {   /* past the range: count this one, stop reading */
-                e->out_of_range++;
-                return 1;
-            }
-            if (e->article < e->first_article) {
-                e->out_of_range++;
-                return 0;
-            }
-        }
+        int filter = article_filter(e, ex, err);
+        if (filter) return filter < 0 ? 0 : filter;
         put_common(e, ex);
         bp_put_str(&e->w, "title", ex->title ? ex->title : "");
         bp_put_str(&e->w, "question", ex->question);
         bp_put_str(&e->w, "context", ex->context);
-        bp_put_key(&e->w, "answers");
-        msgpack_pack_array(&e->w.pk, ex->n_answers);
-        for (size_t i = 0; i < ex->n_answers; i++) {
-            msgpack_pack_map(&e->w.pk, 2);
-            bp_pack_str(&e->w.pk, "text", 4);
-            bp_pack_str(&e->w.pk, ex->answers[i].text, strlen(ex->answers[i].text));
-            bp_pack_str(&e->w.pk, "answer_start", 12);
-            msgpack_pack_int64(&e->w.pk, ex->answers[i].start);
-            if (!ex->answers[i].matches)
-                bp_warn("example %s: answer %zu (\"%.60s\") does not match the context at answer_start %lld (%s)",
-                        ex->id, i, ex->answers[i].text, (long long)ex->answers[i].start, ex->source);
-        }
+        if (put_answers(e, ex, err)) return -1;
         bp_put_bool(&e->w, "is_impossible", ex->is_impossible);
     } else {
         put_common(e, ex);
@@ -121,13 +145,23 @@ static int read_lines(const char *path, emitter *e, int64_t limit, bp_err *err) 
     return err->msg[0] ? -1 : 0;
 }
 
-int main(int argc, char **argv) {
-    bp_io_opts io;
-    bp_stage_init(&io, argv);
-    ds_options o = {0};
-    o.seed = 42;
-    const char *format = NULL, *question = NULL, *context = NULL, *articles = NULL;
-    int lines = 0;
+/* --articles A-B into e's range. */
+static void parse_articles(const char *articles, emitter *e) {
+    char *dash;
+    long a = strtol(articles, &dash, 10), b = a;
+    if (*dash == '-') b = strtol(dash + 1, &dash, 10);
+    if (*dash || a < 0 || b < a) bp_die(2, NULL, "--articles wants A-B with 0 <= A <= B, got '%s'", articles);
+    e->first_article = a;
+    e->last_article = b;
+}
+
+static char parse_delimiter(const char *text) {
+    if (strcmp(text, "tab") == 0 || strcmp(text, "\\t") == 0 || strcmp(text, "\t") == 0) return '\t';
+    if (strlen(text) != 1) bp_die(2, NULL, "--delimiter wants one character or 'tab', got '%s'", text);
+    return text[0];
+}
+
+static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
     enum { O_FORMAT = 1, O_SPLIT, O_LIMIT, O_SAMPLE, O_SEED, O_BIN, O_SKIP, O_TEXT, O_LABEL, O_ID, O_MAP, O_DELIM,
            O_NOHEAD, O_RATIO, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT };
     static const struct option longopts[] = {
@@ -142,100 +176,106 @@ int main(int argc, char **argv) {
         {"articles", required_argument, 0, O_ARTICLES}, {"strict", no_argument, 0, O_STRICT},
         {"question", required_argument, 0, O_QUESTION}, {"context", required_argument, 0, O_CONTEXT},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    ds_options *o = &a->ds;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (bp_io_option(&a->io, opt, optarg)) continue;
         switch (opt) {
-        case O_FORMAT: format = optarg; break;
-        case O_SPLIT: o.split = optarg; break;
-        case O_LIMIT: o.limit = bp_opt_long("--limit", optarg, 1, 1L << 40); break;
-        case O_SAMPLE: o.sample = bp_opt_long("--sample", optarg, 1, 1L << 40); break;
-        case O_SEED: o.seed = (uint64_t)bp_opt_long("--seed", optarg, 0, 1L << 62); break;
-        case O_BIN: o.binary = 1; break;
-        case O_SKIP: o.skip_empty = 1; break;
-        case O_TEXT: o.text_column = optarg; break;
-        case O_LABEL: o.label_column = optarg; break;
-        case O_ID: o.id_column = optarg; break;
-        case O_MAP: o.label_map = optarg; break;
-        case O_DELIM:
-            if (strcmp(optarg, "tab") == 0 || strcmp(optarg, "\\t") == 0 || strcmp(optarg, "\t") == 0) o.delimiter = '\t';
-            else if (strlen(optarg) == 1) o.delimiter = optarg[0];
-            else bp_die(2, NULL, "--delimiter wants one character or 'tab', got '%s'", optarg);
-            break;
-        case O_NOHEAD: o.no_header = 1; break;
-        case O_RATIO: o.validation_ratio = bp_opt_double("--validation-ratio", optarg, 0, 1); break;
-        case O_ARTICLES: articles = optarg; break;
-        case O_STRICT: o.answers_must_match = 1; break;
-        case O_QUESTION: question = optarg; break;
-        case O_CONTEXT: context = optarg; break;
-        case 'h': fputs(usage, stdout); return 0;
+        case O_FORMAT: a->format = optarg; break;
+        case O_SPLIT: o->split = optarg; break;
+        case O_LIMIT: o->limit = bp_opt_long("--limit", optarg, 1, 1L << 40); break;
+        case O_SAMPLE: o->sample = bp_opt_long("--sample", optarg, 1, 1L << 40); break;
+        case O_SEED: o->seed = (uint64_t)bp_opt_long("--seed", optarg, 0, 1L << 62); break;
+        case O_BIN: o->binary = 1; break;
+        case O_SKIP: o->skip_empty = 1; break;
+        case O_TEXT: o->text_column = optarg; break;
+        case O_LABEL: o->label_column = optarg; break;
+        case O_ID: o->id_column = optarg; break;
+        case O_MAP: o->label_map = optarg; break;
+        case O_DELIM: o->delimiter = parse_delimiter(optarg); break;
+        case O_NOHEAD: o->no_header = 1; break;
+        case O_RATIO: o->validation_ratio = bp_opt_double("--validation-ratio", optarg, 0, 1); break;
+        case O_ARTICLES: parse_articles(optarg, e); break;
+        case O_STRICT: o->answers_must_match = 1; break;
+        case O_QUESTION: a->question = optarg; break;
+        case O_CONTEXT: a->context = optarg; break;
+        case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
     }
-    const char *path = optind < argc ? argv[optind] : NULL;
+    a->path = optind < argc ? argv[optind] : NULL;
     if (optind + 1 < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind + 1]);
-    if (!!question != !!context) bp_die(2, NULL, "--question and --context go together");
-    if (!question && !path) bp_die(2, NULL, "give the data set PATH (see --help)");
-    bp_err err = {{0}};
-    emitter e = {.first_article = -1, .last_article = -1};
-    if (articles) {
-        char *dash;
-        long a = strtol(articles, &dash, 10), b = a;
-        if (*dash == '-') b = strtol(dash + 1, &dash, 10);
-        if (*dash || a < 0 || b < a) bp_die(2, NULL, "--articles wants A-B with 0 <= A <= B, got '%s'", articles);
-        e.first_article = a;
-        e.last_article = b;
-    }
-    if (format && strcmp(format, "lines") == 0) lines = 1;
-    else if (format && ds_format_parse(format, &o.format, &err)) bp_die(2, NULL, "%s", err.msg);
-    else if (!format && !question && ds_format_guess(path, &o.format, &err)) bp_die(2, NULL, "%s (use --format)", err.msg);
-    int qa = question || o.format == DS_FORMAT_SQUAD;
-    e.split = o.split ? o.split : "train";
+    if (!!a->question != !!a->context) bp_die(2, NULL, "--question and --context go together");
+    if (!a->question && !a->path) bp_die(2, NULL, "give the data set PATH (see --help)");
+    bp_err err;
+    if (a->format && strcmp(a->format, "lines") == 0) a->lines = 1;
+    else if (a->format && ds_format_parse(a->format, &o->format, &err)) bp_die(2, NULL, "%s", err.msg);
+    else if (!a->format && !a->question && ds_format_guess(a->path, &o->format, &err)) bp_die(2, NULL, "%s (use --format)", err.msg);
+    a->qa = a->question || o->format == DS_FORMAT_SQUAD;
+}
 
-    /* The schema: task and, for classification, the class names. */
+/* The schema: task and, for classification, the class names. */
+static void send_hello(emitter *e, const extract_args *a) {
     char names[4096] = "";
     int n_labels = 0;
-    if (!qa && !lines && (n_labels = ds_label_names(path, &o, names, sizeof names, &err)) < 0) bp_die_err(&err);
-    e.out = bp_open_out(&io);
-    bp_writer_init(&e.w);
-    bp_hello_begin(&e.w);
-    bp_put_str(&e.w, "task", qa ? "qa" : "classification");
-    if (n_labels > 0) {
-        bp_put_key(&e.w, "labels");
-        msgpack_pack_array(&e.w.pk, (size_t)n_labels);
-        for (char *name = names, *end; name; name = end ? end + 1 : NULL) {
-            end = strchr(name, ',');
-            bp_pack_str(&e.w.pk, name, end ? (size_t)(end - name) : strlen(name));
-        }
-        bp_put_int(&e.w, "num_labels", n_labels);
-    }
-    bp_put_str(&e.w, "split", e.split);
-    bp_put_str(&e.w, "source", question ? "--question/--context" : path);
-    if (bp_out_hello(e.out, &e.w)) bp_die_err(bp_out_err(e.out));
-
-    ds_stats st = {0};
-    int rc;
-    if (question) {
-        ds_example ex = {.id = "question-1", .title = "", .question = question, .context = context, .source = "argv"};
-        rc = emit(&ex, &e, &err) < 0 ? -1 : 0;
-        st.records = st.emitted = rc == 0;
-    } else if (lines) {
-        rc = read_lines(path, &e, o.limit, &err);
-        st.emitted = st.records = e.seq;
-    } else {
-        rc = ds_read(path, &o, emit, &e, &st, &err);
-    }
-    if (rc) {
-        bp_out_abort(e.out, err.msg);
+    bp_err err;
+    if (!a->qa && !a->lines && (n_labels = ds_label_names(a->path, &a->ds, names, sizeof names, &err)) < 0)
         bp_die_err(&err);
+    /* "a,b,c" -> {"a", "b", "c"} in place */
+    const char *labels[256];
+    int n = 0;
+    for (char *name = names; n_labels > 0 && name && n < (int)(sizeof labels / sizeof *labels); n++) {
+        labels[n] = name;
+        if ((name = strchr(name, ','))) *name++ = 0;
     }
+    bp_hello_begin(&e->w);
+    bp_put_str(&e->w, "task", a->qa ? "qa" : "classification");
+    if (n_labels > 0) {
+        bp_put_strs(&e->w, "labels", labels, (size_t)n);
+        bp_put_int(&e->w, "num_labels", n_labels);
+    }
+    bp_put_str(&e->w, "split", e->split);
+    bp_put_str(&e->w, "source", a->question ? "--question/--context" : a->path);
+    bp_send_hello(e->out, &e->w);
+}
+
+/* Send every example; st gets the reader's counts. */
+static void send_examples(emitter *e, const extract_args *a, ds_stats *st) {
+    bp_err err = {{0}};
+    int rc;
+    if (a->question) {
+        ds_example ex = {.id = "question-1", .title = "", .question = a->question, .context = a->context, .source = "argv"};
+        rc = emit(&ex, e, &err) < 0 ? -1 : 0;
+        st->records = st->emitted = rc == 0;
+    } else if (a->lines) {
+        rc = read_lines(a->path, e, a->ds.limit, &err);
+        st->emitted = st->records = e->seq;
+    } else {
+        rc = ds_read(a->path, &a->ds, emit, e, st, &err);
+    }
+    if (rc) bp_die_err(&err);
+}
+
+int main(int argc, char **argv) {
+    extract_args a = {.ds = {.seed = 42}};
+    emitter e = {.first_article = -1, .last_article = -1};
+    bp_stage_init(&a.io, argv);
+    parse_args(argc, argv, &a, &e);
+    e.split = a.ds.split ? a.ds.split : "train";
+
+    e.out = bp_open_out(&a.io);
+    bp_writer_init(&e.w);
+    send_hello(&e, &a);
+    ds_stats st = {0};
+    send_examples(&e, &a, &st);
     bp_log("%lld records read, %lld examples sent; skipped: %lld neutral, %lld empty, %lld other split side, "
            "%lld outside --articles; %lld answers, %lld not matching their context",
            (long long)st.records, (long long)e.seq, (long long)st.skipped_neutral, (long long)st.skipped_empty,
            (long long)st.skipped_other_side, (long long)e.out_of_range, (long long)st.answers,
            (long long)st.answer_mismatches);
-    if (bp_out_close(e.out, &err)) bp_die_err(&err);
+    bp_close_out(e.out);
     bp_writer_free(&e.w);
+    free(e.answers);
     free(e.last_title);
     return 0;
 }

@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     while ((r = bp_in_next(in, &f)) == 1) {
         size_t len = 0;
         bp_err err;
-        if (bp_frame_to_json(bp_root(&f), &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
+        if (bp_frame_to_json(&f, &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
         bp_frame_release(&f);
         /* one frame, one flushed line: a follower (tail -f, a test) sees each as it comes */
         if (fwrite(line, 1, len, dst) != len || fflush(dst)) bp_die(1, dst_name, "write failed");

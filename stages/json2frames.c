@@ -56,23 +56,18 @@ int main(int argc, char **argv) {
         if (n == 0) continue;
         snprintf(where, sizeof where, "%s line %ld", name, lineno);
         bp_err err;
-        if (bp_json_to_frame(line, (size_t)n, &w, &err)) {
-            bp_out_abort(out, err.msg);
-            bp_die(1, where, "%s", err.msg);
-        }
         bp_frame f;
-        if (bp_frame_decode(&f, w.buf.data, w.buf.size, NULL, NULL, &err)) {
-            bp_out_abort(out, err.msg);
-            bp_die(1, where, "%s", err.msg);
-        }
+        size_t len;
+        if (bp_json_to_frame(line, (size_t)n, &w, &err)) bp_die(1, where, "%s", err.msg);
+        const char *bytes = bp_finish(&w, &len);
+        if (bp_frame_decode(&f, bytes, len, NULL, NULL, &err)) bp_die(1, where, "%s", err.msg);
         if (recount && f.kind == BP_EOS) {
-            /* Re-encode the eos with the true count, keeping its other fields. */
+            /* Re-encode the eos with the true count. */
             bp_frame_release(&f);
             bp_begin(&w, BP_EOS);
             bp_put_str(&w, "from", bp_stage());
             bp_put_int(&w, "count", data_since_eos);
-            size_t len;
-            const char *bytes = bp_finish(&w, &len);
+            bytes = bp_finish(&w, &len);
             if (bp_frame_decode(&f, bytes, len, NULL, NULL, &err)) bp_die(1, where, "%s", err.msg);
         }
         if (f.kind == BP_EOS) data_since_eos = 0;
@@ -84,7 +79,6 @@ int main(int argc, char **argv) {
     free(line);
     bp_writer_free(&w);
     if (src != stdin) fclose(src);
-    bp_err err;
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     return 0;
 }

@@ -83,49 +83,214 @@ static void close_json(FILE *f, const char *path) {
     if (fflush(f) || (f != stdout && fclose(f))) bp_die(1, path ? path : "stdout", "write failed");
 }
 
-/* One QA prediction frame into both totals: which version applies is known only at the end. */
-static void add_qa(const bp_frame *f, int64_t n, metrics_squad_totals *v1, metrics_squad_totals *v2,
-                   int64_t *without_golds, int *saw_impossible) {
+/* What the command line asks for. */
+typedef struct score_args {
+    bp_io_opts io;
+    const char *json_path, *dataset, *predictions;
+    int v2, out_given;
+} score_args;
+
+/* What the prediction stream adds up to. */
+typedef struct tally {
+    int qa, v2;
+    char **labels;
+    int n_labels;
+    metrics_cls mc;                   /* classification, set up by the first prediction */
+    int mc_ready;
+    metrics_squad_totals st1, st2;    /* QA: which version applies is known only at the end */
+    int saw_impossible;
+    int64_t n, unscored;              /* predictions; those without gold answers / label */
+} tally;
+
+/* A QA prediction's "answers" (the gold texts) as C strings, NULL-terminated; *n their count. */
+static char **gold_texts(const bp_frame *f, int *n) {
     bp_err err;
-    char *text = bp_get_strdup(f, "text", &err);
-    if (!text) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-    const msgpack_object *a = bp_get(f, "answers");
-    int n_golds = a && a->type == MSGPACK_OBJECT_ARRAY ? (int)a->via.array.size : 0;
-    char **golds = calloc((size_t)n_golds + 1, sizeof *golds);
+    bp_str *answers = NULL;
+    size_t n_answers = 0;
+    if (bp_find_strs(f, "answers", &answers, &n_answers, &err) < 0) bp_die_err(&err);
+    char **golds = calloc(n_answers + 1, sizeof *golds);
     if (!golds) bp_die(1, NULL, "out of memory");
-    for (int i = 0; i < n_golds; i++) {
-        const msgpack_object *g = &a->via.array.ptr[i];
-        if (g->type != MSGPACK_OBJECT_STR) bp_die(1, NULL, "prediction %lld: answers[%d] is not a string", (long long)n, i);
-        if (!(golds[i] = strndup(g->via.str.ptr, g->via.str.size))) bp_die(1, NULL, "out of memory");
-    }
-    int impossible = 0;
-    if (!bp_get_bool(f, "is_impossible", &impossible, &err) && impossible) *saw_impossible = 1;
-    if (n_golds > 0 && metrics_squad_add(v1, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
-        bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-    if (n_golds == 0) (*without_golds)++;
-    if (metrics_squad_add(v2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
-        bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-    int match;
-    if (!bp_get_bool(f, "span_match", &match, &err)) {
+    for (size_t i = 0; i < n_answers; i++)
+        if (!(golds[i] = strndup(answers[i].ptr, answers[i].len))) bp_die(1, NULL, "out of memory");
+    free(answers);
+    *n = (int)n_answers;
+    return golds;
+}
+
+/* One QA prediction frame into both totals. */
+static void add_qa(tally *t, const bp_frame *f) {
+    bp_err err;
+    char where[64];
+    int n_golds, impossible = 0, match = 0;
+    char *text = bp_get_strdup(f, "text", &err);
+    if (!text || bp_find_bool(f, "is_impossible", &impossible, &err) < 0) bp_die_err(&err);
+    int has_match = bp_find_bool(f, "span_match", &match, &err);
+    if (has_match < 0) bp_die_err(&err);
+    char **golds = gold_texts(f, &n_golds);
+    if (impossible) t->saw_impossible = 1;
+    if ((n_golds > 0 && metrics_squad_add(&t->st1, text, (const char *const *)golds, n_golds, NULL, NULL, &err)) ||
+        metrics_squad_add(&t->st2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
+        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+    if (n_golds == 0) t->unscored++;
+    if (has_match) {
         /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
-        metrics_squad_add_span(v1, match ? 0 : 1, 0, 0, 0);
-        metrics_squad_add_span(v2, match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->st1, match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->st2, match ? 0 : 1, 0, 0, 0);
     }
     for (int i = 0; i < n_golds; i++) free(golds[i]);
     free(golds);
     free(text);
 }
 
-static void die_out(bp_out *out, const bp_err *err) {
-    if (out) bp_out_abort(out, err->msg);
-    bp_die_err(err);
+/* The classes: the stream's labels, else the first prediction's probs, at least 2. */
+static void cls_setup(tally *t, const bp_frame *f) {
+    bp_err err;
+    bp_tensor_view p;
+    int C = t->n_labels;
+    int has_probs = C ? 0 : bp_find_tensor(f, "probs", &p, &err);
+    if (has_probs < 0) bp_die_err(&err);
+    if (has_probs && p.ndim == 1) C = (int)p.shape[0];
+    if (metrics_cls_init(&t->mc, C < 2 ? 2 : C, &err)) bp_die_err(&err);
+    t->mc_ready = 1;
 }
 
-int main(int argc, char **argv) {
-    bp_io_opts io;
-    bp_stage_init(&io, argv);
-    const char *json_path = NULL, *dataset = NULL, *predictions = NULL;
-    int v2 = 0, out_given = 0;
+/* One classification prediction frame: its label against the gold one, its loss. */
+static void add_cls(tally *t, const bp_frame *f) {
+    bp_err err;
+    char where[64];
+    int64_t label, gold;
+    double loss;
+    if (bp_get_int(f, "label", BP_I32_MIN, BP_I32_MAX, &label, &err) ||
+        bp_get_int(f, "gold", BP_I32_MIN, BP_I32_MAX, &gold, &err))
+        bp_die_err(&err);
+    if (!t->mc_ready) cls_setup(t, f);
+    if (gold < 0) {   /* unlabelled (a test split): nothing to score, but counted */
+        t->unscored++;
+        return;
+    }
+    if (metrics_cls_add_prediction(&t->mc, (int)label, (int)gold, &err))
+        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+    int has_loss = bp_find_float(f, "loss", &loss, &err);
+    if (has_loss < 0) bp_die_err(&err);
+    if (has_loss) {
+        t->mc.loss_sum += loss;
+        t->mc.loss_count++;
+    }
+}
+
+/* Every prediction of the stream into t; closes the input. */
+static void read_predictions(bp_in *in, tally *t) {
+    bp_frame f;
+    int r;
+    while ((r = bp_in_next(in, &f)) == 1) {
+        if (f.kind == BP_PREDICTION) {
+            t->n++;
+            if (t->qa) add_qa(t, &f);
+            else add_cls(t, &f);
+        }
+        bp_frame_release(&f);
+    }
+    if (r < 0) bp_die_err(bp_in_err(in));
+    bp_in_close(in);
+    if (t->qa && t->saw_impossible) t->v2 = 1;
+    if (t->unscored && (!t->qa || !t->v2))
+        bp_warn("%lld of %lld predictions carry no gold %s: not scored", (long long)t->unscored, (long long)t->n,
+                t->qa ? "answers" : "label");
+    bp_log("%lld predictions, %lld scored", (long long)t->n, (long long)(t->qa && t->v2 ? t->n : t->n - t->unscored));
+}
+
+/* QA: the summary JSON, the two lines on stderr, the metric frame's fields. */
+static void report_qa(const tally *t, FILE *jf, const char *jname, bp_writer *w) {
+    bp_err err;
+    metrics_squad_summary s = metrics_squad_summarize(t->v2 ? &t->st2 : &t->st1);
+    json_t *j = metrics_squad_summary_to_json(&s, &err);
+    if (!j) bp_die_err(&err);
+    char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
+    if (!text || fprintf(jf, "%s\n", text) < 0) bp_die(1, jname, "write failed");
+    fprintf(stderr, "score: exact match %.2f  F1 %.2f  span accuracy %.2f  (%lld questions)\n", s.exact, s.f1,
+            s.span_total ? s.span_accuracy : 0.0 / 0.0, (long long)s.total);
+    if (t->v2)
+        fprintf(stderr, "score: HasAns exact %.2f F1 %.2f (%lld)  NoAns exact %.2f F1 %.2f (%lld)\n", s.has_ans_exact,
+                s.has_ans_f1, (long long)s.has_ans_total, s.no_ans_exact, s.no_ans_f1, (long long)s.no_ans_total);
+    if (w) {
+        bp_put_float(w, "exact_match", s.exact);
+        bp_put_float(w, "f1", s.f1);
+        if (s.span_total) bp_put_float(w, "span_accuracy", s.span_accuracy);
+        if (t->v2 && s.has_ans_total) {
+            bp_put_float(w, "has_ans_exact", s.has_ans_exact);
+            bp_put_float(w, "has_ans_f1", s.has_ans_f1);
+        }
+        if (t->v2 && s.no_ans_total) {
+            bp_put_float(w, "no_ans_exact", s.no_ans_exact);
+            bp_put_float(w, "no_ans_f1", s.no_ans_f1);
+        }
+    }
+    free(text);
+    json_decref(j);
+}
+
+/* Classification: the summary JSON, the table on stderr, the metric frame's fields. */
+static void report_cls(tally *t, FILE *jf, bp_writer *w) {
+    bp_err err;
+    const char *const *names = t->n_labels ? (const char *const *)t->labels : NULL;
+    if (!t->mc_ready && metrics_cls_init(&t->mc, t->n_labels > 1 ? t->n_labels : 2, &err)) bp_die_err(&err);
+    if (metrics_cls_write_json(&t->mc, names, jf, &err) || metrics_cls_format_table(&t->mc, names, stderr, &err))
+        bp_die_err(&err);
+    if (w) {
+        bp_put_float(w, "accuracy", metrics_cls_accuracy(&t->mc));
+        bp_put_float(w, "macro_f1", metrics_cls_macro_f1(&t->mc));
+        if (t->mc.loss_count) bp_put_float(w, "loss", metrics_cls_mean_loss(&t->mc));
+    }
+    metrics_cls_free(&t->mc);
+}
+
+/* The JSON summary, and with --out a stream of one metric frame (scope "score"). */
+static void report(tally *t, const score_args *a) {
+    bp_out *out = a->out_given ? bp_open_out(&a->io) : NULL;
+    bp_writer w;
+    bp_writer_init(&w);
+    if (out) {
+        bp_hello_begin(&w);
+        bp_put_str(&w, "task", t->qa ? "qa" : "classification");
+        bp_send_hello(out, &w);
+        bp_begin(&w, BP_METRIC);
+        bp_put_int(&w, "seq", 0);
+        bp_put_str(&w, "scope", "score");
+        bp_put_int(&w, "examples", t->n);
+    }
+    /* the metric frame on stdout leaves stderr for the JSON */
+    FILE *jf = a->json_path ? open_json(a->json_path) : out && strcmp(a->io.out, "-") == 0 ? stderr : stdout;
+    const char *jname = a->json_path ? a->json_path : jf == stderr ? "stderr" : "stdout";
+    if (t->qa) report_qa(t, jf, jname, out ? &w : NULL);
+    else report_cls(t, jf, out ? &w : NULL);
+    if (fflush(jf) || (a->json_path && fclose(jf))) bp_die(1, jname, "write failed");
+    if (out) {
+        bp_send(out, &w);
+        bp_close_out(out);
+    }
+    bp_writer_free(&w);
+}
+
+/* File mode, like the official script: {"exact_match": ..., "f1": ...}. */
+static void score_files(const score_args *a) {
+    bp_err err;
+    if (a->out_given) bp_die(2, NULL, "file mode writes JSON only: --out does not apply");
+    json_t *d = load_json_any(a->dataset, "dataset", &err), *p = d ? load_json_any(a->predictions, "predictions", &err) : NULL;
+    metrics_squad_summary s;
+    /* a load error already names its file; a scoring error gets both names */
+    int loaded = p != NULL;
+    int failed = !loaded || metrics_squad_score_json(d, p, a->v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_AUTO, &s, &err);
+    json_decref(d);
+    json_decref(p);
+    if (failed && loaded) bp_die(1, NULL, "%s (%s, %s)", err.msg, a->dataset, a->predictions);
+    if (failed) bp_die_err(&err);
+    if (s.missing) bp_warn("%lld questions have no prediction (scored 0)", (long long)s.missing);
+    FILE *f = open_json(a->json_path);
+    if (metrics_squad_write_official(&s, f, &err)) bp_die_err(&err);
+    close_json(f, a->json_path);
+}
+
+static void parse_args(int argc, char **argv, score_args *a) {
     enum { O_JSON = 1, O_DATASET, O_PREDS, O_V2 };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS, {"json", required_argument, 0, O_JSON}, {"dataset", required_argument, 0, O_DATASET},
@@ -133,161 +298,42 @@ int main(int argc, char **argv) {
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (opt == BP_OPT_OUT) out_given = 1;
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (opt == BP_OPT_OUT) a->out_given = 1;
+        if (bp_io_option(&a->io, opt, optarg)) continue;
         switch (opt) {
-        case O_JSON: json_path = optarg; break;
-        case O_DATASET: dataset = optarg; break;
-        case O_PREDS: predictions = optarg; break;
-        case O_V2: v2 = 1; break;
-        case 'h': fputs(usage, stdout); return 0;
+        case O_JSON: a->json_path = optarg; break;
+        case O_DATASET: a->dataset = optarg; break;
+        case O_PREDS: a->predictions = optarg; break;
+        case O_V2: a->v2 = 1; break;
+        case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
     }
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    bp_err err;
-    if (!!dataset != !!predictions) bp_die(2, NULL, "file mode needs both --dataset and --predictions");
-    if (dataset) {
-        if (out_given) bp_die(2, NULL, "file mode writes JSON only: --out does not apply");
-        json_t *d = load_json_any(dataset, "dataset", &err), *p = d ? load_json_any(predictions, "predictions", &err) : NULL;
-        metrics_squad_summary s;
-        /* a load error already names its file; a scoring error gets both names */
-        int loaded = p != NULL;
-        int failed = !loaded || metrics_squad_score_json(d, p, v2 ? METRICS_SQUAD_V2 : METRICS_SQUAD_AUTO, &s, &err);
-        json_decref(d);
-        json_decref(p);
-        if (failed && loaded) bp_die(1, NULL, "%s (%s, %s)", err.msg, dataset, predictions);
-        if (failed) bp_die_err(&err);
-        if (s.missing) bp_warn("%lld questions have no prediction (scored 0)", (long long)s.missing);
-        FILE *f = open_json(json_path);
-        if (metrics_squad_write_official(&s, f, &err)) bp_die_err(&err);
-        close_json(f, json_path);
+    if (!!a->dataset != !!a->predictions) bp_die(2, NULL, "file mode needs both --dataset and --predictions");
+}
+
+int main(int argc, char **argv) {
+    score_args a = {0};
+    bp_stage_init(&a.io, argv);
+    parse_args(argc, argv, &a);
+    if (a.dataset) {
+        score_files(&a);
         return 0;
     }
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
-    int qa = bp_hello_is_qa(hello);
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&a.io, &hello);
+    bp_err err;
+    tally t = {.qa = bp_hello_is_qa(hello), .v2 = a.v2};
     int hello_v2 = 0;
-    if (!bp_get_bool(hello, "version_2", &hello_v2, &err) && hello_v2) v2 = 1;
-    char **labels;
-    int n_labels = bp_hello_labels(hello, &labels, &err);
-    if (n_labels < 0) bp_die_err(&err);
-
-    metrics_cls mc;
-    int mc_ready = 0;
-    metrics_squad_totals st1, st2;
-    metrics_squad_totals_init(&st1, METRICS_SQUAD_V1);
-    metrics_squad_totals_init(&st2, METRICS_SQUAD_V2);
-    int saw_impossible = 0;
-    bp_frame f;
-    int r;
-    int64_t n = 0, unscored = 0;
-    while ((r = bp_in_next(in, &f)) == 1) {
-        if (f.kind != BP_PREDICTION) { bp_frame_release(&f); continue; }
-        n++;
-        if (qa) {
-            add_qa(&f, n, &st1, &st2, &unscored, &saw_impossible);
-        } else {
-            int64_t label, gold;
-            if (bp_get_int(&f, "label", &label, &err) || bp_get_int(&f, "gold", &gold, &err))
-                bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-            if (!mc_ready) {
-                int C = n_labels;
-                bp_tensor_view p;
-                if (!C && !bp_get_tensor(&f, "probs", &p, &err) && p.ndim == 1) C = (int)p.shape[0];
-                if (C < 2) C = 2;
-                if (metrics_cls_init(&mc, C, &err)) bp_die_err(&err);
-                mc_ready = 1;
-            }
-            if (gold < 0) {   /* unlabelled (a test split): nothing to score, but counted */
-                unscored++;
-                bp_frame_release(&f);
-                continue;
-            }
-            if (metrics_cls_add_prediction(&mc, (int)label, (int)gold, &err)) bp_die(1, NULL, "prediction %lld: %s", (long long)n, err.msg);
-            double loss;
-            if (!bp_get_float(&f, "loss", &loss, &err)) {
-                mc.loss_sum += loss;
-                mc.loss_count++;
-            }
-        }
-        bp_frame_release(&f);
-    }
-    if (r < 0) bp_die_err(bp_in_err(in));
-    bp_in_close(in);
-    if (qa && saw_impossible) v2 = 1;
-    if (unscored && (!qa || !v2))
-        bp_warn("%lld of %lld predictions carry no gold %s: not scored", (long long)unscored, (long long)n,
-                qa ? "answers" : "label");
-    bp_log("%lld predictions, %lld scored", (long long)n, (long long)(qa && v2 ? n : n - unscored));
-
-    bp_out *out = out_given ? bp_open_out(&io) : NULL;
-    bp_writer w;
-    bp_writer_init(&w);
-    if (out) {
-        bp_hello_begin(&w);
-        bp_put_str(&w, "task", qa ? "qa" : "classification");
-        if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
-        bp_begin(&w, BP_METRIC);
-        bp_put_int(&w, "seq", 0);
-        bp_put_str(&w, "scope", "score");
-        bp_put_int(&w, "examples", n);
-    }
-    /* the metric frame on stdout leaves stderr for the JSON */
-    FILE *jf = json_path ? open_json(json_path) : out && strcmp(io.out, "-") == 0 ? stderr : stdout;
-    const char *jname = json_path ? json_path : jf == stderr ? "stderr" : "stdout";
-    if (qa) {
-        metrics_squad_summary s = metrics_squad_summarize(v2 ? &st2 : &st1);
-        json_t *j = metrics_squad_summary_to_json(&s, &err);
-        if (!j) die_out(out, &err);
-        char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
-        if (!text || fprintf(jf, "%s\n", text) < 0) {
-            bp_err_set(&err, "write failed (%s)", jname);
-            die_out(out, &err);
-        }
-        fprintf(stderr, "score: exact match %.2f  F1 %.2f  span accuracy %.2f  (%lld questions)\n", s.exact, s.f1,
-                s.span_total ? s.span_accuracy : 0.0 / 0.0, (long long)s.total);
-        if (v2)
-            fprintf(stderr, "score: HasAns exact %.2f F1 %.2f (%lld)  NoAns exact %.2f F1 %.2f (%lld)\n", s.has_ans_exact,
-                    s.has_ans_f1, (long long)s.has_ans_total, s.no_ans_exact, s.no_ans_f1, (long long)s.no_ans_total);
-        if (out) {
-            bp_put_float(&w, "exact_match", s.exact);
-            bp_put_float(&w, "f1", s.f1);
-            if (s.span_total) bp_put_float(&w, "span_accuracy", s.span_accuracy);
-            if (v2 && s.has_ans_total) {
-                bp_put_float(&w, "has_ans_exact", s.has_ans_exact);
-                bp_put_float(&w, "has_ans_f1", s.has_ans_f1);
-            }
-            if (v2 && s.no_ans_total) {
-                bp_put_float(&w, "no_ans_exact", s.no_ans_exact);
-                bp_put_float(&w, "no_ans_f1", s.no_ans_f1);
-            }
-        }
-        free(text);
-        json_decref(j);
-    } else {
-        if (!mc_ready && metrics_cls_init(&mc, n_labels > 1 ? n_labels : 2, &err)) die_out(out, &err);
-        if (metrics_cls_write_json(&mc, n_labels ? (const char *const *)labels : NULL, jf, &err) ||
-            metrics_cls_format_table(&mc, n_labels ? (const char *const *)labels : NULL, stderr, &err))
-            die_out(out, &err);
-        if (out) {
-            bp_put_float(&w, "accuracy", metrics_cls_accuracy(&mc));
-            bp_put_float(&w, "macro_f1", metrics_cls_macro_f1(&mc));
-            if (mc.loss_count) bp_put_float(&w, "loss", metrics_cls_mean_loss(&mc));
-        }
-        metrics_cls_free(&mc);
-    }
-    if (fflush(jf) || (json_path && fclose(jf))) {
-        bp_err_set(&err, "write failed (%s)", jname);
-        die_out(out, &err);
-    }
-    if (out) {
-        if (bp_out_send(out, &w)) bp_die_err(bp_out_err(out));
-        if (bp_out_close(out, &err)) bp_die_err(&err);
-    }
-    bp_writer_free(&w);
-    bp_labels_free(labels, n_labels);
+    if (bp_find_bool(hello, "version_2", &hello_v2, &err) < 0 || (t.n_labels = bp_hello_labels(hello, &t.labels, &err)) < 0)
+        bp_die_err(&err);
+    if (hello_v2) t.v2 = 1;
+    metrics_squad_totals_init(&t.st1, METRICS_SQUAD_V1);
+    metrics_squad_totals_init(&t.st2, METRICS_SQUAD_V2);
+    read_predictions(in, &t);
+    report(&t, &a);
+    bp_labels_free(t.labels, t.n_labels);
     return 0;
 }

@@ -59,25 +59,18 @@ int main(int argc, char **argv) {
     while ((r = bp_in_next(in, &f)) == 1) {
         size_t len = 0;
         bp_err err;
-        if (bp_frame_to_json(bp_root(&f), &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
+        if (bp_frame_to_json(&f, &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
         if (fwrite(line, 1, len, log) != len || fflush(log)) bp_die(1, log_path ? log_path : "stderr", "cannot write the log");
         if (delay_ms) {
             struct timespec pause = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
             while (nanosleep(&pause, &pause) && errno == EINTR) {}
         }
-        if (bp_out_send_frame(out, &f)) {
-            bp_frame_release(&f);
-            bp_die_err(bp_out_err(out));
-        }
+        if (bp_out_send_frame(out, &f)) bp_die_err(bp_out_err(out));
         bp_frame_release(&f);
     }
     free(line);
-    if (r < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
-    bp_err err;
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    if (r < 0) bp_die_err(bp_in_err(in));
+    bp_close_out(out);
     bp_in_close(in);
     if (log != stderr && fclose(log)) bp_die(1, log_path, "cannot close the log");
     return 0;

@@ -29,31 +29,53 @@ static const char usage[] =
     "  --no-overflow       QA: only the first window (the simple recipe: truncate the context)\n"
     BP_IO_USAGE;
 
-typedef struct counts { int64_t examples, features, mismatched, truncated; } counts;
+/* What the command line asks for. */
+typedef struct tokenize_args {
+    bp_io_opts io;
+    const char *vocab, *checkpoint;
+    int lowercase;   /* -1: as the vocab / checkpoint says */
+    int pad, strict, keep_unlabelled, no_overflow;
+    long max_length, stride;
+} tokenize_args;
 
-static void die_out(bp_out *out, const char *where, const char *msg) {
-    char line[700];
-    snprintf(line, sizeof line, "%s (%s)", msg, where);
-    bp_out_abort(out, line);
-    bp_die(1, where, "%s", msg);
-}
+/* The stage at work: the tokenizer, the output and what it has counted. */
+typedef struct tokenizer_job {
+    const tokenize_args *args;
+    tok_tokenizer *tok;
+    int qa;
+    bp_out *out;
+    bp_writer w;
+    tok_encoding enc;
+    int64_t examples, features, mismatched;
+} tokenizer_job;
 
-/* Send window w of enc as one feature frame. qa: offsets for context tokens only. */
-static void send_feature(bp_out *out, bp_writer *w, const tok_encoding *enc, int win, const char *id,
-                         size_t id_len, int64_t seq, int qa, int has_label, int64_t label, int labelled) {
-    int n = enc->lengths[win];
+/* One feature frame: a window of the job's encoding and the example it came from. */
+typedef struct feature {
+    const char *example_id;
+    size_t example_id_len;
+    int window;
+    int has_label;      /* classification */
+    int64_t label;
+    int labelled;       /* QA: the window carries start/end positions */
+} feature;
+
+/* Send one feature frame. QA: offsets for context tokens only. */
+static void send_feature(tokenizer_job *j, const feature *ft) {
+    const tok_encoding *enc = &j->enc;
+    bp_writer *w = &j->w;
+    int win = ft->window, n = enc->lengths[win];
     size_t row = (size_t)win * (size_t)enc->row_length;
     int64_t shape[2] = {n, 2};
     bp_begin(w, BP_FEATURE);
-    bp_put_int(w, "seq", seq);
-    bp_put_strn(w, "example_id", id, id_len);
+    bp_put_int(w, "seq", j->features++);
+    bp_put_strn(w, "example_id", ft->example_id, ft->example_id_len);
     bp_put_int(w, "window", win);
     bp_put_tensor(w, "input_ids", BP_I32, 1, shape, enc->input_ids + row);
     bp_put_tensor(w, "token_type_ids", BP_I32, 1, shape, enc->token_type_ids + row);
     bp_put_tensor(w, "attention_mask", BP_I32, 1, shape, enc->attention_mask + row);
-    if (qa) {
+    if (j->qa) {
         int32_t *offsets = malloc((size_t)n * 2 * sizeof *offsets);
-        if (!offsets) die_out(out, id, "out of memory");
+        if (!offsets) bp_die(1, NULL, "out of memory");
         for (int i = 0; i < n; i++) {
             int context = enc->sequence_ids[row + (size_t)i] == 1;
             offsets[2 * i] = context ? enc->offset_starts[row + (size_t)i] : -1;
@@ -61,22 +83,76 @@ static void send_feature(bp_out *out, bp_writer *w, const tok_encoding *enc, int
         }
         bp_put_tensor(w, "offsets", BP_I32, 2, shape, offsets);
         free(offsets);
-        if (labelled) {
+        if (ft->labelled) {
             bp_put_int(w, "start_position", enc->start_positions[win]);
             bp_put_int(w, "end_position", enc->end_positions[win]);
         }
-    } else if (has_label) {
-        bp_put_int(w, "label", label);
+    } else if (ft->has_label) {
+        bp_put_int(w, "label", ft->label);
     }
-    if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+    bp_send(j->out, w);
 }
 
-int main(int argc, char **argv) {
-    bp_io_opts io;
-    bp_stage_init(&io, argv);
-    const char *vocab = NULL, *checkpoint = NULL;
-    int lowercase = -1, pad = 0, strict = 0, keep_unlabelled = 0, no_overflow = 0;
-    long max_length = 0, stride = 128;
+/* [CLS] text [SEP]: one feature. */
+static void tokenize_single(tokenizer_job *j, const bp_frame *f, feature *ft, const char *where) {
+    bp_err err;
+    const char *text;
+    size_t text_len;
+    int64_t label = -1;
+    if (bp_get_str(f, "text", &text, &text_len, &err) ||
+        tok_encode_single(j->tok, text, text_len, (int)j->args->max_length, j->args->pad, &j->enc, &err) < 0 ||
+        bp_find_int(f, "label", -1, BP_I32_MAX, &label, &err) < 0)
+        bp_die(1, where, "%s", err.msg);
+    ft->has_label = label >= 0;
+    ft->label = label;
+    send_feature(j, ft);
+}
+
+/* [CLS] question [SEP] context [SEP], one feature per window. Training labels come from the
+ * first answer, as run_qa does; an answer that does not slice its context drops the example
+ * (or keeps it unlabelled, or stops the stage with --strict). */
+static void tokenize_pair(tokenizer_job *j, const bp_frame *f, feature *ft, const char *where) {
+    const tokenize_args *a = j->args;
+    bp_err err;
+    const char *question, *context;
+    size_t question_len, context_len;
+    bp_answer *answers;
+    size_t n_answers;
+    if (bp_get_str(f, "question", &question, &question_len, &err) ||
+        bp_get_str(f, "context", &context, &context_len, &err) || bp_find_answers(f, &answers, &n_answers, &err) < 0)
+        bp_die(1, where, "%s", err.msg);
+    tok_answer answer = {0};
+    if (n_answers > 0)
+        answer = (tok_answer){.text = answers[0].text, .text_len = answers[0].text_len, .start_char = answers[0].answer_start};
+    free(answers);
+    int rc = tok_encode_pair(j->tok, question, question_len, context, context_len, (int)a->max_length, (int)a->stride,
+                             a->pad, n_answers > 0 ? &answer : NULL, &j->enc, &err);
+    if (rc < 0) bp_die(1, where, "%s", err.msg);
+    ft->labelled = n_answers > 0;
+    if (rc == TOK_ANSWER_MISMATCH) {
+        j->mismatched++;
+        if (a->strict) bp_die(1, where, "%s", err.msg);
+        bp_warn("%s: %s: %s", where, err.msg, a->keep_unlabelled ? "kept without labels" : "example dropped");
+        if (!a->keep_unlabelled) return;
+        ft->labelled = 0;
+    }
+    int windows = a->no_overflow ? 1 : j->enc.n_windows;
+    for (ft->window = 0; ft->window < windows; ft->window++) send_feature(j, ft);
+}
+
+static void tokenize_example(tokenizer_job *j, const bp_frame *f) {
+    bp_err err;
+    feature ft = {0};
+    if (f->kind != BP_EXAMPLE) bp_die(1, j->args->io.in, "tokenize takes example frames, got %s", bp_kind_name(f->kind));
+    if (bp_get_str(f, "example_id", &ft.example_id, &ft.example_id_len, &err)) bp_die(1, j->args->io.in, "%s", err.msg);
+    char where[300];
+    snprintf(where, sizeof where, "example %.*s", (int)(ft.example_id_len > 200 ? 200 : ft.example_id_len), ft.example_id);
+    j->examples++;
+    if (j->qa) tokenize_pair(j, f, &ft, where);
+    else tokenize_single(j, f, &ft, where);
+}
+
+static void parse_args(int argc, char **argv, tokenize_args *a) {
     enum { O_VOCAB = 1, O_CKPT, O_LOWER, O_CASED, O_MAXLEN, O_STRIDE, O_PAD, O_STRICT, O_KEEP, O_NO_OVERFLOW };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
@@ -87,130 +163,82 @@ int main(int argc, char **argv) {
         {"keep-unlabelled", no_argument, 0, O_KEEP}, {"no-overflow", no_argument, 0, O_NO_OVERFLOW}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (bp_io_option(&a->io, opt, optarg)) continue;
         switch (opt) {
-        case O_VOCAB: vocab = optarg; break;
-        case O_CKPT: checkpoint = optarg; break;
-        case O_LOWER: lowercase = 1; break;
-        case O_CASED: lowercase = 0; break;
-        case O_MAXLEN: max_length = bp_opt_long("--max-length", optarg, 2, 1 << 16); break;
-        case O_STRIDE: stride = bp_opt_long("--doc-stride", optarg, 0, 1 << 16); break;
+        case O_VOCAB: a->vocab = optarg; break;
+        case O_CKPT: a->checkpoint = optarg; break;
+        case O_LOWER: a->lowercase = 1; break;
+        case O_CASED: a->lowercase = 0; break;
+        case O_MAXLEN: a->max_length = bp_opt_long("--max-length", optarg, 2, 1 << 16); break;
+        case O_STRIDE: a->stride = bp_opt_long("--doc-stride", optarg, 0, 1 << 16); break;
         case O_PAD:
-            if (strcmp(optarg, "max_length") == 0) pad = 1;
-            else if (strcmp(optarg, "none") == 0) pad = 0;
+            if (strcmp(optarg, "max_length") == 0) a->pad = 1;
+            else if (strcmp(optarg, "none") == 0) a->pad = 0;
             else bp_die(2, NULL, "--pad wants none or max_length, got '%s'", optarg);
             break;
-        case O_STRICT: strict = 1; break;
-        case O_KEEP: keep_unlabelled = 1; break;
-        case O_NO_OVERFLOW: no_overflow = 1; break;
-        case 'h': fputs(usage, stdout); return 0;
+        case O_STRICT: a->strict = 1; break;
+        case O_KEEP: a->keep_unlabelled = 1; break;
+        case O_NO_OVERFLOW: a->no_overflow = 1; break;
+        case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
     }
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    if (!vocab == !checkpoint) bp_die(2, NULL, "give exactly one of --vocab FILE or --checkpoint DIR");
+    if (!a->vocab == !a->checkpoint) bp_die(2, NULL, "give exactly one of --vocab FILE or --checkpoint DIR");
+}
 
+static tok_tokenizer *load_tokenizer(const tokenize_args *a) {
     bp_err err;
-    tok_tokenizer *tok = vocab ? tok_load(vocab, lowercase < 0 ? 1 : lowercase, &err)
-                               : tok_load_checkpoint(checkpoint, lowercase, &err);
+    tok_tokenizer *tok = a->vocab ? tok_load(a->vocab, a->lowercase < 0 ? 1 : a->lowercase, &err)
+                                  : tok_load_checkpoint(a->checkpoint, a->lowercase, &err);
     if (!tok) bp_die_err(&err);
+    return tok;
+}
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
-    int qa = bp_hello_is_qa(hello);
-    if (!max_length) max_length = qa ? 384 : 128;
-
-    bp_out *out = bp_open_out(&io);
-    bp_writer w;
-    bp_writer_init(&w);
+/* The upstream schema, then what the features need to be read right: lengths, casing, vocab. */
+static void send_hello(tokenizer_job *j, const bp_frame *hello) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
-    bp_hello_begin_from(&w, hello, pass_on);
-    bp_put_int(&w, "max_length", max_length);
-    if (qa) bp_put_int(&w, "stride", stride);
-    bp_put_bool(&w, "lowercase", tok_is_lowercase(tok));
-    bp_put_int(&w, "vocab_size", tok_vocab_size(tok));
-    bp_put_int(&w, "pad_id", tok_pad_id(tok));
+    bp_writer *w = &j->w;
+    bp_hello_begin_from(w, hello, pass_on);
+    bp_put_int(w, "max_length", j->args->max_length);
+    if (j->qa) bp_put_int(w, "stride", j->args->stride);
+    bp_put_bool(w, "lowercase", tok_is_lowercase(j->tok));
+    bp_put_int(w, "vocab_size", tok_vocab_size(j->tok));
+    bp_put_int(w, "pad_id", tok_pad_id(j->tok));
     char checksum[32];
-    snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)tok_vocab_checksum(tok));
-    bp_put_str(&w, "vocab_checksum", checksum);
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
+    snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)tok_vocab_checksum(j->tok));
+    bp_put_str(w, "vocab_checksum", checksum);
+    bp_send_hello(j->out, w);
+}
 
-    tok_encoding enc;
-    tok_encoding_init(&enc);
-    counts c = {0};
+int main(int argc, char **argv) {
+    tokenize_args a = {.lowercase = -1, .stride = 128};
+    bp_stage_init(&a.io, argv);
+    parse_args(argc, argv, &a);
+    tokenizer_job j = {.args = &a, .tok = load_tokenizer(&a)};
+
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&a.io, &hello);
+    j.qa = bp_hello_is_qa(hello);
+    if (!a.max_length) a.max_length = j.qa ? 384 : 128;
+    j.out = bp_open_out(&a.io);
+    bp_writer_init(&j.w);
+    send_hello(&j, hello);
+
+    tok_encoding_init(&j.enc);
     bp_frame f;
     int r;
-    char where[300];
     while ((r = bp_in_next(in, &f)) == 1) {
-        if (f.kind != BP_EXAMPLE) {
-            bp_out_abort(out, "tokenize takes example frames");
-            bp_die(1, io.in, "tokenize takes example frames, got %s", bp_kind_name(f.kind));
-        }
-        const char *id;
-        size_t id_len;
-        if (bp_get_str(&f, "example_id", &id, &id_len, &err)) die_out(out, io.in, err.msg);
-        snprintf(where, sizeof where, "example %.*s", (int)(id_len > 200 ? 200 : id_len), id);
-        c.examples++;
-        if (!qa) {
-            const char *text;
-            size_t text_len;
-            if (bp_get_str(&f, "text", &text, &text_len, &err)) die_out(out, where, err.msg);
-            int rc = tok_encode_single(tok, text, text_len, (int)max_length, pad, &enc, &err);
-            if (rc < 0) die_out(out, where, err.msg);
-            int64_t label = -1;
-            int has_label = bp_get_int(&f, "label", &label, &err) == 0 && label >= 0;
-            send_feature(out, &w, &enc, 0, id, id_len, c.features++, 0, has_label, label, 0);
-        } else {
-            const char *question, *context;
-            size_t question_len, context_len;
-            if (bp_get_str(&f, "question", &question, &question_len, &err) ||
-                bp_get_str(&f, "context", &context, &context_len, &err))
-                die_out(out, where, err.msg);
-            /* Training labels come from the first answer, as run_qa does. */
-            tok_answer answer, *answer_ptr = NULL;
-            const msgpack_object *answers = bp_get(&f, "answers");
-            if (answers && answers->type == MSGPACK_OBJECT_ARRAY && answers->via.array.size > 0) {
-                const msgpack_object *first = &answers->via.array.ptr[0];
-                const msgpack_object *text = bp_map_get(first, "text"), *start = bp_map_get(first, "answer_start");
-                if (!text || text->type != MSGPACK_OBJECT_STR || !start ||
-                    (start->type != MSGPACK_OBJECT_POSITIVE_INTEGER && start->type != MSGPACK_OBJECT_NEGATIVE_INTEGER))
-                    die_out(out, where, "answers[0] needs a string 'text' and an integer 'answer_start'");
-                answer.start_char = start->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)start->via.u64 : start->via.i64;
-                answer.text = text->via.str.ptr;
-                answer.text_len = text->via.str.size;
-                answer_ptr = &answer;
-            }
-            int rc = tok_encode_pair(tok, question, question_len, context, context_len, (int)max_length, (int)stride,
-                                     pad, answer_ptr, &enc, &err);
-            if (rc < 0) die_out(out, where, err.msg);
-            int labelled = answer_ptr != NULL;
-            if (rc == TOK_ANSWER_MISMATCH) {
-                c.mismatched++;
-                if (strict) die_out(out, where, err.msg);
-                bp_warn("%s: %s: %s", where, err.msg, keep_unlabelled ? "kept without labels" : "example dropped");
-                if (!keep_unlabelled) {
-                    bp_frame_release(&f);
-                    continue;
-                }
-                labelled = 0;
-            }
-            int windows = no_overflow ? 1 : enc.n_windows;
-            for (int win = 0; win < windows; win++)
-                send_feature(out, &w, &enc, win, id, id_len, c.features++, 1, 0, 0, labelled);
-        }
+        tokenize_example(&j, &f);
         bp_frame_release(&f);
     }
-    if (r < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
-    bp_log("%lld examples -> %lld features%s; %lld answers not matching their context", (long long)c.examples,
-           (long long)c.features, qa ? " (windows)" : "", (long long)c.mismatched);
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    if (r < 0) bp_die_err(bp_in_err(in));
+    bp_log("%lld examples -> %lld features%s; %lld answers not matching their context", (long long)j.examples,
+           (long long)j.features, j.qa ? " (windows)" : "", (long long)j.mismatched);
+    bp_close_out(j.out);
     bp_in_close(in);
-    tok_encoding_free(&enc);
-    tok_free(tok);
-    bp_writer_free(&w);
+    tok_encoding_free(&j.enc);
+    tok_free(j.tok);
+    bp_writer_free(&j.w);
     return 0;
 }

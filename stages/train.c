@@ -16,8 +16,8 @@
 #include <string.h>
 
 #include "ckpt/bert_io.h"
-#include "backend/device.h"
 #include "eval/metrics.h"
+#include "stage/bert_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -47,129 +47,129 @@ static const char usage[] =
 static volatile sig_atomic_t stop_signal;
 static void on_signal(int sig) { stop_signal = sig; }
 
-typedef struct host_batch {
-    int B, T;
-    int32_t *ids, *types, *mask, *labels, *starts, *ends;
-    float *values;
-} host_batch;
+/* What the command line asks for. */
+typedef struct train_args {
+    bp_io_opts io;
+    const char *checkpoint, *config, *preset, *vocab, *resume;
+    const char *device, *precision, *save_dir, *eval_spec, *save_init;
+    double lr, warmup_ratio, weight_decay, max_grad_norm, dropout;
+    long warmup_steps, grad_accum, max_steps, save_every, threads;
+    uint64_t seed;
+} train_args;
 
-static void host_batch_alloc(host_batch *h, int B, int T) {
-    size_t cells = (size_t)B * (size_t)T;
-    h->ids = malloc(cells * 4);
-    h->types = malloc(cells * 4);
-    h->mask = malloc(cells * 4);
-    h->labels = malloc((size_t)B * 4);
-    h->starts = malloc((size_t)B * 4);
-    h->ends = malloc((size_t)B * 4);
-    h->values = malloc((size_t)B * 4);
-    if (!h->ids || !h->types || !h->mask || !h->labels || !h->starts || !h->ends || !h->values)
-        bp_die(1, NULL, "out of memory for batches of %d x %d", B, T);
-}
+/* What the batch stream's hello says about it. */
+typedef struct stream_info {
+    bert_head head;
+    int max_B, max_T;            /* the largest batch */
+    int64_t per_epoch, epochs;   /* batches per epoch, epochs */
+    int64_t num_labels, vocab_size;
+    char **labels;               /* the class names, saved with the checkpoint */
+    int n_labels;
+} stream_info;
 
-static void host_batch_free(host_batch *h) {
-    free(h->ids); free(h->types); free(h->mask); free(h->labels); free(h->starts); free(h->ends); free(h->values);
-}
-
-/* Copy a batch frame into h and point b at it. Returns 0 or -1 with err. */
-static int load_batch(const bp_frame *f, const bert_model *m, int max_B, int max_T, host_batch *h, bert_batch *b,
-                      int want_targets, bp_err *err) {
-    bp_tensor_view ids, types, mask;
-    if (bp_get_tensor(f, "input_ids", &ids, err) || bp_tensor_expect(&ids, "input_ids", BP_I32, 2, NULL, err))
-        return -1;
-    int64_t B = ids.shape[0], T = ids.shape[1];
-    if (B > max_B || T > max_T)
-        return bp_err_set(err, "batch of %lld x %lld exceeds the planned %d x %d (the batch hello's batch_size/max_length)",
-                          (long long)B, (long long)T, max_B, max_T);
-    int64_t bt[2] = {B, T}, b1[1] = {B};
-    if (bp_get_tensor(f, "token_type_ids", &types, err) || bp_tensor_expect(&types, "token_type_ids", BP_I32, 2, bt, err) ||
-        bp_get_tensor(f, "attention_mask", &mask, err) || bp_tensor_expect(&mask, "attention_mask", BP_I32, 2, bt, err))
-        return -1;
-    bp_tensor_copy(&ids, h->ids);
-    bp_tensor_copy(&types, h->types);
-    bp_tensor_copy(&mask, h->mask);
-    memset(b, 0, sizeof *b);
-    b->B = (int)B;
-    b->T = (int)T;
-    b->input_ids = h->ids;
-    b->token_type_ids = h->types;
-    b->attention_mask = h->mask;
-    if (!want_targets) return 0;
-    bp_tensor_view t;
-    if (m->cfg.head == BERT_HEAD_QA) {
-        if (bp_get_tensor(f, "start_positions", &t, err) || bp_tensor_expect(&t, "start_positions", BP_I32, 1, b1, err))
-            return -1;
-        bp_tensor_copy(&t, h->starts);
-        if (bp_get_tensor(f, "end_positions", &t, err) || bp_tensor_expect(&t, "end_positions", BP_I32, 1, b1, err))
-            return -1;
-        bp_tensor_copy(&t, h->ends);
-        b->start_positions = h->starts;
-        b->end_positions = h->ends;
-    } else {
-        if (bp_get_tensor(f, "labels", &t, err) || bp_tensor_expect(&t, "labels", BP_I32, 1, b1, err)) return -1;
-        bp_tensor_copy(&t, h->labels);
-        if (m->cfg.num_labels == 1) {
-            for (int i = 0; i < B; i++) h->values[i] = (float)h->labels[i];
-            b->label_values = h->values;
-        } else {
-            for (int i = 0; i < B; i++)
-                if (h->labels[i] < 0 || h->labels[i] >= m->cfg.num_labels)
-                    return bp_err_set(err, "label %d of row %d is outside 0..%d", h->labels[i], i, m->cfg.num_labels - 1);
-            b->labels = h->labels;
-        }
-    }
-    return 0;
-}
-
+/* The model being trained and where it is saved. */
 typedef struct run {
     bert_model *m;
     optim_adamw *opt;
     bert_train_state state;
     const char *save_dir, *vocab_path;
-    char **labels;
-    int n_labels;
+    const stream_info *info;
     long saved_step;   /* step of the last save, -1 before any */
 } run;
+
+/* The training loop's state between optimizer steps. */
+typedef struct trainer {
+    run *r;
+    bp_out *out;
+    bp_writer *w;
+    bp_progress *prog;
+    bp_batch_tensors *h;
+    int64_t seq;                  /* metric frames sent */
+    long micro, micro_rows;       /* batches and rows accumulated since the last step */
+    double loss_sum, start;       /* their loss; when the step began */
+    long grad_accum, total_steps, save_every;
+    int done;                     /* total_steps reached: read on to the eos */
+    char extra[64];               /* the progress bar's "loss X" */
+} trainer;
 
 static void save_all(run *r, const char *why) {
     if (!r->save_dir || r->saved_step == r->state.step) return;
     bp_err err;
     r->state.dropout_seed = r->m->dropout_seed;
     r->state.dropout_counter = r->m->dropout_counter;
-    if (bert_save_pretrained(r->m, r->save_dir, (const char *const *)r->labels, r->n_labels, r->vocab_path, &err) ||
+    if (bert_save_pretrained(r->m, r->save_dir, (const char *const *)r->info->labels, r->info->n_labels, r->vocab_path,
+                             &err) ||
         bert_save_train_state(r->m, r->opt, r->save_dir, &r->state, &err))
         bp_die_err(&err);
     r->saved_step = r->state.step;
     bp_log("saved %s at step %ld (%s)", r->save_dir, r->state.step, why);
 }
 
-/* Evaluate the kept validation frames: loss, and for classification accuracy and macro-F1. */
-static void evaluate(run *r, bp_frame *frames, size_t n, int max_B, int max_T, host_batch *h, bp_writer *w,
-                     bp_out *out, int64_t *seq) {
+/* ---- evaluation on --eval ---------------------------------------------------------- */
+
+/* The validation stream is small: its frames are kept to run at every epoch end. */
+typedef struct eval_set {
+    bp_frame *frames;
+    size_t n;
+} eval_set;
+
+static eval_set read_eval_set(const char *spec) {
+    eval_set set = {0};
+    if (!spec) return set;
     bp_err err;
+    bp_in *ein = bp_in_open(spec, 1, &err);
+    if (!ein) bp_die_err(&err);
+    bp_frame f;
+    int rc;
+    while ((rc = bp_in_next(ein, &f)) == 1) {
+        if (f.kind != BP_BATCH) {
+            bp_frame_release(&f);
+            continue;
+        }
+        if (!(set.frames = realloc(set.frames, (set.n + 1) * sizeof *set.frames))) bp_die(1, NULL, "out of memory");
+        set.frames[set.n++] = f;   /* the copy owns the frame now */
+    }
+    if (rc < 0) bp_die_err(bp_in_err(ein));
+    bp_in_close(ein);
+    return set;
+}
+
+static void eval_set_free(eval_set *set) {
+    for (size_t i = 0; i < set->n; i++) bp_frame_release(&set->frames[i]);
+    free(set->frames);
+}
+
+/* Loss and, for classification, accuracy and macro-F1 of the kept validation frames. */
+static void evaluate(trainer *t, const eval_set *set) {
+    run *r = t->r;
+    const bert_config *cfg = &r->m->cfg;
+    bp_err err;
+    char where[64];
     metrics_cls mc;
-    int cls = r->m->cfg.head == BERT_HEAD_CLASSIFICATION && r->m->cfg.num_labels > 1;
-    if (cls && metrics_cls_init(&mc, r->m->cfg.num_labels, &err)) bp_die_err(&err);
+    int cls = cfg->head == BERT_HEAD_CLASSIFICATION && cfg->num_labels > 1;
+    if (cls && metrics_cls_init(&mc, cfg->num_labels, &err)) bp_die_err(&err);
     double loss_sum = 0;
     long rows = 0;
-    float *logits = malloc((size_t)max_B * (size_t)(cls ? r->m->cfg.num_labels : 2 * max_T) * sizeof *logits);
+    float *logits = malloc((size_t)t->h->max_B * (size_t)(cls ? cfg->num_labels : 2 * t->h->max_T) * sizeof *logits);
     if (!logits) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < set->n; i++) {
+        const bp_frame *f = &set->frames[i];
         bert_batch b;
-        if (load_batch(&frames[i], r->m, max_B, max_T, h, &b, 1, &err) || bert_forward(r->m, &b, 0, &err))
-            bp_die(1, "--eval", "batch %zu: %s", i, err.msg);
+        if (bp_batch_read(f, cfg, t->h, &b, &err)) bp_die(1, "--eval", "%s", err.msg);
+        if (bert_forward(r->m, &b, 0, &err)) bp_die(1, "--eval", "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
         loss_sum += (double)bert_loss(r->m) * b.B;
         rows += b.B;
-        if (cls) {
-            if (bert_logits(r->m, logits, (size_t)b.B * (size_t)r->m->cfg.num_labels, &err) < 0) bp_die_err(&err);
-            for (int j = 0; j < b.B; j++)
-                if (metrics_cls_add_logits(&mc, logits + (size_t)j * (size_t)r->m->cfg.num_labels, b.labels[j], NULL, &err))
-                    bp_die_err(&err);
-        }
+        if (!cls) continue;
+        if (bert_logits(r->m, logits, (size_t)b.B * (size_t)cfg->num_labels, &err) < 0) bp_die_err(&err);
+        for (int j = 0; j < b.B; j++)
+            if (metrics_cls_add_logits(&mc, logits + (size_t)j * (size_t)cfg->num_labels, b.labels[j], NULL, &err))
+                bp_die_err(&err);
     }
     free(logits);
     double loss = rows ? loss_sum / (double)rows : NAN;
+    bp_writer *w = t->w;
     bp_begin(w, BP_METRIC);
-    bp_put_int(w, "seq", (*seq)++);
+    bp_put_int(w, "seq", t->seq++);
     bp_put_str(w, "scope", "eval");
     bp_put_int(w, "step", r->state.step);
     bp_put_int(w, "epoch", r->state.epoch);
@@ -184,68 +184,82 @@ static void evaluate(run *r, bp_frame *frames, size_t n, int max_B, int max_T, h
     } else {
         bp_log("epoch %ld eval: loss %.4f (%ld examples)", r->state.epoch, loss, rows);
     }
-    if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+    bp_send(t->out, w);
 }
 
-/* What an optimizer step needs besides the run. */
-typedef struct stepper {
-    run *r;
-    bp_writer *w;
-    bp_out *out;
-    bp_progress *prog;
-    int64_t seq;
-    long micro, micro_rows;
-    double loss_sum, start;
-    int done;
-    long total_steps, save_every;
-    char extra[64];
-} stepper;
+/* ---- one optimizer step ------------------------------------------------------------ */
 
-/* Clip, update, report; frames_seen becomes the resume position. */
-static void optimizer_step(stepper *st, int64_t frames_seen) {
-    run *r = st->r;
+/* Clip and update; frames_seen becomes the resume position. */
+static void apply_update(run *r, int64_t frames_seen, double *grad_norm, float *lr) {
     bp_err err;
-    double grad_norm;
-    float step_lr;
-    if (bert_optim_step(r->m, r->opt, &grad_norm, &step_lr, &err)) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "step %ld: %s; stopping, the last good checkpoint is kept", r->state.step + 1, err.msg);
-        bp_out_abort(st->out, msg);
-        bp_die(1, NULL, "%s", msg);
-    }
+    if (bert_optim_step(r->m, r->opt, grad_norm, lr, &err))
+        bp_die(1, NULL, "step %ld: %s; stopping, the last good checkpoint is kept", r->state.step + 1, err.msg);
     r->state.step++;
     r->state.batches_consumed = frames_seen;
-    double now = bp_now(), loss = st->loss_sum / (double)st->micro;
-    bp_begin(st->w, BP_METRIC);
-    bp_put_int(st->w, "seq", st->seq++);
-    bp_put_str(st->w, "scope", "train");
-    bp_put_int(st->w, "step", r->state.step);
-    bp_put_int(st->w, "epoch", r->state.epoch + 1);
-    bp_put_float(st->w, "loss", loss);
-    bp_put_float(st->w, "lr", step_lr);
-    bp_put_float(st->w, "grad_norm", grad_norm);
-    bp_put_float(st->w, "seq_per_s", (double)st->micro_rows / (now - st->start));
-    if (bp_out_send(st->out, st->w)) bp_die_err(bp_out_err(st->out));
-    snprintf(st->extra, sizeof st->extra, "loss %.4f", loss);
-    bp_progress_update(st->prog, r->state.step, st->extra);
-    st->micro = st->micro_rows = 0;
-    st->loss_sum = 0;
-    st->start = now;
-    if (st->save_every && r->state.step % st->save_every == 0) save_all(r, "every N steps");
-    if (r->state.step >= st->total_steps) {
-        st->done = 1;
+}
+
+/* The step's metric frame (scope "train"): mean loss of its batches, lr, norm, speed. */
+static void send_train_metric(trainer *t, double loss, double grad_norm, float lr, double now) {
+    const run *r = t->r;
+    bp_writer *w = t->w;
+    bp_begin(w, BP_METRIC);
+    bp_put_int(w, "seq", t->seq++);
+    bp_put_str(w, "scope", "train");
+    bp_put_int(w, "step", r->state.step);
+    bp_put_int(w, "epoch", r->state.epoch + 1);
+    bp_put_float(w, "loss", loss);
+    bp_put_float(w, "lr", lr);
+    bp_put_float(w, "grad_norm", grad_norm);
+    bp_put_float(w, "seq_per_s", (double)t->micro_rows / (now - t->start));
+    bp_send(t->out, w);
+}
+
+/* --save-every, and the end of training at total_steps. */
+static void after_step(trainer *t) {
+    run *r = t->r;
+    if (t->save_every && r->state.step % t->save_every == 0) save_all(r, "every N steps");
+    if (r->state.step >= t->total_steps) {
+        t->done = 1;
         bp_log("reached %ld steps", r->state.step);
     }
 }
 
-int main(int argc, char **argv) {
-    bp_io_opts io;
-    bp_stage_init(&io, argv);
-    const char *checkpoint = NULL, *config = NULL, *preset = NULL, *vocab = NULL, *resume = NULL;
-    const char *device = "auto", *precision = "fp32", *save_dir = NULL, *eval_spec = NULL, *save_init = NULL;
-    double lr = 5e-5, warmup_ratio = 0, weight_decay = 0, max_grad_norm = 1.0, dropout = -1;
-    long warmup_steps = -1, grad_accum = 1, max_steps = 0, save_every = 0, threads = 0;
-    uint64_t seed = 42;
+/* One optimizer step: the update, then its metric frame, the progress bar and the save policy. */
+static void optimizer_step(trainer *t, int64_t frames_seen) {
+    double grad_norm, loss = t->loss_sum / (double)t->micro;
+    float lr;
+    apply_update(t->r, frames_seen, &grad_norm, &lr);
+    double now = bp_now();
+    send_train_metric(t, loss, grad_norm, lr, now);
+    snprintf(t->extra, sizeof t->extra, "loss %.4f", loss);
+    bp_progress_update(t->prog, t->r->state.step, t->extra);
+    t->micro = t->micro_rows = 0;
+    t->loss_sum = 0;
+    t->start = now;
+    after_step(t);
+}
+
+/* Forward and backward one batch frame; a step once grad_accum batches are in. */
+static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
+    run *r = t->r;
+    bp_err err;
+    char where[64];
+    bert_batch b;
+    if (bp_batch_read(f, &r->m->cfg, t->h, &b, &err)) bp_die_err(&err);
+    if (bert_forward(r->m, &b, 1, &err)) bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+    float loss = bert_loss(r->m);
+    if (!isfinite(loss))
+        bp_die(1, NULL, "loss is %g at step %ld: stopping; the last good checkpoint is kept", loss, r->state.step + 1);
+    if (bert_backward(r->m, 1.0f / (float)t->grad_accum, &err)) bp_die_err(&err);
+    t->loss_sum += loss;
+    t->micro++;
+    t->micro_rows += b.B;
+    if (t->micro == t->grad_accum) optimizer_step(t, frames_seen);
+}
+
+/* ---- setting up -------------------------------------------------------------------- */
+
+static void parse_args(int argc, char **argv, train_args *a) {
     enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD, O_CLIP, O_ACC, O_MAXSTEPS,
            O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT };
     static const struct option longopts[] = {
@@ -262,231 +276,234 @@ int main(int argc, char **argv) {
         {"eval", required_argument, 0, O_EVAL}, {"save-init", required_argument, 0, O_SAVE_INIT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&io, opt, optarg)) continue;
+        if (bp_io_option(&a->io, opt, optarg)) continue;
         switch (opt) {
-        case O_CKPT: checkpoint = optarg; break;
-        case O_CONFIG: config = optarg; break;
-        case O_PRESET: preset = optarg; break;
-        case O_VOCAB: vocab = optarg; break;
-        case O_RESUME: resume = optarg; break;
-        case O_LR: lr = bp_opt_double("--lr", optarg, 0, 1e30); break;
-        case O_WS: warmup_steps = bp_opt_long("--warmup-steps", optarg, 0, 1L << 40); break;
-        case O_WR: warmup_ratio = bp_opt_double("--warmup-ratio", optarg, 0, 1); break;
-        case O_WD: weight_decay = bp_opt_double("--weight-decay", optarg, 0, 10); break;
-        case O_CLIP: max_grad_norm = bp_opt_double("--max-grad-norm", optarg, 0, 1e9); break;
-        case O_ACC: grad_accum = bp_opt_long("--grad-accum", optarg, 1, 1 << 20); break;
-        case O_MAXSTEPS: max_steps = bp_opt_long("--max-steps", optarg, 1, 1L << 40); break;
-        case O_DROPOUT: dropout = bp_opt_double("--dropout", optarg, 0, 0.99); break;
-        case O_SEED: seed = (uint64_t)bp_opt_long("--seed", optarg, 0, 1L << 62); break;
-        case O_DEVICE: device = optarg; break;
-        case O_PRECISION: precision = optarg; break;
-        case O_THREADS: threads = bp_opt_long("--threads", optarg, 0, 1024); break;
-        case O_SAVE: save_dir = optarg; break;
-        case O_SAVE_EVERY: save_every = bp_opt_long("--save-every", optarg, 1, 1L << 40); break;
-        case O_EVAL: eval_spec = optarg; break;
-        case O_SAVE_INIT: save_init = optarg; break;
-        case 'h': fputs(usage, stdout); return 0;
+        case O_CKPT: a->checkpoint = optarg; break;
+        case O_CONFIG: a->config = optarg; break;
+        case O_PRESET: a->preset = optarg; break;
+        case O_VOCAB: a->vocab = optarg; break;
+        case O_RESUME: a->resume = optarg; break;
+        case O_LR: a->lr = bp_opt_double("--lr", optarg, 0, 1e30); break;
+        case O_WS: a->warmup_steps = bp_opt_long("--warmup-steps", optarg, 0, 1L << 40); break;
+        case O_WR: a->warmup_ratio = bp_opt_double("--warmup-ratio", optarg, 0, 1); break;
+        case O_WD: a->weight_decay = bp_opt_double("--weight-decay", optarg, 0, 10); break;
+        case O_CLIP: a->max_grad_norm = bp_opt_double("--max-grad-norm", optarg, 0, 1e9); break;
+        case O_ACC: a->grad_accum = bp_opt_long("--grad-accum", optarg, 1, 1 << 20); break;
+        case O_MAXSTEPS: a->max_steps = bp_opt_long("--max-steps", optarg, 1, 1L << 40); break;
+        case O_DROPOUT: a->dropout = bp_opt_double("--dropout", optarg, 0, 0.99); break;
+        case O_SEED: a->seed = (uint64_t)bp_opt_long("--seed", optarg, 0, 1L << 62); break;
+        case O_DEVICE: a->device = optarg; break;
+        case O_PRECISION: a->precision = optarg; break;
+        case O_THREADS: a->threads = bp_opt_long("--threads", optarg, 0, 1024); break;
+        case O_SAVE: a->save_dir = optarg; break;
+        case O_SAVE_EVERY: a->save_every = bp_opt_long("--save-every", optarg, 1, 1L << 40); break;
+        case O_EVAL: a->eval_spec = optarg; break;
+        case O_SAVE_INIT: a->save_init = optarg; break;
+        case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
     }
     if (optind < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
-    if (!!checkpoint + !!config + !!preset + !!resume != 1)
+    if (!!a->checkpoint + !!a->config + !!a->preset + !!a->resume != 1)
         bp_die(2, NULL, "give exactly one of --checkpoint DIR, --config FILE, --preset NAME or --resume DIR");
+}
 
-    bp_in *in = bp_open_in(&io);
-    const bp_frame *hello = bp_in_wait_hello(in);
-    if (!hello) bp_die_err(bp_in_err(in));
+static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) {
     bp_err err;
-    bert_head head = bp_hello_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
-    int64_t batch_size = 0, max_length = 0, per_epoch = 0, epochs = 1, num_labels = 0, vocab_size = 0;
-    if (bp_get_int(hello, "batch_size", &batch_size, &err) || bp_get_int(hello, "max_length", &max_length, &err))
-        bp_die(1, io.in, "the input hello lacks batch_size or max_length: is this a batch stream?");
-    bp_get_int(hello, "batches_per_epoch", &per_epoch, &err);
-    bp_get_int(hello, "epochs", &epochs, &err);
-    bp_get_int(hello, "vocab_size", &vocab_size, &err);
-    run r = {0};
-    r.saved_step = -1;
-    if ((r.n_labels = bp_hello_labels(hello, &r.labels, &err)) < 0) bp_die_err(&err);
-    if (bp_get_int(hello, "num_labels", &num_labels, &err)) num_labels = r.n_labels;
+    stream_info info = {.head = bp_hello_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, .epochs = 1};
+    bp_batch_shape(hello, in_spec, &info.max_B, &info.max_T);
+    if (bp_find_int(hello, "batches_per_epoch", 0, INT64_C(1) << 40, &info.per_epoch, &err) < 0 ||
+        bp_find_int(hello, "epochs", 1, 1 << 20, &info.epochs, &err) < 0 ||
+        bp_find_int(hello, "vocab_size", 1, BP_I32_MAX, &info.vocab_size, &err) < 0 ||
+        (info.n_labels = bp_hello_labels(hello, &info.labels, &err)) < 0)
+        bp_die_err(&err);
+    int has_num_labels = bp_find_int(hello, "num_labels", 1, 1 << 20, &info.num_labels, &err);
+    if (has_num_labels < 0) bp_die_err(&err);
+    if (!has_num_labels) info.num_labels = info.n_labels;
+    return info;
+}
 
-    char note[300];
-    backend *be = bp_backend_open(device, (int)threads, precision, note, sizeof note, &err);
-    if (!be) bp_die_err(&err);
-    bp_log("%s", note);
+/* Fresh weights of a named shape, written out as a config so the usual code builds it. */
+static bert_model *model_from_preset(const train_args *a, const stream_info *info, backend *be) {
+    bp_err err;
+    bert_config cfg;
+    bert_config_default(&cfg);
+    if (bert_preset(a->preset, &cfg, &err)) bp_die_err(&err);
+    cfg.head = info->head;
+    cfg.num_labels = info->head == BERT_HEAD_QA ? 2 : (int)(info->num_labels > 0 ? info->num_labels : 2);
+    if (info->vocab_size > 0) cfg.vocab_size = (int)info->vocab_size;
+    if (info->max_T > cfg.max_position_embeddings)
+        bp_die(2, NULL, "max_length %d exceeds %d positions", info->max_T, cfg.max_position_embeddings);
+    bert_model *m = bert_create(&cfg, be, info->max_B, info->max_T, &err);
+    if (!m || bert_init_weights(m, a->seed, 0, &err)) bp_die_err(&err);
+    return m;
+}
 
-    int max_B = (int)batch_size, max_T = (int)max_length;
-    char *notes = NULL;
-    if (preset) {
-        /* A shape by name, written out as a config so the usual loader builds it. */
-        bert_config cfg;
-        bert_config_default(&cfg);
-        if (bert_preset(preset, &cfg, &err)) bp_die_err(&err);
-        cfg.head = head;
-        cfg.num_labels = head == BERT_HEAD_QA ? 2 : (int)(num_labels > 0 ? num_labels : 2);
-        if (vocab_size > 0) cfg.vocab_size = (int)vocab_size;
-        if (max_T > cfg.max_position_embeddings) bp_die(2, NULL, "max_length %d exceeds %d positions", max_T, cfg.max_position_embeddings);
-        r.m = bert_create(&cfg, be, max_B, max_T, &err);
-        if (!r.m || bert_init_weights(r.m, seed, 0, &err)) bp_die_err(&err);
+/* The model to train: a preset, a checkpoint, a config or a run to resume; dropout and seed
+ * as asked. */
+static bert_model *open_model(const train_args *a, const stream_info *info, backend *be) {
+    bp_err err;
+    bert_model *m;
+    if (a->preset) {
+        m = model_from_preset(a, info, be);
     } else {
-        const char *source = resume ? resume : checkpoint ? checkpoint : config;
-        r.m = bert_open(source, !config, head, (int)num_labels, BERT_FOR_TRAINING, be, max_B, max_T, seed, &notes, &err);
-        if (!r.m) bp_die_err(&err);
+        const char *source = a->resume ? a->resume : a->checkpoint ? a->checkpoint : a->config;
+        char *notes = NULL;
+        m = bert_open(source, !a->config, info->head, (int)info->num_labels, BERT_FOR_TRAINING, be, info->max_B,
+                      info->max_T, a->seed, &notes, &err);
+        if (!m) bp_die_err(&err);
         if (notes) {
             bp_warn("%s", notes);
             free(notes);
         }
     }
-    {
-        /* The tokenizer's vocabulary must fit the embedding: an id past it is a wrong pairing of
-         * vocab.txt and checkpoint, better caught here than as a bad id in the first batch. */
-        int64_t tokens = 0;
-        bp_err verr;
-        if (!bp_get_int(hello, "vocab_size", &tokens, &verr) && tokens > r.m->cfg.vocab_size)
-            bp_die(1, NULL, "the tokenizer's vocab.txt has %lld tokens but the model's embedding has %d rows "
-                   "(config.json vocab_size): they do not belong together", (long long)tokens, r.m->cfg.vocab_size);
+    if (a->dropout >= 0) {
+        m->cfg.hidden_dropout_prob = (float)a->dropout;
+        m->cfg.attention_probs_dropout_prob = (float)a->dropout;
     }
-    if (dropout >= 0) {
-        r.m->cfg.hidden_dropout_prob = (float)dropout;
-        r.m->cfg.attention_probs_dropout_prob = (float)dropout;
-    }
-    r.m->dropout_seed = seed;
-    char vocab_buf[4096];
-    if (!vocab && (checkpoint || resume)) {
-        snprintf(vocab_buf, sizeof vocab_buf, "%s/vocab.txt", checkpoint ? checkpoint : resume);
-        vocab = vocab_buf;
-    }
-    r.vocab_path = vocab;
-    r.save_dir = save_dir;
+    m->dropout_seed = a->seed;
+    return m;
+}
 
-    optim_config oc;
-    optim_config_default(&oc);
-    oc.lr = (float)lr;
-    oc.weight_decay = (float)weight_decay;
-    oc.max_grad_norm = (float)max_grad_norm;
-    long steps_per_epoch = (long)((per_epoch + grad_accum - 1) / grad_accum);
-    oc.total_steps = max_steps > 0 ? max_steps : steps_per_epoch * (long)epochs;
-    oc.warmup_steps = warmup_steps >= 0 ? warmup_steps : (long)ceil(warmup_ratio * (double)oc.total_steps);
-    r.opt = bert_optim_create(r.m, &oc, &err);
-    if (!r.opt) bp_die_err(&err);
-    if (resume) {
-        if (bert_load_train_state(r.m, r.opt, resume, &r.state, &err)) bp_die_err(&err);
-        bp_log("resuming at step %ld after %lld batches", r.state.step, (long long)r.state.batches_consumed);
+/* AdamW with the schedule over the steps the stream will give (or --max-steps); --resume
+ * brings its state back. */
+static void open_optimizer(run *r, const train_args *a, const stream_info *info, optim_config *oc) {
+    bp_err err;
+    optim_config_default(oc);
+    oc->lr = (float)a->lr;
+    oc->weight_decay = (float)a->weight_decay;
+    oc->max_grad_norm = (float)a->max_grad_norm;
+    long steps_per_epoch = (long)((info->per_epoch + a->grad_accum - 1) / a->grad_accum);
+    oc->total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (long)info->epochs;
+    oc->warmup_steps = a->warmup_steps >= 0 ? a->warmup_steps : (long)ceil(a->warmup_ratio * (double)oc->total_steps);
+    if (!(r->opt = bert_optim_create(r->m, oc, &err))) bp_die_err(&err);
+    if (a->resume) {
+        if (bert_load_train_state(r->m, r->opt, a->resume, &r->state, &err)) bp_die_err(&err);
+        bp_log("resuming at step %ld after %lld batches", r->state.step, (long long)r->state.batches_consumed);
     }
-    int64_t skip = r.state.batches_consumed;
-    if (save_init) {
-        if (bert_save_pretrained(r.m, save_init, (const char *const *)r.labels, r.n_labels, r.vocab_path, &err))
+    if (a->save_init) {
+        if (bert_save_pretrained(r->m, a->save_init, (const char *const *)info->labels, info->n_labels, r->vocab_path, &err))
             bp_die_err(&err);
-        bp_log("saved the starting weights to %s", save_init);
+        bp_log("saved the starting weights to %s", a->save_init);
     }
     bp_log("%s head, %zu parameters, %ld steps (%ld per epoch x %lld epochs), lr %g, warm-up %ld",
-           head == BERT_HEAD_QA ? "QA" : "classification", r.m->num_params, oc.total_steps, steps_per_epoch,
-           (long long)epochs, lr, oc.warmup_steps);
+           info->head == BERT_HEAD_QA ? "QA" : "classification", r->m->num_params, oc->total_steps, steps_per_epoch,
+           (long long)info->epochs, a->lr, oc->warmup_steps);
+}
 
-    /* The validation stream is small: keep its frames to run at every epoch end. */
-    bp_frame *eval_frames = NULL;
-    size_t n_eval = 0;
-    if (eval_spec) {
-        bp_in *ein = bp_in_open(eval_spec, 1, &err);
-        if (!ein) bp_die_err(&err);
-        bp_frame f;
-        int rc;
-        while ((rc = bp_in_next(ein, &f)) == 1) {
-            if (f.kind != BP_BATCH) { bp_frame_release(&f); continue; }
-            eval_frames = realloc(eval_frames, (n_eval + 1) * sizeof *eval_frames);
-            if (!eval_frames) bp_die(1, NULL, "out of memory");
-            eval_frames[n_eval++] = f;
-        }
-        if (rc < 0) bp_die_err(bp_in_err(ein));
-        bp_in_close(ein);
-    }
-
-    bp_out *out = bp_open_out(&io);
-    bp_writer w;
-    bp_writer_init(&w);
-    bp_hello_begin(&w);
-    bp_put_str(&w, "task", head == BERT_HEAD_QA ? "qa" : "classification");
-    bp_put_int(&w, "total_steps", oc.total_steps);
-    if (bp_out_hello(out, &w)) bp_die_err(bp_out_err(out));
-
-    bp_progress prog;
+static void catch_stop_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
 
-    host_batch h;
-    host_batch_alloc(&h, max_B, max_T);
-    stepper st = {&r, &w, out, &prog, 0, 0, 0, 0, bp_now(), r.state.step >= oc.total_steps, oc.total_steps, save_every, ""};
-    bp_progress_start(&prog, "train", oc.total_steps);
-    int64_t frames_seen = 0;
-    long last_epoch_step = -1;
+/* ---- the loop ---------------------------------------------------------------------- */
+
+/* Where the loop is in the stream. */
+typedef struct position {
+    int64_t frames_seen;      /* batch and epoch frames read */
+    int64_t skip;             /* --resume: frames the saved run had consumed */
+    long last_epoch_step;     /* step at the last epoch frame */
+} position;
+
+/* An epoch frame: a partial accumulation is stepped (as the Trainer does), then --eval and a save. */
+static void end_epoch(trainer *t, const position *pos, const eval_set *set) {
+    run *r = t->r;
+    if (t->micro > 0 && !t->done) optimizer_step(t, pos->frames_seen);
+    r->state.batches_consumed = pos->frames_seen;
+    r->state.epoch++;
+    if (set->n) evaluate(t, set);
+    save_all(r, "end of epoch");
+}
+
+/* One frame of the input stream. */
+static void train_frame(trainer *t, position *pos, const eval_set *set, const bp_frame *f) {
+    run *r = t->r;
+    int is_batch = f->kind == BP_BATCH, is_epoch = f->kind == BP_EPOCH;
+    if (is_batch || is_epoch) pos->frames_seen++;
+    if (pos->frames_seen <= pos->skip || !(is_batch || is_epoch) ||
+        (t->done && (is_batch || pos->last_epoch_step == r->state.step))) {
+        /* resumed past it, not ours, or training is over: read on to the eos */
+        if (t->done && pos->frames_seen > pos->skip) r->state.batches_consumed = pos->frames_seen;
+        return;
+    }
+    if (is_epoch) {
+        end_epoch(t, pos, set);
+        pos->last_epoch_step = r->state.step;
+        return;
+    }
+    train_batch(t, f, pos->frames_seen);
+}
+
+/* Every frame of the input, or until a signal. Returns the signal (0 when none came). */
+static int train_stream(trainer *t, bp_in *in, const eval_set *set) {
+    position pos = {.skip = t->r->state.batches_consumed, .last_epoch_step = -1};
     bp_frame f;
     int rc;
-    while ((rc = bp_in_next(in, &f)) == 1) {
-        if (stop_signal) {
-            bp_frame_release(&f);
-            break;
-        }
-        int is_batch = f.kind == BP_BATCH, is_epoch = f.kind == BP_EPOCH;
-        if (is_batch || is_epoch) frames_seen++;
-        if (frames_seen <= skip || !(is_batch || is_epoch) || (st.done && (is_batch || last_epoch_step == r.state.step))) {
-            /* resumed past it, not ours, or training is over: read on to the eos */
-            bp_frame_release(&f);
-            if (st.done && frames_seen > skip) r.state.batches_consumed = frames_seen;
-            continue;
-        }
-        if (is_epoch) {
-            bp_frame_release(&f);
-            if (st.micro > 0 && !st.done) optimizer_step(&st, frames_seen);   /* a partial accumulation, as the Trainer does */
-            last_epoch_step = r.state.step;
-            r.state.batches_consumed = frames_seen;
-            r.state.epoch++;
-            if (eval_frames) evaluate(&r, eval_frames, n_eval, max_B, max_T, &h, &w, out, &st.seq);
-            save_all(&r, "end of epoch");
-            continue;
-        }
-        bert_batch b;
-        if (load_batch(&f, r.m, max_B, max_T, &h, &b, 1, &err) || bert_forward(r.m, &b, 1, &err)) {
-            bp_out_abort(out, err.msg);
-            bp_die(1, NULL, "batch %lld: %s", (long long)frames_seen, err.msg);
-        }
+    while ((rc = bp_in_next(in, &f)) == 1 && !stop_signal) {
+        train_frame(t, &pos, set, &f);
         bp_frame_release(&f);
-        float loss = bert_loss(r.m);
-        if (!isfinite(loss)) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "loss is %g at step %ld: stopping; the last good checkpoint is kept", loss,
-                     r.state.step + 1);
-            bp_out_abort(out, msg);
-            bp_die(1, NULL, "%s", msg);
-        }
-        if (bert_backward(r.m, 1.0f / (float)grad_accum, &err)) bp_die_err(&err);
-        st.loss_sum += loss;
-        st.micro++;
-        st.micro_rows += b.B;
-        if (st.micro == grad_accum) optimizer_step(&st, frames_seen);
     }
-    if (stop_signal) {
-        bp_frame_release(&f);
+    bp_frame_release(&f);
+    if (stop_signal) return stop_signal;
+    if (rc < 0) bp_die_err(bp_in_err(in));
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    train_args a = {.device = "auto", .precision = "fp32", .lr = 5e-5, .max_grad_norm = 1.0, .dropout = -1,
+                    .warmup_steps = -1, .grad_accum = 1, .seed = 42};
+    bp_stage_init(&a.io, argv);
+    parse_args(argc, argv, &a);
+
+    const bp_frame *hello;
+    bp_in *in = bp_open_in_hello(&a.io, &hello);
+    stream_info info = read_stream_info(hello, a.io.in);
+    backend *be = bp_open_device(a.device, (int)a.threads, a.precision);
+    char vocab_buf[4096];
+    if (!a.vocab && (a.checkpoint || a.resume)) {
+        snprintf(vocab_buf, sizeof vocab_buf, "%s/vocab.txt", a.checkpoint ? a.checkpoint : a.resume);
+        a.vocab = vocab_buf;
+    }
+    run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1};
+    bp_check_vocab_fits(hello, r.m);
+    optim_config oc;
+    open_optimizer(&r, &a, &info, &oc);
+    eval_set set = read_eval_set(a.eval_spec);
+
+    bp_writer w;
+    bp_writer_init(&w);
+    bp_out *out = bp_open_out(&a.io);
+    bp_hello_begin(&w);
+    bp_put_str(&w, "task", info.head == BERT_HEAD_QA ? "qa" : "classification");
+    bp_put_int(&w, "total_steps", oc.total_steps);
+    bp_send_hello(out, &w);
+
+    catch_stop_signals();
+    bp_batch_tensors h;
+    bp_batch_tensors_alloc(&h, info.max_B, info.max_T);
+    bp_progress prog;
+    trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h, .start = bp_now(), .grad_accum = a.grad_accum,
+                 .total_steps = oc.total_steps, .save_every = a.save_every, .done = r.state.step >= oc.total_steps};
+    bp_progress_start(&prog, "train", oc.total_steps);
+    int sig = train_stream(&t, in, &set);
+    if (sig) {
         bp_progress_finish(&prog, NULL);
-        save_all(&r, stop_signal == SIGINT ? "interrupted" : "terminated");
-        bp_log("stopped by signal %d at step %ld", (int)stop_signal, r.state.step);
-        bp_out_abort(out, "training interrupted by a signal (checkpoint saved)");
-        return 128 + stop_signal;
+        save_all(&r, sig == SIGINT ? "interrupted" : "terminated");
+        bp_log("stopped by signal %d at step %ld", sig, r.state.step);
+        bp_abort_out(out, "training interrupted by a signal (checkpoint saved)");
+        return 128 + sig;
     }
-    if (rc < 0) {
-        bp_out_abort(out, bp_in_error(in));
-        bp_die_err(bp_in_err(in));
-    }
-    if (st.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", st.micro);
-    bp_progress_finish(&prog, st.extra[0] ? st.extra : NULL);
+    if (t.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", t.micro);
+    bp_progress_finish(&prog, t.extra[0] ? t.extra : NULL);
     save_all(&r, "end of training");
-    if (bp_out_close(out, &err)) bp_die_err(&err);
+    bp_close_out(out);
     bp_in_close(in);
-    for (size_t i = 0; i < n_eval; i++) bp_frame_release(&eval_frames[i]);
-    free(eval_frames);
-    host_batch_free(&h);
-    bp_labels_free(r.labels, r.n_labels);
+    eval_set_free(&set);
+    bp_batch_tensors_free(&h);
+    bp_labels_free(info.labels, info.n_labels);
     optim_free(r.opt);
     bert_free(r.m);
     be->destroy(be);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 static char stage_name[64] = "bertpipe";
+static bp_die_hook die_hook;
 
 int bp_err_set(bp_err *err, const char *fmt, ...) {
     if (err) {
@@ -28,37 +29,50 @@ void bp_set_stage(const char *argv0) {
 
 const char *bp_stage(void) { return stage_name; }
 
-static void verror(const char *where, const char *fmt, va_list ap) {
+void bp_set_die_hook(bp_die_hook hook) { die_hook = hook; }
+
+/* Print "STAGE: error: WHAT (WHERE)"; the "WHAT (WHERE)" part goes to line (one line). */
+static void verror(char *line, size_t size, const char *where, const char *fmt, va_list ap) {
     char what[1024];
     vsnprintf(what, sizeof what, fmt, ap);
-    /* Keep it one line whatever the message holds. */
-    for (char *c = what; *c; c++)
-        if (*c == '\n' || *c == '\r') *c = ' ';
     if (where && *where)
-        fprintf(stderr, "%s: error: %s (%s)\n", stage_name, what, where);
+        snprintf(line, size, "%s (%s)", what, where);
     else
-        fprintf(stderr, "%s: error: %s\n", stage_name, what);
+        snprintf(line, size, "%s", what);
+    /* Keep it one line whatever the message holds. */
+    for (char *c = line; *c; c++)
+        if (*c == '\n' || *c == '\r') *c = ' ';
+    fprintf(stderr, "%s: error: %s\n", stage_name, line);
     fflush(stderr);
 }
 
+static void die(int code, const char *line) __attribute__((noreturn));
+static void die(int code, const char *line) {
+    bp_die_hook hook = die_hook;
+    die_hook = NULL;
+    if (hook) hook(line);
+    exit(code);
+}
+
 void bp_error(const char *where, const char *fmt, ...) {
+    char line[1600];
     va_list ap;
     va_start(ap, fmt);
-    verror(where, fmt, ap);
+    verror(line, sizeof line, where, fmt, ap);
     va_end(ap);
 }
 
 void bp_die(int code, const char *where, const char *fmt, ...) {
+    char line[1600];
     va_list ap;
     va_start(ap, fmt);
-    verror(where, fmt, ap);
+    verror(line, sizeof line, where, fmt, ap);
     va_end(ap);
-    exit(code);
+    die(code, line);
 }
 
 void bp_die_err(const bp_err *err) {
-    bp_error(NULL, "%s", err->msg[0] ? err->msg : "unknown error");
-    exit(1);
+    bp_die(1, NULL, "%s", err->msg[0] ? err->msg : "unknown error");
 }
 
 void bp_log(const char *fmt, ...) {

@@ -28,6 +28,12 @@ void bp_die(int code, const char *where, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 /* Print a library error and exit(1). */
 void bp_die_err(const bp_err *err) __attribute__((noreturn));
+/* Run by bp_die and bp_die_err after the error line is printed and before the exit, with the
+ * line's "WHAT (WHERE)": how a stage tells whoever reads its output that it failed (the stage
+ * kit sends an error frame). One hook at a time; NULL clears it. It runs at most once, so a
+ * hook that itself dies cannot loop. This file knows nothing of what the hook does. */
+typedef void (*bp_die_hook)(const char *message);
+void bp_set_die_hook(bp_die_hook hook);
 /* "STAGE: message" — informational; suppressed when BERTPIPE_QUIET=1. */
 void bp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "STAGE: warning: message" — never suppressed. */

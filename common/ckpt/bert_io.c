@@ -75,14 +75,18 @@ static void described_free(described *d) {
     free(d->tensors);
 }
 
+int bert_read_config(const char *source, hfc_config *hf, bp_err *err) {
+    char config_path[4096];
+    snprintf(config_path, sizeof config_path, af_is_dir(source) ? "%s/config.json" : "%s", source);
+    return hfc_read(config_path, hf, err);
+}
+
 bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
                       backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err) {
     if (notes) *notes = NULL;
-    char config_path[4096];
     int dir = af_is_dir(source);
-    snprintf(config_path, sizeof config_path, dir ? "%s/config.json" : "%s", source);
     hfc_config hf;
-    if (hfc_read(config_path, &hf, err)) return NULL;
+    if (bert_read_config(source, &hf, err)) return NULL;
     bert_config cfg;
     int rc = bert_config_from_hf(&hf, head, num_labels, &cfg, err);
     hfc_free(&hf);

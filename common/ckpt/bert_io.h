@@ -21,6 +21,11 @@ int bert_preset(const char *name, bert_config *cfg, bp_err *err);
  * Returns 0 or -1 with err. */
 int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, bert_config *out, bp_err *err);
 
+/* The config.json of a checkpoint source as bert_open reads it (a directory's config.json, or
+ * the config file itself) into HF. Returns 0, or -1 with err naming the file (HF then holds
+ * nothing to free; else free it with hfc_free). */
+int bert_read_config(const char *source, hfc_config *hf, bp_err *err);
+
 /* Build the model for a checkpoint directory or config file:
  *   source = a directory holding config.json (+ weights, loaded when load_weights), or a
  *   config.json path (fresh weights).

@@ -30,11 +30,54 @@ bp_in *bp_open_in(const bp_io_opts *io) {
     return in;
 }
 
+bp_in *bp_open_in_hello(const bp_io_opts *io, const bp_frame **hello) {
+    bp_in *in = bp_open_in(io);
+    if (!(*hello = bp_in_wait_hello(in))) bp_die_err(bp_in_err(in));
+    return in;
+}
+
+/* The output every fatal error tells first (one per stage). */
+static bp_out *stage_out;
+
+static void abort_stage_out(const char *message) {
+    bp_out *out = stage_out;
+    stage_out = NULL;
+    bp_out_abort(out, message);
+}
+
 bp_out *bp_open_out(const bp_io_opts *io) {
     bp_err err;
     bp_out *out = bp_out_open(io->out, &err);
     if (!out) bp_die_err(&err);
+    stage_out = out;
+    bp_set_die_hook(abort_stage_out);
     return out;
+}
+
+void bp_send_hello(bp_out *out, bp_writer *w) {
+    if (bp_out_hello(out, w)) bp_die_err(bp_out_err(out));
+}
+
+void bp_send(bp_out *out, bp_writer *w) {
+    if (bp_out_send(out, w)) bp_die_err(bp_out_err(out));
+}
+
+/* Forget `out` as the stage's output: it is being closed. */
+static void release_stage_out(bp_out *out) {
+    if (stage_out != out) return;
+    stage_out = NULL;
+    bp_set_die_hook(NULL);
+}
+
+void bp_close_out(bp_out *out) {
+    release_stage_out(out);
+    bp_err err;
+    if (bp_out_close(out, &err)) bp_die_err(&err);
+}
+
+void bp_abort_out(bp_out *out, const char *message) {
+    release_stage_out(out);
+    bp_out_abort(out, message);
 }
 
 long bp_opt_long(const char *name, const char *text, long min, long max) {

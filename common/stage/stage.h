@@ -1,6 +1,13 @@
 /* stage/stage.h — what every stage's main() shares: the --in/--out/--producers options, opening
  * endpoints or dying with the one error format, and strict number parsing for options.
  *
+ * The stage's output: once bp_open_out has opened it, every fatal error (bp_die, bp_die_err,
+ * from anywhere in the stage) first sends an error frame with the error line's text on it,
+ * then exits, so the consumer fails naming this stage instead of waiting or taking a short
+ * stream for a whole one. bp_close_out and bp_abort_out end that.
+ *
+ * Only stages include this; library code never exits.
+ *
  * Must never: be included by library code (everything here may exit).
  */
 #ifndef BP_STAGE_H
@@ -33,7 +40,19 @@ void bp_stage_init(bp_io_opts *io, char **argv);
 int bp_io_option(bp_io_opts *io, int opt, const char *arg);
 
 bp_in *bp_open_in(const bp_io_opts *io);     /* dies on error */
-bp_out *bp_open_out(const bp_io_opts *io);   /* dies on error */
+/* Open the input and wait for its hello (returned; valid until bp_in_close). Dies on error. */
+bp_in *bp_open_in_hello(const bp_io_opts *io, const bp_frame **hello);
+
+/* Open the stage's output (see above); dies on error. */
+bp_out *bp_open_out(const bp_io_opts *io);
+/* Send the hello / a data frame; dies on error. */
+void bp_send_hello(bp_out *out, bp_writer *w);
+void bp_send(bp_out *out, bp_writer *w);
+/* Send the eos and close (bp_out_close); dies on error. */
+void bp_close_out(bp_out *out);
+/* Send an error frame with `message` and close (bp_out_abort), for a stage that stops without
+ * dying (a signal). */
+void bp_abort_out(bp_out *out, const char *message);
 
 /* Strict option parsing: the whole text must be a number in [min, max], else die naming
  * the option. */

@@ -7,6 +7,8 @@
  */
 #include "wire/endpoint.h"
 
+#include "wire/codec.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -81,66 +83,6 @@ static int parse_spec(const char *spec, int default_bind, endpoint_part **parts_
 static void free_parts(endpoint_part *parts, int n) {
     for (int i = 0; i < n; i++) free(parts[i].addr);
     free(parts);
-}
-
-/* Scan one MessagePack object at p[0..len): its size in bytes, 0 when more bytes are needed,
- * (size_t)-1 when the bytes can never be MessagePack (the reserved 0xc1). No allocation:
- * a running count of objects still to read replaces recursion. */
-static size_t msgpack_object_size(const unsigned char *p, size_t len) {
-    size_t pos = 0;
-    uint64_t remaining = 1;
-    while (remaining > 0) {
-        if (pos >= len) return 0;
-        unsigned char b = p[pos++];
-        uint64_t skip = 0, children = 0;
-        size_t hdr = 0; /* bytes of big-endian length after the type byte */
-        int kind = 0;   /* 0 scalar/payload, 1 array, 2 map */
-        if (b <= 0x7f || b >= 0xe0) {
-        } else if (b <= 0x8f) { children = 2u * (b & 0x0f);
-        } else if (b <= 0x9f) { children = b & 0x0f;
-        } else if (b <= 0xbf) { skip = b & 0x1f;
-        } else {
-            switch (b) {
-            case 0xc0: case 0xc2: case 0xc3: break;
-            case 0xc1: return (size_t)-1;
-            case 0xc4: case 0xd9: hdr = 1; break;          /* bin8, str8 */
-            case 0xc5: case 0xda: hdr = 2; break;          /* bin16, str16 */
-            case 0xc6: case 0xdb: hdr = 4; break;          /* bin32, str32 */
-            case 0xc7: hdr = 1; skip = 1; break;           /* ext8: len + type */
-            case 0xc8: hdr = 2; skip = 1; break;
-            case 0xc9: hdr = 4; skip = 1; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;                     /* fixext 1..16 */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: hdr = 2; kind = 1; break;
-            case 0xdd: hdr = 4; kind = 1; break;
-            case 0xde: hdr = 2; kind = 2; break;
-            case 0xdf: hdr = 4; kind = 2; break;
-            }
-        }
-        if (hdr) {
-            if (len - pos < hdr) return 0;
-            uint64_t n = 0;
-            for (size_t i = 0; i < hdr; i++) n = (n << 8) | p[pos + i];
-            pos += hdr;
-            if (kind == 1) children = n;
-            else if (kind == 2) children = 2 * n;
-            else skip += n;
-        }
-        if (skip > len - pos) return 0;
-        pos += (size_t)skip;
-        remaining += children;
-        remaining--;
-    }
-    return pos;
 }
 
 /* ---- input ------------------------------------------------------------------------ */
@@ -267,7 +209,7 @@ static int read_stdio(bp_in *in, char **bytes, size_t *len) {
     for (;;) {
         size_t have = in->end - in->start;
         if (have) {
-            size_t size = msgpack_object_size((const unsigned char *)in->buf + in->start, have);
+            size_t size = bp_msgpack_size(in->buf + in->start, have);
             if (size == (size_t)-1) return in_fail(in, "malformed MessagePack after %lld frames", (long long)in->data);
             if (size) {
                 char *copy = malloc(size);
@@ -414,6 +356,7 @@ static int account(bp_in *in, bp_frame *f) {
     case BP_HELLO:
         if (++in->hellos > in->producers)
             return in_fail(in, "more hello frames than the %d producer(s) expected", in->producers);
+        f->index = in->hellos - 1;
         if (!in->have_hello) {
             in->hello = *f;    /* keep the first hello: it describes the stream */
             in->have_hello = 1;
@@ -429,9 +372,9 @@ static int account(bp_in *in, bp_frame *f) {
     case BP_EOS: {
         int64_t count;
         if (!in->have_hello) return in_fail(in, "eos before any hello");
-        if (bp_get_int(f, "count", &count, &ferr) || count < 0)
+        if (bp_get_int(f, "count", 0, INT64_MAX, &count, &ferr))
             return in_fail(in, "eos frame without a valid 'count'");
-        in->eos_seen++;
+        f->index = in->eos_seen++;
         in->eos_total += count;
         if (in->eos_seen > in->producers)
             return in_fail(in, "more eos frames than the %d producer(s) expected", in->producers);
@@ -460,7 +403,7 @@ static int account(bp_in *in, bp_frame *f) {
         if (in->eos_seen == in->producers)
             return in_fail(in, "%s frame after the final eos", bp_kind_name(f->kind));
         in->data++;
-        in->by_kind[f->kind]++;
+        f->index = in->by_kind[f->kind]++;
         return 1;
     }
 }
@@ -767,16 +710,12 @@ void bp_hello_begin(bp_writer *w) {
 
 void bp_hello_begin_from(bp_writer *w, const bp_frame *upstream, const char *const *keys) {
     bp_hello_begin(w);
-    for (; *keys; keys++) {
-        const msgpack_object *o = bp_get(upstream, *keys);
-        if (!o) continue;
-        bp_put_key(w, *keys);
-        msgpack_pack_object(&w->pk, *o);
-    }
+    for (; *keys; keys++) bp_put_copy(w, upstream, *keys);
 }
 
 int bp_out_hello(bp_out *out, bp_writer *w) {
     if (out->said_hello) return out_fail(out, "hello sent twice");
+    if (bp_writer_failed(w)) return out_fail(out, "out of memory building the hello");
     size_t len;
     const char *p = bp_finish(w, &len);
     out->said_hello = 1;
@@ -786,17 +725,17 @@ int bp_out_hello(bp_out *out, bp_writer *w) {
 int bp_out_send(bp_out *out, bp_writer *w) {
     if (!out->raw && !out->said_hello) return out_fail(out, "data frame sent before the hello");
     bp_kind kind = w->kind;
+    if (bp_writer_failed(w)) return out_fail(out, "out of memory building a %s frame", bp_kind_name(kind));
     size_t len;
+    const char *p;
     int rc;
     if (out->fd >= 0) {
-        const char *p = bp_finish(w, &len);
+        p = bp_finish(w, &len);
         rc = send_data(out, p, len, NULL);
     } else {
         /* Hand the buffer to ZeroMQ without a copy; w starts a new one. */
-        const char *p = bp_finish(w, &len);
-        size_t start = (size_t)(p - w->buf.data);
-        char *owned = msgpack_sbuffer_release(&w->buf);
-        rc = send_data(out, owned + start, len, owned);
+        char *owned = bp_writer_take(w, &p, &len);
+        rc = send_data(out, p, len, owned);
     }
     if (rc) return -1;
     out->data++;

@@ -1,9 +1,12 @@
-/* wire/frame.c — MessagePack encoding and decoding of protocol-v1 frames (see frame.h).
+/* wire/frame.c — MessagePack encoding and decoding of protocol-v1 frames (see frame.h and
+ * codec.h): the one place that knows the byte format.
  *
  * Must never: do I/O or exit: errors go back through bp_err.
  */
-#include "wire/frame.h"
+#include "wire/codec.h"
 
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,60 +28,63 @@ const msgpack_object *bp_map_get(const msgpack_object *map, const char *key) {
     return NULL;
 }
 
-const msgpack_object *bp_get(const bp_frame *f, const char *key) { return f->live ? bp_map_get(bp_root(f), key) : NULL; }
+const msgpack_object *bp_frame_root(const bp_frame *f) { return f->live ? &f->tree->unpacked.data : NULL; }
+
+const msgpack_object *bp_frame_field(const bp_frame *f, const char *key) { return bp_map_get(bp_frame_root(f), key); }
+
+int bp_has(const bp_frame *f, const char *key) { return bp_frame_field(f, key) != NULL; }
+
+/* ---- decoding ------------------------------------------------------------------------ */
+
+/* What is wrong with the decoded root as a frame (NULL when nothing), its kind in *kind. */
+static const char *check_root(const msgpack_object *root, bp_kind *kind, char *buf, size_t size) {
+    if (root->type != MSGPACK_OBJECT_MAP) return "frame is not a map";
+    const msgpack_object *v = bp_map_get(root, "v"), *k = bp_map_get(root, "k");
+    if (!v) return "frame has no 'v' (protocol version)";
+    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return "frame 'v' is not a positive integer";
+    if (v->via.u64 != BP_PROTO_VERSION) {
+        snprintf(buf, size, "unsupported protocol version %llu (this build speaks %d)", (unsigned long long)v->via.u64,
+                 BP_PROTO_VERSION);
+        return buf;
+    }
+    if (!k) return "frame has no 'k' (kind)";
+    if (k->type != MSGPACK_OBJECT_STR) return "frame 'k' is not a string";
+    for (int i = 0; i < BP_KIND_COUNT; i++)
+        if (key_is(k, kind_names[i])) {
+            *kind = (bp_kind)i;
+            return NULL;
+        }
+    snprintf(buf, size, "unknown frame kind '%.*s'", (int)(k->via.str.size > 40 ? 40 : k->via.str.size), k->via.str.ptr);
+    return buf;
+}
 
 int bp_frame_decode(bp_frame *f, const char *bytes, size_t len, void (*release_fn)(void *),
                     void *release_arg, bp_err *err) {
     memset(f, 0, sizeof *f);
-    msgpack_unpacked_init(&f->unpacked);
+    f->index = -1;
+    struct bp_frame_tree *tree = malloc(sizeof *tree);
+    if (!tree) return bp_err_set(err, "out of memory decoding a %zu-byte frame", len);
+    msgpack_unpacked_init(&tree->unpacked);
     size_t off = 0;
-    msgpack_unpack_return r = msgpack_unpack_next(&f->unpacked, bytes, len, &off);
-    if (r != MSGPACK_UNPACK_SUCCESS) {
-        msgpack_unpacked_destroy(&f->unpacked);
-        return bp_err_set(err, r == MSGPACK_UNPACK_CONTINUE ? "malformed MessagePack: frame truncated"
-                                                            : "malformed MessagePack");
-    }
-    if (off != len) {
-        msgpack_unpacked_destroy(&f->unpacked);
-        return bp_err_set(err, "malformed frame: %zu trailing bytes after the map", len - off);
-    }
-    const msgpack_object *root = &f->unpacked.data;
-    const char *problem = NULL;
+    msgpack_unpack_return r = msgpack_unpack_next(&tree->unpacked, bytes, len, &off);
     char buf[160];
-    if (root->type != MSGPACK_OBJECT_MAP) {
-        problem = "frame is not a map";
+    const char *problem = NULL;
+    bp_kind kind = BP_HELLO;
+    if (r != MSGPACK_UNPACK_SUCCESS) {
+        problem = r == MSGPACK_UNPACK_CONTINUE ? "malformed MessagePack: frame truncated" : "malformed MessagePack";
+    } else if (off != len) {
+        snprintf(buf, sizeof buf, "malformed frame: %zu trailing bytes after the map", len - off);
+        problem = buf;
     } else {
-        const msgpack_object *v = bp_map_get(root, "v"), *k = bp_map_get(root, "k");
-        if (!v) {
-            problem = "frame has no 'v' (protocol version)";
-        } else if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            problem = "frame 'v' is not a positive integer";
-        } else if (v->via.u64 != BP_PROTO_VERSION) {
-            snprintf(buf, sizeof buf, "unsupported protocol version %llu (this build speaks %d)",
-                     (unsigned long long)v->via.u64, BP_PROTO_VERSION);
-            problem = buf;
-        } else if (!k) {
-            problem = "frame has no 'k' (kind)";
-        } else if (k->type != MSGPACK_OBJECT_STR) {
-            problem = "frame 'k' is not a string";
-        } else {
-            int found = -1;
-            for (int i = 0; i < BP_KIND_COUNT; i++)
-                if (key_is(k, kind_names[i])) found = i;
-            if (found < 0) {
-                snprintf(buf, sizeof buf, "unknown frame kind '%.*s'", (int)(k->via.str.size > 40 ? 40 : k->via.str.size),
-                         k->via.str.ptr);
-                problem = buf;
-            } else {
-                f->kind = (bp_kind)found;
-            }
-        }
+        problem = check_root(&tree->unpacked.data, &kind, buf, sizeof buf);
     }
     if (problem) {
-        msgpack_unpacked_destroy(&f->unpacked);
-        memset(f, 0, sizeof *f);
+        msgpack_unpacked_destroy(&tree->unpacked);
+        free(tree);
         return bp_err_set(err, "%s", problem);
     }
+    f->kind = kind;
+    f->tree = tree;
     f->raw = bytes;
     f->raw_len = len;
     f->release_fn = release_fn;
@@ -90,61 +96,190 @@ int bp_frame_decode(bp_frame *f, const char *bytes, size_t len, void (*release_f
 void bp_frame_release(bp_frame *f) {
     if (!f->live) return;
     if (!f->borrowed) {
-        msgpack_unpacked_destroy(&f->unpacked);
+        msgpack_unpacked_destroy(&f->tree->unpacked);
+        free(f->tree);
         if (f->release_fn) f->release_fn(f->release_arg);
     }
     memset(f, 0, sizeof *f);
 }
 
-static const msgpack_object *need(const bp_frame *f, const char *key, bp_err *err) {
-    const msgpack_object *o = bp_get(f, key);
-    if (!o) bp_err_set(err, "%s frame has no '%s'", bp_kind_name(f->kind), key);
+size_t bp_msgpack_size(const void *bytes, size_t len) {
+    /* No allocation: a running count of objects still to read replaces recursion. */
+    const unsigned char *p = bytes;
+    size_t pos = 0;
+    uint64_t remaining = 1;
+    while (remaining > 0) {
+        if (pos >= len) return 0;
+        unsigned char b = p[pos++];
+        uint64_t skip = 0, children = 0;
+        size_t hdr = 0; /* bytes of big-endian length after the type byte */
+        int kind = 0;   /* 0 scalar/payload, 1 array, 2 map */
+        if (b <= 0x7f || b >= 0xe0) {
+        } else if (b <= 0x8f) { children = 2u * (b & 0x0f);
+        } else if (b <= 0x9f) { children = b & 0x0f;
+        } else if (b <= 0xbf) { skip = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc0: case 0xc2: case 0xc3: break;
+            case 0xc1: return (size_t)-1;
+            case 0xc4: case 0xd9: hdr = 1; break;          /* bin8, str8 */
+            case 0xc5: case 0xda: hdr = 2; break;          /* bin16, str16 */
+            case 0xc6: case 0xdb: hdr = 4; break;          /* bin32, str32 */
+            case 0xc7: hdr = 1; skip = 1; break;           /* ext8: len + type */
+            case 0xc8: hdr = 2; skip = 1; break;
+            case 0xc9: hdr = 4; skip = 1; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;                     /* fixext 1..16 */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: hdr = 2; kind = 1; break;
+            case 0xdd: hdr = 4; kind = 1; break;
+            case 0xde: hdr = 2; kind = 2; break;
+            case 0xdf: hdr = 4; kind = 2; break;
+            }
+        }
+        if (hdr) {
+            if (len - pos < hdr) return 0;
+            uint64_t n = 0;
+            for (size_t i = 0; i < hdr; i++) n = (n << 8) | p[pos + i];
+            pos += hdr;
+            if (kind == 1) children = n;
+            else if (kind == 2) children = 2 * n;
+            else skip += n;
+        }
+        if (skip > len - pos) return 0;
+        pos += (size_t)skip;
+        remaining += children;
+        remaining--;
+    }
+    return pos;
+}
+
+/* ---- getters ------------------------------------------------------------------------- */
+
+const char *bp_frame_where(const bp_frame *f, char *buf, size_t size) {
+    if (f->index >= 0) snprintf(buf, size, "%s frame %" PRId64, bp_kind_name(f->kind), f->index);
+    else snprintf(buf, size, "%s frame", bp_kind_name(f->kind));
+    return buf;
+}
+
+/* "KIND frame N field 'KEY' " + the rest: every field error has this shape. */
+static int field_error(const bp_frame *f, const char *key, bp_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int field_error(const bp_frame *f, const char *key, bp_err *err, const char *fmt, ...) {
+    char where[64], what[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return bp_err_set(err, "%s field '%s'%s", bp_frame_where(f, where, sizeof where), key, what);
+}
+
+/* The field, or NULL: with err set when `required` (the field is absent). */
+static const msgpack_object *lookup(const bp_frame *f, const char *key, int required, bp_err *err) {
+    const msgpack_object *o = bp_frame_field(f, key);
+    char where[64];
+    if (!o && required) bp_err_set(err, "%s has no '%s'", bp_frame_where(f, where, sizeof where), key);
     return o;
 }
 
-int bp_get_int(const bp_frame *f, const char *key, int64_t *out, bp_err *err) {
-    const msgpack_object *o = need(f, key, err);
-    if (!o) return -1;
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) *out = (int64_t)o->via.u64;
-    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) *out = o->via.i64;
-    else return bp_err_set(err, "%s frame field '%s' is not an integer", bp_kind_name(f->kind), key);
-    return 0;
+/* What a getter returns for an absent field (lookup set err when it was required) and for a
+ * present, valid one: bp_get_X 0, bp_find_X 1. */
+static int absent(int required) { return required ? -1 : 0; }
+static int present(int required) { return required ? 0 : 1; }
+
+static int int_of(const bp_frame *f, const char *key, const msgpack_object *o, int64_t min, int64_t max,
+                  int64_t *out, bp_err *err) {
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > (uint64_t)INT64_MAX || (int64_t)o->via.u64 > max || (int64_t)o->via.u64 < min)
+            return field_error(f, key, err, " is %" PRIu64 ", outside [%" PRId64 ", %" PRId64 "]", o->via.u64, min, max);
+        *out = (int64_t)o->via.u64;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        if (o->via.i64 < min || o->via.i64 > max)
+            return field_error(f, key, err, " is %" PRId64 ", outside [%" PRId64 ", %" PRId64 "]", o->via.i64, min, max);
+        *out = o->via.i64;
+        return 0;
+    }
+    return field_error(f, key, err, " is not an integer");
 }
 
-int bp_get_float(const bp_frame *f, const char *key, double *out, bp_err *err) {
-    const msgpack_object *o = need(f, key, err);
-    if (!o) return -1;
+static int get_int(const bp_frame *f, const char *key, int required, int64_t min, int64_t max, int64_t *out,
+                   bp_err *err) {
+    const msgpack_object *o = lookup(f, key, required, err);
+    if (!o) return absent(required);
+    return int_of(f, key, o, min, max, out, err) ? -1 : present(required);
+}
+int bp_get_int(const bp_frame *f, const char *key, int64_t min, int64_t max, int64_t *out, bp_err *err) {
+    return get_int(f, key, 1, min, max, out, err);
+}
+int bp_find_int(const bp_frame *f, const char *key, int64_t min, int64_t max, int64_t *out, bp_err *err) {
+    return get_int(f, key, 0, min, max, out, err);
+}
+
+static int float_of(const bp_frame *f, const char *key, const msgpack_object *o, double *out, bp_err *err) {
     switch (o->type) {
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: *out = o->via.f64; return 0;
     case MSGPACK_OBJECT_POSITIVE_INTEGER: *out = (double)o->via.u64; return 0;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = (double)o->via.i64; return 0;
-    default: return bp_err_set(err, "%s frame field '%s' is not a number", bp_kind_name(f->kind), key);
+    default: return field_error(f, key, err, " is not a number");
     }
 }
 
-int bp_get_bool(const bp_frame *f, const char *key, int *out, bp_err *err) {
-    const msgpack_object *o = need(f, key, err);
-    if (!o) return -1;
-    if (o->type != MSGPACK_OBJECT_BOOLEAN)
-        return bp_err_set(err, "%s frame field '%s' is not a boolean", bp_kind_name(f->kind), key);
+static int get_float(const bp_frame *f, const char *key, int required, double *out, bp_err *err) {
+    const msgpack_object *o = lookup(f, key, required, err);
+    if (!o) return absent(required);
+    return float_of(f, key, o, out, err) ? -1 : present(required);
+}
+int bp_get_float(const bp_frame *f, const char *key, double *out, bp_err *err) { return get_float(f, key, 1, out, err); }
+int bp_find_float(const bp_frame *f, const char *key, double *out, bp_err *err) { return get_float(f, key, 0, out, err); }
+
+static int bool_of(const bp_frame *f, const char *key, const msgpack_object *o, int *out, bp_err *err) {
+    if (o->type != MSGPACK_OBJECT_BOOLEAN) return field_error(f, key, err, " is not a boolean");
     *out = o->via.boolean;
     return 0;
 }
 
-int bp_get_str(const bp_frame *f, const char *key, const char **s, size_t *len, bp_err *err) {
-    const msgpack_object *o = need(f, key, err);
-    if (!o) return -1;
-    if (o->type != MSGPACK_OBJECT_STR)
-        return bp_err_set(err, "%s frame field '%s' is not a string", bp_kind_name(f->kind), key);
+static int get_bool(const bp_frame *f, const char *key, int required, int *out, bp_err *err) {
+    const msgpack_object *o = lookup(f, key, required, err);
+    if (!o) return absent(required);
+    return bool_of(f, key, o, out, err) ? -1 : present(required);
+}
+int bp_get_bool(const bp_frame *f, const char *key, int *out, bp_err *err) { return get_bool(f, key, 1, out, err); }
+int bp_find_bool(const bp_frame *f, const char *key, int *out, bp_err *err) { return get_bool(f, key, 0, out, err); }
+
+static int str_of(const bp_frame *f, const char *key, const msgpack_object *o, const char **s, size_t *len,
+                  bp_err *err) {
+    if (o->type != MSGPACK_OBJECT_STR) return field_error(f, key, err, " is not a string");
     *s = o->via.str.ptr;
     *len = o->via.str.size;
     return 0;
 }
 
+static int get_str(const bp_frame *f, const char *key, int required, const char **s, size_t *len, bp_err *err) {
+    const msgpack_object *o = lookup(f, key, required, err);
+    if (!o) return absent(required);
+    return str_of(f, key, o, s, len, err) ? -1 : present(required);
+}
+int bp_get_str(const bp_frame *f, const char *key, const char **s, size_t *len, bp_err *err) {
+    return get_str(f, key, 1, s, len, err);
+}
+int bp_find_str(const bp_frame *f, const char *key, const char **s, size_t *len, bp_err *err) {
+    return get_str(f, key, 0, s, len, err);
+}
+
 char *bp_get_strdup(const bp_frame *f, const char *key, bp_err *err) {
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     if (bp_get_str(f, key, &s, &n, err)) return NULL;
     char *copy = malloc(n + 1);
     if (!copy) { bp_err_set(err, "out of memory copying '%s'", key); return NULL; }
@@ -153,10 +288,104 @@ char *bp_get_strdup(const bp_frame *f, const char *key, bp_err *err) {
     return copy;
 }
 
-int bp_tensor_from_object(const msgpack_object *o, bp_tensor_view *t, const char *key, bp_err *err) {
+static int strs_of(const bp_frame *f, const char *key, const msgpack_object *o, bp_str **items, size_t *n,
+                   bp_err *err) {
+    if (o->type != MSGPACK_OBJECT_ARRAY) return field_error(f, key, err, " is not an array of strings");
+    uint32_t count = o->via.array.size;
+    bp_str *views = NULL;
+    if (count && !(views = malloc(count * sizeof *views))) return bp_err_set(err, "out of memory reading '%s'", key);
+    for (uint32_t i = 0; i < count; i++) {
+        const msgpack_object *s = &o->via.array.ptr[i];
+        if (s->type != MSGPACK_OBJECT_STR) {
+            free(views);
+            return field_error(f, key, err, "[%u] is not a string", (unsigned)i);
+        }
+        views[i] = (bp_str){s->via.str.ptr, s->via.str.size};
+    }
+    *items = views;
+    *n = count;
+    return 0;
+}
+
+static int get_strs(const bp_frame *f, const char *key, int required, bp_str **items, size_t *n, bp_err *err) {
+    const msgpack_object *o = lookup(f, key, required, err);
+    if (!o) return absent(required);
+    return strs_of(f, key, o, items, n, err) ? -1 : present(required);
+}
+int bp_get_strs(const bp_frame *f, const char *key, bp_str **items, size_t *n, bp_err *err) {
+    return get_strs(f, key, 1, items, n, err);
+}
+int bp_find_strs(const bp_frame *f, const char *key, bp_str **items, size_t *n, bp_err *err) {
+    return get_strs(f, key, 0, items, n, err);
+}
+
+/* answers[i]: a map with a string "text" and an integer "answer_start". */
+static int answer_of(const bp_frame *f, const msgpack_object *a, uint32_t i, bp_answer *out, bp_err *err) {
+    if (a->type != MSGPACK_OBJECT_MAP) return field_error(f, "answers", err, "[%u] is not a map", (unsigned)i);
+    const msgpack_object *text = bp_map_get(a, "text"), *start = bp_map_get(a, "answer_start");
+    if (!text || text->type != MSGPACK_OBJECT_STR)
+        return field_error(f, "answers", err, "[%u] has no string 'text'", (unsigned)i);
+    if (!start || (start->type != MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+                   (start->type != MSGPACK_OBJECT_POSITIVE_INTEGER || start->via.u64 > (uint64_t)INT64_MAX)))
+        return field_error(f, "answers", err, "[%u] has no integer 'answer_start'", (unsigned)i);
+    out->text = text->via.str.ptr;
+    out->text_len = text->via.str.size;
+    out->answer_start = start->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)start->via.u64 : start->via.i64;
+    return 0;
+}
+
+int bp_find_answers(const bp_frame *f, bp_answer **answers, size_t *n, bp_err *err) {
+    *answers = NULL;
+    *n = 0;
+    const msgpack_object *o = bp_frame_field(f, "answers");
+    if (!o) return 0;
+    if (o->type != MSGPACK_OBJECT_ARRAY) return field_error(f, "answers", err, " is not an array");
+    uint32_t count = o->via.array.size;
+    bp_answer *list = NULL;
+    if (count && !(list = malloc(count * sizeof *list))) return bp_err_set(err, "out of memory reading 'answers'");
+    for (uint32_t i = 0; i < count; i++)
+        if (answer_of(f, &o->via.array.ptr[i], i, &list[i], err)) {
+            free(list);
+            return -1;
+        }
+    *answers = list;
+    *n = count;
+    return 1;
+}
+
+int bp_hello_is_qa(const bp_frame *hello) {
+    const msgpack_object *o = bp_frame_field(hello, "task");
+    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == 2 && memcmp(o->via.str.ptr, "qa", 2) == 0;
+}
+
+int bp_hello_labels(const bp_frame *hello, char ***labels, bp_err *err) {
+    *labels = NULL;
+    bp_str *views;
+    size_t n;
+    int found = bp_find_strs(hello, "labels", &views, &n, err);
+    if (found <= 0) return found;
+    char **out = calloc(n + 1, sizeof *out);
+    for (size_t i = 0; out && i < n; i++)
+        if (!(out[i] = strndup(views[i].ptr, views[i].len))) {
+            bp_labels_free(out, (int)i);
+            out = NULL;
+        }
+    free(views);
+    if (!out) return bp_err_set(err, "out of memory reading the hello's labels");
+    *labels = out;
+    return (int)n;
+}
+
+void bp_labels_free(char **labels, int n) {
+    for (int i = 0; labels && i < n; i++) free(labels[i]);
+    free(labels);
+}
+
+/* ---- tensors ------------------------------------------------------------------------- */
+
+static int tensor_of(const msgpack_object *o, bp_tensor_view *t, const char *key, bp_err *err) {
     memset(t, 0, sizeof *t);
-    if (!o || o->type != MSGPACK_OBJECT_MAP)
-        return bp_err_set(err, "tensor '%s' is not a map of dtype, shape, data", key);
+    if (o->type != MSGPACK_OBJECT_MAP) return bp_err_set(err, "tensor '%s' is not a map of dtype, shape, data", key);
     const msgpack_object *dt = bp_map_get(o, "dtype"), *sh = bp_map_get(o, "shape"), *data = bp_map_get(o, "data");
     if (!dt || dt->type != MSGPACK_OBJECT_STR) return bp_err_set(err, "tensor '%s' has no string 'dtype'", key);
     if (bp_dtype_parse(dt->via.str.ptr, dt->via.str.size, &t->dtype))
@@ -184,12 +413,6 @@ int bp_tensor_from_object(const msgpack_object *o, bp_tensor_view *t, const char
     return 0;
 }
 
-int bp_get_tensor(const bp_frame *f, const char *key, bp_tensor_view *t, bp_err *err) {
-    const msgpack_object *o = need(f, key, err);
-    if (!o) return -1;
-    return bp_tensor_from_object(o, t, key, err);
-}
-
 int bp_tensor_expect(const bp_tensor_view *t, const char *key, bp_dtype dtype, int ndim,
                      const int64_t *want_shape, bp_err *err) {
     if (t->dtype != dtype)
@@ -202,42 +425,111 @@ int bp_tensor_expect(const bp_tensor_view *t, const char *key, bp_dtype dtype, i
     return 0;
 }
 
+/* A tensor error of a frame from a stream names the frame first ("batch frame 3: tensor
+ * 'x' ..."); outside a stream the tensor's own text stands alone. */
+static int name_frame(const bp_frame *f, bp_err *err) {
+    char where[64], what[sizeof err->msg];
+    if (err && f->index >= 0) {
+        snprintf(what, sizeof what, "%s", err->msg);
+        bp_err_set(err, "%s: %s", bp_frame_where(f, where, sizeof where), what);
+    }
+    return -1;
+}
+
+/* want_dtype < 0: any tensor (no expectation). */
+static int get_tensor(const bp_frame *f, const char *key, int required, int want_dtype, int ndim,
+                      const int64_t *want_shape, bp_tensor_view *t, bp_err *err) {
+    const msgpack_object *o = lookup(f, key, required, err);
+    if (!o) return absent(required);
+    if (tensor_of(o, t, key, err) || (want_dtype >= 0 && bp_tensor_expect(t, key, (bp_dtype)want_dtype, ndim, want_shape, err)))
+        return name_frame(f, err);
+    return present(required);
+}
+
+int bp_get_tensor(const bp_frame *f, const char *key, bp_tensor_view *t, bp_err *err) {
+    return get_tensor(f, key, 1, -1, 0, NULL, t, err);
+}
+int bp_find_tensor(const bp_frame *f, const char *key, bp_tensor_view *t, bp_err *err) {
+    return get_tensor(f, key, 0, -1, 0, NULL, t, err);
+}
+int bp_get_tensor_of(const bp_frame *f, const char *key, bp_dtype dtype, int ndim, const int64_t *want_shape,
+                     bp_tensor_view *t, bp_err *err) {
+    return get_tensor(f, key, 1, (int)dtype, ndim, want_shape, t, err);
+}
+int bp_find_tensor_of(const bp_frame *f, const char *key, bp_dtype dtype, int ndim, const int64_t *want_shape,
+                      bp_tensor_view *t, bp_err *err) {
+    return get_tensor(f, key, 0, (int)dtype, ndim, want_shape, t, err);
+}
+
 void bp_tensor_copy(const bp_tensor_view *t, void *dst) {
     if (t->nbytes) memcpy(dst, t->data, t->nbytes);
 }
 
-/* ---- writing ---------------------------------------------------------------------- */
+/* ---- writing ------------------------------------------------------------------------- */
 
 /* Room for a map32 header, fixed up to the smallest form in bp_finish. */
 #define HEADER_ROOM 5
 
-void bp_writer_init(bp_writer *w) {
-    memset(w, 0, sizeof *w);
-    msgpack_sbuffer_init(&w->buf);
-    msgpack_packer_init(&w->pk, &w->buf, msgpack_sbuffer_write);
+/* The packer's sink: append to w, or remember that memory ran out. */
+static int writer_append(void *data, const char *buf, size_t len) {
+    bp_writer *w = data;
+    if (w->failed) return -1;
+    if (len > w->cap - w->size) {
+        size_t cap = w->cap ? w->cap : 256;
+        while (cap - w->size < len) {
+            if (cap > SIZE_MAX / 2) { w->failed = 1; return -1; }
+            cap *= 2;
+        }
+        char *grown = realloc(w->data, cap);
+        if (!grown) { w->failed = 1; return -1; }
+        w->data = grown;
+        w->cap = cap;
+    }
+    memcpy(w->data + w->size, buf, len);
+    w->size += len;
+    return 0;
 }
 
+void bp_writer_packer(bp_writer *w, msgpack_packer *pk) { msgpack_packer_init(pk, w, writer_append); }
+
+void bp_writer_init(bp_writer *w) { memset(w, 0, sizeof *w); }
+
 void bp_writer_free(bp_writer *w) {
-    msgpack_sbuffer_destroy(&w->buf);
+    free(w->data);
     memset(w, 0, sizeof *w);
 }
+
+int bp_writer_failed(const bp_writer *w) { return w->failed; }
 
 void bp_pack_str(msgpack_packer *pk, const char *s, size_t len) {
     msgpack_pack_str(pk, len);
     msgpack_pack_str_body(pk, s, len);
 }
 
+/* The packer for the next value of w (after its key). */
+static msgpack_packer packer(bp_writer *w) {
+    msgpack_packer pk;
+    bp_writer_packer(w, &pk);
+    return pk;
+}
+
 void bp_put_key(bp_writer *w, const char *key) {
-    bp_pack_str(&w->pk, key, strlen(key));
+    msgpack_packer pk = packer(w);
+    bp_pack_str(&pk, key, strlen(key));
     w->fields++;
 }
 
-void bp_begin(bp_writer *w, bp_kind kind) {
-    msgpack_sbuffer_clear(&w->buf);
-    static const char room[HEADER_ROOM] = {0};
-    msgpack_sbuffer_write(&w->buf, room, HEADER_ROOM);
+void bp_writer_reset_raw(bp_writer *w, bp_kind kind) {
+    w->size = w->start = 0;
     w->fields = 0;
+    w->open = w->failed = 0;
     w->kind = kind;
+}
+
+void bp_begin(bp_writer *w, bp_kind kind) {
+    static const char room[HEADER_ROOM] = {0};
+    bp_writer_reset_raw(w, kind);
+    writer_append(w, room, HEADER_ROOM);
     w->open = 1;
     bp_put_int(w, "v", BP_PROTO_VERSION);
     bp_put_str(w, "k", bp_kind_name(kind));
@@ -245,102 +537,114 @@ void bp_begin(bp_writer *w, bp_kind kind) {
 
 void bp_put_int(bp_writer *w, const char *key, int64_t v) {
     bp_put_key(w, key);
-    msgpack_pack_int64(&w->pk, v);
+    msgpack_packer pk = packer(w);
+    msgpack_pack_int64(&pk, v);
 }
 
 void bp_put_float(bp_writer *w, const char *key, double v) {
     bp_put_key(w, key);
-    msgpack_pack_double(&w->pk, v);
+    msgpack_packer pk = packer(w);
+    msgpack_pack_double(&pk, v);
 }
 
 void bp_put_bool(bp_writer *w, const char *key, int v) {
     bp_put_key(w, key);
-    if (v) msgpack_pack_true(&w->pk);
-    else msgpack_pack_false(&w->pk);
+    msgpack_packer pk = packer(w);
+    if (v) msgpack_pack_true(&pk);
+    else msgpack_pack_false(&pk);
 }
 
 void bp_put_strn(bp_writer *w, const char *key, const char *s, size_t len) {
     bp_put_key(w, key);
-    bp_pack_str(&w->pk, s, len);
+    msgpack_packer pk = packer(w);
+    bp_pack_str(&pk, s, len);
 }
 
 void bp_put_str(bp_writer *w, const char *key, const char *s) { bp_put_strn(w, key, s, strlen(s)); }
 
+void bp_put_strs(bp_writer *w, const char *key, const char *const *items, size_t n) {
+    bp_put_key(w, key);
+    msgpack_packer pk = packer(w);
+    msgpack_pack_array(&pk, n);
+    for (size_t i = 0; i < n; i++) bp_pack_str(&pk, items[i], strlen(items[i]));
+}
+
+void bp_put_answers(bp_writer *w, const bp_answer *answers, size_t n) {
+    bp_put_key(w, "answers");
+    msgpack_packer pk = packer(w);
+    msgpack_pack_array(&pk, n);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_pack_map(&pk, 2);
+        bp_pack_str(&pk, "text", 4);
+        bp_pack_str(&pk, answers[i].text, answers[i].text_len);
+        bp_pack_str(&pk, "answer_start", 12);
+        msgpack_pack_int64(&pk, answers[i].answer_start);
+    }
+}
+
 void bp_put_tensor(bp_writer *w, const char *key, bp_dtype dtype, int ndim, const int64_t *shape,
                    const void *data) {
     bp_put_key(w, key);
-    msgpack_pack_map(&w->pk, 3);
-    bp_pack_str(&w->pk, "dtype", 5);
+    msgpack_packer pk = packer(w);
+    msgpack_pack_map(&pk, 3);
+    bp_pack_str(&pk, "dtype", 5);
     const char *name = bp_dtype_name(dtype);
-    bp_pack_str(&w->pk, name, strlen(name));
-    bp_pack_str(&w->pk, "shape", 5);
-    msgpack_pack_array(&w->pk, (size_t)ndim);
-    for (int i = 0; i < ndim; i++) msgpack_pack_int64(&w->pk, shape[i]);
-    bp_pack_str(&w->pk, "data", 4);
+    bp_pack_str(&pk, name, strlen(name));
+    bp_pack_str(&pk, "shape", 5);
+    msgpack_pack_array(&pk, (size_t)ndim);
+    for (int i = 0; i < ndim; i++) msgpack_pack_int64(&pk, shape[i]);
+    bp_pack_str(&pk, "data", 4);
     size_t nbytes = (size_t)bp_numel(shape, ndim) * bp_dtype_size(dtype);
-    msgpack_pack_bin(&w->pk, nbytes);
-    msgpack_pack_bin_body(&w->pk, data, nbytes);
+    msgpack_pack_bin(&pk, nbytes);
+    msgpack_pack_bin_body(&pk, data, nbytes);
 }
 
-/* Rewrite the 5 reserved bytes as the smallest map header and return where the frame starts. */
-static size_t fix_header(bp_writer *w) {
-    unsigned char *b = (unsigned char *)w->buf.data;
+int bp_put_copy(bp_writer *w, const bp_frame *from, const char *key) {
+    const msgpack_object *o = bp_frame_field(from, key);
+    if (!o) return 0;
+    bp_put_key(w, key);
+    msgpack_packer pk = packer(w);
+    msgpack_pack_object(&pk, *o);
+    return 1;
+}
+
+/* Rewrite the reserved bytes as the smallest map header; the frame then starts at w->start. */
+static void fix_header(bp_writer *w) {
+    if (!w->open) return;
+    w->open = 0;
+    if (w->size < HEADER_ROOM) return;   /* out of memory before the room was reserved */
+    unsigned char *b = (unsigned char *)w->data;
     uint32_t n = w->fields;
-    size_t start;
     if (n <= 15) {
-        start = 4;
+        w->start = 4;
         b[4] = (unsigned char)(0x80 | n);
     } else if (n <= 0xffff) {
-        start = 2;
+        w->start = 2;
         b[2] = 0xde; b[3] = (unsigned char)(n >> 8); b[4] = (unsigned char)n;
     } else {
-        start = 0;
+        w->start = 0;
         b[0] = 0xdf; b[1] = (unsigned char)(n >> 24); b[2] = (unsigned char)(n >> 16);
         b[3] = (unsigned char)(n >> 8); b[4] = (unsigned char)n;
     }
-    w->open = 0;
-    return start;
 }
 
 const char *bp_finish(bp_writer *w, size_t *len) {
-    size_t start = fix_header(w);
-    *len = w->buf.size - start;
-    return w->buf.data + start;
+    fix_header(w);
+    *len = w->size - w->start;
+    return w->data ? w->data + w->start : "";
+}
+
+char *bp_writer_take(bp_writer *w, const char **frame, size_t *len) {
+    *frame = bp_finish(w, len);
+    char *block = w->data;
+    w->data = NULL;
+    w->size = w->cap = w->start = 0;
+    return block;
 }
 
 char *bp_finish_release(bp_writer *w, size_t *len) {
-    size_t start = fix_header(w);
-    size_t size = w->buf.size;
-    char *data = msgpack_sbuffer_release(&w->buf);
-    if (start) memmove(data, data + start, size - start);
-    *len = size - start;
-    return data;
-}
-
-int bp_hello_is_qa(const bp_frame *hello) {
-    const msgpack_object *o = bp_get(hello, "task");
-    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == 2 && memcmp(o->via.str.ptr, "qa", 2) == 0;
-}
-
-int bp_hello_labels(const bp_frame *hello, char ***labels, bp_err *err) {
-    *labels = NULL;
-    const msgpack_object *l = bp_get(hello, "labels");
-    if (!l || l->type != MSGPACK_OBJECT_ARRAY) return 0;
-    char **out = calloc(l->via.array.size + 1, sizeof *out);
-    if (!out) return bp_err_set(err, "out of memory reading the hello's labels");
-    for (uint32_t i = 0; i < l->via.array.size; i++) {
-        const msgpack_object *o = &l->via.array.ptr[i];
-        out[i] = o->type == MSGPACK_OBJECT_STR ? strndup(o->via.str.ptr, o->via.str.size) : strdup("?");
-        if (!out[i]) {
-            bp_labels_free(out, (int)i);
-            return bp_err_set(err, "out of memory reading the hello's labels");
-        }
-    }
-    *labels = out;
-    return (int)l->via.array.size;
-}
-
-void bp_labels_free(char **labels, int n) {
-    for (int i = 0; labels && i < n; i++) free(labels[i]);
-    free(labels);
+    const char *frame;
+    char *block = bp_writer_take(w, &frame, len);
+    if (block && frame != block) memmove(block, frame, *len);
+    return block;
 }

@@ -3,6 +3,8 @@
  * bin), or do I/O. */
 #include "wire/framejson.h"
 
+#include "wire/codec.h"
+
 #include <jansson.h>
 #include <errno.h>
 #include <math.h>
@@ -140,10 +142,12 @@ static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_e
     return 0;
 }
 
-int bp_frame_to_json(const msgpack_object *o, const bp_json_opts *opts, char **buf, size_t *len,
+int bp_frame_to_json(const bp_frame *f, const bp_json_opts *opts, char **buf, size_t *len,
                      size_t *cap, bp_err *err) {
     sbuf s = {buf, len, cap, 0};
-    if (emit(&s, o, opts, err)) return -1;
+    const msgpack_object *root = bp_frame_root(f);
+    if (!root) return bp_err_set(err, "no frame to write as JSON");
+    if (emit(&s, root, opts, err)) return -1;
     put(&s, "\n", 1);
     if (s.oom) return bp_err_set(err, "out of memory writing JSON");
     return 0;
@@ -248,14 +252,16 @@ int bp_json_to_frame(const char *text, size_t len, bp_writer *w, bp_err *err) {
     if (!json_is_object(root)) {
         rc = bp_err_set(err, "a frame must be a JSON object");
     } else {
-        msgpack_sbuffer_clear(&w->buf);
-        w->open = 0;
-        w->kind = BP_KIND_COUNT;
+        bp_kind kind = BP_KIND_COUNT;
         json_t *k = json_object_get(root, "k");
         if (json_is_string(k))
             for (int i = 0; i < BP_KIND_COUNT; i++)
-                if (strcmp(json_string_value(k), bp_kind_name((bp_kind)i)) == 0) w->kind = (bp_kind)i;
-        rc = pack_json(&w->pk, root, err);
+                if (strcmp(json_string_value(k), bp_kind_name((bp_kind)i)) == 0) kind = (bp_kind)i;
+        bp_writer_reset_raw(w, kind);
+        msgpack_packer pk;
+        bp_writer_packer(w, &pk);
+        rc = pack_json(&pk, root, err);
+        if (rc == 0 && bp_writer_failed(w)) rc = bp_err_set(err, "out of memory encoding the frame");
     }
     json_decref(root);
     return rc;

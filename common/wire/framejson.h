@@ -17,11 +17,12 @@ typedef struct bp_json_opts { int brief; } bp_json_opts;
 
 /* Append one JSON line (with '\n') for the frame to a growable buffer *buf (*cap bytes, *len
  * used). Returns 0, -1 on out of memory or a map key that is not a string (err set). */
-int bp_frame_to_json(const msgpack_object *o, const bp_json_opts *opts, char **buf, size_t *len,
+int bp_frame_to_json(const bp_frame *f, const bp_json_opts *opts, char **buf, size_t *len,
                      size_t *cap, bp_err *err);
 
-/* Parse one JSON text (one line) and pack it into w as a complete frame (w->kind set from "k").
- * Returns 0, or -1 with err saying what is wrong (invalid JSON, not an object, bad $bin...). */
+/* Parse one JSON text (one line) and pack it into w as a complete frame (w->kind set from "k";
+ * bp_finish gives its bytes). Returns 0, or -1 with err saying what is wrong (invalid JSON, not
+ * an object, bad $bin...). */
 int bp_json_to_frame(const char *text, size_t len, bp_writer *w, bp_err *err);
 
 #endif

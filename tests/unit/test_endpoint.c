@@ -187,7 +187,7 @@ static void fanout_consumer(const char *spec, int report_fd) {
     int r;
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind == BP_HELLO) hellos++;
-        else if (f.kind == BP_EOS) { eos++; bp_get_int(&f, "count", &eos_count, &err); }
+        else if (f.kind == BP_EOS) { eos++; bp_get_int(&f, "count", 0, INT64_MAX, &eos_count, &err); }
         else data++;
         bp_frame_release(&f);
     }

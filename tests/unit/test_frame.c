@@ -5,13 +5,16 @@
  * against the spec, not against themselves: decode → JSON equals the .json line, JSON →
  * encode equals the .msgpack bytes, the writer API rebuilds the same bytes field by field,
  * and every bad-*.msgpack is refused with the text in its .expect. It also covers the
- * tensor and typed getters' errors and the f16/bf16 conversions. Reads files only.
+ * tensor and typed getters' errors (absent against wrong type, ranges, array entries, the
+ * one answers rule), copying fields through, cutting a byte stream into frames, and the
+ * f16/bf16 conversions. Reads files only.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "wire/codec.h"   /* the codec's own test may pack raw MessagePack */
 #include "wire/frame.h"
 #include "wire/framejson.h"
 #include "tap.h"
@@ -85,7 +88,7 @@ static int check_vector(const char *name) {
     if (tap_ok(bp_frame_decode(&f, mp, mlen, NULL, NULL, &err) == 0, "%s: decodes", name)) {
         char *line = NULL;
         size_t len = 0, cap = 0;
-        int rc = bp_frame_to_json(bp_root(&f), NULL, &line, &len, &cap, &err);
+        int rc = bp_frame_to_json(&f, NULL, &line, &len, &cap, &err);
         tap_ok(rc == 0, "%s: converts to JSON", name);
         TAP_EQ_STR(line, json, "%s: JSON text equals the vector's line", name);
         free(line);
@@ -96,9 +99,11 @@ static int check_vector(const char *name) {
     bp_writer w;
     bp_writer_init(&w);
     if (tap_ok(bp_json_to_frame(json, jlen, &w, &err) == 0, "%s: JSON line encodes", name)) {
-        int same = w.buf.size == mlen && memcmp(w.buf.data, mp, mlen) == 0;
+        size_t len;
+        const char *bytes = bp_finish(&w, &len);
+        int same = len == mlen && memcmp(bytes, mp, mlen) == 0;
         if (!tap_ok(same, "%s: encoded bytes equal the .msgpack", name))
-            tap_diag("  got %zu bytes, want %zu", w.buf.size, mlen);
+            tap_diag("  got %zu bytes, want %zu", len, mlen);
     } else {
         tap_diag("  %s", err.msg);
     }
@@ -169,9 +174,11 @@ static void check_writer(void) {
     bp_put_int(&w, "seq", 65536);
     bp_put_str(&w, "s32", s32);
     bp_put_str(&w, "s256", s256);
+    msgpack_packer pk;
+    bp_writer_packer(&w, &pk);
     bp_put_key(&w, "arr16");
-    msgpack_pack_array(&w.pk, 16);
-    for (int i = 0; i < 16; i++) msgpack_pack_int64(&w.pk, i);
+    msgpack_pack_array(&pk, 16);
+    for (int i = 0; i < 16; i++) msgpack_pack_int64(&pk, i);
     bp_put_int(&w, "u8", 200);
     bp_put_int(&w, "u16", 60000);
     bp_put_int(&w, "u32", 4000000000LL);
@@ -181,11 +188,11 @@ static void check_writer(void) {
     bp_put_int(&w, "i64", -(1LL << 40));
     bp_put_int(&w, "u64", 1LL << 62);
     bp_put_key(&w, "n");
-    msgpack_pack_nil(&w.pk);
+    msgpack_pack_nil(&pk);
     bp_put_bool(&w, "b", 0);
     bp_put_key(&w, "blob");
-    msgpack_pack_bin(&w.pk, sizeof blob);
-    msgpack_pack_bin_body(&w.pk, blob, sizeof blob);
+    msgpack_pack_bin(&pk, sizeof blob);
+    msgpack_pack_bin_body(&pk, blob, sizeof blob);
     const char *p = bp_finish(&w, &len);
     tap_ok(len == wlen && memcmp(p, wide, wlen) == 0, "writer: 17 fields, str8, bin16, array16 and every int width equal the vector");
     bp_writer_free(&w);
@@ -204,16 +211,18 @@ static int decode_vector(const char *name, bp_frame *f, char **bytes) {
 /* A tensor map with any dtype text and payload size, to build frames the writer refuses to. */
 static void put_raw_tensor(bp_writer *w, const char *key, const char *dtype, const int64_t *shape, int ndim,
                            const char *data, size_t nbytes) {
+    msgpack_packer pk;
+    bp_writer_packer(w, &pk);
     bp_put_key(w, key);
-    msgpack_pack_map(&w->pk, 3);
-    bp_pack_str(&w->pk, "dtype", 5);
-    bp_pack_str(&w->pk, dtype, strlen(dtype));
-    bp_pack_str(&w->pk, "shape", 5);
-    msgpack_pack_array(&w->pk, (size_t)ndim);
-    for (int i = 0; i < ndim; i++) msgpack_pack_int64(&w->pk, shape[i]);
-    bp_pack_str(&w->pk, "data", 4);
-    msgpack_pack_bin(&w->pk, nbytes);
-    msgpack_pack_bin_body(&w->pk, data, nbytes);
+    msgpack_pack_map(&pk, 3);
+    bp_pack_str(&pk, "dtype", 5);
+    bp_pack_str(&pk, dtype, strlen(dtype));
+    bp_pack_str(&pk, "shape", 5);
+    msgpack_pack_array(&pk, (size_t)ndim);
+    for (int i = 0; i < ndim; i++) msgpack_pack_int64(&pk, shape[i]);
+    bp_pack_str(&pk, "data", 4);
+    msgpack_pack_bin(&pk, nbytes);
+    msgpack_pack_bin_body(&pk, data, nbytes);
 }
 
 static void check_getters(void) {
@@ -228,15 +237,15 @@ static void check_getters(void) {
     int b;
     const char *s;
     size_t n;
-    tap_ok(bp_get_int(&f, "start_position", &i, &err) == 0 && i == 3, "getters: int");
+    tap_ok(bp_get_int(&f, "start_position", BP_I32_MIN, BP_I32_MAX, &i, &err) == 0 && i == 3, "getters: int");
     tap_ok(bp_get_float(&f, "window", &d, &err) == 0 && d == 1.0, "getters: float accepts an int");
     tap_ok(bp_get_str(&f, "example_id", &s, &n, &err) == 0 && n == 4 && memcmp(s, "q-17", 4) == 0, "getters: str view");
     char *copy = bp_get_strdup(&f, "example_id", &err);
     TAP_EQ_STR(copy, "q-17", "getters: strdup");
     free(copy);
-    tap_ok(bp_get_int(&f, "nothing", &i, &err) == -1, "getters: absent int fails");
+    tap_ok(bp_get_int(&f, "nothing", BP_I32_MIN, BP_I32_MAX, &i, &err) == -1, "getters: absent int fails");
     TAP_EQ_STR(err.msg, "feature frame has no 'nothing'", "getters: absent field named");
-    tap_ok(bp_get_int(&f, "example_id", &i, &err) == -1, "getters: str is not an int");
+    tap_ok(bp_get_int(&f, "example_id", BP_I32_MIN, BP_I32_MAX, &i, &err) == -1, "getters: str is not an int");
     TAP_EQ_STR(err.msg, "feature frame field 'example_id' is not an integer", "getters: int type error text");
     bp_get_str(&f, "window", &s, &n, &err);
     TAP_EQ_STR(err.msg, "feature frame field 'window' is not a string", "getters: str type error text");
@@ -334,6 +343,196 @@ static void check_getters(void) {
     bp_frame_release(&f);
 }
 
+/* Decode w's frame into f as if it were frame `index` of a stream. */
+static int decode_writer(bp_writer *w, bp_frame *f, int64_t index) {
+    size_t len;
+    const char *bytes = bp_finish(w, &len);
+    bp_err err;
+    if (bp_frame_decode(f, bytes, len, NULL, NULL, &err)) {
+        tap_diag("  %s", err.msg);
+        return -1;
+    }
+    f->index = index;
+    return 0;
+}
+
+/* The getters' rules: absent is not wrong, a wrong type is an error naming frame and field,
+ * an integer outside its field's range is refused, array entries are checked one by one. */
+static void check_field_rules(void) {
+    bp_writer w;
+    bp_writer_init(&w);
+    bp_begin(&w, BP_EXAMPLE);
+    bp_put_int(&w, "small", 7);
+    bp_put_int(&w, "neg", -3);
+    bp_put_float(&w, "real", 1.0);
+    bp_put_str(&w, "text", "one");
+    bp_put_int(&w, "big", INT64_C(4294967297));
+    const char *ids[] = {"a", "bc"};
+    bp_put_strs(&w, "ids", ids, 2);
+    const bp_answer answers[2] = {{.text = "Porto", .text_len = 5, .answer_start = 3},
+                                  {.text = "in Porto", .text_len = 8, .answer_start = -1}};
+    bp_put_answers(&w, answers, 2);
+    msgpack_packer pk;
+    bp_writer_packer(&w, &pk);
+    bp_put_key(&w, "huge");
+    msgpack_pack_uint64(&pk, UINT64_MAX);
+    bp_put_key(&w, "mixed");
+    msgpack_pack_array(&pk, 2);
+    bp_pack_str(&pk, "a", 1);
+    msgpack_pack_int64(&pk, 1);
+    bp_frame f;
+    if (!tap_ok(decode_writer(&w, &f, 17) == 0, "fields: hand-built example decodes")) return;
+    bp_err err = {{0}};
+    char where[64];
+    TAP_EQ_STR(bp_frame_where(&f, where, sizeof where), "example frame 17", "fields: a frame from a stream is named with its index");
+
+    int64_t v = 42;
+    tap_ok(bp_find_int(&f, "nothing", 0, 10, &v, &err) == 0 && v == 42, "fields: an absent optional int is 0 and leaves the default");
+    tap_ok(bp_find_int(&f, "small", 0, 10, &v, &err) == 1 && v == 7, "fields: a present optional int is 1");
+    tap_ok(bp_get_int(&f, "small", 0, 10, &v, &err) == 0 && v == 7, "fields: a present required int is 0");
+    tap_ok(bp_get_int(&f, "nothing", 0, 10, &v, &err) == -1, "fields: an absent required int is an error");
+    TAP_EQ_STR(err.msg, "example frame 17 has no 'nothing'", "fields: absent field named with frame and index");
+    tap_ok(bp_find_int(&f, "real", 0, 10, &v, &err) == -1, "fields: a float is not taken for an absent int");
+    TAP_EQ_STR(err.msg, "example frame 17 field 'real' is not an integer", "fields: wrong type named");
+    tap_ok(bp_find_int(&f, "text", 0, 10, &v, &err) == -1, "fields: a string is not taken for an absent int");
+    tap_ok(bp_get_int(&f, "big", BP_I32_MIN, BP_I32_MAX, &v, &err) == -1, "fields: 2^32+1 is refused for an i32 field");
+    TAP_EQ_STR(err.msg, "example frame 17 field 'big' is 4294967297, outside [-2147483648, 2147483647]",
+               "fields: out of range names value and range");
+    tap_ok(bp_get_int(&f, "neg", 0, 10, &v, &err) == -1, "fields: a negative count is refused");
+    TAP_EQ_STR(err.msg, "example frame 17 field 'neg' is -3, outside [0, 10]", "fields: negative out of range text");
+    tap_ok(bp_get_int(&f, "huge", 0, INT64_MAX, &v, &err) == -1, "fields: an unsigned integer past int64 is refused");
+    TAP_EQ_STR(err.msg, "example frame 17 field 'huge' is 18446744073709551615, outside [0, 9223372036854775807]",
+               "fields: unsigned out of range text");
+
+    double d = 0;
+    int b = 5;
+    const char *str;
+    size_t n;
+    tap_ok(bp_find_float(&f, "small", &d, &err) == 1 && d == 7.0, "fields: an optional float accepts an int");
+    tap_ok(bp_find_float(&f, "text", &d, &err) == -1, "fields: a string is not a float");
+    tap_ok(bp_find_bool(&f, "nothing", &b, &err) == 0 && b == 5, "fields: an absent optional bool leaves the default");
+    tap_ok(bp_find_bool(&f, "small", &b, &err) == -1, "fields: an int is not a bool");
+    tap_ok(bp_find_str(&f, "text", &str, &n, &err) == 1 && n == 3 && memcmp(str, "one", 3) == 0, "fields: optional string");
+    tap_ok(bp_find_str(&f, "small", &str, &n, &err) == -1, "fields: an int is not a string");
+
+    bp_str *views = NULL;
+    tap_ok(bp_get_strs(&f, "ids", &views, &n, &err) == 0 && n == 2 && views[1].len == 2 && memcmp(views[1].ptr, "bc", 2) == 0,
+           "strs: an array of strings reads as views");
+    free(views);
+    tap_ok(bp_find_strs(&f, "nothing", &views, &n, &err) == 0, "strs: absent is 0");
+    tap_ok(bp_get_strs(&f, "mixed", &views, &n, &err) == -1, "strs: a non-string entry is refused");
+    TAP_EQ_STR(err.msg, "example frame 17 field 'mixed'[1] is not a string", "strs: the entry is named");
+    bp_get_strs(&f, "text", &views, &n, &err);
+    TAP_EQ_STR(err.msg, "example frame 17 field 'text' is not an array of strings", "strs: not an array named");
+
+    bp_answer *got = NULL;
+    tap_ok(bp_find_answers(&f, &got, &n, &err) == 1 && n == 2, "answers: two read back");
+    tap_ok(got && got[0].text_len == 5 && memcmp(got[0].text, "Porto", 5) == 0 && got[0].answer_start == 3 &&
+               got[1].answer_start == -1,
+           "answers: text and answer_start as written, a negative start kept");
+    free(got);
+
+    /* copying fields through: the copy reads back the same */
+    bp_writer w2;
+    bp_writer_init(&w2);
+    bp_begin(&w2, BP_EXAMPLE);
+    tap_ok(bp_put_copy(&w2, &f, "ids") == 1 && bp_put_copy(&w2, &f, "answers") == 1, "copy: present fields copied");
+    tap_ok(bp_put_copy(&w2, &f, "nothing") == 0, "copy: an absent field writes nothing");
+    bp_frame g;
+    if (tap_ok(decode_writer(&w2, &g, -1) == 0, "copy: the new frame decodes")) {
+        tap_ok(bp_get_strs(&g, "ids", &views, &n, &err) == 0 && n == 2 && memcmp(views[0].ptr, "a", 1) == 0,
+               "copy: the array reads back");
+        free(views);
+        tap_ok(bp_find_answers(&g, &got, &n, &err) == 1 && n == 2 && got[1].text_len == 8, "copy: the answers read back");
+        free(got);
+        tap_ok(!bp_has(&g, "nothing") && !bp_has(&g, "small"), "copy: nothing else came along");
+        bp_frame_release(&g);
+    }
+    bp_writer_free(&w2);
+
+    /* tensors: absent is 0, a mismatch names the frame first */
+    bp_tensor_view t;
+    tap_ok(bp_find_tensor(&f, "nothing", &t, &err) == 0, "tensor: an absent optional tensor is 0");
+    tap_ok(bp_find_tensor_of(&f, "text", BP_I32, 1, NULL, &t, &err) == -1, "tensor: a string is not an optional tensor");
+    TAP_EQ_STR(err.msg, "example frame 17: tensor 'text' is not a map of dtype, shape, data", "tensor: frame named first");
+    bp_frame_release(&f);
+    bp_writer_free(&w);
+}
+
+/* Bad answers entries, each with the one message every stage gives. */
+static void check_bad_answers(void) {
+    static const struct { const char *json, *expect; } cases[] = {
+        {"[{\"text\":\"x\",\"answer_start\":1},{\"answer_start\":2}]", "example frame 3 field 'answers'[1] has no string 'text'"},
+        {"[{\"text\":7,\"answer_start\":1}]", "example frame 3 field 'answers'[0] has no string 'text'"},
+        {"[{\"text\":\"x\"}]", "example frame 3 field 'answers'[0] has no integer 'answer_start'"},
+        {"[{\"text\":\"x\",\"answer_start\":1.0}]", "example frame 3 field 'answers'[0] has no integer 'answer_start'"},
+        {"[{\"text\":\"x\",\"answer_start\":\"1\"}]", "example frame 3 field 'answers'[0] has no integer 'answer_start'"},
+        {"[3]", "example frame 3 field 'answers'[0] is not a map"},
+        {"\"x\"", "example frame 3 field 'answers' is not an array"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char json[256];
+        snprintf(json, sizeof json, "{\"v\":1,\"k\":\"example\",\"answers\":%s}", cases[i].json);
+        bp_writer w;
+        bp_writer_init(&w);
+        bp_err err = {{0}};
+        bp_frame f;
+        if (bp_json_to_frame(json, strlen(json), &w, &err) == 0 && decode_writer(&w, &f, 3) == 0) {
+            bp_answer *answers = (bp_answer *)&answers;
+            size_t n = 99;
+            int rc = bp_find_answers(&f, &answers, &n, &err);
+            tap_ok(rc == -1 && answers == NULL && n == 0, "answers: %s refused", cases[i].json);
+            TAP_EQ_STR(err.msg, cases[i].expect, "answers: %s says which entry", cases[i].json);
+            bp_frame_release(&f);
+        } else {
+            tap_ok(0, "answers: case %zu builds (%s)", i, err.msg);
+        }
+        bp_writer_free(&w);
+    }
+    bp_writer w;
+    bp_writer_init(&w);
+    bp_begin(&w, BP_EXAMPLE);
+    bp_frame f;
+    if (decode_writer(&w, &f, 0) == 0) {
+        bp_answer *answers = NULL;
+        size_t n = 99;
+        bp_err err;
+        tap_ok(bp_find_answers(&f, &answers, &n, &err) == 0 && n == 0 && answers == NULL, "answers: absent means none");
+        bp_frame_release(&f);
+    }
+    bp_writer_free(&w);
+
+    /* a hello label that is not a string is refused, not read as "?" */
+    const char *hello = "{\"v\":1,\"k\":\"hello\",\"labels\":[\"neg\",1]}";
+    bp_writer_init(&w);
+    bp_err err = {{0}};
+    if (bp_json_to_frame(hello, strlen(hello), &w, &err) == 0 && decode_writer(&w, &f, 0) == 0) {
+        char **labels = NULL;
+        tap_ok(bp_hello_labels(&f, &labels, &err) == -1 && labels == NULL, "hello: a label that is not a string is refused");
+        TAP_EQ_STR(err.msg, "hello frame 0 field 'labels'[1] is not a string", "hello: the label is named");
+        bp_frame_release(&f);
+    }
+    bp_writer_free(&w);
+}
+
+/* bp_msgpack_size cuts a byte stream into frames: every vector measures its own length,
+ * one byte short needs more, the reserved byte can never be MessagePack. */
+static void check_msgpack_size(char **names, int n) {
+    int right = 0, short_ok = 0;
+    for (int i = 0; i < n; i++) {
+        size_t len = 0;
+        char *mp = slurp(names[i], ".msgpack", &len);
+        if (!mp) continue;
+        right += bp_msgpack_size(mp, len) == len;
+        short_ok += bp_msgpack_size(mp, len - 1) == 0;
+        free(mp);
+    }
+    TAP_EQ_INT(right, n, "size: every vector measures its own length");
+    TAP_EQ_INT(short_ok, n, "size: every vector cut by one byte needs more bytes");
+    const unsigned char reserved[2] = {0x91, 0xc1};
+    tap_ok(bp_msgpack_size(reserved, sizeof reserved) == (size_t)-1, "size: 0xc1 inside an array is never MessagePack");
+}
+
 static void check_half_floats(void) {
     /* every finite f16 survives f16 -> f32 -> f16 (NaN payloads aside) */
     int bad16 = 0, badbf = 0;
@@ -379,10 +578,13 @@ int main(void) {
     }
     for (int i = 0; i < n_json; i++) check_vector(good[i]);
     for (int i = 0; i < n_bad; i++) check_bad(bad[i]);
+    check_msgpack_size(good, n_json);
     free_names(good, n_json);
     free_names(bad, n_bad);
     check_writer();
     check_getters();
+    check_field_rules();
+    check_bad_answers();
     check_half_floats();
     return tap_done();
 }

@@ -155,18 +155,15 @@ int model_config_from_hf(const hfc_config *hf, bert_head task, int num_labels, m
 }
 
 int model_read_config(const char *source, bert_head task, int num_labels, model_config *out, int *is_dir, bp_err *err) {
-    char path[4096];
-    int dir = af_is_dir(source);
-    if (is_dir) *is_dir = dir;
-    snprintf(path, sizeof path, dir ? "%s/config.json" : "%s", source);
+    if (is_dir) *is_dir = af_is_dir(source);
     hfc_config hf;
-    if (hfc_read(path, &hf, err)) return -1;
+    if (bert_read_config(source, &hf, err)) return -1;
     int rc = model_config_from_hf(&hf, task, num_labels, out, err);
     hfc_free(&hf);
     if (rc) {
         char why[sizeof err->msg];
         memcpy(why, err->msg, sizeof why);
-        if (!strstr(why, path)) bp_err_set(err, "%.300s (%.200s)", why, path);
+        if (!strstr(why, source)) bp_err_set(err, "%.300s (%.200s)", why, source);
     }
     return rc;
 }

@@ -396,6 +396,10 @@ static int check_targets(const model *m, const bert_batch *b, bp_err *err) {
         for (int i = 0; i < b->B; i++)
             if (b->labels[i] != 0 && b->labels[i] != 1)
                 return bp_err_set(err, "label %d of row %d: BCE takes 0 or 1 (model)", b->labels[i], i);
+    if (kind == LOSS_BCE && b->label_values)
+        for (int i = 0; i < b->B; i++)
+            if (!(b->label_values[i] >= 0 && b->label_values[i] <= 1))
+                return bp_err_set(err, "target %g of row %d: BCE takes values in [0, 1] (model)", b->label_values[i], i);
     return 0;
 }
 
@@ -474,6 +478,24 @@ long model_logits(model *m, float *dst, size_t cap, bp_err *err) {
     if (cap < n) return bp_err_set(err, "logits need %zu floats, buffer holds %zu (model)", n, cap);
     m->be->download(m->be, dst, m->logits, n * sizeof(float));
     if (m->be->check(m->be, err) != 0) return -1;
+    return (long)n;
+}
+
+int model_classes(const model *m) {
+    return m->targets.kind == LOSS_BCE ? 2 : model_outputs(m);
+}
+
+long model_class_scores(model *m, float *dst, size_t cap, bp_err *err) {
+    if (is_qa(&m->cfg)) return bp_err_set(err, "a QA model has no class scores (model)");
+    if (m->targets.kind != LOSS_BCE) return model_logits(m, dst, cap, err);
+    size_t n = 2 * (size_t)m->B;
+    if (cap < n) return bp_err_set(err, "class scores need %zu floats, buffer holds %zu (model)", n, cap);
+    /* the B logits into the second half, then spread out as (0, x) pairs */
+    if (model_logits(m, dst + m->B, (size_t)m->B, err) < 0) return -1;
+    for (int i = 0; i < m->B; i++) {
+        dst[2 * i + 1] = dst[m->B + i];
+        dst[2 * i] = 0.0f;
+    }
     return (long)n;
 }
 

@@ -142,6 +142,12 @@ int model_outputs(const model *m);
 /* Logits of the last forward to host: [B, K] or [B, T, 2]. Returns the floats written, or -1
  * with err. */
 long model_logits(model *m, float *dst, size_t cap, bp_err *err);
+/* Classes a classification head tells apart: num_labels, or 2 for BCE's one logit x, whose class
+ * scores are (0, x): their softmax is (1 - sigmoid(x), sigmoid(x)), their argmax BCE's decision. */
+int model_classes(const model *m);
+/* The last forward's class scores to host, [B, model_classes] (classification). Returns the
+ * floats written, or -1 with err. */
+long model_class_scores(model *m, float *dst, size_t cap, bp_err *err);
 /* Backward of the last forward (with targets), adding loss_scale * gradients. Returns 0, or -1
  * with err. */
 int model_backward(model *m, float loss_scale, bp_err *err);

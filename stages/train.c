@@ -436,6 +436,8 @@ static void fresh_shape(const train_args *a, const stream_info *info, model_conf
     if (v->heads > 0) cfg->bert.num_attention_heads = (int)v->heads;
     if (v->intermediate > 0) cfg->bert.intermediate_size = (int)v->intermediate;
     if (v->layers > 0) cfg->bert.num_hidden_layers = (int)v->layers;
+    if (cfg->body == MODEL_BODY_LSTM && cfg->bert.hidden_size % cfg->bert.num_attention_heads)
+        cfg->bert.num_attention_heads = 1;   /* unused by the LSTM; config.json still wants a divisor */
     if (info->vocab_size > 0) cfg->bert.vocab_size = (int)info->vocab_size;
     if (info->max_T > cfg->bert.max_position_embeddings && cfg->body == MODEL_BODY_BERT)
         bp_die(2, NULL, "max_length %d exceeds %d positions", info->max_T, cfg->bert.max_position_embeddings);
@@ -479,7 +481,8 @@ static model_config train_config(const train_args *a, const stream_info *info) {
         fresh_shape(a, info, &cfg);
     }
     cfg.bert.head = info->head;
-    cfg.bert.num_labels = cfg.loss == MODEL_LOSS_BCE ? 1 : labels;
+    /* BCE and MSE learn one logit, whatever the number of class names */
+    cfg.bert.num_labels = cfg.loss == MODEL_LOSS_BCE || cfg.loss == MODEL_LOSS_MSE ? 1 : labels;
     if (a->dropout >= 0) cfg.bert.hidden_dropout_prob = cfg.bert.attention_probs_dropout_prob = (float)a->dropout;
     return cfg;
 }

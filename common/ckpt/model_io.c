@@ -149,8 +149,8 @@ int model_config_from_hf(const hfc_config *hf, bert_head task, int num_labels, m
     model_config_default(out);
     if (bert_config_from_hf(hf, task, num_labels, &out->bert, err)) return -1;
     if (hf->variant && variant_from_json(hf->variant, "config.json", out, err)) return -1;
-    /* BCE is one logit whatever the number of class names */
-    if (out->loss == MODEL_LOSS_BCE) out->bert.num_labels = 1;
+    /* BCE and MSE are one logit whatever the number of class names */
+    if (out->loss == MODEL_LOSS_BCE || out->loss == MODEL_LOSS_MSE) out->bert.num_labels = 1;
     return 0;
 }
 

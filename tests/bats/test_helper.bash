@@ -43,3 +43,22 @@ assert_one_error_line() { # file stage
   [ "$n" -eq 1 ] || { echo "expected one line, got $n:" >&2; cat "$1" >&2; return 1; }
   grep -qE "^$2: error: .+" "$1" || { cat "$1" >&2; return 1; }
 }
+
+# Example frames (JSON lines) from the first N rows of a split of the embedded default sentiment
+# set, and those examples tokenized (vocab $VOCAB, max length 40) and batched.
+sentiment_examples() { # split N
+  awk -F'\t' -v n="$2" -v sp="$1" '
+    BEGIN { print "{\"v\":1,\"k\":\"hello\",\"from\":\"test\",\"task\":\"classification\",\"labels\":[\"negative\",\"positive\"],\"num_labels\":2}" }
+    NR > 1 && NR <= n + 1 {
+      gsub(/"/, "\\\"", $1)
+      printf "{\"v\":1,\"k\":\"example\",\"seq\":%d,\"example_id\":\"%s-%d\",\"text\":\"%s\",\"label\":%d}\n", NR - 2, sp, NR - 2, $1, ($2 == "positive")
+      count++
+    }
+    END { printf "{\"v\":1,\"k\":\"eos\",\"from\":\"test\",\"count\":%d}\n", count }
+  ' "$BERTPIPE_TOP/pipelines/default/sentiment-$1.tsv"
+}
+
+sentiment_batches() { # split N batch-size epochs [batch args...]
+  local split=$1 n=$2 bs=$3 ep=$4; shift 4
+  sentiment_examples "$split" "$n" | json2frames | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size "$bs" --epochs "$ep" "$@"
+}

@@ -5,26 +5,10 @@
 load test_helper
 
 VOCAB="$BERTPIPE_TOP/pipelines/default/vocab.txt"
+examples() { sentiment_examples "$@"; }
+batches() { sentiment_batches "$@"; }
 # "eval" is a shell builtin: the stage is always called by its path
 EVAL="$BERTPIPE_BIN/eval"
-
-# example frames (JSON lines) from the first N rows of a default split
-examples() { # split N
-  awk -F'\t' -v n="$2" -v sp="$1" '
-    BEGIN { print "{\"v\":1,\"k\":\"hello\",\"from\":\"test\",\"task\":\"classification\",\"labels\":[\"negative\",\"positive\"],\"num_labels\":2}" }
-    NR > 1 && NR <= n + 1 {
-      gsub(/"/, "\\\"", $1)
-      printf "{\"v\":1,\"k\":\"example\",\"seq\":%d,\"example_id\":\"%s-%d\",\"text\":\"%s\",\"label\":%d}\n", NR - 2, sp, NR - 2, $1, ($2 == "positive")
-      count++
-    }
-    END { printf "{\"v\":1,\"k\":\"eos\",\"from\":\"test\",\"count\":%d}\n", count }
-  ' "$BERTPIPE_TOP/pipelines/default/sentiment-$1.tsv"
-}
-
-batches() { # split N batch-size epochs [batch args...]
-  local split=$1 n=$2 bs=$3 ep=$4; shift 4
-  examples "$split" "$n" | json2frames | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size "$bs" --epochs "$ep" "$@"
-}
 
 @test "train learns the default sentiment set and evaluates it each epoch" {
   batches validation 200 32 1 --no-shuffle --out "file:$TMP/val.batches"
@@ -90,7 +74,7 @@ batches() { # split N batch-size epochs [batch args...]
 @test "eval refuses a checkpoint whose weights do not fit its config, naming the tensor" {
   batches train 64 32 1 | train --preset tiny --vocab "$VOCAB" --save "$TMP/model" --max-steps 1 >/dev/null
   sed -i 's/"hidden_size": 128/"hidden_size": 64/; s/"intermediate_size": 512/"intermediate_size": 256/' "$TMP/model/config.json"
-  run bash -c "$(declare -f examples batches); VOCAB='$VOCAB'; BERTPIPE_TOP='$BERTPIPE_TOP'; batches validation 8 8 1 --no-shuffle | '$EVAL' --checkpoint '$TMP/model' 2>'$TMP/err' >/dev/null"
+  run bash -c "$(declare -f examples batches sentiment_examples sentiment_batches); VOCAB='$VOCAB'; BERTPIPE_TOP='$BERTPIPE_TOP'; batches validation 8 8 1 --no-shuffle | '$EVAL' --checkpoint '$TMP/model' 2>'$TMP/err' >/dev/null"
   [ "$status" -ne 0 ]
   assert_one_error_line "$TMP/err" eval
   grep -q "bert.embeddings" "$TMP/err"
@@ -139,7 +123,7 @@ PY
 @test "a vocab.txt larger than the model's embedding is refused, naming both" {
   batches train 32 32 1 | train --preset tiny --vocab "$VOCAB" --save "$TMP/model" --max-steps 1 >/dev/null
   sed 's/"vocab_size": [0-9]*/"vocab_size": 100/' "$TMP/model/config.json" >"$TMP/small.json"
-  run bash -c "$(declare -f examples batches); VOCAB='$VOCAB'; BERTPIPE_TOP='$BERTPIPE_TOP'; batches train 8 8 1 | train --config '$TMP/small.json' 2>'$TMP/err' >/dev/null"
+  run bash -c "$(declare -f examples batches sentiment_examples sentiment_batches); VOCAB='$VOCAB'; BERTPIPE_TOP='$BERTPIPE_TOP'; batches train 8 8 1 | train --config '$TMP/small.json' 2>'$TMP/err' >/dev/null"
   [ "$status" -ne 0 ]
   assert_one_error_line "$TMP/err" train
   grep -q "vocab.txt has [0-9]* tokens but the model's embedding has 100 rows" "$TMP/err"

@@ -124,9 +124,9 @@ bp_opt_args() {
 }
 
 # The model-variant options of train (train --help), which the sst and squad manifests pass on:
-# the body, head and loss, freezing, the optimizer, and the head and body sizes.
-BP_VARIANT_VALUES="model head loss freeze optimizer momentum dampening mlp-hidden activation rnn-layers rnn-hidden
-  rnn-dropout head-dropout hidden heads intermediate layers"
+# the body, head and loss, freezing, the optimizer and its schedule, and the head and body sizes.
+BP_VARIANT_VALUES="model head loss freeze optimizer momentum dampening schedule mlp-hidden activation rnn-layers
+  rnn-hidden rnn-dropout head-dropout hidden heads intermediate layers"
 BP_VARIANT_FLAGS="nesterov unidirectional"
 
 # bp_variant_args ARRAY — append every variant option given (values and flags) to ARRAY.

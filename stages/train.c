@@ -33,6 +33,7 @@ static const char usage[] =
     "  --resume DIR         continue a run saved by --save (same input stream)\n"
     "  --lr X               peak learning rate (default 5e-5)\n"
     "  --warmup-steps N | --warmup-ratio R   linear warm-up (default 0)\n"
+    "  --schedule linear|constant   after warm-up: decay to 0 at the last step (default) or keep the rate\n"
     "  --optimizer NAME     adamw (default), adam or sgd (torch.optim semantics)\n"
     "  --momentum X --dampening X --nesterov   SGD's (default 0, 0, off)\n"
     "  --weight-decay X     decay, not on biases and LayerNorm (default 0): AdamW decoupled, Adam and SGD L2\n"
@@ -73,7 +74,7 @@ typedef struct variant_args {
 /* What the command line asks for. */
 typedef struct train_args {
     bp_io_opts io;
-    const char *checkpoint, *config, *preset, *vocab, *resume, *optimizer;
+    const char *checkpoint, *config, *preset, *vocab, *resume, *optimizer, *schedule;
     const char *device, *precision, *save_dir, *eval_spec, *save_init;
     double lr, warmup_ratio, weight_decay, max_grad_norm, dropout, momentum, dampening;
     long warmup_steps, grad_accum, max_steps, save_every, threads;
@@ -288,7 +289,7 @@ enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD
        O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT, O_OPTIMIZER,
        O_MOMENTUM, O_DAMPENING, O_NESTEROV, O_MODEL, O_HEAD, O_LOSS, O_FREEZE, O_MLP_HIDDEN, O_ACTIVATION,
        O_RNN_LAYERS, O_RNN_HIDDEN, O_UNIDIRECTIONAL, O_RNN_DROPOUT, O_HEAD_DROPOUT, O_HIDDEN, O_HEADS,
-       O_INTERMEDIATE, O_LAYERS };
+       O_INTERMEDIATE, O_LAYERS, O_SCHEDULE };
 
 /* The variant options; returns 1 when opt was one. */
 static int variant_option(variant_args *v, int opt, const char *arg) {
@@ -342,6 +343,7 @@ static int training_option(train_args *a, int opt, const char *arg) {
     case O_MOMENTUM: a->momentum = bp_opt_double("--momentum", arg, 0, 1e3); break;
     case O_DAMPENING: a->dampening = bp_opt_double("--dampening", arg, 0, 1); break;
     case O_NESTEROV: a->nesterov = 1; break;
+    case O_SCHEDULE: a->schedule = arg; break;
     default: return 0;
     }
     return 1;
@@ -370,6 +372,7 @@ static void parse_args(int argc, char **argv, train_args *a) {
         {"rnn-dropout", required_argument, 0, O_RNN_DROPOUT}, {"head-dropout", required_argument, 0, O_HEAD_DROPOUT},
         {"hidden", required_argument, 0, O_HIDDEN}, {"heads", required_argument, 0, O_HEADS},
         {"intermediate", required_argument, 0, O_INTERMEDIATE}, {"layers", required_argument, 0, O_LAYERS},
+        {"schedule", required_argument, 0, O_SCHEDULE},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -511,8 +514,8 @@ static model *open_model(const train_args *a, const stream_info *info, backend *
 }
 
 /* The optimizer with the schedule over the steps the stream will give (or --max-steps);
- * --resume brings its state back. */
-static void open_optimizer(run *r, const train_args *a, const stream_info *info, optim_config *oc) {
+ * --resume brings its state back. Returns the number of steps to train. */
+static long open_optimizer(run *r, const train_args *a, const stream_info *info, optim_config *oc) {
     bp_err err;
     optim_config_default(oc);
     if (a->optimizer && optim_parse_kind(a->optimizer, &oc->kind, &err)) bp_die(2, NULL, "--optimizer: %s", err.msg);
@@ -523,8 +526,12 @@ static void open_optimizer(run *r, const train_args *a, const stream_info *info,
     oc->weight_decay = (float)a->weight_decay;
     oc->max_grad_norm = (float)a->max_grad_norm;
     long steps_per_epoch = (long)((info->per_epoch + a->grad_accum - 1) / a->grad_accum);
-    oc->total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (long)info->epochs;
-    oc->warmup_steps = a->warmup_steps >= 0 ? a->warmup_steps : (long)ceil(a->warmup_ratio * (double)oc->total_steps);
+    long steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (long)info->epochs;
+    oc->warmup_steps = a->warmup_steps >= 0 ? a->warmup_steps : (long)ceil(a->warmup_ratio * (double)steps);
+    /* linear: decay to 0 at the last step (the Trainer's); constant: the rate after warm-up stays */
+    if (a->schedule && strcmp(a->schedule, "constant") && strcmp(a->schedule, "linear"))
+        bp_die(2, NULL, "--schedule '%s' unknown (linear, constant)", a->schedule);
+    oc->total_steps = a->schedule && !strcmp(a->schedule, "constant") ? 0 : steps;
     if (!(r->opt = model_optim_create(r->m, oc, &err))) bp_die_err(&err);
     if (a->resume) {
         if (model_load_train_state(r->m, r->opt, a->resume, &r->state, &err)) bp_die_err(&err);
@@ -537,7 +544,8 @@ static void open_optimizer(run *r, const train_args *a, const stream_info *info,
     }
     bp_log("%s task, %s over %zu parameters, %ld steps (%ld per epoch x %lld epochs), lr %g, warm-up %ld",
            info->head == BERT_HEAD_QA ? "QA" : "classification", optim_kind_name(oc->kind), r->m->num_optimized,
-           oc->total_steps, steps_per_epoch, (long long)info->epochs, a->lr, oc->warmup_steps);
+           steps, steps_per_epoch, (long long)info->epochs, a->lr, oc->warmup_steps);
+    return steps;
 }
 
 static void catch_stop_signals(void) {
@@ -620,7 +628,7 @@ int main(int argc, char **argv) {
     run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1};
     bp_check_vocab_fits(hello, r.m->cfg.bert.vocab_size);
     optim_config oc;
-    open_optimizer(&r, &a, &info, &oc);
+    long total_steps = open_optimizer(&r, &a, &info, &oc);
     eval_set set = read_eval_set(a.eval_spec);
 
     bp_writer w;
@@ -628,7 +636,7 @@ int main(int argc, char **argv) {
     bp_out *out = bp_open_out(&a.io);
     bp_hello_begin(&w);
     bp_put_str(&w, "task", info.head == BERT_HEAD_QA ? "qa" : "classification");
-    bp_put_int(&w, "total_steps", oc.total_steps);
+    bp_put_int(&w, "total_steps", total_steps);
     bp_send_hello(out, &w);
 
     catch_stop_signals();
@@ -636,8 +644,8 @@ int main(int argc, char **argv) {
     bp_batch_tensors_alloc(&h, info.max_B, info.max_T);
     bp_progress prog;
     trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h, .start = bp_now(), .grad_accum = a.grad_accum,
-                 .total_steps = oc.total_steps, .save_every = a.save_every, .done = r.state.step >= oc.total_steps};
-    bp_progress_start(&prog, "train", oc.total_steps);
+                 .total_steps = total_steps, .save_every = a.save_every, .done = r.state.step >= total_steps};
+    bp_progress_start(&prog, "train", total_steps);
     int sig = train_stream(&t, in, &set);
     if (sig) {
         bp_progress_finish(&prog, NULL);

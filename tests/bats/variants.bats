@@ -133,3 +133,15 @@ roundtrip() { # task(cls|qa) name train-args...
   [ "$status" -eq 2 ]
   grep -q "keeps the variant saved with it" "$TMP/err"
 }
+
+@test "--schedule constant keeps the rate (the notebooks' plain Adam); linear decays it to 0 at the last step" {
+  sentiment_batches train 64 16 1 --out "file:$TMP/b.batches"
+  train --in "file:$TMP/b.batches" --preset tiny --head gru --optimizer adam --lr 1e-3 --schedule constant --threads 2 |
+    frames2json >"$TMP/constant"
+  [ "$(grep '"scope":"train"' "$TMP/constant" | grep -c '"lr":0.001\(0*\)[0-9]*,')" -eq 4 ]
+  train --in "file:$TMP/b.batches" --preset tiny --head gru --optimizer adam --lr 1e-3 --threads 2 | frames2json >"$TMP/linear"
+  grep '"scope":"train"' "$TMP/linear" | tail -1 | grep -q '"lr":0.00025'
+  run bash -c "train --in 'file:$TMP/b.batches' --preset tiny --schedule cosine 2>'$TMP/err' >/dev/null"
+  [ "$status" -eq 2 ]
+  grep -q "schedule 'cosine' unknown" "$TMP/err"
+}

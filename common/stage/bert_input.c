@@ -1,4 +1,6 @@
-/* stage/bert_input.c — batch frames into model inputs, shared by train and eval (see bert_input.h). */
+/* stage/bert_input.c — batch frames into model inputs, shared by train and eval (see bert_input.h).
+ * Must never: keep a pointer into a frame past the call that read it (frames are released
+ * right after; the host tensors own copies). */
 #include "stage/bert_input.h"
 
 #include <stdlib.h>

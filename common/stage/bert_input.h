@@ -3,6 +3,9 @@
  * copied into the host tensors a bert_batch points at.
  *
  * Only stages include this (it dies where it says so); the model never sees a frame.
+ *
+ * Must never: be included by library code, or decide anything about the model beyond the
+ * shapes and ids a batch frame carries.
  */
 #ifndef BP_BERT_INPUT_H
 #define BP_BERT_INPUT_H

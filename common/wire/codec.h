@@ -4,6 +4,8 @@
  * on), framejson.c (frames as JSON) and the codec's own unit test use it. Nothing outside
  * common/wire/ and tests/unit/test_frame.c may include it: stages and lower layers go
  * through frame.h, so the encoding stays one module's business.
+ *
+ * Must never: be included outside common/wire/ (and the codec's unit test).
  */
 #ifndef BP_CODEC_H
 #define BP_CODEC_H

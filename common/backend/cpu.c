@@ -980,44 +980,51 @@ static size_t rnn_row(const backend_rnn_args *a, int i, int s) {
     return (size_t)b * a->T + (size_t)(a->reverse ? len - 1 - s : s);
 }
 
+/* One step of one sequence, H units: the gate loops are functions of their own so that every
+ * pointer is a restrict parameter (inside the row loop GCC does not vectorise them). */
+static void gru_step(const float *restrict x, const float *restrict hh, const float *restrict hprev,
+                     float *restrict gates, float *restrict h, float *restrict out, int H) {
+    for (int k = 0; k < H; k++) {
+        float r = fast_sigmoidf(x[k] + hh[k]);
+        float z = fast_sigmoidf(x[H + k] + hh[H + k]);
+        float hn = hh[2 * H + k];
+        float n = fast_tanhf(x[2 * H + k] + r * hn);
+        float next = (hprev[k] - n) * z + n;   /* torch's gru_cell: (h - n) z + n */
+        gates[k] = r; gates[H + k] = z; gates[2 * H + k] = n; gates[3 * H + k] = hn;
+        h[k] = next;
+        out[k] = next;
+    }
+}
+
+static void lstm_step(const float *restrict x, const float *restrict hh, float *restrict c, float *restrict cell,
+                      float *restrict gates, float *restrict h, float *restrict out, int H) {
+    for (int k = 0; k < H; k++) {
+        float ig = fast_sigmoidf(x[k] + hh[k]);
+        float fg = fast_sigmoidf(x[H + k] + hh[H + k]);
+        float gg = fast_tanhf(x[2 * H + k] + hh[2 * H + k]);
+        float og = fast_sigmoidf(x[3 * H + k] + hh[3 * H + k]);
+        float cy = fg * c[k] + ig * gg;
+        float next = og * fast_tanhf(cy);
+        gates[k] = ig; gates[H + k] = fg; gates[2 * H + k] = gg; gates[3 * H + k] = og;
+        c[k] = cy;
+        cell[k] = cy;
+        h[k] = next;
+        out[k] = next;
+    }
+}
+
 static void rnn_forward_rows(void *ctx, size_t begin, size_t end) {
     rnn_job *j = ctx;
     const backend_rnn_args *a = j->a;
     int H = a->H, G = rnn_gates(a);
     for (size_t i = begin; i < end; i++) {
         size_t row = rnn_row(a, (int)i, j->step);
-        const float *restrict x = a->xproj + row * a->xproj_stride;
-        const float *restrict hh = j->hh + i * (size_t)G * H;
-        float *restrict h = j->h + i * H, *restrict gates = a->gates + row * 4 * (size_t)H;
-        float *restrict hprev = a->hprev + row * H, *restrict out = a->out + row * a->out_stride;
+        const float *x = a->xproj + row * a->xproj_stride, *hh = j->hh + i * (size_t)G * H;
+        float *h = j->h + i * H, *gates = a->gates + row * 4 * (size_t)H;
+        float *hprev = a->hprev + row * H, *out = a->out + row * a->out_stride;
         memcpy(hprev, h, (size_t)H * sizeof(float));
-        if (a->kind == BACKEND_GRU) {
-            for (int k = 0; k < H; k++) {
-                float r = fast_sigmoidf(x[k] + hh[k]);
-                float z = fast_sigmoidf(x[H + k] + hh[H + k]);
-                float hn = hh[2 * H + k];
-                float n = fast_tanhf(x[2 * H + k] + r * hn);
-                float next = (hprev[k] - n) * z + n;   /* torch's gru_cell: (h - n) z + n */
-                gates[k] = r; gates[H + k] = z; gates[2 * H + k] = n; gates[3 * H + k] = hn;
-                h[k] = next;
-                out[k] = next;
-            }
-        } else {
-            float *restrict c = j->c + i * H, *restrict cell = a->cell + row * H;
-            for (int k = 0; k < H; k++) {
-                float ig = fast_sigmoidf(x[k] + hh[k]);
-                float fg = fast_sigmoidf(x[H + k] + hh[H + k]);
-                float gg = fast_tanhf(x[2 * H + k] + hh[2 * H + k]);
-                float og = fast_sigmoidf(x[3 * H + k] + hh[3 * H + k]);
-                float cy = fg * c[k] + ig * gg;
-                float next = og * fast_tanhf(cy);
-                gates[k] = ig; gates[H + k] = fg; gates[2 * H + k] = gg; gates[3 * H + k] = og;
-                c[k] = cy;
-                cell[k] = cy;
-                h[k] = next;
-                out[k] = next;
-            }
-        }
+        if (a->kind == BACKEND_GRU) gru_step(x, hh, hprev, gates, h, out, H);
+        else lstm_step(x, hh, j->c + i * H, a->cell + row * H, gates, h, out, H);
     }
 }
 
@@ -1051,49 +1058,63 @@ typedef struct rnn_back_job {
     float *dh, *dc, *dhh_step;   /* sorted [B, H], [B, H], [B, G*H] */
 } rnn_back_job;
 
+/* Gate gradients of one step of one sequence (see gru_step on why these are functions). An
+ * absent dout or cprev comes as a readable pointer with weight 0: a branch in the loop would
+ * keep it scalar. */
+static void gru_step_backward(const float *restrict gates, const float *restrict hprev, const float *dout,
+                              float dout_weight, float *restrict dx, float *restrict dstep, float *dh, int H) {
+    for (int k = 0; k < H; k++) {
+        float r = gates[k], z = gates[H + k], n = gates[2 * H + k], hn = gates[3 * H + k];
+        float g = dh[k] + dout_weight * dout[k];
+        float dn = g * (1.0f - z) * (1.0f - n * n);
+        float dz = g * (hprev[k] - n) * z * (1.0f - z);
+        float dr = dn * hn * r * (1.0f - r);
+        dx[k] = dr; dx[H + k] = dz; dx[2 * H + k] = dn;
+        dstep[k] = dr; dstep[H + k] = dz; dstep[2 * H + k] = dn * r;
+        dh[k] = g * z;
+    }
+}
+
+/* The LSTM's xproj and W_hh gradients are the same: dstep only (the caller copies it to dxproj;
+ * eight strided stores in one loop are more than GCC vectorises). */
+static void lstm_step_backward(const float *restrict gates, const float *restrict cell, const float *cprev,
+                               float cprev_weight, const float *dout, float dout_weight, float *restrict dstep,
+                               float *dh, float *restrict dc, int H) {
+    for (int k = 0; k < H; k++) {
+        float ig = gates[k], fg = gates[H + k], gg = gates[2 * H + k], og = gates[3 * H + k];
+        float tc = fast_tanhf(cell[k]);
+        float g = dh[k] + dout_weight * dout[k];
+        float dct = dc[k] + g * og * (1.0f - tc * tc);
+        float di = dct * gg * ig * (1.0f - ig);
+        float df = dct * (cprev_weight * cprev[k]) * fg * (1.0f - fg);
+        float dg = dct * ig * (1.0f - gg * gg);
+        float dog = g * tc * og * (1.0f - og);
+        dstep[k] = di; dstep[H + k] = df; dstep[2 * H + k] = dg; dstep[3 * H + k] = dog;
+        dc[k] = dct * fg;
+        dh[k] = 0.0f;
+    }
+}
+
 static void rnn_backward_rows(void *ctx, size_t begin, size_t end) {
     rnn_back_job *j = ctx;
     const backend_rnn_args *a = j->a;
     int H = a->H, G = rnn_gates(a), GH = G * H;
     for (size_t i = begin; i < end; i++) {
         size_t row = rnn_row(a, (int)i, j->step);
-        const float *restrict gates = a->gates + row * 4 * (size_t)H;
-        const float *restrict hprev = a->hprev + row * H;
-        const float *restrict dout = a->dout ? a->dout + row * a->dout_stride : NULL;
-        float *restrict dx = a->dxproj + row * a->dxproj_stride, *restrict dhh = a->dhh + row * GH;
-        float *restrict dstep = j->dhh_step + i * GH, *restrict dh = j->dh + i * H;
+        const float *gates = a->gates + row * 4 * (size_t)H;
+        float *dx = a->dxproj + row * a->dxproj_stride, *dstep = j->dhh_step + i * GH, *dh = j->dh + i * H;
+        const float *dout = a->dout ? a->dout + row * a->dout_stride : dh;
+        float dout_weight = a->dout ? 1.0f : 0.0f;
         if (a->kind == BACKEND_GRU) {
-            for (int k = 0; k < H; k++) {
-                float r = gates[k], z = gates[H + k], n = gates[2 * H + k], hn = gates[3 * H + k];
-                float g = dh[k] + (dout ? dout[k] : 0.0f);
-                float dn = g * (1.0f - z) * (1.0f - n * n);
-                float dz = g * (hprev[k] - n) * z * (1.0f - z);
-                float dr = dn * hn * r * (1.0f - r);
-                dx[k] = dr; dx[H + k] = dz; dx[2 * H + k] = dn;
-                dstep[k] = dr; dstep[H + k] = dz; dstep[2 * H + k] = dn * r;
-                dh[k] = g * z;
-            }
+            gru_step_backward(gates, a->hprev + row * H, dout, dout_weight, dx, dstep, dh, H);
         } else {
-            const float *restrict cell = a->cell + row * H;
             /* the cell state this step started from: the previous position's, or 0 at the start */
-            const float *cprev = j->step == 0 ? NULL : a->cell + (a->reverse ? row + 1 : row - 1) * H;
-            float *restrict dc = j->dc + i * H;
-            for (int k = 0; k < H; k++) {
-                float ig = gates[k], fg = gates[H + k], gg = gates[2 * H + k], og = gates[3 * H + k];
-                float tc = fast_tanhf(cell[k]);
-                float g = dh[k] + (dout ? dout[k] : 0.0f);
-                float dct = dc[k] + g * og * (1.0f - tc * tc);
-                float di = dct * gg * ig * (1.0f - ig);
-                float df = cprev ? dct * cprev[k] * fg * (1.0f - fg) : 0.0f;
-                float dg = dct * ig * (1.0f - gg * gg);
-                float dog = g * tc * og * (1.0f - og);
-                dx[k] = di; dx[H + k] = df; dx[2 * H + k] = dg; dx[3 * H + k] = dog;
-                dstep[k] = di; dstep[H + k] = df; dstep[2 * H + k] = dg; dstep[3 * H + k] = dog;
-                dc[k] = dct * fg;
-                dh[k] = 0.0f;
-            }
+            const float *cell = a->cell + row * H, *cprev = j->step == 0 ? cell : a->cell + (a->reverse ? row + 1 : row - 1) * H;
+            lstm_step_backward(gates, cell, cprev, j->step == 0 ? 0.0f : 1.0f, dout, dout_weight, dstep, dh,
+                               j->dc + i * H, H);
+            memcpy(dx, dstep, (size_t)GH * sizeof(float));
         }
-        memcpy(dhh, dstep, (size_t)GH * sizeof(float));
+        memcpy(a->dhh + row * GH, dstep, (size_t)GH * sizeof(float));
     }
 }
 

@@ -20,43 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-/* Batch k of the benchmark (same formula as bench_train_torch.py): row b has length
- * T - ((b * 7 + k * 3) % (T / 4)); ids (b * 1009 + t * 131 + k * 17) % (V - 1000) + 1000 with
- * [CLS] = 101 first and [SEP] = 102 last; second segment from the middle. */
-static void make_batch(int k, int B, int T, int V, int num_labels, int32_t *ids, int32_t *types,
-                       int32_t *mask, int32_t *labels, int32_t *starts, int32_t *ends) {
-    for (int b = 0; b < B; b++) {
-        int len = T - ((b * 7 + k * 3) % (T / 4));
-        for (int t = 0; t < T; t++) {
-            int i = b * T + t;
-            ids[i] = t < len ? (b * 1009 + t * 131 + k * 17) % (V - 1000) + 1000 : 0;
-            if (t == 0) ids[i] = 101;
-            if (t == len - 1) ids[i] = 102;
-            types[i] = t < len && t >= len / 2 ? 1 : 0;
-            mask[i] = t < len;
-        }
-        labels[b] = (b + k) % num_labels;
-        starts[b] = (b * 5 + k) % len;
-        ends[b] = starts[b] + (b % 4) < len ? starts[b] + (b % 4) : len - 1;
-    }
-}
-
-static double cpu_seconds(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-}
-
-static long arg_int(int argc, char **argv, const char *name, long fallback) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0) return strtol(argv[i + 1], NULL, 10);
-    return fallback;
-}
-static const char *arg_str(int argc, char **argv, const char *name, const char *fallback) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0) return argv[i + 1];
-    return fallback;
-}
+#include "bench_batches.h"
 
 int main(int argc, char **argv) {
     bp_set_stage(argv[0]);

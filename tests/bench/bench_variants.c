@@ -15,6 +15,7 @@
  * tests/reference/bench_variants_torch.py. A step is forward + backward + clipping + the
  * optimizer update (+ zero grad). Prints one line:
  *   impl c model bigru-frozen batch 32 seq 128 train_seq_s X peak_rss_mb Z loss L train_cpu_s_per_step S
+ * and for bigru also encoder_backward_share F: the encoder's backward time over a step's.
  * Must never: be part of the test suite (it runs for tens of seconds).
  */
 #include "backend/backend.h"
@@ -96,11 +97,28 @@ int main(int argc, char **argv) {
         last_loss = model_loss(m);
     }
     double train_cpu = cpu_seconds() - cpu_start;
+    /* full fine-tuning: how much of a step the encoder's backward takes (the backward timed with
+     * BERT's part and without it, gradients thrown away), what freezing it at least saves */
+    double encoder_backward = 0;
+    if (bigru && !frozen) {
+        for (int k = 0; k < 3; k++)
+            for (int part = 1; part >= 0; part--) {
+                if (model_forward(m, &batch, 1, &err)) bp_die_err(&err);
+                m->bert_trains = part;
+                double t0 = bp_now();
+                if (model_backward(m, 1.0f, &err)) bp_die_err(&err);
+                encoder_backward += (part ? 1 : -1) * (bp_now() - t0) / 3;
+                m->bert_trains = 1;
+                model_zero_grad(m);
+            }
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("impl c model %s batch %d seq %d hidden %d train_seq_s %.2f peak_rss_mb %.0f loss %.4f "
-           "train_cpu_s_per_step %.3f\n", name, B, T, cfg.bert.hidden_size, steps * B / train_time, ru.ru_maxrss / 1024.0,
+           "train_cpu_s_per_step %.3f", name, B, T, cfg.bert.hidden_size, steps * B / train_time, ru.ru_maxrss / 1024.0,
            last_loss, train_cpu / steps);
+    if (bigru && !frozen) printf(" encoder_backward_share %.3f", encoder_backward / (train_time / steps));
+    printf("\n");
     free(ids); free(types); free(mask); free(labels); free(starts); free(ends);
     optim_free(opt);
     model_free(m);

@@ -56,19 +56,15 @@ int main(int argc, char **argv) {
     optim_adamw *opt = bert_optim_create(m, &oc, &err);
     if (!opt) bp_die_err(&err);
 
-    size_t N = (size_t)B * T;
-    int32_t *ids = malloc(N * 4), *types = malloc(N * 4), *mask = malloc(N * 4);
-    int32_t *labels = malloc((size_t)B * 4), *starts = malloc((size_t)B * 4), *ends = malloc((size_t)B * 4);
-    if (!ids || !types || !mask || !labels || !starts || !ends) bp_die(1, NULL, "out of memory");
-    bert_batch batch = { .B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
-    if (qa) { batch.start_positions = starts; batch.end_positions = ends; }
-    else batch.labels = labels;
+    bench_inputs in;
+    bench_inputs_alloc(&in, B, T, qa);
+    bert_batch batch = in.batch;
 
     /* 2 warm-up steps, then the timed ones; CPU seconds too, a measure less sensitive than wall
      * time to other users of the machine */
     double train_time = 0, eval_time = 0, last_loss = 0, cpu_start = 0;
     for (int k = 0; k < steps + 2; k++) {
-        make_batch(k, B, T, cfg.vocab_size, cfg.num_labels, ids, types, mask, labels, starts, ends);
+        bench_inputs_fill(&in, k, cfg.vocab_size, cfg.num_labels);
         if (k == 2) cpu_start = cpu_seconds();
         double t0 = bp_now();
         if (bert_forward(m, &batch, 1, &err) || bert_backward(m, 1.0f, &err) ||
@@ -79,7 +75,7 @@ int main(int argc, char **argv) {
     }
     double train_cpu = cpu_seconds() - cpu_start;
     for (int k = 0; k < steps + 1; k++) {
-        make_batch(k, B, T, cfg.vocab_size, cfg.num_labels, ids, types, mask, labels, starts, ends);
+        bench_inputs_fill(&in, k, cfg.vocab_size, cfg.num_labels);
         double t0 = bp_now();
         if (bert_forward(m, &batch, 0, &err)) bp_die_err(&err);
         if (k >= 1) eval_time += bp_now() - t0;
@@ -89,7 +85,7 @@ int main(int argc, char **argv) {
     printf("impl c head %s batch %d seq %d train_seq_s %.2f eval_seq_s %.2f peak_rss_mb %.0f loss %.4f "
            "train_cpu_s_per_step %.3f\n", head, B, T, steps * B / train_time, steps * B / eval_time,
            ru.ru_maxrss / 1024.0, last_loss, train_cpu / steps);
-    free(ids); free(types); free(mask); free(labels); free(starts); free(ends);
+    bench_inputs_free(&in);
     optim_free(opt);
     bert_free(m);
     be->destroy(be);

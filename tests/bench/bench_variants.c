@@ -76,18 +76,14 @@ int main(int argc, char **argv) {
     optimizer *opt = model_optim_create(m, &oc, &err);
     if (!opt) bp_die_err(&err);
 
-    size_t N = (size_t)B * T;
-    int32_t *ids = malloc(N * 4), *types = malloc(N * 4), *mask = malloc(N * 4);
-    int32_t *labels = malloc((size_t)B * 4), *starts = malloc((size_t)B * 4), *ends = malloc((size_t)B * 4);
-    if (!ids || !types || !mask || !labels || !starts || !ends) bp_die(1, NULL, "out of memory");
-    bert_batch batch = { .B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
-    if (bigru) batch.labels = labels;
-    else { batch.start_positions = starts; batch.end_positions = ends; }
+    bench_inputs in;
+    bench_inputs_alloc(&in, B, T, !bigru);
+    bert_batch batch = in.batch;
 
     /* 2 warm-up steps, then the timed ones (wall and CPU seconds) */
     double train_time = 0, last_loss = 0, cpu_start = 0;
     for (int k = 0; k < steps + 2; k++) {
-        make_batch(k, B, T, cfg.bert.vocab_size, 2, ids, types, mask, labels, starts, ends);
+        bench_inputs_fill(&in, k, cfg.bert.vocab_size, 2);
         if (k == 2) cpu_start = cpu_seconds();
         double t0 = bp_now();
         if (model_forward(m, &batch, 1, &err) || model_backward(m, 1.0f, &err) ||
@@ -119,7 +115,7 @@ int main(int argc, char **argv) {
            last_loss, train_cpu / steps);
     if (bigru && !frozen) printf(" encoder_backward_share %.3f", encoder_backward / (train_time / steps));
     printf("\n");
-    free(ids); free(types); free(mask); free(labels); free(starts); free(ends);
+    bench_inputs_free(&in);
     optim_free(opt);
     model_free(m);
     be->destroy(be);

@@ -143,18 +143,7 @@ class Variant:
         self.params = {n: p for n, p in names.items() if p.requires_grad}
 
     def is_frozen(self, name):
-        for item in self.frozen:
-            if item == "bert" and name.startswith("bert."):
-                return True
-            if item == "embeddings" and (name.startswith("bert.embeddings.") or name == "embedding.weight"):
-                return True
-            if item == "encoder" and name.startswith("bert.encoder."):
-                return True
-            if item.startswith("layers:") and name.startswith("bert.encoder.layer."):
-                a, b = map(int, item[7:].split("-"))
-                if a <= int(name.split(".")[3]) <= b:
-                    return True
-        return False
+        return any(variant_modules.frozen(name, item) for item in self.frozen)
 
     def forward(self, batch, training):
         self.module.train(training)

@@ -220,3 +220,20 @@ def loss_of(kind, logits, b):
 def no_decay(name):
     """HF Trainer's rule, as bertpipe applies it: biases and LayerNorm weights take no decay."""
     return "bias" in name or "LayerNorm" in name or ".norm" in name
+
+
+def frozen(name, spec):
+    """Whether --freeze SPEC (bert, embeddings, encoder, layers:A-B, comma-separated) freezes the
+    tensor NAME, as bertpipe reads it."""
+    for item in [s for s in spec.split(",") if s]:
+        if item == "bert" and name.startswith("bert."):
+            return True
+        if item == "embeddings" and (name.startswith("bert.embeddings.") or name == "embedding.weight"):
+            return True
+        if item == "encoder" and name.startswith("bert.encoder."):
+            return True
+        if item.startswith("layers:") and name.startswith("bert.encoder.layer."):
+            a, b = map(int, item[7:].split("-"))
+            if a <= int(name.split(".")[3]) <= b:
+                return True
+    return False

@@ -33,6 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bert_ref  # noqa: E402
+from variant_modules import frozen  # noqa: E402
 
 DTYPE = torch.float64
 BODY = {"bert": 0, "lstm": 1, "transformer": 2}
@@ -65,24 +66,6 @@ CONFIG = dict(bert_ref.CONFIG, vocab_size=48, hidden_size=16, num_attention_head
 
 def no_decay(name):
     return "bias" in name or "LayerNorm" in name or ".norm" in name
-
-
-def frozen(name, spec):
-    items = [s for s in spec.split(",") if s]
-    for item in items:
-        if item == "bert" and name.startswith("bert."):
-            return True
-        if item == "embeddings" and (name.startswith("bert.embeddings.") or name == "embedding.weight"):
-            return True
-        if item == "encoder" and name.startswith("bert.encoder."):
-            return True
-        if item.startswith("layers:"):
-            a, b = map(int, item[7:].split("-"))
-            if name.startswith("bert.encoder.layer."):
-                layer = int(name.split(".")[3])
-                if a <= layer <= b:
-                    return True
-    return False
 
 
 class Model:

@@ -11,6 +11,7 @@
 #include "ckpt/model_io.h"
 #include "tap.h"
 #include "fixture_reader.h"
+#include "small_variant.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -28,39 +29,17 @@ static const char *temp(const char *name) {
     return paths[turn];
 }
 
-static void small_batch(int32_t ids[16], int32_t types[16], int32_t mask[16], int32_t labels[2], int qa,
-                        bert_batch *b) {
-    for (int i = 0; i < 16; i++) {
-        ids[i] = 1 + (i * 11) % 39;
-        types[i] = i % 8 >= 4;
-        mask[i] = i % 8 < (i < 8 ? 8 : 5);
-    }
+/* small_batch with targets: labels (1, 0), or those as start and end positions (qa). */
+static void batch_with_targets(int32_t ids[16], int32_t types[16], int32_t mask[16], int32_t labels[2], int qa,
+                               bert_batch *b) {
+    small_batch(ids, types, mask, b);
     labels[0] = 1;
     labels[1] = 0;
-    *b = (bert_batch){ .B = 2, .T = 8, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
     if (qa) { b->start_positions = labels; b->end_positions = labels; }
     else b->labels = labels;
 }
 
-static model_config variant(model_body body, model_head head, int qa) {
-    model_config c;
-    model_config_default(&c);
-    c.body = body;
-    c.head = head;
-    c.bert.vocab_size = 40;
-    c.bert.hidden_size = 16;
-    c.bert.num_hidden_layers = body == MODEL_BODY_BERT ? 2 : 1;
-    c.bert.num_attention_heads = 2;
-    c.bert.intermediate_size = 24;
-    c.bert.max_position_embeddings = 8;
-    c.bert.head = qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
-    c.bert.num_labels = 2;
-    c.rnn_hidden = 6;
-    c.mlp_hidden_layers = 2;
-    c.mlp_hidden[0] = 12;
-    c.mlp_hidden[1] = 10;
-    return c;
-}
+static model_config variant(model_body body, model_head head, int qa) { return small_variant(body, head, qa, 2); }
 
 /* Save, read the config back, open the folder: the same model. */
 static void roundtrip(backend *be, const char *label, model_config c) {
@@ -97,7 +76,7 @@ static void roundtrip(backend *be, const char *label, model_config c) {
     tap_ok(same, "%s: the same %zu parameters bit for bit", label, m->num_params);
     int32_t ids[16], types[16], mask[16], lab[2];
     bert_batch batch;
-    small_batch(ids, types, mask, lab, c.bert.head == BERT_HEAD_QA, &batch);
+    batch_with_targets(ids, types, mask, lab, c.bert.head == BERT_HEAD_QA, &batch);
     float la[32], lb[32];
     same = again && model_forward(m, &batch, 0, &err) == 0 && model_forward(again, &batch, 0, &err) == 0 &&
            model_logits(m, la, 32, &err) > 0 && model_logits(again, lb, 32, &err) > 0 &&
@@ -202,7 +181,7 @@ static void exact_resume(backend *be, optim_kind kind, const char *freeze) {
     oc.weight_decay = 0.01f;
     int32_t ids[16], types[16], mask[16], lab[2];
     bert_batch batch;
-    small_batch(ids, types, mask, lab, 0, &batch);
+    batch_with_targets(ids, types, mask, lab, 0, &batch);
     model *m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
     optimizer *opt = m ? model_optim_create(m, &oc, &err) : NULL;
     int rc = !opt || model_init_weights(m, 5, &err);

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "tap.h"
 #include "fixture_reader.h"
+#include "small_variant.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -288,37 +289,6 @@ static void parity(backend *be, const char *name) {
 // ----------------------------------------------------------------------------
 // behaviour without a reference
 
-/* A small variant: BERT L2 H16 A2 (or a baseline at 16), vocabulary 40, 8 positions. */
-static model_config small_variant(model_body body, model_head head, int qa) {
-    model_config c;
-    model_config_default(&c);
-    c.body = body;
-    c.head = head;
-    c.bert.vocab_size = 40;
-    c.bert.hidden_size = 16;
-    c.bert.num_hidden_layers = body == MODEL_BODY_BERT ? 2 : 1;
-    c.bert.num_attention_heads = 2;
-    c.bert.intermediate_size = 24;
-    c.bert.max_position_embeddings = 8;
-    c.bert.initializer_range = 0.3f;
-    c.bert.head = qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
-    c.bert.num_labels = qa ? 2 : 3;
-    c.mlp_hidden_layers = 2;
-    c.mlp_hidden[0] = 12;
-    c.mlp_hidden[1] = 10;
-    c.rnn_hidden = 6;
-    return c;
-}
-
-static void small_batch(int32_t ids[16], int32_t types[16], int32_t mask[16], bert_batch *b) {
-    for (int i = 0; i < 16; i++) {
-        ids[i] = 1 + (i * 11) % 39;
-        types[i] = i % 8 >= 4;
-        mask[i] = i % 8 < (i < 8 ? 8 : 5);
-    }
-    *b = (bert_batch){ .B = 2, .T = 8, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
-}
-
 /* With dropout on, the backward must apply the forward's masks. They depend only on (seed,
  * counter), so resetting the counter makes the loss a fixed function of the parameters, and
  * central differences check the analytic gradient, every dropout site of the variant included
@@ -383,34 +353,34 @@ static void dropout_gradients(backend *be, const char *label, model_config cfg, 
 
 static void dropout_variants(backend *be) {
     int32_t labels[2] = { 2, 0 }, binary[2] = { 1, 0 }, starts[2] = { 1, 3 }, ends[2] = { 4, 9 };
-    model_config c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    model_config c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0, 3);
     c.bert.num_labels = 1;
     c.loss = MODEL_LOSS_BCE;
     dropout_gradients(be, "gru head, 2 bidirectional layers, bce", c, binary, NULL, NULL);
-    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_LSTM, 0);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_LSTM, 0, 3);
     c.rnn_bidirectional = 0;
     dropout_gradients(be, "lstm head, 2 layers", c, labels, NULL, NULL);
-    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_MLP, 0);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_MLP, 0, 3);
     c.mlp_activation = HEAD_GELU;
     dropout_gradients(be, "mlp head, gelu", c, labels, NULL, NULL);
-    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0, 3);
     model_parse_freeze("layers:1-1", &c.freeze, &(bp_err){ "" });
     dropout_gradients(be, "gru head over BERT with layer 1 frozen", c, labels, NULL, NULL);
-    c = small_variant(MODEL_BODY_TRANSFORMER, MODEL_HEAD_LINEAR, 1);
+    c = small_variant(MODEL_BODY_TRANSFORMER, MODEL_HEAD_LINEAR, 1, 3);
     dropout_gradients(be, "transformer baseline", c, NULL, starts, ends);
-    c = small_variant(MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1);
+    c = small_variant(MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1, 3);
     dropout_gradients(be, "lstm baseline", c, NULL, starts, ends);
 }
 
 /* Torch's numbers of parameters for small shapes, counted by hand from the modules. */
 static void counts(backend *be) {
     bp_err err = { "" };
-    model_config c = small_variant(MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1);
+    model_config c = small_variant(MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1, 3);
     model *m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
     /* Embedding 40x16, LSTM 4*16*(16+16+2), Linear 16*2+2 */
     TAP_EQ_INT(m ? m->num_params : 0, 40 * 16 + 4 * 16 * 34 + 34, "lstm baseline: parameters");
     model_free(m);
-    c = small_variant(MODEL_BODY_TRANSFORMER, MODEL_HEAD_LINEAR, 1);
+    c = small_variant(MODEL_BODY_TRANSFORMER, MODEL_HEAD_LINEAR, 1, 3);
     model_parse_freeze("embeddings", &c.freeze, &err);
     m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
     /* in_proj 3*16*16+48, out_proj 16*16+16, linear1 24*16+24, linear2 16*24+16, 2 norms, qa 34 */
@@ -418,7 +388,7 @@ static void counts(backend *be) {
     TAP_EQ_INT(m ? m->num_params : 0, 40 * 16 + body, "transformer baseline: parameters");
     TAP_EQ_INT(m ? m->num_trainable : 0, body, "transformer baseline, embeddings frozen: trainable");
     model_free(m);
-    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0, 3);
     model_parse_freeze("bert", &c.freeze, &err);
     m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
     /* GRU layer 0: 2 x 3*6*(16+6+2); layer 1: 2 x 3*6*(12+6+2); out 3*12+3 */
@@ -430,7 +400,7 @@ static void counts(backend *be) {
 
 static void errors(backend *be) {
     bp_err err = { "" };
-    model_config c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0);
+    model_config c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_GRU, 0, 3);
     model *m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
     int32_t ids[16], types[16], mask[16], labels[2] = { 1, 0 };
     bert_batch b;
@@ -444,7 +414,7 @@ static void errors(backend *be) {
     tap_ok(m && model_forward(m, &b, 0, &err) == -1 && strstr(err.msg, "row 0 is all 0"),
            "an empty sequence is refused: %s", err.msg);
     model_free(m);
-    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_LINEAR, 0);
+    c = small_variant(MODEL_BODY_BERT, MODEL_HEAD_LINEAR, 0, 3);
     c.bert.num_labels = 1;
     c.loss = MODEL_LOSS_BCE;
     m = model_create(&c, be, 2, 8, MODEL_FOR_TRAINING, &err);
@@ -464,7 +434,7 @@ static void errors(backend *be) {
         { MODEL_BODY_LSTM, MODEL_HEAD_LINEAR, 1, 2, MODEL_LOSS_AUTO, "encoder", "embeddings only" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        c = small_variant(bad[i].body, bad[i].head, bad[i].qa);
+        c = small_variant(bad[i].body, bad[i].head, bad[i].qa, 3);
         c.bert.num_labels = bad[i].labels;
         c.loss = bad[i].loss;
         model_parse_freeze(bad[i].freeze, &c.freeze, &err);
@@ -500,7 +470,7 @@ static void faults(void) {
         backend *be = backend_cpu_create(1, &err);
         char spec[64];
         snprintf(spec, sizeof spec, "backend:%s:1", cases[i].op);
-        model_config c = small_variant(cases[i].body, cases[i].head, cases[i].body != MODEL_BODY_BERT);
+        model_config c = small_variant(cases[i].body, cases[i].head, cases[i].body != MODEL_BODY_BERT, 3);
         if (strcmp(cases[i].op, "matmul_backward_input") == 0) model_parse_freeze("layers:0-0", &c.freeze, &err);
         int bce = strcmp(cases[i].op, "bce_with_logits") == 0;
         if (bce) { c.bert.num_labels = 1; c.loss = MODEL_LOSS_BCE; }

@@ -109,6 +109,10 @@ roundtrip() { # task(cls|qa) name train-args...
   run bash -c "postprocess --in 'file:$TMP/logits' | score"
   [ "$status" -eq 0 ]
   [[ "$output" == *'"accuracy"'* ]]
+  # the predict pipeline rebuilds the variant from config.json too
+  run bash -c "echo 'a wonderful, moving film' | '$BERTPIPE_TOP/pipelines/predict-sst' '$TMP/m'"
+  [ "$status" -eq 0 ]
+  [[ "$output" =~ ^(negative|positive)$'\t'0\.[0-9]{4}$'\t'"a wonderful, moving film"$ ]]
 }
 
 @test "variant options are checked: one error line each" {

@@ -280,11 +280,23 @@ bp_supervise() {
 # which and how, and it leaves LIVE. Returns 1 when there was none to wait for.
 bp_reap() { # array-name
   local -n pids=$1
-  BP_REAPED_STATUS=0
-  BP_REAPED_PID=""
-  wait -n -p BP_REAPED_PID "${pids[@]}" || BP_REAPED_STATUS=$?
-  [ -n "$BP_REAPED_PID" ] || return 1
-  bp_drop_pid "$1" "$BP_REAPED_PID"
+  local p
+  while [ ${#pids[@]} -gt 0 ]; do
+    BP_REAPED_STATUS=0
+    BP_REAPED_PID=""
+    wait -n -p BP_REAPED_PID "${pids[@]}" 2>/dev/null || BP_REAPED_STATUS=$?
+    if [ -n "${BP_REAPED_PID:-}" ]; then
+      bp_drop_pid "$1" "$BP_REAPED_PID"
+      return 0
+    fi
+    # "no such job": bash has collected some of them already (their status is gone, and wait
+    # leaves BP_REAPED_PID unset): drop the ones that no longer exist and wait for the rest
+    local -a running=()
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running+=("$p"); done
+    [ ${#running[@]} -lt ${#pids[@]} ] || return 1
+    pids=("${running[@]}")
+  done
+  return 1
 }
 
 bp_drop_pid() { # array-name pid

@@ -25,7 +25,7 @@
 static const char usage[] =
     "usage: train (--checkpoint DIR | --config FILE | --preset NAME | --resume DIR) [options] [--in SPEC] [--out SPEC]\n"
     "       train --model lstm|transformer [--hidden N --heads N --intermediate N] [options]\n"
-    "Fine-tune BERT (or train a QA baseline) on batch frames; metric frames out.\n"
+    "Fine-tune BERT on batch frames; metric frames out.\n"
     "  --checkpoint DIR     start from a Hugging Face checkpoint (config.json + weights)\n"
     "  --config FILE        fresh weights for this config.json\n"
     "  --preset NAME        fresh weights, Google's shapes: tiny mini small medium base large\n"

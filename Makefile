@@ -1,7 +1,8 @@
 # bertpipe — top-level build.
 #
 #   make                 every stage into bin/ (-Wall -Wextra -Werror)
-#   make test            sanitizer build (ASan+UBSan), C unit tests, bats; ends "N passed, N failed"
+#   make test            sanitizer build (ASan+UBSan), C unit tests, fuzz regressions, bats; ends "N passed, N failed"
+#   make fuzz FUZZ_SECONDS=N   every libFuzzer harness for N seconds (clang); fails on any finding
 #   make bench           every benchmark (scripts/bench-*)
 #   make install PREFIX=/usr/local [DESTDIR=...]   never runs scripts/setup (see docs/tool.md)
 #   make man             the man pages into build/man/ (also part of make)
@@ -14,13 +15,14 @@
 #   tests/tools/*.c      -> build/tools/*                 (helpers for tests and parity runs)
 #   tests/bench/*.c      -> build/bench/*
 #   the stages + PIPELINES + plot -> build/man/bertpipe-NAME.1, build/completion/bertpipe
+#   tests/fuzz/fuzz_*.c  -> build/fuzz/fuzz_*        (libFuzzer harnesses, clang; the library rebuilt for them)
 
 PREFIX   ?= /usr/local
 CC       ?= cc
 ARCH     ?= -march=native
 OPT      ?= -O2
 NVCC     ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
-PKGS      = libzmq msgpack libutf8proc libarchive openblas jansson
+PKGS      = libzmq msgpack libutf8proc libarchive openblas jansson zlib
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -67,7 +69,7 @@ MAN_PAGES   := build/man/bertpipe.1 $(STAGE_MAN) $(PIPE_MAN) build/man/bertpipe-
 COMPLETION  := build/completion/bertpipe
 TOOL_FILES  := bin/bertpipe $(MAN_PAGES) $(COMPLETION)
 
-.PHONY: all deps test test-gpu bench clean install uninstall man san cuda-note
+.PHONY: all deps test test-gpu bench clean install uninstall man san cuda-note fuzz fuzz-build
 all: deps cuda-note $(STAGES) $(TOOLS) $(BENCHES) $(TOOL_FILES)
 
 deps:
@@ -138,9 +140,43 @@ $(COMPLETION): scripts/make-completion scripts/bertpipe bin/bertpipe $(STAGES) s
 
 san: deps $(SAN_STAGES) $(TESTS)
 
+# ---- fuzzing --------------------------------------------------------------------
+# Each harness calls one reader in-process on libFuzzer's bytes (tests/fuzz/fuzz_common.h). The
+# library is compiled again with clang, ASan, UBSan and coverage so the fuzzer sees inside it.
+# Seeds come from our fixtures (tests/fuzz/make_seeds.py); inputs that once crashed live in
+# tests/fuzz/regressions/HARNESS/ and are replayed by `make test` (scripts/run-tests).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZERS      := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+HAVE_FUZZ_CC := $(shell command -v $(FUZZ_CC) 2>/dev/null)
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -g -O1 \
+                -fno-omit-frame-pointer -Icommon $(PKG_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+build/fuzz/obj/%.o: common/%.c $(COMMON_HDR)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/libbertpipe.a: $(patsubst common/%.c,build/fuzz/obj/%.o,$(COMMON_SRC))
+	@rm -f $@; ar rcs $@ $^
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h build/fuzz/libbertpipe.a $(COMMON_HDR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz $< build/fuzz/libbertpipe.a $(LDLIBS_ALL) -o $@
+build/fuzz/seeds.stamp: tests/fuzz/make_seeds.py $(FUZZ_SRC) $(shell find tests/fixtures proto/vectors -type f 2>/dev/null)
+	@rm -rf build/fuzz/seeds && python3 tests/fuzz/make_seeds.py build/fuzz/seeds >/dev/null && touch $@
+
+ifneq ($(strip $(HAVE_FUZZ_CC)),)
+fuzz-build: $(FUZZERS) build/fuzz/seeds.stamp
+else
+fuzz-build:
+	@echo "make: $(FUZZ_CC) not found: fuzz harnesses skipped (scripts/setup installs clang)" >&2
+endif
+
+fuzz: fuzz-build
+	@scripts/fuzz run $(FUZZ_SECONDS)
+
 # ---- tests --------------------------------------------------------------------
-# scripts/run-tests runs the unit tests and bats (all TAP) and prints the totals line.
-test: all san
+# scripts/run-tests runs the unit tests, the fuzz regressions and bats (all TAP) and prints
+# the totals line.
+test: all san fuzz-build
 	@scripts/run-tests
 
 test-gpu: all

@@ -170,6 +170,72 @@ bp_write_config() {
   } >"$file.tmp.$$" && mv "$file.tmp.$$" "$file"
 }
 
+# ---- splits: never evaluate on what is trained on ----------------------------------------
+# The train, validation and test examples a manifest reads from one source are recorded as
+# extract wrote them (file:PATH); each hello says the source and what was read (split_origin,
+# split_part: docs/extract.md). Two sources that are different files are not compared.
+
+# bp_same_source A B — 0 when the paths name the same file or folder.
+bp_same_source() { [ -e "$1" ] && [ -e "$2" ] && [ "$(readlink -f -- "$1")" = "$(readlink -f -- "$2")" ]; }
+
+# bp_json_str_field LINE KEY — the value of string field KEY in one JSON line, still escaped
+# (empty when absent).
+bp_json_str_field() {
+  sed -n "s/.*\"$2\":\"\(\([^\"\\\\]\|\\\\.\)*\)\".*/\1/p" <<<"$1"
+}
+
+# bp_check_overlap TRAIN OTHER WHAT — TRAIN and OTHER are recorded example streams, WHAT names
+# OTHER's role ("validation", "test"). The run stops (status 2, one line with the reason) when
+# OTHER holds examples TRAIN holds, unless --allow-overlap (then one warning). Distinct parts
+# of one source (an archive's train.txt and dev.txt) are disjoint by construction; otherwise,
+# for one source, the example ids of both sides decide.
+bp_check_overlap() {
+  local train=$1 other=$2 what=$3
+  local tj=$BP_RUN/overlap-train.jsonl oj=$BP_RUN/overlap-$what.jsonl th oh
+  local -a to_json
+  read -r -a to_json <<<"$(bp_cmd frames2json)"
+  "${to_json[@]}" --in "file:$train" --out "$tj" && "${to_json[@]}" --in "file:$other" --out "$oj" ||
+    bp_fail "cannot read the recorded examples ($train, $other)"
+  th=$(sed -n 1p "$tj") oh=$(sed -n 1p "$oj")
+  local source tpart opart torigin oorigin
+  source=$(bp_json_str_field "$th" source)
+  tpart=$(bp_json_str_field "$th" split_part) opart=$(bp_json_str_field "$oh" split_part)
+  torigin=$(bp_json_str_field "$th" split_origin) oorigin=$(bp_json_str_field "$oh" split_origin)
+  if ! bp_same_source "$source" "$(bp_json_str_field "$oh" source)" ||
+     { [ -n "$tpart" ] && [ -n "$opart" ] && [ "$tpart" != all ] && [ "$opart" != all ] && [ "$tpart" != "$opart" ]; }; then
+    rm -f "$tj" "$oj"
+    return 0
+  fi
+  local ids='s/^{"v":1,"k":"example","seq":[0-9]*,"example_id":"\(\([^"\\]\|\\.\)*\)".*/\1/p'
+  local shared n total
+  shared=$(LC_ALL=C comm -12 <(sed -n "$ids" "$tj" | LC_ALL=C sort -u) <(sed -n "$ids" "$oj" | LC_ALL=C sort -u))
+  total=$(sed -n "$ids" "$oj" | wc -l)
+  rm -f "$tj" "$oj"
+  if [ -z "$shared" ]; then
+    bp_say "$what examples checked: none of the $total is a training example ($source, $oorigin)"
+    return 0
+  fi
+  n=$(wc -l <<<"$shared")
+  local why fix=""
+  if [ "$torigin" = whole ] && [ "$oorigin" = whole ]; then
+    why="$source holds one split, read whole by both" fix="hold a $what side out with --$what-ratio R, or give another file; "
+  elif [ "$torigin" = member ] && [ "$oorigin" = member ]; then
+    why="both read the $tpart split of $source" fix="pick another split; "
+  else
+    why="both read the same part of $source"
+  fi
+  local ids_shown
+  ids_shown=$(head -3 <<<"$shared" | paste -sd, | sed 's/,/, /g')
+  [ "$n" -le 3 ] || ids_shown+=", ..."
+  local reason="$n of the $total $what examples are training examples too (ids $ids_shown): $why"
+  if bp_opt_given allow-overlap; then
+    bp_say "warning: evaluating on training examples (--allow-overlap): $reason"
+    return 0
+  fi
+  echo "$BP_NAME: error: refusing to evaluate on training examples: $reason (${fix}--allow-overlap to do it anyway)" >&2
+  exit 2
+}
+
 # The command for a stage: BERTPIPE_<STAGE> when set, else BIN/stage.
 bp_cmd() {
   local var="BERTPIPE_$(echo "$1" | tr 'a-z-' 'A-Z_')"
@@ -281,22 +347,22 @@ bp_supervise() {
 bp_reap() { # array-name
   local -n pids=$1
   local p
-  while [ ${#pids[@]} -gt 0 ]; do
-    BP_REAPED_STATUS=0
-    BP_REAPED_PID=""
-    wait -n -p BP_REAPED_PID "${pids[@]}" 2>/dev/null || BP_REAPED_STATUS=$?
-    if [ -n "${BP_REAPED_PID:-}" ]; then
-      bp_drop_pid "$1" "$BP_REAPED_PID"
-      return 0
-    fi
-    # "no such job": bash has collected some of them already (their status is gone, and wait
-    # leaves BP_REAPED_PID unset): drop the ones that no longer exist and wait for the rest
-    local -a running=()
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running+=("$p"); done
-    [ ${#running[@]} -lt ${#pids[@]} ] || return 1
-    pids=("${running[@]}")
+  [ ${#pids[@]} -gt 0 ] || return 1
+  BP_REAPED_STATUS=0
+  BP_REAPED_PID=""
+  # A stage whose end bash has reported already ("Killed") is off its job table: wait -n no
+  # longer sees it (it would wait for the others instead), but a plain wait for its pid still
+  # gives its status. So the ended ones are collected first, by pid.
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null && continue
+    BP_REAPED_PID=$p
+    wait "$p" 2>/dev/null || BP_REAPED_STATUS=$?
+    bp_drop_pid "$1" "$p"
+    return 0
   done
-  return 1
+  wait -n -p BP_REAPED_PID "${pids[@]}" 2>/dev/null || BP_REAPED_STATUS=$?
+  [ -n "${BP_REAPED_PID:-}" ] || return 1
+  bp_drop_pid "$1" "$BP_REAPED_PID"
 }
 
 bp_drop_pid() { # array-name pid

@@ -2,17 +2,23 @@
  * padding to the longest in the batch or to --max-length, optional length bucketing, the
  * last partial batch kept, an epoch frame after each epoch.
  *
+ * The batches are a function of the features and the seed only, never of their arrival
+ * order: before the shuffle the features are put in extract's order (example_seq, then
+ * example_id, then window), so 1, 2 or 4 tokenize workers fanning in give the same stream.
+ *
  * It must hold a whole split to shuffle it, so features are kept as their raw frame bytes
  * (compact) and spilled to an unlinked temporary file past --memory-limit.
  * Must never: change a token: padding uses the hello's pad_id (0 by default), type 0, mask 0,
  * offsets -1.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "stage/frame_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -30,12 +36,16 @@ static const char usage[] =
     "                      spill the rest to a temporary file\n"
     BP_IO_USAGE;
 
-/* One stored feature: where its frame bytes are and what sorting needs. */
+/* One stored feature: where its frame bytes are, and what sorting needs. */
 typedef struct stored {
     int64_t offset;     /* in memory arena or spill file */
     uint32_t size;
     uint32_t length;    /* tokens */
     int spilled;
+    int32_t window;
+    int64_t example_seq; /* the example's seq in extract's stream; -1 when the feature has none */
+    uint64_t id_hash;    /* of example_id: orders examples of equal seq (two extracts fanning in) */
+    int64_t arrival;     /* 0-based as it arrived: how errors name it (feature frame N) */
 } stored;
 
 typedef struct store {
@@ -49,14 +59,16 @@ typedef struct store {
     size_t scratch_cap;
 } store;
 
-static void store_add(store *s, const char *bytes, size_t size, uint32_t length) {
+/* Keep a feature's bytes; place has its length, window, example_seq and id_hash. */
+static void store_add(store *s, const char *bytes, size_t size, const stored *place) {
     if (s->n == s->items_cap) {
         s->items_cap = s->items_cap ? s->items_cap * 2 : 4096;
         if (!(s->items = realloc(s->items, s->items_cap * sizeof *s->items))) bp_die(1, NULL, "out of memory");
     }
-    stored *it = &s->items[s->n++];
+    stored *it = &s->items[s->n];
+    *it = *place;
+    it->arrival = (int64_t)s->n++;
     it->size = (uint32_t)size;
-    it->length = length;
     if (s->used + size <= s->limit) {
         if (s->used + size > s->cap) {
             size_t cap = s->cap ? s->cap : 1 << 20;
@@ -72,7 +84,7 @@ static void store_add(store *s, const char *bytes, size_t size, uint32_t length)
         return;
     }
     if (!s->spill) {
-        if (!(s->spill = tmpfile())) bp_die(1, NULL, "cannot create a spill file: %s", strerror(errno));
+        if (!(s->spill = tmpfile())) bp_die(1, "spill file", "cannot create it: %s", strerror(errno));
         bp_log("memory limit reached after %zu features: spilling the rest to a temporary file", s->n - 1);
     }
     if (fwrite(bytes, 1, size, s->spill) != size) bp_die(1, "spill file", "write failed: %s", strerror(errno));
@@ -109,6 +121,37 @@ static void shuffle(size_t *order, size_t n, uint64_t *state) {
     }
 }
 
+/* Extract's order: example_seq, then example_id (its hash), then window. Arrival breaks what
+ * is left, a feature sent twice, whose copies make the same batch rows either way. */
+static int by_place(const void *a, const void *b) {
+    const stored *x = a, *y = b;
+    if (x->example_seq != y->example_seq) return x->example_seq < y->example_seq ? -1 : 1;
+    if (x->id_hash != y->id_hash) return x->id_hash < y->id_hash ? -1 : 1;
+    if (x->window != y->window) return x->window < y->window ? -1 : 1;
+    return (x->arrival > y->arrival) - (x->arrival < y->arrival);
+}
+
+/* Put the features in extract's order, so the shuffle and the batches never depend on which
+ * producer delivered first. Features without example_seq (a stream written by hand or by an
+ * older tokenize) keep their arrival order, which with several producers varies: said once. */
+static void restore_order(store *s, int producers) {
+    size_t without = 0;
+    for (size_t i = 0; i < s->n; i++) without += s->items[i].example_seq < 0;
+    if (without == 0) {
+        qsort(s->items, s->n, sizeof *s->items, by_place);
+        return;
+    }
+    if (producers > 1)
+        bp_warn("%zu of %zu features carry no example_seq: they stay in the order %d producers delivered them, "
+                "which differs from run to run", without, s->n, producers);
+}
+
+static uint64_t hash_bytes(const char *bytes, size_t n) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)bytes[i]) * 1099511628211ull;
+    return h;
+}
+
 static store *sort_store;
 static int by_length(const void *a, const void *b) {
     uint32_t la = sort_store->items[*(const size_t *)a].length, lb = sort_store->items[*(const size_t *)b].length;
@@ -125,7 +168,11 @@ typedef struct batch_args {
 } batch_args;
 
 /* What the stream's features carry, from its hello and its first feature. */
-typedef struct schema { int qa, has_labels, has_offsets, has_positions; int32_t pad_id; } schema;
+typedef struct schema {
+    int qa;
+    unsigned fields;    /* BP_FEATURE_LABEL / _POSITIONS / _OFFSETS: what every feature must carry */
+    int32_t pad_id;
+} schema;
 
 /* Fields a batch carries, one row per feature, for up to B_max rows of T_max tokens. */
 typedef struct rows {
@@ -164,50 +211,32 @@ static void need(int rc, const bp_err *err) {
     if (rc) bp_die_err(err);
 }
 
-/* One int32 field of a feature into *dst. */
-static void need_i32(const bp_frame *f, const char *key, int32_t *dst) {
-    bp_err err;
-    int64_t v;
-    need(bp_get_int(f, key, BP_I32_MIN, BP_I32_MAX, &v, &err), &err);
-    *dst = (int32_t)v;
-}
-
 /* Copy the n values of a feature's tensor into a row padded with `pad` to `width` values. */
 static void pad_row(int32_t *row, size_t width, const bp_tensor_view *t, int32_t pad) {
     for (size_t i = 0; i < width; i++) row[i] = pad;
     bp_tensor_copy(t, row);
 }
 
-/* Decode stored feature `index` (its bytes) into row r of the batch, padded to T. */
-static void fill_row(rows *b, int r, const char *bytes, size_t size, size_t index, const schema *sc) {
+/* Decode a stored feature (its bytes; `arrival`: its index as it arrived) into row r of the
+ * batch, padded to T. */
+static void fill_row(rows *b, int r, const char *bytes, size_t size, int64_t arrival, const schema *sc) {
     bp_frame f;
     bp_err err;
+    bp_feature_view ft;
     need(bp_frame_decode(&f, bytes, size, NULL, NULL, &err), &err);
-    f.index = (int64_t)index;   /* errors name the feature as it arrived */
-    bp_tensor_view ids, types, mask, off;
-    need(bp_get_tensor_of(&f, "input_ids", BP_I32, 1, NULL, &ids, &err), &err);
-    int64_t want[2] = {ids.shape[0], 2};
-    need(bp_get_tensor_of(&f, "token_type_ids", BP_I32, 1, want, &types, &err), &err);
-    need(bp_get_tensor_of(&f, "attention_mask", BP_I32, 1, want, &mask, &err), &err);
+    f.index = arrival;   /* errors name the feature as it arrived */
+    need(bp_feature_read(&f, sc->fields, b->T, &ft, &err), &err);
     size_t T = (size_t)b->T, row = (size_t)r * T;
-    pad_row(b->input_ids + row, T, &ids, sc->pad_id);
-    pad_row(b->token_type_ids + row, T, &types, 0);
-    pad_row(b->attention_mask + row, T, &mask, 0);
-    if (sc->has_offsets) {
-        need(bp_get_tensor_of(&f, "offsets", BP_I32, 2, want, &off, &err), &err);
-        pad_row(b->offsets + 2 * row, 2 * T, &off, -1);
-    }
-    int64_t window = 0;
-    need(bp_find_int(&f, "window", 0, BP_I32_MAX, &window, &err) < 0, &err);
-    b->windows[r] = (int32_t)window;
-    if (sc->has_labels) need_i32(&f, "label", &b->labels[r]);
-    if (sc->has_positions) {
-        need_i32(&f, "start_position", &b->starts[r]);
-        need_i32(&f, "end_position", &b->ends[r]);
-    }
+    pad_row(b->input_ids + row, T, &ft.input_ids, sc->pad_id);
+    pad_row(b->token_type_ids + row, T, &ft.token_type_ids, 0);
+    pad_row(b->attention_mask + row, T, &ft.attention_mask, 0);
+    if (sc->fields & BP_FEATURE_OFFSETS) pad_row(b->offsets + 2 * row, 2 * T, &ft.offsets, -1);
+    b->windows[r] = ft.window;
+    b->labels[r] = ft.label;
+    b->starts[r] = ft.start_position;
+    b->ends[r] = ft.end_position;
     free(b->example_ids[r]);
-    b->example_ids[r] = bp_get_strdup(&f, "example_id", &err);
-    if (!b->example_ids[r]) need(-1, &err);
+    if (!(b->example_ids[r] = strndup(ft.example_id.ptr, ft.example_id.len))) bp_die(1, NULL, "out of memory");
     bp_frame_release(&f);
 }
 
@@ -260,7 +289,7 @@ static void parse_args(int argc, char **argv, batch_args *a) {
 /* pad_id and, unless --max-length gave one, max_length from the features' hello. */
 static schema read_hello(const bp_frame *hello, batch_args *a) {
     bp_err err;
-    schema sc = {.qa = bp_hello_is_qa(hello)};
+    schema sc = {.qa = bp_stream_is_qa(hello)};
     int64_t pad_id = 0, max_length = a->max_length;
     if (bp_find_int(hello, "pad_id", 0, BP_I32_MAX, &pad_id, &err) < 0 ||
         (!a->max_length && bp_find_int(hello, "max_length", 1, 1 << 20, &max_length, &err) < 0))
@@ -278,21 +307,19 @@ static int read_features(bp_in *in, store *s, schema *sc, const batch_args *a) {
     int r, longest = 0;
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind != BP_FEATURE) bp_die(1, a->io.in, "batch takes feature frames, got %s", bp_kind_name(f.kind));
-        bp_tensor_view ids;
-        if (bp_get_tensor_of(&f, "input_ids", BP_I32, 1, NULL, &ids, &err)) bp_die_err(&err);
-        if (s->n == 0) {
-            sc->has_labels = bp_has(&f, "label");
-            sc->has_positions = bp_has(&f, "start_position");
-            sc->has_offsets = bp_has(&f, "offsets");
-        }
-        if (a->pad_max && ids.shape[0] > a->max_length)
-            bp_die(1, NULL, "feature %lld has %lld tokens, more than --max-length %ld", (long long)s->n,
-                   (long long)ids.shape[0], a->max_length);
-        if (ids.shape[0] > longest) longest = (int)ids.shape[0];
-        store_add(s, f.raw, f.raw_len, (uint32_t)ids.shape[0]);
+        if (s->n == 0) sc->fields = bp_feature_fields(&f);
+        /* read whole as it comes, so a bad feature fails now, not when its batch is made */
+        bp_feature_view ft;
+        if (bp_feature_read(&f, sc->fields, a->pad_max ? a->max_length : 1 << 20, &ft, &err)) bp_die_err(&err);
+        int64_t n = ft.input_ids.shape[0];
+        if (n > longest) longest = (int)n;
+        stored place = {.length = (uint32_t)n, .example_seq = ft.example_seq, .window = ft.window,
+                        .id_hash = hash_bytes(ft.example_id.ptr, ft.example_id.len)};
+        store_add(s, f.raw, f.raw_len, &place);
         bp_frame_release(&f);
     }
     if (r < 0) bp_die_err(bp_in_err(in));
+    restore_order(s, a->io.producers);
     return longest;
 }
 
@@ -300,7 +327,8 @@ static int read_features(bp_in *in, store *s, schema *sc, const batch_args *a) {
 static void send_hello(bp_out *out, bp_writer *w, const bp_frame *hello, const batch_args *a, size_t per_epoch,
                        size_t features) {
     static const char *const pass_on[] = {"task", "labels", "num_labels", "max_length", "stride", "lowercase",
-                                          "vocab_size", "split", "source", "pad_id", NULL};
+                                          "vocab_size", "split", "source", "split_origin", "split_part",
+                                          "pad_id", NULL};
     bp_hello_begin_from(w, hello, pass_on);
     bp_put_int(w, "batch_size", a->batch_size);
     bp_put_int(w, "epochs", a->epochs);
@@ -319,12 +347,12 @@ static void send_batch(bp_out *out, bp_writer *w, const rows *b, const schema *s
     bp_put_tensor(w, "input_ids", BP_I32, 2, shape_bt, b->input_ids);
     bp_put_tensor(w, "token_type_ids", BP_I32, 2, shape_bt, b->token_type_ids);
     bp_put_tensor(w, "attention_mask", BP_I32, 2, shape_bt, b->attention_mask);
-    if (sc->has_labels) bp_put_tensor(w, "labels", BP_I32, 1, shape_b, b->labels);
-    if (sc->has_positions) {
+    if (sc->fields & BP_FEATURE_LABEL) bp_put_tensor(w, "labels", BP_I32, 1, shape_b, b->labels);
+    if (sc->fields & BP_FEATURE_POSITIONS) {
         bp_put_tensor(w, "start_positions", BP_I32, 1, shape_b, b->starts);
         bp_put_tensor(w, "end_positions", BP_I32, 1, shape_b, b->ends);
     }
-    if (sc->has_offsets) bp_put_tensor(w, "offsets", BP_I32, 3, shape_bt2, b->offsets);
+    if (sc->fields & BP_FEATURE_OFFSETS) bp_put_tensor(w, "offsets", BP_I32, 3, shape_bt2, b->offsets);
     bp_send(out, w);
 }
 
@@ -371,7 +399,7 @@ static void send_batch_k(batcher *bt, size_t k, long epoch) {
     bt->b.T = T;
     for (int i = 0; i < B; i++) {
         size_t idx = bt->order[start + (size_t)i];
-        fill_row(&bt->b, i, store_get(s, idx), s->items[idx].size, idx, bt->sc);
+        fill_row(&bt->b, i, store_get(s, idx), s->items[idx].size, s->items[idx].arrival, bt->sc);
     }
     send_batch(bt->out, bt->w, &bt->b, bt->sc, bt->seq++, epoch);
     bp_progress_update(&bt->prog, bt->seq, NULL);
@@ -393,6 +421,9 @@ int main(int argc, char **argv) {
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
 
+    /* Open before reading: the hello waits for the whole split (it says how many batches), but
+     * a failure while reading it reaches downstream as an error frame, not as silence. */
+    bp_out *out = bp_open_out(&a.io);
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     schema sc = read_hello(hello, &a);
@@ -407,8 +438,8 @@ int main(int argc, char **argv) {
                   .order = malloc((n ? n : 1) * sizeof *bt.order),
                   .batch_starts = malloc((per_epoch + 1) * sizeof *bt.batch_starts)};
     if (!bt.order || !bt.batch_starts) bp_die(1, NULL, "out of memory for %zu features", n);
-    rows_alloc(&bt.b, batch_size, (size_t)(a.pad_max ? (int)a.max_length : longest), sc.has_offsets);
-    bt.out = bp_open_out(&a.io);
+    rows_alloc(&bt.b, batch_size, (size_t)(a.pad_max ? (int)a.max_length : longest), sc.fields & BP_FEATURE_OFFSETS);
+    bt.out = out;
     send_hello(bt.out, &w, hello, &a, per_epoch, n);
 
     bp_progress_start(&bt.prog, "batch", (int64_t)per_epoch * a.epochs);

@@ -70,7 +70,7 @@ static model *open_model(const char *checkpoint, backend *be, int qa, int max_B,
     model_config cfg;
     if (model_read_config(checkpoint, qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, 0, &cfg, NULL, &err))
         bp_die_err(&err);
-    model *m = model_open(&cfg, checkpoint, MODEL_FOR_INFERENCE, be, max_B, max_T, 0, &notes, &err);
+    model *m = model_open(&cfg, checkpoint, MODEL_LOAD_MATCHING, MODEL_FOR_INFERENCE, be, max_B, max_T, 0, &notes, &err);
     if (!m) bp_die_err(&err);
     if (notes) {
         /* Evaluating weights that were never trained is almost always a mistake: say so loudly. */
@@ -130,7 +130,7 @@ static void eval_batch(evaluator *ev, const bp_frame *f) {
     if (model_forward(ev->m, &b, 0, &err) ||
         (ev->qa ? model_logits(ev->m, ev->logits, ev->logits_cap, &err)
                 : model_class_scores(ev->m, ev->logits, ev->logits_cap, &err)) < 0)
-        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     send_logits(ev, f, &b);
     ev->rows += b.B;
 }
@@ -150,17 +150,17 @@ int main(int argc, char **argv) {
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
 
+    evaluator ev = {.out = bp_open_out(&a.io)};
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     int max_B, max_T;
     bp_batch_shape(hello, a.io.in, &max_B, &max_T);
     backend *be = bp_open_device(a.device, (int)a.threads, a.precision);
-    evaluator ev = {.qa = bp_hello_is_qa(hello)};
+    ev.qa = bp_stream_is_qa(hello);
     ev.m = open_model(a.checkpoint, be, ev.qa, max_B, max_T);
     bp_check_vocab_fits(hello, ev.m->cfg.bert.vocab_size);
     ev.C = ev.qa ? 2 : model_classes(ev.m);
 
-    ev.out = bp_open_out(&a.io);
     bp_writer_init(&ev.w);
     send_hello(&ev, hello, a.checkpoint);
     bp_batch_tensors_alloc(&ev.h, max_B, max_T);

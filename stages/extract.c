@@ -27,7 +27,10 @@ static const char usage[] =
     "  --text-column C --label-column C --id-column C   CSV/TSV columns (name or 0-based index)\n"
     "  --label-map LIST    CSV/TSV label values in class order, e.g. -1,0,1,2 or negative,positive\n"
     "  --delimiter D       , or tab (default: tab for .tsv, else ,)     --no-header\n"
-    "  --validation-ratio R   CSV/TSV: seeded train/validation split of the rows\n"
+    "  --validation-ratio R   hold out exactly ceil(R*n) seeded examples of the train split as the\n"
+    "                      validation split (--split train then reads the rest); --seed N\n"
+    "  --test-ratio T      hold out ceil(T*n) more as the test split (for a source without one)\n"
+    "  --stratify          the hold-out keeps each label's share in every split\n"
     "  --articles A-B      SQuAD: only articles A..B (0-based, in file order)\n"
     "  --strict            SQuAD: an answer_start that does not match its answer is an error\n"
     "  --out SPEC          output endpoint (default -: stdout)\n";
@@ -37,6 +40,7 @@ typedef struct emitter {
     bp_writer w;
     int64_t seq;
     const char *split;
+    int n_labels;         /* classes the hello names (0: none named, labels unchecked) */
     bp_answer *answers;   /* the current example's answers, as the frame writes them */
     size_t answers_cap;
     /* --articles */
@@ -111,6 +115,10 @@ static int emit(const ds_example *ex, void *user, bp_err *err) {
         if (put_answers(e, ex, err)) return -1;
         bp_put_bool(&e->w, "is_impossible", ex->is_impossible);
     } else {
+        /* a label the hello does not name would train a class the model has no row for */
+        if (ex->label < -1 || (e->n_labels > 0 && ex->label >= e->n_labels))
+            return bp_err_set(err, "example %s: label %d is outside the %d classes the stream names (%s line %lld)", ex->id,
+                              ex->label, e->n_labels, ex->source ? ex->source : "?", (long long)ex->line);
         put_common(e, ex);
         bp_put_str(&e->w, "text", ex->text);
         bp_put_int(&e->w, "label", ex->label);
@@ -133,6 +141,7 @@ static int read_lines(const char *path, emitter *e, int64_t limit, bp_err *err) 
         lineno++;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
         if (n == 0) continue;
+        if (ds_check_text(line, (size_t)n, "text", path, lineno, err)) break;   /* a NUL or bad UTF-8 is never cut */
         snprintf(id, sizeof id, "line-%lld", (long long)lineno);
         ds_example ex = {.id = id, .text = line, .label = -1, .source = path, .line = lineno};
         if (emit(&ex, e, err) < 0) break;
@@ -141,6 +150,7 @@ static int read_lines(const char *path, emitter *e, int64_t limit, bp_err *err) 
     int bad = ferror(f);
     free(line);
     if (f != stdin) fclose(f);
+    if (bad && bp_stop_reason()) return bp_err_set(err, "%s (%s)", bp_stop_reason(), path);
     if (bad) return bp_err_set(err, "read failed (%s)", path);
     return err->msg[0] ? -1 : 0;
 }
@@ -155,6 +165,13 @@ static void parse_articles(const char *articles, emitter *e) {
     e->last_article = b;
 }
 
+/* Something besides white space. */
+static int has_text(const char *s) {
+    for (; *s; s++)
+        if (!strchr(" \t\r\n\f\v", *s)) return 1;
+    return 0;
+}
+
 static char parse_delimiter(const char *text) {
     if (strcmp(text, "tab") == 0 || strcmp(text, "\\t") == 0 || strcmp(text, "\t") == 0) return '\t';
     if (strlen(text) != 1) bp_die(2, NULL, "--delimiter wants one character or 'tab', got '%s'", text);
@@ -163,7 +180,7 @@ static char parse_delimiter(const char *text) {
 
 static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
     enum { O_FORMAT = 1, O_SPLIT, O_LIMIT, O_SAMPLE, O_SEED, O_BIN, O_SKIP, O_TEXT, O_LABEL, O_ID, O_MAP, O_DELIM,
-           O_NOHEAD, O_RATIO, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT };
+           O_NOHEAD, O_RATIO, O_TEST_RATIO, O_STRATIFY, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"format", required_argument, 0, O_FORMAT}, {"split", required_argument, 0, O_SPLIT},
@@ -173,6 +190,7 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
         {"label-column", required_argument, 0, O_LABEL}, {"id-column", required_argument, 0, O_ID},
         {"label-map", required_argument, 0, O_MAP}, {"delimiter", required_argument, 0, O_DELIM},
         {"no-header", no_argument, 0, O_NOHEAD}, {"validation-ratio", required_argument, 0, O_RATIO},
+        {"test-ratio", required_argument, 0, O_TEST_RATIO}, {"stratify", no_argument, 0, O_STRATIFY},
         {"articles", required_argument, 0, O_ARTICLES}, {"strict", no_argument, 0, O_STRICT},
         {"question", required_argument, 0, O_QUESTION}, {"context", required_argument, 0, O_CONTEXT},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
@@ -195,6 +213,8 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
         case O_DELIM: o->delimiter = parse_delimiter(optarg); break;
         case O_NOHEAD: o->no_header = 1; break;
         case O_RATIO: o->validation_ratio = bp_opt_double("--validation-ratio", optarg, 0, 1); break;
+        case O_TEST_RATIO: o->test_ratio = bp_opt_double("--test-ratio", optarg, 0, 1); break;
+        case O_STRATIFY: o->stratify = 1; break;
         case O_ARTICLES: parse_articles(optarg, e); break;
         case O_STRICT: o->answers_must_match = 1; break;
         case O_QUESTION: a->question = optarg; break;
@@ -206,12 +226,33 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
     a->path = optind < argc ? argv[optind] : NULL;
     if (optind + 1 < argc) bp_die(2, NULL, "unexpected argument '%s' (see --help)", argv[optind + 1]);
     if (!!a->question != !!a->context) bp_die(2, NULL, "--question and --context go together");
+    if (a->question && !has_text(a->question)) bp_die(2, NULL, "--question is empty: there is nothing to answer");
+    if (a->context && !has_text(a->context)) bp_die(2, NULL, "--context is empty: there is nothing to answer from");
     if (!a->question && !a->path) bp_die(2, NULL, "give the data set PATH (see --help)");
     bp_err err;
     if (a->format && strcmp(a->format, "lines") == 0) a->lines = 1;
     else if (a->format && ds_format_parse(a->format, &o->format, &err)) bp_die(2, NULL, "%s", err.msg);
     else if (!a->format && !a->question && ds_format_guess(a->path, &o->format, &err)) bp_die(2, NULL, "%s (use --format)", err.msg);
     a->qa = a->question || o->format == DS_FORMAT_SQUAD;
+    if ((a->lines || a->question) && (o->validation_ratio > 0 || o->test_ratio > 0 || o->stratify))
+        bp_die(2, NULL, "--validation-ratio, --test-ratio and --stratify are for data sets, not --format lines or --question");
+}
+
+/* What was read, so that a consumer can tell whether two streams may share examples:
+ * split_origin "member" (the split is its own part of the source), "whole" (the source is one
+ * split, read whole: the split is only a name) or "held-out" (a seeded side of the train
+ * split, with its ratios and seed), and split_part, the part of the source drawn from. */
+static void put_split_info(emitter *e, const extract_args *a) {
+    ds_split_info info = {.origin = DS_ORIGIN_WHOLE, .part = "all"};
+    bp_err err;
+    if (!a->lines && !a->question && ds_split_info_of(a->path, &a->ds, &info, &err)) bp_die_err(&err);
+    bp_put_str(&e->w, "split_origin", ds_origin_name(info.origin));
+    bp_put_str(&e->w, "split_part", info.part);
+    if (info.origin != DS_ORIGIN_HELD_OUT) return;
+    bp_put_float(&e->w, "validation_ratio", a->ds.validation_ratio);
+    bp_put_float(&e->w, "test_ratio", a->ds.test_ratio);
+    bp_put_int(&e->w, "holdout_seed", (int64_t)a->ds.seed);
+    bp_put_bool(&e->w, "stratify", a->ds.stratify);
 }
 
 /* The schema: task and, for classification, the class names. */
@@ -230,12 +271,14 @@ static void send_hello(emitter *e, const extract_args *a) {
     }
     bp_hello_begin(&e->w);
     bp_put_str(&e->w, "task", a->qa ? "qa" : "classification");
+    e->n_labels = n_labels > 0 ? n : 0;
     if (n_labels > 0) {
         bp_put_strs(&e->w, "labels", labels, (size_t)n);
         bp_put_int(&e->w, "num_labels", n_labels);
     }
     bp_put_str(&e->w, "split", e->split);
     bp_put_str(&e->w, "source", a->question ? "--question/--context" : a->path);
+    put_split_info(e, a);
     bp_send_hello(e->out, &e->w);
 }
 

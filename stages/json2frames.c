@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
         if (bp_out_send_frame(out, &f)) bp_die_err(bp_out_err(out));
         bp_frame_release(&f);
     }
-    if (ferror(src)) bp_die(1, name, "read failed");
+    if (ferror(src)) bp_die(1, name, "%s", bp_stop_reason() ? bp_stop_reason() : "read failed");
     free(line);
     bp_writer_free(&w);
     if (src != stdin) fclose(src);

@@ -11,12 +11,14 @@
  * to stdout (--out -), when it goes to stderr so the two never mix.
  * Must never: score a partial stream as whole: the input must end with its eos.
  */
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/archive_input.h"
 #include "eval/metrics.h"
+#include "stage/frame_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
@@ -97,45 +99,52 @@ typedef struct tally {
     int n_labels;
     metrics_cls mc;                   /* classification, set up by the first prediction */
     int mc_ready;
-    metrics_squad_totals st1, st2;    /* QA: which version applies is known only at the end */
-    int saw_impossible;
+    metrics_squad_tally squad;        /* QA: which version applies is known only at the end */
     int64_t n, unscored;              /* predictions; those without gold answers / label */
+    void *ids;                        /* tsearch tree of the example ids scored so far */
 } tally;
 
-/* A QA prediction's "answers" (the gold texts) as C strings, NULL-terminated; *n their count. */
-static char **gold_texts(const bp_frame *f, int *n) {
-    bp_err err;
-    bp_str *answers = NULL;
-    size_t n_answers = 0;
-    if (bp_find_strs(f, "answers", &answers, &n_answers, &err) < 0) bp_die_err(&err);
-    char **golds = calloc(n_answers + 1, sizeof *golds);
+static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
+
+/* Every prediction names its example, each example once: 16 predictions are never scored
+ * as if 16 examples had been asked (a stream replayed, two epochs evaluated). */
+static void count_once(tally *t, const bp_frame *f, const bp_str *example_id) {
+    char where[64];
+    char *id = strndup(example_id->ptr, example_id->len);
+    if (!id) bp_die(1, NULL, "out of memory");
+    char **found = tsearch(id, &t->ids, cmp_id);
+    if (!found) bp_die(1, NULL, "out of memory");
+    if (*found != id) {
+        char shown[208];
+        snprintf(shown, sizeof shown, "%.200s", id);
+        free(id);
+        bp_die(1, bp_frame_where(f, where, sizeof where), "example %s is predicted twice", shown);
+    }
+}
+
+/* A QA prediction's "answers" (the gold texts) as C strings, NULL-terminated. */
+static char **gold_texts(const bp_prediction_view *p) {
+    char **golds = calloc(p->n_answers + 1, sizeof *golds);
     if (!golds) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < n_answers; i++)
-        if (!(golds[i] = strndup(answers[i].ptr, answers[i].len))) bp_die(1, NULL, "out of memory");
-    free(answers);
-    *n = (int)n_answers;
+    for (size_t i = 0; i < p->n_answers; i++)
+        if (!(golds[i] = strndup(p->answers[i].ptr, p->answers[i].len))) bp_die(1, NULL, "out of memory");
     return golds;
 }
 
-/* One QA prediction frame into both totals. */
-static void add_qa(tally *t, const bp_frame *f) {
+/* One QA prediction into both totals. */
+static void add_qa(tally *t, const bp_frame *f, const bp_prediction_view *p) {
     bp_err err;
     char where[64];
-    int n_golds, impossible = 0, match = 0;
-    char *text = bp_get_strdup(f, "text", &err);
-    if (!text || bp_find_bool(f, "is_impossible", &impossible, &err) < 0) bp_die_err(&err);
-    int has_match = bp_find_bool(f, "span_match", &match, &err);
-    if (has_match < 0) bp_die_err(&err);
-    char **golds = gold_texts(f, &n_golds);
-    if (impossible) t->saw_impossible = 1;
-    if ((n_golds > 0 && metrics_squad_add(&t->st1, text, (const char *const *)golds, n_golds, NULL, NULL, &err)) ||
-        metrics_squad_add(&t->st2, text, (const char *const *)golds, n_golds, NULL, NULL, &err))
-        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
-    if (n_golds == 0) t->unscored++;
-    if (has_match) {
+    int n_golds = (int)p->n_answers;
+    char *text = strndup(p->text.ptr, p->text.len);
+    char **golds = gold_texts(p);
+    if (!text) bp_die(1, NULL, "out of memory");
+    if (metrics_squad_tally_add(&t->squad, text, (const char *const *)golds, n_golds, p->is_impossible, &err))
+        bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
+    if (p->has_span_match) {
         /* add_span compares token indexes: (0,0) against (0,0) is a match, (1,0) is not */
-        metrics_squad_add_span(&t->st1, match ? 0 : 1, 0, 0, 0);
-        metrics_squad_add_span(&t->st2, match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->squad.v1, p->span_match ? 0 : 1, 0, 0, 0);
+        metrics_squad_add_span(&t->squad.v2, p->span_match ? 0 : 1, 0, 0, 0);
     }
     for (int i = 0; i < n_golds; i++) free(golds[i]);
     free(golds);
@@ -145,35 +154,29 @@ static void add_qa(tally *t, const bp_frame *f) {
 /* The classes: the stream's labels, else the first prediction's probs, at least 2. */
 static void cls_setup(tally *t, const bp_frame *f) {
     bp_err err;
+    char where[64];
     bp_tensor_view p;
     int C = t->n_labels;
     int has_probs = C ? 0 : bp_find_tensor(f, "probs", &p, &err);
     if (has_probs < 0) bp_die_err(&err);
-    if (has_probs && p.ndim == 1) C = (int)p.shape[0];
-    if (metrics_cls_init(&t->mc, C < 2 ? 2 : C, &err)) bp_die_err(&err);
+    if (has_probs && p.ndim == 1) C = p.shape[0] > METRICS_MAX_CLASSES ? METRICS_MAX_CLASSES + 1 : (int)p.shape[0];
+    if (metrics_cls_init(&t->mc, C < 2 ? 2 : C, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     t->mc_ready = 1;
 }
 
-/* One classification prediction frame: its label against the gold one, its loss. */
-static void add_cls(tally *t, const bp_frame *f) {
+/* One classification prediction: its label against the gold one, its loss. */
+static void add_cls(tally *t, const bp_frame *f, const bp_prediction_view *p) {
     bp_err err;
     char where[64];
-    int64_t label, gold;
-    double loss;
-    if (bp_get_int(f, "label", BP_I32_MIN, BP_I32_MAX, &label, &err) ||
-        bp_get_int(f, "gold", BP_I32_MIN, BP_I32_MAX, &gold, &err))
-        bp_die_err(&err);
     if (!t->mc_ready) cls_setup(t, f);
-    if (gold < 0) {   /* unlabelled (a test split): nothing to score, but counted */
+    if (p->gold < 0) {   /* unlabelled (a test split): nothing to score, but counted */
         t->unscored++;
         return;
     }
-    if (metrics_cls_add_prediction(&t->mc, (int)label, (int)gold, &err))
-        bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
-    int has_loss = bp_find_float(f, "loss", &loss, &err);
-    if (has_loss < 0) bp_die_err(&err);
-    if (has_loss) {
-        t->mc.loss_sum += loss;
+    if (metrics_cls_add_prediction(&t->mc, (int)p->label, (int)p->gold, &err))
+        bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
+    if (p->has_loss) {
+        t->mc.loss_sum += p->loss;
         t->mc.loss_count++;
     }
 }
@@ -184,15 +187,25 @@ static void read_predictions(bp_in *in, tally *t) {
     int r;
     while ((r = bp_in_next(in, &f)) == 1) {
         if (f.kind == BP_PREDICTION) {
+            bp_err err;
+            bp_prediction_view p;
+            if (bp_prediction_read(&f, t->qa, &p, &err)) bp_die_err(&err);
+            count_once(t, &f, &p.example_id);
             t->n++;
-            if (t->qa) add_qa(t, &f);
-            else add_cls(t, &f);
+            if (t->qa) add_qa(t, &f, &p);
+            else add_cls(t, &f, &p);
+            bp_prediction_view_free(&p);
         }
         bp_frame_release(&f);
     }
     if (r < 0) bp_die_err(bp_in_err(in));
     bp_in_close(in);
-    if (t->qa && t->saw_impossible) t->v2 = 1;
+    tdestroy(t->ids, free);
+    t->ids = NULL;
+    if (t->qa) {
+        t->v2 = metrics_squad_tally_is_v2(&t->squad, t->v2);
+        t->unscored = t->squad.unscored;
+    }
     if (t->unscored && (!t->qa || !t->v2))
         bp_warn("%lld of %lld predictions carry no gold %s: not scored", (long long)t->unscored, (long long)t->n,
                 t->qa ? "answers" : "label");
@@ -202,7 +215,7 @@ static void read_predictions(bp_in *in, tally *t) {
 /* QA: the summary JSON, the two lines on stderr, the metric frame's fields. */
 static void report_qa(const tally *t, FILE *jf, const char *jname, bp_writer *w) {
     bp_err err;
-    metrics_squad_summary s = metrics_squad_summarize(t->v2 ? &t->st2 : &t->st1);
+    metrics_squad_summary s = metrics_squad_tally_summarize(&t->squad, t->v2);
     json_t *j = metrics_squad_summary_to_json(&s, &err);
     if (!j) bp_die_err(&err);
     char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(16));
@@ -245,8 +258,7 @@ static void report_cls(tally *t, FILE *jf, bp_writer *w) {
 }
 
 /* The JSON summary, and with --out a stream of one metric frame (scope "score"). */
-static void report(tally *t, const score_args *a) {
-    bp_out *out = a->out_given ? bp_open_out(&a->io) : NULL;
+static void report(tally *t, const score_args *a, bp_out *out) {
     bp_writer w;
     bp_writer_init(&w);
     if (out) {
@@ -322,18 +334,18 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    bp_out *out = a.out_given ? bp_open_out(&a.io) : NULL;
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     bp_err err;
-    tally t = {.qa = bp_hello_is_qa(hello), .v2 = a.v2};
+    tally t = {.qa = bp_stream_is_qa(hello), .v2 = a.v2};
     int hello_v2 = 0;
     if (bp_find_bool(hello, "version_2", &hello_v2, &err) < 0 || (t.n_labels = bp_hello_labels(hello, &t.labels, &err)) < 0)
         bp_die_err(&err);
     if (hello_v2) t.v2 = 1;
-    metrics_squad_totals_init(&t.st1, METRICS_SQUAD_V1);
-    metrics_squad_totals_init(&t.st2, METRICS_SQUAD_V2);
+    metrics_squad_tally_init(&t.squad);
     read_predictions(in, &t);
-    report(&t, &a);
+    report(&t, &a, out);
     bp_labels_free(t.labels, t.n_labels);
     return 0;
 }

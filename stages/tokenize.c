@@ -8,10 +8,12 @@
  * Must never: mislabel: an answer that does not slice its context drops the example from
  * the labelled stream with a warning naming it (or stops the stage with --strict).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "stage/frame_input.h"
 #include "stage/stage.h"
 #include "text/tokenizer.h"
 
@@ -19,9 +21,10 @@ static const char usage[] =
     "usage: tokenize (--vocab FILE | --checkpoint DIR) [options] [--in SPEC] [--out SPEC]\n"
     "Turn example frames into feature frames.\n"
     "  --vocab FILE        WordPiece vocab.txt (uncased unless --cased)\n"
-    "  --checkpoint DIR    take DIR/vocab.txt; casing from its tokenizer_config.json/config.json\n"
+    "  --checkpoint DIR    take DIR/vocab.txt; casing and max length from its tokenizer_config.json\n"
     "  --lowercase | --cased   override the casing\n"
-    "  --max-length N      tokens per feature, specials included (default 128; QA 384)\n"
+    "  --max-length N      tokens per feature, specials included (default: the checkpoint's\n"
+    "                      model_max_length, else 128; QA 384)\n"
     "  --doc-stride N      QA: context tokens shared by consecutive windows (default 128)\n"
     "  --pad none|max_length   pad every feature to --max-length (default none: batch pads)\n"
     "  --strict            an answer that does not match its context is an error\n"
@@ -46,6 +49,7 @@ typedef struct tokenizer_job {
     bp_out *out;
     bp_writer w;
     tok_encoding enc;
+    int64_t num_labels;   /* classes the hello names (num_labels, else its labels); 0: unchecked */
     int64_t examples, features, mismatched;
 } tokenizer_job;
 
@@ -53,6 +57,7 @@ typedef struct tokenizer_job {
 typedef struct feature {
     const char *example_id;
     size_t example_id_len;
+    int64_t example_seq; /* the example frame's seq (-1: it had none): its place in extract's order */
     int window;
     int has_label;      /* classification */
     int64_t label;
@@ -70,6 +75,7 @@ static void send_feature(tokenizer_job *j, const feature *ft) {
     bp_put_int(w, "seq", j->features++);
     bp_put_strn(w, "example_id", ft->example_id, ft->example_id_len);
     bp_put_int(w, "window", win);
+    if (ft->example_seq >= 0) bp_put_int(w, "example_seq", ft->example_seq);
     bp_put_tensor(w, "input_ids", BP_I32, 1, shape, enc->input_ids + row);
     bp_put_tensor(w, "token_type_ids", BP_I32, 1, shape, enc->token_type_ids + row);
     bp_put_tensor(w, "attention_mask", BP_I32, 1, shape, enc->attention_mask + row);
@@ -94,41 +100,29 @@ static void send_feature(tokenizer_job *j, const feature *ft) {
 }
 
 /* [CLS] text [SEP]: one feature. */
-static void tokenize_single(tokenizer_job *j, const bp_frame *f, feature *ft, const char *where) {
+static void tokenize_single(tokenizer_job *j, const bp_example_view *ex, feature *ft, const char *where) {
     bp_err err;
-    const char *text;
-    size_t text_len;
-    int64_t label = -1;
-    if (bp_get_str(f, "text", &text, &text_len, &err) ||
-        tok_encode_single(j->tok, text, text_len, (int)j->args->max_length, j->args->pad, &j->enc, &err) < 0 ||
-        bp_find_int(f, "label", -1, BP_I32_MAX, &label, &err) < 0)
+    if (tok_encode_single(j->tok, ex->text.ptr, ex->text.len, (int)j->args->max_length, j->args->pad, &j->enc, &err) < 0)
         bp_die(1, where, "%s", err.msg);
-    ft->has_label = label >= 0;
-    ft->label = label;
+    ft->has_label = ex->label >= 0;
+    ft->label = ex->label;
     send_feature(j, ft);
 }
 
 /* [CLS] question [SEP] context [SEP], one feature per window. Training labels come from the
  * first answer, as run_qa does; an answer that does not slice its context drops the example
  * (or keeps it unlabelled, or stops the stage with --strict). */
-static void tokenize_pair(tokenizer_job *j, const bp_frame *f, feature *ft, const char *where) {
+static void tokenize_pair(tokenizer_job *j, const bp_example_view *ex, feature *ft, const char *where) {
     const tokenize_args *a = j->args;
     bp_err err;
-    const char *question, *context;
-    size_t question_len, context_len;
-    bp_answer *answers;
-    size_t n_answers;
-    if (bp_get_str(f, "question", &question, &question_len, &err) ||
-        bp_get_str(f, "context", &context, &context_len, &err) || bp_find_answers(f, &answers, &n_answers, &err) < 0)
-        bp_die(1, where, "%s", err.msg);
     tok_answer answer = {0};
-    if (n_answers > 0)
-        answer = (tok_answer){.text = answers[0].text, .text_len = answers[0].text_len, .start_char = answers[0].answer_start};
-    free(answers);
-    int rc = tok_encode_pair(j->tok, question, question_len, context, context_len, (int)a->max_length, (int)a->stride,
-                             a->pad, n_answers > 0 ? &answer : NULL, &j->enc, &err);
+    if (ex->n_answers > 0)
+        answer = (tok_answer){.text = ex->answers[0].text, .text_len = ex->answers[0].text_len,
+                              .start_char = ex->answers[0].answer_start};
+    int rc = tok_encode_pair(j->tok, ex->question.ptr, ex->question.len, ex->context.ptr, ex->context.len,
+                             (int)a->max_length, (int)a->stride, a->pad, ex->n_answers > 0 ? &answer : NULL, &j->enc, &err);
     if (rc < 0) bp_die(1, where, "%s", err.msg);
-    ft->labelled = n_answers > 0;
+    ft->labelled = ex->n_answers > 0;
     if (rc == TOK_ANSWER_MISMATCH) {
         j->mismatched++;
         if (a->strict) bp_die(1, where, "%s", err.msg);
@@ -142,14 +136,19 @@ static void tokenize_pair(tokenizer_job *j, const bp_frame *f, feature *ft, cons
 
 static void tokenize_example(tokenizer_job *j, const bp_frame *f) {
     bp_err err;
-    feature ft = {0};
+    bp_example_view ex;
     if (f->kind != BP_EXAMPLE) bp_die(1, j->args->io.in, "tokenize takes example frames, got %s", bp_kind_name(f->kind));
-    if (bp_get_str(f, "example_id", &ft.example_id, &ft.example_id_len, &err)) bp_die(1, j->args->io.in, "%s", err.msg);
+    /* a field's error names its frame (stage/frame_input.h); the tokenizer's names the example */
+    if (bp_example_read(f, j->qa, j->num_labels, &ex, &err)) bp_die_err(&err);
+    /* With N workers each sees some of the examples: the seq extract gave one is what lets
+     * batch put the features back in extract's order, whichever worker ends first. */
+    feature ft = {.example_id = ex.id.ptr, .example_id_len = ex.id.len, .example_seq = ex.seq};
     char where[300];
-    snprintf(where, sizeof where, "example %.*s", (int)(ft.example_id_len > 200 ? 200 : ft.example_id_len), ft.example_id);
+    snprintf(where, sizeof where, "example %.*s", (int)(ex.id.len > 200 ? 200 : ex.id.len), ex.id.ptr);
     j->examples++;
-    if (j->qa) tokenize_pair(j, f, &ft, where);
-    else tokenize_single(j, f, &ft, where);
+    if (j->qa) tokenize_pair(j, &ex, &ft, where);
+    else tokenize_single(j, &ex, &ft, where);
+    bp_example_view_free(&ex);
 }
 
 static void parse_args(int argc, char **argv, tokenize_args *a) {
@@ -187,6 +186,16 @@ static void parse_args(int argc, char **argv, tokenize_args *a) {
     if (!a->vocab == !a->checkpoint) bp_die(2, NULL, "give exactly one of --vocab FILE or --checkpoint DIR");
 }
 
+/* The checkpoint's model_max_length (what train saved: the length it was trained with), else
+ * run_glue's 128 / run_qa's 384. */
+static long default_max_length(const tokenize_args *a, int qa) {
+    bp_err err;
+    long n = 0;
+    int found = a->checkpoint ? tok_config_max_length(a->checkpoint, &n, &err) : 0;
+    if (found < 0) bp_die_err(&err);
+    return found ? n : qa ? 384 : 128;
+}
+
 static tok_tokenizer *load_tokenizer(const tokenize_args *a) {
     bp_err err;
     tok_tokenizer *tok = a->vocab ? tok_load(a->vocab, a->lowercase < 0 ? 1 : a->lowercase, &err)
@@ -195,9 +204,23 @@ static tok_tokenizer *load_tokenizer(const tokenize_args *a) {
     return tok;
 }
 
+/* The classes a hello names: num_labels, else how many labels it lists; 0 when neither. */
+static int64_t hello_classes(const bp_frame *hello) {
+    bp_err err;
+    int64_t n = 0;
+    char **labels;
+    int found = bp_find_int(hello, "num_labels", 1, 1 << 20, &n, &err), listed = found < 0 ? 0 : bp_hello_labels(hello, &labels, &err);
+    if (found < 0 || listed < 0) bp_die_err(&err);
+    bp_labels_free(labels, listed);
+    if (found && listed && listed != n)
+        bp_die(1, "hello frame 0", "the hello names %d labels but says num_labels %lld", listed, (long long)n);
+    return found ? n : listed;
+}
+
 /* The upstream schema, then what the features need to be read right: lengths, casing, vocab. */
 static void send_hello(tokenizer_job *j, const bp_frame *hello) {
-    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", NULL};
+    static const char *const pass_on[] = {"task", "labels", "num_labels", "split", "source", "split_origin",
+                                          "split_part", NULL};
     bp_writer *w = &j->w;
     bp_hello_begin_from(w, hello, pass_on);
     bp_put_int(w, "max_length", j->args->max_length);
@@ -215,13 +238,14 @@ int main(int argc, char **argv) {
     tokenize_args a = {.lowercase = -1, .stride = 128};
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
-    tokenizer_job j = {.args = &a, .tok = load_tokenizer(&a)};
+    tokenizer_job j = {.args = &a, .out = bp_open_out(&a.io)};
+    j.tok = load_tokenizer(&a);
 
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
-    j.qa = bp_hello_is_qa(hello);
-    if (!a.max_length) a.max_length = j.qa ? 384 : 128;
-    j.out = bp_open_out(&a.io);
+    j.qa = bp_stream_is_qa(hello);
+    j.num_labels = hello_classes(hello);
+    if (!a.max_length) a.max_length = default_max_length(&a, j.qa);
     bp_writer_init(&j.w);
     send_hello(&j, hello);
 

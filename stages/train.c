@@ -3,13 +3,18 @@
  * The model starts from a Hugging Face checkpoint (--checkpoint DIR), a config.json
  * (--config FILE) or a named shape (--preset mini), or for the QA baselines from fresh weights
  * of the sizes given; --model, --head and --loss choose the variant (common/model/model.h),
- * --freeze what stays fixed. It trains with AdamW, Adam or SGD, the linear warm-up/decay
- * schedule, clipping and accumulation (common/model/optim.h).
- * A metric frame goes out per optimizer step; at each epoch frame it evaluates --eval (if
- * given) and saves to --save. SIGINT/SIGTERM save and exit; a non-finite loss stops with
- * the step number and keeps the last good checkpoint. --resume DIR continues exactly:
- * weights, AdamW moments, step, dropout RNG and data position come back.
- * Must never: write a checkpoint from a step whose loss was not finite.
+ * --freeze what stays fixed. It trains with AdamW, Adam or SGD, the linear warm-up/decay (or
+ * constant) schedule, clipping and accumulation (common/model/optim.h).
+ * A metric frame goes out per optimizer step and a summary per epoch; it evaluates --eval (if
+ * given) at each epoch frame or every --eval-every steps (QA: EM/F1 with --eval-examples, the
+ * numbers eval | postprocess | score give), keeps the best (--save-best), stops early
+ * (--patience), and saves to --save. SIGINT/SIGTERM save and exit; a loss or gradient norm that
+ * is not finite, or a loss that explodes (--max-loss-ratio), stops with the step number and
+ * keeps the last checkpoint saved, each of which was tried on a batch before it was written.
+ * --resume DIR continues exactly: weights, optimizer state, step, dropout RNG and data position
+ * come back, also from a save made in the middle of a gradient accumulation; the variant is the
+ * one saved in config.json.
+ * Must never: write a checkpoint whose weights give a loss that is not finite or diverged.
  */
 #include <math.h>
 #include <signal.h>
@@ -18,19 +23,25 @@
 #include <string.h>
 
 #include "ckpt/model_io.h"
+#include "ckpt/trainer_dir.h"
 #include "eval/metrics.h"
 #include "stage/bert_input.h"
 #include "stage/stage.h"
+#include "stage/train_eval.h"
+#include "stage/train_policy.h"
 
 static const char usage[] =
     "usage: train (--checkpoint DIR | --config FILE | --preset NAME | --resume DIR) [options] [--in SPEC] [--out SPEC]\n"
     "       train --model lstm|transformer [--hidden N --heads N --intermediate N] [options]\n"
     "Fine-tune BERT on batch frames; metric frames out.\n"
     "  --checkpoint DIR     start from a Hugging Face checkpoint (config.json + weights)\n"
+    "  --ignore-mismatched-sizes   a checkpoint tensor of another shape (a head for another label count)\n"
+    "                       is initialised afresh and named, instead of refused\n"
     "  --config FILE        fresh weights for this config.json\n"
     "  --preset NAME        fresh weights, Google's shapes: tiny mini small medium base large\n"
     "  --vocab FILE         vocab.txt saved with the checkpoint (default DIR/vocab.txt)\n"
-    "  --resume DIR         continue a run saved by --save (same input stream)\n"
+    "  --resume DIR         continue a run saved by --save (same input stream): DIR's latest\n"
+    "                       checkpoint-STEP, or a checkpoint-STEP folder itself\n"
     "  --lr X               peak learning rate (default 5e-5)\n"
     "  --warmup-steps N | --warmup-ratio R   linear warm-up (default 0)\n"
     "  --schedule linear|constant   after warm-up: decay to 0 at the last step (default) or keep the rate\n"
@@ -38,6 +49,8 @@ static const char usage[] =
     "  --momentum X --dampening X --nesterov   SGD's (default 0, 0, off)\n"
     "  --weight-decay X     decay, not on biases and LayerNorm (default 0): AdamW decoupled, Adam and SGD L2\n"
     "  --max-grad-norm X    global-norm clipping, 0 = off (default 1.0)\n"
+    "  --max-loss-ratio R   stop when a loss is over R times a know-nothing model's (ln C; BCE ln 2; QA ln T),\n"
+    "                       0 = off (default 100); a loss that is not finite always stops\n"
     "  --grad-accum N       batches per optimizer step (default 1)\n"
     "  --max-steps N        stop training after N steps (the input is still read to its end)\n"
     "  --dropout P          hidden and attention dropout (default: the config's)\n"
@@ -54,14 +67,18 @@ static const char usage[] =
     "  --seed N             weight init and dropout seed (default 42)\n"
     "  --device auto|cuda|cpu  (default auto)    --threads N  CPU threads (default all)\n"
     "  --precision fp32|tf32|bf16   GPU matmul precision (bf16: fp32 master weights; default fp32)\n"
-    "  --save DIR           save here at each epoch end and at the end\n"
+    "  --save DIR           save DIR/checkpoint-STEP at each epoch end and at the end (weights, optimizer\n"
+    "                       state, tokenizer files, trainer_state.json); DIR itself holds the model to use\n"
+    "  --save-total-limit N keep the N latest checkpoint-STEP folders (and the best)\n"
     "  --save-every N       also save every N steps\n"
     "  --save-init DIR      save the starting weights (before any step) to DIR, e.g. for a peer run\n"
     "  --eval SPEC          validation batch stream (e.g. file:val.frames), evaluated each epoch\n"
+    "  --eval-every N       evaluate every N optimizer steps instead of at each epoch end\n"
+    "  --eval-examples SPEC QA: the validation examples (file:validation.examples): EM/F1 at each evaluation\n"
+    "  --n-best N  --max-answer-length N  --version-2  --null-threshold X   QA answers, as postprocess\n"
+    "  --save-best METRIC   save at each new best by accuracy, macro-f1, em, f1 or loss; DIR holds the best\n"
+    "  --patience N         stop after N evaluations in a row without a new best (metric: --save-best's, else loss)\n"
     BP_IO_USAGE;
-
-static volatile sig_atomic_t stop_signal;
-static void on_signal(int sig) { stop_signal = sig; }
 
 /* The variant the command line asks for (NULL / -1: not given). */
 typedef struct variant_args {
@@ -76,9 +93,13 @@ typedef struct train_args {
     bp_io_opts io;
     const char *checkpoint, *config, *preset, *vocab, *resume, *optimizer, *schedule;
     const char *device, *precision, *save_dir, *eval_spec, *save_init;
-    double lr, warmup_ratio, weight_decay, max_grad_norm, dropout, momentum, dampening;
+    const char *eval_examples, *save_best;
+    double lr, warmup_ratio, weight_decay, max_grad_norm, dropout, max_loss_ratio, momentum, dampening;
     long warmup_steps, grad_accum, max_steps, save_every, threads;
+    long eval_every, patience, save_total_limit;
+    int ignore_mismatched;       /* --ignore-mismatched-sizes */
     int nesterov;
+    qa_post_options post;        /* QA answers at each evaluation, as postprocess's options */
     uint64_t seed;
     variant_args v;
 } train_args;
@@ -91,6 +112,8 @@ typedef struct stream_info {
     int64_t num_labels, vocab_size;
     char **labels;               /* the class names, saved with the checkpoint */
     int n_labels;
+    int batch_size, max_length;  /* the training stream's own (max_B/T may grow for --eval) */
+    int lowercase;               /* the tokenizer's casing, saved with the checkpoint */
 } stream_info;
 
 /* The model being trained and where it is saved. */
@@ -101,7 +124,55 @@ typedef struct run {
     const char *save_dir, *vocab_path;
     const stream_info *info;
     long saved_step;   /* step of the last save, -1 before any */
+    /* divergence: a loss that is not finite, or over max_loss_ratio (0: off) times the loss
+     * of a model that knows nothing, stops the run */
+    double max_loss_ratio, loss_reference;
+    bert_batch last;   /* the batch trained on last (has_last), to try weights on before a save */
+    int has_last;
+    char last_where[64];   /* its frame, for messages */
+    const bp_train_policy *policy;   /* what is the best, and so what the top of save_dir holds */
+    td_state *log;                   /* trainer_state.json's log history */
+    long steps_per_epoch, total_steps, save_every, save_total_limit;
 } run;
+
+/* "the checkpoint of step N in DIR is kept" / "no checkpoint was saved": what a stopped run
+ * leaves. Every save was tried first (save_all), so the one kept is good. */
+static const char *kept(const run *r) {
+    static char text[300];
+    if (r->saved_step < 0) return "no checkpoint was saved";
+    snprintf(text, sizeof text, "the checkpoint of step %ld in %s is kept", r->saved_step, r->save_dir);
+    return text;
+}
+
+/* 0 when a loss shows a run that has not diverged; else -1 with err saying how it has. */
+static int loss_ok(const run *r, double loss, bp_err *err) {
+    if (!isfinite(loss)) return bp_err_set(err, "loss is %g", loss);
+    if (r->max_loss_ratio > 0 && loss > r->max_loss_ratio * r->loss_reference)
+        return bp_err_set(err, "loss %g is over %g times %.4g, the loss of a model that knows nothing (--max-loss-ratio): "
+                          "training diverged", loss, r->max_loss_ratio, r->loss_reference);
+    return 0;
+}
+
+/* The weights about to be saved, tried on the last batch (no dropout): a checkpoint is only
+ * written when its own loss is finite and not diverged, so the one a failed run keeps is one
+ * that evaluates. (The step's own loss was of the weights before it.) */
+static void try_weights(run *r) {
+    bp_err err, why;
+    if (!r->has_last) return;
+    if (model_forward(r->m, &r->last, 0, &err)) bp_die(1, r->last_where, "%s", err.msg);
+    if (loss_ok(r, model_loss(r->m), &why))
+        bp_die(1, r->save_dir, "step %ld: the weights after it fail on the last batch: %s; not saved; stopping, %s",
+               r->state.step, why.msg, kept(r));
+}
+
+
+/* What the epoch under way adds up to, for its summary. */
+typedef struct epoch_stats {
+    double start, eval_seconds;   /* when it began; time spent evaluating */
+    double loss_sum;              /* of its batches */
+    long batches;
+    int64_t sequences, correct, labelled;   /* rows; classification: argmax = label */
+} epoch_stats;
 
 /* The training loop's state between optimizer steps. */
 typedef struct trainer {
@@ -110,6 +181,10 @@ typedef struct trainer {
     bp_writer *w;
     bp_progress *prog;
     bp_batch_tensors *h;
+    bp_eval_set *eval;
+    bp_train_policy *policy;
+    epoch_stats epoch;
+    float *train_logits;          /* classification: one batch's class scores, for train accuracy */
     int64_t seq;                  /* metric frames sent */
     long micro, micro_rows;       /* batches and rows accumulated since the last step */
     double loss_sum, start;       /* their loss; when the step began */
@@ -118,99 +193,115 @@ typedef struct trainer {
     char extra[64];               /* the progress bar's "loss X" */
 } trainer;
 
+/* Where the run stands, for trainer_state.json. */
+static td_progress run_progress(const run *r) {
+    const bp_train_policy *p = r->policy;
+    return (td_progress){.global_step = r->state.step, .max_steps = r->total_steps,
+                         .num_train_epochs = (long)r->info->epochs, .train_batch_size = r->info->batch_size,
+                         .eval_steps = p->eval_every, .save_steps = r->save_every,
+                         .epoch = r->steps_per_epoch ? (double)r->state.step / (double)r->steps_per_epoch : 0,
+                         .metric = p->metric, .greater_is_better = p->greater_is_better, .best_metric = p->best_value,
+                         .best_step = p->best_step, .patience = p->patience, .patience_counter = p->evals_since_best};
+}
+
+/* Save checkpoint-STEP in save_dir (weights, optimizer state, tokenizer files, trainer_state.json
+ * in one folder swap, so a resume never mixes saves); the top of save_dir holds the best
+ * evaluation's model with --save-best, else the latest. */
 static void save_all(run *r, const char *why) {
     if (!r->save_dir || r->saved_step == r->state.step) return;
     bp_err err;
-    r->state.dropout_seed = r->m->dropout_seed;
-    r->state.dropout_counter = r->m->dropout_counter;
-    if (model_save_pretrained(r->m, r->save_dir, (const char *const *)r->info->labels, r->info->n_labels, r->vocab_path,
-                              &err) ||
-        model_save_train_state(r->m, r->opt, r->save_dir, &r->state, &err))
-        bp_die_err(&err);
+    try_weights(r);
+    r->state.dropout_seed = r->m->dropout_seed;   /* dropout_counter: as it was at the step (apply_update) */
+    const bp_train_policy *p = r->policy;
+    td_progress progress = run_progress(r);
+    td_save_request q = {.dir = r->save_dir, .m = r->m, .opt = r->opt, .state = &r->state,
+                         .labels = (const char *const *)r->info->labels, .n_labels = r->info->n_labels,
+                         .vocab_path = r->vocab_path, .lowercase = r->info->lowercase,
+                         .model_max_length = r->info->max_length, .log = r->log, .progress = &progress,
+                         .publish = !p->save_best || p->best_step < 0 || p->best_step == r->state.step,
+                         .total_limit = r->save_total_limit};
+    int rc = td_save(&q, &err);
+    if (rc < 0) bp_die_err(&err);
+    if (rc > 0) bp_warn("%s", err.msg);
     r->saved_step = r->state.step;
-    bp_log("saved %s at step %ld (%s)", r->save_dir, r->state.step, why);
+    bp_log("saved %s/checkpoint-%ld at step %ld (%s)%s", r->save_dir, r->state.step, r->state.step, why,
+           q.publish ? "" : "; the top keeps the best");
+}
+
+/* DIR/trainer_state.json with every log entry, also those after the last save (an epoch's
+ * summary at a step an earlier save already had). */
+static void finish_run_state(run *r) {
+    bp_err err;
+    td_progress progress = run_progress(r);
+    if (r->save_dir && td_write_run_state(r->save_dir, r->log, &progress, &err)) bp_die_err(&err);
+}
+
+/* One entry of trainer_state.json's log history (HF's names) at the current step and epoch. */
+static void log_entry(run *r, const char *const *keys, const double *values, int n) {
+    bp_err err;
+    if (td_state_log(r->log, r->state.step, run_progress(r).epoch, keys, values, n, &err)) bp_die_err(&err);
 }
 
 /* ---- evaluation on --eval ---------------------------------------------------------- */
 
-/* The validation stream is small: its frames are kept to run at every epoch end. */
-typedef struct eval_set {
-    bp_frame *frames;
-    size_t n;
-} eval_set;
-
-static eval_set read_eval_set(const char *spec) {
-    eval_set set = {0};
-    if (!spec) return set;
-    bp_err err;
-    bp_in *ein = bp_in_open(spec, 1, &err);
-    if (!ein) bp_die_err(&err);
-    bp_frame f;
-    int rc;
-    while ((rc = bp_in_next(ein, &f)) == 1) {
-        if (f.kind != BP_BATCH) {
-            bp_frame_release(&f);
-            continue;
-        }
-        if (!(set.frames = realloc(set.frames, (set.n + 1) * sizeof *set.frames))) bp_die(1, NULL, "out of memory");
-        set.frames[set.n++] = f;   /* the copy owns the frame now */
-    }
-    if (rc < 0) bp_die_err(bp_in_err(ein));
-    bp_in_close(ein);
-    return set;
-}
-
-static void eval_set_free(eval_set *set) {
-    for (size_t i = 0; i < set->n; i++) bp_frame_release(&set->frames[i]);
-    free(set->frames);
-}
-
-/* Loss and, for classification, accuracy and macro-F1 of the kept validation frames. */
-static void evaluate(trainer *t, const eval_set *set) {
-    run *r = t->r;
-    const bert_config *cfg = &r->m->cfg.bert;
-    bp_err err;
-    char where[64];
-    metrics_cls mc;
-    int classes = cfg->head == BERT_HEAD_QA ? 0 : model_classes(r->m), cls = classes > 1 && r->m->targets.kind != LOSS_MSE;
-    if (cls && metrics_cls_init(&mc, classes, &err)) bp_die_err(&err);
-    double loss_sum = 0;
-    long rows = 0;
-    float *scores = malloc((size_t)t->h->max_B * (size_t)(classes ? classes : 1) * sizeof *scores);
-    if (!scores) bp_die(1, NULL, "out of memory");
-    for (size_t i = 0; i < set->n; i++) {
-        const bp_frame *f = &set->frames[i];
-        bert_batch b;
-        if (bp_batch_read(f, cfg, t->h, &b, &err)) bp_die(1, "--eval", "%s", err.msg);
-        if (model_forward(r->m, &b, 0, &err)) bp_die(1, "--eval", "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
-        loss_sum += (double)model_loss(r->m) * b.B;
-        rows += b.B;
-        if (!cls) continue;
-        if (model_class_scores(r->m, scores, (size_t)b.B * (size_t)classes, &err) < 0) bp_die_err(&err);
-        for (int j = 0; j < b.B; j++)
-            if (metrics_cls_add_logits(&mc, scores + (size_t)j * (size_t)classes, b.labels[j], NULL, &err))
-                bp_die_err(&err);
-    }
-    free(scores);
-    double loss = rows ? loss_sum / (double)rows : NAN;
+/* The evaluation's metric frame (scope "eval"): what it could score, its time and speed. */
+static void send_eval_metric(trainer *t, const bp_eval_result *e, long epoch) {
     bp_writer *w = t->w;
     bp_begin(w, BP_METRIC);
     bp_put_int(w, "seq", t->seq++);
     bp_put_str(w, "scope", "eval");
-    bp_put_int(w, "step", r->state.step);
-    bp_put_int(w, "epoch", r->state.epoch);
-    bp_put_float(w, "loss", loss);
-    bp_put_int(w, "examples", rows);
-    if (cls) {
-        bp_put_float(w, "accuracy", metrics_cls_accuracy(&mc));
-        bp_put_float(w, "macro_f1", metrics_cls_macro_f1(&mc));
-        bp_log("epoch %ld eval: loss %.4f accuracy %.4f macro-F1 %.4f (%ld examples)", r->state.epoch, loss,
-               metrics_cls_accuracy(&mc), metrics_cls_macro_f1(&mc), rows);
-        metrics_cls_free(&mc);
-    } else {
-        bp_log("epoch %ld eval: loss %.4f (%ld examples)", r->state.epoch, loss, rows);
-    }
+    bp_put_int(w, "step", t->r->state.step);
+    bp_put_int(w, "epoch", epoch);
+    bp_put_float(w, "epoch_progress", run_progress(t->r).epoch);   /* epochs done: 0.5 mid-way (--eval-every) */
+    bp_put_int(w, "examples", e->sequences);
+    const char *keys[] = {"loss", "accuracy", "macro_f1", "exact_match", "f1"};
+    const double values[] = {e->loss, e->accuracy, e->macro_f1, e->exact_match, e->f1};
+    for (int i = 0; i < 5; i++)
+        if (!isnan(values[i])) bp_put_float(w, keys[i], values[i]);
+    if (t->eval->qa && t->eval->examples.n) bp_put_int(w, "questions", e->questions);
+    bp_put_float(w, "eval_time", e->seconds);
+    bp_put_float(w, "seq_per_s", e->seconds > 0 ? (double)e->sequences / e->seconds : 0);
     bp_send(t->out, w);
+}
+
+static void log_eval(const trainer *t, const bp_eval_result *e, long epoch) {
+    char scores[160] = "", rows[64];
+    snprintf(rows, sizeof rows, "%lld %s", (long long)e->sequences, t->eval->qa ? "windows" : "examples");
+    if (!isnan(e->accuracy))
+        snprintf(scores, sizeof scores, " accuracy %.4f macro-F1 %.4f", e->accuracy, e->macro_f1);
+    else if (!isnan(e->exact_match))
+        snprintf(scores, sizeof scores, " EM %.2f F1 %.2f", e->exact_match, e->f1);
+    if (!isnan(e->exact_match)) snprintf(rows, sizeof rows, "%lld questions, %lld windows", (long long)e->questions,
+                                         (long long)e->sequences);
+    bp_log("epoch %ld step %ld eval: loss %.4f%s (%s, %.1f s)", epoch, t->r->state.step, e->loss, scores, rows,
+           e->seconds);
+    if (e->unanswered)
+        bp_warn("%lld examples of --eval-examples have no window in --eval: not scored", (long long)e->unanswered);
+}
+
+/* Evaluate the kept validation frames; the policy hears of it (best, patience). Returns 1 for
+ * a new best that --save-best wants saved. */
+static int evaluate(trainer *t, long epoch) {
+    run *r = t->r;
+    bp_train_policy *p = t->policy;
+    bp_eval_result e;
+    bp_eval_run(t->eval, r->m, t->h, &e);
+    t->epoch.eval_seconds += e.seconds;
+    send_eval_metric(t, &e, epoch);
+    log_eval(t, &e, epoch);
+    const char *keys[] = {"eval_loss", "eval_accuracy", "eval_macro_f1", "eval_exact_match", "eval_f1", "eval_runtime",
+                          "eval_samples_per_second"};
+    const double values[] = {e.loss, e.accuracy, e.macro_f1, e.exact_match, e.f1, e.seconds,
+                             e.seconds > 0 ? (double)e.sequences / e.seconds : NAN};
+    log_entry(r, keys, values, 7);
+    int best = bp_policy_record(p, r->state.step, &e) && p->save_best;
+    if (best) bp_log("new best %s %.4f at step %ld", p->metric, p->best_value, r->state.step);
+    if (bp_policy_should_stop(p) && !t->done) {
+        t->done = 1;
+        bp_log("early stopping at step %ld: %ld evaluations without a better %s (best %.4f at step %ld)", r->state.step,
+               p->evals_since_best, p->metric, p->best_value, p->best_step);
+    }
+    return best;
 }
 
 /* ---- one optimizer step ------------------------------------------------------------ */
@@ -219,9 +310,12 @@ static void evaluate(trainer *t, const eval_set *set) {
 static void apply_update(run *r, int64_t frames_seen, double *grad_norm, float *lr) {
     bp_err err;
     if (model_optim_step(r->m, r->opt, grad_norm, lr, &err))
-        bp_die(1, NULL, "step %ld: %s; stopping, the last good checkpoint is kept", r->state.step + 1, err.msg);
+        bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
     r->state.step++;
     r->state.batches_consumed = frames_seen;
+    /* the dropout masks of the next step start here: a resume from this step replays its
+     * batches with them, even when the save comes in the middle of an accumulation */
+    r->state.dropout_counter = r->m->dropout_counter;
 }
 
 /* The step's metric frame (scope "train"): mean loss of its batches, lr, norm, speed. */
@@ -240,9 +334,11 @@ static void send_train_metric(trainer *t, double loss, double grad_norm, float l
     bp_send(t->out, w);
 }
 
-/* --save-every, and the end of training at total_steps. */
+/* --eval-every, --save-every, and the end of training at total_steps. */
 static void after_step(trainer *t) {
     run *r = t->r;
+    if (bp_policy_eval_due(t->policy, t->eval, r->state.step, 0) && evaluate(t, r->state.epoch + 1))
+        save_all(r, "best so far");
     if (t->save_every && r->state.step % t->save_every == 0) save_all(r, "every N steps");
     if (r->state.step >= t->total_steps) {
         t->done = 1;
@@ -257,12 +353,31 @@ static void optimizer_step(trainer *t, int64_t frames_seen) {
     apply_update(t->r, frames_seen, &grad_norm, &lr);
     double now = bp_now();
     send_train_metric(t, loss, grad_norm, lr, now);
+    const char *keys[] = {"loss", "learning_rate", "grad_norm"};
+    log_entry(t->r, keys, (const double[]){loss, hfc_real_from_float(lr), grad_norm}, 3);
     snprintf(t->extra, sizeof t->extra, "loss %.4f", loss);
     bp_progress_update(t->prog, t->r->state.step, t->extra);
     t->micro = t->micro_rows = 0;
     t->loss_sum = 0;
     t->start = now;
     after_step(t);
+}
+
+/* One trained batch into the epoch's summary: its loss, and for classification how many of
+ * its rows the forward pass got right (with dropout on, as the Trainer's train accuracy). */
+static void count_batch(trainer *t, const bert_batch *b, float loss) {
+    epoch_stats *ep = &t->epoch;
+    ep->loss_sum += loss;
+    ep->batches++;
+    ep->sequences += b->B;
+    if (!t->train_logits || !b->labels) return;
+    bp_err err;
+    int C = model_classes(t->r->m);
+    if (model_class_scores(t->r->m, t->train_logits, (size_t)b->B * (size_t)C, &err) < 0) bp_die_err(&err);
+    for (int j = 0; j < b->B; j++) {
+        ep->labelled++;
+        ep->correct += metrics_argmax(t->train_logits + (size_t)j * (size_t)C, C) == b->labels[j];
+    }
 }
 
 /* Forward and backward one batch frame; a step once grad_accum batches are in. */
@@ -272,10 +387,15 @@ static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
     char where[64];
     bert_batch b;
     if (bp_batch_read(f, &r->m->cfg.bert, t->h, &b, &err)) bp_die_err(&err);
-    if (model_forward(r->m, &b, 1, &err)) bp_die(1, NULL, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
+    bp_frame_where(f, r->last_where, sizeof r->last_where);
+    if (model_forward(r->m, &b, 1, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     float loss = model_loss(r->m);
-    if (!isfinite(loss))
-        bp_die(1, NULL, "loss is %g at step %ld: stopping; the last good checkpoint is kept", loss, r->state.step + 1);
+    if (!r->has_last && isfinite(loss) && loss > r->loss_reference) r->loss_reference = loss;   /* a fresh model may start worse */
+    if (loss_ok(r, loss, &err))
+        bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
+    r->last = b;
+    r->has_last = 1;
+    count_batch(t, &b, loss);
     if (model_backward(r->m, 1.0f / (float)t->grad_accum, &err)) bp_die_err(&err);
     t->loss_sum += loss;
     t->micro++;
@@ -283,12 +403,59 @@ static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
     if (t->micro == t->grad_accum) optimizer_step(t, frames_seen);
 }
 
+/* ---- stopping on a signal ---------------------------------------------------------- */
+
+/* The run a stop signal saves, whether the signal ends the input loop or cuts short a send. */
+static run *stopping_run;
+
+static void save_on_stop(int sig) {
+    save_all(stopping_run, sig == SIGINT ? "interrupted" : "terminated");
+    bp_log("stopped by signal %d at step %ld", sig, stopping_run->state.step);
+}
+
 /* ---- setting up -------------------------------------------------------------------- */
 
+/* The loss of a model that predicts uniformly: ln C over C classes (BCE's one logit: ln 2), ln T
+ * for a QA span's start and end over T tokens; 1 for regression, whose scale is the data's. */
+static double know_nothing_loss(const model *m, int max_T) {
+    if (m->cfg.bert.head == BERT_HEAD_QA) return log((double)(max_T > 1 ? max_T : 2));
+    int classes = model_classes(m);
+    return classes > 1 && m->targets.kind != LOSS_MSE ? log((double)classes) : 1.0;
+}
+
+/* The options of evaluation, best-keeping and stopping, read by control_option. */
+enum { O_EVAL_EVERY = 0x2001, O_EVAL_EXAMPLES, O_N_BEST, O_MAX_ANSWER, O_V2, O_NULL_THRESHOLD, O_SAVE_BEST, O_PATIENCE,
+       O_SAVE_TOTAL_LIMIT, O_IGNORE_MISMATCHED };
+#define CONTROL_LONGOPTS                                                                                         \
+    {"eval-every", required_argument, 0, O_EVAL_EVERY}, {"eval-examples", required_argument, 0, O_EVAL_EXAMPLES}, \
+    {"n-best", required_argument, 0, O_N_BEST}, {"max-answer-length", required_argument, 0, O_MAX_ANSWER},       \
+    {"version-2", no_argument, 0, O_V2}, {"null-threshold", required_argument, 0, O_NULL_THRESHOLD},             \
+    {"save-best", required_argument, 0, O_SAVE_BEST}, {"patience", required_argument, 0, O_PATIENCE},             \
+    {"save-total-limit", required_argument, 0, O_SAVE_TOTAL_LIMIT},                                              \
+    {"ignore-mismatched-sizes", no_argument, 0, O_IGNORE_MISMATCHED}
+
+/* Handle one getopt result if it is a control option: returns 1 when handled. */
+static int control_option(train_args *a, int opt, const char *arg) {
+    qa_post_options *po = &a->post;
+    switch (opt) {
+    case O_EVAL_EVERY: a->eval_every = bp_opt_long("--eval-every", arg, 1, 1L << 40); return 1;
+    case O_EVAL_EXAMPLES: a->eval_examples = arg; return 1;
+    case O_N_BEST: po->n_best = (int)bp_opt_long("--n-best", arg, 1, 10000); return 1;
+    case O_MAX_ANSWER: po->max_answer_length = (int)bp_opt_long("--max-answer-length", arg, 1, 100000); return 1;
+    case O_V2: po->version_2_with_negative = 1; return 1;
+    case O_NULL_THRESHOLD: po->null_score_diff_threshold = (float)bp_opt_double("--null-threshold", arg, -1e9, 1e9); return 1;
+    case O_SAVE_BEST: a->save_best = arg; return 1;
+    case O_PATIENCE: a->patience = bp_opt_long("--patience", arg, 1, 1L << 40); return 1;
+    case O_SAVE_TOTAL_LIMIT: a->save_total_limit = bp_opt_long("--save-total-limit", arg, 1, 1L << 40); return 1;
+    case O_IGNORE_MISMATCHED: a->ignore_mismatched = 1; return 1;
+    default: return 0;
+    }
+}
+
 enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD, O_CLIP, O_ACC, O_MAXSTEPS,
-       O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT, O_OPTIMIZER,
-       O_MOMENTUM, O_DAMPENING, O_NESTEROV, O_MODEL, O_HEAD, O_LOSS, O_FREEZE, O_MLP_HIDDEN, O_ACTIVATION,
-       O_RNN_LAYERS, O_RNN_HIDDEN, O_UNIDIRECTIONAL, O_RNN_DROPOUT, O_HEAD_DROPOUT, O_HIDDEN, O_HEADS,
+       O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT, O_MAX_LOSS,
+       O_OPTIMIZER, O_MOMENTUM, O_DAMPENING, O_NESTEROV, O_MODEL, O_HEAD, O_LOSS, O_FREEZE, O_MLP_HIDDEN,
+       O_ACTIVATION, O_RNN_LAYERS, O_RNN_HIDDEN, O_UNIDIRECTIONAL, O_RNN_DROPOUT, O_HEAD_DROPOUT, O_HIDDEN, O_HEADS,
        O_INTERMEDIATE, O_LAYERS, O_SCHEDULE };
 
 /* The variant options; returns 1 when opt was one. */
@@ -339,6 +506,7 @@ static int training_option(train_args *a, int opt, const char *arg) {
     case O_SAVE_EVERY: a->save_every = bp_opt_long("--save-every", arg, 1, 1L << 40); break;
     case O_EVAL: a->eval_spec = arg; break;
     case O_SAVE_INIT: a->save_init = arg; break;
+    case O_MAX_LOSS: a->max_loss_ratio = bp_opt_double("--max-loss-ratio", arg, 0, 1e30); break;
     case O_OPTIMIZER: a->optimizer = arg; break;
     case O_MOMENTUM: a->momentum = bp_opt_double("--momentum", arg, 0, 1e3); break;
     case O_DAMPENING: a->dampening = bp_opt_double("--dampening", arg, 0, 1); break;
@@ -351,7 +519,7 @@ static int training_option(train_args *a, int opt, const char *arg) {
 
 static void parse_args(int argc, char **argv, train_args *a) {
     static const struct option longopts[] = {
-        BP_IO_LONGOPTS,
+        BP_IO_LONGOPTS, CONTROL_LONGOPTS,
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
         {"preset", required_argument, 0, O_PRESET}, {"vocab", required_argument, 0, O_VOCAB},
         {"resume", required_argument, 0, O_RESUME}, {"lr", required_argument, 0, O_LR},
@@ -362,7 +530,8 @@ static void parse_args(int argc, char **argv, train_args *a) {
         {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
         {"threads", required_argument, 0, O_THREADS}, {"save", required_argument, 0, O_SAVE},
         {"save-every", required_argument, 0, O_SAVE_EVERY}, {"eval", required_argument, 0, O_EVAL},
-        {"save-init", required_argument, 0, O_SAVE_INIT}, {"optimizer", required_argument, 0, O_OPTIMIZER},
+        {"save-init", required_argument, 0, O_SAVE_INIT}, {"max-loss-ratio", required_argument, 0, O_MAX_LOSS},
+        {"optimizer", required_argument, 0, O_OPTIMIZER},
         {"momentum", required_argument, 0, O_MOMENTUM}, {"dampening", required_argument, 0, O_DAMPENING},
         {"nesterov", no_argument, 0, O_NESTEROV}, {"model", required_argument, 0, O_MODEL},
         {"head", required_argument, 0, O_HEAD}, {"loss", required_argument, 0, O_LOSS},
@@ -376,7 +545,8 @@ static void parse_args(int argc, char **argv, train_args *a) {
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&a->io, opt, optarg) || training_option(a, opt, optarg) || variant_option(&a->v, opt, optarg))
+        if (bp_io_option(&a->io, opt, optarg) || control_option(a, opt, optarg) || training_option(a, opt, optarg) ||
+            variant_option(&a->v, opt, optarg))
             continue;
         if (opt == 'h') {
             fputs(usage, stdout);
@@ -395,7 +565,7 @@ static void parse_args(int argc, char **argv, train_args *a) {
 
 static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) {
     bp_err err;
-    stream_info info = {.head = bp_hello_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, .epochs = 1};
+    stream_info info = {.head = bp_stream_is_qa(hello) ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, .epochs = 1};
     bp_batch_shape(hello, in_spec, &info.max_B, &info.max_T);
     if (bp_find_int(hello, "batches_per_epoch", 0, INT64_C(1) << 40, &info.per_epoch, &err) < 0 ||
         bp_find_int(hello, "epochs", 1, 1 << 20, &info.epochs, &err) < 0 ||
@@ -405,6 +575,10 @@ static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) 
     int has_num_labels = bp_find_int(hello, "num_labels", 1, 1 << 20, &info.num_labels, &err);
     if (has_num_labels < 0) bp_die_err(&err);
     if (!has_num_labels) info.num_labels = info.n_labels;
+    info.batch_size = info.max_B;
+    info.max_length = info.max_T;
+    info.lowercase = 1;   /* BertTokenizer's default, for a stream that does not say */
+    if (bp_find_bool(hello, "lowercase", &info.lowercase, &err) < 0) bp_die_err(&err);
     return info;
 }
 
@@ -496,7 +670,8 @@ static model *open_model(const train_args *a, const stream_info *info, backend *
     model_config cfg = train_config(a, info);
     const char *weights = a->resume ? a->resume : a->checkpoint;
     char *notes = NULL;
-    model *m = model_open(&cfg, weights, MODEL_FOR_TRAINING, be, info->max_B, info->max_T, a->seed, &notes, &err);
+    model_load load = a->ignore_mismatched ? MODEL_LOAD_IGNORE_MISMATCHED_SIZES : MODEL_LOAD_MATCHING;
+    model *m = model_open(&cfg, weights, load, MODEL_FOR_TRAINING, be, info->max_B, info->max_T, a->seed, &notes, &err);
     if (!m) bp_die_err(&err);
     if (notes) {
         bp_warn("%s", notes);
@@ -514,8 +689,8 @@ static model *open_model(const train_args *a, const stream_info *info, backend *
 }
 
 /* The optimizer with the schedule over the steps the stream will give (or --max-steps);
- * --resume brings its state back. Returns the number of steps to train. */
-static long open_optimizer(run *r, const train_args *a, const stream_info *info, optim_config *oc) {
+ * --resume brings its state back. The number of steps to train becomes r->total_steps. */
+static void open_optimizer(run *r, const train_args *a, const stream_info *info, optim_config *oc) {
     bp_err err;
     optim_config_default(oc);
     if (a->optimizer && optim_parse_kind(a->optimizer, &oc->kind, &err)) bp_die(2, NULL, "--optimizer: %s", err.msg);
@@ -527,6 +702,8 @@ static long open_optimizer(run *r, const train_args *a, const stream_info *info,
     oc->max_grad_norm = (float)a->max_grad_norm;
     long steps_per_epoch = (long)((info->per_epoch + a->grad_accum - 1) / a->grad_accum);
     long steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (long)info->epochs;
+    r->steps_per_epoch = steps_per_epoch;
+    r->total_steps = steps;
     oc->warmup_steps = a->warmup_steps >= 0 ? a->warmup_steps : (long)ceil(a->warmup_ratio * (double)steps);
     /* linear: decay to 0 at the last step (the Trainer's); constant: the rate after warm-up stays */
     if (a->schedule && strcmp(a->schedule, "constant") && strcmp(a->schedule, "linear"))
@@ -545,15 +722,45 @@ static long open_optimizer(run *r, const train_args *a, const stream_info *info,
     bp_log("%s task, %s over %zu parameters, %ld steps (%ld per epoch x %lld epochs), lr %g, warm-up %ld",
            info->head == BERT_HEAD_QA ? "QA" : "classification", optim_kind_name(oc->kind), r->m->num_optimized,
            steps, steps_per_epoch, (long long)info->epochs, a->lr, oc->warmup_steps);
-    return steps;
 }
 
-static void catch_stop_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+/* What --resume PATH resumes: PATH itself when it is a checkpoint folder, else the latest
+ * checkpoint-STEP of the run folder PATH (as the Trainer's resume_from_checkpoint=True). */
+static const char *resume_folder(const char *path) {
+    static char folder[4096];
+    bp_err err;
+    if (td_resume_folder(path, folder, sizeof folder, &err)) bp_die_err(&err);
+    return folder;
+}
+
+/* trainer_state.json's log, and on --resume the saved one with the best and the patience
+ * counter it recorded, so a resumed run keeps, and stops, as the uninterrupted one would. */
+static void open_log(run *r, const train_args *a, bp_train_policy *policy) {
+    bp_err err;
+    r->policy = policy;
+    r->save_every = a->save_every;
+    r->save_total_limit = a->save_total_limit;
+    if (!a->resume) {
+        if (!(r->log = td_state_new(&err))) bp_die_err(&err);
+        return;
+    }
+    td_progress saved = {.best_metric = policy->best_value, .best_step = policy->best_step};
+    if (td_state_read(a->resume, &r->log, &saved, &err) < 0) bp_die_err(&err);
+    policy->best_value = saved.best_metric;
+    policy->best_step = saved.best_step;
+    policy->evals_since_best = saved.patience_counter;
+    policy->last_eval_step = r->state.step;   /* the save came after any evaluation of its step */
+}
+
+/* The validation stream (read whole now, before training starts) and what to do with it: the
+ * model's buffers are planned for the larger of its batches and the training stream's. */
+static void open_evaluation(const train_args *a, stream_info *info, bp_eval_set *set, bp_train_policy *policy) {
+    bp_eval_set_read(set, a->eval_spec, a->eval_examples, info->head == BERT_HEAD_QA, &a->post);
+    if (set->max_B > info->max_B) info->max_B = set->max_B;
+    if (set->max_T > info->max_T) info->max_T = set->max_T;
+    if (a->eval_examples && info->head != BERT_HEAD_QA) bp_die(2, NULL, "--eval-examples is for QA; this stream is classification");
+    bp_policy_init(policy, a->eval_every, a->save_best, a->patience);
+    bp_policy_check(policy, set);
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */
@@ -565,18 +772,51 @@ typedef struct position {
     long last_epoch_step;     /* step at the last epoch frame */
 } position;
 
-/* An epoch frame: a partial accumulation is stepped (as the Trainer does), then --eval and a save. */
-static void end_epoch(trainer *t, const position *pos, const eval_set *set) {
+/* The epoch's summary (scope "epoch"): mean train loss, train accuracy (classification), its
+ * time, the part of it spent evaluating, and training sequences per second. */
+static void send_epoch_summary(trainer *t) {
+    const run *r = t->r;
+    epoch_stats *ep = &t->epoch;
+    double now = bp_now(), seconds = now - ep->start, train_seconds = seconds - ep->eval_seconds;
+    double loss = ep->batches ? ep->loss_sum / (double)ep->batches : NAN;
+    double speed = train_seconds > 0 ? (double)ep->sequences / train_seconds : 0;
+    bp_writer *w = t->w;
+    bp_begin(w, BP_METRIC);
+    bp_put_int(w, "seq", t->seq++);
+    bp_put_str(w, "scope", "epoch");
+    bp_put_int(w, "step", r->state.step);
+    bp_put_int(w, "epoch", r->state.epoch);
+    if (ep->batches) bp_put_float(w, "train_loss", loss);
+    if (ep->labelled) bp_put_float(w, "train_accuracy", (double)ep->correct / (double)ep->labelled);
+    bp_put_int(w, "sequences", ep->sequences);
+    bp_put_float(w, "epoch_time", seconds);
+    bp_put_float(w, "eval_time", ep->eval_seconds);
+    bp_put_float(w, "seq_per_s", speed);
+    bp_send(t->out, w);
+    char accuracy[48] = "";
+    if (ep->labelled) snprintf(accuracy, sizeof accuracy, " accuracy %.4f", (double)ep->correct / (double)ep->labelled);
+    bp_log("epoch %ld done at step %ld: train loss %.4f%s, %.1f s (eval %.1f s), %.0f sequences/s", r->state.epoch,
+           r->state.step, loss, accuracy, seconds, ep->eval_seconds, speed);
+    const char *keys[] = {"train_loss", "train_accuracy", "epoch_time", "eval_time", "train_samples_per_second"};
+    log_entry(t->r, keys, (const double[]){loss, ep->labelled ? (double)ep->correct / (double)ep->labelled : NAN,
+                                           seconds, ep->eval_seconds, speed}, 5);
+    *ep = (epoch_stats){.start = now};
+}
+
+/* An epoch frame: a partial accumulation is stepped (as the Trainer does), then --eval, the
+ * epoch's summary and a save. */
+static void end_epoch(trainer *t, const position *pos) {
     run *r = t->r;
     if (t->micro > 0 && !t->done) optimizer_step(t, pos->frames_seen);
     r->state.batches_consumed = pos->frames_seen;
     r->state.epoch++;
-    if (set->n) evaluate(t, set);
-    save_all(r, "end of epoch");
+    int best = bp_policy_eval_due(t->policy, t->eval, r->state.step, 1) && evaluate(t, r->state.epoch);
+    send_epoch_summary(t);   /* before the save: its log entry goes into trainer_state.json */
+    save_all(r, best ? "best so far" : "end of epoch");
 }
 
 /* One frame of the input stream. */
-static void train_frame(trainer *t, position *pos, const eval_set *set, const bp_frame *f) {
+static void train_frame(trainer *t, position *pos, const bp_frame *f) {
     run *r = t->r;
     int is_batch = f->kind == BP_BATCH, is_epoch = f->kind == BP_EPOCH;
     if (is_batch || is_epoch) pos->frames_seen++;
@@ -587,7 +827,7 @@ static void train_frame(trainer *t, position *pos, const eval_set *set, const bp
         return;
     }
     if (is_epoch) {
-        end_epoch(t, pos, set);
+        end_epoch(t, pos);
         pos->last_epoch_step = r->state.step;
         return;
     }
@@ -595,76 +835,94 @@ static void train_frame(trainer *t, position *pos, const eval_set *set, const bp
 }
 
 /* Every frame of the input, or until a signal. Returns the signal (0 when none came). */
-static int train_stream(trainer *t, bp_in *in, const eval_set *set) {
+static int train_stream(trainer *t, bp_in *in) {
     position pos = {.skip = t->r->state.batches_consumed, .last_epoch_step = -1};
     bp_frame f;
     int rc;
-    while ((rc = bp_in_next(in, &f)) == 1 && !stop_signal) {
-        train_frame(t, &pos, set, &f);
+    while ((rc = bp_in_next(in, &f)) == 1 && !bp_stop_signal()) {
+        train_frame(t, &pos, &f);
         bp_frame_release(&f);
     }
     bp_frame_release(&f);
-    if (stop_signal) return stop_signal;
+    if (bp_stop_signal()) return bp_stop_signal();   /* also when the signal cut a wait for input short */
     if (rc < 0) bp_die_err(bp_in_err(in));
     return 0;
 }
 
 int main(int argc, char **argv) {
-    train_args a = {.device = "auto", .precision = "fp32", .lr = 5e-5, .max_grad_norm = 1.0, .dropout = -1,
+    train_args a = {.device = "auto", .precision = "fp32", .lr = 5e-5, .max_grad_norm = 1.0, .dropout = -1, .max_loss_ratio = 100,
                     .warmup_steps = -1, .grad_accum = 1, .seed = 42,
                     .v = {.rnn_layers = -1, .rnn_hidden = -1, .rnn_dropout = -1, .head_dropout = -1}};
+    qa_post_options_default(&a.post);
     bp_stage_init(&a.io, argv);
     parse_args(argc, argv, &a);
+    if (a.resume) a.resume = resume_folder(a.resume);
 
+    bp_out *out = bp_open_out(&a.io);
     const bp_frame *hello;
     bp_in *in = bp_open_in_hello(&a.io, &hello);
     stream_info info = read_stream_info(hello, a.io.in);
+    bp_eval_set set;
+    bp_train_policy policy;
+    open_evaluation(&a, &info, &set, &policy);
     backend *be = bp_open_device(a.device, (int)a.threads, a.precision);
     char vocab_buf[4096];
     if (!a.vocab && (a.checkpoint || a.resume)) {
         snprintf(vocab_buf, sizeof vocab_buf, "%s/vocab.txt", a.checkpoint ? a.checkpoint : a.resume);
         a.vocab = vocab_buf;
     }
-    run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1};
+    run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1,
+             .max_loss_ratio = a.max_loss_ratio};
+    r.loss_reference = know_nothing_loss(r.m, info.max_T);
     bp_check_vocab_fits(hello, r.m->cfg.bert.vocab_size);
     optim_config oc;
-    long total_steps = open_optimizer(&r, &a, &info, &oc);
-    eval_set set = read_eval_set(a.eval_spec);
+    open_optimizer(&r, &a, &info, &oc);
+    open_log(&r, &a, &policy);
 
     bp_writer w;
     bp_writer_init(&w);
-    bp_out *out = bp_open_out(&a.io);
     bp_hello_begin(&w);
     bp_put_str(&w, "task", info.head == BERT_HEAD_QA ? "qa" : "classification");
-    bp_put_int(&w, "total_steps", total_steps);
+    bp_put_int(&w, "total_steps", r.total_steps);
     bp_send_hello(out, &w);
 
-    catch_stop_signals();
     bp_batch_tensors h;
     bp_batch_tensors_alloc(&h, info.max_B, info.max_T);
     bp_progress prog;
-    trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h, .start = bp_now(), .grad_accum = a.grad_accum,
-                 .total_steps = total_steps, .save_every = a.save_every, .done = r.state.step >= total_steps};
-    bp_progress_start(&prog, "train", total_steps);
-    int sig = train_stream(&t, in, &set);
+    trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h, .eval = &set, .policy = &policy,
+                 .start = bp_now(), .epoch = {.start = bp_now()}, .grad_accum = a.grad_accum,
+                 .total_steps = r.total_steps, .save_every = a.save_every, .done = r.state.step >= r.total_steps};
+    int classes = r.m->cfg.bert.head == BERT_HEAD_CLASSIFICATION && r.m->targets.kind != LOSS_MSE ? model_classes(r.m) : 0;
+    if (classes > 1 && !(t.train_logits = malloc((size_t)info.max_B * (size_t)classes * sizeof *t.train_logits)))
+        bp_die(1, NULL, "out of memory");
+    bp_progress_start(&prog, "train", r.total_steps);
+    stopping_run = &r;
+    bp_set_stop_hook(save_on_stop);
+    int sig = train_stream(&t, in);
+    bp_set_stop_hook(NULL);
     if (sig) {
         bp_progress_finish(&prog, NULL);
-        save_all(&r, sig == SIGINT ? "interrupted" : "terminated");
-        bp_log("stopped by signal %d at step %ld", sig, r.state.step);
+        save_on_stop(sig);
         bp_abort_out(out, "training interrupted by a signal (checkpoint saved)");
-        return 128 + sig;
+    } else {
+        if (t.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", t.micro);
+        bp_progress_finish(&prog, t.extra[0] ? t.extra : NULL);
+        save_all(&r, "end of training");
+        finish_run_state(&r);
+        if (policy.save_best && policy.best_step >= 0 && r.save_dir)
+            bp_log("best %s %.4f at step %ld: %s holds checkpoint-%ld's model", policy.metric, policy.best_value,
+                   policy.best_step, r.save_dir, policy.best_step);
+        bp_close_out(out);
     }
-    if (t.micro > 0) bp_warn("%ld batches after the last epoch frame were not stepped", t.micro);
-    bp_progress_finish(&prog, t.extra[0] ? t.extra : NULL);
-    save_all(&r, "end of training");
-    bp_close_out(out);
     bp_in_close(in);
-    eval_set_free(&set);
+    bp_eval_set_free(&set);
+    free(t.train_logits);
     bp_batch_tensors_free(&h);
     bp_labels_free(info.labels, info.n_labels);
+    td_state_free(r.log);
     optim_free(r.opt);
     model_free(r.m);
     be->destroy(be);
     bp_writer_free(&w);
-    return 0;
+    return sig ? 128 + sig : 0;
 }

@@ -37,19 +37,39 @@ static struct {
     backend inner;        /* its op table as the backend made it */
     int op;               /* the op that fails ... */
     long target, calls;   /* ... on its target-th call; its calls so far */
+    int nan;              /* "nan:OP:N": that call runs and its result turns NaN; nothing fails */
     int fired;
     char spec[64];
     char message[192];    /* set when the fault fired */
 } armed;
 
-/* 1 when the op may run: the fault has not fired and this is not the call it fires on. */
+/* 1 when the op may run: the fault has not fired and this is not the call it fires on. A NaN
+ * fault never stops an op (see poisoned). */
 static int runs(int op) {
+    if (armed.nan) return 1;
     if (armed.fired) return 0;
     if (op != armed.op || ++armed.calls != armed.target) return 1;
     armed.fired = 1;
     snprintf(armed.message, sizeof armed.message, "injected fault in %s call %ld (BERTPIPE_FAULT=%s)",
              op_names[op], armed.target, armed.spec);
     return 0;
+}
+
+/* NaN mode: 1 when this call of op is the one whose result turns NaN (once). */
+static int poisoned(int op) {
+    if (!armed.nan || armed.fired || op != armed.op || ++armed.calls != armed.target) return 0;
+    armed.fired = 1;
+    return 1;
+}
+
+/* Fill n floats of backend memory with NaN, through the backend's own upload (device memory on
+ * cuda): a numeric blow-up, not a failure, so check stays quiet. */
+static void fill_nan(backend *be, float *dst, size_t n) {
+    float *host = malloc(n * sizeof *host);
+    if (!host) return;
+    for (size_t i = 0; i < n; i++) host[i] = NAN;
+    armed.inner.upload(be, dst, host, n * sizeof *host);
+    free(host);
 }
 
 // ----------------------------------------------------------------------------
@@ -72,6 +92,7 @@ static void fault_copy_rows(backend *be, float *dst, int dst_stride, const float
 static void fault_matmul_forward(backend *be, float *out, const float *inp, const float *weight, const float *bias,
                                  int N, int IC, int OC) {
     if (runs(OP_matmul_forward)) armed.inner.matmul_forward(be, out, inp, weight, bias, N, IC, OC);
+    if (poisoned(OP_matmul_forward)) fill_nan(be, out, (size_t)N * (size_t)OC);
 }
 static void fault_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
                                   const float *inp, const float *weight, int N, int IC, int OC, int accumulate_dinp) {
@@ -147,11 +168,13 @@ static void fault_mse(backend *be, float *loss, float *dlogits, const float *log
     if (runs(OP_mse)) armed.inner.mse(be, loss, dlogits, logits, targets, rows, scale, grad_scale);
 }
 static double fault_sumsq(backend *be, const float *x, size_t rows, size_t row_len, const uint8_t *touched) {
-    return runs(OP_sumsq) ? armed.inner.sumsq(be, x, rows, row_len, touched) : NAN;
+    double sum = runs(OP_sumsq) ? armed.inner.sumsq(be, x, rows, row_len, touched) : NAN;
+    return poisoned(OP_sumsq) ? NAN : sum;
 }
 static void fault_adamw(backend *be, float *param, const float *grad, float *m, float *v, size_t rows,
                         size_t row_len, const uint8_t *touched, const backend_adamw_args *args) {
     if (runs(OP_adamw)) armed.inner.adamw(be, param, grad, m, v, rows, row_len, touched, args);
+    if (poisoned(OP_adamw)) fill_nan(be, param, rows * row_len);
 }
 
 static void fault_sgd(backend *be, float *param, const float *grad, float *momentum_buf, size_t rows, size_t row_len,
@@ -190,7 +213,7 @@ static void fault_rnn_backward(backend *be, const backend_rnn_args *args) {
 /* A real failure the backend met before is the news; the injected one otherwise. */
 static int fault_check(backend *be, bp_err *err) {
     int rc = armed.inner.check(be, err);
-    if (rc != 0 || !armed.fired) return rc;
+    if (rc != 0 || !armed.fired || armed.nan) return rc;
     return bp_err_set(err, "%s backend: %s", be->name, armed.message);
 }
 
@@ -213,20 +236,24 @@ static int op_index(const char *name, size_t len) {
 int backend_fault_arm(backend *be, const char *spec, bp_err *err) {
     if (armed.be)
         return bp_err_set(err, "fault injection is already armed on a backend, one at a time (BERTPIPE_FAULT=%s)", spec);
-    const char *op = strncmp(spec, "backend:", 8) == 0 ? spec + 8 : NULL;
+    int nan = strncmp(spec, "nan:", 4) == 0;
+    const char *op = strncmp(spec, "backend:", 8) == 0 ? spec + 8 : nan ? spec + 4 : NULL;
     const char *colon = op ? strchr(op, ':') : NULL;
     int which = colon ? op_index(op, (size_t)(colon - op)) : -1;
     char *end = NULL;
     errno = 0;
     long n = colon && colon[1] ? strtol(colon + 1, &end, 10) : 0;
+    if (nan && which != OP_matmul_forward && which != OP_adamw && which != OP_sumsq) which = -1;
     if (which < 0 || !end || *end || errno || n < 1 || strlen(spec) >= sizeof armed.spec) {
         char names[1024] = "";
         for (int i = 0; i < OP_COUNT; i++)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? " " : "", op_names[i]);
         /* the value first: the list of ops is long enough to be cut at the end of the message */
-        return bp_err_set(err, "BERTPIPE_FAULT wants backend:OP:N with N >= 1, got '%s'; OP one of %s", spec, names);
+        return bp_err_set(err, "BERTPIPE_FAULT wants backend:OP:N with N >= 1, got '%s'; OP one of %s; or nan:OP:N, "
+                          "OP one of matmul_forward adamw sumsq", spec, names);
     }
     armed.be = be;
+    armed.nan = nan;
     armed.inner = *be;
     armed.op = which;
     armed.target = n;

@@ -19,7 +19,10 @@
  * does nothing and records "injected fault in OP call N", and from then on the backend acts as a
  * failed CUDA backend does (backend.h, errors): every op does nothing, downloads fill their
  * destination with NaN, sumsq returns NaN, and check reports the fault, for good. Until then
- * every op runs as before. The wrapping ends with be->destroy. One backend at a time.
+ * every op runs as before. "nan:OP:N" (OP one of matmul_forward, adamw, sumsq) is a numeric
+ * blow-up instead of a failure: call N runs, then its result (the output, the updated
+ * parameters, the sum) turns NaN, and nothing else changes: check stays quiet, as it does when
+ * training itself diverges. The wrapping ends with be->destroy. One backend at a time.
  * Returns 0, or -1 with err naming the spec when it is malformed or another backend is armed. */
 int backend_fault_arm(backend *be, const char *spec, bp_err *err);
 #endif

@@ -4,6 +4,12 @@
  * libarchive does the decoding: archives through its zip and tar readers, single files
  * through its "raw" format with every decompression filter enabled, so a plain text file
  * and a .gz read the same way. Directories are walked here and read with stdio.
+ *
+ * What libarchive lets pass is checked here: a gzip file's bytes also go through a gz_check
+ * (libarchive ignores the CRC32 trailer), a tar must end with its end-of-archive blocks
+ * (libarchive accepts a tar cut at a member boundary as complete), and once the last member
+ * is read, or the one member arc_find_member looked for, the rest of the file is read so
+ * that a cut or corrupt tail is an error too.
  * Must never: know a dataset format, extract to disk, print, or exit.
  */
 #include "base/archive_input.h"
@@ -12,12 +18,28 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/gzip_check.h"
+#include "base/limits.h"
+#include "base/utf8.h"
 
 #define READ_CHUNK (64 * 1024)
+
+/* The bytes of a gzip file, read by us and handed to libarchive, so that gz_check sees
+ * every one of them exactly once, in order. */
+typedef struct arc_source {
+    int fd;
+    gz_check *gz;
+    int ended;             /* read() returned 0 */
+    char error[256];       /* why the source failed: more precise than libarchive's wording */
+    unsigned char buf[READ_CHUNK];
+} arc_source;
 
 struct arc_input {
     char *path;
@@ -28,8 +50,12 @@ struct arc_input {
     FILE *dir_file;
     /* archive / single-file mode */
     struct archive *archive;
+    arc_source *source;  /* gzip files only; others are opened by libarchive itself */
     int is_raw;          /* a single (possibly compressed) file, not an archive */
     int raw_consumed;    /* its one member has been handed out */
+    int have_entry;      /* libarchive has returned an entry header */
+    int find_mode;       /* positioned by arc_find_member: the rest is checked at member end */
+    int finished;        /* the whole file has been read and checked: no more members */
     /* current member */
     char *member;
     char *where;
@@ -41,6 +67,7 @@ struct arc_input {
     char *line;
     size_t line_cap;
     int64_t line_number;
+    int64_t file_size;   /* of path, for telling a cut file from a corrupt one */
 };
 
 static char *copy_string(const char *s) {
@@ -100,17 +127,117 @@ static int walk_directory(arc_input *in, size_t *cap, const char *relative, bp_e
     return rc;
 }
 
+/* ---- the byte source ---------------------------------------------------------------- */
+
+static void source_free(arc_source *source) {
+    if (!source) return;
+    if (source->fd >= 0) close(source->fd);
+    gz_check_free(source->gz);
+    free(source);
+}
+
+/* A source for path when it is a gzip file; *source stays NULL for any other file (libarchive
+ * then opens it itself, with seeking for zips). Returns 0, or -1 with err. */
+static int source_open(const char *path, arc_source **source, bp_err *err) {
+    *source = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return bp_err_set(err, "cannot open: %s (%s)", strerror(errno), path);
+    unsigned char magic[2];
+    ssize_t got = pread(fd, magic, sizeof magic, 0);
+    if (got < 0) {
+        int e = errno;
+        close(fd);
+        return bp_err_set(err, "cannot read: %s (%s)", strerror(e), path);
+    }
+    if (!gz_is_gzip(magic, (size_t)got)) {
+        close(fd);
+        return 0;
+    }
+    arc_source *s = calloc(1, sizeof *s);
+    if (!s || !(s->gz = gz_check_new())) {
+        free(s);
+        close(fd);
+        return bp_err_set(err, "out of memory (%s)", path);
+    }
+    s->fd = fd;
+    *source = s;
+    return 0;
+}
+
+/* The next bytes of the file, checked. Returns their count, 0 at the end, -1 with
+ * source->error filled. */
+static ssize_t source_pull(arc_source *s) {
+    if (s->error[0]) return -1;
+    if (s->ended) return 0;
+    ssize_t n;
+    do n = read(s->fd, s->buf, sizeof s->buf);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        snprintf(s->error, sizeof s->error, "read error: %s", strerror(errno));
+        return -1;
+    }
+    if (n == 0) {
+        s->ended = 1;
+        return gz_check_finish(s->gz, s->error, sizeof s->error) == 0 ? 0 : -1;
+    }
+    return gz_check_feed(s->gz, s->buf, (size_t)n, s->error, sizeof s->error) == 0 ? n : -1;
+}
+
+static la_ssize_t source_read(struct archive *a, void *user, const void **buffer) {
+    arc_source *s = user;
+    ssize_t n = source_pull(s);
+    if (n < 0) {
+        archive_set_error(a, EIO, "%s", s->error);
+        return -1;
+    }
+    *buffer = s->buf;
+    return (la_ssize_t)n;
+}
+
+/* Read and check what libarchive left unread (padding after a tar's end, the gzip trailer). */
+static int source_drain(arc_source *s) {
+    if (!s) return 0;
+    ssize_t n;
+    while ((n = source_pull(s)) > 0) continue;
+    return n < 0 ? -1 : 0;
+}
+
+/* Why libarchive failed, in words that are never NULL. */
+static const char *arc_reason(const arc_input *in) {
+    if (in->source && in->source->error[0]) return in->source->error;
+    const char *message = in->archive ? archive_error_string(in->archive) : NULL;
+    if (message && *message) return message;
+    /* libarchive's streaming zip reader says nothing when the file ends where a header
+     * should be: say so when the whole file has been read. */
+    if (in->archive && archive_filter_bytes(in->archive, -1) >= in->file_size)
+        return "the file ends where another member or the zip's central directory should start: truncated";
+    return "libarchive gives no reason (an unreadable header or entry)";
+}
+
+/* "damaged or truncated data: REASON (WHERE)"; our own gzip check's reasons say it all. */
+static int arc_fail(const arc_input *in, const char *what, const char *where, bp_err *err) {
+    if (in->source && in->source->error[0]) return bp_err_set(err, "%s (%s)", in->source->error, where);
+    return bp_err_set(err, "%s: %s (%s)", what, arc_reason(in), where);
+}
+
 /* ---- opening ---------------------------------------------------------------------- */
 
 /* Archive formats first, raw last: raw accepts anything, so it must only win when no
- * archive format recognises the bytes. */
+ * archive format recognises the bytes. Only the compressions the documentation names are
+ * enabled (libarchive's others may run external programs chosen by the input's magic). */
 static struct archive *new_reader(int raw, bp_err *err, const char *path) {
     struct archive *a = archive_read_new();
     if (!a) {
         bp_err_set(err, "out of memory opening archive (%s)", path);
         return NULL;
     }
-    archive_read_support_filter_all(a);
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
+    archive_read_support_filter_lzma(a);
+    archive_read_support_filter_zstd(a);
+    archive_read_support_filter_lz4(a);
+    archive_read_support_filter_compress(a);
     if (raw) {
         /* "empty" lets an empty (or empty-when-decompressed) file be an empty member. */
         archive_read_support_format_empty(a);
@@ -120,6 +247,34 @@ static struct archive *new_reader(int raw, bp_err *err, const char *path) {
         archive_read_support_format_tar(a);
         archive_read_support_format_gnutar(a);
         archive_read_support_format_7zip(a);
+    }
+    return a;
+}
+
+/* A reader on path (an archive reader, or raw), with in->source replaced by a fresh one for
+ * a gzip file. Returns the reader, or NULL with err; *refused is set to 1 when libarchive
+ * refused the bytes (not a missing or unreadable file, not out of memory). */
+static struct archive *open_reader(arc_input *in, int raw, int *refused, bp_err *err) {
+    *refused = 0;
+    source_free(in->source);
+    in->source = NULL;
+    if (source_open(in->path, &in->source, err) != 0) return NULL;
+    struct archive *a = new_reader(raw, err, in->path);
+    if (!a) return NULL;
+    int rc = in->source ? archive_read_open(a, in->source, NULL, source_read, NULL)
+                        : archive_read_open_filename(a, in->path, READ_CHUNK);
+    if (rc != ARCHIVE_OK) {
+        int saved_errno = archive_errno(a);
+        *refused = saved_errno != ENOENT && saved_errno != EACCES;
+        const char *message = archive_error_string(a);
+        if (!*refused)
+            bp_err_set(err, "cannot open: %s (%s)", strerror(saved_errno), in->path);
+        else if (in->source && in->source->error[0])
+            bp_err_set(err, "%s (%s)", in->source->error, in->path);
+        else
+            bp_err_set(err, "damaged or truncated data: %s (%s)", message && *message ? message : "unreadable", in->path);
+        archive_read_free(a);
+        return NULL;
     }
     return a;
 }
@@ -145,41 +300,34 @@ static char *single_member_name(const char *path) {
 /* Try to open path as a real archive. Returns 1 when libarchive recognised one (reader
  * kept in in->archive), 0 when it is not an archive, -1 on an I/O error. */
 static int try_open_archive(arc_input *in, bp_err *err) {
-    struct archive *a = new_reader(0, err, in->path);
-    if (!a) return -1;
-    if (archive_read_open_filename(a, in->path, READ_CHUNK) != ARCHIVE_OK) {
-        int saved_errno = archive_errno(a);
-        archive_read_free(a);
-        if (saved_errno == ENOENT || saved_errno == EACCES)
-            return bp_err_set(err, "cannot open: %s (%s)", strerror(saved_errno), in->path);
-        return 0;
-    }
+    int refused;
+    struct archive *a = open_reader(in, 0, &refused, err);
+    /* Unrecognised bytes fail the open; only a missing or unreadable file is an error. */
+    if (!a && refused && err) err->msg[0] = '\0';
+    if (!a) return refused ? 0 : -1;
     /* Format detection happens on the first header: peek it and remember it. */
     struct archive_entry *entry;
     int rc = archive_read_next_header(a, &entry);
     if (rc == ARCHIVE_OK || rc == ARCHIVE_WARN) {
         archive_read_free(a);
         /* Re-open so arc_next_member sees the first entry through the normal path. */
-        a = new_reader(0, err, in->path);
+        a = open_reader(in, 0, &refused, err);
         if (!a) return -1;
-        if (archive_read_open_filename(a, in->path, READ_CHUNK) != ARCHIVE_OK) {
-            bp_err_set(err, "cannot open archive: %s (%s)", archive_error_string(a), in->path);
-            archive_read_free(a);
-            return -1;
-        }
         in->archive = a;
         return 1;
     }
     /* An archive format that recognised the bytes but then failed is a damaged archive;
      * "unrecognized format" means plain data. */
     int format = archive_format(a);
-    const char *message = archive_error_string(a);
     if (format != 0 && rc != ARCHIVE_EOF) {
-        bp_err_set(err, "damaged archive: %s (%s)", message ? message : "unknown error", in->path);
+        in->archive = a;
+        arc_fail(in, "damaged archive", in->path, err);
+        in->archive = NULL;
         archive_read_free(a);
         return -1;
     }
     archive_read_free(a);
+    if (err) err->msg[0] = '\0';
     return 0;
 }
 
@@ -195,6 +343,7 @@ arc_input *arc_open(const char *path, bp_err *err) {
         arc_close(in);
         return NULL;
     }
+    in->file_size = (int64_t)st.st_size;
     if (S_ISDIR(st.st_mode)) {
         in->is_dir = 1;
         size_t cap = 0;
@@ -213,15 +362,10 @@ arc_input *arc_open(const char *path, bp_err *err) {
     }
     if (rc == 0) {
         in->is_raw = 1;
-        in->archive = new_reader(1, err, path);
-        if (!in->archive) {
-            arc_close(in);
-            return NULL;
-        }
-        if (archive_read_open_filename(in->archive, path, READ_CHUNK) != ARCHIVE_OK) {
-            /* The file exists (stat above), so this is a compressed stream that fails to
-             * decode from its first block: a cut or corrupt download. */
-            bp_err_set(err, "damaged or truncated data: %s (%s)", archive_error_string(in->archive), path);
+        /* The file exists (stat above), so a refused open is a compressed stream that fails
+         * to decode from its first block: a cut or corrupt download. */
+        int refused;
+        if (!(in->archive = open_reader(in, 1, &refused, err))) {
             arc_close(in);
             return NULL;
         }
@@ -249,6 +393,56 @@ static int set_member(arc_input *in, const char *name, bp_err *err) {
     return 0;
 }
 
+/* The archive said it has no more entries: make sure it really ended. A tar ends with two
+ * zero blocks, which libarchive consumes; when it returns EOF having consumed none, the tar
+ * was cut at a member boundary. Then whatever libarchive left unread goes through the
+ * source, so a gzip trailer is checked too. position_before is where the header read that
+ * found the end started. Returns 0, or -1 with err naming the file. */
+static int archive_ended(arc_input *in, int64_t position_before, bp_err *err) {
+    in->finished = 1;
+    int64_t consumed = archive_filter_bytes(in->archive, 0) - position_before;
+    if ((archive_format(in->archive) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_TAR && consumed < 1024)
+        return bp_err_set(err, "truncated tar archive: it ends after a member without the two zero blocks that close a tar (%s)",
+                          in->path);
+    if (source_drain(in->source) != 0) return arc_fail(in, "damaged or truncated data", in->path, err);
+    return 0;
+}
+
+/* The next entry of an archive. Returns 1 with *entry set, 0 at a verified end, -1 with err. */
+static int next_entry(arc_input *in, struct archive_entry **entry, bp_err *err) {
+    /* Skip the current entry's rest first, so the position below is where the next header
+     * starts (libarchive would skip it inside archive_read_next_header anyway). */
+    if (in->have_entry) {
+        int skipped = archive_read_data_skip(in->archive);
+        if (skipped != ARCHIVE_OK && skipped != ARCHIVE_WARN)
+            return arc_fail(in, "damaged or truncated archive", in->path, err);
+    }
+    int64_t before = archive_filter_bytes(in->archive, 0);
+    int rc = archive_read_next_header(in->archive, entry);
+    in->have_entry = rc == ARCHIVE_OK || rc == ARCHIVE_WARN;
+    if (rc == ARCHIVE_EOF) return archive_ended(in, before, err) == 0 ? 0 : -1;
+    if (!in->have_entry) return arc_fail(in, "damaged or truncated archive", in->path, err);
+    return 1;
+}
+
+/* The current member has been read to its end. A single file is then wholly read; a member
+ * found by name is all its reader wants, so the rest of the archive is walked now: a file
+ * that is cut or corrupt after that member must not pass for whole. */
+static int member_ended(arc_input *in, bp_err *err) {
+    in->member_eof = 1;
+    if (in->is_dir || in->finished) return 0;
+    if (in->is_raw) {
+        in->finished = 1;
+        if (source_drain(in->source) != 0) return arc_fail(in, "damaged or truncated data", in->path, err);
+        return 0;
+    }
+    if (!in->find_mode) return 0;
+    struct archive_entry *entry;
+    int rc;
+    while ((rc = next_entry(in, &entry, err)) == 1) continue;
+    return rc;
+}
+
 int arc_next_member(arc_input *in, bp_err *err) {
     in->member_open = 0;
     if (in->is_dir) {
@@ -264,28 +458,27 @@ int arc_next_member(arc_input *in, bp_err *err) {
         if (!in->dir_file) return bp_err_set(err, "cannot open: %s (%s)", strerror(errno), full);
         return set_member(in, name, err) == 0 ? 1 : -1;
     }
+    if (in->finished) return 0;
     if (in->is_raw) {
         if (in->raw_consumed) return 0;
         struct archive_entry *entry;
         int rc = archive_read_next_header(in->archive, &entry);
         /* libarchive's raw format gives no entry for an empty file; that is an empty member. */
         if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN && rc != ARCHIVE_EOF)
-            return bp_err_set(err, "cannot read: %s (%s)", archive_error_string(in->archive), in->path);
+            return arc_fail(in, "damaged or truncated data", in->path, err);
         in->raw_consumed = 1;
         char *name = single_member_name(in->path);
         if (!name) return bp_err_set(err, "out of memory (%s)", in->path);
         int set = set_member(in, name, err);
         free(name);
-        if (rc == ARCHIVE_EOF) in->member_eof = 1;
-        return set == 0 ? 1 : -1;
+        if (set != 0) return -1;
+        if (rc == ARCHIVE_EOF && member_ended(in, err) != 0) return -1;
+        return 1;
     }
     for (;;) {
         struct archive_entry *entry;
-        int rc = archive_read_next_header(in->archive, &entry);
-        if (rc == ARCHIVE_EOF) return 0;
-        if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN)
-            return bp_err_set(err, "damaged or truncated archive: %s (%s)",
-                              archive_error_string(in->archive), in->path);
+        int rc = next_entry(in, &entry, err);
+        if (rc <= 0) return rc;
         if (archive_entry_filetype(entry) != AE_IFREG) continue;
         const char *name = archive_entry_pathname(entry);
         if (!name) continue;
@@ -308,9 +501,14 @@ int arc_find_member(arc_input *in, const char *name, bp_err *err) {
             bp_err_set(err, "no member %s (%s)", name, in->path);
             return 0;
         }
-        if (in->is_raw || name_matches(in->member, name)) return 1;
+        if (in->is_raw || name_matches(in->member, name)) {
+            in->find_mode = 1;
+            return 1;
+        }
     }
 }
+
+void arc_want_only_current(arc_input *in) { in->find_mode = 1; }
 
 const char *arc_member_name(const arc_input *in) { return in->member_open || in->member ? in->member : NULL; }
 
@@ -334,9 +532,9 @@ ssize_t arc_read(arc_input *in, void *buf, size_t size, bp_err *err) {
     la_ssize_t got = archive_read_data(in->archive, buf, size);
     if (got < 0) {
         /* A warning still delivered no data we can trust; treat every failure as fatal. */
-        return bp_err_set(err, "damaged or truncated data: %s (%s)", archive_error_string(in->archive), in->where);
+        return arc_fail(in, "damaged or truncated data", in->where, err);
     }
-    if (got == 0) in->member_eof = 1;
+    if (got == 0 && member_ended(in, err) != 0) return -1;
     return (ssize_t)got;
 }
 
@@ -359,6 +557,11 @@ int arc_read_line(arc_input *in, char **line, size_t *len, bp_err *err) {
         size_t avail = in->chunk_len - in->chunk_pos;
         const char *newline = memchr(start, '\n', avail);
         size_t take = newline ? (size_t)(newline - start) : avail;
+        if (used + take > BP_LIMIT_LINE_BYTES) {
+            char place[600];
+            snprintf(place, sizeof place, "%s:%lld", in->where, (long long)in->line_number + 1);
+            return bp_check_limit(used + take, BP_LIMIT_LINE_BYTES, "bytes", "a line", place, err);
+        }
         if (used + take + 1 > in->line_cap) {
             size_t cap = in->line_cap ? in->line_cap : 256;
             while (cap < used + take + 1) cap *= 2;
@@ -377,6 +580,10 @@ int arc_read_line(arc_input *in, char **line, size_t *len, bp_err *err) {
     in->line[used] = '\0';
     if (memchr(in->line, '\0', used))
         return bp_err_set(err, "NUL byte in text (%s:%lld)", in->where, (long long)in->line_number);
+    int64_t bad = bp_utf8_invalid_at(in->line, used);
+    if (bad >= 0)
+        return bp_err_set(err, "text is not valid UTF-8: byte 0x%02x at column %lld (%s:%lld)",
+                          (unsigned char)in->line[bad], (long long)bad + 1, in->where, (long long)in->line_number);
     *line = in->line;
     *len = used;
     return 1;
@@ -390,6 +597,7 @@ void arc_close(arc_input *in) {
     for (size_t i = 0; i < in->n_dir_members; i++) free(in->dir_members[i]);
     free(in->dir_members);
     if (in->archive) archive_read_free(in->archive);
+    source_free(in->source);
     free(in->member);
     free(in->where);
     free(in->chunk);

@@ -25,7 +25,7 @@ int af_open(af_file *file, const char *path, bp_err *err) {
         free(file->tmp_path);
         file->tmp_path = NULL;
         af_abort(file);
-        return bp_err_set(err, "cannot create temporary file for %s: %s", path, strerror(e));
+        return bp_err_set(err, "cannot create a temporary file: %s (%s)", strerror(e), path);
     }
     /* mkstemp makes 0600; a checkpoint should get the usual umask-based mode. */
     mode_t mask = umask(0);
@@ -34,14 +34,14 @@ int af_open(af_file *file, const char *path, bp_err *err) {
         int e = errno;
         close(fd);
         af_abort(file);
-        return bp_err_set(err, "cannot set mode of temporary file for %s: %s", path, strerror(e));
+        return bp_err_set(err, "cannot set the mode of a temporary file: %s (%s)", strerror(e), path);
     }
     file->fp = fdopen(fd, "wb");
     if (!file->fp) {
         int e = errno;
         close(fd);
         af_abort(file);
-        return bp_err_set(err, "cannot open temporary file for %s: %s", path, strerror(e));
+        return bp_err_set(err, "cannot open a temporary file: %s (%s)", strerror(e), path);
     }
     return 0;
 }
@@ -59,7 +59,7 @@ int af_commit(af_file *file, bp_err *err) {
         e = errno;
     }
     if (failed) {
-        bp_err_set(err, "cannot write %s: %s", file->path, strerror(e));
+        bp_err_set(err, "cannot write: %s (%s)", strerror(e), file->path);
         af_abort(file);
         return -1;
     }

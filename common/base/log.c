@@ -17,6 +17,16 @@ int bp_err_set(bp_err *err, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        /* One line whatever a library's message held (libarchive ends some with "\n"). */
+        char *out = err->msg;
+        for (const char *in = err->msg; *in; in++) {
+            if (*in == '\n' || *in == '\r') {
+                if (out > err->msg && out[-1] != ' ' && in[1] && in[1] != ' ' && in[1] != ')') *out++ = ' ';
+                continue;
+            }
+            *out++ = *in;
+        }
+        *out = '\0';
     }
     return -1;
 }

@@ -13,8 +13,9 @@
 /* A library error: "WHAT (WHERE)" text, filled by the function that failed. */
 typedef struct bp_err { char msg[512]; } bp_err;
 
-/* Fill err (if not NULL) from a printf format. Always returns -1, so
- * `return bp_err_set(err, ...)` reads naturally. */
+/* Fill err (if not NULL) from a printf format, line breaks removed so the message stays one
+ * line whatever text it quotes. Always returns -1, so `return bp_err_set(err, ...)` reads
+ * naturally. */
 int bp_err_set(bp_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Name used as the prefix of every line; set once from argv[0] (basename taken). */

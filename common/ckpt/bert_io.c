@@ -61,11 +61,12 @@ int bert_hf_config(const bert_config *c, int classes, const char *architecture, 
     hf->max_position_embeddings = c->max_position_embeddings;
     hf->type_vocab_size = c->type_vocab_size;
     hf->pad_token_id = c->pad_token_id < 0 ? 0 : c->pad_token_id;
-    hf->layer_norm_eps = c->layer_norm_eps;
-    hf->hidden_dropout_prob = c->hidden_dropout_prob;
-    hf->attention_probs_dropout_prob = c->attention_probs_dropout_prob;
-    hf->classifier_dropout = c->classifier_dropout;
-    hf->initializer_range = c->initializer_range;
+    /* float32 in the model: written as the decimal they stand for (0.1, not 0.10000000149011612) */
+    hf->layer_norm_eps = hfc_real_from_float(c->layer_norm_eps);
+    hf->hidden_dropout_prob = hfc_real_from_float(c->hidden_dropout_prob);
+    hf->attention_probs_dropout_prob = hfc_real_from_float(c->attention_probs_dropout_prob);
+    hf->classifier_dropout = hfc_real_from_float(c->classifier_dropout);
+    hf->initializer_range = hfc_real_from_float(c->initializer_range);
     snprintf(hf->architecture, sizeof hf->architecture, "%s", architecture);
     int rc = 0;
     if (c->head == BERT_HEAD_CLASSIFICATION && labels && n_labels == classes)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/atomic_file.h"
+#include "base/limits.h"
 
 /* One table drives reading, defaults and writing, so a key cannot be read but forgotten
  * on write. */
@@ -77,7 +78,8 @@ int hfc_set_variant(hfc_config *cfg, const char *json, bp_err *err) {
 /* Allocate N empty label slots. */
 static int hfc_alloc_labels(hfc_config *cfg, int n, bp_err *err) {
     hfc_free_labels(cfg);
-    if (n < 1 || n > 1000000) return bp_err_set(err, "number of labels %d out of range 1..1000000 (config)", n);
+    if (n < 1 || (uint64_t)n > BP_LIMIT_LABELS)
+        return bp_err_set(err, "number of labels %d out of range 1..%llu (config)", n, (unsigned long long)BP_LIMIT_LABELS);
     cfg->id2label = calloc((size_t)n, sizeof *cfg->id2label);
     if (!cfg->id2label) return bp_err_set(err, "out of memory (config labels)");
     cfg->num_labels = n;
@@ -161,6 +163,15 @@ static int hfc_validate(const char *path, const hfc_config *cfg, bp_err *err) {
         if (*positive[i] < 1 || *positive[i] > (int64_t)1 << 31)
             return bp_err_set(err, "%s must be a positive integer, got %lld (%s)", hfc_keys[i].key,
                               (long long)*positive[i], path);
+    /* What bert_create will allocate: embeddings, L layers (4 H x H attention matrices, two
+     * H x I feed-forward ones, biases and norms), pooler. In doubles: no overflow. */
+    double H = (double)cfg->hidden_size, I = (double)cfg->intermediate_size;
+    double parameters = H * (double)(cfg->vocab_size + cfg->max_position_embeddings + cfg->type_vocab_size) +
+                        (double)cfg->num_hidden_layers * (4 * H * H + 2 * H * I + 9 * H + I) + H * H + H +
+                        (double)cfg->num_labels * (H + 1);
+    if (parameters > (double)BP_LIMIT_MODEL_PARAMETERS)
+        return bp_check_limit(parameters > 1e19 ? UINT64_MAX : (uint64_t)parameters, BP_LIMIT_MODEL_PARAMETERS, "",
+                              "the parameter count it implies", path, err);
     if (cfg->hidden_size % cfg->num_attention_heads != 0)
         return bp_err_set(err, "hidden_size %lld is not a multiple of num_attention_heads %lld (%s)",
                           (long long)cfg->hidden_size, (long long)cfg->num_attention_heads, path);
@@ -232,6 +243,10 @@ static int hfc_read_keys(const char *path, json_t *root, hfc_config *cfg, bp_err
 }
 
 int hfc_read(const char *path, hfc_config *cfg, bp_err *err) {
+    if (bp_check_file_size(path, BP_LIMIT_JSON_FILE_BYTES, "the config file", err) != 0) {
+        memset(cfg, 0, sizeof *cfg);
+        return -1;
+    }
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
@@ -256,20 +271,46 @@ out:
     return rc;
 }
 
-/* Print reals with 15 significant digits when that reads back to the same double (1e-12,
- * not 9.9999999999999998e-13), else with the 17 that always do. */
-static int hfc_real_precision(const hfc_config *cfg) {
-    double reals[HFC_N_KEYS + 1];
-    size_t n = 0;
-    for (size_t i = 0; i < HFC_N_KEYS; i++)
-        if (hfc_keys[i].type == K_REAL) reals[n++] = *(const double *)((const char *)cfg + hfc_keys[i].offset);
-    reals[n++] = cfg->classifier_dropout;
-    for (size_t i = 0; i < n; i++) {
+/* Significant digits of the shortest decimal that reads back to x (1..17). */
+static int shortest_digits(double x) {
+    for (int p = 1; p < 17; p++) {
         char text[40];
-        snprintf(text, sizeof text, "%.15g", reals[i]);
-        if (strtod(text, NULL) != reals[i]) return 17;
+        snprintf(text, sizeof text, "%.*g", p, x);
+        if (strtod(text, NULL) == x) return p;
     }
-    return 15;
+    return 17;
+}
+
+double hfc_real_from_float(float x) {
+    for (int p = 1; p < 9; p++) {
+        char text[40];
+        snprintf(text, sizeof text, "%.*g", p, (double)x);
+        if ((float)strtod(text, NULL) == x) return strtod(text, NULL);
+    }
+    return (double)x;
+}
+
+/* The dump's precision: as many digits as the real that needs the most, anywhere in the tree
+ * (the bertpipe_variant block's too). %g drops trailing zeros, so every other real still prints
+ * in its own shortest form (0.1, 1e-12), where one fixed precision of 17 would print
+ * 0.10000000000000001. */
+static int real_precision(const json_t *v) {
+    int digits = 1;
+    if (json_is_real(v)) return shortest_digits(json_real_value(v));
+    if (json_is_array(v))
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            int d = real_precision(json_array_get(v, i));
+            if (d > digits) digits = d;
+        }
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *member;
+        json_object_foreach((json_t *)v, key, member) {
+            int d = real_precision(member);
+            if (d > digits) digits = d;
+        }
+    }
+    return digits;
 }
 
 int hfc_write(const char *path, const hfc_config *cfg, bp_err *err) {
@@ -311,7 +352,7 @@ int hfc_write(const char *path, const hfc_config *cfg, bp_err *err) {
     failed |= json_object_set_new(root, "torch_dtype", json_string("float32"));
     failed |= json_object_set_new(root, "use_cache", json_true());
     char *text = failed ? NULL
-                        : json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(hfc_real_precision(cfg)));
+                        : json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(real_precision(root)));
     json_decref(root);
     if (!text) return bp_err_set(err, "cannot build config JSON: out of memory or a label is not UTF-8 (%s)", path);
     af_file out;

@@ -53,10 +53,16 @@ int hfc_read(const char *path, hfc_config *cfg, bp_err *err);
  * (out of memory, N < 1). */
 int hfc_set_labels(hfc_config *cfg, const char *const *names, int n, bp_err *err);
 
+/* The double a float32 hyper-parameter means: the shortest decimal that reads back to the same
+ * float (0.1f -> 0.1, not 0.10000000149011612), so config.json says what the user wrote and
+ * torch's float32 of it is the model's value again. Can't fail. */
+double hfc_real_from_float(float x);
+
 /* Write CFG as a config.json transformers loads: model_type "bert", architectures
  * [cfg->architecture] (e.g. "BertForSequenceClassification" or "BertForQuestionAnswering";
  * omitted when empty), id2label/label2id and every hyper-parameter, keys sorted, indent 2,
- * as save_pretrained writes. Atomic (temporary file + rename). Returns 0 or -1 with err. */
+ * as save_pretrained writes; reals in their shortest exact form (0.1, 1e-12). Atomic (temporary
+ * file + rename). Returns 0 or -1 with err. */
 int hfc_write(const char *path, const hfc_config *cfg, bp_err *err);
 
 /* Replace the variant block with a copy of JSON (an object's text; NULL removes it). Returns 0,

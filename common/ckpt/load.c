@@ -2,6 +2,8 @@
  * Must never: know the model's structure (only names, shapes and dtypes), print, or exit. */
 #include "ckpt/load.h"
 
+#include "base/atomic_dir.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,7 +60,21 @@ static char *ckpt_pick_file(const char *dir, bp_err *err) {
     return NULL;
 }
 
+/* The error for a weights file of no format we know: what it is not, what it starts with. */
+static void ckpt_describe_unknown(const char *path, const unsigned char *magic, size_t got, bp_err *err) {
+    if (got >= 16 && memcmp(magic, "version https://", 16) == 0) {
+        bp_err_set(err, "a Git LFS pointer, not the weights: fetch the file itself (git lfs pull) (%s)", path);
+        return;
+    }
+    char start[40] = "";
+    for (size_t i = 0, used = 0; i < got && i < 8; i++)
+        used += (size_t)snprintf(start + used, sizeof start - used, "%s%02x", i ? " " : "", magic[i]);
+    bp_err_set(err, "not a checkpoint: neither safetensors (8-byte length, then '{'), a torch.save zip nor a legacy torch "
+               "pickle; its %zu first bytes are %s (%s)", got < 8 ? got : (size_t)8, got ? start : "(empty file)", path);
+}
+
 ckpt_source *ckpt_open(const char *path, bp_err *err) {
+    if (ad_recover(path, err) != 0) return NULL; /* a checkpoint folder whose swap a stop interrupted */
     struct stat st;
     if (ends_with(path, ".ckpt") || ends_with(path, ".ckpt.index")) st.st_mode = S_IFREG; /* a TF prefix need not exist */
     else if (stat(path, &st) != 0) {
@@ -86,13 +102,14 @@ ckpt_source *ckpt_open(const char *path, bp_err *err) {
         source->n_tensors = source->tf->n_tensors;
         return source;
     }
-    unsigned char magic[9] = {0};
+    unsigned char magic[48] = {0};
     FILE *fp = fopen(source->path, "rb");
     size_t got = fp ? fread(magic, 1, sizeof magic, fp) : 0;
     if (fp) fclose(fp);
     /* safetensors: an 8-byte length (any bytes) then '{'. torch: a zip (>= 1.6) or a pickle
-     * starting with the magic number (legacy). Anything else gets st_open's diagnosis. */
-    int is_safetensors = got == 9 && magic[8] == '{';
+     * starting with the magic number (legacy). A file that is none of them is named for what
+     * it is not, except a *.safetensors file, which gets st_open's precise diagnosis. */
+    int is_safetensors = got >= 9 && magic[8] == '{';
     int is_zip = got >= 4 && memcmp(magic, "PK\x03\x04", 4) == 0;
     int is_pickle = got >= 3 && magic[0] == 0x80 && magic[1] <= 5 && magic[2] == 0x8a;
     if (!is_safetensors && (is_zip || is_pickle)) {
@@ -102,13 +119,15 @@ ckpt_source *ckpt_open(const char *path, bp_err *err) {
             source->tensors = source->tb->tensors;
             source->n_tensors = source->tb->n_tensors;
         }
-    } else {
+    } else if (is_safetensors || ends_with(source->path, ".safetensors")) {
         source->format = "safetensors";
         source->st = st_open(source->path, err);
         if (source->st) {
             source->tensors = source->st->tensors;
             source->n_tensors = source->st->n_tensors;
         }
+    } else {
+        ckpt_describe_unknown(source->path, magic, got, err);
     }
     if (!source->st && !source->tb) {
         ckpt_close(source);
@@ -179,8 +198,10 @@ static int string_order(const void *a, const void *b) { return strcmp(*(char *co
 void ckpt_report_free(ckpt_report *report) {
     for (size_t i = 0; i < report->n_missing; i++) free(report->missing[i]);
     for (size_t i = 0; i < report->n_unexpected; i++) free(report->unexpected[i]);
+    for (size_t i = 0; i < report->n_mismatched; i++) free(report->mismatched[i]);
     free(report->missing);
     free(report->unexpected);
+    free(report->mismatched);
     memset(report, 0, sizeof *report);
 }
 
@@ -190,17 +211,36 @@ static int matches_any(const char *name, const char *const *substrings) {
     return 0;
 }
 
-int ckpt_load_into(const bp_named_tensor *params, size_t n_params, unsigned char *loaded,
-                   const bp_named_tensor *ckpt, size_t n_ckpt, const char *ckpt_label, const char *base_prefix,
-                   const char *const *ignore_unexpected, ckpt_report *report, bp_err *err) {
+/* A parameter whose checkpoint tensor has another shape: an error, or (ignoring sizes) one line
+ * of the report as transformers words it, the parameter left as initialised. */
+static int mismatched(const bp_named_tensor *param, const bp_named_tensor *src, int ignore, const char *ckpt_label,
+                      ckpt_report *report, bp_err *err) {
+    char want[128], got[128];
+    format_shape(param, want, sizeof want);
+    format_shape(src, got, sizeof got);
+    if (!ignore)
+        return bp_err_set(err, "size mismatch for %s: checkpoint has shape %s, the model expects %s (%s)", src->name, got,
+                          want, ckpt_label);
+    char *line = NULL;
+    if (asprintf(&line, "- %s: found shape torch.Size(%s) in the checkpoint and torch.Size(%s) in the model instantiated",
+                 param->name, got, want) < 0)
+        return bp_err_set(err, "out of memory (%s)", ckpt_label);
+    report->mismatched[report->n_mismatched++] = line;
+    return 0;
+}
+
+static int load_into(const bp_named_tensor *params, size_t n_params, unsigned char *loaded, const bp_named_tensor *ckpt,
+                     size_t n_ckpt, const char *ckpt_label, const char *base_prefix,
+                     const char *const *ignore_unexpected, int ignore_sizes, ckpt_report *report, bp_err *err) {
     memset(report, 0, sizeof *report);
     named_index *names = calloc(n_ckpt ? n_ckpt : 1, sizeof *names);
     unsigned char *used = calloc(n_ckpt ? n_ckpt : 1, 1);
     report->missing = calloc(n_params ? n_params : 1, sizeof(char *));
     report->unexpected = calloc(n_ckpt ? n_ckpt : 1, sizeof(char *));
+    report->mismatched = calloc(n_params ? n_params : 1, sizeof(char *));
     char prefix[64] = "";
     int rc = -1;
-    if (!names || !used || !report->missing || !report->unexpected) {
+    if (!names || !used || !report->missing || !report->unexpected || !report->mismatched) {
         bp_err_set(err, "out of memory (%s)", ckpt_label);
         goto out;
     }
@@ -244,12 +284,9 @@ int ckpt_load_into(const bp_named_tensor *params, size_t n_params, unsigned char
         int same = src->ndim == params[p].ndim;
         for (int d = 0; d < src->ndim && same; d++) same = src->shape[d] == params[p].shape[d];
         if (!same) {
-            char want[128], got[128];
-            format_shape(&params[p], want, sizeof want);
-            format_shape(src, got, sizeof got);
-            bp_err_set(err, "size mismatch for %s: checkpoint has shape %s, the model expects %s (%s)", src->name, got,
-                       want, ckpt_label);
-            goto out;
+            if (mismatched(&params[p], src, ignore_sizes, ckpt_label, report, err)) goto out;
+            used[hit - names] = 1;   /* used: replaced, not unexpected */
+            continue;
         }
         if (copy_tensor(&params[p], src, ckpt_label, err) != 0) goto out;
         used[hit - names] = 1;
@@ -270,6 +307,19 @@ out:
     free(names);
     free(used);
     return rc;
+}
+
+int ckpt_load_into(const bp_named_tensor *params, size_t n_params, unsigned char *loaded,
+                   const bp_named_tensor *ckpt, size_t n_ckpt, const char *ckpt_label, const char *base_prefix,
+                   const char *const *ignore_unexpected, ckpt_report *report, bp_err *err) {
+    return load_into(params, n_params, loaded, ckpt, n_ckpt, ckpt_label, base_prefix, ignore_unexpected, 0, report, err);
+}
+
+int ckpt_load_into_ignoring_sizes(const bp_named_tensor *params, size_t n_params, unsigned char *loaded,
+                                  const bp_named_tensor *ckpt, size_t n_ckpt, const char *ckpt_label,
+                                  const char *base_prefix, const char *const *ignore_unexpected, ckpt_report *report,
+                                  bp_err *err) {
+    return load_into(params, n_params, loaded, ckpt, n_ckpt, ckpt_label, base_prefix, ignore_unexpected, 1, report, err);
 }
 
 /* "['a', 'b']" as Python prints a list of plain names. */
@@ -299,15 +349,28 @@ char *ckpt_format_unexpected(const ckpt_report *report, const char *ckpt_label, 
                        ckpt_label, model_class);
 }
 
+char *ckpt_format_mismatched(const ckpt_report *report, const char *ckpt_label, const char *model_class) {
+    if (report->n_mismatched == 0) return NULL;
+    size_t cap = strlen(ckpt_label) + strlen(model_class) + 300;
+    for (size_t i = 0; i < report->n_mismatched; i++) cap += strlen(report->mismatched[i]) + 1;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    int n = snprintf(out, cap, "Some weights of %s were not initialized from the model checkpoint at %s and are newly "
+                     "initialized because the shapes did not match:", model_class, ckpt_label);
+    for (size_t i = 0; i < report->n_mismatched; i++) n += snprintf(out + n, cap - (size_t)n, "\n%s", report->mismatched[i]);
+    snprintf(out + n, cap - (size_t)n, "\nYou should probably TRAIN this model on a down-stream task to be able to use it "
+             "for predictions and inference.");
+    return out;
+}
+
 char *ckpt_format_missing(const ckpt_report *report, const char *ckpt_label, const char *model_class) {
     return format_line(report->missing, report->n_missing,
                        "Some weights of %s were not initialized from the model checkpoint at %s and are newly initialized: %s",
                        model_class, ckpt_label);
 }
 
-char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const char *model_class) {
-    char *a = ckpt_format_unexpected(report, ckpt_label, model_class);
-    char *b = ckpt_format_missing(report, ckpt_label, model_class);
+/* A and B (either may be NULL) as one text, one per line; both are freed. */
+static char *join_lines(char *a, char *b) {
     if (!a) return b;
     if (!b) return a;
     size_t n = strlen(a) + strlen(b) + 2;
@@ -316,4 +379,10 @@ char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const
     free(a);
     free(b);
     return both;
+}
+
+char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const char *model_class) {
+    return join_lines(join_lines(ckpt_format_unexpected(report, ckpt_label, model_class),
+                                 ckpt_format_missing(report, ckpt_label, model_class)),
+                      ckpt_format_mismatched(report, ckpt_label, model_class));
 }

@@ -45,6 +45,8 @@ typedef struct ckpt_report {
     size_t n_missing;
     char **unexpected;   /* checkpoint tensors the model has no use for */
     size_t n_unexpected;
+    char **mismatched;   /* ckpt_load_into_ignoring_sizes: "- NAME: found shape ... in the model instantiated" */
+    size_t n_mismatched;
 } ckpt_report;
 
 /* Copy CKPT's tensors into PARAMS (data = destination, nbytes = its size; dtype f32, or the
@@ -67,6 +69,14 @@ int ckpt_load_into(const bp_named_tensor *params, size_t n_params, unsigned char
                    const char *base_prefix, const char *const *ignore_unexpected,
                    ckpt_report *report, bp_err *err);
 
+/* The same, but a parameter whose checkpoint tensor has another shape (a head for another label
+ * count) is left as the caller initialised it and listed in REPORT->mismatched instead of being
+ * an error: transformers' from_pretrained(..., ignore_mismatched_sizes=True). */
+int ckpt_load_into_ignoring_sizes(const bp_named_tensor *params, size_t n_params, unsigned char *loaded,
+                                  const bp_named_tensor *ckpt, size_t n_ckpt, const char *ckpt_label,
+                                  const char *base_prefix, const char *const *ignore_unexpected, ckpt_report *report,
+                                  bp_err *err);
+
 void ckpt_report_free(ckpt_report *report);
 
 /* The one-line messages transformers logs, as malloc'd strings (caller frees), or NULL when
@@ -75,8 +85,12 @@ void ckpt_report_free(ckpt_report *report);
  *   "Some weights of MODEL were not initialized from the model checkpoint at CKPT and are newly initialized: ['c']" */
 char *ckpt_format_unexpected(const ckpt_report *report, const char *ckpt_label, const char *model_class);
 char *ckpt_format_missing(const ckpt_report *report, const char *ckpt_label, const char *model_class);
+/* transformers' lines for the mismatched list (NULL when empty):
+ *   "Some weights of MODEL were not initialized from the model checkpoint at X and are newly
+ *    initialized because the shapes did not match:\n- NAME: found shape ...\nYou should probably TRAIN ..." */
+char *ckpt_format_mismatched(const ckpt_report *report, const char *ckpt_label, const char *model_class);
 
-/* Both messages as one malloc'd text, one per line (NULL when neither has anything to say).
+/* The three messages as one malloc'd text, one per line (NULL when none has anything to say).
  * Can't fail (out of memory gives NULL). */
 char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const char *model_class);
 

@@ -1,6 +1,7 @@
 /* ckpt/model_io.c — checkpoint directories for the model variants (see model_io.h).
  * Must never: write a checkpoint file other than through base/atomic_file.h (a reader sees
- * the old file or the whole new one), print, or exit. */
+ * the old file or the whole new one) or a whole folder other than through base/atomic_dir.h,
+ * print, or exit. */
 #include "ckpt/model_io.h"
 
 #include <inttypes.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/atomic_dir.h"
 #include "base/atomic_file.h"
 #include "ckpt/load.h"
 #include "ckpt/safetensors.h"
@@ -43,7 +45,9 @@ char *model_variant_json(const model_config *c, bp_err *err) {
                           model_head_name(c->head), "loss", model_loss_name(c->loss), "freeze", freeze, "class",
                           model_class_name(c));
     int failed = !v;
-    if (!failed && c->head_dropout >= 0) failed |= json_object_set_new(v, "head_dropout", json_real(c->head_dropout));
+    /* float32 probabilities written as the decimal they stand for (0.2, not 0.200000003) */
+    if (!failed && c->head_dropout >= 0)
+        failed |= json_object_set_new(v, "head_dropout", json_real(hfc_real_from_float(c->head_dropout)));
     if (!failed && c->head == MODEL_HEAD_MLP) {
         json_t *hidden = json_array();
         for (int i = 0; hidden && i < c->mlp_hidden_layers; i++) failed |= json_array_append_new(hidden, json_integer(c->mlp_hidden[i]));
@@ -53,7 +57,7 @@ char *model_variant_json(const model_config *c, bp_err *err) {
     if (!failed && (c->head == MODEL_HEAD_GRU || c->head == MODEL_HEAD_LSTM))
         failed |= json_object_set_new(v, "rnn", json_pack("{s:i, s:i, s:b, s:f}", "layers", c->rnn_layers, "hidden",
                                                           c->rnn_hidden, "bidirectional", c->rnn_bidirectional,
-                                                          "dropout", (double)c->rnn_dropout));
+                                                          "dropout", hfc_real_from_float(c->rnn_dropout)));
     char *text = failed ? NULL : json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
     json_decref(v);
     if (!text) bp_err_set(err, "out of memory writing the variant block");
@@ -155,6 +159,7 @@ int model_config_from_hf(const hfc_config *hf, bert_head task, int num_labels, m
 }
 
 int model_read_config(const char *source, bert_head task, int num_labels, model_config *out, int *is_dir, bp_err *err) {
+    if (ad_recover(source, err)) return -1;   /* a checkpoint folder whose swap a stop interrupted */
     if (is_dir) *is_dir = af_is_dir(source);
     hfc_config hf;
     if (bert_read_config(source, &hf, err)) return -1;
@@ -196,8 +201,8 @@ static void host_tensors_free(host_tensors *h) {
     free(h->t);
 }
 
-model *model_open(const model_config *cfg, const char *weights, model_use use, backend *be, int max_B, int max_T,
-                  uint64_t seed, char **notes, bp_err *err) {
+model *model_open(const model_config *cfg, const char *weights, model_load load, model_use use, backend *be, int max_B,
+                  int max_T, uint64_t seed, char **notes, bp_err *err) {
     if (notes) *notes = NULL;
     model *m = model_create(cfg, be, max_B, max_T, use, err);
     if (!m) return NULL;
@@ -212,9 +217,12 @@ model *model_open(const model_config *cfg, const char *weights, model_use use, b
     int bert = cfg->body == MODEL_BODY_BERT;
     int ok = model_copy_to_host(m, NULL, MODEL_STATE_PARAMS, 0, h.flat, err) == 0;
     ckpt_report report = { 0 };
+    int (*load_into)(const bp_named_tensor *, size_t, unsigned char *, const bp_named_tensor *, size_t, const char *,
+                     const char *, const char *const *, ckpt_report *, bp_err *) =
+        load == MODEL_LOAD_IGNORE_MISMATCHED_SIZES ? ckpt_load_into_ignoring_sizes : ckpt_load_into;
     if (ok)
-        ok = ckpt_load_into(h.t, (size_t)h.n, NULL, src->tensors, src->n_tensors, src->path, bert ? "bert" : NULL,
-                            bert && cfg->bert.head == BERT_HEAD_QA ? no_pooler : NULL, &report, err) == 0;
+        ok = load_into(h.t, (size_t)h.n, NULL, src->tensors, src->n_tensors, src->path, bert ? "bert" : NULL,
+                       bert && cfg->bert.head == BERT_HEAD_QA ? no_pooler : NULL, &report, err) == 0;
     if (ok && notes) *notes = ckpt_format_notes(&report, src->path, model_class_name(cfg));
     ckpt_report_free(&report);
     if (ok) ok = model_copy_from_host(m, NULL, MODEL_STATE_PARAMS, 0, h.flat, err) == 0;
@@ -226,9 +234,9 @@ fail:
     return NULL;
 }
 
-int model_save_pretrained(model *m, const char *dir, const char *const *labels, int n_labels, const char *vocab_path,
-                          bp_err *err) {
-    if (af_make_dir(dir, err)) return -1;
+/* model.safetensors, config.json and (vocab_path given) vocab.txt into the folder DIR. */
+static int write_pretrained(model *m, const char *dir, const char *const *labels, int n_labels, const char *vocab_path,
+                            bp_err *err) {
     char path[4096];
     host_tensors h;
     if (host_tensors_make(m, &h, err)) return -1;
@@ -288,8 +296,8 @@ static bp_named_tensor *state_tensors(const model *m, const host_tensors *h, con
     return t;
 }
 
-int model_save_train_state(model *m, optimizer *opt, const char *dir, const bert_train_state *state, bp_err *err) {
-    if (af_make_dir(dir, err)) return -1;
+/* optimizer.safetensors into the folder DIR. */
+static int write_train_state(model *m, optimizer *opt, const char *dir, const bert_train_state *state, bp_err *err) {
     int buffers = optim_state_count(&opt->cfg);
     host_tensors h;
     if (host_tensors_make(m, &h, err)) return -1;
@@ -305,8 +313,8 @@ int model_save_train_state(model *m, optimizer *opt, const char *dir, const bert
         snprintf(v_step, sizeof v_step, "%ld", state->step);
         snprintf(v_epoch, sizeof v_epoch, "%ld", state->epoch);
         snprintf(v_pos, sizeof v_pos, "%" PRId64, state->batches_consumed);
-        snprintf(v_seed, sizeof v_seed, "%" PRIu64, m->dropout_seed);
-        snprintf(v_counter, sizeof v_counter, "%" PRIu64, m->dropout_counter);
+        snprintf(v_seed, sizeof v_seed, "%" PRIu64, state->dropout_seed);
+        snprintf(v_counter, sizeof v_counter, "%" PRIu64, state->dropout_counter);
         const char *keys[] = { "step", "epoch", "batches_consumed", "dropout_seed", "dropout_counter", "optimizer" };
         const char *values[] = { v_step, v_epoch, v_pos, v_seed, v_counter, optim_kind_name(opt->cfg.kind) };
         snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
@@ -318,7 +326,13 @@ int model_save_train_state(model *m, optimizer *opt, const char *dir, const bert
     return rc;
 }
 
+int model_save_train_state(model *m, optimizer *opt, const char *dir, const bert_train_state *state, bp_err *err) {
+    if (ad_recover(dir, err) || af_make_dir(dir, err)) return -1;
+    return write_train_state(m, opt, dir, state, err);
+}
+
 int model_load_train_state(model *m, optimizer *opt, const char *dir, bert_train_state *state, bp_err *err) {
+    if (ad_recover(dir, err)) return -1;
     char path[4096];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
     st_file *f = st_open(path, err);
@@ -368,4 +382,34 @@ int model_load_train_state(model *m, optimizer *opt, const char *dir, bert_train
     if (h.t || h.flat) host_tensors_free(&h);
     st_close(f);
     return rc;
+}
+
+// ----------------------------------------------------------------------------
+// the whole folder
+
+int model_write_checkpoint_files(model *m, optimizer *opt, const bert_train_state *state, const char *folder,
+                                 const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
+    if (write_pretrained(m, folder, labels, n_labels, vocab_path, err)) return -1;
+    return opt ? write_train_state(m, opt, folder, state, err) : 0;
+}
+
+int model_save_checkpoint(model *m, optimizer *opt, const bert_train_state *state, const char *dir,
+                          const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
+    /* What the new folder gets from us. Weights in another format and optimizer state we do
+     * not write would contradict the new weights: they are dropped, not carried over. */
+    const char *replaced[] = { "model.safetensors", "config.json", "optimizer.safetensors", "pytorch_model.bin",
+                               "model.safetensors.index.json", vocab_path ? "vocab.txt" : NULL, NULL };
+    ad_dir folder;
+    if (ad_begin(&folder, dir, replaced, err)) return -1;
+    if (model_write_checkpoint_files(m, opt, state, folder.tmp_path, labels, n_labels, vocab_path, err)) {
+        ad_abort(&folder);
+        bp_err inner = *err;
+        return bp_err_set(err, "checkpoint not saved, %s still holds the previous one: %s", dir, inner.msg);
+    }
+    return ad_commit(&folder, err);
+}
+
+int model_save_pretrained(model *m, const char *dir, const char *const *labels, int n_labels, const char *vocab_path,
+                          bp_err *err) {
+    return model_save_checkpoint(m, NULL, NULL, dir, labels, n_labels, vocab_path, err);
 }

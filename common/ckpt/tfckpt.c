@@ -31,6 +31,11 @@ struct tf_owned {
     char *key;              /* the table iterator's current key */
     size_t key_cap;
     int index_only;         /* list the variables, leave the data file alone */
+    size_t capacity;        /* entries tensors[] and copies[] hold */
+    size_t max_entries;     /* what the index's size allows: each entry costs >= 3 bytes */
+    char *last_key;         /* the previous entry's key: keys must strictly increase */
+    size_t last_key_len, last_key_cap;
+    int seen_entry;
 };
 
 /* ---- CRC32C ------------------------------------------------------------------------- */
@@ -88,6 +93,7 @@ void tf_close(tf_checkpoint *ckpt) {
         for (size_t i = 0; i < ckpt->owned->n_copies; i++) free(ckpt->owned->copies[i]);
         free(ckpt->owned->copies);
         free(ckpt->owned->key);
+        free(ckpt->owned->last_key);
         free(ckpt->owned);
     }
     free(ckpt->tensors);
@@ -324,8 +330,46 @@ static void *tf_transpose(const uint8_t *src, int64_t rows, int64_t cols, size_t
     return dst;
 }
 
+/* Room for twice as many tensors (and kernel copies). */
+static int tf_grow(tf_checkpoint *ckpt) {
+    struct tf_owned *own = ckpt->owned;
+    size_t capacity = own->capacity ? own->capacity * 2 : 64;
+    bp_named_tensor *tensors = realloc(ckpt->tensors, capacity * sizeof *tensors);
+    if (!tensors) return -1;
+    ckpt->tensors = tensors;
+    void **copies = realloc(own->copies, capacity * sizeof *copies);
+    if (!copies) return -1;
+    own->copies = copies;
+    memset(ckpt->tensors + own->capacity, 0, (capacity - own->capacity) * sizeof *ckpt->tensors);
+    own->capacity = capacity;
+    return 0;
+}
+
+/* A table's keys strictly increase (bytewise); anything else is a corrupt index, e.g. a
+ * data block named twice by the index block, which would list (and copy) its tensors again. */
+static int tf_key_in_order(struct tf_owned *own, const char *key, size_t key_len, bp_err *err) {
+    if (own->seen_entry) {
+        size_t common = key_len < own->last_key_len ? key_len : own->last_key_len;
+        int order = memcmp(key, own->last_key, common);
+        if (order < 0 || (order == 0 && key_len <= own->last_key_len))
+            return bp_err_set(err, "index keys are not in increasing order: corrupt table (%s, variable %s)",
+                              own->index.path, key);
+    }
+    if (key_len + 1 > own->last_key_cap) {
+        char *bigger = realloc(own->last_key, key_len + 1);
+        if (!bigger) return bp_err_set(err, "out of memory (%s)", own->index.path);
+        own->last_key = bigger;
+        own->last_key_cap = key_len + 1;
+    }
+    memcpy(own->last_key, key, key_len);
+    own->last_key_len = key_len;
+    own->seen_entry = 1;
+    return 0;
+}
+
 static int tf_add_tensor(tf_checkpoint *ckpt, const char *key, size_t key_len, cursor value, bp_err *err) {
     struct tf_owned *own = ckpt->owned;
+    if (tf_key_in_order(own, key, key_len, err) != 0) return -1;
     tf_entry e;
     if (tf_parse_entry(value, &e) != 0)
         return bp_err_set(err, "entry is not a valid BundleEntryProto (%s, variable %s)", own->index.path, key);
@@ -342,6 +386,13 @@ static int tf_add_tensor(tf_checkpoint *ckpt, const char *key, size_t key_len, c
         }
         return 0;
     }
+    /* The bound holds for a table that lists each entry once; a corrupt index block can name
+     * one data block many times. */
+    if (ckpt->n_tensors >= own->max_entries)
+        return bp_err_set(err, "index lists more variables than its size allows: a data block is referenced twice (%s, variable %s)",
+                          own->index.path, key);
+    if (ckpt->n_tensors == own->capacity && tf_grow(ckpt) != 0)
+        return bp_err_set(err, "out of memory (%s, variable %s)", own->index.path, key);
     bp_named_tensor *t = &ckpt->tensors[ckpt->n_tensors];
     int kernel = tf_hf_name(key, t->name, sizeof t->name);
     if (kernel < 0) return 0; /* optimizer state */
@@ -428,11 +479,10 @@ static tf_checkpoint *tf_load(const char *prefix, int index_only, bp_err *err) {
         bp_err_set(err, "table footer is corrupt (%s)", index_path);
         goto fail;
     }
-    /* Every entry costs at least its three length varints: a safe bound on the count. */
-    size_t bound = own->index.len / 3 + 1;
-    ckpt->tensors = calloc(bound, sizeof *ckpt->tensors);
-    own->copies = calloc(bound, sizeof *own->copies);
-    if (!ckpt->tensors || !own->copies) {
+    /* Every entry costs at least its three length varints: a safe bound on the count. The
+     * arrays grow as entries come, so a large index asks for no memory up front. */
+    own->max_entries = own->index.len / 3 + 1;
+    if (tf_grow(ckpt) != 0) {
         bp_err_set(err, "out of memory (%s)", index_path);
         goto fail;
     }

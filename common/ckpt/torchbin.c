@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "base/limits.h"
 
 /* ---- storages and owned buffers ------------------------------------------------------ */
 
@@ -23,7 +26,9 @@ typedef struct tb_storage {
 } tb_storage;
 
 struct tb_storage_set {
-    tb_storage *storages;
+    /* Each storage is its own allocation: pickle values point at them while the table
+     * grows (a legacy file declares its storages as the pickle runs). */
+    tb_storage **storages;
     size_t n_storages, cap_storages;
     unsigned char *blob;    /* a legacy file, read whole; its storages point into it */
     size_t blob_len;
@@ -34,8 +39,9 @@ struct tb_storage_set {
 static void tb_storage_set_free(struct tb_storage_set *set) {
     if (!set) return;
     for (size_t i = 0; i < set->n_storages; i++) {
-        free(set->storages[i].key);
-        if (!set->blob) free(set->storages[i].bytes);
+        free(set->storages[i]->key);
+        if (!set->blob) free(set->storages[i]->bytes);
+        free(set->storages[i]);
     }
     free(set->blob);
     for (size_t i = 0; i < set->n_copies; i++) free(set->copies[i]);
@@ -58,10 +64,27 @@ const bp_named_tensor *tb_find(const tb_file *file, const char *name) {
     return NULL;
 }
 
+static int grow(void *array, size_t *cap, size_t need, size_t size);
+
 static tb_storage *tb_storage_find(struct tb_storage_set *set, const char *key) {
     for (size_t i = 0; i < set->n_storages; i++)
-        if (strcmp(set->storages[i].key, key) == 0) return &set->storages[i];
+        if (strcmp(set->storages[i]->key, key) == 0) return set->storages[i];
     return NULL;
+}
+
+/* A new, empty storage called KEY in SET (no bytes, no dtype yet), or NULL when out of
+ * memory. Its address stays valid until the set is freed. */
+static tb_storage *tb_storage_add(struct tb_storage_set *set, const char *key) {
+    tb_storage *s = calloc(1, sizeof *s);
+    if (!s || !(s->key = strdup(key)) ||
+        grow(&set->storages, &set->cap_storages, set->n_storages + 1, sizeof *set->storages) != 0) {
+        if (s) free(s->key);
+        free(s);
+        return NULL;
+    }
+    s->dtype = -1;
+    set->storages[set->n_storages++] = s;
+    return s;
 }
 
 /* ---- pickle values ------------------------------------------------------------------- */
@@ -100,6 +123,7 @@ typedef struct pickle_vm {
     struct tb_storage_set *set;
     pv **arena;               /* every value ever made, freed at the end */
     size_t n_arena, cap_arena;
+    size_t n_items;           /* items ever appended to containers, for the limit */
     pv **stack;
     size_t n_stack, cap_stack;
     size_t *marks;
@@ -126,7 +150,18 @@ static int vm_fail(pickle_vm *vm, const char *what) {
     return bp_err_set(vm->err, "%s at byte %zu of %s (%s)", what, vm->op_pos, vm->pickle_name, vm->where);
 }
 
+/* 0 while COUNT is within the pickle limits (base/limits.h), else -1 with err: a state dict
+ * needs a few thousand values, so a pickle that builds millions is not one. */
+static int vm_within_limit(pickle_vm *vm, size_t count, const char *what) {
+    if ((uint64_t)count < BP_LIMIT_PICKLE_VALUES) return 0;
+    char message[160];
+    snprintf(message, sizeof message, "pickle has more than %llu %s, over the limit: not a state dict",
+             (unsigned long long)BP_LIMIT_PICKLE_VALUES, what);
+    return vm_fail(vm, message);
+}
+
 static pv *pv_new(pickle_vm *vm, pv_kind kind) {
+    if (vm_within_limit(vm, vm->n_arena, "values") != 0) return NULL;
     pv *v = calloc(1, sizeof *v);
     if (!v || grow(&vm->arena, &vm->cap_arena, vm->n_arena + 1, sizeof *vm->arena) != 0) {
         free(v);
@@ -139,6 +174,7 @@ static pv *pv_new(pickle_vm *vm, pv_kind kind) {
 }
 
 static int pv_append(pickle_vm *vm, pv *container, pv *item) {
+    if (vm_within_limit(vm, vm->n_items++, "container items") != 0) return -1;
     if (grow(&container->items, &container->cap, container->n + 1, sizeof *container->items) != 0)
         return vm_fail(vm, "out of memory");
     container->items[container->n++] = item;
@@ -158,7 +194,7 @@ static void vm_free(pickle_vm *vm) {
 }
 
 static int vm_push(pickle_vm *vm, pv *v) {
-    if (!v) return -1;
+    if (!v || vm_within_limit(vm, vm->n_stack, "values on its stack") != 0) return -1;
     if (grow(&vm->stack, &vm->cap_stack, vm->n_stack + 1, sizeof *vm->stack) != 0)
         return vm_fail(vm, "out of memory");
     vm->stack[vm->n_stack++] = v;
@@ -297,19 +333,12 @@ static tb_storage *vm_declare_storage(pickle_vm *vm, const char *key, bp_dtype d
         vm_fail(vm, "storage size out of range");
         return NULL;
     }
-    if (grow(&set->storages, &set->cap_storages, set->n_storages + 1, sizeof *set->storages) != 0) {
-        vm_fail(vm, "out of memory");
-        return NULL;
-    }
-    tb_storage *s = &set->storages[set->n_storages];
-    memset(s, 0, sizeof *s);
-    if (!(s->key = strdup(key))) {
+    tb_storage *s = tb_storage_add(set, key);
+    if (!s) {
         vm_fail(vm, "out of memory");
         return NULL;
     }
     s->nbytes = (size_t)numel * bp_dtype_size(dtype);
-    s->dtype = -1;
-    set->n_storages++;
     return s;
 }
 
@@ -437,6 +466,7 @@ static int vm_memo_put(pickle_vm *vm, uint64_t index) {
     if (!top) return -1;
     /* Each memo entry costs at least two bytes of pickle: a larger index is corruption. */
     if (index > vm->len) return vm_fail(vm, "memo index out of range");
+    if (vm_within_limit(vm, (size_t)index, "memo entries") != 0) return -1;
     if (grow(&vm->memo, &vm->cap_memo, (size_t)index + 1, sizeof *vm->memo) != 0)
         return vm_fail(vm, "out of memory");
     for (size_t i = vm->n_memo; i <= index; i++) vm->memo[i] = NULL;
@@ -488,6 +518,7 @@ static int vm_run(pickle_vm *vm, pv **result) {
             rc = vm_push(vm, v);
             break;
         case '(': /* MARK */
+            if (vm_within_limit(vm, vm->n_marks, "nested MARKs") != 0) return -1;
             if (grow(&vm->marks, &vm->cap_marks, vm->n_marks + 1, sizeof *vm->marks) != 0)
                 return vm_fail(vm, "out of memory");
             vm->marks[vm->n_marks++] = vm->n_stack;
@@ -648,29 +679,41 @@ static int tb_collect(tb_file *file, const pv *dict, bp_err *err) {
 
 /* ---- the zip ------------------------------------------------------------------------- */
 
-/* Read the current entry's data into a new buffer. */
+/* Read the current entry's data into a new buffer of at most LIMIT bytes. The size the zip
+ * claims is believed only up to TRUSTED (the file's size; less for a stream), so a forged
+ * header cannot make us ask for gigabytes before a byte has arrived. */
 static int tb_read_entry(struct archive *ar, struct archive_entry *entry, const char *where, const char *name,
-                         unsigned char **out, size_t *out_len, bp_err *err) {
+                         uint64_t limit, uint64_t trusted, unsigned char **out, size_t *out_len, bp_err *err) {
+    char place[512];
+    snprintf(place, sizeof place, "%s, zip entry %.200s", where, name);
+    int64_t claimed = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : -1;
+    if (claimed > 0 && bp_check_limit((uint64_t)claimed, limit, "bytes", "a zip entry", place, err) != 0) return -1;
     /* One spare byte when the size is known, so the read that reports the end never
      * has to grow (and double) a buffer the size of a whole embedding matrix. */
-    size_t cap = archive_entry_size_is_set(entry) && archive_entry_size(entry) >= 0
-                     ? (size_t)archive_entry_size(entry) + 1 : 65536;
+    size_t cap = claimed >= 0 ? (size_t)((uint64_t)claimed < trusted ? (uint64_t)claimed : trusted) + 1 : 65536;
     size_t len = 0;
     unsigned char *buf = malloc(cap);
-    if (!buf) return bp_err_set(err, "out of memory reading %s (%s)", name, where);
+    if (!buf) return bp_err_set(err, "out of memory (%s)", place);
     for (;;) {
         if (len == cap) {
-            unsigned char *bigger = realloc(buf, cap * 2);
+            if (len > limit) { /* cap stops at limit + 1: one byte more than allowed arrived */
+                bp_check_limit(len, limit, "bytes", "a zip entry", place, err);
+                free(buf);
+                return -1;
+            }
+            size_t bigger_cap = cap * 2 > limit + 1 ? (size_t)limit + 1 : cap * 2;
+            unsigned char *bigger = realloc(buf, bigger_cap);
             if (!bigger) {
                 free(buf);
-                return bp_err_set(err, "out of memory reading %s (%s)", name, where);
+                return bp_err_set(err, "out of memory (%s)", place);
             }
             buf = bigger;
-            cap *= 2;
+            cap = bigger_cap;
         }
         la_ssize_t got = archive_read_data(ar, buf + len, cap - len);
         if (got < 0) {
-            bp_err_set(err, "cannot read zip entry %s: %s (%s)", name, archive_error_string(ar), where);
+            const char *why = archive_error_string(ar);
+            bp_err_set(err, "cannot read zip entry: %s (%s)", why && *why ? why : "damaged or truncated", place);
             free(buf);
             return -1;
         }
@@ -683,8 +726,8 @@ static int tb_read_entry(struct archive *ar, struct archive_entry *entry, const 
 }
 
 /* Walk every entry: data.pkl into *pickle, TOP/data/KEY into the storage set. */
-static int tb_read_zip(struct archive *ar, const char *where, struct tb_storage_set *set, unsigned char **pickle,
-                       size_t *pickle_len, bp_err *err) {
+static int tb_read_zip(struct archive *ar, const char *where, uint64_t trusted, struct tb_storage_set *set,
+                       unsigned char **pickle, size_t *pickle_len, bp_err *err) {
     struct archive_entry *entry;
     char top[256] = "";
     int r;
@@ -704,22 +747,22 @@ static int tb_read_zip(struct archive *ar, const char *where, struct tb_storage_
         size_t len = 0;
         if (strcmp(rest, "data.pkl") == 0) {
             if (*pickle) return bp_err_set(err, "zip holds data.pkl twice (%s)", where);
-            if (tb_read_entry(ar, entry, where, name, pickle, pickle_len, err) != 0) return -1;
+            if (tb_read_entry(ar, entry, where, name, BP_LIMIT_PICKLE_BYTES, trusted, pickle, pickle_len, err) != 0)
+                return -1;
         } else if (strncmp(rest, "data/", 5) == 0 && rest[5]) {
             if (tb_storage_find(set, rest + 5)) return bp_err_set(err, "zip holds storage %s twice (%s)", rest, where);
-            if (grow(&set->storages, &set->cap_storages, set->n_storages + 1, sizeof *set->storages) != 0)
+            if (tb_read_entry(ar, entry, where, name, BP_LIMIT_TENSOR_BYTES, trusted, &bytes, &len, err) != 0)
+                return -1;
+            tb_storage *s = tb_storage_add(set, rest + 5);
+            if (!s) {
+                free(bytes);
                 return bp_err_set(err, "out of memory (%s)", where);
-            if (tb_read_entry(ar, entry, where, name, &bytes, &len, err) != 0) return -1;
-            tb_storage *s = &set->storages[set->n_storages];
-            s->key = strdup(rest + 5);
+            }
             s->bytes = bytes;
             s->nbytes = len;
-            s->dtype = -1;
-            set->n_storages++;
-            if (!s->key) return bp_err_set(err, "out of memory (%s)", where);
         } else if (strcmp(rest, "byteorder") == 0) {
             /* Written by newer torch; storages are in the saving machine's byte order. */
-            if (tb_read_entry(ar, entry, where, name, &bytes, &len, err) != 0) return -1;
+            if (tb_read_entry(ar, entry, where, name, 64, trusted, &bytes, &len, err) != 0) return -1;
             int little = len == 6 && memcmp(bytes, "little", 6) == 0;
             free(bytes);
             if (!little) return bp_err_set(err, "checkpoint was saved big-endian; only little-endian is supported (%s)", where);
@@ -732,8 +775,9 @@ static int tb_read_zip(struct archive *ar, const char *where, struct tb_storage_
     return 0;
 }
 
-/* Shared by both openers: AR is opened on the source already. Consumes AR. */
-static tb_file *tb_load(struct archive *ar, const char *where, bp_err *err) {
+/* Shared by both openers: AR is opened on the source already; TRUSTED bounds what an entry's
+ * claimed size may make us allocate before its bytes arrive. Consumes AR. */
+static tb_file *tb_load(struct archive *ar, const char *where, uint64_t trusted, bp_err *err) {
     tb_file *file = calloc(1, sizeof *file);
     unsigned char *pickle = NULL;
     size_t pickle_len = 0;
@@ -741,7 +785,7 @@ static tb_file *tb_load(struct archive *ar, const char *where, bp_err *err) {
         bp_err_set(err, "out of memory (%s)", where);
         goto fail;
     }
-    if (tb_read_zip(ar, where, file->owned, &pickle, &pickle_len, err) != 0) goto fail;
+    if (tb_read_zip(ar, where, trusted, file->owned, &pickle, &pickle_len, err) != 0) goto fail;
     pickle_vm vm = {.code = pickle, .len = pickle_len, .where = where, .pickle_name = "data.pkl",
                     .set = file->owned, .err = err};
     pv *result = NULL;
@@ -805,8 +849,8 @@ static int tb_legacy_storages(pickle_vm *vm, const pv *keys) {
         pos += s->nbytes;
     }
     for (size_t i = 0; i < set->n_storages; i++)
-        if (!set->storages[i].bytes)
-            return bp_err_set(vm->err, "storage %s has no data in the file (%s)", set->storages[i].key, vm->where);
+        if (!set->storages[i]->bytes)
+            return bp_err_set(vm->err, "storage %s has no data in the file (%s)", set->storages[i]->key, vm->where);
     if (pos != set->blob_len)
         return bp_err_set(vm->err, "%zu bytes after the last storage: not a torch.save file (%s)", set->blob_len - pos, vm->where);
     return 0;
@@ -885,8 +929,10 @@ tb_file *tb_open(const char *path, bp_err *err) {
         bp_err_set(err, "cannot open: %s (%s)", strerror(errno), path);
         return NULL;
     }
+    struct stat st;
     unsigned char magic[4] = {0};
     size_t got = fread(magic, 1, 4, fp);
+    int stat_ok = fstat(fileno(fp), &st) == 0;
     fclose(fp);
     if (got < 4) {
         bp_err_set(err, "truncated pytorch checkpoint: %zu bytes (%s)", got, path);
@@ -894,27 +940,31 @@ tb_file *tb_open(const char *path, bp_err *err) {
     }
     if (magic[0] == 0x80 && magic[1] <= 5) return tb_load_legacy(path, err);
     if (memcmp(magic, "PK\x03\x04", 4) != 0) {
-        bp_err_set(err, "not a torch.save zip archive (%s)", path);
+        bp_err_set(err, "not a torch.save file: neither a zip (PK\\3\\4) nor a legacy pickle (0x80), it starts "
+                   "%02x %02x %02x %02x (%s)", magic[0], magic[1], magic[2], magic[3], path);
         return NULL;
     }
     struct archive *ar = tb_new_reader(path, 1, err);
     if (!ar) return NULL;
     if (archive_read_open_filename(ar, path, 1 << 16) != ARCHIVE_OK) {
-        bp_err_set(err, "cannot open zip: %s (%s)", archive_error_string(ar), path);
+        const char *why = archive_error_string(ar);
+        bp_err_set(err, "cannot open zip: %s (%s)", why && *why ? why : "damaged or truncated", path);
         archive_read_free(ar);
         return NULL;
     }
-    return tb_load(ar, path, err);
+    return tb_load(ar, path, stat_ok && st.st_size > 0 ? (uint64_t)st.st_size : 65536, err);
 }
 
 tb_file *tb_read_fd(int fd, const char *label, bp_err *err) {
     struct archive *ar = tb_new_reader(label, 0, err);
     if (!ar) return NULL;
     if (archive_read_open_fd(ar, fd, 1 << 16) != ARCHIVE_OK) {
+        const char *why = archive_error_string(ar);
         bp_err_set(err, "cannot read zip: %s: not a torch.save zip archive (legacy non-zip format is not supported) (%s)",
-                   archive_error_string(ar), label);
+                   why && *why ? why : "unreadable", label);
         archive_read_free(ar);
         return NULL;
     }
-    return tb_load(ar, label, err);
+    /* A stream's entries get at most 64 MiB up front; larger ones grow as their bytes arrive. */
+    return tb_load(ar, label, 64 * BP_MIB, err);
 }

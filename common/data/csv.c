@@ -9,13 +9,13 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/sink.h"
+#include "base/limits.h"
 #include "data/readers.h"
+#include "data/sink.h"
 
 /* One record: fields point into text (NUL-terminated each). */
 typedef struct csv_record {
@@ -29,6 +29,7 @@ typedef struct csv_record {
 static int text_put(csv_record *r, char c) { return ds_bytes_append(&r->text, &c, 1); }
 
 static int field_start(csv_record *r) {
+    if (r->n_fields >= BP_LIMIT_CSV_FIELDS) return -1; /* csv_next_record tells it from out of memory */
     if (r->n_fields == r->fields_cap) {
         size_t cap = r->fields_cap ? r->fields_cap * 2 : 16;
         size_t *offsets = realloc(r->offsets, cap * sizeof *offsets);
@@ -91,11 +92,22 @@ static int csv_next_record(arc_input *in, char delimiter, int quoting, csv_recor
         if (got < 0) return -1;
         if (got == 0)
             return bp_err_set(err, "unterminated quoted field (%s:%lld)", arc_where(in), (long long)r->line);
+        if (r->text.len + len > BP_LIMIT_LINE_BYTES) {
+            char place[600];
+            snprintf(place, sizeof place, "%s:%lld", arc_where(in), (long long)r->line);
+            return bp_check_limit(r->text.len + len, BP_LIMIT_LINE_BYTES, "bytes", "a record (a quoted field runs on)",
+                                  place, err);
+        }
     }
     if (text_put(r, '\0') != 0) goto oom;
     for (size_t f = 0; f < r->n_fields; f++) r->fields[f] = r->text.data + r->offsets[f];
     return 1;
 oom:
+    if (r->n_fields >= BP_LIMIT_CSV_FIELDS) {
+        char place[600];
+        snprintf(place, sizeof place, "%s:%lld", arc_where(in), (long long)r->line);
+        return bp_check_limit(r->n_fields + 1, BP_LIMIT_CSV_FIELDS, "fields", "a record", place, err);
+    }
     return bp_err_set(err, "out of memory (%s:%lld)", arc_where(in), (long long)r->line);
 }
 
@@ -173,14 +185,14 @@ static int label_of(const csv_plan *plan, const char *value, int *label, const c
                 *label = (int)i;
                 return 0;
             }
-        return bp_err_set(err, "unknown label '%s' (%s:%lld): the label map has %zu values", value, where,
-                          (long long)line, plan->labels.count);
+        return bp_err_set(err, "unknown label '%s': the label map has %zu values (%s:%lld)", value, plan->labels.count,
+                          where, (long long)line);
     }
     char *end;
     errno = 0;
     long v = strtol(value, &end, 10);
     if (!*value || *end != '\0' || errno != 0 || v < 0 || v > INT_MAX)
-        return bp_err_set(err, "unknown label '%s' (%s:%lld): not a class index; give a label map", value, where,
+        return bp_err_set(err, "unknown label '%s': not a class index; give a label map (%s:%lld)", value, where,
                           (long long)line);
     *label = (int)v;
     return 0;
@@ -193,10 +205,8 @@ static arc_input *open_csv_input(const char *path, const csv_plan *plan, const d
     return ds_open_first_member(path, suffixes, err);
 }
 
-/* One pass: count data rows (count_only) or emit the rows on the wanted side of the
- * validation split (validation_rows NULL: every row). */
-static int csv_pass(const char *path, csv_plan *plan, ds_sink *sink, int count_only, const uint8_t *validation_rows,
-                    int want_validation, int64_t *rows, bp_err *err) {
+/* One pass over the file, every row pushed into the sink. */
+static int csv_pass(const char *path, csv_plan *plan, ds_sink *sink, bp_err *err) {
     const ds_options *options = sink->options;
     arc_input *in = open_csv_input(path, plan, options, err);
     if (!in) return -1;
@@ -237,14 +247,6 @@ static int csv_pass(const char *path, csv_plan *plan, ds_sink *sink, int count_o
     int64_t row = 0;
     while ((got = csv_next_record(in, plan->delimiter, plan->quoting, &record, err)) == 1) {
         int64_t this_row = row++;
-        if (count_only) continue;
-        if (validation_rows) {
-            int is_validation = (validation_rows[this_row / 8] >> (this_row % 8)) & 1;
-            if (is_validation != want_validation) {
-                sink->stats->skipped_other_side++;
-                continue;
-            }
-        }
         sink->stats->records++;
         int64_t needed = plan->text_column;
         if (plan->label_column > needed) needed = plan->label_column;
@@ -272,31 +274,11 @@ static int csv_pass(const char *path, csv_plan *plan, ds_sink *sink, int count_o
         }
     }
     if (got < 0) rc = -1;
-    *rows = row;
 done:
     csv_record_free(&header);
     csv_record_free(&record);
     arc_close(in);
     return rc;
-}
-
-/* Pick exactly ceil(ratio * rows) validation rows (Floyd's algorithm: k draws, each
- * uniform, no shuffle of the whole index), as a bitmap. */
-static uint8_t *pick_validation_rows(int64_t rows, double ratio, uint64_t seed, bp_err *err) {
-    uint8_t *bits = calloc((size_t)(rows / 8 + 1), 1);
-    if (!bits) {
-        bp_err_set(err, "out of memory for a validation split of %lld rows", (long long)rows);
-        return NULL;
-    }
-    int64_t k = (int64_t)ceil(ratio * (double)rows);
-    if (k > rows) k = rows;
-    uint64_t state = seed ^ 0xA0761D6478BD642Full;
-    for (int64_t j = rows - k; j < rows; j++) {
-        int64_t t = (int64_t)ds_random_below(&state, (uint64_t)j + 1);
-        if ((bits[t / 8] >> (t % 8)) & 1) t = j;
-        bits[t / 8] |= (uint8_t)(1u << (t % 8));
-    }
-    return bits;
 }
 
 static int ends_with_tsv(const char *path) {
@@ -325,23 +307,7 @@ int ds_read_csv(const char *path, ds_sink *sink, int sst2_defaults, bp_err *err)
         plan.has_map = 1;
         rc = parse_label_map(options->label_map, &plan.labels, err);
     }
-    int64_t rows = 0;
-    if (rc == 0 && options->validation_ratio > 0) {
-        if (sst2_defaults) {
-            rc = bp_err_set(err, "a validation ratio is for csv files; SST-2 has its own dev split (%s)", path);
-        } else {
-            int split = ds_split_of(options, err);
-            if (split < 0 || split == DS_SPLIT_TEST) {
-                rc = split < 0 ? -1 : bp_err_set(err, "with a validation ratio the split is train or validation (%s)", path);
-            } else if ((rc = csv_pass(path, &plan, sink, 1, NULL, 0, &rows, err)) == 0) {
-                uint8_t *validation_rows = pick_validation_rows(rows, options->validation_ratio, options->seed, err);
-                rc = validation_rows ? csv_pass(path, &plan, sink, 0, validation_rows, split == DS_SPLIT_VALIDATION, &rows, err) : -1;
-                free(validation_rows);
-            }
-        }
-    } else if (rc == 0) {
-        rc = csv_pass(path, &plan, sink, 0, NULL, 0, &rows, err);
-    }
+    if (rc == 0) rc = csv_pass(path, &plan, sink, err);
     free(plan.labels.storage);
     free(plan.labels.names);
     return rc;

@@ -9,8 +9,8 @@
  *
  * Readers hand each example to a callback as soon as it is read (so a stage can emit it at
  * once); the example and every string in it are only valid during the call. Options shared
- * by all formats: split, limit, a seeded reservoir sample, and for CSV a seeded
- * train/validation split by ratio.
+ * by all formats: split, limit, a seeded reservoir sample, and a seeded hold-out of
+ * validation and test sides from the train split (optionally stratified by label).
  * Must never: know about frames or sockets, print, or exit: errors fill a bp_err
  * "WHAT (FILE:LINE)" and the read stops.
  */
@@ -66,13 +66,13 @@ typedef int (*ds_emit_fn)(const ds_example *example, void *user, bp_err *err);
 typedef struct ds_options {
     ds_format format;
     /* "train", "validation" (or "dev"), "test": which member of a multi-split archive or
-     * folder to read (sst-trees, sst-raw, sst2, imdb); for csv with validation_ratio > 0,
-     * "train" or "validation" picks a side of the split. NULL: "train" for archives and
-     * folders; single files are read whole whatever the split. */
+     * folder to read (sst-trees, sst-raw, sst2, imdb); with a hold-out ratio, the side of the
+     * train split to keep (see validation_ratio). NULL: "train". A single-split source (one
+     * file; csv and squad always) is read whole whatever the split: ds_split_info_of says so. */
     const char *split;
     int64_t limit;            /* > 0: stop after this many examples */
     int64_t sample;           /* > 0: seeded reservoir sample of this many, emitted in file order */
-    uint64_t seed;            /* seed for sample and validation_ratio */
+    uint64_t seed;            /* seed for sample and the hold-out */
     int binary;               /* sst-trees: drop label 2, 0/1 -> 0, 3/4 -> 1 (GLUE SST-2);
                                * sst-raw: label = round(score) (score > 0.5 -> 1) */
     int keep_ptb_escapes;     /* sst-trees: keep -LRB- -RRB- \/ \* as in the trees (default:
@@ -87,7 +87,14 @@ typedef struct ds_options {
     const char *id_column;    /* name or index; default: 0-based row number */
     const char *label_map;    /* "-1,0,1,2" or "negative,positive": value i -> class i;
                                * NULL: labels must be non-negative integers */
-    double validation_ratio;  /* csv: 0 < r < 1 -> ceil(r * rows) seeded rows are "validation" */
+    /* Hold-out, every format: 0 < r < 1 -> exactly ceil(r * n) seeded examples of the train
+     * split's n are its "validation" side, ceil(t * n) others its "test" side, the rest its
+     * "train" side; split picks the side. A side with no ratio (test without test_ratio) is
+     * the format's own split, which a single-split source does not have (an error). The
+     * sides are disjoint by example and the same seed gives the same sides everywhere. */
+    double validation_ratio;
+    double test_ratio;
+    int stratify;             /* hold-out: each label keeps its share of every side (labels needed) */
 } ds_options;
 
 /* Counts of one read, for the stage's "counts in and out" line. */
@@ -96,19 +103,49 @@ typedef struct ds_stats {
     int64_t emitted;            /* examples handed to the callback */
     int64_t skipped_neutral;    /* sst binary: label 2 / not in the chosen split side */
     int64_t skipped_empty;      /* empty texts skipped (skip_empty) */
-    int64_t skipped_other_side; /* csv: rows on the other side of validation_ratio */
+    int64_t skipped_other_side; /* hold-out: examples on another side of the train split */
     int64_t answers;            /* squad: answers checked */
     int64_t answer_mismatches;  /* squad: answers whose answer_start does not slice to text */
     int64_t impossible;         /* squad v2: unanswerable questions */
 } ds_stats;
 
 /* Read path in the format and with the options given, calling emit for each example in
- * file order. stats (may be NULL) is zeroed first and filled as it goes. Returns 0 when
- * the whole split was read (or emit asked to stop), -1 with err filled on any error —
- * unreadable or truncated input, a tree that does not parse, a missing column, an unknown
- * label, empty text, a JSON that is not SQuAD, or emit's own error. */
+ * file order. stats (may be NULL) is zeroed first and filled as it goes. A held-out side
+ * reads the train split twice (the first pass only counts), so path must be a file or
+ * folder that reads the same twice. Returns 0 when the whole split was read (or emit asked
+ * to stop), -1 with err filled on any error — unreadable or truncated input, a tree that
+ * does not parse, a missing column, an unknown label, empty text, a JSON that is not
+ * SQuAD, ratios that leave nothing to train on, stratify without labels, or emit's own error. */
 int ds_read(const char *path, const ds_options *options, ds_emit_fn emit, void *user,
             ds_stats *stats, bp_err *err);
+
+/* Where the examples of a split come from, so that a consumer can judge whether two reads
+ * can share examples. */
+typedef enum ds_origin {
+    DS_ORIGIN_MEMBER = 0, /* the split is its own part of the source: an archive member or a
+                           * folder's file (sst-trees, sst2), IMDB's SPLIT/ folder, a code of
+                           * sst-raw's datasetSplit.txt */
+    DS_ORIGIN_WHOLE,      /* the source holds one split and is read whole (a single file, csv
+                           * and squad always): every split name reads the same examples */
+    DS_ORIGIN_HELD_OUT,   /* a seeded side of the train split (validation_ratio, test_ratio) */
+} ds_origin;
+
+typedef struct ds_split_info {
+    ds_origin origin;
+    const char *split; /* the split read, canonical: "train", "validation" or "test" */
+    const char *part;  /* the part of the source its examples are drawn from: "train",
+                        * "validation", "test" (a member; a held-out side: "train"), or "all"
+                        * when that part is the whole source. Two reads of one source can share
+                        * examples only when their parts are equal or one is "all". */
+} ds_split_info;
+
+/* What ds_read would read for path and options (opens path to tell a single file from an
+ * archive or folder; reads no data). Returns 0 with info filled (static strings), or -1
+ * with err filled (format not guessable, unknown split, unreadable path). */
+int ds_split_info_of(const char *path, const ds_options *options, ds_split_info *info, bp_err *err);
+
+/* "member", "whole", "held-out". Can't fail. */
+const char *ds_origin_name(ds_origin origin);
 
 /* Format by name ("sst-trees", "sst-raw", "sst2", "imdb", "csv", "squad"). Returns 0 and
  * sets *format, or -1 with err filled listing the names. */
@@ -129,6 +166,12 @@ int ds_format_guess(const char *path, ds_format *format, bp_err *err);
  * the number of classes, 0 when the labels have no names (sst-raw scores, squad, csv
  * without a map: "" written), or -1 with err filled (format not guessable, out too small). */
 int ds_label_names(const char *path, const ds_options *options, char *out, size_t size, bp_err *err);
+
+/* Check text[0..len), which starts on line `line` of source, as every reader checks its
+ * text: no NUL byte, valid UTF-8. Returns 0, or -1 with err = "NUL byte in WHAT
+ * (SOURCE:LINE)" or "WHAT is not valid UTF-8: byte 0xNN at column C (SOURCE:LINE)", LINE
+ * being the line of the bad byte. For callers reading text themselves (extract's lines). */
+int ds_check_text(const char *text, size_t len, const char *what, const char *source, int64_t line, bp_err *err);
 
 /* Deep copy of an example (for callers that keep examples past the callback). Returns
  * NULL on out-of-memory. Free with ds_example_free. */

@@ -9,11 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/limits.h"
 #include "data/sink.h"
 #include "data/readers.h"
 
-/* A review is a few KB; anything this big is not a review but a damaged member. */
-#define MAX_REVIEW_BYTES (16 * 1024 * 1024)
 
 /* If name is ".../SPLIT/pos|neg/FILE.txt", set *label, *id_start (SPLIT/...) and *stem_len
  * (without ".txt") and return 1. */
@@ -43,7 +42,7 @@ int ds_read_imdb(const char *path, ds_sink *sink, bp_err *err) {
     int split = ds_split_of(sink->options, err);
     if (split < 0) return -1;
     if (split == DS_SPLIT_VALIDATION)
-        return bp_err_set(err, "IMDB has only train and test splits; take a validation sample from train with --sample (%s)", path);
+        return bp_err_set(err, "IMDB has only train and test splits; hold a validation side out of train with a validation ratio (%s)", path);
     const char *split_dir = ds_split_name(split);
     arc_input *in = arc_open(path, err);
     if (!in) return -1;
@@ -67,8 +66,9 @@ int ds_read_imdb(const char *path, ds_sink *sink, bp_err *err) {
         text.len = 0;
         ssize_t n;
         while ((n = arc_read(in, chunk, sizeof chunk, err)) > 0) {
-            if (text.len + (size_t)n > MAX_REVIEW_BYTES) {
-                rc = bp_err_set(err, "review larger than %d bytes (%s)", MAX_REVIEW_BYTES, arc_where(in));
+            /* A review is a few KB; anything this big is not a review but a damaged member. */
+            if (bp_check_limit(text.len + (size_t)n, BP_LIMIT_DOCUMENT_BYTES, "bytes", "a review", arc_where(in), err)) {
+                rc = -1;
                 break;
             }
             if (ds_bytes_append(&text, chunk, (size_t)n) != 0) {
@@ -82,8 +82,8 @@ int ds_read_imdb(const char *path, ds_sink *sink, bp_err *err) {
             rc = bp_err_set(err, "out of memory (%s)", arc_where(in));
             break;
         }
-        if (memchr(text.data, '\0', text.len)) {
-            rc = bp_err_set(err, "NUL byte in review (%s)", arc_where(in));
+        if (ds_check_text(text.data, text.len, "review", arc_where(in), 1, err) != 0) {
+            rc = -1;
             break;
         }
         sink->stats->records++;

@@ -1,17 +1,20 @@
 /* data/sink.c — what every dataset reader shares (see sink.h): split names and split members,
  * seeded random numbers, UTF-8 checks, growable strings, example copies, and the sink every
  * reader pushes into, which applies the options common to all formats: empty-text policy,
- * UTF-8 check, reservoir sample and limit.
+ * UTF-8 check, hold-out side (holdout.c draws it), reservoir sample and limit.
  *
  * The readers (csv.c, imdb.c, squad.c, sst.c) call into this file; it calls none of them, so
  * the data layer has no include cycle. Must never: print, exit, or know about frames.
  */
 #include "data/sink.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "base/utf8.h"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
@@ -57,6 +60,7 @@ arc_input *ds_open_first_member(const char *path, const char *const suffixes[], 
         while (!matched && (found = arc_next_member(in, err)) == 1)
             for (size_t i = 0; suffixes[i] && !matched; i++) matched = ends_with(arc_member_name(in), suffixes[i]);
         if (found == 0) bp_err_set(err, "no %s member (%s)", suffixes[0], path);
+        if (found == 1) arc_want_only_current(in);
     }
     if (found != 1) {
         arc_close(in);
@@ -81,31 +85,6 @@ uint64_t ds_random_below(uint64_t *state, uint64_t bound) {
     do r = ds_random_next(state);
     while (r >= limit);
     return r % bound;
-}
-
-int ds_valid_utf8(const char *s, size_t len) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p < end) {
-        unsigned c = *p;
-        size_t extra;
-        uint32_t cp;
-        if (c < 0x80) { p++; continue; }
-        else if ((c & 0xE0) == 0xC0) { extra = 1; cp = c & 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { extra = 2; cp = c & 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { extra = 3; cp = c & 0x07; }
-        else return 0;
-        if ((size_t)(end - p) <= extra) return 0;
-        for (size_t i = 1; i <= extra; i++) {
-            if ((p[i] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        /* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
-            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-            return 0;
-        p += extra + 1;
-    }
-    return 1;
 }
 
 int ds_bytes_append(ds_bytes *b, const char *s, size_t n) {
@@ -192,21 +171,44 @@ static int deliver(ds_sink *sink, const ds_example *example, bp_err *err) {
         return -1;
     }
     sink->stats->emitted++;
-    if (rc > 0) return 1;
-    if (sink->options->limit > 0 && sink->stats->emitted >= sink->options->limit) return 1;
+    if (rc > 0 || (sink->options->limit > 0 && sink->stats->emitted >= sink->options->limit)) {
+        sink->stopped = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Line of byte `offset` of text that starts on line `first_line`. */
+static int64_t line_of(const char *text, int64_t offset, int64_t first_line) {
+    int64_t line = first_line;
+    for (int64_t i = 0; i < offset; i++) line += text[i] == '\n';
+    return line;
+}
+
+int ds_check_text(const char *text, size_t len, const char *what, const char *source, int64_t line, bp_err *err) {
+    const char *nul = memchr(text, '\0', len);
+    if (nul)
+        return bp_err_set(err, "NUL byte in %s (%s:%" PRId64 ")", what, source, line_of(text, nul - text, line));
+    int64_t bad = bp_utf8_invalid_at(text, len);
+    if (bad >= 0) {
+        int64_t bad_line = line_of(text, bad, line), line_start = bad;
+        while (line_start > 0 && text[line_start - 1] != '\n') line_start--;
+        return bp_err_set(err, "%s is not valid UTF-8: byte 0x%02x at column %" PRId64 " (%s:%" PRId64 ")", what,
+                          (unsigned char)text[bad], bad - line_start + 1, source, bad_line);
+    }
     return 0;
 }
 
 /* Text fields must be UTF-8 (the tokenizer counts code points) and, unless skip_empty,
- * non-blank. Returns 0 to keep, 1 to skip (counted), -1 with err filled. */
+ * non-blank; ids and titles must be UTF-8 too (they travel as frame strings). Returns 0 to
+ * keep, 1 to skip (counted), -1 with err filled. */
 static int check_text(ds_sink *sink, const ds_example *example, bp_err *err) {
-    const char *fields[] = {example->text, example->question, example->context};
-    const char *names[] = {"text", "question", "context"};
-    for (int i = 0; i < 3; i++) {
+    const char *fields[] = {example->text, example->question, example->context, example->id, example->title};
+    const char *names[] = {"text", "question", "context", "id", "title"};
+    for (int i = 0; i < 5; i++) {
         if (!fields[i]) continue;
-        if (!ds_valid_utf8(fields[i], strlen(fields[i])))
-            return bp_err_set(err, "%s is not valid UTF-8 (%s:%lld, id %s)", names[i], example->source,
-                              (long long)example->line, example->id);
+        if (ds_check_text(fields[i], strlen(fields[i]), names[i], example->source, example->line, err) != 0) return -1;
+        if (i >= 3) continue;
         if (is_blank(fields[i])) {
             if (sink->options->skip_empty) {
                 sink->stats->skipped_empty++;
@@ -222,6 +224,12 @@ static int check_text(ds_sink *sink, const ds_example *example, bp_err *err) {
 int ds_sink_push(ds_sink *sink, ds_example *example, bp_err *err) {
     int checked = check_text(sink, example, err);
     if (checked != 0) return checked < 0 ? -1 : 0;
+    if (sink->holdout.pass == DS_HOLDOUT_COUNT) return ds_holdout_record(&sink->holdout, example, err);
+    if (sink->holdout.pass == DS_HOLDOUT_KEEP) {
+        int kept = ds_holdout_keeps_next(&sink->holdout, example, err);
+        if (kept == 0) sink->stats->skipped_other_side++;
+        if (kept <= 0) return kept;
+    }
     example->index = sink->next_index++;
     int64_t want = sink->options->sample;
     if (want <= 0) return deliver(sink, example, err);

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/limits.h"
+#include "base/utf8.h"
 #include "data/sink.h"
 #include "data/readers.h"
 
@@ -50,8 +52,9 @@ static int emit_question(ds_sink *sink, const article_place *at, const char *tit
         return bp_err_set(err, "not SQuAD: question without a string \"id\" (%s:%lld, article %lld, paragraph %lld)",
                           at->where, (long long)at->line, (long long)at->number, (long long)paragraph);
     const char *question = string_field(qa, "question");
+    /* a test split may have no "answers" at all: an unlabelled question, as "answers": [] */
     json_t *answer_list = json_object_get(qa, "answers");
-    if (!question || !json_is_array(answer_list))
+    if (!question || (answer_list && !json_is_array(answer_list)))
         return bp_err_set(err, "not SQuAD: missing \"%s\" (%s:%lld, id %s)", question ? "answers" : "question",
                           at->where, (long long)at->line, id);
     json_t *impossible = json_object_get(qa, "is_impossible");
@@ -145,11 +148,24 @@ typedef struct squad_scanner {
     int in_data;        /* inside the "data" array */
     int saw_data, closed;
     ds_bytes article;   /* bytes of the article being cut out */
+    bp_utf8_state utf8; /* the whole file must be UTF-8, as json.load wants it */
+    unsigned char utf8_lead; /* first byte of the character being decoded */
     int64_t article_line, article_number;
     int64_t line;
 } squad_scanner;
 
-static int article_put(squad_scanner *s, char c) { return ds_bytes_append(&s->article, &c, 1); }
+/* Append c to the article being cut out; -1 with err when out of memory or over the limit. */
+static int article_put(squad_scanner *s, char c, const char *where, bp_err *err) {
+    if (s->article.len >= BP_LIMIT_DOCUMENT_BYTES) {
+        char place[600];
+        snprintf(place, sizeof place, "%s:%lld, article %lld", where, (long long)s->article_line,
+                 (long long)s->article_number);
+        return bp_check_limit(s->article.len + 1, BP_LIMIT_DOCUMENT_BYTES, "bytes", "a SQuAD article", place, err);
+    }
+    if (ds_bytes_append(&s->article, &c, 1) != 0)
+        return bp_err_set(err, "out of memory (%s:%lld)", where, (long long)s->line);
+    return 0;
+}
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -158,7 +174,10 @@ static int scan_bytes(squad_scanner *s, const char *bytes, size_t n, ds_sink *si
     for (size_t i = 0; i < n; i++) {
         char c = bytes[i];
         int capturing = s->in_data && s->depth >= 3;
-        if (capturing && article_put(s, c) != 0) return bp_err_set(err, "out of memory (%s:%lld)", where, (long long)s->line);
+        if (!bp_utf8_incomplete(&s->utf8)) s->utf8_lead = (unsigned char)c;
+        if (bp_utf8_step(&s->utf8, (unsigned char)c) != 0)
+            return bp_err_set(err, "not valid UTF-8: byte 0x%02x (%s:%lld)", s->utf8_lead, where, (long long)s->line);
+        if (capturing && article_put(s, c, where, err) != 0) return -1;
         if (c == '\n') s->line++;
         if (s->in_string) {
             if (s->escaped) s->escaped = 0;
@@ -177,7 +196,7 @@ static int scan_bytes(squad_scanner *s, const char *bytes, size_t n, ds_sink *si
                                   (long long)s->article_number, where, (long long)s->line);
             s->article.len = 0;
             s->article_line = s->line;
-            if (article_put(s, c) != 0) return bp_err_set(err, "out of memory (%s:%lld)", where, (long long)s->line);
+            if (article_put(s, c, where, err) != 0) return -1;
             s->depth = 3;
             continue;
         }
@@ -248,6 +267,9 @@ int ds_read_squad(const char *path, ds_sink *sink, bp_err *err) {
     if (rc == 0) {
         if (total == 0)
             rc = bp_err_set(err, "not SQuAD: empty file (%s)", arc_where(in));
+        else if (bp_utf8_incomplete(&scanner.utf8))
+            rc = bp_err_set(err, "not valid UTF-8: the file ends inside a character (%s:%lld)", arc_where(in),
+                            (long long)scanner.line);
         else if (scanner.depth != 0 || scanner.in_string || !scanner.closed)
             rc = bp_err_set(err, "truncated JSON: the file ends inside %s (%s:%lld)",
                             scanner.in_data ? "the \"data\" array" : "the top-level object", arc_where(in),

@@ -16,8 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/sink.h"
+#include "base/limits.h"
 #include "data/readers.h"
+#include "data/sink.h"
 
 /* ---- PTB trees -------------------------------------------------------------------- */
 
@@ -306,6 +307,12 @@ static int load_table(const char *path, const char *name, char separator, number
         if (!sep || parse_index(line, (size_t)(sep - line), &index) != 0 || end == sep + 1 || *end != '\0' ||
             errno != 0 || value < 0) {
             rc = bp_err_set(err, "expected INDEX%cVALUE (%s:%lld)", separator, arc_where(in), (long long)arc_line_number(in));
+            break;
+        }
+        if ((uint64_t)index >= BP_LIMIT_TABLE_INDEX) {
+            char place[600];
+            snprintf(place, sizeof place, "%s:%lld", arc_where(in), (long long)arc_line_number(in));
+            rc = bp_check_limit((uint64_t)index, BP_LIMIT_TABLE_INDEX - 1, "", "the index", place, err);
             break;
         }
         if (number_table_set(table, index, value) != 0) {

@@ -19,9 +19,11 @@
 
 int metrics_cls_init(metrics_cls *m, int num_classes, bp_err *err) {
     memset(m, 0, sizeof *m);
-    if (num_classes < 1 || num_classes > 65536)
-        return bp_err_set(err, "number of classes %d is outside 1..65536 (metrics_cls_init)",
-                          num_classes);
+    /* the confusion matrix is C x C counts: a class count read from a stream (a probs
+     * tensor's length) must not make it gigabytes */
+    if (num_classes < 1 || num_classes > METRICS_MAX_CLASSES)
+        return bp_err_set(err, "number of classes %d is outside 1..%d (metrics_cls_init)", num_classes,
+                          METRICS_MAX_CLASSES);
     m->confusion = calloc((size_t)num_classes * (size_t)num_classes, sizeof *m->confusion);
     if (!m->confusion)
         return bp_err_set(err, "out of memory for a %dx%d confusion matrix (metrics_cls_init)",
@@ -668,6 +670,29 @@ void metrics_squad_add_span(metrics_squad_totals *t, int64_t pred_start, int64_t
                             int64_t gold_start, int64_t gold_end) {
     t->span_total++;
     t->span_exact_sum += pred_start == gold_start && pred_end == gold_end;
+}
+
+void metrics_squad_tally_init(metrics_squad_tally *t) {
+    memset(t, 0, sizeof *t);
+    metrics_squad_totals_init(&t->v1, METRICS_SQUAD_V1);
+    metrics_squad_totals_init(&t->v2, METRICS_SQUAD_V2);
+}
+
+int metrics_squad_tally_add(metrics_squad_tally *t, const char *prediction, const char *const *golds, int n_golds,
+                            int is_impossible, bp_err *err) {
+    if ((n_golds > 0 && metrics_squad_add(&t->v1, prediction, golds, n_golds, NULL, NULL, err)) ||
+        metrics_squad_add(&t->v2, prediction, golds, n_golds, NULL, NULL, err))
+        return -1;
+    if (is_impossible) t->saw_impossible = 1;
+    if (n_golds == 0) t->unscored++;
+    t->questions++;
+    return 0;
+}
+
+int metrics_squad_tally_is_v2(const metrics_squad_tally *t, int force_v2) { return force_v2 || t->saw_impossible; }
+
+metrics_squad_summary metrics_squad_tally_summarize(const metrics_squad_tally *t, int force_v2) {
+    return metrics_squad_summarize(metrics_squad_tally_is_v2(t, force_v2) ? &t->v2 : &t->v1);
 }
 
 static double percent(double sum, int64_t total) {

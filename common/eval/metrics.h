@@ -43,7 +43,10 @@ typedef struct metrics_cls_class {
                                neither predicted nor present) */
 } metrics_cls_class;
 
-/* Set up an empty accumulator for num_classes >= 1 classes.
+/* The most classes an accumulator takes: its confusion matrix is C x C counts (128 MB here). */
+#define METRICS_MAX_CLASSES 4096
+
+/* Set up an empty accumulator for 1..METRICS_MAX_CLASSES classes.
  * Returns 0, or -1 with err filled (bad class count, out of memory). Free with
  * metrics_cls_free. */
 int metrics_cls_init(metrics_cls *m, int num_classes, bp_err *err);
@@ -203,6 +206,29 @@ typedef struct metrics_squad_summary {
 
 /* Averages of the totals: 100.0 * sum / total, as the official scripts. Can't fail. */
 metrics_squad_summary metrics_squad_summarize(const metrics_squad_totals *t);
+
+/* A stream of predictions whose version is known only at its end (the score stage's case,
+ * and train's evaluation): both versions' totals, and whether a question was unanswerable.
+ * Scored as v2.0 when asked (force_v2) or when any question is_impossible; as v1.1 otherwise,
+ * where a question without gold answers is counted in `unscored` and not scored. */
+typedef struct metrics_squad_tally {
+    metrics_squad_totals v1, v2;
+    int saw_impossible;
+    int64_t questions, unscored;
+} metrics_squad_tally;
+
+/* Empty totals for both versions. Can't fail. */
+void metrics_squad_tally_init(metrics_squad_tally *t);
+
+/* One question into both totals (metrics_squad_add's rules). Returns 0, or -1 with err. */
+int metrics_squad_tally_add(metrics_squad_tally *t, const char *prediction, const char *const *golds, int n_golds,
+                            int is_impossible, bp_err *err);
+
+/* 1 when the tally is scored as v2.0 (see above). */
+int metrics_squad_tally_is_v2(const metrics_squad_tally *t, int force_v2);
+
+/* The summary of the version that applies. Can't fail. */
+metrics_squad_summary metrics_squad_tally_summarize(const metrics_squad_tally *t, int force_v2);
 
 /* Score a whole SQuAD dataset (the parsed JSON: {"data": [{"paragraphs": [{"qas":
  * [{"id", "answers": [{"text"}]}]}]}]}) against predictions ({id: text}), in dataset

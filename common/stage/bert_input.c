@@ -35,8 +35,8 @@ void bp_check_vocab_fits(const bp_frame *hello, int vocab_size) {
     int found = bp_find_int(hello, "vocab_size", 1, BP_I32_MAX, &tokens, &err);
     if (found < 0) bp_die_err(&err);
     if (found && tokens > vocab_size)
-        bp_die(1, NULL, "the tokenizer's vocab.txt has %lld tokens but the model's embedding has %d rows "
-               "(config.json vocab_size): they do not belong together", (long long)tokens, vocab_size);
+        bp_die(1, "hello frame 0 vocab_size, config.json vocab_size", "the tokenizer's vocab.txt has %lld tokens but the "
+               "model's embedding has %d rows: they do not belong together", (long long)tokens, vocab_size);
 }
 
 void bp_batch_tensors_alloc(bp_batch_tensors *h, int max_B, int max_T) {
@@ -97,8 +97,8 @@ static int read_targets(const bp_frame *f, const bert_config *cfg, bp_batch_tens
     }
     for (int i = 0; i < b->B; i++)
         if (h->labels[i] < 0 || h->labels[i] >= cfg->num_labels)
-            return bp_err_set(err, "%s: label %d of row %d is outside 0..%d", bp_frame_where(f, where, sizeof where),
-                              h->labels[i], i, cfg->num_labels - 1);
+            return bp_err_set(err, "label %d of row %d is outside 0..%d (%s)", h->labels[i], i, cfg->num_labels - 1,
+                              bp_frame_where(f, where, sizeof where));
     b->labels = h->labels;
     return 0;
 }
@@ -107,10 +107,13 @@ int bp_batch_read(const bp_frame *f, const bert_config *targets, bp_batch_tensor
     bp_tensor_view ids, types, mask;
     if (bp_get_tensor_of(f, "input_ids", BP_I32, 2, NULL, &ids, err)) return -1;
     int64_t B = ids.shape[0], T = ids.shape[1], bt[2] = {B, T};
+    char where[64];
+    if (B < 1 || T < 1)
+        return bp_err_set(err, "tensor 'input_ids' has shape [%lld, %lld]: a batch has at least one row of one token (%s)",
+                          (long long)B, (long long)T, bp_frame_where(f, where, sizeof where));
     if (B > h->max_B || T > h->max_T) {
-        char where[64];
-        return bp_err_set(err, "%s: batch of %lld x %lld exceeds the hello's %d x %d (batch_size x max_length)",
-                          bp_frame_where(f, where, sizeof where), (long long)B, (long long)T, h->max_B, h->max_T);
+        return bp_err_set(err, "batch of %lld x %lld exceeds the hello's %d x %d, its batch_size x max_length (%s)",
+                          (long long)B, (long long)T, h->max_B, h->max_T, bp_frame_where(f, where, sizeof where));
     }
     if (bp_get_tensor_of(f, "token_type_ids", BP_I32, 2, bt, &types, err) ||
         bp_get_tensor_of(f, "attention_mask", BP_I32, 2, bt, &mask, err))

@@ -40,9 +40,8 @@ void bp_batch_tensors_free(bp_batch_tensors *h);
 /* Copy batch frame f into h and point b at it: the inputs always; with `targets` (a model's
  * config) also what its head learns from: start/end positions (QA), labels checked against
  * num_labels (classification), or labels and labels as values (num_labels 1: regression, BCE's
- * one logit). Returns 0, or
- * -1 with err naming the frame ("batch frame 3: tensor 'labels' ...", "batch frame 3: batch of
- * 16 x 14 exceeds the hello's 8 x 32 (batch_size x max_length)"). */
+ * one logit). Returns 0, or -1 with err naming the frame ("tensor 'labels' ... (batch frame 3)",
+ * "batch of 16 x 14 exceeds the hello's 8 x 32, its batch_size x max_length (batch frame 3)"). */
 int bp_batch_read(const bp_frame *f, const bert_config *targets, bp_batch_tensors *h, bert_batch *b, bp_err *err);
 
 #endif

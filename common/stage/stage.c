@@ -4,14 +4,59 @@
 #include "stage/stage.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The output every fatal error tells first (one per stage). */
+static bp_out *stage_out;
+
+static void (*stop_hook)(int sig);
+
+void bp_set_stop_hook(void (*hook)(int sig)) { stop_hook = hook; }
+
+/* Every fatal error, wherever in the stage it happens: downstream is told, then the exit
+ * status says whose failure it was (a stop signal, upstream, downstream; else the caller's). */
+static void on_die(const char *message) {
+    bp_out *out = stage_out;
+    stage_out = NULL;
+    int sig = bp_endpoint_interrupted();
+    void (*hook)(int) = stop_hook;
+    stop_hook = NULL;
+    if (sig && hook) hook(sig);   /* before the error frame: downstream learns the save is done */
+    bp_out_abort(out, message);
+    if (sig) exit(128 + sig);
+    if (bp_endpoint_failure() == BP_FAIL_UPSTREAM) exit(BP_EXIT_UPSTREAM);
+    if (bp_endpoint_failure() == BP_FAIL_DOWNSTREAM) exit(BP_EXIT_DOWNSTREAM);
+}
+
+static void on_stop_signal(int sig) { bp_endpoint_interrupt(sig); }
 
 void bp_stage_init(bp_io_opts *io, char **argv) {
     bp_set_stage(argv[0]);
     io->in = "-";
     io->out = "-";
     io->producers = 1;
+    /* No SA_RESTART: a blocking call returns EINTR, and the endpoint waits look at the flag
+     * every 100 ms besides, so an idle stage stops within a second. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    bp_set_die_hook(on_die);
+}
+
+int bp_stop_signal(void) { return bp_endpoint_interrupted(); }
+
+const char *bp_stop_reason(void) {
+    static char reason[48];
+    int sig = bp_endpoint_interrupted();
+    if (!sig) return NULL;
+    snprintf(reason, sizeof reason, "interrupted by %s", sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal");
+    return reason;
 }
 
 int bp_io_option(bp_io_opts *io, int opt, const char *arg) {
@@ -36,13 +81,11 @@ bp_in *bp_open_in_hello(const bp_io_opts *io, const bp_frame **hello) {
     return in;
 }
 
-/* The output every fatal error tells first (one per stage). */
-static bp_out *stage_out;
-
-static void abort_stage_out(const char *message) {
-    bp_out *out = stage_out;
-    stage_out = NULL;
-    bp_out_abort(out, message);
+int bp_stream_is_qa(const bp_frame *hello) {
+    bp_err err;
+    int qa = bp_hello_is_qa(hello, &err);
+    if (qa < 0) bp_die_err(&err);
+    return qa;
 }
 
 bp_out *bp_open_out(const bp_io_opts *io) {
@@ -50,7 +93,6 @@ bp_out *bp_open_out(const bp_io_opts *io) {
     bp_out *out = bp_out_open(io->out, &err);
     if (!out) bp_die_err(&err);
     stage_out = out;
-    bp_set_die_hook(abort_stage_out);
     return out;
 }
 
@@ -64,9 +106,7 @@ void bp_send(bp_out *out, bp_writer *w) {
 
 /* Forget `out` as the stage's output: it is being closed. */
 static void release_stage_out(bp_out *out) {
-    if (stage_out != out) return;
-    stage_out = NULL;
-    bp_set_die_hook(NULL);
+    if (stage_out == out) stage_out = NULL;
 }
 
 void bp_close_out(bp_out *out) {

@@ -1,10 +1,23 @@
 /* stage/stage.h — what every stage's main() shares: the --in/--out/--producers options, opening
- * endpoints or dying with the one error format, and strict number parsing for options.
+ * endpoints or dying with the one error format, stop signals, exit statuses, and strict
+ * number parsing for options.
  *
  * The stage's output: once bp_open_out has opened it, every fatal error (bp_die, bp_die_err,
  * from anywhere in the stage) first sends an error frame with the error line's text on it,
  * then exits, so the consumer fails naming this stage instead of waiting or taking a short
- * stream for a whole one. bp_close_out and bp_abort_out end that.
+ * stream for a whole one. bp_close_out and bp_abort_out end that. Open the output before
+ * waiting for the input, so that a failure there reaches downstream too (an error frame may
+ * come before any hello: proto/frames.md, section 4).
+ *
+ * Exit statuses (proto/frames.md, section 4), so a supervisor can name the stage whose
+ * failure caused the others: 0 success; 1 the stage's own error; 2 usage; BP_EXIT_UPSTREAM (3)
+ * the stage stopped because it received an upstream error frame; BP_EXIT_DOWNSTREAM (4) its
+ * consumer went away (a closed pipe, a disconnect); 128 + N after stop signal N.
+ *
+ * Stop signals: bp_stage_init catches SIGINT and SIGTERM. Every endpoint wait then fails
+ * within 100 ms ("interrupted by SIGTERM"), so even an idle stage sends its error frame and
+ * exits 128 + N within a second; a stage with work to save (train) asks bp_stop_signal()
+ * when its input fails, and saves before it goes.
  *
  * Only stages include this; library code never exits.
  *
@@ -34,14 +47,29 @@ typedef struct bp_io_opts {
     "  --out SPEC        output endpoint (default -: stdout; A,B,... fans out)\n"                          \
     "  --producers N     input streams to wait for (fan-in; default 1)\n"
 
-/* Set the stage name from argv[0] and the io defaults. */
+#define BP_EXIT_UPSTREAM 3
+#define BP_EXIT_DOWNSTREAM 4
+
+/* Set the stage name from argv[0] and the io defaults; catch SIGINT and SIGTERM (see above). */
 void bp_stage_init(bp_io_opts *io, char **argv);
+/* The stop signal received (SIGINT, SIGTERM), 0 when none. */
+int bp_stop_signal(void);
+/* "interrupted by SIGTERM" once a stop signal came, else NULL: the error of a stage's own
+ * blocking read (stdin through stdio) that the signal cut short. */
+const char *bp_stop_reason(void);
+/* Run hook(sig) once when the stage dies of an error caused by a stop signal (any wait or
+ * send it was in), before it exits 128 + N: where train saves its checkpoint, whichever call
+ * the signal interrupted. NULL clears it. */
+void bp_set_stop_hook(void (*hook)(int sig));
 /* Handle one getopt result if it is an io option: returns 1 when handled. */
 int bp_io_option(bp_io_opts *io, int opt, const char *arg);
 
 bp_in *bp_open_in(const bp_io_opts *io);     /* dies on error */
 /* Open the input and wait for its hello (returned; valid until bp_in_close). Dies on error. */
 bp_in *bp_open_in_hello(const bp_io_opts *io, const bp_frame **hello);
+
+/* The task of a stream's hello: 1 QA, 0 classification; dies naming the field otherwise. */
+int bp_stream_is_qa(const bp_frame *hello);
 
 /* Open the stage's output (see above); dies on error. */
 bp_out *bp_open_out(const bp_io_opts *io);

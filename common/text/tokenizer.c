@@ -17,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/atomic_dir.h"
+#include "base/limits.h"
+#include "base/utf8.h"
 #include "text/unicode.h"
 
 /* ---------------------------------------------------------------------------------------
@@ -115,6 +118,10 @@ static int32_t vocab_find(const tok_tokenizer *tok, const char *text) {
 static int read_whole_file(const char *path, char **data, size_t *size, bp_err *err) {
     FILE *file = fopen(path, "rb");
     if (!file) return bp_err_set(err, "cannot open vocab: %s (%s)", strerror(errno), path);
+    if (bp_check_file_size(path, BP_LIMIT_VOCAB_BYTES, "the vocabulary", err) != 0) {
+        fclose(file);
+        return -1;
+    }
     size_t capacity = 1 << 16, used = 0;
     char *buffer = malloc(capacity);
     if (!buffer) {
@@ -135,6 +142,12 @@ static int read_whole_file(const char *path, char **data, size_t *size, bp_err *
         size_t got = fread(buffer + used, 1, capacity - used, file);
         used += got;
         if (got == 0) break;
+        /* The file may grow while it is read (or be a pipe): the limit holds for what arrives. */
+        if (bp_check_limit(used, BP_LIMIT_VOCAB_BYTES, "bytes", "the vocabulary", path, err) != 0) {
+            free(buffer);
+            fclose(file);
+            return -1;
+        }
     }
     int failed = ferror(file);
     fclose(file);
@@ -206,6 +219,13 @@ tok_tokenizer *tok_load(const char *vocab_path, int lowercase, bp_err *err) {
         while (line_end < size && data[line_end] != '\n') line_end++;
         size_t next = line_end + 1;
         if (line_end > line_start && data[line_end - 1] == '\r') line_end--;
+        /* Hugging Face reads vocab.txt as UTF-8 text and fails on a bad byte; so do we. */
+        int64_t bad = bp_utf8_invalid_at(data + line_start, line_end - line_start);
+        if (bad >= 0 || memchr(data + line_start, '\0', line_end - line_start)) {
+            bp_err_set(err, "vocab token %s (%s:%d)", bad >= 0 ? "is not valid UTF-8" : "holds a NUL byte", vocab_path,
+                       id + 1);
+            goto fail;
+        }
         size_t len = trimmed_length(data + line_start, line_end - line_start, flags);
         memcpy(tok->key_pool + pool_used, data + line_start, len);
         tok->key_pool[pool_used + len] = 0;
@@ -262,8 +282,10 @@ static int json_bool_field(const char *path, const char *key, int *out, int *fil
     *root_out = NULL;
     if (!probe) return 0;
     fclose(probe);
+    if (bp_check_file_size(path, BP_LIMIT_JSON_FILE_BYTES, "the tokenizer settings file", err) != 0) return -1;
     json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
+    /* as reals: transformers writes an unbounded model_max_length as int(1e30), past int64 */
+    json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr);
     if (!root) return bp_err_set(err, "invalid JSON: %s (%s line %d)", jerr.text, path, jerr.line);
     if (!json_is_object(root)) {
         json_decref(root);
@@ -316,7 +338,27 @@ int tok_config_lowercase(const char *checkpoint_dir, int *lowercase, bp_err *err
     return found;
 }
 
+int tok_config_max_length(const char *checkpoint_dir, long *max_length, bp_err *err) {
+    char path[4096];
+    int exists, unused;
+    json_t *root;
+    if (snprintf(path, sizeof path, "%s/tokenizer_config.json", checkpoint_dir) >= (int)sizeof path)
+        return bp_err_set(err, "checkpoint path too long (%.200s...)", checkpoint_dir);
+    if (json_bool_field(path, "do_lower_case", &unused, &exists, &root, err) < 0) return -1;
+    if (!root) return 0;
+    json_t *value = json_object_get(root, "model_max_length");
+    int found = json_is_number(value) && json_number_value(value) >= 2 && json_number_value(value) <= TOK_MAX_MODEL_LENGTH;
+    if (found) *max_length = (long)json_number_value(value);
+    else if (value && !json_is_null(value) && !json_is_number(value)) {
+        json_decref(root);
+        return bp_err_set(err, "model_max_length is not a number (%s)", path);
+    }
+    json_decref(root);
+    return found;
+}
+
 tok_tokenizer *tok_load_checkpoint(const char *checkpoint_dir, int lowercase, bp_err *err) {
+    if (ad_recover(checkpoint_dir, err) != 0) return NULL; /* a save stopped mid-swap */
     if (lowercase < 0) {
         lowercase = 1; /* BertTokenizerFast's default do_lower_case */
         if (tok_config_lowercase(checkpoint_dir, &lowercase, err) < 0) return NULL;

@@ -58,6 +58,13 @@ tok_tokenizer *tok_load_checkpoint(const char *checkpoint_dir, int lowercase, bp
  * (strip_accents different from lowercase, tokenize_chinese_chars false). */
 int tok_config_lowercase(const char *checkpoint_dir, int *lowercase, bp_err *err);
 
+/* model_max_length of CHECKPOINT_DIR/tokenizer_config.json (the length the checkpoint was
+ * trained with, when train saved it) into *max_length. Returns 1 when it is there and bounded
+ * (2..TOK_MAX_MODEL_LENGTH), 0 when the file or the key is missing or holds transformers'
+ * "unbounded" int(1e30), -1 with err when the file is not valid JSON or the key not a number. */
+#define TOK_MAX_MODEL_LENGTH 65536
+int tok_config_max_length(const char *checkpoint_dir, long *max_length, bp_err *err);
+
 void tok_free(tok_tokenizer *tok); /* NULL is fine */
 
 int tok_is_lowercase(const tok_tokenizer *tok);

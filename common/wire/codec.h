@@ -23,9 +23,11 @@ const msgpack_object *bp_frame_field(const bp_frame *f, const char *key);
 const msgpack_object *bp_map_get(const msgpack_object *map, const char *key);
 
 /* Length of the first MessagePack object in p[0..len): its size in bytes, 0 when more bytes
- * are needed, (size_t)-1 when the bytes can never be MessagePack (the reserved 0xc1). How a
- * byte stream is cut into frames without decoding them twice. */
-size_t bp_msgpack_size(const void *p, size_t len);
+ * are needed, (size_t)-1 with err when the bytes can never be a frame (the reserved 0xc1,
+ * nesting past BP_FRAME_MAX_DEPTH, an array, map, string or bin larger than
+ * BP_FRAME_MAX_BYTES could hold). How a byte stream is cut into frames without decoding them
+ * twice, and without buffering for ever what a header promises. */
+size_t bp_msgpack_size(const void *p, size_t len, bp_err *err);
 
 /* A packer that appends to w's frame (out of memory marks w failed). */
 void bp_writer_packer(bp_writer *w, msgpack_packer *pk);

@@ -11,12 +11,60 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
+
+/* ---- stopping, and why a stream failed ---------------------------------------------- */
+
+/* Every wait below sleeps at most this long before it looks at the stop flag and its
+ * deadline again: a signal that lands on another thread, or between a check and a blocking
+ * call, is still seen within a slice. */
+#define WAIT_SLICE_MS 100
+
+static volatile sig_atomic_t stop_signal;
+static bp_stream_failure first_failure;
+
+void bp_endpoint_interrupt(int sig) {
+    if (!stop_signal) stop_signal = sig;
+}
+
+int bp_endpoint_interrupted(void) { return stop_signal; }
+
+bp_stream_failure bp_endpoint_failure(void) { return first_failure; }
+
+static void note_failure(bp_stream_failure why) {
+    if (first_failure == BP_FAIL_NONE) first_failure = why;
+}
+
+static const char *signal_name(int sig) {
+    static char buf[32];
+    if (sig == SIGTERM) return "SIGTERM";
+    if (sig == SIGINT) return "SIGINT";
+    snprintf(buf, sizeof buf, "signal %d", sig);
+    return buf;
+}
+
+/* BERTPIPE_TIMEOUT in seconds (0: no limit). */
+static int timeout_seconds(void);
+
+/* Wait until fd is ready for `events` (POLLIN / POLLOUT): 1 ready, 0 stopped by a signal,
+ * 2 when timeout_s (> 0) passed, -1 with errno. */
+static int wait_fd(int fd, short events, int timeout_s) {
+    double deadline = timeout_s > 0 ? bp_now() + timeout_s : 0;
+    for (;;) {
+        if (stop_signal) return 0;
+        struct pollfd p = {fd, events, 0};
+        int rc = poll(&p, 1, WAIT_SLICE_MS);
+        if (rc > 0) return 1;
+        if (rc < 0 && errno != EINTR) return -1;
+        if (deadline && bp_now() > deadline) return 2;
+    }
+}
 
 /* ---- shared ZeroMQ context -------------------------------------------------------- */
 
@@ -47,6 +95,11 @@ static int env_int(const char *name, int fallback) {
     char *end;
     long n = strtol(v, &end, 10);
     return *end ? fallback : (int)n;
+}
+
+static int timeout_seconds(void) {
+    int t = env_int("BERTPIPE_TIMEOUT", 0);
+    return t > 0 ? t : 0;
 }
 
 typedef struct endpoint_part { char *addr; int bind; } endpoint_part;
@@ -87,6 +140,15 @@ static void free_parts(endpoint_part *parts, int n) {
 
 /* ---- input ------------------------------------------------------------------------ */
 
+/* One connection of a ZeroMQ input. A peer that never sent a hello is not a producer (a port
+ * scanner, a health check): its coming and going means nothing. One that sent its hello and
+ * went away before its eos is a lost producer. */
+struct peer {
+    int fd;
+    int said_hello, said_eos, gone;
+    double gone_at;
+};
+
 struct bp_in {
     char *spec;
     int producers, raw;
@@ -97,9 +159,11 @@ struct bp_in {
     char *buf;
     size_t start, end, cap;
     int eof;
-    /* zeromq */
+    /* zeromq: every connection, known by its file descriptor (the monitor's events and each
+     * message's ZMQ_SRCFD name it), so a peer that goes away is judged by what it sent */
     void *sock, *monitor;
-    int connections, disconnects;
+    struct peer *peers;
+    int n_peers, cap_peers;
     /* stream state */
     bp_frame hello;
     int have_hello, hellos, eos_seen;
@@ -163,7 +227,9 @@ bp_in *bp_in_open(const char *spec, int producers, bp_err *err) {
         goto fail;
     }
     int hwm = env_int("BERTPIPE_HWM", 256), linger = 0;
+    int64_t max_message = (int64_t)BP_FRAME_MAX_BYTES;   /* a peer announcing more is dropped before it is buffered */
     zmq_setsockopt(in->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(in->sock, ZMQ_MAXMSGSIZE, &max_message, sizeof max_message);
     zmq_setsockopt(in->sock, ZMQ_LINGER, &linger, sizeof linger);
     /* Watch connections come and go: a producer that disconnects before its eos is lost data. */
     char mon_addr[64];
@@ -209,8 +275,9 @@ static int read_stdio(bp_in *in, char **bytes, size_t *len) {
     for (;;) {
         size_t have = in->end - in->start;
         if (have) {
-            size_t size = bp_msgpack_size(in->buf + in->start, have);
-            if (size == (size_t)-1) return in_fail(in, "malformed MessagePack after %lld frames", (long long)in->data);
+            bp_err werr;
+            size_t size = bp_msgpack_size(in->buf + in->start, have, &werr);
+            if (size == (size_t)-1) return in_fail(in, "%s, after %lld frames", werr.msg, (long long)in->data);
             if (size) {
                 char *copy = malloc(size);
                 if (!copy) return in_fail(in, "out of memory for a %zu-byte frame", size);
@@ -238,9 +305,15 @@ static int read_stdio(bp_in *in, char **bytes, size_t *len) {
             in->buf = grown;
             in->cap = cap;
         }
+        int ready = wait_fd(in->fd, POLLIN, timeout_seconds());
+        if (ready == 0) return in_fail(in, "interrupted by %s", signal_name(stop_signal));
+        if (ready == 2)
+            return in_fail(in, "no frame for %d s (BERTPIPE_TIMEOUT): %d of %d eos received after %lld frames",
+                           timeout_seconds(), in->eos_seen, in->producers, (long long)in->data);
+        if (ready < 0) return in_fail(in, "poll failed: %s", strerror(errno));
         ssize_t r = read(in->fd, in->buf + in->end, in->cap - in->end);
         if (r < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR || errno == EAGAIN) continue;
             return in_fail(in, "read failed: %s", strerror(errno));
         }
         if (r == 0) in->eof = 1;
@@ -248,23 +321,105 @@ static int read_stdio(bp_in *in, char **bytes, size_t *len) {
     }
 }
 
-static void drain_monitor(bp_in *in) {
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, in->monitor, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); return; }
-        uint16_t event = 0;
-        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
-        int more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) {
-            zmq_msg_init(&addr);
-            zmq_msg_recv(&addr, in->monitor, 0);
-            zmq_msg_close(&addr);
-        }
-        if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) in->connections++;
-        else if (event == ZMQ_EVENT_DISCONNECTED) in->disconnects++;
+/* A new record for connection fd (NULL when out of memory: the peer then goes unwatched). */
+static struct peer *peer_add(bp_in *in, int fd) {
+    if (in->n_peers == in->cap_peers) {
+        int cap = in->cap_peers ? 2 * in->cap_peers : 8;
+        struct peer *grown = realloc(in->peers, (size_t)cap * sizeof *grown);
+        if (!grown) return NULL;
+        in->peers = grown;
+        in->cap_peers = cap;
     }
+    struct peer *p = &in->peers[in->n_peers++];
+    *p = (struct peer){.fd = fd};
+    return p;
+}
+
+/* The record of connection fd: the live one, else one gone within the grace period (its
+ * last frames may surface after the event that said it left), else NULL. */
+static struct peer *peer_find(bp_in *in, int fd) {
+    struct peer *gone = NULL;
+    for (int i = in->n_peers - 1; i >= 0; i--) {
+        if (in->peers[i].fd != fd) continue;
+        if (!in->peers[i].gone) return &in->peers[i];
+        if (!gone) gone = &in->peers[i];
+    }
+    return gone;
+}
+
+/* A monitor event: its id and value (the connection's fd for connect, accept, disconnect). */
+static int monitor_event(void *monitor, uint16_t *event, uint32_t *value) {
+    zmq_msg_t ev;
+    zmq_msg_init(&ev);
+    if (zmq_msg_recv(&ev, monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&ev);
+        return 0;
+    }
+    *event = 0;
+    *value = 0;
+    if (zmq_msg_size(&ev) >= 6) {
+        memcpy(event, zmq_msg_data(&ev), 2);
+        memcpy(value, (char *)zmq_msg_data(&ev) + 2, 4);
+    }
+    int more = zmq_msg_more(&ev);
+    zmq_msg_close(&ev);
+    if (more) {   /* the endpoint's address: not needed */
+        zmq_msg_init(&ev);
+        zmq_msg_recv(&ev, monitor, 0);
+        zmq_msg_close(&ev);
+    }
+    return 1;
+}
+
+static void drain_monitor(bp_in *in) {
+    uint16_t event;
+    uint32_t fd;
+    while (monitor_event(in->monitor, &event, &fd)) {
+        if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) {
+            struct peer *p = peer_find(in, (int)fd);
+            if (!p || p->gone) peer_add(in, (int)fd);   /* else its first frame came before the event */
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            struct peer *p = peer_find(in, (int)fd);
+            if (p && !p->gone) {
+                p->gone = 1;
+                p->gone_at = bp_now();
+            }
+        }
+    }
+}
+
+/* A frame arrived on connection fd: a hello makes it a producer, an eos a finished one. */
+static void peer_sent(bp_in *in, int fd, bp_kind kind) {
+    if (fd < 0 || (kind != BP_HELLO && kind != BP_EOS)) return;
+    struct peer *p = peer_find(in, fd);
+    if (!p && !(p = peer_add(in, fd))) return;
+    if (kind == BP_HELLO) p->said_hello = 1;
+    else p->said_eos = 1;
+}
+
+/* Producers that went away without their eos, once their last frames had time to surface
+ * (the disconnect event can overtake them): returns 1 when one is lost. Gone peers that are
+ * settled (finished, or never producers) are forgotten. *next_ms: when to look again. */
+static int lost_producer(bp_in *in, double grace_s, long *next_ms) {
+    double now = bp_now();
+    int kept = 0, lost = 0;
+    for (int i = 0; i < in->n_peers; i++) {
+        struct peer *p = &in->peers[i];
+        if (p->gone) {
+            double wait = p->gone_at + grace_s - now;
+            if (wait > 0) {
+                long ms = (long)(wait * 1000) + 1;
+                if (ms < *next_ms) *next_ms = ms;
+            } else if (p->said_hello && !p->said_eos) {
+                lost = 1;
+            } else {
+                continue;   /* settled: forget it */
+            }
+        }
+        in->peers[kept++] = *p;
+    }
+    in->n_peers = kept;
+    return lost;
 }
 
 static void free_zmq_msg(void *msg) {
@@ -272,62 +427,50 @@ static void free_zmq_msg(void *msg) {
     free(msg);
 }
 
-/* zmq: next message. 1 ok (frame decoded), 0 never, -1 error. */
+/* zmq: one message if one is waiting: 1 (frame decoded), 0 none, -1 error. */
+static int receive_zmq(bp_in *in, bp_frame *f) {
+    zmq_msg_t *msg = malloc(sizeof *msg);
+    if (!msg) return in_fail(in, "out of memory");
+    zmq_msg_init(msg);
+    if (zmq_msg_recv(msg, in->sock, ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        free_zmq_msg(msg);
+        if (e == EAGAIN || e == EINTR) return 0;
+        return in_fail(in, "receive failed: %s", zmq_strerror(e));
+    }
+    int fd = zmq_msg_get(msg, ZMQ_SRCFD);
+    bp_err derr;
+    if (bp_frame_decode(f, zmq_msg_data(msg), zmq_msg_size(msg), free_zmq_msg, msg, &derr)) {
+        free_zmq_msg(msg);
+        return in_fail(in, "%s, after %lld frames", derr.msg, (long long)in->data);
+    }
+    peer_sent(in, fd, f->kind);
+    return 1;
+}
+
+/* zmq: next message. 1 ok (frame decoded), 0 never, -1 error. Waits in slices: a stop
+ * signal, BERTPIPE_TIMEOUT or a lost producer ends the wait. */
 static int read_zmq(bp_in *in, bp_frame *f) {
-    const int grace_ms = 500;
-    int timeout_s = env_int("BERTPIPE_TIMEOUT", 0);
+    const double grace_s = 0.5;
+    int timeout_s = timeout_seconds();
     double idle_since = bp_now();
     for (;;) {
-        if (in->disconnects <= in->eos_seen) {
-            zmq_msg_t *fast = malloc(sizeof *fast);
-            if (!fast) return in_fail(in, "out of memory");
-            zmq_msg_init(fast);
-            if (zmq_msg_recv(fast, in->sock, ZMQ_DONTWAIT) >= 0) {
-                bp_err derr;
-                if (bp_frame_decode(f, zmq_msg_data(fast), zmq_msg_size(fast), free_zmq_msg, fast, &derr)) {
-                    free_zmq_msg(fast);
-                    return in_fail(in, "%s, after %lld frames", derr.msg, (long long)in->data);
-                }
-                return 1;
-            }
-            free_zmq_msg(fast);
-        }
-        zmq_pollitem_t items[2] = {{in->sock, 0, ZMQ_POLLIN, 0}, {in->monitor, 0, ZMQ_POLLIN, 0}};
-        /* Producers that went away without their eos: give their last frames a moment to
-         * surface (the disconnect event can overtake them), then fail. */
-        int lost = in->disconnects > in->eos_seen;
-        long wait_ms = lost ? grace_ms : (timeout_s > 0 ? 1000 : -1);
-        int rc = zmq_poll(items, 2, wait_ms);
-        if (rc < 0) {
-            if (errno == EINTR) continue;
-            return in_fail(in, "poll failed: %s", zmq_strerror(errno));
-        }
-        if (items[1].revents & ZMQ_POLLIN) drain_monitor(in);
-        if (items[0].revents & ZMQ_POLLIN) {
-            zmq_msg_t *msg = malloc(sizeof *msg);
-            if (!msg) return in_fail(in, "out of memory");
-            zmq_msg_init(msg);
-            if (zmq_msg_recv(msg, in->sock, ZMQ_DONTWAIT) < 0) {
-                free_zmq_msg(msg);
-                if (errno == EAGAIN || errno == EINTR) continue;
-                return in_fail(in, "receive failed: %s", zmq_strerror(errno));
-            }
-            bp_err derr;
-            if (bp_frame_decode(f, zmq_msg_data(msg), zmq_msg_size(msg), free_zmq_msg, msg, &derr)) {
-                free_zmq_msg(msg);
-                return in_fail(in, "%s, after %lld frames", derr.msg, (long long)in->data);
-            }
-            return 1;
-        }
-        if (rc == 0 && lost) {
+        if (stop_signal) return in_fail(in, "interrupted by %s", signal_name(stop_signal));
+        int r = receive_zmq(in, f);
+        if (r) return r;
+        drain_monitor(in);
+        long wait_ms = WAIT_SLICE_MS;
+        if (lost_producer(in, grace_s, &wait_ms)) {
             int missing = in->producers - in->eos_seen;
             return in_fail(in, "a producer disconnected before its eos: %d of %d eos received after %lld frames; "
                                "%d eos missing", in->eos_seen, in->producers, (long long)in->data, missing);
         }
-        if (rc == 0 && timeout_s > 0 && bp_now() - idle_since > timeout_s)
+        if (timeout_s > 0 && bp_now() - idle_since > timeout_s)
             return in_fail(in, "no frame for %d s (BERTPIPE_TIMEOUT): %d of %d eos received after %lld frames",
                            timeout_s, in->eos_seen, in->producers, (long long)in->data);
-        if (rc > 0 && !(items[0].revents & ZMQ_POLLIN)) continue;
+        zmq_pollitem_t items[2] = {{in->sock, 0, ZMQ_POLLIN, 0}, {in->monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR)
+            return in_fail(in, "poll failed: %s", zmq_strerror(errno));
     }
 }
 
@@ -374,6 +517,12 @@ static int account(bp_in *in, bp_frame *f) {
         if (!in->have_hello) return in_fail(in, "eos before any hello");
         if (bp_get_int(f, "count", 0, INT64_MAX, &count, &ferr))
             return in_fail(in, "eos frame without a valid 'count'");
+        /* A producer's data frames all arrive before its eos, so the counts of the eos so far
+         * can never add up to more than the frames that arrived: checked as each eos comes, the
+         * sum cannot overflow (counts adding up to 2^64 + 1 would wrap to 1). */
+        if (count > in->data - in->eos_total)
+            return in_fail(in, "eos count mismatch: eos says %llu data frames, %lld arrived",
+                           (unsigned long long)in->eos_total + (unsigned long long)count, (long long)in->data);
         f->index = in->eos_seen++;
         in->eos_total += count;
         if (in->eos_seen > in->producers)
@@ -389,6 +538,7 @@ static int account(bp_in *in, bp_frame *f) {
         bp_get_str(f, "message", &msg, &mlen, &ferr);
         bp_get_str(f, "from", &from, &flen, &ferr);
         bp_err_set(&in->err, "upstream stage %.*s failed: %.*s (%s)", (int)flen, from, (int)mlen, msg, in->spec);
+        note_failure(BP_FAIL_UPSTREAM);
         if (in->raw) {
             in->upstream_error = 1;
             return 1;
@@ -486,6 +636,7 @@ void bp_in_close(bp_in *in) {
     if (in->have_hello) bp_frame_release(&in->hello);
     in_close_socket(in);
     if (in->fd > 0) close(in->fd);
+    free(in->peers);
     free(in->buf);
     free(in->spec);
     free(in);
@@ -499,7 +650,11 @@ struct bp_out {
     bp_err err;
     void **socks, **monitors;
     int nsocks, next_sock;
-    int *connections, *disconnects;   /* per socket, from its monitor */
+    /* per socket, from its monitor: consumers that completed the ZeroMQ handshake, and those
+     * that went away (a connection that failed its handshake, e.g. a port scan, counts in
+     * neither) */
+    int *connections, *disconnects;
+    int gone;                /* downstream went away: nothing more is sent */
     int64_t data, by_kind[BP_KIND_COUNT];
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
     char *path, *tmp_path;   /* file: outputs */
@@ -581,7 +736,9 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
         char mon_addr[64];
         snprintf(mon_addr, sizeof mon_addr, "inproc://bp-monitor-%d-%d", (int)getpid(), monitor_seq++);
         void *mon = NULL;
-        if (zmq_socket_monitor(sock, mon_addr, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) ||
+        if (zmq_socket_monitor(sock, mon_addr, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                                   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                                   ZMQ_EVENT_DISCONNECTED) ||
             !(mon = zmq_socket(ctx, ZMQ_PAIR)) || zmq_connect(mon, mon_addr)) {
             if (mon) zmq_close(mon);
             bp_err_set(err, "cannot monitor ZeroMQ socket: %s (%s)", zmq_strerror(errno), spec);
@@ -619,12 +776,31 @@ const char *bp_out_error(const bp_out *out) { return out->err.msg; }
 const bp_err *bp_out_err(const bp_out *out) { return &out->err; }
 int64_t bp_out_count(const bp_out *out) { return out->data; }
 
+/* The consumer is gone: fail (exit status 4 for a stage, see bp_endpoint_failure). */
+static int downstream_gone(bp_out *out, const char *fmt, long long frames) __attribute__((format(printf, 2, 0)));
+static int downstream_gone(bp_out *out, const char *fmt, long long frames) {
+    out->gone = 1;
+    note_failure(BP_FAIL_DOWNSTREAM);
+    return out_fail(out, fmt, frames);
+}
+
+static int out_interrupted(bp_out *out) { return out_fail(out, "interrupted by %s", signal_name(stop_signal)); }
+
+static int out_timed_out(bp_out *out) {
+    return out_fail(out, "no consumer took a frame for %d s (BERTPIPE_TIMEOUT) after %lld frames", timeout_seconds(),
+                    (long long)out->data);
+}
+
 static int write_all(bp_out *out, const char *p, size_t len) {
     while (len) {
+        int ready = wait_fd(out->fd, POLLOUT, timeout_seconds());
+        if (ready == 0) return out_interrupted(out);
+        if (ready == 2) return out_timed_out(out);
+        if (ready < 0) return out_fail(out, "poll failed: %s", strerror(errno));
         ssize_t w = write(out->fd, p, len);
         if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EPIPE) return out_fail(out, "downstream closed the pipe after %lld frames", (long long)out->data);
+            if (errno == EINTR || errno == EAGAIN) continue;
+            if (errno == EPIPE) return downstream_gone(out, "downstream closed the pipe after %lld frames", (long long)out->data);
             return out_fail(out, "write failed: %s", strerror(errno));
         }
         p += w;
@@ -633,19 +809,49 @@ static int write_all(bp_out *out, const char *p, size_t len) {
     return 0;
 }
 
-static int zsend(bp_out *out, void *sock, const char *p, size_t len) {
-    while (zmq_send(sock, p, len, 0) < 0) {
-        if (errno == EINTR) continue;
-        return out_fail(out, "send failed: %s", zmq_strerror(errno));
+static void drain_out_monitor(bp_out *out, int i);
+
+/* A consumer of socket i that completed its handshake and left again, before this stream's
+ * eos was sent: it died (a consumer hangs up only after its last eos). */
+static int consumer_left(bp_out *out, int i) {
+    drain_out_monitor(out, i);
+    return out->connections[i] > 0 && out->disconnects[i] >= out->connections[i];
+}
+
+/* Wait until socket i can take a message: 0, or -1 when a stop signal, BERTPIPE_TIMEOUT or
+ * the consumer leaving ends the wait. */
+static int wait_writable(bp_out *out, int i) {
+    int timeout_s = timeout_seconds();
+    double deadline = timeout_s > 0 ? bp_now() + timeout_s : 0;
+    for (;;) {
+        if (stop_signal) return out_interrupted(out);
+        if (consumer_left(out, i))
+            return downstream_gone(out, "the consumer disconnected before the end of the stream, after %lld frames",
+                                   (long long)out->data);
+        zmq_pollitem_t items[2] = {{out->socks[i], 0, ZMQ_POLLOUT, 0}, {out->monitors[i], 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, 2, WAIT_SLICE_MS);
+        if (rc < 0 && errno != EINTR) return out_fail(out, "poll failed: %s", zmq_strerror(errno));
+        if (rc > 0 && (items[0].revents & ZMQ_POLLOUT)) return 0;
+        if (deadline && bp_now() > deadline) return out_timed_out(out);
     }
-    return 0;
+}
+
+/* Send on socket i, never blocking past what wait_writable allows. msg: a zmq message to
+ * send (consumed on success), or NULL to send the bytes p[0..len). */
+static int zsend_on(bp_out *out, int i, const char *p, size_t len, zmq_msg_t *msg) {
+    for (;;) {
+        if (wait_writable(out, i)) return -1;
+        int rc = msg ? zmq_msg_send(msg, out->socks[i], ZMQ_DONTWAIT) : zmq_send(out->socks[i], p, len, ZMQ_DONTWAIT);
+        if (rc >= 0) return 0;
+        if (errno != EAGAIN && errno != EINTR) return out_fail(out, "send failed: %s", zmq_strerror(errno));
+    }
 }
 
 /* Send to every socket (hello, eos) — the same bytes. */
 static int send_all_socks(bp_out *out, const char *p, size_t len) {
     if (out->fd >= 0) return write_all(out, p, len);
     for (int i = 0; i < out->nsocks; i++)
-        if (zsend(out, out->socks[i], p, len)) return -1;
+        if (zsend_on(out, i, p, len, NULL)) return -1;
     return 0;
 }
 
@@ -661,7 +867,13 @@ static int send_data(bp_out *out, const char *p, size_t len, char *owned) {
         if (rc) return -1;
     } else {
         if (out->nsocks > 1) {
+            int timeout_s = timeout_seconds();
+            double deadline = timeout_s > 0 ? bp_now() + timeout_s : 0;
             for (;;) {
+                if (stop_signal) {
+                    free(owned);
+                    return out_interrupted(out);
+                }
                 zmq_pollitem_t items[64];
                 int n = out->nsocks < 64 ? out->nsocks : 64;
                 for (int i = 0; i < n; i++) {
@@ -670,8 +882,7 @@ static int send_data(bp_out *out, const char *p, size_t len, char *owned) {
                     items[i].events = ZMQ_POLLOUT;
                     items[i].revents = 0;
                 }
-                if (zmq_poll(items, n, -1) < 0) {
-                    if (errno == EINTR) continue;
+                if (zmq_poll(items, n, WAIT_SLICE_MS) < 0 && errno != EINTR) {
                     free(owned);
                     return out_fail(out, "poll failed: %s", zmq_strerror(errno));
                 }
@@ -679,6 +890,16 @@ static int send_data(bp_out *out, const char *p, size_t len, char *owned) {
                 for (int i = 0; i < n && found < 0; i++)
                     if (items[i].revents & ZMQ_POLLOUT) found = (out->next_sock + i) % out->nsocks;
                 if (found >= 0) { which = found; break; }
+                for (int i = 0; i < out->nsocks; i++)
+                    if (consumer_left(out, i)) {
+                        free(owned);
+                        return downstream_gone(out, "a consumer disconnected before the end of the stream, after %lld frames",
+                                               (long long)out->data);
+                    }
+                if (deadline && bp_now() > deadline) {
+                    free(owned);
+                    return out_timed_out(out);
+                }
             }
             out->next_sock = (which + 1) % out->nsocks;
         }
@@ -688,13 +909,11 @@ static int send_data(bp_out *out, const char *p, size_t len, char *owned) {
                 free(owned);
                 return out_fail(out, "cannot wrap message: %s", zmq_strerror(errno));
             }
-            int rc;
-            while ((rc = zmq_msg_send(&msg, out->socks[which], 0)) < 0 && errno == EINTR) {}
-            if (rc < 0) {
+            if (zsend_on(out, which, NULL, 0, &msg)) {
                 zmq_msg_close(&msg);
-                return out_fail(out, "send failed: %s", zmq_strerror(errno));
+                return -1;
             }
-        } else if (zsend(out, out->socks[which], p, len)) {
+        } else if (zsend_on(out, which, p, len, NULL)) {
             return -1;
         }
     }
@@ -789,23 +1008,17 @@ static void out_free(bp_out *out) {
     free(out);
 }
 
-/* Count connection events of output socket i (non-blocking). */
+/* Count connection events of output socket i (non-blocking). A connection that fails its
+ * handshake is followed by one disconnect, which it cancels. */
 static void drain_out_monitor(bp_out *out, int i) {
-    for (;;) {
-        zmq_msg_t ev;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, out->monitors[i], ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); return; }
-        uint16_t event = 0;
-        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
-        int more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) {
-            zmq_msg_init(&ev);
-            zmq_msg_recv(&ev, out->monitors[i], 0);
-            zmq_msg_close(&ev);
-        }
-        if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) out->connections[i]++;
+    uint16_t event;
+    uint32_t value;
+    while (monitor_event(out->monitors[i], &event, &value)) {
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) out->connections[i]++;
         else if (event == ZMQ_EVENT_DISCONNECTED) out->disconnects[i]++;
+        else if (event & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH))
+            out->disconnects[i]--;
     }
 }
 
@@ -813,7 +1026,9 @@ static void drain_out_monitor(bp_out *out, int i) {
  * is still in the kernel buffer when the sender closes while the receiver is stalled at its
  * high-water mark, so closing first could lose the tail of the stream (the eos above all).
  * The consumer closes as soon as it has read its last eos, so this wait is short. */
-static void wait_for_consumers(bp_out *out) {
+static int wait_for_consumers(bp_out *out) {
+    int timeout_s = timeout_seconds();
+    double deadline = timeout_s > 0 ? bp_now() + timeout_s : 0;
     for (;;) {
         int waiting = 0;
         zmq_pollitem_t items[64];
@@ -826,8 +1041,11 @@ static void wait_for_consumers(bp_out *out) {
             items[i].events = ZMQ_POLLIN;
             items[i].revents = 0;
         }
-        if (!waiting) return;
-        if (zmq_poll(items, n, -1) < 0 && errno != EINTR) return;
+        if (!waiting) return 0;
+        if (stop_signal) return out_interrupted(out);
+        if (deadline && bp_now() > deadline)
+            return out_fail(out, "the consumer did not hang up within %d s of the eos (BERTPIPE_TIMEOUT)", timeout_s);
+        if (zmq_poll(items, n, WAIT_SLICE_MS) < 0 && errno != EINTR) return out_fail(out, "poll failed: %s", zmq_strerror(errno));
     }
 }
 
@@ -847,7 +1065,7 @@ int bp_out_close(bp_out *out, bp_err *err) {
             bp_put_int(&w, "count", out->per_sock[i]);
             size_t len;
             const char *p = bp_finish(&w, &len);
-            rc = out->fd >= 0 ? write_all(out, p, len) : zsend(out, out->socks[i], p, len);
+            rc = out->fd >= 0 ? write_all(out, p, len) : zsend_on(out, i, p, len, NULL);
         }
         bp_writer_free(&w);
     }
@@ -866,12 +1084,14 @@ int bp_out_close(bp_out *out, bp_err *err) {
         if (rc == 0 && rename(out->tmp_path, out->path)) rc = out_fail(out, "cannot rename into place: %s", strerror(errno));
         if (rc && err) *err = out->err;
     }
-    if (rc == 0 && out->fd < 0 && !out->tmp_path) {
-        wait_for_consumers(out);
-        /* Everything was read: nothing may linger (a reconnect loop would never end). */
-        int zero = 0;
-        for (int i = 0; i < out->nsocks; i++) zmq_setsockopt(out->socks[i], ZMQ_LINGER, &zero, sizeof zero);
+    if (rc == 0 && out->fd < 0 && !out->tmp_path && wait_for_consumers(out)) {
+        rc = -1;
+        if (err) *err = out->err;
     }
+    /* Everything was read, or the stream failed: nothing may linger (a reconnect loop to a
+     * consumer that is gone would never end, and closing would wait for it). */
+    int zero = 0;
+    for (int i = 0; i < out->nsocks && out->socks; i++) zmq_setsockopt(out->socks[i], ZMQ_LINGER, &zero, sizeof zero);
     close_socks(out);
     out_free(out);
     return rc;
@@ -886,15 +1106,25 @@ void bp_out_abort(bp_out *out, const char *message) {
     bp_put_str(&w, "message", message ? message : "failed");
     size_t len;
     const char *p = bp_finish(&w, &len);
-    if (out->fd >= 0) {
-        write_all(out, p, len);
-    } else {
-        /* Do not wait for ever on a consumer that is gone: a short linger is enough. */
-        int linger = 2000;
-        for (int i = 0; i < out->nsocks; i++) {
-            zmq_send(out->socks[i], p, len, ZMQ_DONTWAIT);
-            zmq_setsockopt(out->socks[i], ZMQ_LINGER, &linger, sizeof linger);
+    /* Never wait for ever on a consumer that is gone or stuck: what is still queued gets a
+     * second to leave (the error frame behind it, for a consumer that reads), none when the
+     * consumer is known to be gone. */
+    int linger = out->gone ? 0 : 1000;
+    for (int i = 0; i < out->nsocks && out->socks; i++) zmq_setsockopt(out->socks[i], ZMQ_LINGER, &linger, sizeof linger);
+    if (out->gone) {
+        /* nobody to tell */
+    } else if (out->fd >= 0) {
+        /* best effort within a second, stop signal or not: telling downstream is the point */
+        double deadline = bp_now() + 1.0;
+        for (size_t done = 0; done < len && bp_now() < deadline;) {
+            struct pollfd pfd = {out->fd, POLLOUT, 0};
+            if (poll(&pfd, 1, WAIT_SLICE_MS) <= 0) continue;
+            ssize_t wrote = write(out->fd, p + done, len - done);
+            if (wrote < 0 && errno != EINTR && errno != EAGAIN) break;
+            if (wrote > 0) done += (size_t)wrote;
         }
+    } else {
+        for (int i = 0; i < out->nsocks; i++) zmq_send(out->socks[i], p, len, ZMQ_DONTWAIT);
     }
     bp_writer_free(&w);
     close_socks(out);

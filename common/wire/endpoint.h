@@ -24,9 +24,20 @@
  * without a lock, so a program that opens or closes endpoints from several threads must
  * serialise those calls itself (stages are single-threaded; workers are processes).
  *
+ * Peers: a ZeroMQ input knows each connection by its file descriptor, so a producer is a peer
+ * that sent a hello: one that goes away before its eos fails the stream (after a 500 ms grace
+ * for frames still in flight), whatever the others did; a connection that sends nothing (a
+ * port scan, a health check) is no producer and changes nothing. An output whose consumer
+ * leaves before the eos fails ("downstream went away") instead of queueing for ever.
+ *
+ * Waits: every wait here (a read, a send blocked at the high-water mark, a close waiting for
+ * its consumers) looks at the stop flag (bp_endpoint_interrupt) and BERTPIPE_TIMEOUT at least
+ * every 100 ms, so none outlasts a stop signal, the timeout or its peer.
+ *
  * Environment: BERTPIPE_HWM (messages queued per socket, default 256),
- * BERTPIPE_LINGER_MS (default -1: wait until delivered), BERTPIPE_TIMEOUT (seconds without a
- * frame before an input gives up, default 0: wait for ever).
+ * BERTPIPE_LINGER_MS (default -1: wait until delivered), BERTPIPE_TIMEOUT (seconds any wait for
+ * a peer may last — an input without a frame, an output whose consumer takes none or does not
+ * hang up — default 0: wait for ever).
  */
 #ifndef BP_ENDPOINT_H
 #define BP_ENDPOINT_H
@@ -34,6 +45,24 @@
 
 typedef struct bp_in bp_in;
 typedef struct bp_out bp_out;
+
+/* ---- stopping, and why a stream failed ------------------------------------------------- */
+
+/* For a stage's SIGINT/SIGTERM handler (async-signal-safe: it only sets a flag; the first
+ * signal is kept). Every wait and every call of this layer then fails with
+ * "interrupted by SIGTERM (SPEC)". */
+void bp_endpoint_interrupt(int sig);
+/* The signal given to bp_endpoint_interrupt, 0 when none. */
+int bp_endpoint_interrupted(void);
+
+/* What ended the first stream of this process that failed for a reason outside it: how a
+ * stage picks its exit status (proto/frames.md, section 4: 3 upstream, 4 downstream). */
+typedef enum bp_stream_failure {
+    BP_FAIL_NONE = 0,
+    BP_FAIL_UPSTREAM,     /* an input received an error frame */
+    BP_FAIL_DOWNSTREAM,   /* an output's consumer went away (a closed pipe, a disconnect) */
+} bp_stream_failure;
+bp_stream_failure bp_endpoint_failure(void);
 
 /* ---- input ------------------------------------------------------------------------ */
 

@@ -5,6 +5,8 @@
  */
 #include "wire/codec.h"
 
+#include "base/utf8.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -33,6 +35,211 @@ const msgpack_object *bp_frame_root(const bp_frame *f) { return f->live ? &f->tr
 const msgpack_object *bp_frame_field(const bp_frame *f, const char *key) { return bp_map_get(bp_frame_root(f), key); }
 
 int bp_has(const bp_frame *f, const char *key) { return bp_frame_field(f, key) != NULL; }
+
+/* ---- walking the bytes ---------------------------------------------------------------- */
+
+/* Walk the first MessagePack object of p[0..len) without decoding or allocating. Returns its
+ * size in bytes; 0 when the bytes end before it does; (size_t)-1 with err when they can never
+ * be a frame: the reserved byte 0xc1, nesting deeper than BP_FRAME_MAX_DEPTH, or more than a
+ * frame can hold. `whole`: p holds the whole message, so every container is checked against
+ * the bytes actually there (each value takes at least one byte: an array32 header announcing
+ * 4 billion elements in a 21-byte message is refused here, before msgpack-c would allocate
+ * 96 GiB of objects for it); otherwise p is the start of a byte stream and the bound is
+ * BP_FRAME_MAX_BYTES. The values still to read are counted at every level, so what msgpack-c
+ * allocates for one frame is bounded by a small multiple of its size. */
+static size_t msgpack_walk(const void *bytes, size_t len, int whole, bp_err *err) {
+    const unsigned char *p = bytes;
+    const size_t room = whole ? len : BP_FRAME_MAX_BYTES;
+    size_t pos = 0;
+    uint64_t pending[BP_FRAME_MAX_DEPTH + 1];   /* values still to read at each open level */
+    uint64_t total = 1;                         /* ... and at all of them */
+    int depth = 0;
+    pending[0] = 1;
+    for (;;) {
+        while (pending[depth] == 0) {
+            if (depth == 0) return pos;
+            depth--;
+        }
+        if (pos >= len) return 0;
+        size_t at = pos;
+        unsigned char b = p[pos++];
+        pending[depth]--;
+        total--;
+        uint64_t skip = 0, n = 0;
+        size_t hdr = 0; /* bytes of big-endian length after the type byte */
+        int kind = 0;   /* 0 scalar/payload, 1 array, 2 map */
+        if (b <= 0x7f || b >= 0xe0) {
+        } else if (b <= 0x8f) { kind = 2; n = b & 0x0f;
+        } else if (b <= 0x9f) { kind = 1; n = b & 0x0f;
+        } else if (b <= 0xbf) { skip = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc0: case 0xc2: case 0xc3: break;
+            case 0xc1: return bp_err_set(err, "malformed MessagePack: reserved byte 0xc1 at byte %zu", at), (size_t)-1;
+            case 0xc4: case 0xd9: hdr = 1; break;          /* bin8, str8 */
+            case 0xc5: case 0xda: hdr = 2; break;          /* bin16, str16 */
+            case 0xc6: case 0xdb: hdr = 4; break;          /* bin32, str32 */
+            case 0xc7: hdr = 1; skip = 1; break;           /* ext8: len + type */
+            case 0xc8: hdr = 2; skip = 1; break;
+            case 0xc9: hdr = 4; skip = 1; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;                     /* fixext 1..16 */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: hdr = 2; kind = 1; break;
+            case 0xdd: hdr = 4; kind = 1; break;
+            case 0xde: hdr = 2; kind = 2; break;
+            case 0xdf: hdr = 4; kind = 2; break;
+            }
+        }
+        if (hdr) {
+            if (len - pos < hdr) return 0;
+            uint64_t v = 0;
+            for (size_t i = 0; i < hdr; i++) v = (v << 8) | p[pos + i];
+            pos += hdr;
+            if (kind) n = v;
+            else skip += v;
+        }
+        uint64_t left = pos < room ? room - pos : 0;
+        if (kind) {
+            uint64_t values = kind == 2 ? 2 * n : n;
+            if (values > left - total)
+                return bp_err_set(err, "malformed MessagePack: %s at byte %zu announces %" PRIu64
+                                  " elements, more than the frame can hold", kind == 2 ? "map" : "array", at, n),
+                       (size_t)-1;
+            if (values == 0) continue;
+            if (depth == BP_FRAME_MAX_DEPTH)
+                return bp_err_set(err, "malformed MessagePack: nested deeper than %d levels", BP_FRAME_MAX_DEPTH),
+                       (size_t)-1;
+            total += values;
+            pending[++depth] = values;
+            continue;
+        }
+        if (skip > left) {
+            if (whole) return 0;
+            return bp_err_set(err, "malformed MessagePack: a value of %" PRIu64 " bytes at byte %zu, more than a "
+                              "frame may hold (%zu bytes)", skip, at, (size_t)BP_FRAME_MAX_BYTES), (size_t)-1;
+        }
+        if (skip > len - pos) return 0;
+        pos += (size_t)skip;
+    }
+}
+
+size_t bp_msgpack_size(const void *bytes, size_t len, bp_err *err) { return msgpack_walk(bytes, len, 0, err); }
+
+/* ---- map keys ------------------------------------------------------------------------ */
+
+/* "frame field 'answers'[1]": where a nested map is, for messages. */
+typedef struct key_path { char text[160]; } key_path;
+
+static void path_push(key_path *child, const key_path *parent, const msgpack_object *key, long index) {
+    size_t used = strlen(parent->text), room = sizeof child->text - used;
+    memcpy(child->text, parent->text, used + 1);
+    char *end = child->text + used;
+    int n = 0;
+    if (key) {
+        int klen = (int)(key->via.str.size > 40 ? 40 : key->via.str.size);
+        n = used ? snprintf(end, room, "['%.*s']", klen, key->via.str.ptr) : snprintf(end, room, " field '%.*s'", klen, key->via.str.ptr);
+    } else {
+        n = snprintf(end, room, "[%ld]", index);
+    }
+    if (n < 0) *end = 0;   /* a path too long to say is cut, never a reason to fail */
+    for (char *c = child->text; *c; c++)
+        if ((unsigned char)*c < 0x20) *c = '?';
+}
+
+static int cmp_key(const void *a, const void *b) {
+    const msgpack_object *x = *(const msgpack_object *const *)a, *y = *(const msgpack_object *const *)b;
+    if (x->via.str.size != y->via.str.size) return x->via.str.size < y->via.str.size ? -1 : 1;
+    return x->via.str.size ? memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size) : 0;
+}
+
+static int same_key(const msgpack_object *x, const msgpack_object *y) { return cmp_key(&x, &y) == 0; }
+
+static int duplicate_key(const msgpack_object *key, const key_path *at, bp_err *err) {
+    char name[48];
+    size_t n = key->via.str.size > 40 ? 40 : key->via.str.size;
+    memcpy(name, key->via.str.ptr, n);
+    name[n] = 0;
+    for (char *c = name; *c; c++)
+        if ((unsigned char)*c < 0x20) *c = '?';
+    return bp_err_set(err, "frame%s has key '%s' twice", at->text, name);
+}
+
+/* A string of the frame, UTF-8 as the protocol says: what JSON (frames2json, then
+ * json2frames) can carry unchanged. */
+static int check_string(msgpack_object *o, const key_path *at, bp_err *err) {
+    /* msgpack-c gives an empty string no pointer: every view handed out points somewhere */
+    if (o->via.str.size == 0) o->via.str.ptr = "";
+    int64_t bad = bp_utf8_invalid_at(o->via.str.ptr, o->via.str.size);
+    if (bad >= 0) return bp_err_set(err, "frame%s is a string that is not UTF-8 (byte %lld)", at->text, (long long)bad);
+    return 0;
+}
+
+/* Every map in o has UTF-8 string keys without NUL, each once: a frame read by name must mean
+ * one thing (a reader taking the first 'label' and a JSON round trip keeping the last would
+ * not), and every string is UTF-8. Sorting keeps a hostile map of a million keys from costing
+ * a million squared comparisons. */
+static int check_keys(msgpack_object *o, const key_path *at, bp_err *err) {
+    key_path child;
+    if (o->type == MSGPACK_OBJECT_STR) return check_string(o, at, err);
+    if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == 0) o->via.bin.ptr = "";
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            msgpack_object *item = &o->via.array.ptr[i];
+            if (item->type != MSGPACK_OBJECT_ARRAY && item->type != MSGPACK_OBJECT_MAP && item->type != MSGPACK_OBJECT_STR &&
+                item->type != MSGPACK_OBJECT_BIN)
+                continue;
+            path_push(&child, at, NULL, (long)i);
+            if (check_keys(item, &child, err)) return -1;
+        }
+        return 0;
+    }
+    if (o->type != MSGPACK_OBJECT_MAP) return 0;
+    uint32_t n = o->via.map.size;
+    msgpack_object_kv *kv = o->via.map.ptr;
+    for (uint32_t i = 0; i < n; i++) {
+        msgpack_object *key = &kv[i].key;
+        if (key->type != MSGPACK_OBJECT_STR) return bp_err_set(err, "frame%s has a key that is not a string", at->text);
+        if (key->via.str.size == 0) key->via.str.ptr = "";
+        if (memchr(key->via.str.ptr, 0, key->via.str.size) ||
+            bp_utf8_invalid_at(key->via.str.ptr, key->via.str.size) >= 0)
+            return bp_err_set(err, "frame%s has a key that is not a name (a NUL byte, or not UTF-8)", at->text);
+    }
+    if (n <= 16) {
+        for (uint32_t i = 1; i < n; i++)
+            for (uint32_t j = 0; j < i; j++)
+                if (same_key(&kv[i].key, &kv[j].key)) return duplicate_key(&kv[i].key, at, err);
+    } else {
+        const msgpack_object **keys = malloc(n * sizeof *keys);
+        if (!keys) return bp_err_set(err, "out of memory checking a map of %u keys", (unsigned)n);
+        for (uint32_t i = 0; i < n; i++) keys[i] = &kv[i].key;
+        qsort(keys, n, sizeof *keys, cmp_key);
+        for (uint32_t i = 1; i < n; i++)
+            if (same_key(keys[i], keys[i - 1])) {
+                duplicate_key(keys[i], at, err);
+                free(keys);
+                return -1;
+            }
+        free(keys);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        msgpack_object *v = &kv[i].val;
+        if (v->type != MSGPACK_OBJECT_ARRAY && v->type != MSGPACK_OBJECT_MAP && v->type != MSGPACK_OBJECT_STR &&
+            v->type != MSGPACK_OBJECT_BIN)
+            continue;
+        path_push(&child, at, &kv[i].key, 0);
+        if (check_keys(v, &child, err)) return -1;
+    }
+    return 0;
+}
 
 /* ---- decoding ------------------------------------------------------------------------ */
 
@@ -65,18 +272,29 @@ int bp_frame_decode(bp_frame *f, const char *bytes, size_t len, void (*release_f
     struct bp_frame_tree *tree = malloc(sizeof *tree);
     if (!tree) return bp_err_set(err, "out of memory decoding a %zu-byte frame", len);
     msgpack_unpacked_init(&tree->unpacked);
-    size_t off = 0;
-    msgpack_unpack_return r = msgpack_unpack_next(&tree->unpacked, bytes, len, &off);
-    char buf[160];
+    char buf[sizeof(bp_err)];
     const char *problem = NULL;
     bp_kind kind = BP_HELLO;
-    if (r != MSGPACK_UNPACK_SUCCESS) {
-        problem = r == MSGPACK_UNPACK_CONTINUE ? "malformed MessagePack: frame truncated" : "malformed MessagePack";
-    } else if (off != len) {
-        snprintf(buf, sizeof buf, "malformed frame: %zu trailing bytes after the map", len - off);
+    bp_err walk_err;
+    /* Walked first: nothing reaches msgpack-c that could make it allocate beyond the bytes. */
+    size_t size = len > BP_FRAME_MAX_BYTES ? SIZE_MAX : msgpack_walk(bytes, len, 1, &walk_err);
+    if (len > BP_FRAME_MAX_BYTES) {
+        snprintf(buf, sizeof buf, "frame of %zu bytes is over the limit of %zu bytes", len, (size_t)BP_FRAME_MAX_BYTES);
+        problem = buf;
+    } else if (size == (size_t)-1) {
+        problem = walk_err.msg;
+    } else if (size == 0) {
+        problem = "malformed MessagePack: frame truncated";
+    } else if (size != len) {
+        snprintf(buf, sizeof buf, "malformed frame: %zu trailing bytes after the map", len - size);
         problem = buf;
     } else {
-        problem = check_root(&tree->unpacked.data, &kind, buf, sizeof buf);
+        size_t off = 0;
+        msgpack_unpack_return r = msgpack_unpack_next(&tree->unpacked, bytes, len, &off);
+        if (r != MSGPACK_UNPACK_SUCCESS || off != len) problem = "malformed MessagePack";
+        else if (tree->unpacked.data.type != MSGPACK_OBJECT_MAP) problem = "frame is not a map";
+        else if (check_keys(&tree->unpacked.data, &(key_path){{0}}, &walk_err)) problem = walk_err.msg;
+        else problem = check_root(&tree->unpacked.data, &kind, buf, sizeof buf);
     }
     if (problem) {
         msgpack_unpacked_destroy(&tree->unpacked);
@@ -103,65 +321,6 @@ void bp_frame_release(bp_frame *f) {
     memset(f, 0, sizeof *f);
 }
 
-size_t bp_msgpack_size(const void *bytes, size_t len) {
-    /* No allocation: a running count of objects still to read replaces recursion. */
-    const unsigned char *p = bytes;
-    size_t pos = 0;
-    uint64_t remaining = 1;
-    while (remaining > 0) {
-        if (pos >= len) return 0;
-        unsigned char b = p[pos++];
-        uint64_t skip = 0, children = 0;
-        size_t hdr = 0; /* bytes of big-endian length after the type byte */
-        int kind = 0;   /* 0 scalar/payload, 1 array, 2 map */
-        if (b <= 0x7f || b >= 0xe0) {
-        } else if (b <= 0x8f) { children = 2u * (b & 0x0f);
-        } else if (b <= 0x9f) { children = b & 0x0f;
-        } else if (b <= 0xbf) { skip = b & 0x1f;
-        } else {
-            switch (b) {
-            case 0xc0: case 0xc2: case 0xc3: break;
-            case 0xc1: return (size_t)-1;
-            case 0xc4: case 0xd9: hdr = 1; break;          /* bin8, str8 */
-            case 0xc5: case 0xda: hdr = 2; break;          /* bin16, str16 */
-            case 0xc6: case 0xdb: hdr = 4; break;          /* bin32, str32 */
-            case 0xc7: hdr = 1; skip = 1; break;           /* ext8: len + type */
-            case 0xc8: hdr = 2; skip = 1; break;
-            case 0xc9: hdr = 4; skip = 1; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;                     /* fixext 1..16 */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: hdr = 2; kind = 1; break;
-            case 0xdd: hdr = 4; kind = 1; break;
-            case 0xde: hdr = 2; kind = 2; break;
-            case 0xdf: hdr = 4; kind = 2; break;
-            }
-        }
-        if (hdr) {
-            if (len - pos < hdr) return 0;
-            uint64_t n = 0;
-            for (size_t i = 0; i < hdr; i++) n = (n << 8) | p[pos + i];
-            pos += hdr;
-            if (kind == 1) children = n;
-            else if (kind == 2) children = 2 * n;
-            else skip += n;
-        }
-        if (skip > len - pos) return 0;
-        pos += (size_t)skip;
-        remaining += children;
-        remaining--;
-    }
-    return pos;
-}
-
 /* ---- getters ------------------------------------------------------------------------- */
 
 const char *bp_frame_where(const bp_frame *f, char *buf, size_t size) {
@@ -170,7 +329,7 @@ const char *bp_frame_where(const bp_frame *f, char *buf, size_t size) {
     return buf;
 }
 
-/* "KIND frame N field 'KEY' " + the rest: every field error has this shape. */
+/* "field 'KEY' ... (KIND frame N)": every field error has this shape, the frame as its WHERE. */
 static int field_error(const bp_frame *f, const char *key, bp_err *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int field_error(const bp_frame *f, const char *key, bp_err *err, const char *fmt, ...) {
@@ -179,14 +338,14 @@ static int field_error(const bp_frame *f, const char *key, bp_err *err, const ch
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return bp_err_set(err, "%s field '%s'%s", bp_frame_where(f, where, sizeof where), key, what);
+    return bp_err_set(err, "field '%s'%s (%s)", key, what, bp_frame_where(f, where, sizeof where));
 }
 
 /* The field, or NULL: with err set when `required` (the field is absent). */
 static const msgpack_object *lookup(const bp_frame *f, const char *key, int required, bp_err *err) {
     const msgpack_object *o = bp_frame_field(f, key);
     char where[64];
-    if (!o && required) bp_err_set(err, "%s has no '%s'", bp_frame_where(f, where, sizeof where), key);
+    if (!o && required) bp_err_set(err, "no field '%s' (%s)", key, bp_frame_where(f, where, sizeof where));
     return o;
 }
 
@@ -353,9 +512,14 @@ int bp_find_answers(const bp_frame *f, bp_answer **answers, size_t *n, bp_err *e
     return 1;
 }
 
-int bp_hello_is_qa(const bp_frame *hello) {
-    const msgpack_object *o = bp_frame_field(hello, "task");
-    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == 2 && memcmp(o->via.str.ptr, "qa", 2) == 0;
+int bp_hello_is_qa(const bp_frame *hello, bp_err *err) {
+    const char *task = NULL;
+    size_t n = 0;
+    int found = bp_find_str(hello, "task", &task, &n, err);
+    if (found <= 0) return found;
+    if (n == 2 && memcmp(task, "qa", 2) == 0) return 1;
+    if (n == 14 && memcmp(task, "classification", 14) == 0) return 0;
+    return field_error(hello, "task", err, " is '%.*s', expected classification or qa", (int)(n > 40 ? 40 : n), task);
 }
 
 int bp_hello_labels(const bp_frame *hello, char ***labels, bp_err *err) {
@@ -425,13 +589,12 @@ int bp_tensor_expect(const bp_tensor_view *t, const char *key, bp_dtype dtype, i
     return 0;
 }
 
-/* A tensor error of a frame from a stream names the frame first ("batch frame 3: tensor
- * 'x' ..."); outside a stream the tensor's own text stands alone. */
+/* A tensor error names its frame as its WHERE: "tensor 'x' ... (batch frame 3)". */
 static int name_frame(const bp_frame *f, bp_err *err) {
     char where[64], what[sizeof err->msg];
-    if (err && f->index >= 0) {
+    if (err) {
         snprintf(what, sizeof what, "%s", err->msg);
-        bp_err_set(err, "%s: %s", bp_frame_where(f, where, sizeof where), what);
+        bp_err_set(err, "%s (%s)", what, bp_frame_where(f, where, sizeof where));
     }
     return -1;
 }
@@ -474,6 +637,7 @@ void bp_tensor_copy(const bp_tensor_view *t, void *dst) {
 static int writer_append(void *data, const char *buf, size_t len) {
     bp_writer *w = data;
     if (w->failed) return -1;
+    if (len == 0) return 0;   /* an empty payload may come with no pointer */
     if (len > w->cap - w->size) {
         size_t cap = w->cap ? w->cap : 256;
         while (cap - w->size < len) {

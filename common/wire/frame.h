@@ -17,13 +17,13 @@
  *   bp_find_X  an optional field: 1 when present and valid, 0 when absent (outputs left as
  *              they are: set the default first), -1 when present but of another type or
  *              out of range.
- * Their errors name the frame kind, the frame's index in its stream (when it came from one)
- * and the field:
- *   "feature frame 12 has no 'input_ids'"
- *   "feature frame 12 field 'label' is not an integer"
- *   "batch frame 3 field 'epoch' is 4294967297, outside [1, 2147483647]"
- *   "example frame 17 field 'answers'[2] has no string 'text'"
- *   "batch frame 3: tensor 'input_ids' has dtype f32, expected i32"
+ * Their errors say what is wrong with which field, then, as the WHERE of the one error format,
+ * the frame kind and its index in its stream (when it came from one):
+ *   "no field 'input_ids' (feature frame 12)"
+ *   "field 'label' is not an integer (feature frame 12)"
+ *   "field 'epoch' is 4294967297, outside [1, 2147483647] (batch frame 3)"
+ *   "field 'answers'[2] has no string 'text' (example frame 17)"
+ *   "tensor 'input_ids' has dtype f32, expected i32 (batch frame 3)"
  * Integer getters take the range the protocol allows for the field ([BP_I32_MIN, BP_I32_MAX]
  * for an i32 value, [0, ...] for a count): one checked conversion, width and range at once.
  *
@@ -41,6 +41,12 @@
 #include "base/tensor.h"
 
 #define BP_PROTO_VERSION 1
+
+/* The largest frame a reader takes, and the deepest nesting of arrays and maps inside one
+ * (proto/frames.md, section 1). The biggest frames bertpipe writes (a batch of 64 x 512
+ * tokens with offsets, its logits) are a few MB; frames nest 3 levels (frame, tensor, shape). */
+#define BP_FRAME_MAX_BYTES ((size_t)1 << 30)
+#define BP_FRAME_MAX_DEPTH 16
 
 /* The range of an i32 field, for the integer getters. */
 #define BP_I32_MIN INT64_C(-2147483648)
@@ -73,8 +79,10 @@ typedef struct bp_frame {
  * `bytes`, which must outlive the frame: on success, if release_fn is not NULL the frame owns
  * the bytes and calls release_fn(release_arg) in bp_frame_release. Returns 0, or -1 with err =
  * "malformed MessagePack" / "frame is not a map" / "frame has no 'k' (kind)" /
- * "unsupported protocol version N (this build speaks 1)" / ...; on failure nothing is freed
- * (the caller still owns what it passed). */
+ * "unsupported protocol version N (this build speaks 1)" / "frame has key 'label' twice" /
+ * "frame field 'input_ids' has a key that is not a string" / ...; on failure nothing is freed
+ * (the caller still owns what it passed). The bytes are walked before msgpack-c sees them, so
+ * what decoding allocates is bounded by a small multiple of len whatever the headers claim. */
 int bp_frame_decode(bp_frame *f, const char *bytes, size_t len, void (*release_fn)(void *),
                     void *release_arg, bp_err *err);
 
@@ -123,11 +131,14 @@ typedef struct bp_answer {
  * field: 1 with *answers a malloc'd array of *n (NULL when empty; caller frees the array),
  * 0 when absent (*n = 0, *answers NULL), -1 when it is not an array or an entry is not a
  * map with a string 'text' and an integer 'answer_start':
- *   "example frame 17 field 'answers'[2] has no string 'text'". */
+ *   "field 'answers'[2] has no string 'text' (example frame 17)". */
 int bp_find_answers(const bp_frame *f, bp_answer **answers, size_t *n, bp_err *err);
 
-/* 1 when a hello says "task": "qa"; 0 for classification (the default when absent). */
-int bp_hello_is_qa(const bp_frame *hello);
+/* A hello's "task": 1 for "qa", 0 for "classification" (the default when absent), -1 with err
+ * when it is not a string or names another task ("field 'task' is 'qa2', expected
+ * classification or qa (hello frame 0)"): a task misread as classification would train the wrong
+ * head in silence. */
+int bp_hello_is_qa(const bp_frame *hello, bp_err *err);
 /* A hello's "labels" as malloc'd C strings, NULL-terminated in *labels; returns their count,
  * 0 (and *labels NULL) when the hello has none, -1 with err when an entry is not a string
  * or out of memory. Free with bp_labels_free. */

@@ -246,7 +246,7 @@ static int pack_json(msgpack_packer *pk, json_t *j, bp_err *err) {
 
 int bp_json_to_frame(const char *text, size_t len, bp_writer *w, bp_err *err) {
     json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_ALLOW_NUL, &jerr);
+    json_t *root = json_loadb(text, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
     if (!root) return bp_err_set(err, "invalid JSON at column %d: %s", jerr.column, jerr.text);
     int rc = 0;
     if (!json_is_object(root)) {

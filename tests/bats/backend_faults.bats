@@ -55,7 +55,8 @@ train_with_fault() { # spec [train args...]
   refute_sanitizer "$TMP/err"
   assert_one_error_line "$TMP/err" train
   grep -q "step 2: cpu backend: injected fault in adamw call 4" "$TMP/err"
-  grep -aq '"step":"1"' "$TMP/model/optimizer.safetensors"
+  grep -aq '"step":"1"' "$TMP/model/checkpoint-1/optimizer.safetensors"
+  [ ! -e "$TMP/model/checkpoint-2" ]
   # downstream got step 1's metric, then the error: no eos, and it fails too
   [ "$(grep -c '"scope":"train"' "$TMP/metrics.jsonl")" -eq 1 ]
   grep -q '"k":"error".*injected fault in adamw call 4' "$TMP/metrics.jsonl"
@@ -82,7 +83,7 @@ train_with_fault() { # spec [train args...]
   [ "$eval_rc" -ne 0 ] && [ "$down_rc" -ne 0 ]
   refute_sanitizer "$TMP/err"
   assert_one_error_line "$TMP/err" eval
-  grep -q "batch frame 1: cpu backend: injected fault in embedding_forward call 2" "$TMP/err"
+  grep -q "cpu backend: injected fault in embedding_forward call 2 (BERTPIPE_FAULT=backend:embedding_forward:2) (batch frame 1)" "$TMP/err"
   [ "$(grep -c '"k":"logits"' "$TMP/logits.jsonl")" -eq 1 ]
   grep '"k":"logits"' "$TMP/logits.jsonl" | grep -q '"seq":0,'
   grep -q '"k":"error".*injected fault in embedding_forward call 2' "$TMP/logits.jsonl"

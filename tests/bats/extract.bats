@@ -97,6 +97,42 @@ same() { # expected-file extract-args...   (SORTED=1: compare as sets, for archi
   [ "$(wc -l <"$TMP/validation")" -ge 1 ] && [ "$(wc -l <"$TMP/train")" -ge 1 ]
 }
 
+@test "--validation-ratio holds out a seeded side of any format: IMDB and SST trees, disjoint, exact sizes" {
+  tar -C "$FIX" --sort=name -czf "$TMP/aclImdb_v1.tar.gz" aclImdb
+  for src in "$TMP/aclImdb_v1.tar.gz" "$FIX/sst_trees/trees/train.txt"; do
+    extract "$src" | frames2json | shape | sort >"$TMP/all"
+    for s in train validation; do
+      extract --validation-ratio 0.34 --seed 5 --split $s "$src" | frames2json | shape | sort >"$TMP/$s"
+    done
+    n=$(wc -l <"$TMP/all") v=$(wc -l <"$TMP/validation")
+    [ "$v" -eq $(( (34 * n + 99) / 100 )) ]
+    [ -z "$(comm -12 "$TMP/train" "$TMP/validation")" ]
+    sort "$TMP/train" "$TMP/validation" | cmp - "$TMP/all"
+  done
+}
+
+@test "--stratify keeps each label's share of a held-out side" {
+  { echo "text,label"; for i in $(seq 0 99); do echo "row $i,$(( i % 10 < 3 ))"; done; } >"$TMP/seventy.csv"
+  extract --validation-ratio 0.2 --stratify --seed 1234 --split validation "$TMP/seventy.csv" \
+    | frames2json | grep -o '"label":[01]' | sort | uniq -c | tr -s ' ' >"$TMP/counts"
+  grep -qx ' 14 "label":0' "$TMP/counts" && grep -qx ' 6 "label":1' "$TMP/counts"
+}
+
+@test "the hello says what was read: an archive member, a file read whole, or a held-out side" {
+  origin() { extract "$@" | frames2json | head -1 | grep -o '"split_origin":"[^"]*","split_part":"[^"]*"'; }
+  [ "$(origin --format sst-trees --split dev "$FIX/sst_trees")" = '"split_origin":"member","split_part":"validation"' ]
+  [ "$(origin --format sst-trees --split dev "$FIX/sst_trees/trees/train.txt")" = '"split_origin":"whole","split_part":"all"' ]
+  [ "$(origin --format squad "$FIX/squad_v1.json")" = '"split_origin":"whole","split_part":"all"' ]
+  extract --format sst-trees --validation-ratio 0.4 --seed 3 --split validation "$FIX/sst_trees" | frames2json | head -1 >"$TMP/hello"
+  grep -q '"split_origin":"held-out","split_part":"train","validation_ratio":0.4,"test_ratio":0.0,"holdout_seed":3,"stratify":false' "$TMP/hello"
+}
+
+@test "a single-split source has no test split of its own once a validation side is held out" {
+  bad "no test split of its own" --validation-ratio 0.2 --split test "$FIX/reviews.csv" --text-column review \
+    --label-column stars --label-map -1,0,1,2
+  bad "cannot stratify by label" --validation-ratio 0.2 --stratify "$FIX/squad_v1.json"
+}
+
 @test "a seeded --sample is reproducible; --limit stops early" {
   extract --format sst2 --split train --sample 3 --seed 9 "$FIX/SST-2/train.tsv" | frames2json | shape >"$TMP/a"
   extract --format sst2 --split train --sample 3 --seed 9 "$FIX/SST-2/train.tsv" | frames2json | shape >"$TMP/b"
@@ -183,4 +219,12 @@ PY
   printf '%s\n' '{"id": "1", "label": 3, "text": "Bright and brisk."}' '{"id": "3", "label": 0, "text": "Dull."}' >"$TMP/want"
   diff "$TMP/want" "$TMP/got"
   grep -q "3 records read, 2 examples sent; skipped: 0 neutral, 1 empty" "$TMP/err"
+}
+
+@test "--format lines refuses a NUL or invalid UTF-8 naming file and line, instead of cutting the line" {
+  printf 'a fine first line\nbefore\0after\n' >"$TMP/nul.txt"
+  bad "nul.txt:2" --format lines "$TMP/nul.txt"
+  printf 'a fine first line\nsecond\nbad \xe9 byte\n' >"$TMP/latin1.txt"
+  bad "latin1.txt:3" --format lines "$TMP/latin1.txt"
+  grep -q 'not valid UTF-8' "$TMP/err"
 }

@@ -28,7 +28,7 @@ error_text() { sed -E 's/^[a-z0-9]+: error: //; s/ \([^()]*\)$//' "$1"; }
   stream ',"task":"qa"' "$(qa_example '[{"text":"Porto","answer_start":3},{"answer_start":3}]')" >"$TMP/ex.jsonl"
   run bash -c "json2frames '$TMP/ex.jsonl' | tokenize --vocab '$VOCAB' 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "tokenize: error: example frame 0 field 'answers'[1] has no string 'text' (example q1)" ]
+  [ "$output" = "tokenize: error: field 'answers'[1] has no string 'text' (example frame 0)" ]
 }
 
 @test "postprocess refuses the same bad answers entry with the same error as tokenize" {
@@ -41,35 +41,35 @@ error_text() { sed -E 's/^[a-z0-9]+: error: //; s/ \([^()]*\)$//' "$1"; }
   [ "$status" -eq 1 ]
   assert_one_error_line "$TMP/pp.err" postprocess
   [ "$(error_text "$TMP/pp.err")" = "$(error_text "$TMP/tok.err")" ]
-  [ "$(error_text "$TMP/pp.err")" = "example frame 0 field 'answers'[1] has no string 'text'" ]
+  [ "$(error_text "$TMP/pp.err")" = "field 'answers'[1] has no string 'text'" ]
 }
 
 @test "an answer_start that is a string is refused, not read as no answer" {
   stream ',"task":"qa"' "$(qa_example '[{"text":"Porto","answer_start":"3"}]')" >"$TMP/ex.jsonl"
   run bash -c "json2frames '$TMP/ex.jsonl' | tokenize --vocab '$VOCAB' 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "tokenize: error: example frame 0 field 'answers'[0] has no integer 'answer_start' (example q1)" ]
+  [ "$output" = "tokenize: error: field 'answers'[0] has no integer 'answer_start' (example frame 0)" ]
 }
 
 @test "answers that are not an array are refused" {
   stream ',"task":"qa"' "$(qa_example '{"text":"Porto","answer_start":3}')" >"$TMP/ex.jsonl"
   run bash -c "json2frames '$TMP/ex.jsonl' | tokenize --vocab '$VOCAB' 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "tokenize: error: example frame 0 field 'answers' is not an array (example q1)" ]
+  [ "$output" = "tokenize: error: field 'answers' is not an array (example frame 0)" ]
 }
 
 @test "a label of 1.0 is refused as not an integer, not taken as no label" {
   stream '' '{"v":1,"k":"example","seq":0,"example_id":"a","split":"train","text":"fine","label":1.0}' >"$TMP/ex.jsonl"
   run bash -c "json2frames '$TMP/ex.jsonl' | tokenize --vocab '$VOCAB' 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "tokenize: error: example frame 0 field 'label' is not an integer (example a)" ]
+  [ "$output" = "tokenize: error: field 'label' is not an integer (example frame 0)" ]
 }
 
 @test "a label of \"1\" is refused as not an integer" {
   stream '' '{"v":1,"k":"example","seq":0,"example_id":"a","split":"train","text":"fine","label":"1"}' >"$TMP/ex.jsonl"
   run bash -c "json2frames '$TMP/ex.jsonl' | tokenize --vocab '$VOCAB' 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "tokenize: error: example frame 0 field 'label' is not an integer (example a)" ]
+  [ "$output" = "tokenize: error: field 'label' is not an integer (example frame 0)" ]
 }
 
 @test "an example without a label still makes an unlabelled feature" {
@@ -86,7 +86,7 @@ error_text() { sed -E 's/^[a-z0-9]+: error: //; s/ \([^()]*\)$//' "$1"; }
     >"$TMP/f.jsonl"
   run bash -c "json2frames '$TMP/f.jsonl' | batch 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "batch: error: feature frame 0 field 'label' is 4294967297, outside [-2147483648, 2147483647]" ]
+  [ "$output" = "batch: error: field 'label' is 4294967297, outside [-2147483648, 2147483647] (feature frame 0)" ]
 }
 
 @test "score refuses a gold label past int32" {
@@ -95,27 +95,27 @@ error_text() { sed -E 's/^[a-z0-9]+: error: //; s/ \([^()]*\)$//' "$1"; }
     >"$TMP/p.jsonl"
   run bash -c "json2frames '$TMP/p.jsonl' | score 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "score: error: prediction frame 0 field 'gold' is 4294967297, outside [-2147483648, 2147483647]" ]
+  [ "$output" = "score: error: field 'gold' is 4294967297, outside [-2147483648, 2147483647] (prediction frame 0)" ]
 }
 
 @test "a hello label that is not a string is refused naming its index" {
   stream ',"task":"classification","labels":["neg",1]' >"$TMP/p.jsonl"
   run bash -c "json2frames '$TMP/p.jsonl' | score 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "score: error: hello frame 0 field 'labels'[1] is not a string" ]
+  [ "$output" = "score: error: field 'labels'[1] is not a string (hello frame 0)" ]
 }
 
 @test "a hello pad_id of the wrong type is refused, not replaced by the default" {
   stream ',"pad_id":"0"' >"$TMP/f.jsonl"
   run bash -c "json2frames '$TMP/f.jsonl' | batch 2>&1 >/dev/null"
   [ "$status" -eq 1 ]
-  [ "$output" = "batch: error: hello frame 0 field 'pad_id' is not an integer" ]
+  [ "$output" = "batch: error: field 'pad_id' is not an integer (hello frame 0)" ]
 }
 
 @test "a stage that fails after opening its output tells downstream in an error frame" {
   # tap cannot write its log: the consumer must learn why, not see a stream cut short
   stream '' '{"v":1,"k":"metric","seq":0,"scope":"train"}' >"$TMP/m.jsonl"
   run bash -c "json2frames '$TMP/m.jsonl' | tap --log /dev/full 2>/dev/null | frames2json 2>&1 >/dev/null"
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]   # the failure was upstream's (proto/frames.md, exit statuses)
   [ "$output" = "frames2json: error: upstream stage tap failed: cannot write the log (/dev/full) (-)" ]
 }

@@ -71,17 +71,6 @@ acc() { sed -n 's/.*"accuracy": *\([0-9.]*\).*/\1/p' "$1/metrics.json"; }
   grep -qP '^Porto\t-?[0-9.]+$' "$TMP/a"
 }
 
-# A stand-in for a stage that records its arguments, then runs the real stage: how a test sees
-# what a pipeline passed on (BERTPIPE_<STAGE> swaps a stage).
-recorder() { # stage -> path of the wrapper
-  local w="$TMP/rec-$1"
-  printf '#!/bin/sh\nprintf "%%s\\n" "$@" >>"%s.argv"\nexec "%s/%s" "$@"\n' "$w" "$BERTPIPE_BIN" "$1" >"$w"
-  chmod +x "$w"
-  echo "$w"
-}
-# The value after OPTION in a recorded argument list (the last one given).
-arg_of() { awk -v o="$2" 'prev == o { v = $0 } { prev = $0 } END { if (v == "") exit 1; print v }' "$1"; }
-
 @test "sst: every flag given on the embedded default is the value used and recorded" {
   export BERTPIPE_BIN
   BERTPIPE_TRAIN=$(recorder train) BERTPIPE_BATCH=$(recorder batch) BERTPIPE_TOKENIZE=$(recorder tokenize) \
@@ -177,12 +166,12 @@ descendants() {
   TMPDIR=$TMP/runs BERTPIPE_TAP_AFTER=batch BERTPIPE_TAP="$BERTPIPE_BIN/tap --delay-ms 30" \
     "$BERTPIPE_TOP/pipelines/sst" "${common[@]}" --out "$TMP/cut" 2>"$TMP/err-cut" & p=$!
   # wait for training to be under way: the train stage has sent a few metric frames
-  for _ in $(seq 300); do
+  for _ in $(seq 600); do
     [ -n "$(ls "$TMP/runs")" ] && pgrep -P $p >/dev/null && [ -f "$TMP/cut/validation.batches" ] &&
-      descendants $p | xargs -r ps -o args= -p 2>/dev/null | grep -q "/train " && break
+      grep -q '"scope":"train"' "$TMP/cut/train-metrics.jsonl" 2>/dev/null && break
     sleep 0.1
   done
-  sleep 1.5
+  sleep 0.5
   pids=$(descendants $p)
   [ -n "$pids" ]
   kill -TERM $p

@@ -155,7 +155,7 @@ PY
   run bash -c "json2frames '$TMP/dup.jsonl' | postprocess --examples 'file:$TMP/ex.frames' --allow-missing 2>'$TMP/err' >/dev/null"
   [ "$status" -ne 0 ]
   assert_one_error_line "$TMP/err" postprocess
-  grep -q "example fox: window 0 has logits twice" "$TMP/err"
+  grep -q "window 0 has logits twice: .* (example fox)" "$TMP/err"
 }
 
 @test "bad logits: a missing tensor or a class count unlike the labels is one error line, and downstream fails too" {

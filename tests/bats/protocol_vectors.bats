@@ -41,7 +41,7 @@ eos_bytes() { printf '\x84\xa1v\x01\xa1k\xa3eos\xa4from\xa1t\xa5count'; printf "
 
 @test "an error vector makes frames2json fail naming the upstream stage" {
   run bash -c "cat '$V/hello-minimal.msgpack' '$V/error.msgpack' | frames2json 2>'$TMP/err' >/dev/null"
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]
   grep -q "upstream stage train failed: tensor 'input_ids' has dtype f32, expected i32" "$TMP/err"
 }
 

@@ -44,9 +44,11 @@ assert_one_error_line() { # file stage
   grep -qE "^$2: error: .+" "$1" || { cat "$1" >&2; return 1; }
 }
 
-# Example frames (JSON lines) from the first N rows of a split of the embedded default sentiment
-# set, and those examples tokenized (vocab $VOCAB, max length 40) and batched.
-sentiment_examples() { # split N
+# ---- small classification streams from the embedded default data set ----------------------
+: "${VOCAB:=$BERTPIPE_TOP/pipelines/default/vocab.txt}"
+
+# example frames (JSON lines) from the first N rows of a default split
+examples() { # split N
   awk -F'\t' -v n="$2" -v sp="$1" '
     BEGIN { print "{\"v\":1,\"k\":\"hello\",\"from\":\"test\",\"task\":\"classification\",\"labels\":[\"negative\",\"positive\"],\"num_labels\":2}" }
     NR > 1 && NR <= n + 1 {
@@ -58,7 +60,18 @@ sentiment_examples() { # split N
   ' "$BERTPIPE_TOP/pipelines/default/sentiment-$1.tsv"
 }
 
-sentiment_batches() { # split N batch-size epochs [batch args...]
+batches() { # split N batch-size epochs [batch args...]
   local split=$1 n=$2 bs=$3 ep=$4; shift 4
-  sentiment_examples "$split" "$n" | json2frames | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size "$bs" --epochs "$ep" "$@"
+  examples "$split" "$n" | json2frames | tokenize --vocab "$VOCAB" --max-length 40 | batch --batch-size "$bs" --epochs "$ep" "$@"
 }
+
+# A stand-in for a stage that records its arguments, then runs the real stage: how a test sees
+# what a pipeline passed on (BERTPIPE_<STAGE> swaps a stage).
+recorder() { # stage -> path of the wrapper
+  local w="$TMP/rec-$1"
+  printf '#!/bin/sh\nprintf "%%s\\n" "$@" >>"%s.argv"\nexec "%s/%s" "$@"\n' "$w" "$BERTPIPE_BIN" "$1" >"$w"
+  chmod +x "$w"
+  echo "$w"
+}
+# The value after OPTION in a recorded argument list (the last one given).
+arg_of() { awk -v o="$2" 'prev == o { v = $0 } { prev = $0 } END { if (v == "") exit 1; print v }' "$1"; }

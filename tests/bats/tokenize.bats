@@ -97,15 +97,33 @@ PY
   grep -q "(example q1)" "$TMP/err2"
 }
 
-@test "invalid UTF-8 is refused naming the example; a vocab without [CLS] is refused" {
+@test "invalid UTF-8 is refused naming the field and the place in the stream; a vocab without [CLS] is refused" {
   # hello, an example whose text is "caf" + a lone lead byte, eos: raw MessagePack (JSON cannot carry it)
   printf '\x83\xa1v\x01\xa1k\xa5hello\xa4from\xa1t''\x86\xa1v\x01\xa1k\xa7example\xa3seq\x00\xaaexample_id\xa3bad\xa4text\xa4caf\xc3\xa5label\x00''\x84\xa1v\x01\xa1k\xa3eos\xa4from\xa1t\xa5count\x01' >"$TMP/u.bin"
   run bash -c "tokenize --vocab '$VOCAB' <'$TMP/u.bin' 2>'$TMP/err' >/dev/null"
   [ "$status" -ne 0 ]
-  grep -q "bad" "$TMP/err"
+  # the decoder refuses it (wire: strings are UTF-8), before any stage reads the example
+  grep -q "field 'text' is a string that is not UTF-8 (byte 3), after 0 frames" "$TMP/err"
   grep -v '^\[CLS\]$' "$VOCAB" >"$TMP/vocab.txt"
   run bash -c "tokenize --vocab '$TMP/vocab.txt' </dev/null 2>'$TMP/err3'"
   [ "$status" -ne 0 ]
   assert_one_error_line "$TMP/err3" tokenize
   grep -q "CLS" "$TMP/err3"
+}
+
+@test "--checkpoint takes casing and max length from tokenizer_config.json; transformers' unbounded length is no length" {
+  mkdir "$TMP/ck"
+  cp "$VOCAB" "$TMP/ck/vocab.txt"
+  printf '{"v":1,"k":"hello","from":"test","task":"classification"}\n{"v":1,"k":"example","seq":0,"example_id":"a","text":"The Movie was great and the cast was wonderful"}\n{"v":1,"k":"eos","from":"test","count":1}\n' >"$TMP/ex.jsonl"
+  # int(1e30): what save_pretrained writes for a tokenizer without a maximum
+  printf '{"do_lower_case": false, "model_max_length": 1000000000000000019884624838656}\n' >"$TMP/ck/tokenizer_config.json"
+  json2frames "$TMP/ex.jsonl" | tokenize --checkpoint "$TMP/ck" | frames2json >"$TMP/cased"
+  grep -q '"lowercase":false' "$TMP/cased" && grep -q '"max_length":128' "$TMP/cased"
+  printf '{"do_lower_case": true, "model_max_length": 8}\n' >"$TMP/ck/tokenizer_config.json"
+  json2frames "$TMP/ex.jsonl" | tokenize --checkpoint "$TMP/ck" | frames2json >"$TMP/uncased"
+  grep -q '"lowercase":true' "$TMP/uncased" && grep -q '"max_length":8' "$TMP/uncased"
+  grep '"k":"feature"' "$TMP/uncased" | grep -q '"input_ids":{"dtype":"i32","shape":\[8\]'
+  # "The" and "Movie" are not in the (lowercase) vocabulary: cased ids differ from uncased ones
+  first3() { grep '"k":"feature"' "$1" | sed 's/.*"input_ids":{[^}]*"\$bin":"\(.\{16\}\).*/\1/'; }
+  [ -n "$(first3 "$TMP/cased")" ] && [ "$(first3 "$TMP/cased")" != "$(first3 "$TMP/uncased")" ]
 }

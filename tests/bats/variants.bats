@@ -26,7 +26,7 @@ config_json() { # file vocab hidden layers heads intermediate eps
 }
 
 @test "bert-base + BiGRU head: 112241409 parameters, 2759169 trainable after --freeze bert (torch's count)" {
-  sentiment_batches train 4 2 1 --out "file:$TMP/b.batches"
+  batches train 4 2 1 --out "file:$TMP/b.batches"
   config_json "$TMP/base.json" 30522 768 12 12 3072 1e-12
   BERTPIPE_QUIET=0 train --in "file:$TMP/b.batches" --config "$TMP/base.json" --head gru --loss bce --freeze bert \
     --optimizer adam --lr 1e-3 --max-steps 1 --threads 2 2>"$TMP/err" >/dev/null
@@ -54,8 +54,8 @@ roundtrip() { # task(cls|qa) name train-args...
     qa_batches train 24 8 1 --out "file:$TMP/$name.train"
     qa_batches validation 10 8 1 --no-shuffle --out "file:$TMP/$name.val"
   else
-    sentiment_batches train 64 16 1 --out "file:$TMP/$name.train"
-    sentiment_batches validation 24 8 1 --no-shuffle --out "file:$TMP/$name.val"
+    batches train 64 16 1 --out "file:$TMP/$name.train"
+    batches validation 24 8 1 --no-shuffle --out "file:$TMP/$name.val"
   fi
   train --in "file:$TMP/$name.train" --vocab "$VOCAB" --save "$TMP/$name" --threads 2 "$@" >/dev/null
   "$EVAL" --checkpoint "$TMP/$name" --in "file:$TMP/$name.val" --threads 2 | frames2json >"$TMP/$name.ours"
@@ -98,8 +98,8 @@ roundtrip() { # task(cls|qa) name train-args...
 }
 
 @test "a BCE model's one logit leaves eval as two class scores that postprocess and score read" {
-  sentiment_batches train 64 16 1 --out "file:$TMP/t.batches"
-  sentiment_batches validation 20 8 1 --no-shuffle --out "file:$TMP/v.batches"
+  batches train 64 16 1 --out "file:$TMP/t.batches"
+  batches validation 20 8 1 --no-shuffle --out "file:$TMP/v.batches"
   train --in "file:$TMP/t.batches" --preset tiny --vocab "$VOCAB" --head gru --loss bce --rnn-hidden 8 --save "$TMP/m" \
     --threads 2 >/dev/null
   grep -q '"loss": "bce"' "$TMP/m/config.json"
@@ -116,7 +116,7 @@ roundtrip() { # task(cls|qa) name train-args...
 }
 
 @test "variant options are checked: one error line each" {
-  sentiment_batches train 16 8 1 --out "file:$TMP/b.batches"
+  batches train 16 8 1 --out "file:$TMP/b.batches"
   run bash -c "train --in 'file:$TMP/b.batches' --preset tiny --freeze layers:5-5 2>'$TMP/err' >/dev/null"
   [ "$status" -ne 0 ]
   assert_one_error_line "$TMP/err" train
@@ -139,7 +139,7 @@ roundtrip() { # task(cls|qa) name train-args...
 }
 
 @test "--schedule constant keeps the rate (the notebooks' plain Adam); linear decays it to 0 at the last step" {
-  sentiment_batches train 64 16 1 --out "file:$TMP/b.batches"
+  batches train 64 16 1 --out "file:$TMP/b.batches"
   train --in "file:$TMP/b.batches" --preset tiny --head gru --optimizer adam --lr 1e-3 --schedule constant --threads 2 |
     frames2json >"$TMP/constant"
   [ "$(grep '"scope":"train"' "$TMP/constant" | grep -c '"lr":0.001\(0*\)[0-9]*,')" -eq 4 ]

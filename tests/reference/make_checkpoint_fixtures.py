@@ -9,6 +9,10 @@ Run with Debian's python3-torch (no transformers, no safetensors package needed)
           pytorch_model.bin        torch.save zip, pickle protocol 2 (torch's default)
           pytorch_model_p4.bin     the same, pickle protocol 4 (FRAME, MEMOIZE, STACK_GLOBAL)
           pytorch_model_legacy.bin torch's pre-1.6 non-zip format
+          pytorch_model_legacy_l2.bin, model_l2.safetensors
+                                   a 2-layer tiny BERT (41 tensors, each its own storage) in
+                                   the legacy format and as its safetensors twin: more than
+                                   16 storages, so the reader's storage table must grow
           model.safetensors        written by write_safetensors() below
           tf/bert_model.ckpt.{index,data-00000-of-00001}
                                    the bert.* tensors as Google's TF checkpoints hold them
@@ -245,6 +249,36 @@ def make_state_dict():
     return sd
 
 
+def make_two_layer_state_dict():
+    """A tiny 2-layer BertForSequenceClassification state dict (H=8, I=16, vocab 12, 6
+    positions, 2 labels) under Hugging Face's names: 41 tensors, each in its own storage, the
+    shape of the many older hub checkpoints saved in the legacy format."""
+    g = torch.Generator().manual_seed(20261201)
+    h, inner, vocab = 8, 16, 12
+    sd = collections.OrderedDict()
+    sd["bert.embeddings.word_embeddings.weight"] = torch.randn(vocab, h, generator=g)
+    sd["bert.embeddings.position_embeddings.weight"] = torch.randn(6, h, generator=g)
+    sd["bert.embeddings.token_type_embeddings.weight"] = torch.randn(2, h, generator=g)
+    sd["bert.embeddings.LayerNorm.weight"] = 1 + 0.1 * torch.randn(h, generator=g)
+    sd["bert.embeddings.LayerNorm.bias"] = 0.1 * torch.randn(h, generator=g)
+    for layer in range(2):
+        p = f"bert.encoder.layer.{layer}."
+        for name, rows, cols in [("attention.self.query", h, h), ("attention.self.key", h, h),
+                                 ("attention.self.value", h, h), ("attention.output.dense", h, h),
+                                 ("intermediate.dense", inner, h), ("output.dense", h, inner)]:
+            sd[p + name + ".weight"] = 0.2 * torch.randn(rows, cols, generator=g)
+            sd[p + name + ".bias"] = 0.1 * torch.randn(rows, generator=g)
+            if name in ("attention.output.dense", "output.dense"):
+                norm = p + name.rsplit(".", 1)[0] + ".LayerNorm"
+                sd[norm + ".weight"] = 1 + 0.1 * torch.randn(h, generator=g)
+                sd[norm + ".bias"] = 0.1 * torch.randn(h, generator=g)
+    sd["bert.pooler.dense.weight"] = 0.2 * torch.randn(h, h, generator=g)
+    sd["bert.pooler.dense.bias"] = torch.zeros(h)
+    sd["classifier.weight"] = 0.02 * torch.randn(2, h, generator=g)
+    sd["classifier.bias"] = torch.zeros(2)
+    return sd
+
+
 def expected_json(sd):
     out = {"generator": "tests/reference/make_checkpoint_fixtures.py", "tensors": {}}
     for name, t in sd.items():
@@ -262,6 +296,11 @@ def make(outdir):
     torch.save(sd, os.path.join(outdir, "pytorch_model_legacy.bin"), _use_new_zipfile_serialization=False)
     write_safetensors(os.path.join(outdir, "model.safetensors"),
                       {k: v.contiguous() for k, v in sd.items()}, {"written_by": "make_checkpoint_fixtures.py"})
+    two_layers = make_two_layer_state_dict()
+    torch.save(two_layers, os.path.join(outdir, "pytorch_model_legacy_l2.bin"), _use_new_zipfile_serialization=False)
+    write_safetensors(os.path.join(outdir, "model_l2.safetensors"), two_layers,
+                      {"written_by": "make_checkpoint_fixtures.py"})
+    assert len(two_layers) > 16
     tf = tf_variables(sd)
     os.makedirs(os.path.join(outdir, "tf"), exist_ok=True)
     write_tf_checkpoint(os.path.join(outdir, "tf", "bert_model.ckpt"), tf)

@@ -30,6 +30,10 @@ class Bin(bytes):
     """A MessagePack bin value (Python bytes would be ambiguous with str in JSON)."""
 
 
+class Raw(bytes):
+    """MessagePack bytes already encoded, written as they are (a map a dict cannot hold)."""
+
+
 # ---- MessagePack encoder ------------------------------------------------------------
 
 def enc_int(n):
@@ -76,6 +80,8 @@ def encode(v):
         return enc_int(v)
     if isinstance(v, float):
         return b"\xcb" + struct.pack(">d", v)
+    if isinstance(v, Raw):
+        return bytes(v)
     if isinstance(v, Bin):
         return enc_len(len(v), None, 0, BIN_TAGS) + bytes(v)
     if isinstance(v, str):
@@ -199,7 +205,7 @@ VECTORS = {
                          input_ids=i32([5], [101, 1037, 4714, 3231, 102]),
                          token_type_ids=i32([5], [0, 0, 0, 0, 0]),
                          attention_mask=i32([5], [1, 1, 1, 1, 0]), label=1),
-    "feature-qa": frame("feature", seq=2, example_id="q-17", window=1,
+    "feature-qa": frame("feature", seq=2, example_id="q-17", window=1, example_seq=1,
                         input_ids=i32([4], [101, 2029, 102, 11014]),
                         token_type_ids=i32([4], [0, 0, 0, 1]),
                         attention_mask=i32([4], [1, 1, 1, 1]),
@@ -257,6 +263,15 @@ VECTORS = {
                           ("blob", Bin(bytes(range(256)) + b"\x01\x02"))]),
 }
 
+def encode_pairs(pairs):
+    """A map from (key, value) pairs: how to write what a dict cannot hold (a key twice)."""
+    return enc_len(len(pairs), 0x80, 15, MAP_TAGS) + b"".join(encode(k) + encode(x) for k, x in pairs)
+
+
+def nested_arrays(depth):
+    return [nested_arrays(depth - 1)] if depth > 0 else []
+
+
 # Frames every reader must refuse, and the error text it gives (a substring of the message).
 BAD = {
     "bad-truncated": (encode(VECTORS["hello-minimal"])[:-3], "malformed MessagePack: frame truncated"),
@@ -267,6 +282,29 @@ BAD = {
     "bad-unknown-kind": (encode({"v": 1, "k": "gossip"}), "unknown frame kind 'gossip'"),
     "bad-c1": (b"\x82\xa1v\x01\xa1k\xc1", "malformed MessagePack"),
     "bad-trailing": (encode({"v": 1, "k": "epoch"}) + b"\x00", "malformed frame: 1 trailing bytes after the map"),
+    # 21 bytes whose last field claims 2^32-1 elements: a decoder that believed it would ask
+    # for ~96 GiB before noticing the bytes are missing
+    "bad-huge-array": (encode({"v": 1, "k": "hello", "ids": []})[:-1] + b"\xdd\xff\xff\xff\xff",
+                       "malformed MessagePack: array at byte 16 announces 4294967295 elements, more than the frame can hold"),
+    "bad-huge-map": (b"\x83\xa1v\x01\xa1k\xa5hello\xa1m\xdf\x40\x00\x00\x00",
+                     "malformed MessagePack: map at byte 14 announces 1073741824 elements, more than the frame can hold"),
+    "bad-too-deep": (encode({"v": 1, "k": "metric", "x": nested_arrays(16)}),
+                     "malformed MessagePack: nested deeper than 16 levels"),
+    # readers look fields up by name: a key twice would mean the first to one reader and the
+    # last to another (a JSON round trip), so it is refused at every level
+    "bad-duplicate-key": (encode_pairs([("v", 1), ("k", "feature"), ("label", 0), ("label", 1)]),
+                          "frame has key 'label' twice"),
+    "bad-duplicate-kind": (encode_pairs([("v", 1), ("k", "hello"), ("k", "eos")]), "frame has key 'k' twice"),
+    "bad-duplicate-nested": (encode_pairs([("v", 1), ("k", "feature"),
+                                           ("input_ids", {"dtype": "i32", "shape": [0], "data": Bin(b"")}),
+                                           ("answers", [{"text": "a"}, Raw(encode_pairs([("text", "a"), ("text", "b")]))])]),
+                             "frame field 'answers'[1] has key 'text' twice"),
+    "bad-key-not-string": (encode_pairs([("v", 1), ("k", "hello"), (1, 2)]), "frame has a key that is not a string"),
+    # strings are UTF-8, keys are names: what JSON carries, so record and replay stay the identity
+    "bad-not-utf8": (encode_pairs([("v", 1), ("k", "example"), ("text", Raw(b"\xa3a\xffb"))]),
+                     "frame field 'text' is a string that is not UTF-8 (byte 1)"),
+    "bad-key-nul": (encode_pairs([("v", 1), ("k", "hello"), ("a\x00b", 1)]),
+                    "frame has a key that is not a name (a NUL byte, or not UTF-8)"),
 }
 
 

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/limits.h"
 #include "ckpt/load.h"
 #include "ckpt/hfconfig.h"
 #include "ckpt/safetensors.h"
@@ -216,19 +217,40 @@ static void test_torch_reader(void) {
 
 }
 
+/* Every tensor of TB is in ST with the same dtype, shape and bytes, and nothing more. */
+static int same_tensors(const tb_file *tb, const st_file *st) {
+    int same = tb && st && st->n_tensors == tb->n_tensors;
+    for (size_t i = 0; same && i < tb->n_tensors; i++) {
+        const bp_named_tensor *a = &tb->tensors[i], *b = st_find(st, a->name);
+        same = b && a->dtype == b->dtype && a->ndim == b->ndim && a->nbytes == b->nbytes &&
+               memcmp(a->shape, b->shape, sizeof a->shape) == 0 && memcmp(a->data, b->data, a->nbytes) == 0;
+        if (!same) tap_diag("differs: %s", a->name);
+    }
+    return same;
+}
+
 static void test_formats_agree(void) {
     bp_err err = {{0}};
     st_file *st = st_open(fixture("model.safetensors"), &err);
     tb_file *tb = tb_open(fixture("pytorch_model.bin"), &err);
-    int same = st && tb && st->n_tensors == tb->n_tensors;
-    for (size_t i = 0; same && i < tb->n_tensors; i++) {
-        const bp_named_tensor *a = &tb->tensors[i], *b = st_find(st, a->name);
-        same = b && a->dtype == b->dtype && a->nbytes == b->nbytes && memcmp(a->data, b->data, a->nbytes) == 0;
-        if (!same) tap_diag("differs: %s", a->name);
-    }
-    tap_ok(same, "pytorch_model.bin and model.safetensors hold byte-identical tensors");
+    tap_ok(same_tensors(tb, st), "pytorch_model.bin and model.safetensors hold byte-identical tensors");
     st_close(st);
     tb_close(tb);
+
+    /* More storages than the storage table's first allocation (16): it grows while the
+     * pickle's values already point at storages (a use-after-free before the fix). */
+    st = st_open(fixture("model_l2.safetensors"), &err);
+    tb = tb_open(fixture("pytorch_model_legacy_l2.bin"), &err);
+    if (!tb) tap_diag("%s", err.msg);
+    tap_ok(tb && tb->n_tensors == 41, "a legacy 2-layer checkpoint with 41 storages opens (%zu tensors)",
+           tb ? tb->n_tensors : 0);
+    tap_ok(same_tensors(tb, st), "its 41 tensors equal its safetensors twin, byte for byte");
+    st_close(st);
+    tb_close(tb);
+    ckpt_source *src = ckpt_open(fixture("pytorch_model_legacy_l2.bin"), &err);
+    tap_ok(src && strcmp(src->format, "pytorch") == 0 && src->n_tensors == 41,
+           "ckpt_open sniffs it as a torch file and loads all 41 %s", src ? "" : err.msg);
+    ckpt_close(src);
 }
 
 /* ---- writer ------------------------------------------------------------------------- */
@@ -503,6 +525,52 @@ static void test_corrupt_torch(void) {
     free(good);
 }
 
+/* Allocations over 1 GiB fail in this test binary instead of succeeding lazily, so a reader
+ * that believes a forged size shows it as "out of memory". */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "max_allocation_size_mb=1024:allocator_may_return_null=1"; }
+
+/* A pickle that builds millions of values is refused at the limit, before it takes gigabytes;
+ * a zip entry claiming 4 GB in a 1 KB file gets an error about the file, not a 4 GB buffer. */
+static void test_pickle_limits(void) {
+    bytes_builder bb;
+    size_t len = make_pickle(&bb, "torch._utils\n_rebuild_tensor_v2\n", "0", 4, "K\x00K\x04\x85K\x01\x85");
+    if (write_torch_zip(temp("claims.bin"), bb.b, len) == 0) {
+        size_t zlen;
+        unsigned char *zip = slurp(temp("claims.bin"), &zlen);
+        if (!zip) zlen = 0;
+        /* archive/data/0's uncompressed size: at 22 of its local header (name at 30), at 24 of
+         * its central directory entry (name at 46). */
+        int patched_headers = 0;
+        for (unsigned char *p = zip; p && (p = memmem(p, zlen - (size_t)(p - zip), "archive/data/0", 14)); p++) {
+            if (p - zip >= 30 && memcmp(p - 30, "PK\x03\x04", 4) == 0) memcpy(p - 8, "\x00\x00\x00\xf0", 4), patched_headers++;
+            if (p - zip >= 46 && memcmp(p - 46, "PK\x01\x02", 4) == 0) memcpy(p - 22, "\x00\x00\x00\xf0", 4), patched_headers++;
+        }
+        if (tap_ok(patched_headers == 2, "both headers of archive/data/0 now claim 4026531840 bytes")) {
+            spit(temp("claims.bin"), zip, zlen);
+            bp_err err = {{0}};
+            tb_file *tb = tb_open(temp("claims.bin"), &err);
+            tap_ok(!tb && !strstr(err.msg, "out of memory") && strstr(err.msg, "claims.bin") && strstr(err.msg, "archive/data/0") &&
+                       one_line(&err),
+                   "a zip entry claiming 4 GB in a small file: an error about the file, no 4 GB buffer: %s", err.msg);
+            tb_close(tb);
+        }
+        free(zip);
+    }
+
+    size_t n = (size_t)BP_LIMIT_PICKLE_VALUES + 16;
+    unsigned char *pickle = malloc(n + 3);
+    if (!pickle) return;
+    pickle[0] = 0x80;
+    pickle[1] = 2;
+    memset(pickle + 2, 'N', n);
+    pickle[n + 2] = '.';
+    expect_tb_error("million-nones.bin", pickle, n + 3, "more than 1048576 values");
+    memset(pickle + 2, '(', n); /* MARKs only: no value, but a mark stack without end */
+    expect_tb_error("million-marks.bin", pickle, n + 3, "more than 1048576 nested MARKs");
+    free(pickle);
+}
+
 /* ---- config.json -------------------------------------------------------------------- */
 
 static void test_config(void) {
@@ -575,6 +643,8 @@ static void test_config(void) {
 
     struct { const char *name, *json, *want; } bad[] = {
         {"relu.json", "{\"hidden_act\": \"relu\"}", "hidden_act \"relu\" not supported"},
+        {"huge.json", "{\"vocab_size\": 2000000000, \"hidden_size\": 8192, \"num_attention_heads\": 64}",
+         "the parameter count it implies is 16"},
         {"heads.json", "{\"hidden_size\": 10, \"num_attention_heads\": 4}", "not a multiple of num_attention_heads"},
         {"labels.json", "{\"num_labels\": 3, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}}", "num_labels 3 disagrees"},
         {"gap.json", "{\"id2label\": {\"0\": \"a\", \"2\": \"b\"}}", "id2label must map the ids 0..1"},
@@ -863,6 +933,35 @@ static void test_tf_reader(void) {
     ckpt_close(src);
 }
 
+/* A weights file of no known format is named for what it is not, never "truncated safetensors". */
+static void test_unknown_weights(void) {
+    mkdir(temp("html-ckpt"), 0755);
+    const char html[] = "<!DOCTYPE html><html><body>404: Not Found</body></html>\n";
+    spit(temp("html-ckpt/pytorch_model.bin"), html, sizeof html - 1);
+    bp_err err = {{0}};
+    ckpt_source *src = ckpt_open(temp("html-ckpt"), &err);
+    tap_ok(!src && strstr(err.msg, "not a checkpoint") && strstr(err.msg, "torch.save zip") &&
+               strstr(err.msg, "3c 21 44 4f") && strstr(err.msg, "html-ckpt/pytorch_model.bin") &&
+               !strstr(err.msg, "truncated") && one_line(&err),
+           "a pytorch_model.bin that is an HTML page: %s", err.msg);
+    ckpt_close(src);
+    const char lfs[] = "version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 440473133\n";
+    spit(temp("html-ckpt/pytorch_model.bin"), lfs, sizeof lfs - 1);
+    src = ckpt_open(temp("html-ckpt/pytorch_model.bin"), &err);
+    tap_ok(!src && strstr(err.msg, "Git LFS pointer") && strstr(err.msg, "pytorch_model.bin"),
+           "a Git LFS pointer instead of the weights: %s", err.msg);
+    ckpt_close(src);
+    tb_file *tb = tb_open(temp("html-ckpt/pytorch_model.bin"), &err);
+    tap_ok(!tb && strstr(err.msg, "not a torch.save file") && strstr(err.msg, "76 65 72 73"),
+           "tb_open on a file that is no zip or pickle says what it starts with: %s", err.msg);
+    tb_close(tb);
+    spit(temp("html-ckpt/model.safetensors"), "\x10\0\0\0\0\0\0\0{", 9);
+    src = ckpt_open(temp("html-ckpt/model.safetensors"), &err);
+    tap_ok(!src && strstr(err.msg, "truncated safetensors file") && strstr(err.msg, "model.safetensors"),
+           "a cut *.safetensors still gets the safetensors diagnosis: %s", err.msg);
+    ckpt_close(src);
+}
+
 int main(void) {
     const char *dir = getenv("BP_CKPT_FIXTURES");
     snprintf(fixtures, sizeof fixtures, "%s", dir && *dir ? dir : "tests/fixtures/ckpt");
@@ -884,9 +983,11 @@ int main(void) {
     test_writer();
     test_corrupt_safetensors();
     test_corrupt_torch();
+    test_pickle_limits();
     test_tf_reader();
     test_config();
     test_load_into();
+    test_unknown_weights();
     json_decref(expected);
 
     /* Leave nothing behind. */

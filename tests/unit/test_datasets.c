@@ -59,6 +59,17 @@ static void write_file(const char *path, const char *bytes) {
     }
 }
 
+/* Flip every bit of the byte at offset (negative: from the end) of path. */
+static void flip_byte(const char *path, long offset) {
+    FILE *f = fopen(path, "r+b");
+    int c = EOF;
+    if (f && fseek(f, offset, offset < 0 ? SEEK_END : SEEK_SET) == 0) c = fgetc(f);
+    if (c == EOF || fseek(f, -1, SEEK_CUR) != 0 || fputc(c ^ 0xff, f) == EOF || fclose(f) != 0) {
+        tap_diag("cannot patch %s", path);
+        exit(1);
+    }
+}
+
 static const char *fixture(const char *name) {
     static char paths[8][1200];
     static int next;
@@ -468,9 +479,147 @@ static void test_validation_split(void) {
     collected_free(&train);
     collected_free(&validation);
     collected_free(&again);
-    const char *no_test[] = {"train or validation", NULL};
+    const char *no_test[] = {"no test split of its own", "twenty.csv", NULL};
     o.split = "test";
-    expect_error("validation ratio with split test", temp("twenty.csv"), o, no_test);
+    expect_error("validation ratio, split test, one file", temp("twenty.csv"), o, no_test);
+}
+
+/* ---- the hold-out, every format ------------------------------------------------------- */
+
+static int has_id(const collected *c, const char *id) {
+    for (size_t i = 0; i < c->count; i++)
+        if (strcmp(c->items[i]->id, id) == 0) return 1;
+    return 0;
+}
+
+/* Validation and test sides of 0.2 each: sizes ceil(0.2 n), the rest train, disjoint, and
+ * together exactly the train split read whole. */
+static void expect_holdout(const char *what, const char *path, ds_options base) {
+    collected all = {0}, side[3] = {{0}};
+    bp_err err = {{0}};
+    int rc = ds_read(path, &base, collect, &all, NULL, &err);
+    const char *names[3] = {"train", "validation", "test"};
+    base.validation_ratio = 0.2;
+    base.test_ratio = 0.2;
+    base.seed = 11;
+    for (int s = 0; s < 3; s++) {
+        base.split = names[s];
+        rc |= ds_read(path, &base, collect, &side[s], NULL, &err);
+    }
+    if (rc) tap_diag("  %s", err.msg);
+    int64_t n = (int64_t)all.count, k = (n + 4) / 5;
+    tap_ok(rc == 0 && n >= 3 && (int64_t)side[1].count == k && (int64_t)side[2].count == k &&
+               (int64_t)side[0].count == n - 2 * k,
+           "%s: of %lld examples, %lld validation, %lld test, %lld train (want %lld, %lld, %lld)", what, (long long)n,
+           (long long)side[1].count, (long long)side[2].count, (long long)side[0].count, (long long)k, (long long)k,
+           (long long)(n - 2 * k));
+    int disjoint = 1, covered = 1;
+    for (int s = 0; s < 3; s++)
+        for (size_t i = 0; i < side[s].count; i++)
+            for (int t = s + 1; t < 3; t++) disjoint &= !has_id(&side[t], side[s].items[i]->id);
+    for (size_t i = 0; i < all.count; i++)
+        covered &= has_id(&side[0], all.items[i]->id) || has_id(&side[1], all.items[i]->id) ||
+                   has_id(&side[2], all.items[i]->id);
+    tap_ok(disjoint && covered, "%s: the three sides are disjoint and make up the train split", what);
+    collected_free(&all);
+    for (int s = 0; s < 3; s++) collected_free(&side[s]);
+}
+
+static void expect_info(const char *what, const char *path, ds_options o, ds_origin origin, const char *part) {
+    ds_split_info info = {0};
+    bp_err err = {{0}};
+    int rc = ds_split_info_of(path, &o, &info, &err);
+    tap_ok(rc == 0 && info.origin == origin && strcmp(info.part, part) == 0, "%s: %s, part %s (got %s, %s%s)", what,
+           ds_origin_name(origin), part, rc ? "error" : ds_origin_name(info.origin), rc ? err.msg : "part ",
+           rc ? "" : info.part);
+}
+
+static void test_holdout(void) {
+    ds_options none = {0}, trees = {.format = DS_FORMAT_SST_TREES}, sst2 = {.format = DS_FORMAT_SST2};
+    ds_options reviews = {.text_column = "review", .label_column = "stars", .id_column = "id", .label_map = "-1,0,1,2"};
+    expect_holdout("sst-trees zip", temp("trainDevTestTrees_PTB.zip"), trees);
+    expect_holdout("sst-raw folder", fixture("sst_raw/stanfordSentimentTreebank"), none);
+    expect_holdout("sst2 zip", temp("SST-2.zip"), sst2);
+    expect_holdout("imdb tar.gz", temp("aclImdb_v1.tar.gz"), none);
+    expect_holdout("csv", fixture("reviews.csv"), reviews);
+    expect_holdout("squad v1.1 json", fixture("squad_v1.json"), none);
+
+    /* Stratified: 70 of label 0 and 30 of label 1; a 0.2 side is 14 + 6, a 0.1 side 7 + 3. */
+    FILE *f = fopen(temp("seventy.csv"), "w");
+    fprintf(f, "text,label\n");
+    for (int i = 0; i < 100; i++) fprintf(f, "row %d,%d\n", i, i % 10 < 3);
+    fclose(f);
+    ds_options strat = {.validation_ratio = 0.2, .test_ratio = 0.1, .stratify = 1, .seed = 1234};
+    const char *sides[3] = {"train", "validation", "test"};
+    int want[3][2] = {{49, 21}, {14, 6}, {7, 3}};
+    for (int s = 0; s < 3; s++) {
+        collected got = {0};
+        bp_err err = {{0}};
+        strat.split = sides[s];
+        ds_read(temp("seventy.csv"), &strat, collect, &got, NULL, &err);
+        int per_label[2] = {0};
+        for (size_t i = 0; i < got.count; i++) per_label[got.items[i]->label == 1]++;
+        tap_ok(per_label[0] == want[s][0] && per_label[1] == want[s][1],
+               "stratified %s side: %d of label 0 and %d of label 1 (want %d and %d)", sides[s], per_label[0],
+               per_label[1], want[s][0], want[s][1]);
+        collected_free(&got);
+    }
+
+    /* The validation side does not move when a test side is added. */
+    collected alone = {0}, with_test = {0};
+    bp_err err = {{0}};
+    ds_options v = {.validation_ratio = 0.2, .seed = 7, .split = "validation"};
+    ds_read(temp("seventy.csv"), &v, collect, &alone, NULL, &err);
+    v.test_ratio = 0.3;
+    ds_read(temp("seventy.csv"), &v, collect, &with_test, NULL, &err);
+    int same = alone.count == 20 && with_test.count == 20;
+    for (size_t i = 0; same && i < alone.count; i++) same = strcmp(alone.items[i]->id, with_test.items[i]->id) == 0;
+    tap_ok(same, "the validation side is the same with and without a test ratio");
+    collected_free(&alone);
+    collected_free(&with_test);
+
+    /* sample and limit work on the side kept. */
+    collected sampled = {0}, limited = {0}, side = {0};
+    ds_options s = {.validation_ratio = 0.3, .seed = 7, .split = "validation"};
+    ds_read(temp("seventy.csv"), &s, collect, &side, NULL, &err);
+    s.sample = 5;
+    ds_read(temp("seventy.csv"), &s, collect, &sampled, NULL, &err);
+    s.sample = 0;
+    s.limit = 4;
+    int rc = ds_read(temp("seventy.csv"), &s, collect, &limited, NULL, &err);
+    int inside = sampled.count == 5;
+    for (size_t i = 0; i < sampled.count; i++) inside &= has_id(&side, sampled.items[i]->id);
+    tap_ok(inside, "a sample of a held-out side is drawn from that side");
+    tap_ok(rc == 0 && limited.count == 4 && strcmp(limited.items[3]->id, side.items[3]->id) == 0,
+           "a limit on a held-out side stops after its first examples, without error");
+    collected_free(&sampled);
+    collected_free(&limited);
+    collected_free(&side);
+
+    expect_info("sst-trees zip, dev", temp("trainDevTestTrees_PTB.zip"), (ds_options){.split = "dev"},
+                DS_ORIGIN_MEMBER, "validation");
+    expect_info("sst-trees one .txt", fixture("sst_trees/trees/train.txt"), (ds_options){.split = "dev"},
+                DS_ORIGIN_WHOLE, "all");
+    expect_info("csv, any split", fixture("reviews.csv"), (ds_options){.split = "test"}, DS_ORIGIN_WHOLE, "all");
+    expect_info("csv held-out validation", fixture("reviews.csv"),
+                (ds_options){.split = "validation", .validation_ratio = 0.2}, DS_ORIGIN_HELD_OUT, "all");
+    expect_info("imdb held-out validation", temp("aclImdb_v1.tar.gz"),
+                (ds_options){.split = "validation", .validation_ratio = 0.2}, DS_ORIGIN_HELD_OUT, "train");
+    expect_info("imdb test with a validation ratio: its own test split", temp("aclImdb_v1.tar.gz"),
+                (ds_options){.split = "test", .validation_ratio = 0.2}, DS_ORIGIN_MEMBER, "test");
+    expect_info("squad", fixture("squad_v1.json"), (ds_options){0}, DS_ORIGIN_WHOLE, "all");
+
+    const char *unlabelled[] = {"cannot stratify by label", "squad_v1.json", NULL};
+    expect_error("stratify without labels", fixture("squad_v1.json"),
+                 (ds_options){.validation_ratio = 0.2, .stratify = 1}, unlabelled);
+    const char *no_ratio[] = {"stratify is for a hold-out", NULL};
+    expect_error("stratify without a ratio", temp("seventy.csv"), (ds_options){.stratify = 1}, no_ratio);
+    const char *too_much[] = {"add up to less than 1", NULL};
+    expect_error("ratios adding up to 1", temp("seventy.csv"), (ds_options){.validation_ratio = 0.5, .test_ratio = 0.5},
+                 too_much);
+    const char *none_left[] = {"leaves none to train on", NULL};
+    expect_error("ratios leaving no training example", fixture("sst_trees/trees/test.txt"),
+                 (ds_options){.format = DS_FORMAT_SST_TREES, .validation_ratio = 0.5}, none_left);
 }
 
 /* ---- bad input ------------------------------------------------------------------------ */
@@ -604,6 +753,165 @@ static void test_bad_input(void) {
     expect_error("unknown format", temp("mystery.bin"), plain, cannot_guess);
 }
 
+/* What libarchive lets pass must still be an error: a gzip CRC32 or size that does not
+ * match, a tar (plain or gzipped) cut exactly at a member boundary, a zip cut where a local
+ * header should start, a corrupt tail after the one member a reader wanted. */
+static void test_archive_integrity(void) {
+    char cmd[8192];
+    write_file(temp("crc.csv"), "text,label\nhello,1\nworld,0\n");
+    snprintf(cmd, sizeof cmd, "gzip -nc '%s' > '%s' && cp '%s' '%s'", temp("crc.csv"), temp("crc.csv.gz"),
+             temp("crc.csv.gz"), temp("size.csv.gz"));
+    run(cmd);
+    flip_byte(temp("crc.csv.gz"), -8);  /* the CRC32 of the trailer */
+    flip_byte(temp("size.csv.gz"), -4); /* its ISIZE */
+    ds_options plain = {0};
+    const char *bad_crc[] = {"CRC32 mismatch", "crc.csv.gz", NULL};
+    expect_error("gzip whose CRC32 is wrong", temp("crc.csv.gz"), plain, bad_crc);
+    const char *bad_size[] = {"size mismatch", "size.csv.gz", NULL};
+    expect_error("gzip whose size trailer is wrong", temp("size.csv.gz"), plain, bad_size);
+    snprintf(cmd, sizeof cmd, "gzip -nc '%s' > '%s' && printf 'junk' >> '%s'", temp("crc.csv"), temp("junk.csv.gz"),
+             temp("junk.csv.gz"));
+    run(cmd);
+    const char *junk[] = {"not gzip data", "junk.csv.gz", NULL};
+    expect_error("gzip with bytes after its last member", temp("junk.csv.gz"), plain, junk);
+    snprintf(cmd, sizeof cmd, "gzip -nc '%s' > '%s' && printf 'again,1\\n' | gzip -n >> '%s'", temp("crc.csv"),
+             temp("two.csv.gz"), temp("two.csv.gz"));
+    run(cmd);
+    collected got = {0};
+    bp_err err = {{0}};
+    int rc = ds_read(temp("two.csv.gz"), &plain, collect, &got, NULL, &err);
+    tap_ok(rc == 0 && got.count == 3, "two concatenated gzip members read as one file (%zu rows) %s", got.count, err.msg);
+    collected_free(&got);
+
+    /* 40 reviews of one 512-byte block each: every member is a header and a block. */
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && mkdir -p forty/aclImdb/train/pos forty/aclImdb/train/neg && cd forty && "
+             "for i in $(seq 10 29); do printf 'a fine film %%s' $i > aclImdb/train/pos/${i}_9.txt; "
+             "printf 'a dull film %%s' $i > aclImdb/train/neg/${i}_1.txt; done && "
+             "tar --format=ustar --sort=name -cf whole.tar aclImdb/train/pos/*.txt aclImdb/train/neg/*.txt && "
+             "head -c $((10 * 1024)) whole.tar > cut.tar && gzip -nc cut.tar > cut.tar.gz && "
+             "gzip -nc whole.tar > whole.tar.gz && head -c $((40 * 1024 + 512)) whole.tar > lone-zero-block.tar",
+             tmp);
+    run(cmd);
+    ds_options imdb = {.format = DS_FORMAT_IMDB};
+    rc = ds_read(temp("forty/whole.tar.gz"), &imdb, collect, &got, NULL, &err);
+    tap_ok(rc == 0 && got.count == 40, "the whole 40-review tar.gz reads (%zu reviews) %s", got.count, err.msg);
+    collected_free(&got);
+    const char *cut_tar[] = {"truncated tar archive", "cut.tar", NULL};
+    expect_error("tar cut at a member boundary", temp("forty/cut.tar"), imdb, cut_tar);
+    const char *cut_tgz[] = {"truncated tar archive", "cut.tar.gz", NULL};
+    expect_error("tar.gz of a tar cut at a member boundary", temp("forty/cut.tar.gz"), imdb, cut_tgz);
+    const char *lone[] = {"truncated tar archive", "lone-zero-block.tar", NULL};
+    expect_error("tar with one of its two end blocks", temp("forty/lone-zero-block.tar"), imdb, lone);
+
+    /* A zip cut where its 11th local header starts (streamed, no central directory). */
+    snprintf(cmd, sizeof cmd,
+             "cd '%s/forty' && zip -qX0 whole.zip aclImdb/train/pos/*.txt aclImdb/train/neg/*.txt && "
+             "head -c $(grep -obUaP 'PK\\x03\\x04' whole.zip | sed -n 11p | cut -d: -f1) whole.zip > cut.zip",
+             tmp);
+    run(cmd);
+    rc = ds_read(temp("forty/cut.zip"), &imdb, collect, &got, NULL, &err);
+    tap_ok(rc == -1 && strstr(err.msg, "truncated") && strstr(err.msg, "cut.zip") && !strstr(err.msg, "(null)"),
+           "zip cut at a member boundary: a real message naming the file: %s", err.msg);
+    tap_ok(got.count == 10, "the 10 whole members before the cut were read (%zu)", got.count);
+    collected_free(&got);
+
+    /* The member wanted is fine, the gzip CRC over the whole tar is not. */
+    snprintf(cmd, sizeof cmd, "cd '%s' && tar --sort=name -czf '%s' SST-2", fixtures, temp("SST-2.tar.gz"));
+    run(cmd);
+    flip_byte(temp("SST-2.tar.gz"), -8);
+    ds_options dev = {.format = DS_FORMAT_SST2, .split = "dev"};
+    const char *tail[] = {"CRC32 mismatch", "SST-2.tar.gz", NULL};
+    expect_error("one member of a tar.gz whose CRC32 is wrong", temp("SST-2.tar.gz"), dev, tail);
+}
+
+/* Every text reader refuses a NUL byte and bytes that are not UTF-8, naming file and line
+ * (of the bad byte, also inside a multi-line record or a review). */
+static void test_text_encoding(void) {
+    char cmd[8192];
+    ds_options plain = {0};
+    /* A bad byte in a column that is not the text: Python's csv (UTF-8) fails on it too. */
+    write_file(temp("badid.csv"), "id,text,label\nok,fine,1\nid-\xff,also fine,0\n");
+    ds_options with_id = {.id_column = "id"};
+    const char *bad_id[] = {"not valid UTF-8", "0xff", "badid.csv:3", NULL};
+    expect_error("csv: invalid UTF-8 in the id column", temp("badid.csv"), with_id, bad_id);
+    write_file(temp("badcol.csv"), "text,label,note\nfine,1,\xc3\x28\n");
+    const char *bad_col[] = {"not valid UTF-8", "column 8", "badcol.csv:2", NULL};
+    expect_error("csv: invalid UTF-8 in an unused column", temp("badcol.csv"), plain, bad_col);
+    write_file(temp("multiline.csv"), "text,label\n\"line one\nline two \xed\xa0\x80 surrogate\",1\n");
+    const char *surrogate[] = {"not valid UTF-8", "multiline.csv:3", NULL};
+    expect_error("csv: a surrogate on the second line of a quoted field", temp("multiline.csv"), plain, surrogate);
+    write_file(temp("overlong.tsv"), "sentence\tlabel\nan overlong \xc0\xaf slash\t1\n");
+    const char *overlong[] = {"not valid UTF-8", "overlong.tsv:2", NULL};
+    expect_error("tsv: an overlong encoding", temp("overlong.tsv"), plain, overlong);
+    FILE *f = fopen(temp("nul.csv"), "wb");
+    fwrite("text,label\nfine,1\nbro\0ken,0\n", 1, 29, f);
+    fclose(f);
+    const char *nul[] = {"NUL byte", "nul.csv:3", NULL};
+    expect_error("csv: a NUL byte inside a line", temp("nul.csv"), plain, nul);
+
+    mkdir(temp("enctrees"), 0755);
+    write_file(temp("enctrees/train.txt"), "(3 (2 fine) (3 tree))\n(2 (2 caf\xe9) (2 .))\n");
+    ds_options trees = {.format = DS_FORMAT_SST_TREES};
+    const char *latin1_tree[] = {"not valid UTF-8", "enctrees/train.txt:2", NULL};
+    expect_error("sst-trees: a Latin-1 leaf", temp("enctrees/train.txt"), trees, latin1_tree);
+
+    snprintf(cmd, sizeof cmd, "cp -r '%s/sst_raw/stanfordSentimentTreebank' '%s/rawenc' && printf 'caf\\351|99\\n' >> '%s/rawenc/dictionary.txt'",
+             fixtures, tmp, tmp);
+    run(cmd);
+    ds_options raw = {.format = DS_FORMAT_SST_RAW};
+    const char *raw_dictionary[] = {"not valid UTF-8", "dictionary.txt:", NULL};
+    expect_error("sst-raw: a dictionary line that is not UTF-8", temp("rawenc"), raw, raw_dictionary);
+
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s/encimdb/aclImdb/train/pos' '%s/encimdb/aclImdb/train/neg' && cd '%s/encimdb' && "
+             "printf 'good\\nstill good\\nbad \\377 byte\\n' > aclImdb/train/pos/0_9.txt && "
+             "printf 'fine\\n' > aclImdb/train/neg/1_1.txt && tar --sort=name -czf enc.tar.gz aclImdb && "
+             "printf 'one\\ntw\\000o\\n' > aclImdb/train/pos/0_9.txt && tar --sort=name -czf nul.tar.gz aclImdb",
+             tmp, tmp, tmp);
+    run(cmd);
+    ds_options imdb = {.format = DS_FORMAT_IMDB};
+    const char *imdb_utf8[] = {"review is not valid UTF-8", "0xff", "0_9.txt:3)", NULL};
+    expect_error("imdb: the line of an invalid byte inside a review", temp("encimdb/enc.tar.gz"), imdb, imdb_utf8);
+    const char *imdb_nul[] = {"NUL byte in review", "0_9.txt:2)", NULL};
+    expect_error("imdb: a NUL byte in a review", temp("encimdb/nul.tar.gz"), imdb, imdb_nul);
+
+    write_file(temp("encversion.json"), "{\"version\": \"1.1\xff\",\n \"data\": []}\n");
+    ds_options squad = {.format = DS_FORMAT_SQUAD};
+    const char *squad_outside[] = {"not valid UTF-8", "0xff", "encversion.json:1", NULL};
+    expect_error("squad: invalid UTF-8 outside the articles", temp("encversion.json"), squad, squad_outside);
+    write_file(temp("enccontext.json"), "{\"data\": [{\"title\": \"T\", \"paragraphs\": [\n{\"context\": \"c\xe9\", \"qas\": []}]}]}\n");
+    const char *squad_inside[] = {"not valid UTF-8", "enccontext.json:2", NULL};
+    expect_error("squad: invalid UTF-8 in a context", temp("enccontext.json"), squad, squad_inside);
+
+    bp_err err = {{0}};
+    tap_ok(ds_check_text("two\0words", 9, "text", "stdin", 7, &err) == -1 && strstr(err.msg, "NUL byte in text (stdin:7)"),
+           "ds_check_text: a NUL byte, with the line: %s", err.msg);
+    tap_ok(ds_check_text("a\nb\xe2\x82", 5, "text", "in.txt", 4, &err) == -1 && strstr(err.msg, "(in.txt:5)") &&
+               strstr(err.msg, "column 2"),
+           "ds_check_text: a character cut at the end, line and column of its first byte: %s", err.msg);
+    tap_ok(ds_check_text("caf\xc3\xa9 \xf0\x9f\x98\x80", 10, "text", "in.txt", 1, &err) == 0, "ds_check_text: valid UTF-8 passes");
+}
+
+/* Input that would make a reader allocate without end is refused at a documented limit. */
+static void test_size_limits(void) {
+    char cmd[8192];
+    /* A quoted field that never closes: 65 lines of 1 MiB, each under the line limit. */
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && { printf 'text,label\\n\"'; for i in $(seq 65); do head -c 1048576 /dev/zero | tr '\\0' a; echo; done; } > runon.csv",
+             tmp);
+    run(cmd);
+    ds_options plain = {0};
+    const char *run_on[] = {"a record (a quoted field runs on)", "over the limit of 67108864 bytes", "runon.csv:2", NULL};
+    expect_error("csv: a quoted field that runs on past 64 MiB", temp("runon.csv"), plain, run_on);
+    snprintf(cmd, sizeof cmd, "cp -r '%s/sst_raw/stanfordSentimentTreebank' '%s/rawbig' && printf '1000000000000|0.5\\n' >> '%s/rawbig/sentiment_labels.txt'",
+             fixtures, tmp, tmp);
+    run(cmd);
+    ds_options raw = {.format = DS_FORMAT_SST_RAW};
+    const char *big_index[] = {"the index is 1000000000000", "over the limit", "sentiment_labels.txt:", NULL};
+    expect_error("sst-raw: a phrase id of 10^12 (a table that size)", temp("rawbig"), raw, big_index);
+}
+
 static void test_label_names(void) {
     char names[256];
     bp_err err = {{0}};
@@ -656,7 +964,11 @@ int main(void) {
     test_squad();
     test_limit_and_sample();
     test_validation_split();
+    test_holdout();
     test_bad_input();
+    test_archive_integrity();
+    test_text_encoding();
+    test_size_limits();
     test_consumer_error();
     test_label_names();
     char cmd[1200];

@@ -225,6 +225,19 @@ static void put_raw_tensor(bp_writer *w, const char *key, const char *dtype, con
     msgpack_pack_bin_body(&pk, data, nbytes);
 }
 
+/* Decode w's frame into f as if it were frame `index` of a stream. */
+static int decode_writer(bp_writer *w, bp_frame *f, int64_t index) {
+    size_t len;
+    const char *bytes = bp_finish(w, &len);
+    bp_err err;
+    if (bp_frame_decode(f, bytes, len, NULL, NULL, &err)) {
+        tap_diag("  %s", err.msg);
+        return -1;
+    }
+    f->index = index;
+    return 0;
+}
+
 static void check_getters(void) {
     bp_frame f;
     char *bytes;
@@ -238,26 +251,28 @@ static void check_getters(void) {
     const char *s;
     size_t n;
     tap_ok(bp_get_int(&f, "start_position", BP_I32_MIN, BP_I32_MAX, &i, &err) == 0 && i == 3, "getters: int");
+    tap_ok(bp_get_int(&f, "example_seq", 0, INT64_MAX, &i, &err) == 0 && i == 1,
+           "getters: feature-qa's example_seq is 1, the seq of example-qa it was made from");
     tap_ok(bp_get_float(&f, "window", &d, &err) == 0 && d == 1.0, "getters: float accepts an int");
     tap_ok(bp_get_str(&f, "example_id", &s, &n, &err) == 0 && n == 4 && memcmp(s, "q-17", 4) == 0, "getters: str view");
     char *copy = bp_get_strdup(&f, "example_id", &err);
     TAP_EQ_STR(copy, "q-17", "getters: strdup");
     free(copy);
     tap_ok(bp_get_int(&f, "nothing", BP_I32_MIN, BP_I32_MAX, &i, &err) == -1, "getters: absent int fails");
-    TAP_EQ_STR(err.msg, "feature frame has no 'nothing'", "getters: absent field named");
+    TAP_EQ_STR(err.msg, "no field 'nothing' (feature frame)", "getters: absent field named");
     tap_ok(bp_get_int(&f, "example_id", BP_I32_MIN, BP_I32_MAX, &i, &err) == -1, "getters: str is not an int");
-    TAP_EQ_STR(err.msg, "feature frame field 'example_id' is not an integer", "getters: int type error text");
+    TAP_EQ_STR(err.msg, "field 'example_id' is not an integer (feature frame)", "getters: int type error text");
     bp_get_str(&f, "window", &s, &n, &err);
-    TAP_EQ_STR(err.msg, "feature frame field 'window' is not a string", "getters: str type error text");
+    TAP_EQ_STR(err.msg, "field 'window' is not a string (feature frame)", "getters: str type error text");
     bp_get_bool(&f, "window", &b, &err);
-    TAP_EQ_STR(err.msg, "feature frame field 'window' is not a boolean", "getters: bool type error text");
+    TAP_EQ_STR(err.msg, "field 'window' is not a boolean (feature frame)", "getters: bool type error text");
     bp_get_float(&f, "example_id", &d, &err);
-    TAP_EQ_STR(err.msg, "feature frame field 'example_id' is not a number", "getters: float type error text");
+    TAP_EQ_STR(err.msg, "field 'example_id' is not a number (feature frame)", "getters: float type error text");
     tap_ok(bp_get_strdup(&f, "nothing", &err) == NULL, "getters: strdup of an absent field is NULL");
     bp_frame hf;
     char *hbytes;
     if (decode_vector("hello", &hf, &hbytes) == 0) {   /* h owns hbytes */
-        tap_ok(!bp_hello_is_qa(&hf), "hello: task classification is not qa");
+        tap_ok(bp_hello_is_qa(&hf, &err) == 0, "hello: task classification is not qa");
         char **labels;
         int nl = bp_hello_labels(&hf, &labels, &err);
         tap_ok(nl == 2 && labels && !strcmp(labels[0], "negative") && !strcmp(labels[1], "positive") && !labels[2],
@@ -266,7 +281,7 @@ static void check_getters(void) {
         bp_frame_release(&hf);
     }
     if (decode_vector("hello-minimal", &hf, &hbytes) == 0) {
-        tap_ok(!bp_hello_is_qa(&hf), "hello: no task means classification");
+        tap_ok(bp_hello_is_qa(&hf, &err) == 0, "hello: no task means classification");
         char **labels = (char **)&labels;
         tap_ok(bp_hello_labels(&hf, &labels, &err) == 0 && labels == NULL, "hello: no labels gives 0 and NULL");
         bp_frame_release(&hf);
@@ -278,10 +293,39 @@ static void check_getters(void) {
     size_t hlen;
     const char *hp = bp_finish(&hw, &hlen);
     if (tap_ok(bp_frame_decode(&hf, hp, hlen, NULL, NULL, &err) == 0, "hello: a qa hello decodes")) {
-        tap_ok(bp_hello_is_qa(&hf), "hello: task qa is qa");
+        tap_ok(bp_hello_is_qa(&hf, &err) == 1, "hello: task qa is qa");
         bp_frame_release(&hf);
     }
     bp_writer_free(&hw);
+    /* msgpack-c gives an empty string no pointer: the views handed out still point somewhere,
+     * so copying one is no undefined behaviour (found by tests/fuzz/fuzz_frame.c) */
+    const char *empty = "{\"v\":1,\"k\":\"example\",\"example_id\":\"\",\"\":1}";
+    bp_writer_init(&hw);
+    if (bp_json_to_frame(empty, strlen(empty), &hw, &err) == 0 && decode_writer(&hw, &hf, 0) == 0) {
+        char *empty_copy = bp_get_strdup(&hf, "example_id", &err);
+        tap_ok(empty_copy && empty_copy[0] == 0, "strings: an empty string copies as empty");
+        free(empty_copy);
+        const char *view = NULL;
+        size_t view_len = 9;
+        tap_ok(bp_get_str(&hf, "example_id", &view, &view_len, &err) == 0 && view != NULL && view_len == 0,
+               "strings: an empty string's view is not NULL");
+        bp_frame_release(&hf);
+    }
+    bp_writer_free(&hw);
+    /* a task that is not a string, or names no task, is an error: never read as classification */
+    static const struct { const char *json, *expect; } bad_tasks[] = {
+        {"{\"v\":1,\"k\":\"hello\",\"task\":1}", "field 'task' is not a string (hello frame 0)"},
+        {"{\"v\":1,\"k\":\"hello\",\"task\":\"QA\"}", "field 'task' is 'QA', expected classification or qa (hello frame 0)"},
+    };
+    for (size_t k = 0; k < sizeof bad_tasks / sizeof bad_tasks[0]; k++) {
+        bp_writer_init(&hw);
+        if (bp_json_to_frame(bad_tasks[k].json, strlen(bad_tasks[k].json), &hw, &err) == 0 && decode_writer(&hw, &hf, 0) == 0) {
+            tap_ok(bp_hello_is_qa(&hf, &err) == -1, "hello: %s is refused", bad_tasks[k].json);
+            TAP_EQ_STR(err.msg, bad_tasks[k].expect, "hello: %s names the task field", bad_tasks[k].json);
+            bp_frame_release(&hf);
+        }
+        bp_writer_free(&hw);
+    }
 
     /* tensors */
     bp_tensor_view t;
@@ -300,7 +344,7 @@ static void check_getters(void) {
     bp_tensor_expect(&t, "offsets", BP_I32, 2, want_bad, &err);
     TAP_EQ_STR(err.msg, "tensor 'offsets' has shape[1] = 2, expected 3", "tensor: wrong shape named");
     tap_ok(bp_get_tensor(&f, "example_id", &t, &err) == -1, "tensor: a string is not a tensor");
-    TAP_EQ_STR(err.msg, "tensor 'example_id' is not a map of dtype, shape, data", "tensor: not-a-map text");
+    TAP_EQ_STR(err.msg, "tensor 'example_id' is not a map of dtype, shape, data (feature frame)", "tensor: not-a-map text");
     bp_frame_release(&f);
     bp_frame_release(&f); /* a released frame may be released again */
 
@@ -315,9 +359,9 @@ static void check_getters(void) {
     const char *p = bp_finish(&w, &len);
     if (tap_ok(bp_frame_decode(&f, p, len, NULL, NULL, &err) == 0, "tensor: hand-built frame decodes")) {
         tap_ok(bp_get_tensor(&f, "x", &t, &err) == -1, "tensor: size mismatch refused");
-        TAP_EQ_STR(err.msg, "tensor 'x' has 20 data bytes but dtype f32 and its shape need 24", "tensor: size mismatch text");
+        TAP_EQ_STR(err.msg, "tensor 'x' has 20 data bytes but dtype f32 and its shape need 24 (feature frame)", "tensor: size mismatch text");
         bp_get_tensor(&f, "y", &t, &err);
-        TAP_EQ_STR(err.msg, "tensor 'y' has unknown dtype 'c64'", "tensor: unknown dtype text");
+        TAP_EQ_STR(err.msg, "tensor 'y' has unknown dtype 'c64' (feature frame)", "tensor: unknown dtype text");
         bp_frame_release(&f);
     }
     bp_writer_free(&w);
@@ -341,19 +385,6 @@ static void check_getters(void) {
     tap_ok(bp_bf16_to_f32(bf[0]) == 1.0f && bp_bf16_to_f32(bf[1]) == -2.0f, "dtypes: bf16 payload reads as 1, -2");
     tap_ok(bp_get_tensor(&f, "empty", &t, &err) == 0 && t.nbytes == 0 && t.shape[0] == 0, "dtypes: an empty [0,4] tensor is valid");
     bp_frame_release(&f);
-}
-
-/* Decode w's frame into f as if it were frame `index` of a stream. */
-static int decode_writer(bp_writer *w, bp_frame *f, int64_t index) {
-    size_t len;
-    const char *bytes = bp_finish(w, &len);
-    bp_err err;
-    if (bp_frame_decode(f, bytes, len, NULL, NULL, &err)) {
-        tap_diag("  %s", err.msg);
-        return -1;
-    }
-    f->index = index;
-    return 0;
 }
 
 /* The getters' rules: absent is not wrong, a wrong type is an error naming frame and field,
@@ -391,17 +422,17 @@ static void check_field_rules(void) {
     tap_ok(bp_find_int(&f, "small", 0, 10, &v, &err) == 1 && v == 7, "fields: a present optional int is 1");
     tap_ok(bp_get_int(&f, "small", 0, 10, &v, &err) == 0 && v == 7, "fields: a present required int is 0");
     tap_ok(bp_get_int(&f, "nothing", 0, 10, &v, &err) == -1, "fields: an absent required int is an error");
-    TAP_EQ_STR(err.msg, "example frame 17 has no 'nothing'", "fields: absent field named with frame and index");
+    TAP_EQ_STR(err.msg, "no field 'nothing' (example frame 17)", "fields: absent field named with frame and index");
     tap_ok(bp_find_int(&f, "real", 0, 10, &v, &err) == -1, "fields: a float is not taken for an absent int");
-    TAP_EQ_STR(err.msg, "example frame 17 field 'real' is not an integer", "fields: wrong type named");
+    TAP_EQ_STR(err.msg, "field 'real' is not an integer (example frame 17)", "fields: wrong type named");
     tap_ok(bp_find_int(&f, "text", 0, 10, &v, &err) == -1, "fields: a string is not taken for an absent int");
     tap_ok(bp_get_int(&f, "big", BP_I32_MIN, BP_I32_MAX, &v, &err) == -1, "fields: 2^32+1 is refused for an i32 field");
-    TAP_EQ_STR(err.msg, "example frame 17 field 'big' is 4294967297, outside [-2147483648, 2147483647]",
+    TAP_EQ_STR(err.msg, "field 'big' is 4294967297, outside [-2147483648, 2147483647] (example frame 17)",
                "fields: out of range names value and range");
     tap_ok(bp_get_int(&f, "neg", 0, 10, &v, &err) == -1, "fields: a negative count is refused");
-    TAP_EQ_STR(err.msg, "example frame 17 field 'neg' is -3, outside [0, 10]", "fields: negative out of range text");
+    TAP_EQ_STR(err.msg, "field 'neg' is -3, outside [0, 10] (example frame 17)", "fields: negative out of range text");
     tap_ok(bp_get_int(&f, "huge", 0, INT64_MAX, &v, &err) == -1, "fields: an unsigned integer past int64 is refused");
-    TAP_EQ_STR(err.msg, "example frame 17 field 'huge' is 18446744073709551615, outside [0, 9223372036854775807]",
+    TAP_EQ_STR(err.msg, "field 'huge' is 18446744073709551615, outside [0, 9223372036854775807] (example frame 17)",
                "fields: unsigned out of range text");
 
     double d = 0;
@@ -421,9 +452,9 @@ static void check_field_rules(void) {
     free(views);
     tap_ok(bp_find_strs(&f, "nothing", &views, &n, &err) == 0, "strs: absent is 0");
     tap_ok(bp_get_strs(&f, "mixed", &views, &n, &err) == -1, "strs: a non-string entry is refused");
-    TAP_EQ_STR(err.msg, "example frame 17 field 'mixed'[1] is not a string", "strs: the entry is named");
+    TAP_EQ_STR(err.msg, "field 'mixed'[1] is not a string (example frame 17)", "strs: the entry is named");
     bp_get_strs(&f, "text", &views, &n, &err);
-    TAP_EQ_STR(err.msg, "example frame 17 field 'text' is not an array of strings", "strs: not an array named");
+    TAP_EQ_STR(err.msg, "field 'text' is not an array of strings (example frame 17)", "strs: not an array named");
 
     bp_answer *got = NULL;
     tap_ok(bp_find_answers(&f, &got, &n, &err) == 1 && n == 2, "answers: two read back");
@@ -454,7 +485,7 @@ static void check_field_rules(void) {
     bp_tensor_view t;
     tap_ok(bp_find_tensor(&f, "nothing", &t, &err) == 0, "tensor: an absent optional tensor is 0");
     tap_ok(bp_find_tensor_of(&f, "text", BP_I32, 1, NULL, &t, &err) == -1, "tensor: a string is not an optional tensor");
-    TAP_EQ_STR(err.msg, "example frame 17: tensor 'text' is not a map of dtype, shape, data", "tensor: frame named first");
+    TAP_EQ_STR(err.msg, "tensor 'text' is not a map of dtype, shape, data (example frame 17)", "tensor: the frame is the WHERE");
     bp_frame_release(&f);
     bp_writer_free(&w);
 }
@@ -462,13 +493,13 @@ static void check_field_rules(void) {
 /* Bad answers entries, each with the one message every stage gives. */
 static void check_bad_answers(void) {
     static const struct { const char *json, *expect; } cases[] = {
-        {"[{\"text\":\"x\",\"answer_start\":1},{\"answer_start\":2}]", "example frame 3 field 'answers'[1] has no string 'text'"},
-        {"[{\"text\":7,\"answer_start\":1}]", "example frame 3 field 'answers'[0] has no string 'text'"},
-        {"[{\"text\":\"x\"}]", "example frame 3 field 'answers'[0] has no integer 'answer_start'"},
-        {"[{\"text\":\"x\",\"answer_start\":1.0}]", "example frame 3 field 'answers'[0] has no integer 'answer_start'"},
-        {"[{\"text\":\"x\",\"answer_start\":\"1\"}]", "example frame 3 field 'answers'[0] has no integer 'answer_start'"},
-        {"[3]", "example frame 3 field 'answers'[0] is not a map"},
-        {"\"x\"", "example frame 3 field 'answers' is not an array"},
+        {"[{\"text\":\"x\",\"answer_start\":1},{\"answer_start\":2}]", "field 'answers'[1] has no string 'text' (example frame 3)"},
+        {"[{\"text\":7,\"answer_start\":1}]", "field 'answers'[0] has no string 'text' (example frame 3)"},
+        {"[{\"text\":\"x\"}]", "field 'answers'[0] has no integer 'answer_start' (example frame 3)"},
+        {"[{\"text\":\"x\",\"answer_start\":1.0}]", "field 'answers'[0] has no integer 'answer_start' (example frame 3)"},
+        {"[{\"text\":\"x\",\"answer_start\":\"1\"}]", "field 'answers'[0] has no integer 'answer_start' (example frame 3)"},
+        {"[3]", "field 'answers'[0] is not a map (example frame 3)"},
+        {"\"x\"", "field 'answers' is not an array (example frame 3)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char json[256];
@@ -509,7 +540,7 @@ static void check_bad_answers(void) {
     if (bp_json_to_frame(hello, strlen(hello), &w, &err) == 0 && decode_writer(&w, &f, 0) == 0) {
         char **labels = NULL;
         tap_ok(bp_hello_labels(&f, &labels, &err) == -1 && labels == NULL, "hello: a label that is not a string is refused");
-        TAP_EQ_STR(err.msg, "hello frame 0 field 'labels'[1] is not a string", "hello: the label is named");
+        TAP_EQ_STR(err.msg, "field 'labels'[1] is not a string (hello frame 0)", "hello: the label is named");
         bp_frame_release(&f);
     }
     bp_writer_free(&w);
@@ -523,14 +554,28 @@ static void check_msgpack_size(char **names, int n) {
         size_t len = 0;
         char *mp = slurp(names[i], ".msgpack", &len);
         if (!mp) continue;
-        right += bp_msgpack_size(mp, len) == len;
-        short_ok += bp_msgpack_size(mp, len - 1) == 0;
+        bp_err err;
+        right += bp_msgpack_size(mp, len, &err) == len;
+        short_ok += bp_msgpack_size(mp, len - 1, &err) == 0;
         free(mp);
     }
     TAP_EQ_INT(right, n, "size: every vector measures its own length");
     TAP_EQ_INT(short_ok, n, "size: every vector cut by one byte needs more bytes");
     const unsigned char reserved[2] = {0x91, 0xc1};
-    tap_ok(bp_msgpack_size(reserved, sizeof reserved) == (size_t)-1, "size: 0xc1 inside an array is never MessagePack");
+    bp_err err;
+    tap_ok(bp_msgpack_size(reserved, sizeof reserved, &err) == (size_t)-1, "size: 0xc1 inside an array is never MessagePack");
+    /* On a stream, a header promising more than a frame may hold fails at once instead of
+     * buffering up to what it promises. */
+    const unsigned char huge_bin[] = {0x81, 0xa1, 'x', 0xc6, 0x7f, 0xff, 0xff, 0xff};
+    tap_ok(bp_msgpack_size(huge_bin, sizeof huge_bin, &err) == (size_t)-1, "size: a 2 GiB bin header on a stream is refused");
+    TAP_EQ_STR(err.msg, "malformed MessagePack: a value of 2147483647 bytes at byte 3, more than a frame may hold (1073741824 bytes)",
+               "size: the refusal names the value's size and the limit");
+    const unsigned char small_bin[] = {0x81, 0xa1, 'x', 0xc6, 0x00, 0x10, 0x00, 0x00};
+    tap_ok(bp_msgpack_size(small_bin, sizeof small_bin, &err) == 0, "size: a 1 MiB bin header on a stream waits for its bytes");
+    const unsigned char huge_array[] = {0xdd, 0x7f, 0xff, 0xff, 0xff};
+    tap_ok(bp_msgpack_size(huge_array, sizeof huge_array, &err) == (size_t)-1 &&
+               strstr(err.msg, "array at byte 0 announces 2147483647 elements") != NULL,
+           "size: an array of more elements than a frame has bytes is refused on a stream");
 }
 
 static void check_half_floats(void) {

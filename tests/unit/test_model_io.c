@@ -65,7 +65,7 @@ static void roundtrip(backend *be, const char *label, model_config c) {
                          back.mlp_activation == c.mlp_activation)) && strcmp(f1, f2) == 0,
            "%s: config.json gives the variant back (freeze '%s') %s", label, f2, rc ? err.msg : "");
     char *notes = NULL;
-    model *again = rc ? NULL : model_open(&back, dir, MODEL_FOR_INFERENCE, be, 2, 8, 1, &notes, &err);
+    model *again = rc ? NULL : model_open(&back, dir, MODEL_LOAD_MATCHING, MODEL_FOR_INFERENCE, be, 2, 8, 1, &notes, &err);
     tap_ok(again && !notes, "%s: opens again, every tensor found (%s)", label, notes ? notes : err.msg);
     free(notes);
     float *a = calloc(m->num_params, sizeof(float)), *b = calloc(m->num_params, sizeof(float));
@@ -138,7 +138,7 @@ static void bert_under_a_head(backend *be) {
     int ok = m && model_init_weights(m, 21, &err) == 0 && model_save_pretrained(m, temp("plain"), NULL, 0, NULL, &err) == 0;
     c.head = MODEL_HEAD_GRU;
     char *notes = NULL;
-    model *g = ok ? model_open(&c, temp("plain"), MODEL_FOR_TRAINING, be, 2, 8, 3, &notes, &err) : NULL;
+    model *g = ok ? model_open(&c, temp("plain"), MODEL_LOAD_MATCHING, MODEL_FOR_TRAINING, be, 2, 8, 3, &notes, &err) : NULL;
     tap_ok(g && notes && strstr(notes, "were not used when initializing BertWithGRUHead: ['classifier.bias', 'classifier.weight']") &&
                strstr(notes, "newly initialized: ['out.bias', 'out.weight', 'rnn.bias_hh_l0'"),
            "a BertForSequenceClassification checkpoint under a gru head: %s", notes ? notes : err.msg);
@@ -189,6 +189,11 @@ static void exact_resume(backend *be, optim_kind kind, const char *freeze) {
     bert_train_state st = { .step = 2, .epoch = 0, .batches_consumed = 2 };
     for (int s = 0; s < 4 && rc == 0; s++) {
         rc = model_forward(m, &batch, 1, &err) || model_backward(m, 1.0f, &err) || model_optim_step(m, opt, NULL, NULL, &err);
+        if (s == 1 && rc == 0) {
+            /* the dropout RNG as it stands at the step, as train records it */
+            st.dropout_seed = m->dropout_seed;
+            st.dropout_counter = m->dropout_counter;
+        }
         if (s == 1 && rc == 0)
             rc = model_save_pretrained(m, temp("resume"), NULL, 0, NULL, &err) ||
                  model_save_train_state(m, opt, temp("resume"), &st, &err);
@@ -196,7 +201,7 @@ static void exact_resume(backend *be, optim_kind kind, const char *freeze) {
     model_config back;
     bert_train_state loaded;
     rc |= model_read_config(temp("resume"), BERT_HEAD_CLASSIFICATION, 0, &back, NULL, &err);
-    model *r = rc ? NULL : model_open(&back, temp("resume"), MODEL_FOR_TRAINING, be, 2, 8, 1, NULL, &err);
+    model *r = rc ? NULL : model_open(&back, temp("resume"), MODEL_LOAD_MATCHING, MODEL_FOR_TRAINING, be, 2, 8, 1, NULL, &err);
     optimizer *ropt = r ? model_optim_create(r, &oc, &err) : NULL;
     rc |= !ropt || model_load_train_state(r, ropt, temp("resume"), &loaded, &err);
     for (int s = 0; s < 2 && rc == 0; s++)

@@ -243,6 +243,16 @@ static void test_vocab_loading(const char *dir) {
            "sub-word offsets");
     uint64_t checksum = tok_vocab_checksum(tok);
     tok_free(tok);
+    /* Hugging Face reads vocab.txt as UTF-8 and fails on a bad byte: refused with its line. */
+    tok = tok_load(write_file(dir, "latin1.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\ncaf\xe9\n"), 1, &err);
+    tap_ok(tok == NULL && strstr(err.msg, "not valid UTF-8") && strstr(err.msg, "latin1.txt:5"),
+           "a vocab token that is not UTF-8 is refused with its line: %s", err.msg);
+    tok_free(tok);
+    const char *huge = write_file(dir, "huge.txt", "");
+    tok = truncate(huge, (off_t)(65 << 20)) == 0 ? tok_load(huge, 1, &err) : NULL;
+    tap_ok(tok == NULL && strstr(err.msg, "over the limit of 67108864 bytes") && strstr(err.msg, "huge.txt"),
+           "a 65 MiB vocab is refused at the limit before it is read: %s", err.msg);
+    tok_free(tok);
     tok = tok_load(fixture("vocab-uncased.txt"), 1, &err);
     tap_ok(tok && tok_vocab_checksum(tok) != checksum, "different vocabs have different checksums");
     tok_pieces_free(&pieces);

@@ -180,7 +180,8 @@ typedef struct trainer {
     bp_out *out;
     bp_writer *w;
     bp_progress *prog;
-    bp_batch_tensors *h;
+    bp_batch_tensors *h;          /* the batch trained on (r->last points into it) */
+    bp_batch_tensors *eval_h;     /* evaluation's own: try_weights still has the last batch after one */
     bp_eval_set *eval;
     bp_train_policy *policy;
     epoch_stats epoch;
@@ -285,7 +286,7 @@ static int evaluate(trainer *t, long epoch) {
     run *r = t->r;
     bp_train_policy *p = t->policy;
     bp_eval_result e;
-    bp_eval_run(t->eval, r->m, t->h, &e);
+    bp_eval_run(t->eval, r->m, t->eval_h, &e);
     t->epoch.eval_seconds += e.seconds;
     send_eval_metric(t, &e, epoch);
     log_eval(t, &e, epoch);
@@ -886,11 +887,11 @@ int main(int argc, char **argv) {
     bp_put_int(&w, "total_steps", r.total_steps);
     bp_send_hello(out, &w);
 
-    bp_batch_tensors h;
-    bp_batch_tensors_alloc(&h, info.max_B, info.max_T);
+    bp_batch_tensors h[2];   /* training's, evaluation's */
+    for (int i = 0; i < 2; i++) bp_batch_tensors_alloc(&h[i], info.max_B, info.max_T);
     bp_progress prog;
-    trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h, .eval = &set, .policy = &policy,
-                 .start = bp_now(), .epoch = {.start = bp_now()}, .grad_accum = a.grad_accum,
+    trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h[0], .eval_h = &h[1], .eval = &set,
+                 .policy = &policy, .start = bp_now(), .epoch = {.start = bp_now()}, .grad_accum = a.grad_accum,
                  .total_steps = r.total_steps, .save_every = a.save_every, .done = r.state.step >= r.total_steps};
     int classes = r.m->cfg.bert.head == BERT_HEAD_CLASSIFICATION && r.m->targets.kind != LOSS_MSE ? model_classes(r.m) : 0;
     if (classes > 1 && !(t.train_logits = malloc((size_t)info.max_B * (size_t)classes * sizeof *t.train_logits)))
@@ -917,7 +918,7 @@ int main(int argc, char **argv) {
     bp_in_close(in);
     bp_eval_set_free(&set);
     free(t.train_logits);
-    bp_batch_tensors_free(&h);
+    for (int i = 0; i < 2; i++) bp_batch_tensors_free(&h[i]);
     bp_labels_free(info.labels, info.n_labels);
     td_state_free(r.log);
     optim_free(r.opt);

@@ -231,6 +231,25 @@ bp_opt_args() {
   return 0
 }
 
+# The model-variant options of train (train --help), which the sst and squad manifests pass on:
+# the body, head and loss, freezing, the optimizer and its schedule, and the head and body sizes.
+BP_VARIANT_VALUES="model head loss freeze optimizer momentum dampening schedule mlp-hidden activation rnn-layers
+  rnn-hidden rnn-dropout head-dropout hidden heads intermediate layers"
+BP_VARIANT_FLAGS="nesterov unidirectional"
+
+# bp_variant_args ARRAY — append every variant option given (values and flags) to ARRAY.
+bp_variant_args() {
+  local -n variant_into=$1
+  # shellcheck disable=SC2086
+  bp_opt_args "$1" $BP_VARIANT_VALUES
+  local flag
+  for flag in $BP_VARIANT_FLAGS; do bp_opt_given "$flag" && variant_into+=("--$flag"); done
+  return 0
+}
+
+# bp_model_body — the body train will build: bert, or a baseline given with --model.
+bp_model_body() { local b; b=$(bp_opt model); echo "${b:-bert}"; }
+
 bp_json_str() {
   local s=$1
   s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/\\t}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}

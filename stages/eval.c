@@ -2,21 +2,23 @@
  *
  * Runs the model in evaluation mode (no dropout) on every batch and sends its logits with
  * the ids that let postprocess join them to examples: example_ids and windows, plus the
- * batch's labels / answer positions and offsets, copied unchanged.
+ * batch's labels / answer positions and offsets, copied unchanged. Any model variant: its
+ * config.json says which (ckpt/model_io.h). A BCE model's one logit x goes out as the class
+ * scores (0, x), so postprocess takes it like any two-class model.
  * Must never: reorder: one logits frame per batch frame, in order; epoch frames are dropped.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt/bert_io.h"
+#include "ckpt/model_io.h"
 #include "stage/bert_input.h"
 #include "stage/stage.h"
 
 static const char usage[] =
     "usage: eval --checkpoint DIR [--device auto|cuda|cpu] [--threads N] [--in SPEC] [--out SPEC]\n"
     "Logits for every batch frame.\n"
-    "  --checkpoint DIR   config.json + model.safetensors (or pytorch_model.bin)\n"
+    "  --checkpoint DIR   config.json + model.safetensors (or pytorch_model.bin), any model variant\n"
     "  --device D         auto (default), cuda or cpu\n"
     "  --precision P      fp32 (default), bf16 (cuda, or a CPU with avx512_bf16), tf32 (cuda) or auto\n"
     "  --threads N        CPU threads (default: all)\n" BP_IO_USAGE;
@@ -30,7 +32,7 @@ typedef struct eval_args {
 
 /* The model at work and where its logits go. */
 typedef struct evaluator {
-    bert_model *m;
+    model *m;
     int qa, C;
     bp_batch_tensors h;
     float *logits, *starts, *ends;   /* [B, C] or [B, T, 2]; QA: [B, T] each */
@@ -62,11 +64,13 @@ static void parse_args(int argc, char **argv, eval_args *a) {
 }
 
 /* The checkpoint as an inference-only model for batches up to max_B x max_T. */
-static bert_model *open_model(const char *checkpoint, backend *be, int qa, int max_B, int max_T) {
+static model *open_model(const char *checkpoint, backend *be, int qa, int max_B, int max_T) {
     bp_err err;
     char *notes = NULL;
-    bert_model *m = bert_open(checkpoint, 1, qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, 0, BERT_FOR_INFERENCE, be,
-                              max_B, max_T, 0, &notes, &err);
+    model_config cfg;
+    if (model_read_config(checkpoint, qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION, 0, &cfg, NULL, &err))
+        bp_die_err(&err);
+    model *m = model_open(&cfg, checkpoint, MODEL_LOAD_MATCHING, MODEL_FOR_INFERENCE, be, max_B, max_T, 0, &notes, &err);
     if (!m) bp_die_err(&err);
     if (notes) {
         /* Evaluating weights that were never trained is almost always a mistake: say so loudly. */
@@ -123,7 +127,9 @@ static void eval_batch(evaluator *ev, const bp_frame *f) {
     bert_batch b;
     char where[64];
     if (bp_batch_read(f, NULL, &ev->h, &b, &err)) bp_die_err(&err);
-    if (bert_forward(ev->m, &b, 0, &err) || bert_logits(ev->m, ev->logits, ev->logits_cap, &err) < 0)
+    if (model_forward(ev->m, &b, 0, &err) ||
+        (ev->qa ? model_logits(ev->m, ev->logits, ev->logits_cap, &err)
+                : model_class_scores(ev->m, ev->logits, ev->logits_cap, &err)) < 0)
         bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
     send_logits(ev, f, &b);
     ev->rows += b.B;
@@ -164,8 +170,8 @@ int main(int argc, char **argv) {
     backend *be = bp_open_device(a.device, (int)a.threads, a.precision);
     ev.qa = bp_stream_is_qa(hello);
     ev.m = open_model(a.checkpoint, be, ev.qa, max_B, max_T);
-    bp_check_vocab_fits(hello, ev.m);
-    ev.C = ev.m->cfg.num_labels;
+    bp_check_vocab_fits(hello, ev.m->cfg.bert.vocab_size);
+    ev.C = ev.qa ? 2 : model_classes(ev.m);
 
     bp_writer_init(&ev.w);
     send_hello(&ev, hello, a.checkpoint);
@@ -193,7 +199,7 @@ int main(int argc, char **argv) {
     bp_in_close(in);
     bp_batch_tensors_free(&ev.h);
     free(ev.logits); free(ev.starts); free(ev.ends);
-    bert_free(ev.m);
+    model_free(ev.m);
     be->destroy(be);
     bp_writer_free(&ev.w);
     return 0;

@@ -1,16 +1,19 @@
 /* train — batch frames in, a fine-tuned checkpoint and metric frames out.
  *
  * The model starts from a Hugging Face checkpoint (--checkpoint DIR), a config.json
- * (--config FILE) or a named shape (--preset mini), and trains with AdamW, the linear
- * warm-up/decay schedule, clipping and accumulation (common/model/bert.h, common/model/optim.h).
+ * (--config FILE) or a named shape (--preset mini), or for the QA baselines from fresh weights
+ * of the sizes given; --model, --head and --loss choose the variant (common/model/model.h),
+ * --freeze what stays fixed. It trains with AdamW, Adam or SGD, the linear warm-up/decay (or
+ * constant) schedule, clipping and accumulation (common/model/optim.h).
  * A metric frame goes out per optimizer step and a summary per epoch; it evaluates --eval (if
  * given) at each epoch frame or every --eval-every steps (QA: EM/F1 with --eval-examples, the
  * numbers eval | postprocess | score give), keeps the best (--save-best), stops early
  * (--patience), and saves to --save. SIGINT/SIGTERM save and exit; a loss or gradient norm that
  * is not finite, or a loss that explodes (--max-loss-ratio), stops with the step number and
  * keeps the last checkpoint saved, each of which was tried on a batch before it was written.
- * --resume DIR continues exactly: weights, AdamW moments, step, dropout RNG and data position
- * come back, also from a save made in the middle of a gradient accumulation.
+ * --resume DIR continues exactly: weights, optimizer state, step, dropout RNG and data position
+ * come back, also from a save made in the middle of a gradient accumulation; the variant is the
+ * one saved in config.json.
  * Must never: write a checkpoint whose weights give a loss that is not finite or diverged.
  */
 #include <math.h>
@@ -19,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt/bert_io.h"
+#include "ckpt/model_io.h"
 #include "ckpt/trainer_dir.h"
 #include "eval/metrics.h"
 #include "stage/bert_input.h"
@@ -28,7 +31,8 @@
 #include "stage/train_policy.h"
 
 static const char usage[] =
-    "usage: train (--checkpoint DIR | --config FILE | --preset NAME) [options] [--in SPEC] [--out SPEC]\n"
+    "usage: train (--checkpoint DIR | --config FILE | --preset NAME | --resume DIR) [options] [--in SPEC] [--out SPEC]\n"
+    "       train --model lstm|transformer [--hidden N --heads N --intermediate N] [options]\n"
     "Fine-tune BERT on batch frames; metric frames out.\n"
     "  --checkpoint DIR     start from a Hugging Face checkpoint (config.json + weights)\n"
     "  --ignore-mismatched-sizes   a checkpoint tensor of another shape (a head for another label count)\n"
@@ -40,13 +44,26 @@ static const char usage[] =
     "                       checkpoint-STEP, or a checkpoint-STEP folder itself\n"
     "  --lr X               peak learning rate (default 5e-5)\n"
     "  --warmup-steps N | --warmup-ratio R   linear warm-up (default 0)\n"
-    "  --weight-decay X     AdamW decay, not on biases and LayerNorm (default 0)\n"
+    "  --schedule linear|constant   after warm-up: decay to 0 at the last step (default) or keep the rate\n"
+    "  --optimizer NAME     adamw (default), adam or sgd (torch.optim semantics)\n"
+    "  --momentum X --dampening X --nesterov   SGD's (default 0, 0, off)\n"
+    "  --weight-decay X     decay, not on biases and LayerNorm (default 0): AdamW decoupled, Adam and SGD L2\n"
     "  --max-grad-norm X    global-norm clipping, 0 = off (default 1.0)\n"
-    "  --max-loss-ratio R   stop when a loss is over R times a know-nothing model's (ln C; QA ln T), 0 = off\n"
-    "                       (default 100); a loss that is not finite always stops\n"
+    "  --max-loss-ratio R   stop when a loss is over R times a know-nothing model's (ln C; BCE ln 2; QA ln T),\n"
+    "                       0 = off (default 100); a loss that is not finite always stops\n"
     "  --grad-accum N       batches per optimizer step (default 1)\n"
     "  --max-steps N        stop training after N steps (the input is still read to its end)\n"
     "  --dropout P          hidden and attention dropout (default: the config's)\n"
+    "Variants (saved in config.json; a --resume run keeps its own)\n"
+    "  --model NAME         body: bert (default), lstm or transformer (QA baselines from scratch)\n"
+    "  --head NAME          linear (default: BERT's own), mlp (pooled [CLS]), gru or lstm (last hidden state)\n"
+    "  --loss NAME          auto (default: CE, MSE for 1 label), ce, bce (one logit) or mse\n"
+    "  --freeze LIST        bert, embeddings, encoder, layers:A-B (comma-separated): no gradient, no state\n"
+    "  --mlp-hidden N,...   mlp hidden sizes (default 256)  --activation relu|gelu|tanh (default relu)\n"
+    "  --rnn-layers N --rnn-hidden N   (default 2, 256)  --unidirectional   --rnn-dropout P (default 0.25)\n"
+    "  --head-dropout P     before the head's Linear layers (default: the classifier dropout)\n"
+    "  --hidden N --heads N --intermediate N --layers N   body sizes for fresh weights\n"
+    "                       (baselines: 768, 12, 2048 = dim_feedforward, 1 layer)\n"
     "  --seed N             weight init and dropout seed (default 42)\n"
     "  --device auto|cuda|cpu  (default auto)    --threads N  CPU threads (default all)\n"
     "  --precision fp32|tf32|bf16|auto   matmul precision (default fp32): bf16 on cuda or an avx512_bf16\n"
@@ -64,18 +81,28 @@ static const char usage[] =
     "  --patience N         stop after N evaluations in a row without a new best (metric: --save-best's, else loss)\n"
     BP_IO_USAGE;
 
+/* The variant the command line asks for (NULL / -1: not given). */
+typedef struct variant_args {
+    const char *body, *head, *loss, *freeze, *mlp_hidden, *activation;
+    long rnn_layers, rnn_hidden, hidden, heads, intermediate, layers;
+    double rnn_dropout, head_dropout;
+    int unidirectional, given;   /* given: any of these appeared */
+} variant_args;
+
 /* What the command line asks for. */
 typedef struct train_args {
     bp_io_opts io;
-    const char *checkpoint, *config, *preset, *vocab, *resume;
+    const char *checkpoint, *config, *preset, *vocab, *resume, *optimizer, *schedule;
     const char *device, *precision, *save_dir, *eval_spec, *save_init;
     const char *eval_examples, *save_best;
-    double lr, warmup_ratio, weight_decay, max_grad_norm, dropout, max_loss_ratio;
+    double lr, warmup_ratio, weight_decay, max_grad_norm, dropout, max_loss_ratio, momentum, dampening;
     long warmup_steps, grad_accum, max_steps, save_every, threads;
     long eval_every, patience, save_total_limit;
     int ignore_mismatched;       /* --ignore-mismatched-sizes */
+    int nesterov;
     qa_post_options post;        /* QA answers at each evaluation, as postprocess's options */
     uint64_t seed;
+    variant_args v;
 } train_args;
 
 /* What the batch stream's hello says about it. */
@@ -92,8 +119,8 @@ typedef struct stream_info {
 
 /* The model being trained and where it is saved. */
 typedef struct run {
-    bert_model *m;
-    optim_adamw *opt;
+    model *m;
+    optimizer *opt;
     bert_train_state state;
     const char *save_dir, *vocab_path;
     const stream_info *info;
@@ -133,8 +160,8 @@ static int loss_ok(const run *r, double loss, bp_err *err) {
 static void try_weights(run *r) {
     bp_err err, why;
     if (!r->has_last) return;
-    if (bert_forward(r->m, &r->last, 0, &err)) bp_die(1, r->last_where, "%s", err.msg);
-    if (loss_ok(r, bert_loss(r->m), &why))
+    if (model_forward(r->m, &r->last, 0, &err)) bp_die(1, r->last_where, "%s", err.msg);
+    if (loss_ok(r, model_loss(r->m), &why))
         bp_die(1, r->save_dir, "step %ld: the weights after it fail on the last batch: %s; not saved; stopping, %s",
                r->state.step, why.msg, kept(r));
 }
@@ -154,11 +181,12 @@ typedef struct trainer {
     bp_out *out;
     bp_writer *w;
     bp_progress *prog;
-    bp_batch_tensors *h;
+    bp_batch_tensors *h;          /* the batch trained on (r->last points into it) */
+    bp_batch_tensors *eval_h;     /* evaluation's own: try_weights still has the last batch after one */
     bp_eval_set *eval;
     bp_train_policy *policy;
     epoch_stats epoch;
-    float *train_logits;          /* classification: one batch's logits, for train accuracy */
+    float *train_logits;          /* classification: one batch's class scores, for train accuracy */
     int64_t seq;                  /* metric frames sent */
     long micro, micro_rows;       /* batches and rows accumulated since the last step */
     double loss_sum, start;       /* their loss; when the step began */
@@ -261,7 +289,7 @@ static int evaluate(trainer *t, long epoch) {
     run *r = t->r;
     bp_train_policy *p = t->policy;
     bp_eval_result e;
-    bp_eval_run(t->eval, r->m, t->h, &e);
+    bp_eval_run(t->eval, r->m, t->eval_h, &e);
     t->epoch.eval_seconds += e.seconds;
     send_eval_metric(t, &e, epoch);
     log_eval(t, &e, epoch);
@@ -286,7 +314,7 @@ static int evaluate(trainer *t, long epoch) {
 /* Clip and update; frames_seen becomes the resume position. */
 static void apply_update(run *r, int64_t frames_seen, double *grad_norm, float *lr) {
     bp_err err;
-    if (bert_optim_step(r->m, r->opt, grad_norm, lr, &err))
+    if (model_optim_step(r->m, r->opt, grad_norm, lr, &err))
         bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
     r->state.step++;
     r->state.batches_consumed = frames_seen;
@@ -351,8 +379,8 @@ static void count_batch(trainer *t, const bert_batch *b, float loss) {
     ep->sequences += b->B;
     if (!t->train_logits || !b->labels) return;
     bp_err err;
-    int C = t->r->m->cfg.num_labels;
-    if (bert_logits(t->r->m, t->train_logits, (size_t)b->B * (size_t)C, &err) < 0) bp_die_err(&err);
+    int C = model_classes(t->r->m);
+    if (model_class_scores(t->r->m, t->train_logits, (size_t)b->B * (size_t)C, &err) < 0) bp_die_err(&err);
     for (int j = 0; j < b->B; j++) {
         ep->labelled++;
         ep->correct += metrics_argmax(t->train_logits + (size_t)j * (size_t)C, C) == b->labels[j];
@@ -365,17 +393,17 @@ static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
     bp_err err;
     char where[64];
     bert_batch b;
-    if (bp_batch_read(f, &r->m->cfg, t->h, &b, &err)) bp_die_err(&err);
+    if (bp_batch_read(f, &r->m->cfg.bert, t->h, &b, &err)) bp_die_err(&err);
     bp_frame_where(f, r->last_where, sizeof r->last_where);
-    if (bert_forward(r->m, &b, 1, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
-    float loss = bert_loss(r->m);
+    if (model_forward(r->m, &b, 1, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
+    float loss = model_loss(r->m);
     if (!r->has_last && isfinite(loss) && loss > r->loss_reference) r->loss_reference = loss;   /* a fresh model may start worse */
     if (loss_ok(r, loss, &err))
         bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
     r->last = b;
     r->has_last = 1;
     count_batch(t, &b, loss);
-    if (bert_backward(r->m, 1.0f / (float)t->grad_accum, &err)) bp_die_err(&err);
+    if (model_backward(r->m, 1.0f / (float)t->grad_accum, &err)) bp_die_err(&err);
     t->loss_sum += loss;
     t->micro++;
     t->micro_rows += b.B;
@@ -394,11 +422,12 @@ static void save_on_stop(int sig) {
 
 /* ---- setting up -------------------------------------------------------------------- */
 
-/* The loss of a model that predicts uniformly: ln C over C classes, ln T for a QA span's start
- * and end over T tokens; 1 for regression, whose scale is the data's. */
-static double know_nothing_loss(const bert_config *cfg, int max_T) {
-    if (cfg->head == BERT_HEAD_QA) return log((double)(max_T > 1 ? max_T : 2));
-    return cfg->num_labels > 1 ? log((double)cfg->num_labels) : 1.0;
+/* The loss of a model that predicts uniformly: ln C over C classes (BCE's one logit: ln 2), ln T
+ * for a QA span's start and end over T tokens; 1 for regression, whose scale is the data's. */
+static double know_nothing_loss(const model *m, int max_T) {
+    if (m->cfg.bert.head == BERT_HEAD_QA) return log((double)(max_T > 1 ? max_T : 2));
+    int classes = model_classes(m);
+    return classes > 1 && m->targets.kind != LOSS_MSE ? log((double)classes) : 1.0;
 }
 
 /* The options of evaluation, best-keeping and stopping, read by control_option. */
@@ -430,9 +459,72 @@ static int control_option(train_args *a, int opt, const char *arg) {
     }
 }
 
+enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD, O_CLIP, O_ACC, O_MAXSTEPS,
+       O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT, O_MAX_LOSS,
+       O_OPTIMIZER, O_MOMENTUM, O_DAMPENING, O_NESTEROV, O_MODEL, O_HEAD, O_LOSS, O_FREEZE, O_MLP_HIDDEN,
+       O_ACTIVATION, O_RNN_LAYERS, O_RNN_HIDDEN, O_UNIDIRECTIONAL, O_RNN_DROPOUT, O_HEAD_DROPOUT, O_HIDDEN, O_HEADS,
+       O_INTERMEDIATE, O_LAYERS, O_SCHEDULE };
+
+/* The variant options; returns 1 when opt was one. */
+static int variant_option(variant_args *v, int opt, const char *arg) {
+    switch (opt) {
+    case O_MODEL: v->body = arg; break;
+    case O_HEAD: v->head = arg; break;
+    case O_LOSS: v->loss = arg; break;
+    case O_FREEZE: v->freeze = arg; break;
+    case O_MLP_HIDDEN: v->mlp_hidden = arg; break;
+    case O_ACTIVATION: v->activation = arg; break;
+    case O_RNN_LAYERS: v->rnn_layers = bp_opt_long("--rnn-layers", arg, 1, 64); break;
+    case O_RNN_HIDDEN: v->rnn_hidden = bp_opt_long("--rnn-hidden", arg, 1, 65536); break;
+    case O_UNIDIRECTIONAL: v->unidirectional = 1; break;
+    case O_RNN_DROPOUT: v->rnn_dropout = bp_opt_double("--rnn-dropout", arg, 0, 0.99); break;
+    case O_HEAD_DROPOUT: v->head_dropout = bp_opt_double("--head-dropout", arg, 0, 0.99); break;
+    case O_HIDDEN: v->hidden = bp_opt_long("--hidden", arg, 1, 8192); break;
+    case O_HEADS: v->heads = bp_opt_long("--heads", arg, 1, 1024); break;
+    case O_INTERMEDIATE: v->intermediate = bp_opt_long("--intermediate", arg, 1, 1 << 20); break;
+    case O_LAYERS: v->layers = bp_opt_long("--layers", arg, 1, 1024); break;
+    default: return 0;
+    }
+    v->given = 1;
+    return 1;
+}
+
+/* The training options; returns 1 when opt was one. */
+static int training_option(train_args *a, int opt, const char *arg) {
+    switch (opt) {
+    case O_CKPT: a->checkpoint = arg; break;
+    case O_CONFIG: a->config = arg; break;
+    case O_PRESET: a->preset = arg; break;
+    case O_VOCAB: a->vocab = arg; break;
+    case O_RESUME: a->resume = arg; break;
+    case O_LR: a->lr = bp_opt_double("--lr", arg, 0, 1e30); break;
+    case O_WS: a->warmup_steps = bp_opt_long("--warmup-steps", arg, 0, 1L << 40); break;
+    case O_WR: a->warmup_ratio = bp_opt_double("--warmup-ratio", arg, 0, 1); break;
+    case O_WD: a->weight_decay = bp_opt_double("--weight-decay", arg, 0, 10); break;
+    case O_CLIP: a->max_grad_norm = bp_opt_double("--max-grad-norm", arg, 0, 1e9); break;
+    case O_ACC: a->grad_accum = bp_opt_long("--grad-accum", arg, 1, 1 << 20); break;
+    case O_MAXSTEPS: a->max_steps = bp_opt_long("--max-steps", arg, 1, 1L << 40); break;
+    case O_DROPOUT: a->dropout = bp_opt_double("--dropout", arg, 0, 0.99); break;
+    case O_SEED: a->seed = (uint64_t)bp_opt_long("--seed", arg, 0, 1L << 62); break;
+    case O_DEVICE: a->device = arg; break;
+    case O_PRECISION: a->precision = arg; break;
+    case O_THREADS: a->threads = bp_opt_long("--threads", arg, 0, 1024); break;
+    case O_SAVE: a->save_dir = arg; break;
+    case O_SAVE_EVERY: a->save_every = bp_opt_long("--save-every", arg, 1, 1L << 40); break;
+    case O_EVAL: a->eval_spec = arg; break;
+    case O_SAVE_INIT: a->save_init = arg; break;
+    case O_MAX_LOSS: a->max_loss_ratio = bp_opt_double("--max-loss-ratio", arg, 0, 1e30); break;
+    case O_OPTIMIZER: a->optimizer = arg; break;
+    case O_MOMENTUM: a->momentum = bp_opt_double("--momentum", arg, 0, 1e3); break;
+    case O_DAMPENING: a->dampening = bp_opt_double("--dampening", arg, 0, 1); break;
+    case O_NESTEROV: a->nesterov = 1; break;
+    case O_SCHEDULE: a->schedule = arg; break;
+    default: return 0;
+    }
+    return 1;
+}
+
 static void parse_args(int argc, char **argv, train_args *a) {
-    enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD, O_CLIP, O_ACC, O_MAXSTEPS,
-           O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT, O_MAX_LOSS };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS, CONTROL_LONGOPTS,
         {"checkpoint", required_argument, 0, O_CKPT}, {"config", required_argument, 0, O_CONFIG},
@@ -442,43 +534,40 @@ static void parse_args(int argc, char **argv, train_args *a) {
         {"weight-decay", required_argument, 0, O_WD}, {"max-grad-norm", required_argument, 0, O_CLIP},
         {"grad-accum", required_argument, 0, O_ACC}, {"max-steps", required_argument, 0, O_MAXSTEPS},
         {"dropout", required_argument, 0, O_DROPOUT}, {"seed", required_argument, 0, O_SEED},
-        {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION}, {"threads", required_argument, 0, O_THREADS},
-        {"save", required_argument, 0, O_SAVE}, {"save-every", required_argument, 0, O_SAVE_EVERY},
-        {"eval", required_argument, 0, O_EVAL}, {"save-init", required_argument, 0, O_SAVE_INIT},
-        {"max-loss-ratio", required_argument, 0, O_MAX_LOSS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
+        {"threads", required_argument, 0, O_THREADS}, {"save", required_argument, 0, O_SAVE},
+        {"save-every", required_argument, 0, O_SAVE_EVERY}, {"eval", required_argument, 0, O_EVAL},
+        {"save-init", required_argument, 0, O_SAVE_INIT}, {"max-loss-ratio", required_argument, 0, O_MAX_LOSS},
+        {"optimizer", required_argument, 0, O_OPTIMIZER},
+        {"momentum", required_argument, 0, O_MOMENTUM}, {"dampening", required_argument, 0, O_DAMPENING},
+        {"nesterov", no_argument, 0, O_NESTEROV}, {"model", required_argument, 0, O_MODEL},
+        {"head", required_argument, 0, O_HEAD}, {"loss", required_argument, 0, O_LOSS},
+        {"freeze", required_argument, 0, O_FREEZE}, {"mlp-hidden", required_argument, 0, O_MLP_HIDDEN},
+        {"activation", required_argument, 0, O_ACTIVATION}, {"rnn-layers", required_argument, 0, O_RNN_LAYERS},
+        {"rnn-hidden", required_argument, 0, O_RNN_HIDDEN}, {"unidirectional", no_argument, 0, O_UNIDIRECTIONAL},
+        {"rnn-dropout", required_argument, 0, O_RNN_DROPOUT}, {"head-dropout", required_argument, 0, O_HEAD_DROPOUT},
+        {"hidden", required_argument, 0, O_HIDDEN}, {"heads", required_argument, 0, O_HEADS},
+        {"intermediate", required_argument, 0, O_INTERMEDIATE}, {"layers", required_argument, 0, O_LAYERS},
+        {"schedule", required_argument, 0, O_SCHEDULE},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (bp_io_option(&a->io, opt, optarg) || control_option(a, opt, optarg)) continue;
-        switch (opt) {
-        case O_CKPT: a->checkpoint = optarg; break;
-        case O_CONFIG: a->config = optarg; break;
-        case O_PRESET: a->preset = optarg; break;
-        case O_VOCAB: a->vocab = optarg; break;
-        case O_RESUME: a->resume = optarg; break;
-        case O_LR: a->lr = bp_opt_double("--lr", optarg, 0, 1e30); break;
-        case O_WS: a->warmup_steps = bp_opt_long("--warmup-steps", optarg, 0, 1L << 40); break;
-        case O_WR: a->warmup_ratio = bp_opt_double("--warmup-ratio", optarg, 0, 1); break;
-        case O_WD: a->weight_decay = bp_opt_double("--weight-decay", optarg, 0, 10); break;
-        case O_CLIP: a->max_grad_norm = bp_opt_double("--max-grad-norm", optarg, 0, 1e9); break;
-        case O_ACC: a->grad_accum = bp_opt_long("--grad-accum", optarg, 1, 1 << 20); break;
-        case O_MAXSTEPS: a->max_steps = bp_opt_long("--max-steps", optarg, 1, 1L << 40); break;
-        case O_DROPOUT: a->dropout = bp_opt_double("--dropout", optarg, 0, 0.99); break;
-        case O_SEED: a->seed = (uint64_t)bp_opt_long("--seed", optarg, 0, 1L << 62); break;
-        case O_DEVICE: a->device = optarg; break;
-        case O_PRECISION: a->precision = optarg; break;
-        case O_THREADS: a->threads = bp_opt_long("--threads", optarg, 0, 1024); break;
-        case O_SAVE: a->save_dir = optarg; break;
-        case O_SAVE_EVERY: a->save_every = bp_opt_long("--save-every", optarg, 1, 1L << 40); break;
-        case O_EVAL: a->eval_spec = optarg; break;
-        case O_SAVE_INIT: a->save_init = optarg; break;
-        case O_MAX_LOSS: a->max_loss_ratio = bp_opt_double("--max-loss-ratio", optarg, 0, 1e30); break;
-        case 'h': fputs(usage, stdout); exit(0);
-        default: bp_usage_error();
+        if (bp_io_option(&a->io, opt, optarg) || control_option(a, opt, optarg) || training_option(a, opt, optarg) ||
+            variant_option(&a->v, opt, optarg))
+            continue;
+        if (opt == 'h') {
+            fputs(usage, stdout);
+            exit(0);
         }
+        bp_usage_error();
     }
     if (optind < argc) bp_usage_die("unexpected argument '%s'", argv[optind]);
-    if (!!a->checkpoint + !!a->config + !!a->preset + !!a->resume != 1)
-        bp_usage_die("give exactly one of --checkpoint DIR, --config FILE, --preset NAME or --resume DIR");
+    int sources = !!a->checkpoint + !!a->config + !!a->preset + !!a->resume;
+    int from_scratch = a->v.body && strcmp(a->v.body, "bert") != 0;
+    if (sources > 1 || (sources == 0 && !from_scratch))
+        bp_usage_die("give exactly one of --checkpoint DIR, --config FILE, --preset NAME or --resume DIR "
+                     "(only the --model lstm|transformer baselines start without one)");
+    if (a->resume && a->v.given) bp_usage_die("a --resume run keeps the variant saved with it: no --model, --head, ... options");
 }
 
 static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) {
@@ -500,75 +589,146 @@ static stream_info read_stream_info(const bp_frame *hello, const char *in_spec) 
     return info;
 }
 
-/* Fresh weights of a named shape, written out as a config so the usual code builds it. */
-static bert_model *model_from_preset(const train_args *a, const stream_info *info, backend *be) {
-    bp_err err;
-    bert_config cfg;
-    bert_config_default(&cfg);
-    if (bert_preset(a->preset, &cfg, &err)) bp_die_err(&err);
-    cfg.head = info->head;
-    cfg.num_labels = info->head == BERT_HEAD_QA ? 2 : (int)(info->num_labels > 0 ? info->num_labels : 2);
-    if (info->vocab_size > 0) cfg.vocab_size = (int)info->vocab_size;
-    if (info->max_T > cfg.max_position_embeddings)
-        bp_die(2, NULL, "max_length %d exceeds %d positions", info->max_T, cfg.max_position_embeddings);
-    bert_model *m = bert_create(&cfg, be, info->max_B, info->max_T, &err);
-    if (!m || bert_init_weights(m, a->seed, 0, &err)) bp_die_err(&err);
-    return m;
+/* "256" or "512,256" into the mlp's hidden sizes. */
+static void parse_mlp_hidden(const char *list, model_config *cfg) {
+    cfg->mlp_hidden_layers = 0;
+    for (const char *at = list; *at;) {
+        char *end;
+        long n = strtol(at, &end, 10);
+        if (end == at || n < 1 || n > 65536 || (*end && *end != ',') || cfg->mlp_hidden_layers == MLP_MAX_HIDDEN)
+            bp_die(2, NULL, "--mlp-hidden '%s': a list of at most %d sizes 1..65536 (e.g. 512,256)", list, MLP_MAX_HIDDEN);
+        cfg->mlp_hidden[cfg->mlp_hidden_layers++] = (int)n;
+        at = *end ? end + 1 : end;
+    }
 }
 
-/* The model to train: a preset, a checkpoint, a config or a run to resume; dropout and seed
- * as asked. */
-static bert_model *open_model(const train_args *a, const stream_info *info, backend *be) {
+/* The body sizes of fresh weights: a preset, the baselines' defaults, then --hidden ... */
+static void fresh_shape(const train_args *a, const stream_info *info, model_config *cfg) {
     bp_err err;
-    bert_model *m;
-    if (a->preset) {
-        m = model_from_preset(a, info, be);
-    } else {
-        const char *source = a->resume ? a->resume : a->checkpoint ? a->checkpoint : a->config;
-        char *notes = NULL;
-        int load = a->config ? BERT_LOAD_NONE : a->ignore_mismatched ? BERT_LOAD_IGNORE_MISMATCHED_SIZES : BERT_LOAD;
-        m = bert_open(source, load, info->head, (int)info->num_labels, BERT_FOR_TRAINING, be, info->max_B,
-                      info->max_T, a->seed, &notes, &err);
-        if (!m) bp_die_err(&err);
-        if (notes) {
-            bp_warn("%s", notes);
-            free(notes);
+    if (a->preset && bert_preset(a->preset, &cfg->bert, &err)) bp_die_err(&err);
+    if (cfg->body != MODEL_BODY_BERT) {   /* the notebooks' baselines: 768, 12 heads, dim_feedforward 2048 */
+        if (!a->preset) {
+            cfg->bert.hidden_size = 768;
+            cfg->bert.num_attention_heads = 12;
         }
+        cfg->bert.intermediate_size = 2048;
+        cfg->bert.num_hidden_layers = 1;
+        cfg->bert.layer_norm_eps = 1e-5f;   /* torch's LayerNorm default */
     }
-    if (a->dropout >= 0) {
-        m->cfg.hidden_dropout_prob = (float)a->dropout;
-        m->cfg.attention_probs_dropout_prob = (float)a->dropout;
+    const variant_args *v = &a->v;
+    if (v->hidden > 0) cfg->bert.hidden_size = (int)v->hidden;
+    if (v->heads > 0) cfg->bert.num_attention_heads = (int)v->heads;
+    if (v->intermediate > 0) cfg->bert.intermediate_size = (int)v->intermediate;
+    if (v->layers > 0) cfg->bert.num_hidden_layers = (int)v->layers;
+    if (cfg->body == MODEL_BODY_LSTM && cfg->bert.hidden_size % cfg->bert.num_attention_heads)
+        cfg->bert.num_attention_heads = 1;   /* unused by the LSTM; config.json still wants a divisor */
+    if (info->vocab_size > 0) cfg->bert.vocab_size = (int)info->vocab_size;
+    if (info->max_T > cfg->bert.max_position_embeddings && cfg->body == MODEL_BODY_BERT)
+        bp_die(2, NULL, "max_length %d exceeds %d positions", info->max_T, cfg->bert.max_position_embeddings);
+}
+
+/* The command line's variant options over cfg. */
+static void apply_variant(const variant_args *v, model_config *cfg) {
+    bp_err err;
+    if ((v->body && model_parse_body(v->body, &cfg->body, &err)) || (v->head && model_parse_head(v->head, &cfg->head, &err)) ||
+        (v->loss && model_parse_loss(v->loss, &cfg->loss, &err)) ||
+        (v->activation && head_parse_activation(v->activation, &cfg->mlp_activation, &err)))
+        bp_die(2, NULL, "%s", err.msg);
+    if (v->freeze) {
+        memset(&cfg->freeze, 0, sizeof cfg->freeze);
+        if (model_parse_freeze(v->freeze, &cfg->freeze, &err)) bp_die(2, NULL, "%s", err.msg);
+    }
+    if (v->mlp_hidden) parse_mlp_hidden(v->mlp_hidden, cfg);
+    if (v->rnn_layers > 0) cfg->rnn_layers = (int)v->rnn_layers;
+    if (v->rnn_hidden > 0) cfg->rnn_hidden = (int)v->rnn_hidden;
+    if (v->unidirectional) cfg->rnn_bidirectional = 0;
+    if (v->rnn_dropout >= 0) cfg->rnn_dropout = (float)v->rnn_dropout;
+    if (v->head_dropout >= 0) cfg->head_dropout = (float)v->head_dropout;
+}
+
+/* The configuration to train: a saved run, a checkpoint or config file, or fresh weights; the
+ * variant options over it; the stream's task and labels. */
+static model_config train_config(const train_args *a, const stream_info *info) {
+    bp_err err;
+    model_config cfg;
+    const char *source = a->resume ? a->resume : a->checkpoint ? a->checkpoint : a->config;
+    int labels = info->head == BERT_HEAD_QA ? 2 : (int)(info->num_labels > 0 ? info->num_labels : 2);
+    if (source) {
+        if (model_read_config(source, info->head, labels, &cfg, NULL, &err)) bp_die_err(&err);
+        if (a->v.hidden > 0 || a->v.heads > 0 || a->v.intermediate > 0 || a->v.layers > 0)
+            bp_die(2, NULL, "the body's sizes come from %s: --hidden, --heads, --intermediate and --layers are for fresh "
+                            "weights", source);
+        apply_variant(&a->v, &cfg);
+    } else {
+        model_config_default(&cfg);
+        apply_variant(&a->v, &cfg);
+        fresh_shape(a, info, &cfg);
+    }
+    cfg.bert.head = info->head;
+    /* BCE and MSE learn one logit, whatever the number of class names */
+    cfg.bert.num_labels = cfg.loss == MODEL_LOSS_BCE || cfg.loss == MODEL_LOSS_MSE ? 1 : labels;
+    if (a->dropout >= 0) cfg.bert.hidden_dropout_prob = cfg.bert.attention_probs_dropout_prob = (float)a->dropout;
+    return cfg;
+}
+
+/* The model to train, its parameter counts in the log. */
+static model *open_model(const train_args *a, const stream_info *info, backend *be) {
+    bp_err err;
+    model_config cfg = train_config(a, info);
+    const char *weights = a->resume ? a->resume : a->checkpoint;
+    char *notes = NULL;
+    model_load load = a->ignore_mismatched ? MODEL_LOAD_IGNORE_MISMATCHED_SIZES : MODEL_LOAD_MATCHING;
+    model *m = model_open(&cfg, weights, load, MODEL_FOR_TRAINING, be, info->max_B, info->max_T, a->seed, &notes, &err);
+    if (!m) bp_die_err(&err);
+    if (notes) {
+        bp_warn("%s", notes);
+        free(notes);
     }
     m->dropout_seed = a->seed;
+    char freeze[256];
+    model_format_freeze(&cfg.freeze, freeze, sizeof freeze);
+    bp_log("model: %s (body %s, head %s, loss %s), %zu parameters, all trainable before freezing",
+           model_class_name(&cfg), model_body_name(cfg.body), model_head_name(cfg.head), model_loss_name(cfg.loss),
+           m->num_params);
+    bp_log("%zu trainable of %zu parameters%s%s", m->num_trainable, m->num_params, freeze[0] ? " after --freeze " : "",
+           freeze);
     return m;
 }
 
-/* AdamW with the schedule over the steps the stream will give (or --max-steps); --resume
- * brings its state back. */
+/* The optimizer with the schedule over the steps the stream will give (or --max-steps);
+ * --resume brings its state back. The number of steps to train becomes r->total_steps. */
 static void open_optimizer(run *r, const train_args *a, const stream_info *info, optim_config *oc) {
     bp_err err;
     optim_config_default(oc);
+    if (a->optimizer && optim_parse_kind(a->optimizer, &oc->kind, &err)) bp_die(2, NULL, "--optimizer: %s", err.msg);
+    oc->momentum = (float)a->momentum;
+    oc->dampening = (float)a->dampening;
+    oc->nesterov = a->nesterov;
     oc->lr = (float)a->lr;
     oc->weight_decay = (float)a->weight_decay;
     oc->max_grad_norm = (float)a->max_grad_norm;
     long steps_per_epoch = (long)((info->per_epoch + a->grad_accum - 1) / a->grad_accum);
-    oc->total_steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (long)info->epochs;
+    long steps = a->max_steps > 0 ? a->max_steps : steps_per_epoch * (long)info->epochs;
     r->steps_per_epoch = steps_per_epoch;
-    r->total_steps = oc->total_steps;
-    oc->warmup_steps = a->warmup_steps >= 0 ? a->warmup_steps : (long)ceil(a->warmup_ratio * (double)oc->total_steps);
-    if (!(r->opt = bert_optim_create(r->m, oc, &err))) bp_die_err(&err);
+    r->total_steps = steps;
+    oc->warmup_steps = a->warmup_steps >= 0 ? a->warmup_steps : (long)ceil(a->warmup_ratio * (double)steps);
+    /* linear: decay to 0 at the last step (the Trainer's); constant: the rate after warm-up stays */
+    if (a->schedule && strcmp(a->schedule, "constant") && strcmp(a->schedule, "linear"))
+        bp_die(2, NULL, "--schedule '%s' unknown (linear, constant)", a->schedule);
+    oc->total_steps = a->schedule && !strcmp(a->schedule, "constant") ? 0 : steps;
+    if (!(r->opt = model_optim_create(r->m, oc, &err))) bp_die_err(&err);
     if (a->resume) {
-        if (bert_load_train_state(r->m, r->opt, a->resume, &r->state, &err)) bp_die_err(&err);
+        if (model_load_train_state(r->m, r->opt, a->resume, &r->state, &err)) bp_die_err(&err);
         bp_log("resuming at step %ld after %lld batches", r->state.step, (long long)r->state.batches_consumed);
     }
     if (a->save_init) {
-        if (bert_save_pretrained(r->m, a->save_init, (const char *const *)info->labels, info->n_labels, r->vocab_path, &err))
+        if (model_save_pretrained(r->m, a->save_init, (const char *const *)info->labels, info->n_labels, r->vocab_path, &err))
             bp_die_err(&err);
         bp_log("saved the starting weights to %s", a->save_init);
     }
-    bp_log("%s head, %zu parameters, %ld steps (%ld per epoch x %lld epochs), lr %g, warm-up %ld",
-           info->head == BERT_HEAD_QA ? "QA" : "classification", r->m->num_params, oc->total_steps, steps_per_epoch,
-           (long long)info->epochs, a->lr, oc->warmup_steps);
+    bp_log("%s task, %s over %zu parameters, %ld steps (%ld per epoch x %lld epochs), lr %g, warm-up %ld",
+           info->head == BERT_HEAD_QA ? "QA" : "classification", optim_kind_name(oc->kind), r->m->num_optimized,
+           steps, steps_per_epoch, (long long)info->epochs, a->lr, oc->warmup_steps);
 }
 
 /* What --resume PATH resumes: PATH itself when it is a checkpoint folder, else the latest
@@ -700,7 +860,8 @@ static int train_stream(trainer *t, bp_in *in) {
 
 int main(int argc, char **argv) {
     train_args a = {.device = "auto", .precision = "fp32", .lr = 5e-5, .max_grad_norm = 1.0, .dropout = -1, .max_loss_ratio = 100,
-                    .warmup_steps = -1, .grad_accum = 1, .seed = 42};
+                    .warmup_steps = -1, .grad_accum = 1, .seed = 42,
+                    .v = {.rnn_layers = -1, .rnn_hidden = -1, .rnn_dropout = -1, .head_dropout = -1}};
     qa_post_options_default(&a.post);
     bp_stage_init(&a.io, argv);
     bp_set_usage(usage);
@@ -722,8 +883,8 @@ int main(int argc, char **argv) {
     }
     run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1,
              .max_loss_ratio = a.max_loss_ratio};
-    r.loss_reference = know_nothing_loss(&r.m->cfg, info.max_T);
-    bp_check_vocab_fits(hello, r.m);
+    r.loss_reference = know_nothing_loss(r.m, info.max_T);
+    bp_check_vocab_fits(hello, r.m->cfg.bert.vocab_size);
     optim_config oc;
     open_optimizer(&r, &a, &info, &oc);
     open_log(&r, &a, &policy);
@@ -732,19 +893,19 @@ int main(int argc, char **argv) {
     bp_writer_init(&w);
     bp_hello_begin(&w);
     bp_put_str(&w, "task", info.head == BERT_HEAD_QA ? "qa" : "classification");
-    bp_put_int(&w, "total_steps", oc.total_steps);
+    bp_put_int(&w, "total_steps", r.total_steps);
     bp_send_hello(out, &w);
 
-    bp_batch_tensors h;
-    bp_batch_tensors_alloc(&h, info.max_B, info.max_T);
+    bp_batch_tensors h[2];   /* training's, evaluation's */
+    for (int i = 0; i < 2; i++) bp_batch_tensors_alloc(&h[i], info.max_B, info.max_T);
     bp_progress prog;
-    trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h, .eval = &set, .policy = &policy,
-                 .start = bp_now(), .epoch = {.start = bp_now()}, .grad_accum = a.grad_accum,
-                 .total_steps = oc.total_steps, .save_every = a.save_every, .done = r.state.step >= oc.total_steps};
-    if (r.m->cfg.head == BERT_HEAD_CLASSIFICATION && r.m->cfg.num_labels > 1 &&
-        !(t.train_logits = malloc((size_t)info.max_B * (size_t)r.m->cfg.num_labels * sizeof *t.train_logits)))
+    trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h[0], .eval_h = &h[1], .eval = &set,
+                 .policy = &policy, .start = bp_now(), .epoch = {.start = bp_now()}, .grad_accum = a.grad_accum,
+                 .total_steps = r.total_steps, .save_every = a.save_every, .done = r.state.step >= r.total_steps};
+    int classes = r.m->cfg.bert.head == BERT_HEAD_CLASSIFICATION && r.m->targets.kind != LOSS_MSE ? model_classes(r.m) : 0;
+    if (classes > 1 && !(t.train_logits = malloc((size_t)info.max_B * (size_t)classes * sizeof *t.train_logits)))
         bp_die(1, NULL, "out of memory");
-    bp_progress_start(&prog, "train", oc.total_steps);
+    bp_progress_start(&prog, "train", r.total_steps);
     stopping_run = &r;
     bp_set_stop_hook(save_on_stop);
     int sig = train_stream(&t, in);
@@ -766,11 +927,11 @@ int main(int argc, char **argv) {
     bp_in_close(in);
     bp_eval_set_free(&set);
     free(t.train_logits);
-    bp_batch_tensors_free(&h);
+    for (int i = 0; i < 2; i++) bp_batch_tensors_free(&h[i]);
     bp_labels_free(info.labels, info.n_labels);
     td_state_free(r.log);
     optim_free(r.opt);
-    bert_free(r.m);
+    model_free(r.m);
     be->destroy(be);
     bp_writer_free(&w);
     return sig ? 128 + sig : 0;

@@ -55,7 +55,53 @@ typedef struct backend_adamw_args {
     float step_size;               /* lr / (1 - beta1^t) */
     float bias_correction2_sqrt;   /* sqrt(1 - beta2^t) */
     float grad_scale;              /* clipping coefficient folded into g */
+    float l2;                      /* Adam's L2 decay: g = grad_scale * grad + l2 * param (0: none) */
 } backend_adamw_args;
+
+/* One torch.optim.SGD step: d = grad_scale * g + weight_decay * p; with momentum,
+ * buf = first ? d : momentum * buf + (1 - dampening) * d, and d = nesterov ? d + momentum * buf
+ * : buf; then p -= lr * d. Untouched sparse rows take g = 0, as above. */
+typedef struct backend_sgd_args {
+    float lr, weight_decay, momentum, dampening;
+    int nesterov;
+    int first;                     /* the first step: the momentum buffer starts as d */
+    float grad_scale;
+} backend_sgd_args;
+
+/* Recurrent layers (GRU, LSTM) over packed sequences, one direction per call. G = gates
+ * (GRU 3: r, z, n; LSTM 4: i, f, g, o, torch's order), H = hidden size. Sequence b occupies rows
+ * b*T .. b*T+len_b-1; the forward direction visits positions 0 .. len_b-1, the reverse one
+ * len_b-1 .. 0, each starting from a zero state, as torch.nn.GRU/LSTM over a PackedSequence.
+ * At step s the sequences still running are the first #{len > s} of `order`, so a backend can
+ * run one [active, H] x [H, G*H] product per step. Forward reads xproj (W_ih x + b_ih of every
+ * position, this direction's G*H columns at the pointer, row stride xproj_stride) and writes
+ * out (h at every visited position; other rows untouched), h_last (the state after the last
+ * step, may be NULL), and the saved state: gates [B*T, 4H] (GRU: r, z, n and
+ * hn = W_hn h + b_hn; LSTM: i, f, g, o after their activations), hprev [B*T, H] (the state each
+ * step started from) and cell [B*T, H] (LSTM: c after the step; unused by GRU). Rows of padded
+ * positions are not written: the caller zeroes what it reads back.
+ * Backward reads dout (gradient of out, may be NULL), dh_last (of h_last, may be NULL) and the
+ * saved state, and writes dxproj (gradient of xproj, row stride dxproj_stride; padded rows
+ * untouched) and dhh [B*T, G*H] (gradient of W_hh h + b_hh; padded rows untouched), from which
+ * the caller forms the weight gradients with matmul_backward. scratch: B * (G + 2) * H floats. */
+enum { BACKEND_GRU = 0, BACKEND_LSTM = 1 };
+typedef struct backend_rnn_args {
+    int kind;                     /* BACKEND_GRU or BACKEND_LSTM */
+    int B, T, H, reverse;
+    const int32_t *order;         /* device [B]: sequence indices by non-increasing length */
+    const int32_t *lengths;       /* device [B]: length of each sequence, 1..T */
+    const int *sorted_lengths;    /* host [B]: lengths in `order`, non-increasing */
+    const float *xproj; int xproj_stride;
+    const float *w_hh, *b_hh;     /* [G*H, H], [G*H] */
+    float *out; int out_stride;
+    float *h_last; int h_last_stride;
+    float *gates, *hprev, *cell;
+    const float *dout; int dout_stride;
+    const float *dh_last; int dh_last_stride;
+    float *dxproj; int dxproj_stride;
+    float *dhh;
+    float *scratch;
+} backend_rnn_args;
 
 /* One thread drives a backend at a time: ops are not reentrant (the CPU pool serves one op). */
 typedef struct backend backend;
@@ -155,6 +201,34 @@ struct backend {
     /* One AdamW step (torch.optim.AdamW) over param/grad/m/v [rows, row_len]. */
     void (*adamw)(backend *be, float *param, const float *grad, float *m, float *v, size_t rows,
                   size_t row_len, const uint8_t *touched, const backend_adamw_args *args);
+    /* One SGD step (torch.optim.SGD) over param/grad [rows, row_len]; momentum_buf may be NULL
+     * when args->momentum is 0. */
+    void (*sgd)(backend *be, float *param, const float *grad, float *momentum_buf, size_t rows,
+                size_t row_len, const uint8_t *touched, const backend_sgd_args *args);
+
+    /* ---- the model variants' layers (heads, recurrent layers, baselines) ----
+     * dinp (= or += when accumulate) dout [N, OC] . weight [OC, IC]: matmul_backward for a frozen
+     * layer, whose weights get no gradient. */
+    void (*matmul_backward_input)(backend *be, float *dinp, const float *dout, const float *weight,
+                                  int N, int IC, int OC, int accumulate);
+    /* out[N, C] = wte[ids] (a plain torch Embedding: no positions, no token types). */
+    void (*embedding_lookup_forward)(backend *be, float *out, const int32_t *ids, const float *wte,
+                                     int N, int C);
+    /* dwte[ids[n]] += dout[n] and wte_touched[ids[n]] = 1, skipping ids equal to padding_idx. */
+    void (*embedding_lookup_backward)(backend *be, float *dwte, uint8_t *wte_touched, const float *dout,
+                                      const int32_t *ids, int N, int C, int padding_idx);
+    /* out = max(x, 0) (in place allowed); backward dinp = dout where out > 0, else 0 (dinp may
+     * alias dout). */
+    void (*relu_forward)(backend *be, float *out, const float *inp, size_t n);
+    void (*relu_backward)(backend *be, float *dinp, const float *out, const float *dout, size_t n);
+    /* torch's BCEWithLogits of logits [rows] against float targets: row loss
+     * max(x, 0) - x y + log(1 + exp(-|x|)); loss += scale * sum of row losses;
+     * dlogits = grad_scale * (sigmoid(x) - y). */
+    void (*bce_with_logits)(backend *be, float *loss, float *dlogits, const float *logits,
+                            const float *targets, int rows, float scale, float grad_scale);
+    /* One direction of a GRU or LSTM layer, forward and backward (backend_rnn_args above). */
+    void (*rnn_forward)(backend *be, const backend_rnn_args *args);
+    void (*rnn_backward)(backend *be, const backend_rnn_args *args);
 
     /* ---- errors ----
      * Ops return nothing, so a backend whose work can fail (cuda: any CUDA or cuBLAS call)

@@ -1079,6 +1079,7 @@ typedef struct opt_job {
     const uint8_t *touched;
     size_t row_len;
     const backend_adamw_args *a;
+    const backend_sgd_args *sgd;
     double *partials;            /* sum of squares of each block of rows */
     size_t grain;
 } opt_job;
@@ -1160,21 +1161,330 @@ static void adamw_rows(void *ctx, size_t begin, size_t end) {
     }
 }
 
+/* torch.optim.Adam with weight decay: g = grad_scale * g + l2 * p before the moments (decay is 1) */
+static void adam_l2_rows(void *ctx, size_t begin, size_t end) {
+    opt_job *j = ctx;
+    const backend_adamw_args *a = j->a;
+    float step_size = a->step_size, bc2_sqrt = a->bias_correction2_sqrt, l2 = a->l2;
+    float one_minus_b1 = 1.0f - a->beta1, one_minus_b2 = 1.0f - a->beta2;
+    size_t L = j->row_len;
+    for (size_t r = begin; r < end; r++) {
+        float *p = j->param + r * L, *m = j->m + r * L, *v = j->v + r * L;
+        const float *g = j->touched && !j->touched[r] ? NULL : j->grad + r * L;
+        for (size_t i = 0; i < L; i++) {
+            float gi = (g ? g[i] * a->grad_scale : 0.0f) + l2 * p[i];
+            m[i] = m[i] * a->beta1 + gi * one_minus_b1;
+            v[i] = v[i] * a->beta2 + gi * gi * one_minus_b2;
+            float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
+            p[i] += -step_size * (m[i] / denom);
+        }
+    }
+}
+
+/* Run an optimizer's row function over [rows, row_len]; a flat tensor (row_len 1) is split into
+ * long rows so the pool gets few large tasks. */
+static void optimizer_rows(backend *be, opt_job *j, size_t rows, pool_fn fn) {
+    if (j->row_len == 1 && !j->touched && rows >= 4096) {
+        size_t group = 1024, full = rows / group;
+        j->row_len = group;
+        parallel_for(be, full, 16, fn, j);
+        j->param += full * group; j->grad += full * group;
+        if (j->m) j->m += full * group;
+        if (j->v) j->v += full * group;
+        j->row_len = 1;
+        fn(j, 0, rows - full * group);
+        return;
+    }
+    parallel_for(be, rows, 16, fn, j);
+}
+
 static void cpu_adamw(backend *be, float *param, const float *grad, float *m, float *v, size_t rows,
                       size_t row_len, const uint8_t *touched, const backend_adamw_args *args) {
     opt_job j = { .param = param, .grad = grad, .m = m, .v = v, .touched = touched,
                   .row_len = row_len, .a = args };
-    if (row_len == 1 && !touched && rows >= 4096) {
-        /* flat tensor: split into long rows so the pool gets few large tasks */
-        size_t group = 1024, full = rows / group;
-        j.row_len = group;
-        parallel_for(be, full, 16, adamw_rows, &j);
-        j.param += full * group; j.grad += full * group; j.m += full * group; j.v += full * group;
-        j.row_len = 1;
-        adamw_rows(&j, 0, rows - full * group);
-        return;
+    optimizer_rows(be, &j, rows, args->l2 != 0 ? adam_l2_rows : adamw_rows);
+}
+
+/* torch.optim.SGD (_single_tensor_sgd), operation for operation */
+static void sgd_rows(void *ctx, size_t begin, size_t end) {
+    opt_job *j = ctx;
+    const backend_sgd_args *a = j->sgd;
+    float wd = a->weight_decay, mu = a->momentum, keep = 1.0f - a->dampening, lr = a->lr;
+    size_t L = j->row_len;
+    for (size_t r = begin; r < end; r++) {
+        float *p = j->param + r * L, *buf = j->m ? j->m + r * L : NULL;
+        const float *g = j->touched && !j->touched[r] ? NULL : j->grad + r * L;
+        for (size_t i = 0; i < L; i++) {
+            float d = g ? g[i] * a->grad_scale : 0.0f;
+            if (wd != 0) d = d + wd * p[i];
+            if (buf) {
+                buf[i] = a->first ? d : buf[i] * mu + d * keep;
+                d = a->nesterov ? d + mu * buf[i] : buf[i];
+            }
+            p[i] += -lr * d;
+        }
     }
-    parallel_for(be, rows, 16, adamw_rows, &j);
+}
+
+static void cpu_sgd(backend *be, float *param, const float *grad, float *momentum_buf, size_t rows,
+                    size_t row_len, const uint8_t *touched, const backend_sgd_args *args) {
+    opt_job j = { .param = param, .grad = grad, .m = args->momentum != 0 ? momentum_buf : NULL,
+                  .touched = touched, .row_len = row_len, .sgd = args };
+    optimizer_rows(be, &j, rows, sgd_rows);
+}
+
+// ----------------------------------------------------------------------------
+// the model variants: frozen products, plain embeddings, ReLU, BCE
+
+static void cpu_matmul_backward_input(backend *be, float *dinp, const float *dout, const float *weight,
+                                      int N, int IC, int OC, int accumulate) {
+    sgemm_pool(be, 0, 0, N, IC, OC, 1.0f, dout, OC, weight, IC, accumulate ? 1.0f : 0.0f, dinp, IC);
+}
+
+typedef struct lookup_job {
+    float *out;
+    const float *wte;
+    const int32_t *ids;
+    int C;
+} lookup_job;
+
+static void lookup_rows(void *ctx, size_t begin, size_t end) {
+    lookup_job *j = ctx;
+    for (size_t n = begin; n < end; n++)
+        memcpy(j->out + n * j->C, j->wte + (size_t)j->ids[n] * j->C, (size_t)j->C * sizeof(float));
+}
+
+static void cpu_embedding_lookup_forward(backend *be, float *out, const int32_t *ids, const float *wte,
+                                         int N, int C) {
+    lookup_job j = { .out = out, .wte = wte, .ids = ids, .C = C };
+    parallel_for(be, (size_t)N, 256, lookup_rows, &j);
+}
+
+static void cpu_embedding_lookup_backward(backend *be, float *dwte, uint8_t *wte_touched, const float *dout,
+                                          const int32_t *ids, int N, int C, int padding_idx) {
+    for (int n = 0; n < N; n++) {
+        if (ids[n] == padding_idx) continue;
+        const float *d = dout + (size_t)n * C;
+        float *w = dwte + (size_t)ids[n] * C;
+        wte_touched[ids[n]] = 1;
+        for (int c = 0; c < C; c++) w[c] += d[c];
+    }
+}
+
+static void relu_fwd_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    const float *in = j->a;   /* may alias out */
+    float *out = j->out;
+    for (size_t i = begin; i < end; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+static void cpu_relu_forward(backend *be, float *out, const float *inp, size_t n) {
+    ew_job j = { .out = out, .a = inp };
+    parallel_for(be, n, EW_SERIAL_BELOW, relu_fwd_range, &j);
+}
+
+static void relu_bwd_range(void *ctx, size_t begin, size_t end) {
+    ew_job *j = ctx;
+    const float *out = j->a, *dout = j->b;   /* dinp may alias dout */
+    float *dinp = j->out;
+    for (size_t i = begin; i < end; i++) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+static void cpu_relu_backward(backend *be, float *dinp, const float *out, const float *dout, size_t n) {
+    ew_job j = { .out = dinp, .a = out, .b = dout };
+    parallel_for(be, n, EW_SERIAL_BELOW, relu_bwd_range, &j);
+}
+
+static void cpu_bce_with_logits(backend *be, float *loss, float *dlogits, const float *logits,
+                                const float *targets, int rows, float scale, float grad_scale) {
+    double total = 0.0;
+    for (int r = 0; r < rows; r++) {
+        double x = logits[r], y = targets[r];
+        total += (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
+        double sigmoid = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+        dlogits[r] = (float)(grad_scale * (sigmoid - y));
+    }
+    *loss += (float)(scale * total);
+}
+
+// ----------------------------------------------------------------------------
+// recurrent layers: one [active, H] x [H, G*H] product per step, the gates fused in one pass
+
+static inline float fast_sigmoidf(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
+/* tanh from one exp: 1.5e-7 absolute error (the cancellation near 0), vectorises */
+static inline float fast_tanhf(float x) {
+    float a = x < 0 ? -x : x;
+    float t = fast_expf(-2.0f * a);
+    float y = (1.0f - t) / (1.0f + t);
+    return x < 0 ? -y : y;
+}
+
+typedef struct rnn_job {
+    const backend_rnn_args *a;
+    int step;
+    float *h, *c, *hh;     /* sorted state [B, H] (c: LSTM), recurrent products [B, G*H] */
+} rnn_job;
+
+static int rnn_gates(const backend_rnn_args *a) { return a->kind == BACKEND_LSTM ? 4 : 3; }
+
+/* Row `row` of sequence order[i] at step s. */
+static size_t rnn_row(const backend_rnn_args *a, int i, int s) {
+    int b = a->order[i], len = a->lengths[b];
+    return (size_t)b * a->T + (size_t)(a->reverse ? len - 1 - s : s);
+}
+
+/* One step of one sequence, H units: the gate loops are functions of their own so that every
+ * pointer is a restrict parameter (inside the row loop GCC does not vectorise them). */
+static void gru_step(const float *restrict x, const float *restrict hh, const float *restrict hprev,
+                     float *restrict gates, float *restrict h, float *restrict out, int H) {
+    for (int k = 0; k < H; k++) {
+        float r = fast_sigmoidf(x[k] + hh[k]);
+        float z = fast_sigmoidf(x[H + k] + hh[H + k]);
+        float hn = hh[2 * H + k];
+        float n = fast_tanhf(x[2 * H + k] + r * hn);
+        float next = (hprev[k] - n) * z + n;   /* torch's gru_cell: (h - n) z + n */
+        gates[k] = r; gates[H + k] = z; gates[2 * H + k] = n; gates[3 * H + k] = hn;
+        h[k] = next;
+        out[k] = next;
+    }
+}
+
+static void lstm_step(const float *restrict x, const float *restrict hh, float *restrict c, float *restrict cell,
+                      float *restrict gates, float *restrict h, float *restrict out, int H) {
+    for (int k = 0; k < H; k++) {
+        float ig = fast_sigmoidf(x[k] + hh[k]);
+        float fg = fast_sigmoidf(x[H + k] + hh[H + k]);
+        float gg = fast_tanhf(x[2 * H + k] + hh[2 * H + k]);
+        float og = fast_sigmoidf(x[3 * H + k] + hh[3 * H + k]);
+        float cy = fg * c[k] + ig * gg;
+        float next = og * fast_tanhf(cy);
+        gates[k] = ig; gates[H + k] = fg; gates[2 * H + k] = gg; gates[3 * H + k] = og;
+        c[k] = cy;
+        cell[k] = cy;
+        h[k] = next;
+        out[k] = next;
+    }
+}
+
+static void rnn_forward_rows(void *ctx, size_t begin, size_t end) {
+    rnn_job *j = ctx;
+    const backend_rnn_args *a = j->a;
+    int H = a->H, G = rnn_gates(a);
+    for (size_t i = begin; i < end; i++) {
+        size_t row = rnn_row(a, (int)i, j->step);
+        const float *x = a->xproj + row * a->xproj_stride, *hh = j->hh + i * (size_t)G * H;
+        float *h = j->h + i * H, *gates = a->gates + row * 4 * (size_t)H;
+        float *hprev = a->hprev + row * H, *out = a->out + row * a->out_stride;
+        memcpy(hprev, h, (size_t)H * sizeof(float));
+        if (a->kind == BACKEND_GRU) gru_step(x, hh, hprev, gates, h, out, H);
+        else lstm_step(x, hh, j->c + i * H, a->cell + row * H, gates, h, out, H);
+    }
+}
+
+/* Sequences still running at step s: the first n of `order` (lengths non-increasing). */
+static int rnn_active(const backend_rnn_args *a, int n, int s) {
+    while (n > 0 && a->sorted_lengths[n - 1] <= s) n--;
+    return n;
+}
+
+static void cpu_rnn_forward(backend *be, const backend_rnn_args *a) {
+    int B = a->B, H = a->H, G = rnn_gates(a), GH = G * H;
+    rnn_job j = { .a = a, .h = a->scratch, .c = a->scratch + (size_t)B * H, .hh = a->scratch + 2 * (size_t)B * H };
+    memset(a->scratch, 0, 2 * (size_t)B * H * sizeof(float));
+    int n = B;
+    for (int s = 0; s < a->T; s++) {
+        n = rnn_active(a, n, s);
+        if (n == 0) break;
+        for (int i = 0; i < n; i++) memcpy(j.hh + (size_t)i * GH, a->b_hh, (size_t)GH * sizeof(float));
+        sgemm_pool(be, 0, 1, n, GH, H, 1.0f, j.h, H, a->w_hh, H, 1.0f, j.hh, GH);
+        j.step = s;
+        parallel_for(be, (size_t)n, (size_t)(16384 / H + 1), rnn_forward_rows, &j);
+    }
+    if (a->h_last)
+        for (int i = 0; i < B; i++)
+            memcpy(a->h_last + (size_t)a->order[i] * a->h_last_stride, j.h + (size_t)i * H, (size_t)H * sizeof(float));
+}
+
+typedef struct rnn_back_job {
+    const backend_rnn_args *a;
+    int step;
+    float *dh, *dc, *dhh_step;   /* sorted [B, H], [B, H], [B, G*H] */
+} rnn_back_job;
+
+/* Gate gradients of one step of one sequence (see gru_step on why these are functions). An
+ * absent dout or cprev comes as a readable pointer with weight 0: a branch in the loop would
+ * keep it scalar. */
+static void gru_step_backward(const float *restrict gates, const float *restrict hprev, const float *dout,
+                              float dout_weight, float *restrict dx, float *restrict dstep, float *dh, int H) {
+    for (int k = 0; k < H; k++) {
+        float r = gates[k], z = gates[H + k], n = gates[2 * H + k], hn = gates[3 * H + k];
+        float g = dh[k] + dout_weight * dout[k];
+        float dn = g * (1.0f - z) * (1.0f - n * n);
+        float dz = g * (hprev[k] - n) * z * (1.0f - z);
+        float dr = dn * hn * r * (1.0f - r);
+        dx[k] = dr; dx[H + k] = dz; dx[2 * H + k] = dn;
+        dstep[k] = dr; dstep[H + k] = dz; dstep[2 * H + k] = dn * r;
+        dh[k] = g * z;
+    }
+}
+
+/* The LSTM's xproj and W_hh gradients are the same: dstep only (the caller copies it to dxproj;
+ * eight strided stores in one loop are more than GCC vectorises). */
+static void lstm_step_backward(const float *restrict gates, const float *restrict cell, const float *cprev,
+                               float cprev_weight, const float *dout, float dout_weight, float *restrict dstep,
+                               float *dh, float *restrict dc, int H) {
+    for (int k = 0; k < H; k++) {
+        float ig = gates[k], fg = gates[H + k], gg = gates[2 * H + k], og = gates[3 * H + k];
+        float tc = fast_tanhf(cell[k]);
+        float g = dh[k] + dout_weight * dout[k];
+        float dct = dc[k] + g * og * (1.0f - tc * tc);
+        float di = dct * gg * ig * (1.0f - ig);
+        float df = dct * (cprev_weight * cprev[k]) * fg * (1.0f - fg);
+        float dg = dct * ig * (1.0f - gg * gg);
+        float dog = g * tc * og * (1.0f - og);
+        dstep[k] = di; dstep[H + k] = df; dstep[2 * H + k] = dg; dstep[3 * H + k] = dog;
+        dc[k] = dct * fg;
+        dh[k] = 0.0f;
+    }
+}
+
+static void rnn_backward_rows(void *ctx, size_t begin, size_t end) {
+    rnn_back_job *j = ctx;
+    const backend_rnn_args *a = j->a;
+    int H = a->H, G = rnn_gates(a), GH = G * H;
+    for (size_t i = begin; i < end; i++) {
+        size_t row = rnn_row(a, (int)i, j->step);
+        const float *gates = a->gates + row * 4 * (size_t)H;
+        float *dx = a->dxproj + row * a->dxproj_stride, *dstep = j->dhh_step + i * GH, *dh = j->dh + i * H;
+        const float *dout = a->dout ? a->dout + row * a->dout_stride : dh;
+        float dout_weight = a->dout ? 1.0f : 0.0f;
+        if (a->kind == BACKEND_GRU) {
+            gru_step_backward(gates, a->hprev + row * H, dout, dout_weight, dx, dstep, dh, H);
+        } else {
+            /* the cell state this step started from: the previous position's, or 0 at the start */
+            const float *cell = a->cell + row * H, *cprev = j->step == 0 ? cell : a->cell + (a->reverse ? row + 1 : row - 1) * H;
+            lstm_step_backward(gates, cell, cprev, j->step == 0 ? 0.0f : 1.0f, dout, dout_weight, dstep, dh,
+                               j->dc + i * H, H);
+            memcpy(dx, dstep, (size_t)GH * sizeof(float));
+        }
+        memcpy(a->dhh + row * GH, dstep, (size_t)GH * sizeof(float));
+    }
+}
+
+static void cpu_rnn_backward(backend *be, const backend_rnn_args *a) {
+    int B = a->B, H = a->H, G = rnn_gates(a), GH = G * H;
+    rnn_back_job j = { .a = a, .dh = a->scratch, .dc = a->scratch + (size_t)B * H,
+                       .dhh_step = a->scratch + 2 * (size_t)B * H };
+    memset(a->scratch, 0, 2 * (size_t)B * H * sizeof(float));
+    if (a->dh_last)
+        for (int i = 0; i < B; i++)
+            memcpy(j.dh + (size_t)i * H, a->dh_last + (size_t)a->order[i] * a->dh_last_stride, (size_t)H * sizeof(float));
+    int longest = B > 0 ? a->sorted_lengths[0] : 0, n = 0;
+    for (int s = longest - 1; s >= 0; s--) {
+        while (n < B && a->sorted_lengths[n] > s) n++;
+        j.step = s;
+        parallel_for(be, (size_t)n, (size_t)(16384 / H + 1), rnn_backward_rows, &j);
+        /* dh of the step before: the direct path (written above) + dhh . W_hh */
+        sgemm_pool(be, 0, 0, n, H, GH, 1.0f, j.dhh_step, GH, a->w_hh, H, 1.0f, j.dh, H);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -1334,6 +1644,15 @@ backend *backend_cpu_create(int threads, bp_err *err) {
     be->mse = cpu_mse;
     be->sumsq = cpu_sumsq;
     be->adamw = cpu_adamw;
+    be->sgd = cpu_sgd;
+    be->matmul_backward_input = cpu_matmul_backward_input;
+    be->embedding_lookup_forward = cpu_embedding_lookup_forward;
+    be->embedding_lookup_backward = cpu_embedding_lookup_backward;
+    be->relu_forward = cpu_relu_forward;
+    be->relu_backward = cpu_relu_backward;
+    be->bce_with_logits = cpu_bce_with_logits;
+    be->rnn_forward = cpu_rnn_forward;
+    be->rnn_backward = cpu_rnn_backward;
     be->check = cpu_check;
     be->plan_weights = cpu_plan_weights;
     be->weights_changed = cpu_weights_changed;

@@ -921,11 +921,14 @@ __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v
     float one_minus_b1 = __fsub_rn(1.0f, a.beta1), one_minus_b2 = __fsub_rn(1.0f, a.beta2);
     EACH(i, n) {
         float p = __fmul_rn(param[i], a.decay), mi, vi;
-        if (touched && !touched[i / row_len]) {   /* zero gradient: the moments only decay */
+        int untouched = touched && !touched[i / row_len];
+        if (untouched && a.l2 == 0.0f) {   /* zero gradient: the moments only decay */
             mi = __fmul_rn(m[i], a.beta1);
             vi = __fmul_rn(v[i], a.beta2);
         } else {
-            float g = __fmul_rn(grad[i], a.grad_scale);
+            /* Adam's L2 decay joins the gradient (backend.h); decay is 1 then */
+            float g = untouched ? 0.0f : __fmul_rn(grad[i], a.grad_scale);
+            if (a.l2 != 0.0f) g = __fadd_rn(g, __fmul_rn(a.l2, param[i]));
             mi = __fadd_rn(__fmul_rn(m[i], a.beta1), __fmul_rn(g, one_minus_b1));
             vi = __fadd_rn(__fmul_rn(v[i], a.beta2), __fmul_rn(__fmul_rn(g, g), one_minus_b2));
         }
@@ -943,6 +946,251 @@ static void cuda_adamw(backend *be, float *param, const float *grad, float *m, f
     if (st->failed || !n) return;
     adamw_kernel<<<blocks_for(n, 256), 256, 0, st->stream>>>(param, grad, m, v, n, row_len, touched, *args);
     LAUNCHED(st, "adamw_kernel");
+}
+
+/* torch.optim.SGD, operation for operation as backend/cpu.c */
+__global__ void sgd_kernel(float *param, const float *grad, float *buf, size_t n, size_t row_len,
+                           const uint8_t *touched, backend_sgd_args a) {
+    float keep = __fsub_rn(1.0f, a.dampening);
+    EACH(i, n) {
+        float d = touched && !touched[i / row_len] ? 0.0f : __fmul_rn(grad[i], a.grad_scale);
+        if (a.weight_decay != 0.0f) d = __fadd_rn(d, __fmul_rn(a.weight_decay, param[i]));
+        if (buf) {
+            float b = a.first ? d : __fadd_rn(__fmul_rn(buf[i], a.momentum), __fmul_rn(d, keep));
+            buf[i] = b;
+            d = a.nesterov ? __fadd_rn(d, __fmul_rn(a.momentum, b)) : b;
+        }
+        param[i] = __fadd_rn(param[i], __fmul_rn(-a.lr, d));
+    }
+}
+
+static void cuda_sgd(backend *be, float *param, const float *grad, float *momentum_buf, size_t rows,
+                     size_t row_len, const uint8_t *touched, const backend_sgd_args *args) {
+    cuda_state *st = state_of(be);
+    size_t n = rows * row_len;
+    if (st->failed || !n) return;
+    sgd_kernel<<<blocks_for(n, 256), 256, 0, st->stream>>>(param, grad, args->momentum != 0 ? momentum_buf : NULL, n,
+                                                           row_len, touched, *args);
+    LAUNCHED(st, "sgd_kernel");
+}
+
+// ----------------------------------------------------------------------------
+// the model variants: frozen products, plain embeddings, ReLU, BCE
+
+static void cuda_matmul_backward_input(backend *be, float *dinp, const float *dout, const float *weight,
+                                       int N, int IC, int OC, int accumulate) {
+    cuda_state *st = state_of(be);
+    if (st->failed) return;
+    const __nv_bfloat16 *d16, *w16;
+    if (operands_bf16(st, dout, (size_t)N * OC, &d16, 0, weight, (size_t)OC * IC, &w16, 1) != 0) return;
+    gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, 1.0f, weight, w16, IC, dout, d16, OC, accumulate ? 1.0f : 0.0f,
+         dinp, IC);
+}
+
+__global__ void embedding_lookup_forward_kernel(float *out, const int32_t *ids, const float *wte, size_t N, int C) {
+    EACH(i, N * C) out[i] = wte[(size_t)ids[i / C] * C + i % C];
+}
+
+static void cuda_embedding_lookup_forward(backend *be, float *out, const int32_t *ids, const float *wte, int N, int C) {
+    cuda_state *st = state_of(be);
+    if (st->failed || N <= 0) return;
+    embedding_lookup_forward_kernel<<<blocks_for((size_t)N * C, 256), 256, 0, st->stream>>>(out, ids, wte, (size_t)N, C);
+    LAUNCHED(st, "embedding_lookup_forward_kernel");
+}
+
+static void cuda_embedding_lookup_backward(backend *be, float *dwte, uint8_t *wte_touched, const float *dout,
+                                           const int32_t *ids, int N, int C, int padding_idx) {
+    cuda_state *st = state_of(be);
+    if (st->failed || N <= 0) return;
+    embedding_backward_wte_kernel<<<blocks_for((size_t)N * C, 256), 256, 0, st->stream>>>(dwte, wte_touched, dout, ids,
+                                                                                        (size_t)N, C, padding_idx);
+    LAUNCHED(st, "embedding_backward_wte_kernel");
+}
+
+__global__ void relu_forward_kernel(float *out, const float *inp, size_t n) {
+    EACH(i, n) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+__global__ void relu_backward_kernel(float *dinp, const float *out, const float *dout, size_t n) {
+    EACH(i, n) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+static void cuda_relu_forward(backend *be, float *out, const float *inp, size_t n) {
+    cuda_state *st = state_of(be);
+    if (st->failed || !n) return;
+    relu_forward_kernel<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, inp, n);
+    LAUNCHED(st, "relu_forward_kernel");
+}
+static void cuda_relu_backward(backend *be, float *dinp, const float *out, const float *dout, size_t n) {
+    cuda_state *st = state_of(be);
+    if (st->failed || !n) return;
+    relu_backward_kernel<<<blocks_for(n, 256), 256, 0, st->stream>>>(dinp, out, dout, n);
+    LAUNCHED(st, "relu_backward_kernel");
+}
+
+__global__ void bce_kernel(float *loss, float *dlogits, const float *logits, const float *targets, int rows,
+                           float scale, float grad_scale) {
+    __shared__ double shared_d[32];
+    double total = 0.0;
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+        double x = logits[r], y = targets[r];
+        total += (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
+        double sigmoid = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+        dlogits[r] = (float)(grad_scale * (sigmoid - y));
+    }
+    total = block_sum_d(total, shared_d);
+    if (threadIdx.x == 0) *loss += (float)(scale * total);
+}
+
+static void cuda_bce_with_logits(backend *be, float *loss, float *dlogits, const float *logits, const float *targets,
+                                 int rows, float scale, float grad_scale) {
+    cuda_state *st = state_of(be);
+    if (st->failed || rows <= 0) return;
+    bce_kernel<<<1, LOSS_THREADS, 0, st->stream>>>(loss, dlogits, logits, targets, rows, scale, grad_scale);
+    LAUNCHED(st, "bce_kernel");
+}
+
+// ----------------------------------------------------------------------------
+// recurrent layers: per step one cuBLAS product over the running sequences (the first n of
+// `order`: the host knows n from sorted_lengths) and one kernel for the gates
+
+/* The state rows i < n and their sequences' rows at step s (backend/cpu.c's rnn_row). */
+__device__ __forceinline__ size_t rnn_row(const int32_t *order, const int32_t *lengths, int i, int s, int T,
+                                          int reverse) {
+    int b = order[i], len = lengths[b];
+    return (size_t)b * T + (size_t)(reverse ? len - 1 - s : s);
+}
+
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* hh [n, G*H] = h W_hh^T (no bias yet); gates, state and outputs of step s. */
+__global__ void rnn_forward_kernel(backend_rnn_args a, int n, int s, float *h, float *c, const float *hh) {
+    int H = a.H, G = a.kind == BACKEND_LSTM ? 4 : 3;
+    EACH(e, (size_t)n * H) {
+        int i = (int)(e / H), k = (int)(e % H);
+        size_t row = rnn_row(a.order, a.lengths, i, s, a.T, a.reverse);
+        const float *x = a.xproj + row * a.xproj_stride, *hr = hh + (size_t)i * G * H;
+        float *gates = a.gates + row * 4 * (size_t)H, hp = h[(size_t)i * H + k], next;
+        a.hprev[row * H + k] = hp;
+        if (a.kind == BACKEND_GRU) {
+            float r = sigmoid_f(x[k] + hr[k] + a.b_hh[k]);
+            float z = sigmoid_f(x[H + k] + hr[H + k] + a.b_hh[H + k]);
+            float hn = hr[2 * H + k] + a.b_hh[2 * H + k];
+            float nn = tanhf(x[2 * H + k] + r * hn);
+            next = (hp - nn) * z + nn;
+            gates[k] = r; gates[H + k] = z; gates[2 * H + k] = nn; gates[3 * H + k] = hn;
+        } else {
+            float ig = sigmoid_f(x[k] + hr[k] + a.b_hh[k]);
+            float fg = sigmoid_f(x[H + k] + hr[H + k] + a.b_hh[H + k]);
+            float gg = tanhf(x[2 * H + k] + hr[2 * H + k] + a.b_hh[2 * H + k]);
+            float og = sigmoid_f(x[3 * H + k] + hr[3 * H + k] + a.b_hh[3 * H + k]);
+            float cy = fg * c[(size_t)i * H + k] + ig * gg;
+            next = og * tanhf(cy);
+            gates[k] = ig; gates[H + k] = fg; gates[2 * H + k] = gg; gates[3 * H + k] = og;
+            c[(size_t)i * H + k] = cy;
+            a.cell[row * H + k] = cy;
+        }
+        h[(size_t)i * H + k] = next;
+        a.out[row * a.out_stride + k] = next;
+    }
+}
+
+/* rows[order[i]] (stride) <-> state[i] (H floats), one direction or the other */
+__global__ void rnn_scatter_kernel(float *rows, int stride, float *state, const int32_t *order, int B, int H,
+                                   int to_rows) {
+    EACH(e, (size_t)B * H) {
+        int i = (int)(e / H), k = (int)(e % H);
+        float *r = rows + (size_t)order[i] * stride + k;
+        if (to_rows) *r = state[e];
+        else state[e] = *r;
+    }
+}
+
+/* The running count at step s from the host's sorted lengths. */
+static int rnn_active(const backend_rnn_args *a, int n, int s) {
+    while (n > 0 && a->sorted_lengths[n - 1] <= s) n--;
+    return n;
+}
+
+static void cuda_rnn_forward(backend *be, const backend_rnn_args *a) {
+    cuda_state *st = state_of(be);
+    if (st->failed) return;
+    int B = a->B, H = a->H, GH = (a->kind == BACKEND_LSTM ? 4 : 3) * H;
+    float *h = a->scratch, *c = h + (size_t)B * H, *hh = c + (size_t)B * H;
+    if (CUDA_OK(st, cudaMemsetAsync(h, 0, 2 * (size_t)B * H * sizeof(float), st->stream)) != 0) return;
+    const __nv_bfloat16 *w16 = st->precision == BACKEND_CUDA_BF16 ? as_bf16(st, 0, a->w_hh, (size_t)GH * H) : NULL;
+    int n = B;
+    for (int s = 0; s < a->T && !st->failed; s++) {
+        n = rnn_active(a, n, s);
+        if (n == 0) break;
+        const __nv_bfloat16 *h16 = w16 ? as_bf16(st, 1, h, (size_t)n * H) : NULL;
+        gemm(st, CUBLAS_OP_T, CUBLAS_OP_N, GH, n, H, 1.0f, a->w_hh, w16, H, h, h16, H, 0.0f, hh, GH);
+        rnn_forward_kernel<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(*a, n, s, h, c, hh);
+        if (LAUNCHED(st, "rnn_forward_kernel") != 0) return;
+    }
+    if (a->h_last && !st->failed) {
+        rnn_scatter_kernel<<<blocks_for((size_t)B * H, 256), 256, 0, st->stream>>>(a->h_last, a->h_last_stride, h,
+                                                                                   a->order, B, H, 1);
+        LAUNCHED(st, "rnn_scatter_kernel");
+    }
+}
+
+/* Gate gradients of step s (backend/cpu.c's rnn_backward_rows): dxproj and dhh rows, this step's
+ * dhh rows for the product below, and dh's direct part (GRU: g z; LSTM: 0), dc. */
+__global__ void rnn_backward_kernel(backend_rnn_args a, int n, int s, float *dh, float *dc, float *dstep) {
+    int H = a.H, G = a.kind == BACKEND_LSTM ? 4 : 3, GH = G * H;
+    EACH(e, (size_t)n * H) {
+        int i = (int)(e / H), k = (int)(e % H);
+        size_t row = rnn_row(a.order, a.lengths, i, s, a.T, a.reverse);
+        const float *gates = a.gates + row * 4 * (size_t)H;
+        float *dx = a.dxproj + row * a.dxproj_stride, *dhh = a.dhh + row * GH, *ds = dstep + (size_t)i * GH;
+        float g = dh[e] + (a.dout ? a.dout[row * a.dout_stride + k] : 0.0f);
+        if (a.kind == BACKEND_GRU) {
+            float r = gates[k], z = gates[H + k], nn = gates[2 * H + k], hn = gates[3 * H + k];
+            float hp = a.hprev[row * H + k];
+            float dn = g * (1.0f - z) * (1.0f - nn * nn);
+            float dz = g * (hp - nn) * z * (1.0f - z);
+            float dr = dn * hn * r * (1.0f - r);
+            dx[k] = dr; dx[H + k] = dz; dx[2 * H + k] = dn;
+            ds[k] = dhh[k] = dr; ds[H + k] = dhh[H + k] = dz; ds[2 * H + k] = dhh[2 * H + k] = dn * r;
+            dh[e] = g * z;
+        } else {
+            float ig = gates[k], fg = gates[H + k], gg = gates[2 * H + k], og = gates[3 * H + k];
+            float tc = tanhf(a.cell[row * H + k]);
+            float cp = s == 0 ? 0.0f : a.cell[(a.reverse ? row + 1 : row - 1) * H + k];
+            float dct = dc[e] + g * og * (1.0f - tc * tc);
+            float di = dct * gg * ig * (1.0f - ig), df = dct * cp * fg * (1.0f - fg);
+            float dg = dct * ig * (1.0f - gg * gg), dog = g * tc * og * (1.0f - og);
+            dx[k] = di; dx[H + k] = df; dx[2 * H + k] = dg; dx[3 * H + k] = dog;
+            ds[k] = dhh[k] = di; ds[H + k] = dhh[H + k] = df; ds[2 * H + k] = dhh[2 * H + k] = dg;
+            ds[3 * H + k] = dhh[3 * H + k] = dog;
+            dc[e] = dct * fg;
+            dh[e] = 0.0f;
+        }
+    }
+}
+
+static void cuda_rnn_backward(backend *be, const backend_rnn_args *a) {
+    cuda_state *st = state_of(be);
+    if (st->failed) return;
+    int B = a->B, H = a->H, GH = (a->kind == BACKEND_LSTM ? 4 : 3) * H;
+    float *dh = a->scratch, *dc = dh + (size_t)B * H, *dstep = dc + (size_t)B * H;
+    if (CUDA_OK(st, cudaMemsetAsync(dh, 0, 2 * (size_t)B * H * sizeof(float), st->stream)) != 0) return;
+    if (a->dh_last) {
+        rnn_scatter_kernel<<<blocks_for((size_t)B * H, 256), 256, 0, st->stream>>>((float *)a->dh_last,
+                                                                                   a->dh_last_stride, dh, a->order,
+                                                                                   B, H, 0);
+        if (LAUNCHED(st, "rnn_scatter_kernel") != 0) return;
+    }
+    const __nv_bfloat16 *w16 = st->precision == BACKEND_CUDA_BF16 ? as_bf16(st, 0, a->w_hh, (size_t)GH * H) : NULL;
+    int longest = B > 0 ? a->sorted_lengths[0] : 0, n = 0;
+    for (int s = longest - 1; s >= 0 && !st->failed; s--) {
+        while (n < B && a->sorted_lengths[n] > s) n++;
+        rnn_backward_kernel<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(*a, n, s, dh, dc, dstep);
+        if (LAUNCHED(st, "rnn_backward_kernel") != 0) return;
+        const __nv_bfloat16 *d16 = w16 ? as_bf16(st, 1, dstep, (size_t)n * GH) : NULL;
+        /* dh[n, H] += dstep[n, GH] . W_hh: the column-major view of matmul_backward's dinp */
+        gemm(st, CUBLAS_OP_N, CUBLAS_OP_N, H, n, GH, 1.0f, a->w_hh, w16, H, dstep, d16, GH, 1.0f, dh, H);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -1159,6 +1407,15 @@ extern "C" backend *backend_cuda_create(bp_err *err) {
     be->mse = cuda_mse;
     be->sumsq = cuda_sumsq;
     be->adamw = cuda_adamw;
+    be->sgd = cuda_sgd;
+    be->matmul_backward_input = cuda_matmul_backward_input;
+    be->embedding_lookup_forward = cuda_embedding_lookup_forward;
+    be->embedding_lookup_backward = cuda_embedding_lookup_backward;
+    be->relu_forward = cuda_relu_forward;
+    be->relu_backward = cuda_relu_backward;
+    be->bce_with_logits = cuda_bce_with_logits;
+    be->rnn_forward = cuda_rnn_forward;
+    be->rnn_backward = cuda_rnn_backward;
     be->check = cuda_check;
     return be;
 }

@@ -23,7 +23,9 @@
     X(embedding_forward) X(embedding_backward) X(embedding_zero_grad) X(add_layernorm_forward)   \
     X(add_layernorm_backward) X(gelu_forward) X(gelu_backward) X(tanh_forward) X(tanh_backward)  \
     X(dropout) X(attention_forward) X(attention_backward) X(cross_entropy) X(mse) X(sumsq)       \
-    X(adamw)
+    X(adamw) X(sgd) X(matmul_backward_input) X(embedding_lookup_forward)                          \
+    X(embedding_lookup_backward) X(relu_forward) X(relu_backward) X(bce_with_logits)              \
+    X(rnn_forward) X(rnn_backward)
 
 #define AS_ENUM(op) OP_##op,
 #define AS_NAME(op) #op,
@@ -175,6 +177,39 @@ static void fault_adamw(backend *be, float *param, const float *grad, float *m, 
     if (poisoned(OP_adamw)) fill_nan(be, param, rows * row_len);
 }
 
+static void fault_sgd(backend *be, float *param, const float *grad, float *momentum_buf, size_t rows, size_t row_len,
+                      const uint8_t *touched, const backend_sgd_args *args) {
+    if (runs(OP_sgd)) armed.inner.sgd(be, param, grad, momentum_buf, rows, row_len, touched, args);
+}
+static void fault_matmul_backward_input(backend *be, float *dinp, const float *dout, const float *weight, int N, int IC,
+                                        int OC, int accumulate) {
+    if (runs(OP_matmul_backward_input)) armed.inner.matmul_backward_input(be, dinp, dout, weight, N, IC, OC, accumulate);
+}
+static void fault_embedding_lookup_forward(backend *be, float *out, const int32_t *ids, const float *wte, int N, int C) {
+    if (runs(OP_embedding_lookup_forward)) armed.inner.embedding_lookup_forward(be, out, ids, wte, N, C);
+}
+static void fault_embedding_lookup_backward(backend *be, float *dwte, uint8_t *wte_touched, const float *dout,
+                                            const int32_t *ids, int N, int C, int padding_idx) {
+    if (runs(OP_embedding_lookup_backward))
+        armed.inner.embedding_lookup_backward(be, dwte, wte_touched, dout, ids, N, C, padding_idx);
+}
+static void fault_relu_forward(backend *be, float *out, const float *inp, size_t n) {
+    if (runs(OP_relu_forward)) armed.inner.relu_forward(be, out, inp, n);
+}
+static void fault_relu_backward(backend *be, float *dinp, const float *out, const float *dout, size_t n) {
+    if (runs(OP_relu_backward)) armed.inner.relu_backward(be, dinp, out, dout, n);
+}
+static void fault_bce_with_logits(backend *be, float *loss, float *dlogits, const float *logits, const float *targets,
+                                  int rows, float scale, float grad_scale) {
+    if (runs(OP_bce_with_logits)) armed.inner.bce_with_logits(be, loss, dlogits, logits, targets, rows, scale, grad_scale);
+}
+static void fault_rnn_forward(backend *be, const backend_rnn_args *args) {
+    if (runs(OP_rnn_forward)) armed.inner.rnn_forward(be, args);
+}
+static void fault_rnn_backward(backend *be, const backend_rnn_args *args) {
+    if (runs(OP_rnn_backward)) armed.inner.rnn_backward(be, args);
+}
+
 /* A real failure the backend met before is the news; the injected one otherwise. */
 static int fault_check(backend *be, bp_err *err) {
     int rc = armed.inner.check(be, err);
@@ -210,11 +245,12 @@ int backend_fault_arm(backend *be, const char *spec, bp_err *err) {
     long n = colon && colon[1] ? strtol(colon + 1, &end, 10) : 0;
     if (nan && which != OP_matmul_forward && which != OP_adamw && which != OP_sumsq) which = -1;
     if (which < 0 || !end || *end || errno || n < 1 || strlen(spec) >= sizeof armed.spec) {
-        char names[512] = "";
+        char names[1024] = "";
         for (int i = 0; i < OP_COUNT; i++)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? " " : "", op_names[i]);
-        return bp_err_set(err, "BERTPIPE_FAULT wants backend:OP:N, OP one of %s and N >= 1, or nan:OP:N, OP one of "
-                          "matmul_forward adamw sumsq, got '%s'", names, spec);
+        /* the value first: the list of ops is long enough to be cut at the end of the message */
+        return bp_err_set(err, "BERTPIPE_FAULT wants backend:OP:N with N >= 1, got '%s'; OP one of %s; or nan:OP:N, "
+                          "OP one of matmul_forward adamw sumsq", spec, names);
     }
     armed.be = be;
     armed.nan = nan;

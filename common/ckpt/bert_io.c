@@ -1,18 +1,12 @@
-/* ckpt/bert_io.c — checkpoint directories for the BERT model (see bert_io.h).
- * Must never: write a checkpoint file other than through base/atomic_file.h (a reader sees
- * the old file or the whole new one), print, or exit. */
+/* ckpt/bert_io.c — BERT's hyper-parameters to and from config.json (see bert_io.h).
+ * Must never: print, or exit. */
 #include "ckpt/bert_io.h"
 
-#include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/atomic_dir.h"
 #include "base/atomic_file.h"
-#include "ckpt/load.h"
-#include "ckpt/safetensors.h"
 
 int bert_preset(const char *name, bert_config *cfg, bp_err *err) {
     static const struct { const char *name; int layers, hidden; } presets[] = {
@@ -50,290 +44,46 @@ int bert_config_from_hf(const hfc_config *hf, bert_head head, int num_labels, be
     return bert_config_check(out, err);
 }
 
-/* Host array laid out like the parameters, with HF names. */
-typedef struct described {
-    float *flat;
-    bp_named_tensor *tensors;
-    int n;
-} described;
-
-static int describe(bert_model *m, described *d, bp_err *err) {
-    d->n = bert_tensor_count(m);
-    d->flat = malloc(m->num_params * sizeof(float));
-    d->tensors = calloc((size_t)d->n, sizeof *d->tensors);
-    if (!d->flat || !d->tensors) {
-        free(d->flat);
-        free(d->tensors);
-        return bp_err_set(err, "out of memory for %zu parameters", m->num_params);
-    }
-    bert_describe_tensors(m, d->flat, d->tensors);
-    return 0;
-}
-
-static void described_free(described *d) {
-    free(d->flat);
-    free(d->tensors);
-}
-
-static char *join_lines(char *a, char *b) {
-    if (!a) return b;
-    if (!b) return a;
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *both = malloc(n);
-    if (both) snprintf(both, n, "%s\n%s", a, b);
-    free(a);
-    free(b);
-    return both;
-}
-
 int bert_read_config(const char *source, hfc_config *hf, bp_err *err) {
     char config_path[4096];
     snprintf(config_path, sizeof config_path, af_is_dir(source) ? "%s/config.json" : "%s", source);
     return hfc_read(config_path, hf, err);
 }
 
-bert_model *bert_open(const char *source, int load_weights, bert_head head, int num_labels, bert_use use,
-                      backend *be, int max_B, int max_T, uint64_t seed, char **notes, bp_err *err) {
-    if (notes) *notes = NULL;
-    if (ad_recover(source, err)) return NULL;
-    int dir = af_is_dir(source);
-    hfc_config hf;
-    if (bert_read_config(source, &hf, err)) return NULL;
-    bert_config cfg;
-    int rc = bert_config_from_hf(&hf, head, num_labels, &cfg, err);
-    hfc_free(&hf);
-    if (rc) return NULL;
-    bert_model *m = bert_create_for(&cfg, be, max_B, max_T, use, err);
-    if (!m) return NULL;
-    if (bert_init_weights(m, seed, 0, err)) goto fail;
-    if (!load_weights || !dir) return m;
-
-    ckpt_source *src = ckpt_open(source, err);
-    if (!src) goto fail;
-    described d;
-    if (describe(m, &d, err)) { ckpt_close(src); goto fail; }
-    if (bert_copy_to_host(m, NULL, BERT_STATE_PARAMS, d.flat, err)) goto fail_loaded;
-    static const char *qa_ignore[] = {"pooler", NULL};
-    ckpt_report report = {0};
-    const char *model_class = head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification";
-    int (*load)(const bp_named_tensor *, size_t, unsigned char *, const bp_named_tensor *, size_t, const char *,
-                const char *, const char *const *, ckpt_report *, bp_err *) =
-        load_weights == BERT_LOAD_IGNORE_MISMATCHED_SIZES ? ckpt_load_into_ignoring_sizes : ckpt_load_into;
-    if (load(d.tensors, (size_t)d.n, NULL, src->tensors, src->n_tensors, src->path, "bert",
-             head == BERT_HEAD_QA ? qa_ignore : NULL, &report, err))
-        goto fail_loaded;
-    if (notes)
-        *notes = join_lines(join_lines(ckpt_format_unexpected(&report, src->path, model_class),
-                                       ckpt_format_missing(&report, src->path, model_class)),
-                            ckpt_format_mismatched(&report, src->path, model_class));
-    ckpt_report_free(&report);
-    if (bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, d.flat, err)) goto fail_loaded;
-    described_free(&d);
-    ckpt_close(src);
-    return m;
-fail_loaded:
-    described_free(&d);
-    ckpt_close(src);
-fail:
-    bert_free(m);
-    return NULL;
-}
-
-/* model.safetensors, config.json and (vocab_path given) vocab.txt into the folder DIR. */
-static int write_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
-                            const char *vocab_path, bp_err *err) {
-    char path[4096];
-    described d;
-    if (describe(m, &d, err)) return -1;
-    int rc = bert_copy_to_host(m, NULL, BERT_STATE_PARAMS, d.flat, err);
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = st_write(path, d.tensors, (size_t)d.n, NULL, NULL, 0, err);
-    }
-    described_free(&d);
-    if (rc) return -1;
-
-    hfc_config hf;
-    if (hfc_defaults(&hf, err)) return -1;
-    const bert_config *c = &m->cfg;
-    hf.vocab_size = c->vocab_size;
-    hf.hidden_size = c->hidden_size;
-    hf.num_hidden_layers = c->num_hidden_layers;
-    hf.num_attention_heads = c->num_attention_heads;
-    hf.intermediate_size = c->intermediate_size;
-    hf.max_position_embeddings = c->max_position_embeddings;
-    hf.type_vocab_size = c->type_vocab_size;
-    hf.pad_token_id = c->pad_token_id < 0 ? 0 : c->pad_token_id;
+int bert_hf_config(const bert_config *c, int classes, const char *architecture, const char *const *labels,
+                   int n_labels, hfc_config *hf, bp_err *err) {
+    if (hfc_defaults(hf, err)) return -1;
+    hf->vocab_size = c->vocab_size;
+    hf->hidden_size = c->hidden_size;
+    hf->num_hidden_layers = c->num_hidden_layers;
+    hf->num_attention_heads = c->num_attention_heads;
+    hf->intermediate_size = c->intermediate_size;
+    hf->max_position_embeddings = c->max_position_embeddings;
+    hf->type_vocab_size = c->type_vocab_size;
+    hf->pad_token_id = c->pad_token_id < 0 ? 0 : c->pad_token_id;
     /* float32 in the model: written as the decimal they stand for (0.1, not 0.10000000149011612) */
-    hf.layer_norm_eps = hfc_real_from_float(c->layer_norm_eps);
-    hf.hidden_dropout_prob = hfc_real_from_float(c->hidden_dropout_prob);
-    hf.attention_probs_dropout_prob = hfc_real_from_float(c->attention_probs_dropout_prob);
-    hf.classifier_dropout = hfc_real_from_float(c->classifier_dropout);
-    hf.initializer_range = hfc_real_from_float(c->initializer_range);
-    snprintf(hf.architecture, sizeof hf.architecture, "%s",
-             c->head == BERT_HEAD_QA ? "BertForQuestionAnswering" : "BertForSequenceClassification");
-    if (c->head == BERT_HEAD_CLASSIFICATION && labels && n_labels == c->num_labels)
-        rc = hfc_set_labels(&hf, labels, n_labels, err);
-    else if (c->head == BERT_HEAD_CLASSIFICATION && c->num_labels != hf.num_labels) {
+    hf->layer_norm_eps = hfc_real_from_float(c->layer_norm_eps);
+    hf->hidden_dropout_prob = hfc_real_from_float(c->hidden_dropout_prob);
+    hf->attention_probs_dropout_prob = hfc_real_from_float(c->attention_probs_dropout_prob);
+    hf->classifier_dropout = hfc_real_from_float(c->classifier_dropout);
+    hf->initializer_range = hfc_real_from_float(c->initializer_range);
+    snprintf(hf->architecture, sizeof hf->architecture, "%s", architecture);
+    int rc = 0;
+    if (c->head == BERT_HEAD_CLASSIFICATION && labels && n_labels == classes)
+        rc = hfc_set_labels(hf, labels, n_labels, err);
+    else if (c->head == BERT_HEAD_CLASSIFICATION && classes != hf->num_labels) {
         /* LABEL_i names for a label count the dataset did not name */
-        char **names = calloc((size_t)c->num_labels, sizeof *names);
+        char **names = calloc((size_t)classes, sizeof *names);
         rc = names ? 0 : bp_err_set(err, "out of memory");
-        for (int i = 0; rc == 0 && i < c->num_labels; i++) {
+        for (int i = 0; rc == 0 && i < classes; i++) {
             names[i] = malloc(24);
             if (!names[i]) rc = bp_err_set(err, "out of memory");
             else snprintf(names[i], 24, "LABEL_%d", i);
         }
-        if (rc == 0) rc = hfc_set_labels(&hf, (const char *const *)names, c->num_labels, err);
-        for (int i = 0; names && i < c->num_labels; i++) free(names[i]);
+        if (rc == 0) rc = hfc_set_labels(hf, (const char *const *)names, classes, err);
+        for (int i = 0; names && i < classes; i++) free(names[i]);
         free(names);
     }
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/config.json", dir);
-        rc = hfc_write(path, &hf, err);
-    }
-    hfc_free(&hf);
-    if (rc) return -1;
-    if (vocab_path) {
-        snprintf(path, sizeof path, "%s/vocab.txt", dir);
-        if (af_copy_file(vocab_path, path, err)) return -1;
-    }
-    return 0;
-}
-
-/* Moments as named tensors: "exp_avg.NAME" (m) or "exp_avg_sq.NAME" (v) over flat. */
-static bp_named_tensor *moment_tensors(const described *d, float *flat, const char *prefix) {
-    bp_named_tensor *t = calloc((size_t)d->n, sizeof *t);
-    if (!t) return NULL;
-    for (int i = 0; i < d->n; i++) {
-        t[i] = d->tensors[i];
-        /* HF names are far shorter than the field; a longer one would be cut, not overflow. */
-        int n = snprintf(t[i].name, sizeof t[i].name, "%s.", prefix);
-        snprintf(t[i].name + n, sizeof t[i].name - (size_t)n, "%.*s", (int)(sizeof t[i].name - (size_t)n - 1),
-                 d->tensors[i].name);
-        t[i].data = (char *)flat + ((char *)d->tensors[i].data - (char *)d->flat);
-    }
-    return t;
-}
-
-/* optimizer.safetensors into the folder DIR. */
-static int write_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
-                             bp_err *err) {
-    described d;
-    if (describe(m, &d, err)) return -1;
-    float *mv = malloc(2 * m->num_params * sizeof(float));
-    bp_named_tensor *all = calloc(2 * (size_t)d.n, sizeof *all);
-    bp_named_tensor *tm = mv ? moment_tensors(&d, mv, "exp_avg") : NULL;
-    bp_named_tensor *tv = mv ? moment_tensors(&d, mv + m->num_params, "exp_avg_sq") : NULL;
-    int rc = (!mv || !all || !tm || !tv) ? bp_err_set(err, "out of memory saving the optimizer state") : 0;
-    if (rc == 0) rc = bert_copy_to_host(m, opt, BERT_STATE_ADAM_M, mv, err);
-    if (rc == 0) rc = bert_copy_to_host(m, opt, BERT_STATE_ADAM_V, mv + m->num_params, err);
-    if (rc == 0) {
-        memcpy(all, tm, (size_t)d.n * sizeof *all);
-        memcpy(all + d.n, tv, (size_t)d.n * sizeof *all);
-        char v_step[32], v_epoch[32], v_pos[32], v_seed[32], v_counter[32], path[4096];
-        snprintf(v_step, sizeof v_step, "%ld", state->step);
-        snprintf(v_epoch, sizeof v_epoch, "%ld", state->epoch);
-        snprintf(v_pos, sizeof v_pos, "%" PRId64, state->batches_consumed);
-        snprintf(v_seed, sizeof v_seed, "%" PRIu64, state->dropout_seed);
-        snprintf(v_counter, sizeof v_counter, "%" PRIu64, state->dropout_counter);
-        const char *keys[] = {"step", "epoch", "batches_consumed", "dropout_seed", "dropout_counter"};
-        const char *values[] = {v_step, v_epoch, v_pos, v_seed, v_counter};
-        snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-        rc = st_write(path, all, 2 * (size_t)d.n, keys, values, 5, err);
-    }
-    free(tm);
-    free(tv);
-    free(all);
-    free(mv);
-    described_free(&d);
-    return rc;
-}
-
-int bert_write_checkpoint_files(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *folder,
-                                const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
-    if (write_pretrained(m, folder, labels, n_labels, vocab_path, err)) return -1;
-    return opt ? write_train_state(m, opt, folder, state, err) : 0;
-}
-
-int bert_save_checkpoint(bert_model *m, optim_adamw *opt, const bert_train_state *state, const char *dir,
-                         const char *const *labels, int n_labels, const char *vocab_path, bp_err *err) {
-    /* What the new folder gets from us. Weights in another format and optimizer state we do
-     * not write would contradict the new weights: they are dropped, not carried over. */
-    const char *replaced[] = {"model.safetensors", "config.json", "optimizer.safetensors", "pytorch_model.bin",
-                              "model.safetensors.index.json", vocab_path ? "vocab.txt" : NULL, NULL};
-    ad_dir folder;
-    if (ad_begin(&folder, dir, replaced, err)) return -1;
-    int rc = bert_write_checkpoint_files(m, opt, state, folder.tmp_path, labels, n_labels, vocab_path, err);
-    if (rc != 0) {
-        ad_abort(&folder);
-        bp_err inner = *err;
-        return bp_err_set(err, "checkpoint not saved, %s still holds the previous one: %s", dir, inner.msg);
-    }
-    return ad_commit(&folder, err);
-}
-
-int bert_save_pretrained(bert_model *m, const char *dir, const char *const *labels, int n_labels,
-                         const char *vocab_path, bp_err *err) {
-    return bert_save_checkpoint(m, NULL, NULL, dir, labels, n_labels, vocab_path, err);
-}
-
-int bert_save_train_state(bert_model *m, optim_adamw *opt, const char *dir, const bert_train_state *state,
-                          bp_err *err) {
-    if (ad_recover(dir, err) || af_make_dir(dir, err)) return -1;
-    return write_train_state(m, opt, dir, state, err);
-}
-
-static int meta_u64(const st_file *f, const char *key, uint64_t *out, bp_err *err) {
-    const char *v = st_metadata(f, key);
-    char *end;
-    if (!v || !*v) return bp_err_set(err, "optimizer state has no '%s' (%s)", key, f->path);
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || *end) return bp_err_set(err, "optimizer state '%s' is not a number: '%s' (%s)", key, v, f->path);
-    *out = x;
-    return 0;
-}
-
-int bert_load_train_state(bert_model *m, optim_adamw *opt, const char *dir, bert_train_state *state, bp_err *err) {
-    if (ad_recover(dir, err)) return -1;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    st_file *f = st_open(path, err);
-    if (!f) return -1;
-    described d;
-    if (describe(m, &d, err)) { st_close(f); return -1; }
-    float *mv = malloc(2 * m->num_params * sizeof(float));
-    int rc = mv ? 0 : bp_err_set(err, "out of memory loading the optimizer state");
-    for (int which = 0; rc == 0 && which < 2; which++) {
-        float *base = mv + (size_t)which * m->num_params;
-        for (int i = 0; rc == 0 && i < d.n; i++) {
-            char name[320];
-            snprintf(name, sizeof name, "%s.%s", which ? "exp_avg_sq" : "exp_avg", d.tensors[i].name);
-            const bp_named_tensor *t = st_find(f, name);
-            if (!t) rc = bp_err_set(err, "optimizer state lacks tensor '%s' (%s)", name, path);
-            else if (t->dtype != BP_F32 || t->nbytes != d.tensors[i].nbytes)
-                rc = bp_err_set(err, "optimizer tensor '%s' has the wrong dtype or size (%s)", name, path);
-            else memcpy((char *)base + ((char *)d.tensors[i].data - (char *)d.flat), t->data, t->nbytes);
-        }
-    }
-    uint64_t step = 0, epoch = 0, pos = 0;
-    if (rc == 0) rc = meta_u64(f, "step", &step, err);
-    if (rc == 0) rc = meta_u64(f, "epoch", &epoch, err);
-    if (rc == 0) rc = meta_u64(f, "batches_consumed", &pos, err);
-    if (rc == 0) rc = meta_u64(f, "dropout_seed", &state->dropout_seed, err);
-    if (rc == 0) rc = meta_u64(f, "dropout_counter", &state->dropout_counter, err);
-    if (rc == 0) rc = bert_copy_from_host(m, opt, BERT_STATE_ADAM_M, mv, err);
-    if (rc == 0) rc = bert_copy_from_host(m, opt, BERT_STATE_ADAM_V, mv + m->num_params, err);
-    if (rc == 0) {
-        state->step = (long)step;
-        state->epoch = (long)epoch;
-        state->batches_consumed = (int64_t)pos;
-        opt->step = (long)step;
-        m->dropout_seed = state->dropout_seed;
-        m->dropout_counter = state->dropout_counter;
-    }
-    free(mv);
-    described_free(&d);
-    st_close(f);
+    if (rc) hfc_free(hf);
     return rc;
 }

@@ -48,7 +48,7 @@ static const struct {
 };
 #define HFC_N_KEYS (sizeof hfc_keys / sizeof hfc_keys[0])
 
-void hfc_free(hfc_config *cfg) {
+static void hfc_free_labels(hfc_config *cfg) {
     if (cfg->id2label)
         for (int i = 0; i < cfg->num_labels; i++) free(cfg->id2label[i]);
     free(cfg->id2label);
@@ -56,9 +56,28 @@ void hfc_free(hfc_config *cfg) {
     cfg->num_labels = 0;
 }
 
+void hfc_free(hfc_config *cfg) {
+    hfc_free_labels(cfg);
+    free(cfg->variant);
+    cfg->variant = NULL;
+}
+
+int hfc_set_variant(hfc_config *cfg, const char *json, bp_err *err) {
+    free(cfg->variant);
+    cfg->variant = NULL;
+    if (!json) return 0;
+    json_error_t jerr;
+    json_t *v = json_loads(json, 0, &jerr);
+    int object = json_is_object(v);
+    cfg->variant = object ? json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(v);
+    if (!object) return bp_err_set(err, "bertpipe_variant is not a JSON object (config)");
+    return cfg->variant ? 0 : bp_err_set(err, "out of memory (config variant)");
+}
+
 /* Allocate N empty label slots. */
 static int hfc_alloc_labels(hfc_config *cfg, int n, bp_err *err) {
-    hfc_free(cfg);
+    hfc_free_labels(cfg);
     if (n < 1 || (uint64_t)n > BP_LIMIT_LABELS)
         return bp_err_set(err, "number of labels %d out of range 1..%llu (config)", n, (unsigned long long)BP_LIMIT_LABELS);
     cfg->id2label = calloc((size_t)n, sizeof *cfg->id2label);
@@ -74,7 +93,7 @@ static int hfc_default_labels(hfc_config *cfg, int n, bp_err *err) {
         char name[32];
         snprintf(name, sizeof name, "LABEL_%d", i);
         if (!(cfg->id2label[i] = strdup(name))) {
-            hfc_free(cfg);
+            hfc_free_labels(cfg);
             return bp_err_set(err, "out of memory (config labels)");
         }
     }
@@ -85,7 +104,7 @@ int hfc_set_labels(hfc_config *cfg, const char *const *names, int n, bp_err *err
     if (hfc_alloc_labels(cfg, n, err) != 0) return -1;
     for (int i = 0; i < n; i++)
         if (!(cfg->id2label[i] = strdup(names[i]))) {
-            hfc_free(cfg);
+            hfc_free_labels(cfg);
             return bp_err_set(err, "out of memory (config labels)");
         }
     return 0;
@@ -206,6 +225,12 @@ static int hfc_read_keys(const char *path, json_t *root, hfc_config *cfg, bp_err
             return bp_err_set(err, "problem_type is not a short string (%s)", path);
         snprintf(cfg->problem_type, sizeof cfg->problem_type, "%s", json_string_value(problem));
     }
+    json_t *variant = json_object_get(root, "bertpipe_variant");
+    if (variant && !json_is_null(variant)) {
+        if (!json_is_object(variant)) return bp_err_set(err, "bertpipe_variant is not an object (%s)", path);
+        if (!(cfg->variant = json_dumps(variant, JSON_COMPACT | JSON_SORT_KEYS)))
+            return bp_err_set(err, "out of memory (%s)", path);
+    }
     json_t *archs = json_object_get(root, "architectures");
     if (archs && !json_is_null(archs)) {
         json_t *first = json_is_array(archs) ? json_array_get(archs, 0) : NULL;
@@ -265,18 +290,26 @@ double hfc_real_from_float(float x) {
     return (double)x;
 }
 
-/* The dump's precision: as many digits as the real that needs the most. %g drops trailing
- * zeros, so every other real still prints in its own shortest form (0.1, 1e-12), where one
- * fixed precision of 17 would print 0.10000000000000001. */
-static int hfc_real_precision(const hfc_config *cfg) {
+/* The dump's precision: as many digits as the real that needs the most, anywhere in the tree
+ * (the bertpipe_variant block's too). %g drops trailing zeros, so every other real still prints
+ * in its own shortest form (0.1, 1e-12), where one fixed precision of 17 would print
+ * 0.10000000000000001. */
+static int real_precision(const json_t *v) {
     int digits = 1;
-    for (size_t i = 0; i < HFC_N_KEYS; i++)
-        if (hfc_keys[i].type == K_REAL) {
-            int d = shortest_digits(*(const double *)((const char *)cfg + hfc_keys[i].offset));
+    if (json_is_real(v)) return shortest_digits(json_real_value(v));
+    if (json_is_array(v))
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            int d = real_precision(json_array_get(v, i));
             if (d > digits) digits = d;
         }
-    if (cfg->classifier_dropout >= 0 && shortest_digits(cfg->classifier_dropout) > digits)
-        digits = shortest_digits(cfg->classifier_dropout);
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *member;
+        json_object_foreach((json_t *)v, key, member) {
+            int d = real_precision(member);
+            if (d > digits) digits = d;
+        }
+    }
     return digits;
 }
 
@@ -298,6 +331,10 @@ int hfc_write(const char *path, const hfc_config *cfg, bp_err *err) {
                                   cfg->problem_type[0] ? json_string(cfg->problem_type) : json_null());
     if (cfg->architecture[0])
         failed |= json_object_set_new(root, "architectures", json_pack("[s]", cfg->architecture));
+    if (cfg->variant) {
+        json_t *variant = json_loads(cfg->variant, 0, NULL);
+        failed |= !json_is_object(variant) || json_object_set_new(root, "bertpipe_variant", variant);
+    }
     for (int i = 0; i < cfg->num_labels && !failed; i++) {
         char id[16];
         snprintf(id, sizeof id, "%d", i);
@@ -315,7 +352,7 @@ int hfc_write(const char *path, const hfc_config *cfg, bp_err *err) {
     failed |= json_object_set_new(root, "torch_dtype", json_string("float32"));
     failed |= json_object_set_new(root, "use_cache", json_true());
     char *text = failed ? NULL
-                        : json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(hfc_real_precision(cfg)));
+                        : json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(real_precision(root)));
     json_decref(root);
     if (!text) return bp_err_set(err, "cannot build config JSON: out of memory or a label is not UTF-8 (%s)", path);
     af_file out;

@@ -32,6 +32,9 @@ typedef struct hfc_config {
     char problem_type[48];               /* "" when null; else e.g. "single_label_classification" */
     char architecture[64];               /* first of "architectures"; "" when absent */
     char model_type[32];                 /* "bert" ("" accepted on read for bert_config.json) */
+    char *variant;                       /* the "bertpipe_variant" object (a model variant's body,
+                                            head, loss, sizes, freezing; transformers ignores it) as
+                                            compact JSON text, owned; NULL when absent */
 } hfc_config;
 
 /* Fill CFG with BertConfig's defaults (2 labels "LABEL_0", "LABEL_1", no architecture,
@@ -62,7 +65,11 @@ double hfc_real_from_float(float x);
  * file + rename). Returns 0 or -1 with err. */
 int hfc_write(const char *path, const hfc_config *cfg, bp_err *err);
 
-/* Free the label names; CFG can be refilled afterwards. NULL-safe on the labels. */
+/* Replace the variant block with a copy of JSON (an object's text; NULL removes it). Returns 0,
+ * or -1 with err when it is not a JSON object or out of memory. */
+int hfc_set_variant(hfc_config *cfg, const char *json, bp_err *err);
+
+/* Free the label names and the variant block; CFG can be refilled afterwards. NULL-safe. */
 void hfc_free(hfc_config *cfg);
 
 /* Count the tokens of VOCAB_PATH (one per line, as BertTokenizer reads it: a last line

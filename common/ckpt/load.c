@@ -368,3 +368,21 @@ char *ckpt_format_missing(const ckpt_report *report, const char *ckpt_label, con
                        "Some weights of %s were not initialized from the model checkpoint at %s and are newly initialized: %s",
                        model_class, ckpt_label);
 }
+
+/* A and B (either may be NULL) as one text, one per line; both are freed. */
+static char *join_lines(char *a, char *b) {
+    if (!a) return b;
+    if (!b) return a;
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *both = malloc(n);
+    if (both) snprintf(both, n, "%s\n%s", a, b);
+    free(a);
+    free(b);
+    return both;
+}
+
+char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const char *model_class) {
+    return join_lines(join_lines(ckpt_format_unexpected(report, ckpt_label, model_class),
+                                 ckpt_format_missing(report, ckpt_label, model_class)),
+                      ckpt_format_mismatched(report, ckpt_label, model_class));
+}

@@ -90,4 +90,8 @@ char *ckpt_format_missing(const ckpt_report *report, const char *ckpt_label, con
  *    initialized because the shapes did not match:\n- NAME: found shape ...\nYou should probably TRAIN ..." */
 char *ckpt_format_mismatched(const ckpt_report *report, const char *ckpt_label, const char *model_class);
 
+/* The three messages as one malloc'd text, one per line (NULL when none has anything to say).
+ * Can't fail (out of memory gives NULL). */
+char *ckpt_format_notes(const ckpt_report *report, const char *ckpt_label, const char *model_class);
+
 #endif

@@ -289,6 +289,17 @@ const char *st_metadata(const st_file *file, const char *key) {
     return NULL;
 }
 
+int st_metadata_u64(const st_file *file, const char *key, uint64_t *out, bp_err *err) {
+    const char *v = st_metadata(file, key);
+    char *end;
+    if (!v || !*v) return bp_err_set(err, "optimizer state has no '%s' (%s)", key, file->path);
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end) return bp_err_set(err, "optimizer state '%s' is not a number: '%s' (%s)", key, v, file->path);
+    *out = x;
+    return 0;
+}
+
 /* ---- writer ------------------------------------------------------------------------- */
 
 static int st_tensor_layout_order(const void *a, const void *b) {

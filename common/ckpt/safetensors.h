@@ -45,6 +45,9 @@ const bp_named_tensor *st_find(const st_file *file, const char *name);
 
 /* The __metadata__ value for KEY, or NULL when absent. Owned by the file. */
 const char *st_metadata(const st_file *file, const char *key);
+/* The __metadata__ value for KEY as an unsigned decimal. Returns 0, or -1 with err naming the
+ * key and the file when it is absent or not a number. */
+int st_metadata_u64(const st_file *file, const char *key, uint64_t *out, bp_err *err);
 
 /* Write N tensors (any dtypes, contiguous, nbytes == numel x dtype size, unique non-empty
  * names) and N_META string pairs to PATH, laid out as the Python safetensors library lays

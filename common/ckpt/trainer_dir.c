@@ -430,7 +430,7 @@ int td_publish(const char *dir, const char *checkpoint, bp_err *err) {
 /* Everything of checkpoint-STEP into FOLDER (the save's temporary folder). */
 static int write_checkpoint(const td_save_request *q, const char *folder, bp_err *err) {
     char path[4096];
-    if (bert_write_checkpoint_files(q->m, q->opt, q->state, folder, q->labels, q->n_labels, q->vocab_path, err) ||
+    if (model_write_checkpoint_files(q->m, q->opt, q->state, folder, q->labels, q->n_labels, q->vocab_path, err) ||
         (q->vocab_path && td_write_tokenizer_files(folder, q->vocab_path, q->lowercase, q->model_max_length, err)) ||
         path_join(path, sizeof path, folder, STATE_FILE, err))
         return -1;

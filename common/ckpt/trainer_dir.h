@@ -4,7 +4,7 @@
  *   DIR/                      the model to use: config.json, model.safetensors, vocab.txt,
  *                             tokenizer_config.json, special_tokens_map.json, trainer_state.json
  *                             (the best checkpoint's with --save-best, else the latest's)
- *   DIR/checkpoint-STEP/      one save: the same files and optimizer.safetensors (AdamW moments,
+ *   DIR/checkpoint-STEP/      one save: the same files and optimizer.safetensors (the optimizer's state,
  *                             step, dropout RNG, data position); its trainer_state.json holds the
  *                             log history up to STEP and the best evaluation so far
  *
@@ -18,7 +18,7 @@
 #include <stddef.h>
 
 #include "base/log.h"
-#include "ckpt/bert_io.h"
+#include "ckpt/model_io.h"
 
 /* ---- tokenizer files ---------------------------------------------------------------- */
 
@@ -101,8 +101,8 @@ int td_write_run_state(const char *dir, const td_state *log, const td_progress *
 /* One save of a run. */
 typedef struct td_save_request {
     const char *dir;                        /* the run folder (created when missing; its parent must exist) */
-    bert_model *m;
-    optim_adamw *opt;
+    model *m;                               /* any variant (ckpt/model_io.h) */
+    optimizer *opt;
     const bert_train_state *state;          /* state->step names the folder */
     const char *const *labels;
     int n_labels;
@@ -116,7 +116,7 @@ typedef struct td_save_request {
 } td_save_request;
 
 /* DIR/checkpoint-STEP whole or not at all (base/atomic_dir.h: written beside, swapped in):
- * bert_write_checkpoint_files' weights, config, vocab and optimizer state, the tokenizer files
+ * model_write_checkpoint_files' weights, config, vocab and optimizer state, the tokenizer files
  * and trainer_state.json; then DIR/trainer_state.json (the run's log so far), the publication
  * (q->publish) and the rotation. Returns 0; 1 when saved but the rotation kept a folder (err
  * says which: a warning, not a failure); -1 with err when the save failed (the checkpoints DIR

@@ -8,6 +8,8 @@
  */
 #include "model/bert.h"
 
+#include "model/params.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +56,7 @@ int bert_config_check(const bert_config *cfg, bp_err *err) {
         return bp_err_set(err, "config hidden_size %d above the supported 8192 (bert config)", cfg->hidden_size);
     if (cfg->head == BERT_HEAD_CLASSIFICATION && cfg->num_labels <= 0)
         return bp_err_set(err, "config num_labels is %d, must be positive (bert config)", cfg->num_labels);
-    if (cfg->head != BERT_HEAD_CLASSIFICATION && cfg->head != BERT_HEAD_QA)
+    if ((unsigned)cfg->head > BERT_HEAD_SEQUENCE)
         return bp_err_set(err, "config head %d unknown (bert config)", (int)cfg->head);
     if (cfg->pad_token_id >= cfg->vocab_size)
         return bp_err_set(err, "config pad_token_id %d outside the vocabulary of %d (bert config)",
@@ -72,7 +74,13 @@ int bert_config_check(const bert_config *cfg, bp_err *err) {
 }
 
 static int head_outputs(const bert_config *cfg) {
+    if (cfg->head == BERT_HEAD_POOLED || cfg->head == BERT_HEAD_SEQUENCE) return 0;
     return cfg->head == BERT_HEAD_QA ? 2 : cfg->num_labels;
+}
+
+/* The last layer continues on the [CLS] rows only: nothing else reaches the pooler. */
+static int cls_rows_only(const bert_config *cfg) {
+    return cfg->head == BERT_HEAD_CLASSIFICATION || cfg->head == BERT_HEAD_POOLED;
 }
 
 // ----------------------------------------------------------------------------
@@ -85,7 +93,7 @@ static void param_sizes(const bert_config *cfg, size_t sizes[NUM_PARAM_TENSORS])
     size_t V = cfg->vocab_size, C = cfg->hidden_size, L = cfg->num_hidden_layers;
     size_t I = cfg->intermediate_size, P = cfg->max_position_embeddings, K = cfg->type_vocab_size;
     size_t NL = head_outputs(cfg);
-    size_t pool = cfg->head == BERT_HEAD_CLASSIFICATION ? 1 : 0;
+    size_t pool = cfg->head == BERT_HEAD_QA ? 0 : 1;
     size_t s[NUM_PARAM_TENSORS] = {
         V * C, P * C, K * C, L * 3 * C * C, L * C * C, L * I * C, L * C * I, pool * C * C, NL * C,
         C, C, L * 3 * C, L * C, L * C, L * C, L * I, L * C, L * C, L * C, pool * C, NL,
@@ -206,6 +214,15 @@ bert_model *bert_create_for(const bert_config *cfg, backend *be, int max_B, int 
         bert_free(m);
         return NULL;
     }
+    m->train_embeddings = m->train_pooler = 1;
+    m->train_layers = malloc((size_t)cfg->num_hidden_layers);
+    m->frozen_sink = be->alloc(be, 2 * (size_t)cfg->hidden_size * sizeof(float), err);
+    if (!m->train_layers || !m->frozen_sink) {
+        if (!m->train_layers) bp_err_set(err, "out of memory creating the model (bert_create)");
+        bert_free(m);
+        return NULL;
+    }
+    memset(m->train_layers, 1, (size_t)cfg->num_hidden_layers);
     point_params(&m->params, m->params_memory, psizes);
     if (m->grads_memory) point_params(&m->grads, m->grads_memory, psizes);
     point_acts(&m->acts, m->acts_memory, asizes);
@@ -214,6 +231,9 @@ bert_model *bert_create_for(const bert_config *cfg, backend *be, int max_B, int 
     m->d_attention_mask = m->d_token_type_ids + N;
     m->d_targets = m->d_attention_mask + N;
     m->d_target_values = (float *)(void *)(m->d_targets + 2 * (size_t)max_B);
+    m->targets = (loss_targets){ .kind = cfg->head == BERT_HEAD_QA ? LOSS_QA_SPAN
+                                        : cfg->num_labels == 1 ? LOSS_MSE : LOSS_CROSS_ENTROPY,
+                                 .classes = cfg->num_labels, .ids = m->d_targets, .values = m->d_target_values };
     if (be->plan_weights && be->plan_weights(be, m->params.qkvw, product_weights(m), err) != 0) {
         bert_free(m);
         return NULL;
@@ -230,20 +250,13 @@ void bert_free(bert_model *m) {
     be->free(be, m->acts_memory);
     be->free(be, m->wte_touched);
     be->free(be, m->inputs_memory);
+    be->free(be, m->frozen_sink);
+    free(m->train_layers);
     free(m);
 }
 
 // ----------------------------------------------------------------------------
 // fresh weights
-
-/* Standard normal draws from a counter-based generator, so one seed gives one model. */
-static float normal_draw(uint64_t seed, uint64_t index) {
-    uint64_t a = backend_splitmix64(seed ^ backend_splitmix64(2 * index));
-    uint64_t b = backend_splitmix64(seed ^ backend_splitmix64(2 * index + 1));
-    double u1 = ((double)(a >> 11) + 1.0) * (1.0 / 9007199254740993.0);   /* (0, 1] */
-    double u2 = (double)(b >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
 
 int bert_init_weights(bert_model *m, uint64_t seed, int only_head, bp_err *err) {
     const bert_config *cfg = &m->cfg;
@@ -260,7 +273,7 @@ int bert_init_weights(bert_model *m, uint64_t seed, int only_head, bp_err *err) 
             int is_layernorm_weight = i == 9 || i == 13 || i == 17;
             for (size_t k = 0; k < sizes[i]; k++) {
                 if (i < NUM_DECAYED_TENSORS)   /* weights and embeddings */
-                    t[k] = cfg->initializer_range * normal_draw(seed, offset + k);
+                    t[k] = cfg->initializer_range * param_draw_normal(seed, offset + k);
                 else
                     t[k] = is_layernorm_weight ? 1.0f : 0.0f;
             }
@@ -323,69 +336,18 @@ static int check_batch(const bert_model *m, const bert_batch *b, bp_err *err) {
     return 0;
 }
 
-/* Upload targets (clamping QA positions as HF does) and count the ones in the loss.
- * Returns 1 when the batch has targets for this head. */
-static int upload_targets(bert_model *m, const bert_batch *b) {
-    backend *be = m->be;
-    const bert_config *cfg = &m->cfg;
-    if (cfg->head == BERT_HEAD_QA) {
-        if (!b->start_positions) return 0;
-        int32_t *pos = malloc(2 * (size_t)b->B * sizeof(int32_t));
-        if (!pos) return -1;
-        m->valid_start = m->valid_end = 0;
-        for (int i = 0; i < b->B; i++) {
-            int s = b->start_positions[i], e = b->end_positions[i];
-            s = s < 0 ? 0 : s > b->T ? b->T : s;
-            e = e < 0 ? 0 : e > b->T ? b->T : e;
-            pos[i] = s;
-            pos[b->B + i] = e;
-            m->valid_start += s < b->T;
-            m->valid_end += e < b->T;
-        }
-        be->upload(be, m->d_targets, pos, 2 * (size_t)b->B * sizeof(int32_t));
-        free(pos);
-        return 1;
-    }
-    if (cfg->num_labels == 1) {
-        if (!b->label_values && !b->labels) return 0;
-        float *values = malloc((size_t)b->B * sizeof(float));
-        if (!values) return -1;
-        /* integer labels on a regression head count as their float values, as HF's .float() */
-        for (int i = 0; i < b->B; i++) values[i] = b->label_values ? b->label_values[i] : (float)b->labels[i];
-        m->valid_labels = b->B;
-        be->upload(be, m->d_target_values, values, (size_t)b->B * sizeof(float));
-        free(values);
-        return 1;
-    }
-    if (!b->labels) return 0;
-    m->valid_labels = 0;
-    for (int i = 0; i < b->B; i++) m->valid_labels += b->labels[i] != -100;
-    be->upload(be, m->d_targets, b->labels, (size_t)b->B * sizeof(int32_t));
-    return 1;
+/* Upload the targets of the head (loss.h clamps QA positions as HF does). Returns 1 when the
+ * batch has targets for this head, 0 when not (or the head has no loss of its own), -1 on error. */
+static int upload_targets(bert_model *m, const bert_batch *b, bp_err *err) {
+    if (m->cfg.head != BERT_HEAD_CLASSIFICATION && m->cfg.head != BERT_HEAD_QA) return 0;
+    return loss_upload(m->be, &m->targets, b->B, b->T, b->labels, b->label_values, b->start_positions,
+                       b->end_positions, err);
 }
 
 /* Loss of the head and d(loss * loss_scale)/d(logits) into acts.dlogits; the loss is added to
- * *loss_out. Means over the counted targets, as torch's reductions; none counted adds 0. */
+ * *loss_out. */
 static void head_loss(bert_model *m, float *loss_out, float loss_scale) {
-    backend *be = m->be;
-    bert_acts *a = &m->acts;
-    int B = m->B, T = m->T;
-    if (m->cfg.head == BERT_HEAD_QA) {
-        float s_scale = m->valid_start ? 0.5f / m->valid_start : 0.0f;
-        float e_scale = m->valid_end ? 0.5f / m->valid_end : 0.0f;
-        be->cross_entropy(be, loss_out, a->dlogits, a->logits, m->d_targets, B, T, 2 * T, 2,
-                          s_scale, s_scale * loss_scale);
-        be->cross_entropy(be, loss_out, a->dlogits + 1, a->logits + 1, m->d_targets + B, B, T,
-                          2 * T, 2, e_scale, e_scale * loss_scale);
-    } else if (m->cfg.num_labels == 1) {
-        float scale = 1.0f / B;
-        be->mse(be, loss_out, a->dlogits, a->logits, m->d_target_values, B, scale, scale * loss_scale);
-    } else {
-        int NL = m->cfg.num_labels;
-        float scale = m->valid_labels ? 1.0f / m->valid_labels : 0.0f;
-        be->cross_entropy(be, loss_out, a->dlogits, a->logits, m->d_targets, B, NL, NL, 1, scale,
-                          scale * loss_scale);
-    }
+    loss_apply(m->be, &m->targets, m->acts.logits, m->acts.dlogits, loss_out, loss_scale);
 }
 
 int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *err) {
@@ -409,8 +371,8 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
     be->upload(be, m->d_input_ids, batch->input_ids, N * sizeof(int32_t));
     be->upload(be, m->d_token_type_ids, batch->token_type_ids, N * sizeof(int32_t));
     be->upload(be, m->d_attention_mask, batch->attention_mask, N * sizeof(int32_t));
-    int has_targets = upload_targets(m, batch);
-    if (has_targets < 0) return bp_err_set(err, "out of memory reading targets (bert_forward)");
+    int has_targets = upload_targets(m, batch, err);
+    if (has_targets < 0) return -1;
 
     // embeddings -> LayerNorm -> dropout
     be->embedding_forward(be, a->emb_sum, m->d_input_ids, m->d_token_type_ids, p->wte, p->wpe,
@@ -423,7 +385,7 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
     // encoder layers (shape key: N = B*T tokens, C hidden, I intermediate). With the
     // classification head the last layer continues on the B [CLS] rows after attention.
     for (int l = 0; l < L; l++) {
-        int cls_only = cfg->head == BERT_HEAD_CLASSIFICATION && l == L - 1;
+        int cls_only = cls_rows_only(cfg) && l == L - 1;
         int rows = cls_only ? B : (int)N;
         /* inference keeps one layer of state (ls = 0) and two encoded slots, used in turn */
         size_t ls = m->inference ? 0 : (size_t)l;
@@ -464,7 +426,10 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
     // head
     if (cfg->head == BERT_HEAD_QA) {
         be->matmul_forward(be, a->logits, encoded, p->headw, p->headb, (int)N, C, 2);
-    } else {   /* encoded holds the B [CLS] rows */
+    } else if (cfg->head == BERT_HEAD_POOLED) {   /* encoded holds the B [CLS] rows */
+        be->matmul_forward(be, a->b_c1, encoded, p->poolw, p->poolb, B, C, C);
+        be->tanh_forward(be, a->pooled, a->b_c1, (size_t)B * C);
+    } else if (cfg->head == BERT_HEAD_CLASSIFICATION) {
         be->matmul_forward(be, a->b_c1, encoded, p->poolw, p->poolb, B, C, C);
         be->tanh_forward(be, a->pooled, a->b_c1, (size_t)B * C);
         be->dropout(be, a->pooled_dropped, a->pooled, (size_t)B * C, m->dropout_classifier,
@@ -485,8 +450,18 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
 
 float bert_loss(const bert_model *m) { return m->loss; }
 
+const float *bert_top(const bert_model *m) {
+    if (m->B == 0) return NULL;
+    if (m->cfg.head == BERT_HEAD_POOLED) return m->acts.pooled;
+    if (m->cfg.head == BERT_HEAD_SEQUENCE)
+        return m->acts.encoded + encoded_slot(m, m->cfg.num_hidden_layers) * (size_t)m->B * m->T * m->cfg.hidden_size;
+    return m->acts.logits;
+}
+
 long bert_logits(bert_model *m, float *dst, size_t cap, bp_err *err) {
     size_t n = m->cfg.head == BERT_HEAD_QA ? (size_t)m->B * m->T * 2 : (size_t)m->B * m->cfg.num_labels;
+    if (m->cfg.head == BERT_HEAD_POOLED || m->cfg.head == BERT_HEAD_SEQUENCE)
+        return bp_err_set(err, "BertModel alone has no logits: its head is outside (bert_logits)");
     if (m->B == 0) return bp_err_set(err, "no forward pass to read logits from (bert_logits)");
     if (cap < n) return bp_err_set(err, "logits need %zu floats, buffer holds %zu (bert_logits)", n, cap);
     m->be->download(m->be, dst, m->acts.logits, n * sizeof(float));
@@ -497,11 +472,26 @@ long bert_logits(bert_model *m, float *dst, size_t cap, bp_err *err) {
 // ----------------------------------------------------------------------------
 // backward
 
-int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
-    if (m->inference)
-        return bp_err_set(err, "model was created for inference only: no backward (bert_backward)");
-    if (!m->has_loss)
-        return bp_err_set(err, "backward needs a forward pass with targets (bert_backward)");
+/* matmul_backward when the weights train; else only the input gradient (none when dinp is
+ * NULL: nothing below needs it). */
+static void linear_backward(backend *be, int trains, float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC, int accumulate) {
+    if (trains) be->matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate);
+    else if (dinp) be->matmul_backward_input(be, dinp, dout, weight, N, IC, OC, accumulate);
+}
+
+/* The lowest layer the backward must reach: 0 when the embeddings train, else the lowest layer
+ * that trains; L when none does. */
+static int lowest_layer(const bert_model *m) {
+    int L = m->cfg.num_hidden_layers;
+    if (m->train_embeddings) return 0;
+    for (int l = 0; l < L; l++)
+        if (m->train_layers[l]) return l;
+    return L;
+}
+
+/* From the gradient of the top (bert_top) down to the lowest part that trains. */
+static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
     backend *be = m->be;
     const bert_config *cfg = &m->cfg;
     bert_params *p = &m->params, *g = &m->grads;
@@ -511,28 +501,34 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
     size_t N = (size_t)B * T, NC = N * C;
     float *encoded = a->encoded + (size_t)L * NC;
     float *dh = a->nc_a;   /* gradient of the current layer output, then of its input */
+    int lowest = lowest_layer(m), below = lowest < L;   /* below: a layer under the top trains */
 
-    /* loss gradient again, now with the caller's scale (the loss itself goes to a spare slot) */
-    be->zero(be, a->loss + 1, sizeof(float));
-    head_loss(m, a->loss + 1, loss_scale);
-
-    /* dout: gradient of the last layer's output; N rows (QA) or the B [CLS] rows */
+    /* dout: gradient of the last layer's output; N rows (QA, SEQUENCE) or the B [CLS] rows */
     float *dout = dh;
     if (cfg->head == BERT_HEAD_QA) {
-        be->matmul_backward(be, dh, g->headw, g->headb, a->dlogits, encoded, p->headw, (int)N, C, 2, 0);
+        be->matmul_backward(be, below ? dh : NULL, g->headw, g->headb, d_top, encoded, p->headw, (int)N, C, 2, 0);
+    } else if (cfg->head == BERT_HEAD_SEQUENCE) {
+        dout = (float *)d_top;   /* read only: the layer backward writes its own buffers */
     } else {
-        be->matmul_backward(be, a->b_c1, g->headw, g->headb, a->dlogits, a->pooled_dropped, p->headw,
-                            B, C, cfg->num_labels, 0);
-        be->dropout(be, a->b_c1, a->b_c1, (size_t)B * C, m->dropout_classifier,
-                    site_key(m, site_classifier(cfg)));
-        be->tanh_backward(be, a->b_c2, a->pooled, a->b_c1, (size_t)B * C);
-        be->matmul_backward(be, a->b_c1, g->poolw, g->poolb, a->b_c2, encoded, p->poolw, B, C, C, 0);
+        const float *d_pooled = d_top;
+        if (cfg->head == BERT_HEAD_CLASSIFICATION) {
+            be->matmul_backward(be, a->b_c1, g->headw, g->headb, d_top, a->pooled_dropped, p->headw, B, C,
+                                cfg->num_labels, 0);
+            be->dropout(be, a->b_c1, a->b_c1, (size_t)B * C, m->dropout_classifier, site_key(m, site_classifier(cfg)));
+            d_pooled = a->b_c1;
+        }
+        be->tanh_backward(be, a->b_c2, a->pooled, d_pooled, (size_t)B * C);
+        linear_backward(be, m->train_pooler, below ? a->b_c1 : NULL, g->poolw, g->poolb, a->b_c2, encoded, p->poolw,
+                        B, C, C, 0);
         dout = a->b_c1;
     }
+    if (!below) return be->check(be, err);
 
-    for (int l = L - 1; l >= 0; l--) {
-        int cls_only = cfg->head == BERT_HEAD_CLASSIFICATION && l == L - 1;
+    be->zero(be, m->frozen_sink, 2 * (size_t)C * sizeof(float));
+    for (int l = L - 1; l >= lowest; l--) {
+        int cls_only = cls_rows_only(cfg) && l == L - 1;
         int rows = cls_only ? B : (int)N;
+        int trains = m->train_layers[l];
         float *in = a->encoded + l * NC;
         float *qkv = a->qkv + l * N * 3 * C;
         float *ctx = cls_only ? a->cls_ctx : a->ctx + l * NC;
@@ -541,32 +537,33 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
         float *d_ln1 = a->nc_b, *d_branch = a->nc_c, *d_inter = a->ni_b, *gelu = a->ni_a;
         /* [CLS]-only layer: its residual gradient goes to a side buffer first */
         float *d_resid = cls_only ? a->b_c2 : dh;
+        /* a frozen layer's LayerNorm gradients go to the sink */
+        float *ln2w = trains ? g->ln2w + (size_t)l * C : m->frozen_sink, *ln2b = trains ? g->ln2b + (size_t)l * C : m->frozen_sink + C;
+        float *ln1w = trains ? g->ln1w + (size_t)l * C : m->frozen_sink, *ln1b = trains ? g->ln1b + (size_t)l * C : m->frozen_sink + C;
         // LN2: dout -> d(ln1) through the residual, d(FFN output) through dropout
-        be->add_layernorm_backward(be, d_branch, d_ln1, g->ln2w + (size_t)l * C, g->ln2b + (size_t)l * C,
-                                   dout, a->ffn_sum + l * NC, a->ln2_mean + l * N, a->ln2_rstd + l * N,
-                                   p->ln2w + (size_t)l * C, rows, C, m->dropout_hidden,
+        be->add_layernorm_backward(be, d_branch, d_ln1, ln2w, ln2b, dout, a->ffn_sum + l * NC, a->ln2_mean + l * N,
+                                   a->ln2_rstd + l * N, p->ln2w + (size_t)l * C, rows, C, m->dropout_hidden,
                                    site_key(m, site_ffn_out(l)));
         // FFN: fc2 (needs GELU output, recomputed), GELU, fc
-        be->gelu_forward(be, gelu, fc_pre, (size_t)rows * I);
-        be->matmul_backward(be, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
-                            gelu, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
+        if (trains) be->gelu_forward(be, gelu, fc_pre, (size_t)rows * I);
+        linear_backward(be, trains, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch, gelu,
+                        p->fc2w + (size_t)l * C * I, rows, I, C, 0);
         be->gelu_backward(be, d_inter, fc_pre, d_inter, (size_t)rows * I);
-        be->matmul_backward(be, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter, ln1,
-                            p->fcw + (size_t)l * I * C, rows, C, I, 1);
+        linear_backward(be, trains, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter, ln1,
+                        p->fcw + (size_t)l * I * C, rows, C, I, 1);
         // LN1: d(ln1) -> d(layer input) through the residual, d(attention output) via dropout
-        be->add_layernorm_backward(be, d_branch, d_resid, g->ln1w + (size_t)l * C, g->ln1b + (size_t)l * C,
-                                   d_ln1, a->attn_sum + l * NC, a->ln1_mean + l * N, a->ln1_rstd + l * N,
-                                   p->ln1w + (size_t)l * C, rows, C, m->dropout_hidden,
+        be->add_layernorm_backward(be, d_branch, d_resid, ln1w, ln1b, d_ln1, a->attn_sum + l * NC, a->ln1_mean + l * N,
+                                   a->ln1_rstd + l * N, p->ln1w + (size_t)l * C, rows, C, m->dropout_hidden,
                                    site_key(m, site_attention_out(l)));
         // attention output dense, attention, qkv projection
         float *dctx = d_ln1;
         if (cls_only) {   /* compact [CLS] rows back to their places in the sequence */
-            be->matmul_backward(be, dh, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch,
-                                ctx, p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
+            linear_backward(be, trains, dh, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch, ctx,
+                            p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
             be->copy_rows(be, dctx, T * C, dh, C, B, C);
         } else {
-            be->matmul_backward(be, dctx, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch,
-                                ctx, p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
+            linear_backward(be, trains, dctx, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch,
+                            ctx, p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
         }
         be->attention_backward(be, a->nqkv, a->att_scratch, dctx, a->probs + l * (size_t)B * NH * T * T,
                                qkv, m->d_attention_mask, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
@@ -575,19 +572,41 @@ int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
             be->zero(be, dh, NC * sizeof(float));
             be->copy_rows(be, dh, T * C, d_resid, C, B, C);
         }
-        be->matmul_backward(be, dh, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + (size_t)l * 3 * C, a->nqkv,
-                            in, p->qkvw + (size_t)l * 3 * C * C, (int)N, C, 3 * C, 1);
+        /* the lowest layer's input gradient is wanted only by trainable embeddings */
+        float *d_in = l > lowest || m->train_embeddings ? dh : NULL;
+        linear_backward(be, trains, d_in, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + (size_t)l * 3 * C, a->nqkv, in,
+                        p->qkvw + (size_t)l * 3 * C * C, (int)N, C, 3 * C, 1);
         dout = dh;
     }
 
     // embeddings: dropout, LayerNorm, scatter into the tables
-    if (m->dropout_hidden > 0)
-        be->dropout(be, dh, dh, NC, m->dropout_hidden, site_key(m, SITE_EMBEDDINGS));
-    be->add_layernorm_backward(be, a->nc_b, NULL, g->emb_lnw, g->emb_lnb, dh, a->emb_sum, a->emb_mean,
-                               a->emb_rstd, p->emb_lnw, (int)N, C, 0.0f, 0);
-    be->embedding_backward(be, g->wte, g->wpe, g->wtt, m->wte_touched, a->nc_b, m->d_input_ids,
-                           m->d_token_type_ids, B, T, C, cfg->pad_token_id);
+    if (m->train_embeddings) {
+        if (m->dropout_hidden > 0)
+            be->dropout(be, dh, dh, NC, m->dropout_hidden, site_key(m, SITE_EMBEDDINGS));
+        be->add_layernorm_backward(be, a->nc_b, NULL, g->emb_lnw, g->emb_lnb, dh, a->emb_sum, a->emb_mean,
+                                   a->emb_rstd, p->emb_lnw, (int)N, C, 0.0f, 0);
+        be->embedding_backward(be, g->wte, g->wpe, g->wtt, m->wte_touched, a->nc_b, m->d_input_ids,
+                               m->d_token_type_ids, B, T, C, cfg->pad_token_id);
+    }
     return be->check(be, err);
+}
+
+int bert_backward(bert_model *m, float loss_scale, bp_err *err) {
+    if (m->inference)
+        return bp_err_set(err, "model was created for inference only: no backward (bert_backward)");
+    if (!m->has_loss)
+        return bp_err_set(err, "backward needs a forward pass with targets (bert_backward)");
+    /* loss gradient again, now with the caller's scale (the loss itself goes to a spare slot) */
+    m->be->zero(m->be, m->acts.loss + 1, sizeof(float));
+    head_loss(m, m->acts.loss + 1, loss_scale);
+    return backward_from_top(m, m->acts.dlogits, err);
+}
+
+int bert_backward_top(bert_model *m, const float *d_top, bp_err *err) {
+    if (m->inference)
+        return bp_err_set(err, "model was created for inference only: no backward (bert_backward)");
+    if (m->B == 0) return bp_err_set(err, "backward needs a forward pass first (bert_backward)");
+    return backward_from_top(m, d_top, err);
 }
 
 void bert_zero_grad(bert_model *m) {
@@ -602,11 +621,15 @@ void bert_zero_grad(bert_model *m) {
 // optimizer bridge
 
 int bert_optim_segments(const bert_model *m, optim_segment out[3]) {
-    size_t V = m->cfg.vocab_size, C = m->cfg.hidden_size;
-    out[0] = (optim_segment){ .offset = 0, .rows = V, .row_len = C, .decay = 1, .touched = m->wte_touched };
-    out[1] = (optim_segment){ .offset = V * C, .rows = m->num_decayed - V * C, .row_len = 1, .decay = 1 };
-    out[2] = (optim_segment){ .offset = m->num_decayed, .rows = m->num_params - m->num_decayed,
-                              .row_len = 1, .decay = 0 };
+    size_t V = m->cfg.vocab_size, C = m->cfg.hidden_size, wte = V * C;
+    float *p = m->params_memory;
+    const float *g = m->grads_memory;
+    out[0] = (optim_segment){ .param = p, .grad = g, .state_offset = 0, .rows = V, .row_len = C, .decay = 1,
+                              .touched = m->wte_touched };
+    out[1] = (optim_segment){ .param = p + wte, .grad = g + wte, .state_offset = wte, .rows = m->num_decayed - wte,
+                              .row_len = 1, .decay = 1 };
+    out[2] = (optim_segment){ .param = p + m->num_decayed, .grad = g + m->num_decayed, .state_offset = m->num_decayed,
+                              .rows = m->num_params - m->num_decayed, .row_len = 1, .decay = 0 };
     return 3;
 }
 
@@ -624,7 +647,7 @@ int bert_optim_step(bert_model *m, optim_adamw *opt, double *grad_norm_out, floa
                           opt->n, m->num_params);
     optim_segment segs[3];
     int nseg = bert_optim_segments(m, segs);
-    int rc = optim_step(opt, m->params_memory, m->grads_memory, segs, nseg, grad_norm_out, lr_out, err);
+    int rc = optim_step(opt, segs, nseg, grad_norm_out, lr_out, err);
     weights_changed(m);   /* even after a failure: some segments may have been updated */
     if (rc != 0) return -1;
     bert_zero_grad(m);
@@ -635,7 +658,8 @@ int bert_optim_step(bert_model *m, optim_adamw *opt, double *grad_norm_out, floa
 // named tensors
 
 int bert_tensor_count(const bert_model *m) {
-    return 5 + 16 * m->cfg.num_hidden_layers + (m->cfg.head == BERT_HEAD_CLASSIFICATION ? 4 : 2);
+    int top = m->cfg.head == BERT_HEAD_CLASSIFICATION ? 4 : 2;   /* pooler + classifier, qa_outputs, pooler */
+    return 5 + 16 * m->cfg.num_hidden_layers + top;
 }
 
 static void describe(bp_named_tensor *t, const char *name, float *data, int ndim, int64_t d0, int64_t d1) {
@@ -688,12 +712,14 @@ int bert_describe_tensors(const bert_model *m, float *flat, bp_named_tensor *out
             describe(&out[n++], name, rest[k].data, rest[k].ndim, rest[k].d0, rest[k].d1);
         }
     }
-    if (cfg->head == BERT_HEAD_CLASSIFICATION) {
+    if (cfg->head != BERT_HEAD_QA) {
         describe(&out[n++], "bert.pooler.dense.weight", f.poolw, 2, C, C);
         describe(&out[n++], "bert.pooler.dense.bias", f.poolb, 1, C, 0);
+    }
+    if (cfg->head == BERT_HEAD_CLASSIFICATION) {
         describe(&out[n++], "classifier.weight", f.headw, 2, cfg->num_labels, C);
         describe(&out[n++], "classifier.bias", f.headb, 1, cfg->num_labels, 0);
-    } else {
+    } else if (cfg->head == BERT_HEAD_QA) {
         describe(&out[n++], "qa_outputs.weight", f.headw, 2, 2, C);
         describe(&out[n++], "qa_outputs.bias", f.headb, 1, 2, 0);
     }
@@ -715,7 +741,9 @@ static float *state_memory(bert_model *m, const optim_adamw *opt, bert_state whi
                    m->num_params);
         return NULL;
     }
-    return which == BERT_STATE_ADAM_M ? opt->m : opt->v;
+    float *state = which == BERT_STATE_ADAM_M ? opt->m : opt->v;
+    if (!state) bp_err_set(err, "the %s optimizer keeps no such state (bert state copy)", optim_kind_name(opt->cfg.kind));
+    return state;
 }
 
 int bert_copy_to_host(bert_model *m, const optim_adamw *opt, bert_state which, float *dst, bp_err *err) {

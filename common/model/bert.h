@@ -17,12 +17,17 @@
 
 #include "backend/backend.h"
 #include "base/log.h"
+#include "model/loss.h"
 #include "model/optim.h"
 #include "base/tensor.h"
 
 typedef enum bert_head {
     BERT_HEAD_CLASSIFICATION = 0,   /* pooler + dropout + classifier; CE, or MSE when 1 label */
     BERT_HEAD_QA = 1,               /* qa_outputs: start/end logits per token, no pooler */
+    /* BertModel alone, for a head outside this file (model/heads.h). Its top is: */
+    BERT_HEAD_POOLED = 2,           /* the tanh pooler output [B, C]; no classifier */
+    BERT_HEAD_SEQUENCE = 3,         /* the last hidden state [B*T, C]; the pooler's weights exist
+                                       (BertModel has them) but are not used */
 } bert_head;
 
 typedef struct bert_config {
@@ -55,8 +60,8 @@ typedef struct bert_params {
     float *attn_ow;   /* (L, C, C)  attention.output.dense.weight */
     float *fcw;       /* (L, I, C)  intermediate.dense.weight */
     float *fc2w;      /* (L, C, I)  output.dense.weight */
-    float *poolw;     /* (C, C)     bert.pooler.dense.weight (classification only, else NULL) */
-    float *headw;     /* (NL, C)    classifier.weight or qa_outputs.weight */
+    float *poolw;     /* (C, C)     bert.pooler.dense.weight (all heads but QA, else NULL) */
+    float *headw;     /* (NL, C)    classifier.weight or qa_outputs.weight (NULL: POOLED, SEQUENCE) */
     float *emb_lnw;   /* (C)        bert.embeddings.LayerNorm.weight */
     float *emb_lnb;   /* (C)        bert.embeddings.LayerNorm.bias */
     float *qkvb;      /* (L, 3C)    attention.self.{query,key,value}.bias */
@@ -67,8 +72,8 @@ typedef struct bert_params {
     float *fc2b;      /* (L, C)     output.dense.bias */
     float *ln2w;      /* (L, C)     output.LayerNorm.weight */
     float *ln2b;      /* (L, C)     output.LayerNorm.bias */
-    float *poolb;     /* (C)        bert.pooler.dense.bias (classification only) */
-    float *headb;     /* (NL)       classifier.bias or qa_outputs.bias */
+    float *poolb;     /* (C)        bert.pooler.dense.bias (all heads but QA) */
+    float *headb;     /* (NL)       classifier.bias or qa_outputs.bias (CLASSIFICATION, QA) */
 } bert_params;
 
 /* Forward state kept for the backward, for the largest batch (N = B*T tokens).
@@ -134,7 +139,13 @@ typedef struct bert_model {
     float loss;                       /* host copy of acts.loss */
     float dropout_hidden, dropout_attention, dropout_classifier;   /* as used (0 in eval) */
     uint64_t dropout_seed, dropout_counter;
-    int valid_start, valid_end, valid_labels;   /* targets counted in the loss */
+    loss_targets targets;             /* of the last forward (the head's loss) */
+    /* What trains; bert_create sets every flag. A frozen part gets no gradient and no backward
+     * work, and the backward stops below the lowest part that trains. The caller sets them
+     * before the first backward (model/model.c does, from --freeze). */
+    int train_embeddings, train_pooler;
+    unsigned char *train_layers;      /* [L] host */
+    float *frozen_sink;               /* device [2C]: where frozen LayerNorms' gradients go */
 } bert_model;
 
 typedef enum bert_use {
@@ -174,6 +185,16 @@ float bert_loss(const bert_model *m);
  * per token). Returns the number of floats written (<= cap), or -1 with err when cap is short
  * or the backend failed (dst then holds nothing to send). */
 long bert_logits(bert_model *m, float *dst, size_t cap, bp_err *err);
+
+/* The top of the last forward pass (device memory of the model): the logits, the pooled
+ * output [B, C] (POOLED) or the last hidden state [B*T, C] (SEQUENCE). NULL before any. */
+const float *bert_top(const bert_model *m);
+
+/* Backward pass of the last forward from d_top, the gradient of the loss with respect to
+ * bert_top (device, same shape, scaled as the caller wants it), adding into the gradients of
+ * the parts that train. d_top must not be the model's own memory. Returns 0, or -1 with err
+ * (inference-only model, no forward, or the backend's failure). */
+int bert_backward_top(bert_model *m, const float *d_top, bp_err *err);
 
 /* Backward pass of the last forward (which must have had targets), adding
  * loss_scale * d(loss)/d(param) into the gradients (1/accumulation_steps for accumulation).

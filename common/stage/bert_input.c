@@ -29,14 +29,14 @@ void bp_batch_shape(const bp_frame *hello, const char *in_spec, int *max_B, int 
     *max_T = (int)max_length;
 }
 
-void bp_check_vocab_fits(const bp_frame *hello, const bert_model *m) {
+void bp_check_vocab_fits(const bp_frame *hello, int vocab_size) {
     bp_err err;
     int64_t tokens = 0;
     int found = bp_find_int(hello, "vocab_size", 1, BP_I32_MAX, &tokens, &err);
     if (found < 0) bp_die_err(&err);
-    if (found && tokens > m->cfg.vocab_size)
+    if (found && tokens > vocab_size)
         bp_die(1, "hello frame 0 vocab_size, config.json vocab_size", "the tokenizer's vocab.txt has %lld tokens but the "
-               "model's embedding has %d rows: they do not belong together", (long long)tokens, m->cfg.vocab_size);
+               "model's embedding has %d rows: they do not belong together", (long long)tokens, vocab_size);
 }
 
 void bp_batch_tensors_alloc(bp_batch_tensors *h, int max_B, int max_T) {
@@ -92,6 +92,7 @@ static int read_targets(const bp_frame *f, const bert_config *cfg, bp_batch_tens
     if (cfg->num_labels == 1) {
         for (int i = 0; i < b->B; i++) h->label_values[i] = (float)h->labels[i];
         b->label_values = h->label_values;
+        b->labels = h->labels;
         return 0;
     }
     for (int i = 0; i < b->B; i++)

@@ -23,7 +23,7 @@ void bp_batch_shape(const bp_frame *hello, const char *in_spec, int *max_B, int 
 /* The tokenizer's vocabulary (the hello's vocab_size, when it has one) must fit the model's
  * embedding: an id past it means vocab.txt and checkpoint do not belong together, better
  * said here than as a bad id in the first batch. Dies otherwise. */
-void bp_check_vocab_fits(const bp_frame *hello, const bert_model *m);
+void bp_check_vocab_fits(const bp_frame *hello, int vocab_size);
 
 /* Host copies of one batch frame's tensors, for batches up to max_B x max_T. */
 typedef struct bp_batch_tensors {
@@ -39,9 +39,9 @@ void bp_batch_tensors_free(bp_batch_tensors *h);
 
 /* Copy batch frame f into h and point b at it: the inputs always; with `targets` (a model's
  * config) also what its head learns from: start/end positions (QA), labels checked against
- * num_labels (classification), or labels as values (num_labels 1: regression). Returns 0, or
- * -1 with err naming the frame ("tensor 'labels' ... (batch frame 3)", "batch of
- * 16 x 14 exceeds the hello's 8 x 32, its batch_size x max_length (batch frame 3)"). */
+ * num_labels (classification), or labels and labels as values (num_labels 1: regression, BCE's
+ * one logit). Returns 0, or -1 with err naming the frame ("tensor 'labels' ... (batch frame 3)",
+ * "batch of 16 x 14 exceeds the hello's 8 x 32, its batch_size x max_length (batch frame 3)"). */
 int bp_batch_read(const bp_frame *f, const bert_config *targets, bp_batch_tensors *h, bert_batch *b, bp_err *err);
 
 #endif

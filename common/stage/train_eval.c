@@ -63,10 +63,11 @@ void bp_eval_set_free(bp_eval_set *set) {
 /* What an evaluation adds up while its frames go through the model. */
 typedef struct eval_run {
     bp_eval_set *set;
-    bert_model *m;
-    float *logits, *start, *end;   /* [B, C] or [B, T, 2]; QA: one window's [T] each */
+    model *m;
+    float *logits, *start, *end;   /* class scores [B, C] or logits [B, T, 2]; QA: one window's [T] each */
     size_t cap;
     int cls;                       /* classification with classes (not regression) */
+    int C;                         /* classes: model_classes (2 for BCE's one logit) */
     metrics_cls mc;
     double loss_sum;
     int64_t loss_rows;
@@ -75,7 +76,7 @@ typedef struct eval_run {
 /* Classification: each labelled row's argmax against its label. */
 static void add_cls_rows(eval_run *r, const bert_batch *b) {
     bp_err err;
-    int C = r->m->cfg.num_labels;
+    int C = r->C;
     for (int j = 0; j < b->B; j++)
         if (metrics_cls_add_logits(&r->mc, r->logits + (size_t)j * (size_t)C, b->labels[j], NULL, &err)) bp_die_err(&err);
 }
@@ -116,15 +117,16 @@ static int run_frame(eval_run *r, bp_batch_tensors *h, const bp_frame *f) {
     char where[64];
     bert_batch b;
     int targets = bp_has(f, r->set->qa ? "start_positions" : "labels");
-    if (bp_batch_read(f, targets ? &r->m->cfg : NULL, h, &b, &err)) bp_die(1, r->set->spec, "%s", err.msg);
-    if (bert_forward(r->m, &b, 0, &err))
+    if (bp_batch_read(f, targets ? &r->m->cfg.bert : NULL, h, &b, &err)) bp_die(1, r->set->spec, "%s", err.msg);
+    if (model_forward(r->m, &b, 0, &err))
         bp_die(1, r->set->spec, "%s: %s", bp_frame_where(f, where, sizeof where), err.msg);
     if (targets) {
-        r->loss_sum += (double)bert_loss(r->m) * b.B;
+        r->loss_sum += (double)model_loss(r->m) * b.B;
         r->loss_rows += b.B;
     }
     if (!(targets && r->cls) && !(r->set->qa && r->set->examples.n)) return b.B;
-    if (bert_logits(r->m, r->logits, r->cap, &err) < 0) bp_die_err(&err);
+    long got = r->set->qa ? model_logits(r->m, r->logits, r->cap, &err) : model_class_scores(r->m, r->logits, r->cap, &err);
+    if (got < 0) bp_die_err(&err);
     if (r->set->qa) add_qa_rows(r, f, &b);
     else add_cls_rows(r, &b);
     return b.B;
@@ -158,12 +160,13 @@ static void score_qa(eval_run *r, bp_eval_result *out) {
     qa_examples_clear_windows(xs);
 }
 
-void bp_eval_run(bp_eval_set *set, bert_model *m, bp_batch_tensors *h, bp_eval_result *out) {
+void bp_eval_run(bp_eval_set *set, model *m, bp_batch_tensors *h, bp_eval_result *out) {
     bp_err err;
     double start = bp_now();
     *out = (bp_eval_result){.loss = NAN, .accuracy = NAN, .macro_f1 = NAN, .exact_match = NAN, .f1 = NAN};
-    int C = m->cfg.num_labels;
-    eval_run r = {.set = set, .m = m, .cls = !set->qa && C > 1};
+    /* class scores for accuracy: BCE's one logit is two classes; MSE (regression) has none */
+    int C = set->qa ? 0 : model_classes(m);
+    eval_run r = {.set = set, .m = m, .cls = !set->qa && C > 1 && m->targets.kind != LOSS_MSE, .C = C};
     r.cap = (size_t)h->max_B * (size_t)(set->qa ? 2 * h->max_T : C);
     r.logits = malloc(r.cap * sizeof *r.logits);
     r.start = malloc((size_t)h->max_T * sizeof *r.start);

@@ -3,7 +3,8 @@
  * model at each evaluation, scored as eval | postprocess | score would score them.
  *
  * The numbers are the stages' numbers by construction: classification accuracy and macro-F1
- * come from eval/metrics.h's accumulator over the argmax of the same logits, SQuAD EM/F1 from
+ * come from eval/metrics.h's accumulator over the argmax of the same class scores (a BCE
+ * model's one logit x as (0, x), as eval sends it), SQuAD EM/F1 from
  * eval/qa_examples.h (the n-best post-processing of postprocess) and the SQuAD tally of score,
  * over the examples in the order of the examples stream.
  *
@@ -13,7 +14,7 @@
 #ifndef BP_TRAIN_EVAL_H
 #define BP_TRAIN_EVAL_H
 #include "eval/qa_examples.h"
-#include "model/bert.h"
+#include "model/model.h"
 #include "stage/bert_input.h"
 
 /* What an evaluation runs on. */
@@ -54,7 +55,7 @@ int bp_eval_set_scorable(const bp_eval_set *set);
 
 /* Run every frame through m (evaluation mode, no dropout) and score it. h must hold the
  * set's largest batch. Dies naming the frame (--eval) on a bad frame or a model failure. */
-void bp_eval_run(bp_eval_set *set, bert_model *m, bp_batch_tensors *h, bp_eval_result *out);
+void bp_eval_run(bp_eval_set *set, model *m, bp_batch_tensors *h, bp_eval_result *out);
 
 void bp_eval_set_free(bp_eval_set *set);
 

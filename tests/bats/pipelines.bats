@@ -115,6 +115,32 @@ acc() { sed -n 's/.*"accuracy": *\([0-9.]*\).*/\1/p' "$1/metrics.json"; }
   grep -qF '"task": "qa"' "$TMP/q/run_config.json"
 }
 
+@test "sst passes the variant options to train, records them, and the model it saves is that variant" {
+  export BERTPIPE_BIN
+  BERTPIPE_TRAIN=$(recorder train) "$BERTPIPE_TOP/pipelines/sst" --out "$TMP/v" --epochs 1 --max-steps 4 --threads 1 \
+    --head gru --loss bce --freeze bert --optimizer sgd --momentum 0.9 --nesterov --rnn-hidden 16 --rnn-layers 1 \
+    --unidirectional --head-dropout 0.3 2>"$TMP/err" || { cat "$TMP/err"; false; }
+  t=$TMP/rec-train.argv
+  [ "$(arg_of "$t" --head)" = gru ] && [ "$(arg_of "$t" --loss)" = bce ] && [ "$(arg_of "$t" --freeze)" = bert ]
+  [ "$(arg_of "$t" --optimizer)" = sgd ] && [ "$(arg_of "$t" --momentum)" = 0.9 ] && grep -qx -- --nesterov "$t"
+  [ "$(arg_of "$t" --rnn-hidden)" = 16 ] && grep -qx -- --unidirectional "$t" && [ "$(arg_of "$t" --head-dropout)" = 0.3 ]
+  for kv in '"head": "gru"' '"loss": "bce"' '"freeze": "bert"' '"optimizer": "sgd"' '"nesterov": 1'; do
+    grep -qF "$kv" "$TMP/v/run_config.json" || { echo "missing $kv"; cat "$TMP/v/run_config.json"; false; }
+  done
+  grep -qF '"class": "BertWithGRUHead"' "$TMP/v/model/config.json"
+  grep -qE '"accuracy": [0-9.]+' "$TMP/v/metrics.json"
+}
+
+@test "squad --model lstm and --model transformer train the baselines from scratch (no preset) and score them" {
+  for body in lstm transformer; do
+    "$BERTPIPE_TOP/pipelines/squad" --out "$TMP/$body" --model "$body" --hidden 32 --heads 4 --intermediate 48 \
+      --epochs 1 --max-steps 6 --threads 1 --no-plot 2>"$TMP/err" || { cat "$TMP/err"; false; }
+    grep -qF "\"body\": \"$body\"" "$TMP/$body/model/config.json"
+    grep -qE '"exact_match": ?[0-9.]+' "$TMP/$body/metrics.json"
+    ! grep -qF '"preset"' "$TMP/$body/run_config.json"
+  done
+}
+
 @test "a usage error in a pipeline exits 2 with one line naming the option" {
   run "$BERTPIPE_TOP/pipelines/sst" --no-such-flag
   [ "$status" -eq 2 ]

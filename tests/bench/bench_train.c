@@ -23,43 +23,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-/* Batch k of the benchmark (same formula as bench_train_torch.py): row b has length
- * T - ((b * 7 + k * 3) % (T / 4)); ids (b * 1009 + t * 131 + k * 17) % (V - 1000) + 1000 with
- * [CLS] = 101 first and [SEP] = 102 last; second segment from the middle. */
-static void make_batch(int k, int B, int T, int V, int num_labels, int32_t *ids, int32_t *types,
-                       int32_t *mask, int32_t *labels, int32_t *starts, int32_t *ends) {
-    for (int b = 0; b < B; b++) {
-        int len = T - ((b * 7 + k * 3) % (T / 4));
-        for (int t = 0; t < T; t++) {
-            int i = b * T + t;
-            ids[i] = t < len ? (b * 1009 + t * 131 + k * 17) % (V - 1000) + 1000 : 0;
-            if (t == 0) ids[i] = 101;
-            if (t == len - 1) ids[i] = 102;
-            types[i] = t < len && t >= len / 2 ? 1 : 0;
-            mask[i] = t < len;
-        }
-        labels[b] = (b + k) % num_labels;
-        starts[b] = (b * 5 + k) % len;
-        ends[b] = starts[b] + (b % 4) < len ? starts[b] + (b % 4) : len - 1;
-    }
-}
-
-static double cpu_seconds(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-}
-
-static long arg_int(int argc, char **argv, const char *name, long fallback) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0) return strtol(argv[i + 1], NULL, 10);
-    return fallback;
-}
-static const char *arg_str(int argc, char **argv, const char *name, const char *fallback) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0) return argv[i + 1];
-    return fallback;
-}
+#include "bench_batches.h"
 
 int main(int argc, char **argv) {
     bp_set_stage(argv[0]);
@@ -98,19 +62,15 @@ int main(int argc, char **argv) {
     optim_adamw *opt = bert_optim_create(m, &oc, &err);
     if (!opt) bp_die_err(&err);
 
-    size_t N = (size_t)B * T;
-    int32_t *ids = malloc(N * 4), *types = malloc(N * 4), *mask = malloc(N * 4);
-    int32_t *labels = malloc((size_t)B * 4), *starts = malloc((size_t)B * 4), *ends = malloc((size_t)B * 4);
-    if (!ids || !types || !mask || !labels || !starts || !ends) bp_die(1, NULL, "out of memory");
-    bert_batch batch = { .B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask };
-    if (qa) { batch.start_positions = starts; batch.end_positions = ends; }
-    else batch.labels = labels;
+    bench_inputs in;
+    bench_inputs_alloc(&in, B, T, qa);
+    bert_batch batch = in.batch;
 
     /* 2 warm-up steps, then the timed ones; CPU seconds too, a measure less sensitive than wall
      * time to other users of the machine */
     double train_time = 0, eval_time = 0, last_loss = 0, cpu_start = 0;
     for (int k = 0; k < steps + 2; k++) {
-        make_batch(k, B, T, cfg.vocab_size, cfg.num_labels, ids, types, mask, labels, starts, ends);
+        bench_inputs_fill(&in, k, cfg.vocab_size, cfg.num_labels);
         if (k == 2) cpu_start = cpu_seconds();
         double t0 = bp_now();
         if (bert_forward(m, &batch, 1, &err) || bert_backward(m, 1.0f, &err) ||
@@ -121,7 +81,7 @@ int main(int argc, char **argv) {
     }
     double train_cpu = cpu_seconds() - cpu_start;
     for (int k = 0; k < steps + 1; k++) {
-        make_batch(k, B, T, cfg.vocab_size, cfg.num_labels, ids, types, mask, labels, starts, ends);
+        bench_inputs_fill(&in, k, cfg.vocab_size, cfg.num_labels);
         double t0 = bp_now();
         if (bert_forward(m, &batch, 0, &err)) bp_die_err(&err);
         if (k >= 1) eval_time += bp_now() - t0;
@@ -131,7 +91,7 @@ int main(int argc, char **argv) {
     printf("impl %s head %s batch %d seq %d train_seq_s %.2f eval_seq_s %.2f peak_rss_mb %.0f loss %.4f "
            "train_cpu_s_per_step %.3f\n", bf16 ? "c-bf16" : "c", head, B, T, steps * B / train_time, steps * B / eval_time,
            ru.ru_maxrss / 1024.0, last_loss, train_cpu / steps);
-    free(ids); free(types); free(mask); free(labels); free(starts); free(ends);
+    bench_inputs_free(&in);
     optim_free(opt);
     bert_free(m);
     be->destroy(be);

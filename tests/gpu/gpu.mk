@@ -9,7 +9,7 @@ GPU_TESTS    := $(patsubst tests/gpu/%.c,build/gpu-tests/%,$(GPU_TEST_SRC))
 
 test-gpu: $(GPU_TESTS)
 
-build/gpu-tests/%: tests/gpu/%.c $(LIB) $(COMMON_HDR) $(wildcard tests/unit/*.h) | build/gpu-tests
+build/gpu-tests/%: tests/gpu/%.c $(LIB) $(COMMON_HDR) $(wildcard tests/unit/*.h) $(wildcard tests/gpu/*.h) | build/gpu-tests
 	$(CC) $(CFLAGS_ALL) $(CUDA_DEFS) -Itests/unit $< $(LIB) $(LDLIBS_ALL) $(CUDA_LDLIBS) -o $@
 
 build/gpu-tests:

@@ -34,76 +34,7 @@
 
 #ifdef BP_HAVE_CUDA
 
-// ----------------------------------------------------------------------------
-// inputs and comparison
-
-
-/* One host tensor and its copies on both backends. */
-typedef struct pair {
-    backend *cpu, *gpu;
-    void *c, *g;
-    size_t bytes;
-} pair;
-
-static pair pair_make(backend *cpu, backend *gpu, const void *host, size_t bytes) {
-    bp_err err;
-    pair p = { cpu, gpu, cpu->alloc(cpu, bytes, &err), gpu->alloc(gpu, bytes, &err), bytes };
-    if (!p.c || !p.g) { fprintf(stderr, "alloc: %s\n", err.msg); exit(2); }
-    if (host) {
-        cpu->upload(cpu, p.c, host, bytes);
-        gpu->upload(gpu, p.g, host, bytes);
-    }
-    return p;
-}
-static void pair_free(pair *p) { p->cpu->free(p->cpu, p->c); p->gpu->free(p->gpu, p->g); }
-static float *F(const pair *p, int gpu) { return (float *)(gpu ? p->g : p->c); }
-static int32_t *I(const pair *p, int gpu) { return (int32_t *)(gpu ? p->g : p->c); }
-
-/* max |gpu - cpu| / max |cpu| over the tensor (0 when both are all zero). */
-static double pair_error(const pair *p) {
-    size_t n = p->bytes / sizeof(float);
-    float *g = malloc(p->bytes);
-    if (!g) exit(2);
-    p->gpu->download(p->gpu, g, p->g, p->bytes);
-    const float *c = p->c;
-    double diff = 0, scale = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)g[i] - c[i]);
-        if (!(d <= diff)) diff = d;   /* NaN counts as the largest */
-        if (fabs(c[i]) > scale) scale = fabs(c[i]);
-    }
-    free(g);
-    return scale > 0 ? diff / scale : diff;
-}
-
-/* Report one tensor against a limit. */
-static void check(const pair *p, double limit, const char *what, const char *precision) {
-    double e = pair_error(p);
-    if (!tap_ok(e <= limit, "%s %s: max relative error %.2e <= %.0e", precision, what, e, limit))
-        tap_diag("  %s exceeds the limit", what);
-}
-
-/* Same zeros in both: dropout masks agree element for element. */
-static void check_same_zeros(const pair *p, const char *what) {
-    size_t n = p->bytes / sizeof(float), differ = 0;
-    float *g = malloc(p->bytes);
-    if (!g) exit(2);
-    p->gpu->download(p->gpu, g, p->g, p->bytes);
-    const float *c = p->c;
-    for (size_t i = 0; i < n; i++) differ += (g[i] == 0.0f) != (c[i] == 0.0f);
-    free(g);
-    if (!tap_ok(differ == 0, "%s: dropout mask identical to the cpu's", what)) tap_diag("  %zu elements differ", differ);
-}
-
-static void gpu_ok(backend *gpu, const char *after) {
-    bp_err err;
-    if (gpu->check(gpu, &err) != 0) {
-        tap_ok(0, "no cuda error after %s", after);
-        tap_diag("  %s", err.msg);
-    }
-}
-
-#define BOTH(call) do { backend *be = cpu; int gpu_side = 0; call; be = gpu; gpu_side = 1; call; (void)gpu_side; } while (0)
+#include "parity.h"
 
 // ----------------------------------------------------------------------------
 // per-op checks
@@ -305,31 +236,6 @@ static void ops_without_products(backend *cpu, backend *gpu) {
 // ----------------------------------------------------------------------------
 // the whole model
 
-typedef struct host_batch {
-    int32_t ids[4 * 24], types[4 * 24], mask[4 * 24], labels[4], starts[4], ends[4];
-    bert_batch b;
-} host_batch;
-
-/* Batch k: four sequences of different lengths (padding in all but the first). */
-static void make_batch(host_batch *h, int k, int T, int vocab, bert_head head) {
-    memset(h, 0, sizeof *h);
-    for (int s = 0; s < 4; s++) {
-        int len = T - (s * 5 + k) % (T / 2);
-        for (int t = 0; t < len; t++) {
-            h->ids[s * T + t] = 1 + (s * 31 + t * 7 + k * 3) % (vocab - 1);
-            h->types[s * T + t] = t >= len / 2;
-            h->mask[s * T + t] = 1;
-        }
-        h->labels[s] = (s + k) % 3;
-        h->starts[s] = (s + k) % len;
-        h->ends[s] = (s * 2 + k) % len;
-    }
-    h->b = (bert_batch){ .B = 4, .T = T, .input_ids = h->ids, .token_type_ids = h->types,
-                         .attention_mask = h->mask };
-    if (head == BERT_HEAD_QA) { h->b.start_positions = h->starts; h->b.end_positions = h->ends; }
-    else h->b.labels = h->labels;
-}
-
 /* Model tensors compared one named tensor at a time (HF names: query, key and value apart).
  * A few gradients are zero by the model's structure, not by chance (key biases: softmax ignores
  * a shift shared by a row; in QA the qa_outputs bias and the last LayerNorm bias): both sides
@@ -468,7 +374,7 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
     float *lc = malloc(4 * (size_t)T * 2 * sizeof(float)), *lgpu = malloc(4 * (size_t)T * 2 * sizeof(float));
     if (!fc || !fg || !lc || !lgpu) exit(2);
     host_batch hb;
-    make_batch(&hb, 0, T, cfg.vocab_size, head);
+    make_batch(&hb, 0, T, cfg.vocab_size, head == BERT_HEAD_QA, cfg.num_labels);
     char what[128];
 
     /* forward and backward with dropout */
@@ -501,7 +407,7 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
     double worst_loss = 0, lr_sum = 0;
     rc = !oc_cpu || !oc_gpu;
     for (int step = 0; step < 10 && rc == 0; step++) {
-        make_batch(&hb, step + 1, T, cfg.vocab_size, head);
+        make_batch(&hb, step + 1, T, cfg.vocab_size, head == BERT_HEAD_QA, cfg.num_labels);
         rc |= bert_forward(mc, &hb.b, 1, &err) | bert_forward(mg, &hb.b, 1, &err);
         rc |= bert_backward(mc, 1.0f, &err) | bert_backward(mg, 1.0f, &err);
         float lr = 0;
@@ -514,7 +420,7 @@ static void model_parity(backend *cpu, backend *gpu, bert_head head, double limi
     gpu_ok(gpu, "10 training steps");
     tap_ok(worst_loss <= limit, "%s %s: 10 steps, worst loss relative error %.2e <= %.0e", prec, hname, worst_loss,
            limit);
-    make_batch(&hb, 0, T, cfg.vocab_size, head);
+    make_batch(&hb, 0, T, cfg.vocab_size, head == BERT_HEAD_QA, cfg.num_labels);
     rc = bert_forward(mc, &hb.b, 0, &err) | bert_forward(mg, &hb.b, 0, &err);
     /* each of the 10 updates may add up to one step's error (emulating tf32 rounding on the CPU
      * gives 1.2e-3 here with correct code, against 3e-4 before training) */

@@ -12,8 +12,14 @@ plain torch ops under Hugging Face's parameter names (Debian python3-torch; no t
 
   /usr/bin/python3 tests/reference/finetune_peer.py --init DIR --train T.jsonl --eval E.jsonl \
       --out LOGITS.jsonl [--lr 5e-5] [--warmup-steps 0] [--weight-decay 0] [--max-grad-norm 1]
-      [--dropout 0.1] [--threads 2] [--seed 0]
+      [--dropout 0.1] [--threads 2] [--seed 0] [--optimizer adamw|adam|sgd] [--schedule linear|constant]
 Prints one line: "peer: N steps in S s (X seq/s), final loss L".
+
+A model variant (config.json with a "bertpipe_variant" block: an mlp/gru/lstm head, the lstm or
+transformer baselines, frozen parts) runs as the notebook's own torch module
+(variant_modules.py), its weights loaded strict from the same model.safetensors; a frozen BERT
+runs under torch.no_grad() with requires_grad off, as the IMDB notebook does. A BCE model's
+logit x is written as the class scores (0, x), as bertpipe's eval writes it.
 """
 import argparse
 import base64
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_checkpoint_fixtures import read_safetensors  # noqa: E402
+import variant_modules  # noqa: E402
 
 
 def tensor(field, dtype):
@@ -107,6 +114,63 @@ def b64(t):
     return base64.b64encode(t.detach().contiguous().numpy().tobytes()).decode()
 
 
+def batch_tensors(batch):
+    b = {k: tensor(batch[k], torch.int32).long() for k in ("input_ids", "token_type_ids", "attention_mask")}
+    for k in ("labels", "start_positions", "end_positions"):
+        if k in batch:
+            b[k] = tensor(batch[k], torch.int32).long()
+    return b
+
+
+class Variant:
+    """A bertpipe model variant as its torch module: forward(batch, training) -> (logits, loss)."""
+
+    def __init__(self, cfg, state):
+        self.module, self.kind = variant_modules.build(cfg)
+        self.module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        self.frozen = [s for s in cfg["bertpipe_variant"].get("freeze", "").split(",") if s]
+        names = dict(self.module.named_parameters())
+        for name, p in names.items():
+            p.requires_grad_(not self.is_frozen(name))
+        self.bert_frozen = hasattr(self.module, "bert") and all(not p.requires_grad for p in self.module.bert.parameters())
+        if self.bert_frozen:   # the notebook's torch.no_grad() around the encoder
+            inner = self.module.bert.forward
+
+            def frozen_forward(*args):
+                with torch.no_grad():
+                    return inner(*args)
+            self.module.bert.forward = frozen_forward
+        self.params = {n: p for n, p in names.items() if p.requires_grad}
+
+    def is_frozen(self, name):
+        return any(variant_modules.frozen(name, item) for item in self.frozen)
+
+    def forward(self, batch, training):
+        self.module.train(training)
+        b = batch_tensors(batch)
+        logits = self.module(b)
+        loss = variant_modules.loss_of(self.kind, logits, b) if ("labels" in b or "start_positions" in b) else None
+        return logits, loss
+
+    def outputs(self, logits):
+        """What the logits frame carries: class scores, or start and end logits."""
+        if self.kind == "qa":
+            return logits[..., 0], logits[..., 1]
+        if self.kind == "bce":
+            return torch.cat([torch.zeros_like(logits), logits], dim=1)
+        return logits
+
+
+def make_optimizer(a, named):
+    no_decay = [v for k, v in named.items() if variant_modules.no_decay(k)]
+    decay = [v for k, v in named.items() if not variant_modules.no_decay(k)]
+    groups = [{"params": decay, "weight_decay": a.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if a.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov)
+    cls = torch.optim.AdamW if a.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--init", required=True)
@@ -120,28 +184,39 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--optimizer", default="adamw", choices=["adamw", "adam", "sgd"])
+    ap.add_argument("--momentum", type=float, default=0.0)
+    ap.add_argument("--nesterov", action="store_true")
+    ap.add_argument("--schedule", default="linear", choices=["linear", "constant"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     with open(os.path.join(a.init, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
     params, _ = read_safetensors(os.path.join(a.init, "model.safetensors"))
-    params = {k: v.float().requires_grad_(True) for k, v in params.items()}
+    variant = Variant(cfg, params) if "bertpipe_variant" in cfg else None
+    if variant:
+        params = variant.params
+    else:
+        params = {k: v.float().requires_grad_(True) for k, v in params.items()}
     head = "qa" if "qa_outputs.weight" in params else "cls"
+    if variant:
+        head = "qa" if variant.kind == "qa" else "cls"
     _, train = read_batches(a.train)
     hello, evals = read_batches(a.eval)
 
-    no_decay = [v for k, v in params.items() if k.endswith(".bias") or "LayerNorm" in k]
-    decay = [v for k, v in params.items() if not (k.endswith(".bias") or "LayerNorm" in k)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = make_optimizer(a, params)
     total = len(train)
     warm = a.warmup_steps
+    constant = a.schedule == "constant"
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: s / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+        opt, lambda s: s / max(1, warm) if s < warm else 1.0 if constant else max(0.0, (total - s) / max(1, total - warm)))
     start, rows, loss = time.perf_counter(), 0, float("nan")
     for batch in train:
-        _, out = forward(params, cfg, batch, head, a.dropout, True)
+        if variant:
+            _, out = variant.forward(batch, True)
+        else:
+            _, out = forward(params, cfg, batch, head, a.dropout, True)
         out.backward()
         if a.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(params.values()), a.max_grad_norm)
@@ -156,7 +231,11 @@ def main():
                             **{k: hello[k] for k in ("labels", "num_labels", "max_length", "stride") if k in hello}},
                            separators=(",", ":")) + "\n")
         for seq, batch in enumerate(evals):
-            logits, _ = forward(params, cfg, batch, head, 0.0, False)
+            if variant:
+                raw, _ = variant.forward(batch, False)
+                logits = variant.outputs(raw)
+            else:
+                logits, _ = forward(params, cfg, batch, head, 0.0, False)
             frame = {"v": 1, "k": "logits", "seq": seq, "example_ids": batch["example_ids"], "windows": batch["windows"]}
             if head == "cls":
                 frame["logits"] = {"dtype": "f32", "shape": list(logits.shape), "data": {"$bin": b64(logits)}}

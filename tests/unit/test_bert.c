@@ -18,50 +18,12 @@
 #include "model/optim.h"
 #include "bpfixt.h"
 #include "tap.h"
+#include "fixture_reader.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-// ----------------------------------------------------------------------------
-// comparisons
-
-static double scaled_error(const float *got, const float *want, size_t n) {
-    double max_diff = 0, max_want = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        if (!(d <= max_diff)) max_diff = d;   /* NaN propagates as a failure */
-        if (fabs(want[i]) > max_want) max_want = fabs(want[i]);
-    }
-    return max_want > 0 ? max_diff / max_want : max_diff;
-}
-
-/* A few gradients are zero by the structure of the model, not by chance: key biases (softmax
- * ignores a shift shared by a row), and in QA the qa_outputs bias and the last LayerNorm bias
- * (start/end gradients sum to zero over positions). Both implementations return rounding noise
- * there (1e-18 in float64, 1e-9 in float32), so these are recognised from the reference, their
- * gradients are checked against the global scale, and after the steps (where AdamW turns
- * that noise into steps of up to ~lr) they are only checked to stay within the step bound. */
-static int structurally_zero(const fixture *f, const char *name, double global_grad_scale) {
-    char key[200];
-    snprintf(key, sizeof key, "grad.%s", name);
-    const fx_tensor *t = fx_get(f, key);
-    if (!t) return 0;
-    double max_grad = 0;
-    for (size_t i = 0; i < t->count; i++)
-        if (fabs(((const float *)t->data)[i]) > max_grad) max_grad = fabs(((const float *)t->data)[i]);
-    return max_grad < 1e-9 * global_grad_scale;
-}
-
-static double global_grad_scale(const fixture *f) {
-    double scale = 0;
-    for (int i = 0; i < f->n; i++)
-        if (strncmp(f->t[i].name, "grad.", 5) == 0)
-            for (size_t k = 0; k < f->t[i].count; k++)
-                if (fabs(((const float *)f->t[i].data)[k]) > scale) scale = fabs(((const float *)f->t[i].data)[k]);
-    return scale;
-}
 
 /* Compare every named tensor of the model state in `flat` with fixture entries PREFIX.name.
  * step_bound > 0: tensors with a structurally zero gradient only need |got - want| <= it. */
@@ -98,31 +60,6 @@ static int compare_all(const fixture *f, const bert_model *m, float *flat, const
     }
     free(tensors);
     return all_ok;
-}
-
-static bert_batch fixture_batch(const fixture *f, int index, int head) {
-    char name[64];
-    bert_batch b;
-    memset(&b, 0, sizeof b);
-    snprintf(name, sizeof name, "batch%d.input_ids", index);
-    const fx_tensor *ids = fx_get(f, name);
-    b.B = (int)ids->dims[0];
-    b.T = (int)ids->dims[1];
-    b.input_ids = ids->data;
-    snprintf(name, sizeof name, "batch%d.token_type_ids", index);
-    b.token_type_ids = fx_i32(f, name);
-    snprintf(name, sizeof name, "batch%d.attention_mask", index);
-    b.attention_mask = fx_i32(f, name);
-    if (head == BERT_HEAD_CLASSIFICATION) {
-        snprintf(name, sizeof name, "batch%d.labels", index);
-        b.labels = fx_i32(f, name);
-    } else {
-        snprintf(name, sizeof name, "batch%d.start_positions", index);
-        b.start_positions = fx_i32(f, name);
-        snprintf(name, sizeof name, "batch%d.end_positions", index);
-        b.end_positions = fx_i32(f, name);
-    }
-    return b;
 }
 
 static void config_from_fixture(const fixture *f, bert_config *cfg) {
@@ -182,7 +119,7 @@ static void parity(backend *be, const char *path, const char *label) {
     tap_ok(load_initial_params(&f, m) == 0, "%s: every parameter found in the fixture", label);
 
     // forward (eval) and loss
-    bert_batch b0 = fixture_batch(&f, 0, cfg.head);
+    bert_batch b0 = fixture_batch(&f, 0, cfg.head == BERT_HEAD_QA);
     int rc = bert_forward(m, &b0, 0, &err);
     if (!tap_ok(rc == 0, "%s: forward", label)) tap_diag("%s", err.msg);
     const fx_tensor *want_logits = fx_get(&f, "logits");
@@ -233,7 +170,7 @@ static void parity(backend *be, const char *path, const char *label) {
     bert_zero_grad(m);
     optim_adamw *opt = bert_optim_create(m, &oc, &err);
     tap_ok(opt != NULL, "%s: optimizer created", label);
-    bert_batch b1 = fixture_batch(&f, 1, cfg.head);
+    bert_batch b1 = fixture_batch(&f, 1, cfg.head == BERT_HEAD_QA);
     const float *want_norms = fx_f32(&f, "train.grad_norms");
     const float *want_losses = fx_f32(&f, "train.losses");
     double worst_norm = 0, worst_loss = 0, lr_sum = 0;

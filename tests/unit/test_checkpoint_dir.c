@@ -1,8 +1,8 @@
-/* test_checkpoint_dir.c — a checkpoint folder is saved whole or not at all (ckpt/bert_io.h,
+/* test_checkpoint_dir.c — a checkpoint folder is saved whole or not at all (ckpt/model_io.h,
  * base/atomic_dir.h).
  *
- * A tiny random BERT with an optimizer is saved with bert_save_checkpoint; each case then
- * checks what a resume would read: bert_open and bert_load_train_state must find one save
+ * A tiny random BERT with an optimizer is saved with model_save_checkpoint; each case then
+ * checks what a resume would read: model_open and model_load_train_state must find one save
  * whole, never weights of one save beside optimizer state of another. The full-disk case runs
  * on a small tmpfs mounted in a private mount namespace of a child process (as root, or in a
  * user namespace); where mounting is not allowed it is skipped with the reason. The states a
@@ -24,8 +24,8 @@
 
 #include "backend/backend.h"
 #include "base/atomic_dir.h"
-#include "ckpt/bert_io.h"
-#include "model/bert.h"
+#include "ckpt/model_io.h"
+#include "model/model.h"
 #include "tap.h"
 
 static char tmpdir[] = "/tmp/bp-ckpt-dir-XXXXXX";
@@ -85,8 +85,8 @@ static int run(const char *cmd) {
 /* ---- a tiny model and its training state -------------------------------------------- */
 
 typedef struct trained {
-    bert_model *m;
-    optim_adamw *opt;
+    model *m;
+    optimizer *opt;
     bert_train_state state;
 } trained;
 
@@ -95,24 +95,24 @@ static const char *vocab_path;
 /* A model with weights from SEED, optimizer moments set to SEED, and state step STEP. */
 static int make_trained(trained *t, uint64_t seed, long step) {
     bp_err err = {{0}};
-    bert_config cfg;
-    bert_config_default(&cfg);
-    cfg.vocab_size = 16;
-    cfg.hidden_size = 16;
-    cfg.num_hidden_layers = 1;
-    cfg.num_attention_heads = 2;
-    cfg.intermediate_size = 32;
-    cfg.max_position_embeddings = 16;
-    cfg.num_labels = 2;
+    model_config cfg;
+    model_config_default(&cfg);
+    cfg.bert.vocab_size = 16;
+    cfg.bert.hidden_size = 16;
+    cfg.bert.num_hidden_layers = 1;
+    cfg.bert.num_attention_heads = 2;
+    cfg.bert.intermediate_size = 32;
+    cfg.bert.max_position_embeddings = 16;
+    cfg.bert.num_labels = 2;
     memset(t, 0, sizeof *t);
-    t->m = bert_create(&cfg, be, 2, 8, &err);
-    if (!t->m || bert_init_weights(t->m, seed, 0, &err)) {
+    t->m = model_create(&cfg, be, 2, 8, MODEL_FOR_TRAINING, &err);
+    if (!t->m || model_init_weights(t->m, seed, &err)) {
         tap_diag("model: %s", err.msg);
         return -1;
     }
     optim_config oc;
     optim_config_default(&oc);
-    t->opt = bert_optim_create(t->m, &oc, &err);
+    t->opt = model_optim_create(t->m, &oc, &err);
     float *moments = t->opt ? malloc(t->m->num_params * sizeof *moments) : NULL;
     if (!moments) {
         tap_diag("optimizer: %s", err.msg);
@@ -120,12 +120,13 @@ static int make_trained(trained *t, uint64_t seed, long step) {
     }
     /* The seed marks all three parts of a save: the first weight, the first moment and the
      * state's dropout_seed; a resume that finds them different mixes two saves. */
-    int rc = bert_copy_to_host(t->m, NULL, BERT_STATE_PARAMS, moments, &err);
+    int rc = model_copy_to_host(t->m, NULL, MODEL_STATE_PARAMS, 0, moments, &err);
     moments[0] = (float)seed;
-    rc = rc || bert_copy_from_host(t->m, NULL, BERT_STATE_PARAMS, moments, &err);
+    rc = rc || model_copy_from_host(t->m, NULL, MODEL_STATE_PARAMS, 0, moments, &err);
     for (size_t i = 0; i < t->m->num_params; i++) moments[i] = (float)seed + (float)i * 1e-3f;
-    rc = rc || bert_copy_from_host(t->m, t->opt, BERT_STATE_ADAM_M, moments, &err) ||
-         bert_copy_from_host(t->m, t->opt, BERT_STATE_ADAM_V, moments, &err);
+    /* AdamW's two buffers: exp_avg, exp_avg_sq */
+    rc = rc || model_copy_from_host(t->m, t->opt, MODEL_STATE_OPTIM, 0, moments, &err) ||
+         model_copy_from_host(t->m, t->opt, MODEL_STATE_OPTIM, 1, moments, &err);
     free(moments);
     t->state = (bert_train_state){.step = step, .epoch = 0, .batches_consumed = step * 4, .dropout_seed = seed};
     return rc ? -1 : 0;
@@ -133,31 +134,33 @@ static int make_trained(trained *t, uint64_t seed, long step) {
 
 static void trained_free(trained *t) {
     optim_free(t->opt);
-    bert_free(t->m);
+    model_free(t->m);
 }
 
 static int save(trained *t, const char *dir, bp_err *err) {
     static const char *const labels[] = {"negative", "positive"};
     err->msg[0] = '\0';
-    return bert_save_checkpoint(t->m, t->opt, &t->state, dir, labels, 2, vocab_path, err);
+    return model_save_checkpoint(t->m, t->opt, &t->state, dir, labels, 2, vocab_path, err);
 }
 
 /* The step a resume from DIR would continue at, or -1 when DIR does not load as one whole
  * checkpoint (weights and optimizer state). */
 static long resume_step(const char *dir, bp_err *err) {
     err->msg[0] = '\0';
-    bert_model *m = bert_open(dir, 1, BERT_HEAD_CLASSIFICATION, 0, BERT_FOR_TRAINING, be, 2, 8, 1, NULL, err);
+    model_config cfg;
+    if (model_read_config(dir, BERT_HEAD_CLASSIFICATION, 0, &cfg, NULL, err)) return -1;
+    model *m = model_open(&cfg, dir, MODEL_LOAD_MATCHING, MODEL_FOR_TRAINING, be, 2, 8, 1, NULL, err);
     if (!m) return -1;
     optim_config oc;
     optim_config_default(&oc);
-    optim_adamw *opt = bert_optim_create(m, &oc, err);
+    optimizer *opt = model_optim_create(m, &oc, err);
     bert_train_state state = {0};
-    long step = opt && bert_load_train_state(m, opt, dir, &state, err) == 0 ? state.step : -1;
+    long step = opt && model_load_train_state(m, opt, dir, &state, err) == 0 ? state.step : -1;
     /* Weights, moments and state must come from one save (see make_trained). */
     float *moments = step >= 0 ? malloc(m->num_params * sizeof *moments) : NULL;
     float *weights = step >= 0 ? malloc(m->num_params * sizeof *weights) : NULL;
-    if (moments && weights && bert_copy_to_host(m, opt, BERT_STATE_ADAM_M, moments, err) == 0 &&
-        bert_copy_to_host(m, NULL, BERT_STATE_PARAMS, weights, err) == 0 &&
+    if (moments && weights && model_copy_to_host(m, opt, MODEL_STATE_OPTIM, 0, moments, err) == 0 &&
+        model_copy_to_host(m, NULL, MODEL_STATE_PARAMS, 0, weights, err) == 0 &&
         (moments[0] != (float)state.dropout_seed || weights[0] != (float)state.dropout_seed)) {
         bp_err_set(err, "weights of seed %g, optimizer moments of seed %g, state of seed %llu: two saves mixed",
                    weights[0], moments[0], (unsigned long long)state.dropout_seed);
@@ -166,7 +169,7 @@ static long resume_step(const char *dir, bp_err *err) {
     free(moments);
     free(weights);
     optim_free(opt);
-    bert_free(m);
+    model_free(m);
     return step;
 }
 
@@ -357,16 +360,16 @@ static void full_disk_child(verdict *v) {
     char dir2[1300];
     snprintf(dir2, sizeof dir2, "%s/ck2", mnt);
     mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=16m");
-    int saved = bert_save_pretrained(first.m, dir2, labels, 2, vocab_path, &err) == 0 &&
-                bert_save_train_state(first.m, first.opt, dir2, &first.state, &err) == 0;
+    int saved = model_save_pretrained(first.m, dir2, labels, 2, vocab_path, &err) == 0 &&
+                model_save_train_state(first.m, first.opt, dir2, &first.state, &err) == 0;
     /* Room for new weights (one page more), not for new optimizer state (twice the weights). */
     unsigned long long page = 4096, weights_pages = ((unsigned long long)st_model.st_size + page - 1) / page * page;
     remounted = saved && statvfs(mnt, &fs) == 0;
     used = (unsigned long long)(fs.f_blocks - fs.f_bfree) * fs.f_frsize;
     snprintf(options, sizeof options, "size=%llu", used + weights_pages + page);
     remounted = remounted && mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, options) == 0;
-    rc = remounted && bert_save_pretrained(second.m, dir2, labels, 2, vocab_path, &err) == 0 &&
-         bert_save_train_state(second.m, second.opt, dir2, &second.state, &err) == 0;
+    rc = remounted && model_save_pretrained(second.m, dir2, labels, 2, vocab_path, &err) == 0 &&
+         model_save_train_state(second.m, second.opt, dir2, &second.state, &err) == 0;
     step = resume_step(dir2, &err);
     note(v, remounted && !rc && !strstr(err.msg, "two saves mixed"),
          "weights then optimizer state on a full disk: the save fails and no resume mixes two saves (%s)", err.msg);

@@ -16,7 +16,6 @@
 #include "backend/cuda.h"
 #endif
 #include "model/optim.h"
-#include "bpfixt.h"
 #include "tap.h"
 #include "fixture_reader.h"
 

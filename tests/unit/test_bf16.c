@@ -23,7 +23,7 @@
 #include "backend/device.h"
 #include "model/bert.h"
 #include "model/optim.h"
-#include "bpfixt.h"
+#include "fixture_reader.h"
 #include "random_inputs.h"
 #include "tap.h"
 

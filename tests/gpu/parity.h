@@ -1,5 +1,5 @@
 /* parity.h — what the GPU parity tests share: seeded random inputs, a tensor held on both
- * backends, the error measure (max |cuda - cpu| / max |cpu|) and one TAP line per tensor.
+ * backends (inputs from random_inputs.h), the error measure (max |cuda - cpu| / max |cpu|) and one TAP line per tensor.
  * Header-only, static: each test binary has its own copy. Only compiled with BP_HAVE_CUDA.
  */
 #ifndef BP_GPU_PARITY_H
@@ -12,21 +12,8 @@
 
 #include "backend/backend.h"
 #include "model/bert.h"
+#include "random_inputs.h"
 #include "tap.h"
-
-static uint64_t rng_state = 0x243F6A8885A308D3ull;
-static inline float uniform(float lo, float hi) {   /* own xorshift: the same inputs on every run */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
-}
-static inline float *random_floats(size_t n, float lo, float hi) {
-    float *x = malloc(n * sizeof(float));
-    if (!x) { fprintf(stderr, "out of memory\n"); exit(2); }
-    for (size_t i = 0; i < n; i++) x[i] = uniform(lo, hi);
-    return x;
-}
 
 /* One host tensor and its copies on both backends. */
 typedef struct pair {

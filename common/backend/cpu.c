@@ -1130,42 +1130,14 @@ static double cpu_sumsq(backend *be, const float *x, size_t rows, size_t row_len
     return sumsq_blocks(be, &j, rows);
 }
 
-static void adamw_rows(void *ctx, size_t begin, size_t end) {
+/* torch.optim.AdamW (decoupled decay: p *= decay, l2 0) and torch.optim.Adam with weight decay
+ * (g = grad_scale * g + l2 * p before the moments, decay 1), operation for operation; the other
+ * one's term is exact (x * 1, x + 0). A row no gradient touched runs with g = 0: its moments only
+ * decay. */
+static void adam_rows(void *ctx, size_t begin, size_t end) {
     opt_job *j = ctx;
     const backend_adamw_args *a = j->a;
-    float decay = a->decay, step_size = a->step_size, bc2_sqrt = a->bias_correction2_sqrt;
-    float one_minus_b1 = 1.0f - a->beta1, one_minus_b2 = 1.0f - a->beta2;
-    size_t L = j->row_len;
-    for (size_t r = begin; r < end; r++) {
-        float *p = j->param + r * L, *m = j->m + r * L, *v = j->v + r * L;
-        if (j->touched && !j->touched[r]) {
-            /* zero gradient: moments only decay; same float operations as with g = 0 */
-            for (size_t i = 0; i < L; i++) {
-                p[i] *= decay;
-                m[i] = m[i] * a->beta1;
-                v[i] = v[i] * a->beta2;
-                float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
-                p[i] += -step_size * (m[i] / denom);
-            }
-            continue;
-        }
-        const float *g = j->grad + r * L;
-        for (size_t i = 0; i < L; i++) {
-            float gi = g[i] * a->grad_scale;
-            p[i] *= decay;
-            m[i] = m[i] * a->beta1 + gi * one_minus_b1;
-            v[i] = v[i] * a->beta2 + gi * gi * one_minus_b2;
-            float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
-            p[i] += -step_size * (m[i] / denom);
-        }
-    }
-}
-
-/* torch.optim.Adam with weight decay: g = grad_scale * g + l2 * p before the moments (decay is 1) */
-static void adam_l2_rows(void *ctx, size_t begin, size_t end) {
-    opt_job *j = ctx;
-    const backend_adamw_args *a = j->a;
-    float step_size = a->step_size, bc2_sqrt = a->bias_correction2_sqrt, l2 = a->l2;
+    float decay = a->decay, step_size = a->step_size, bc2_sqrt = a->bias_correction2_sqrt, l2 = a->l2;
     float one_minus_b1 = 1.0f - a->beta1, one_minus_b2 = 1.0f - a->beta2;
     size_t L = j->row_len;
     for (size_t r = begin; r < end; r++) {
@@ -1173,6 +1145,7 @@ static void adam_l2_rows(void *ctx, size_t begin, size_t end) {
         const float *g = j->touched && !j->touched[r] ? NULL : j->grad + r * L;
         for (size_t i = 0; i < L; i++) {
             float gi = (g ? g[i] * a->grad_scale : 0.0f) + l2 * p[i];
+            p[i] *= decay;
             m[i] = m[i] * a->beta1 + gi * one_minus_b1;
             v[i] = v[i] * a->beta2 + gi * gi * one_minus_b2;
             float denom = sqrtf(v[i]) / bc2_sqrt + a->eps;
@@ -1202,7 +1175,7 @@ static void cpu_adamw(backend *be, float *param, const float *grad, float *m, fl
                       size_t row_len, const uint8_t *touched, const backend_adamw_args *args) {
     opt_job j = { .param = param, .grad = grad, .m = m, .v = v, .touched = touched,
                   .row_len = row_len, .a = args };
-    optimizer_rows(be, &j, rows, args->l2 != 0 ? adam_l2_rows : adamw_rows);
+    optimizer_rows(be, &j, rows, adam_rows);
 }
 
 /* torch.optim.SGD (_single_tensor_sgd), operation for operation */

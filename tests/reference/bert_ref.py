@@ -217,27 +217,34 @@ def build(head, out_dir):
                                         OPTIM["beta1"], OPTIM["beta2"], OPTIM["eps"]], dtype=torch.float64))
     w.add("optim.ints", torch.tensor([OPTIM["warmup_steps"], OPTIM["total_steps"], OPTIM["accumulation"]],
                                      dtype=torch.int32))
+    add_run(w, params, batches, lambda b: model_loss(params, cfg, head, b),
+            lambda bs: train_steps(params, cfg, head, bs), os.path.join(out_dir, f"{head}.bin"))
+
+
+def add_run(w, params, batches, forward, train, path):
+    """The part every fixture shares (variants_ref.py too): the batches, the parameters, the first
+    batch's logits, loss and gradients (of the parameters that get one), the losses and gradient
+    norms of the training steps and the parameters after them; written to path."""
     for i, batch in enumerate(batches):
-        for k, v in batch.items():
-            w.add(f"batch{i}.{k}", v)
+        for k, t in batch.items():
+            w.add(f"batch{i}.{k}", t)
     for name, p in params.items():
         w.add("param." + name, p)
-    logits, loss = model_loss(params, cfg, head, batches[0])
+    logits, loss = forward(batches[0])
     loss.backward()
     w.add("logits", logits)
     w.add("loss", loss.reshape(1))
     for name, p in params.items():
-        w.add("grad." + name, p.grad)
+        if p.grad is not None:
+            w.add("grad." + name, p.grad)
         p.grad = None
-    history = train_steps(params, cfg, head, batches)
+    history = train(batches)
     w.add("train.losses", torch.tensor([h[0] for h in history], dtype=torch.float64))
     w.add("train.grad_norms", torch.tensor([h[1] for h in history], dtype=torch.float64))
     for name, p in params.items():
         w.add("step5." + name, p)
-    path = os.path.join(out_dir, f"{head}.bin")
     w.write(path)
     print(f"{path}: loss {loss.item():.6f}, grad norms {[round(h[1], 4) for h in history]}")
-
 
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/bert"

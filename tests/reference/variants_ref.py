@@ -212,28 +212,8 @@ def build(name, out_dir, seed):
     w.add("variant.floats", torch.tensor([eps, o["lr"], o["weight_decay"], SCHEDULE["max_grad_norm"], 0.9, 0.999,
                                           1e-8, o.get("momentum", 0.0), o.get("dampening", 0.0)], dtype=torch.float64))
     w.add("variant.freeze", torch.tensor([ord(c) for c in v["freeze"]] + [0], dtype=torch.int32))
-    for i, batch in enumerate(batches):
-        for k, t in batch.items():
-            w.add(f"batch{i}.{k}", t)
-    for pname, p in model.params.items():
-        w.add("param." + pname, p)
-    logits, loss = model.forward(batches[0])
-    loss.backward()
-    w.add("logits", logits)
-    w.add("loss", loss.reshape(1))
-    for pname, p in model.params.items():
-        if p.grad is not None:
-            w.add("grad." + pname, p.grad)
-        p.grad = None
-    history = train_steps(model, batches)
-    w.add("train.losses", torch.tensor([h[0] for h in history], dtype=torch.float64))
-    w.add("train.grad_norms", torch.tensor([h[1] for h in history], dtype=torch.float64))
-    for pname, p in model.params.items():
-        w.add("step5." + pname, p)
-    path = os.path.join(out_dir, f"{name}.bin")
-    w.write(path)
-    print(f"{path}: loss {loss.item():.6f}, grad norms {[round(h[1], 4) for h in history]}")
-
+    bert_ref.add_run(w, model.params, batches, model.forward, lambda bs: train_steps(model, bs),
+                     os.path.join(out_dir, f"{name}.bin"))
 
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/variants"

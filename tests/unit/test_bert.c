@@ -18,6 +18,7 @@
 #include "model/optim.h"
 #include "tap.h"
 #include "fixture_reader.h"
+#include "central_diff.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -287,6 +288,21 @@ static void dropout_and_errors(backend *be) {
 /* With dropout on, the backward must apply the same masks as the forward. Masks depend only
  * on (seed, counter), so resetting the counter makes the loss a fixed function of the
  * parameters, and central differences check the analytic gradient, dropout included. */
+typedef struct bert_loss_ctx {
+    bert_model *m;
+    const bert_batch *b;
+} bert_loss_ctx;
+
+/* The loss at params, dropout masks fixed (the counter reset). */
+static double bert_loss_at(void *ctx, const float *params) {
+    bert_loss_ctx *c = ctx;
+    bp_err err;
+    bert_copy_from_host(c->m, NULL, BERT_STATE_PARAMS, params, &err);
+    c->m->dropout_counter = 41;
+    bert_forward(c->m, c->b, 1, &err);
+    return bert_loss(c->m);
+}
+
 static void dropout_gradients(backend *be, bert_head head) {
     const char *label = head == BERT_HEAD_QA ? "QA" : "classification";
     bert_config cfg;
@@ -321,34 +337,12 @@ static void dropout_gradients(backend *be, bert_head head) {
     bert_copy_to_host(m, NULL, BERT_STATE_GRADS, grads, &err);
     bert_copy_to_host(m, NULL, BERT_STATE_PARAMS, params, &err);
     /* every 97th parameter, skipping the embedding rows no token uses */
-    int checked = 0, bad = 0;
-    double worst = 0;
-    const float eps = 1e-2f;
-    for (size_t i = 0; i < m->num_params; i += 97) {
-        if (i < (size_t)cfg.vocab_size * cfg.hidden_size && grads[i] == 0.0f) continue;
-        float saved = params[i];
-        double loss[2];
-        for (int side = 0; side < 2; side++) {
-            params[i] = saved + (side ? -eps : eps);
-            bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, params, &err);
-            m->dropout_counter = 41;
-            bert_forward(m, &b, 1, &err);
-            loss[side] = bert_loss(m);
-        }
-        params[i] = saved;
-        double numeric = (loss[0] - loss[1]) / (2.0 * eps);
-        double diff = fabs(numeric - grads[i]);
-        double limit = 2e-3 + 3e-2 * fabs(grads[i]);
-        if (diff / limit > worst) worst = diff / limit;
-        if (diff > limit) {
-            bad++;
-            tap_diag("%s param %zu: analytic %.6f numeric %.6f", label, i, grads[i], numeric);
-        }
-        checked++;
-    }
+    bert_loss_ctx ctx = { m, &b };
+    central_diff r = central_differences(label, params, grads, m->num_params, 97,
+                                         (size_t)cfg.vocab_size * cfg.hidden_size, 1e-2f, bert_loss_at, &ctx);
     bert_copy_from_host(m, NULL, BERT_STATE_PARAMS, params, &err);
-    tap_ok(bad == 0 && checked >= 40, "%s: %d gradients with dropout match central differences (worst %.2f of the limit)",
-           label, checked, worst);
+    tap_ok(r.bad == 0 && r.checked >= 40, "%s: %d gradients with dropout match central differences (worst %.2f of the limit)",
+           label, r.checked, r.worst);
     free(params);
     free(grads);
     bert_free(m);

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "tap.h"
 #include "fixture_reader.h"
+#include "central_diff.h"
 #include "small_variant.h"
 
 #include <stdint.h>
@@ -293,6 +294,21 @@ static void parity(backend *be, const char *name) {
  * counter), so resetting the counter makes the loss a fixed function of the parameters, and
  * central differences check the analytic gradient, every dropout site of the variant included
  * (BERT's, between rnn layers, before the head's Linear, inside the encoder layer). */
+typedef struct model_loss_ctx {
+    model *m;
+    const bert_batch *b;
+} model_loss_ctx;
+
+/* The loss at params, dropout masks fixed (the counter reset). */
+static double model_loss_at(void *ctx, const float *params) {
+    model_loss_ctx *c = ctx;
+    bp_err err;
+    model_copy_from_host(c->m, NULL, MODEL_STATE_PARAMS, 0, params, &err);
+    c->m->dropout_counter = 41;
+    model_forward(c->m, c->b, 1, &err);
+    return model_loss(c->m);
+}
+
 static void dropout_gradients(backend *be, const char *label, model_config cfg, int32_t *labels, int32_t *starts,
                               int32_t *ends) {
     cfg.bert.hidden_dropout_prob = cfg.bert.attention_probs_dropout_prob = 0.2f;
@@ -318,34 +334,15 @@ static void dropout_gradients(backend *be, const char *label, model_config cfg, 
              model_copy_to_host(m, NULL, MODEL_STATE_GRADS, 0, grads, &err) ||
              model_copy_to_host(m, NULL, MODEL_STATE_PARAMS, 0, params, &err);
     if (rc) tap_diag("%s", err.msg);
-    int checked = 0, bad = 0;
-    double worst = 0;
     /* small steps: a ReLU kink within +-eps of a pre-activation moves a numeric gradient */
     const float eps = cfg.body == MODEL_BODY_TRANSFORMER ? 1e-3f : 1e-2f;
-    for (size_t i = 0; i < m->num_params && !rc; i += 7) {
-        if (grads[i] == 0.0f) continue;   /* embedding rows no token uses, frozen or unused tensors */
-        float saved = params[i];
-        double loss[2];
-        for (int side = 0; side < 2; side++) {
-            params[i] = saved + (side ? -eps : eps);
-            model_copy_from_host(m, NULL, MODEL_STATE_PARAMS, 0, params, &err);
-            m->dropout_counter = 41;
-            model_forward(m, &b, 1, &err);
-            loss[side] = model_loss(m);
-        }
-        params[i] = saved;
-        double numeric = (loss[0] - loss[1]) / (2.0 * eps), diff = fabs(numeric - grads[i]);
-        double limit = 2e-3 + 3e-2 * fabs(grads[i]);
-        if (diff / limit > worst) worst = diff / limit;
-        if (diff > limit) {
-            bad++;
-            tap_diag("%s param %zu: analytic %.6f numeric %.6f", label, i, grads[i], numeric);
-        }
-        checked++;
-    }
+    model_loss_ctx ctx = { m, &b };
+    /* zero gradients: embedding rows no token uses, frozen or unused tensors */
+    central_diff r = { 0, 0, 0.0 };
+    if (!rc) r = central_differences(label, params, grads, m->num_params, 7, m->num_params, eps, model_loss_at, &ctx);
     /* a ReLU kink inside +-eps moves a numeric gradient: one such point is allowed */
-    tap_ok(!rc && bad <= 1 && checked >= 40, "%s: %d gradients with dropout match central differences "
-           "(%d off; worst %.2f of the limit)", label, checked, bad, worst);
+    tap_ok(!rc && r.bad <= 1 && r.checked >= 40, "%s: %d gradients with dropout match central differences "
+           "(%d off; worst %.2f of the limit)", label, r.checked, r.bad, r.worst);
     free(params);
     free(grads);
     model_free(m);

@@ -69,6 +69,12 @@ sst_run() { "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --no-plot --out "$TMP/o" "$
     { cat "$TMP/err" >&2; false; }
 }
 
+@test "batch's progress counts batches, not the epoch frames between them" {
+  examples train 12 | json2frames | tokenize --vocab "$VOCAB" --max-length 40 >"$TMP/f.frames"
+  BERTPIPE_PROGRESS=1 batch --batch-size 4 --epochs 2 <"$TMP/f.frames" 2>"$TMP/err" >/dev/null
+  grep -qE '^batch: batch \[#+\] 6/6 [0-9.]+/s ' "$TMP/err" || { cat "$TMP/err" >&2; false; }
+}
+
 @test "BERTPIPE_QUIET=1 keeps each epoch's summary and the final metrics, and shows no progress" {
   BERTPIPE_QUIET=1 BERTPIPE_PROGRESS_EVERY=1 sst_run
   grep -qE '^train: epoch 1 step [0-9]+ eval: loss [0-9.]+ accuracy [0-9.]+ macro-F1' "$TMP/err"
@@ -77,7 +83,7 @@ sst_run() { "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --no-plot --out "$TMP/o" "$
   ! grep -qE '^(train|batch|eval): (train|batch|eval) ' "$TMP/err"
 }
 
-@test "on a terminal the run draws one status block: no two progress lines, nor a log line, share a line" {
+@test "on a terminal (script's pty) no two status lines, nor a log line, share a line" {
   command -v script >/dev/null || skip "no script(1)"
   cd "$TMP"
   mkdir "$TMP/scratch"
@@ -87,7 +93,7 @@ sst_run() { "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --no-plot --out "$TMP/o" "$
   python3 - "$TMP/screen" <<'PY'
 import re, sys
 raw = open(sys.argv[1], 'rb').read().decode('utf-8', 'replace')
-drawing = re.compile(r'(?:batch|train|eval): (?:batch|train|eval) (?:\[|[0-9])')
+drawing = re.compile(r'(?:(?:batch|train|eval): (?:batch|train|eval) (?:\[|[0-9])|[a-z0-9]+: frames in [0-9])')
 lines = raw.split('\n')
 shown = 0
 for n, line in enumerate(lines):

@@ -10,10 +10,11 @@
 # (status 2) before it starts: a typo must not silently run the stage it meant to replace.
 #
 # On a terminal, the run's stderr goes through one drawer (bp_status_render): the stages
-# write their progress to files in a status folder (BERTPIPE_STATUS_DIR, base/log.h) and every
-# stderr line of the run comes to the drawer, which prints the lines and keeps one block of
-# progress lines, one per running stage, below them: nothing else writes to the terminal, so
-# nothing is drawn over anything else. In a log, each stage prints a progress line every
+# write their live frame counts and progress bars to files in a status folder
+# (BERTPIPE_STATUS_DIR, base/log.h) and every stderr line of the run comes to the drawer, which
+# prints the lines and keeps one block below them: a line per running stage (frames in and out
+# and their rates), and train's progress line (epoch, step/total, ETA, loss, lr) under its own.
+# Nothing else writes to the terminal, so nothing is drawn over anything else. In a log, each stage prints a progress line every
 # BERTPIPE_PROGRESS_EVERY seconds (default 10) instead.
 # Sourced by bash scripts only; it never runs anything at load time.
 
@@ -131,12 +132,16 @@ bp_status_stop() {
 }
 
 # bp_status_render DIR COLUMNS — the drawer: stderr lines from stdin, the status block from
-# DIR/STAGE.PID, 4 times a second. The block is taken back (cursor up, clear to the end of
-# the screen) before new lines are printed above it; its lines are cut to the width, so the
-# cursor arithmetic holds. Everything is one printf per redraw, and no command is forked.
+# DIR, 4 times a second: one line per running stage, DIR/STAGE.PID (its frame counts, which
+# every stage writes), each followed by DIR/STAGE.PID.bar when the stage draws a progress bar
+# (train's epoch, step/total, ETA, loss, lr), in the order the stages started (by pid); a file
+# whose process is gone (killed before it could remove it) is not drawn. The block is taken
+# back (cursor up, clear to the end of the screen) before new lines are printed above it; its
+# lines are cut to the width, so the cursor arithmetic holds. Everything is one printf per
+# redraw, and no command is forked.
 bp_status_render() {
-  local dir=$1 width=$(($2 - 1)) part="" pending="" rc eof=0 drawn=0 shown="" block f s out
-  local -a logs status
+  local dir=$1 width=$(($2 - 1)) part="" pending="" rc eof=0 drawn=0 shown="" block f s out name pid
+  local -a logs status by_pid
   while [ $eof = 0 ]; do
     logs=()
     rc=0
@@ -147,14 +152,17 @@ bp_status_render() {
     while [ $eof = 0 ] && read -r -t 0 _; do   # more lines waiting: take them now
       if IFS= read -r part; then logs+=("$pending$part"); pending=""; else eof=1; fi
     done
-    status=() block=""
+    status=() by_pid=() block=""
     if [ $eof = 0 ]; then
       for f in "$dir"/*.[0-9]*; do
         [[ -f $f && $f != *.tmp ]] || continue
+        name=${f##*/} name=${name#*.} pid=${name%%.*}
+        [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || continue
         IFS= read -r s <"$f" || continue
-        status+=("${s:0:width}")
-        block+=$s$'\n'
+        # a sparse array lists its indices in increasing order: pid order, counts before bar
+        by_pid[pid * 2 + (${#name} > ${#pid})]=${s:0:width}
       done
+      for s in "${by_pid[@]}"; do status+=("$s"); block+=$s$'\n'; done
     fi
     [ ${#logs[@]} -gt 0 ] || [ "$block" != "$shown" ] || continue
     out=""

@@ -402,7 +402,7 @@ static void send_batch_k(batcher *bt, size_t k, long epoch) {
         fill_row(&bt->b, i, store_get(s, idx), s->items[idx].size, s->items[idx].arrival, bt->sc);
     }
     send_batch(bt->out, bt->w, &bt->b, bt->sc, bt->seq++, epoch);
-    bp_progress_update(&bt->prog, bt->seq, NULL);
+    bp_progress_update(&bt->prog, bt->prog.done + 1, NULL);   /* batches: seq counts epoch frames too */
 }
 
 static void send_epochs(batcher *bt) {

@@ -11,7 +11,7 @@
 #include "stage/stage.h"
 
 static const char usage[] =
-    "usage: frames2json [--brief] [--vocab FILE] [--arrays] [--in SPEC] [--producers N] [--out FILE]\n"
+    "usage: frames2json [--brief] [--vocab FILE] [--examples SPEC] [--arrays] [--in SPEC] [--producers N] [--out FILE]\n"
     "Write every frame of the input stream as one JSON line (to stdout or --out FILE).\n"
     "  --brief           show binary payloads over 32 bytes as their size only (not replayable)\n"
     BP_JSON_VIEW_USAGE
@@ -51,6 +51,7 @@ int main(int argc, char **argv) {
     while ((r = bp_in_next(in, &f)) == 1) {
         size_t len = 0;
         bp_err err;
+        bp_json_view_note(&jopts, &f);
         if (bp_frame_to_json(&f, &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
         bp_frame_release(&f);
         /* one frame, one flushed line: a follower (tail -f, a test) sees each as it comes */

@@ -15,7 +15,7 @@
 #include "stage/stage.h"
 
 static const char usage[] =
-    "usage: tap [--log FILE [--append]] [--brief] [--vocab FILE] [--arrays] [--in SPEC] [--out SPEC] [--producers N]\n"
+    "usage: tap [--log FILE [--append]] [--brief] [--vocab FILE] [--examples SPEC] [--arrays] [--in SPEC] [--out SPEC] [--producers N]\n"
     "Pass frames through unchanged; write each as one JSON line to stderr or FILE.\n"
     "  --log FILE        write the JSON lines to FILE instead of stderr (a new file each run)\n"
     "  --append          add to the --log FILE instead of starting it again\n"
@@ -66,6 +66,7 @@ int main(int argc, char **argv) {
     while ((r = bp_in_next(in, &f)) == 1) {
         size_t len = 0;
         bp_err err;
+        bp_json_view_note(&jopts, &f);
         if (bp_frame_to_json(&f, &jopts, &line, &len, &cap, &err)) bp_die_err(&err);
         if (fwrite(line, 1, len, log) != len || fflush(log)) bp_die(1, log_path ? log_path : "stderr", "cannot write the log");
         if (delay_ms) {

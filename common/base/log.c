@@ -149,21 +149,72 @@ void bp_progress_start(bp_progress *p, const char *label, int64_t total) {
     p->forced = env_is("BERTPIPE_PROGRESS", "1");
     p->every = progress_every();
     if (status_dir && *status_dir && !p->tty)
-        snprintf(p->status_path, sizeof p->status_path, "%s/%s.%ld", status_dir, stage_name, (long)getpid());
+        snprintf(p->status_path, sizeof p->status_path, "%s/%s.%ld.bar", status_dir, stage_name, (long)getpid());
     p->enabled = p->tty || p->status_path[0] || p->forced || !env_is("BERTPIPE_QUIET", "1");
     if (env_is("BERTPIPE_PROGRESS", "0")) p->enabled = 0;
     p->last_draw = p->start;   /* a log's first line comes after one interval, not at once */
 }
 
-/* Replace the status file with line (write a temporary, rename): the pipeline that draws it
- * never reads half a line. A failure only loses one update of a display. */
-static void write_status(const bp_progress *p, const char *line) {
+/* Replace the status file path with "STAGE: line" (write a temporary, rename): the pipeline
+ * that draws it never reads half a line. A failure only loses one update of a display. */
+static void write_status(const char *path, const char *line) {
     char tmp[560];
-    snprintf(tmp, sizeof tmp, "%s.tmp", p->status_path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return;
     int bad = fprintf(f, "%s: %s\n", stage_name, line) < 0;
-    if (fclose(f) || bad || rename(tmp, p->status_path)) remove(tmp);
+    if (fclose(f) || bad || rename(tmp, path)) remove(tmp);
+}
+
+/* ---- live frame counts for the status block -------------------------------------------- */
+
+static struct {
+    int state;                  /* 0: not looked at yet, 1: writing DIR/STAGE.PID, -1: off */
+    char path[512];
+    int64_t in, out;            /* data frames so far */
+    int64_t in_shown, out_shown;   /* at the last write */
+    double shown_at;
+} live;
+
+static void remove_live_file(void) {
+    if (live.state == 1) remove(live.path);
+}
+
+static void format_rate(char *buf, size_t n, double rate) {
+    snprintf(buf, n, rate >= 100 ? "%.0f/s" : "%.1f/s", rate);
+}
+
+static void write_live(double now) {
+    double span = now - live.shown_at;
+    char in_rate[32], out_rate[32], line[160];
+    format_rate(in_rate, sizeof in_rate, span > 0 ? (double)(live.in - live.in_shown) / span : 0);
+    format_rate(out_rate, sizeof out_rate, span > 0 ? (double)(live.out - live.out_shown) / span : 0);
+    snprintf(line, sizeof line, "frames in %lld (%s) out %lld (%s)", (long long)live.in, in_rate,
+             (long long)live.out, out_rate);
+    write_status(live.path, line);
+    live.in_shown = live.in;
+    live.out_shown = live.out;
+    live.shown_at = now;
+}
+
+void bp_status_frames(int64_t in, int64_t out) {
+    if (live.state == 0) {
+        const char *dir = getenv("BERTPIPE_STATUS_DIR");
+        live.state = -1;
+        if (dir && *dir && !env_is("BERTPIPE_PROGRESS", "0") &&
+            snprintf(live.path, sizeof live.path, "%s/%s.%ld", dir, stage_name, (long)getpid()) <
+                (int)sizeof live.path &&
+            atexit(remove_live_file) == 0) {
+            live.state = 1;
+            live.shown_at = bp_now();
+            write_live(live.shown_at);   /* the stage shows up at once, before its first frame */
+        }
+    }
+    live.in += in;
+    live.out += out;
+    if (live.state != 1) return;
+    double now = bp_now();
+    if (now - live.shown_at >= 0.25) write_live(now);
 }
 
 static void format_duration(char *buf, size_t n, double s) {
@@ -194,7 +245,7 @@ static void draw(bp_progress *p, const char *extra, int final) {
                  extra ? extra : "");
     }
     if (p->status_path[0] && !final) {
-        write_status(p, line);
+        write_status(p->status_path, line);
     } else if (p->tty) {
         fprintf(stderr, "\r%s: %s\033[K%s", stage_name, line, final ? "\n" : "");
     } else {

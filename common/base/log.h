@@ -43,7 +43,7 @@ void bp_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Progress of a long stage (total 0: unknown, no bar and no ETA), shown one of three ways:
  *   - stderr a terminal: a bar redrawn in place at most 4 times a second;
  *   - BERTPIPE_STATUS_DIR set (a pipeline draws one status block on its terminal): the line
- *     is written, 4 times a second at most, to DIR/STAGE.PID (replaced whole, by rename) for
+ *     is written, 4 times a second at most, to DIR/STAGE.PID.bar (replaced whole, by rename) for
  *     the pipeline to draw, and nothing is printed until the final line, an ordinary one;
  *   - otherwise (a log file): one line every BERTPIPE_PROGRESS_EVERY seconds (default 10),
  *     the first after that long, and a final line when any came before.
@@ -61,6 +61,15 @@ void bp_progress_start(bp_progress *p, const char *label, int64_t total);
 /* extra: optional short text after the bar (e.g. "loss 0.693"). */
 void bp_progress_update(bp_progress *p, int64_t done, const char *extra);
 void bp_progress_finish(bp_progress *p, const char *extra);
+/* The live frame counts of the status block: the endpoints (wire/endpoint.c) call this for every
+ * data frame a stage reads (in) and sends (out). With BERTPIPE_STATUS_DIR set (and not
+ * BERTPIPE_PROGRESS=0), the first call writes "STAGE: frames in N (R/s) out M (R/s)" to
+ * DIR/STAGE.PID, and later calls rewrite it (by rename) at most 4 times a second, the rates
+ * over the time since the last write; the file goes when the process exits. Otherwise it only
+ * counts. A progress bar of the same stage is DIR/STAGE.PID.bar, drawn below it. Cheap: two
+ * additions and a clock read per call. Can't fail (a failed write loses one update). */
+void bp_status_frames(int64_t in, int64_t out);
+
 /* "STAGE: message" that BERTPIPE_QUIET=1 keeps: the summaries a quiet run is for (each
  * epoch's results, the final metrics). */
 void bp_summary(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

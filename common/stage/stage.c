@@ -52,6 +52,7 @@ void bp_stage_init(bp_io_opts *io, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     bp_set_die_hook(on_die);
+    bp_status_frames(0, 0);   /* in a pipeline's status block from the start (base/log.h) */
 }
 
 int bp_stop_signal(void) { return bp_endpoint_interrupted(); }

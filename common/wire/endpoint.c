@@ -564,6 +564,7 @@ static int account(bp_in *in, bp_frame *f) {
         if (in->eos_seen == in->producers)
             return in_fail(in, "%s frame after the final eos", bp_kind_name(f->kind));
         in->data++;
+        bp_status_frames(1, 0);
         f->index = in->by_kind[f->kind]++;
         return 1;
     }
@@ -969,6 +970,7 @@ int bp_out_send(bp_out *out, bp_writer *w) {
     }
     if (rc) return -1;
     out->data++;
+    bp_status_frames(0, 1);
     out->by_kind[kind]++;
     return 0;
 }
@@ -987,6 +989,7 @@ int bp_out_send_frame(bp_out *out, const bp_frame *f) {
     if (!out->raw && !out->said_hello) return out_fail(out, "data frame sent before the hello");
     if (send_data(out, f->raw, f->raw_len, NULL)) return -1;
     out->data++;
+    bp_status_frames(0, 1);
     out->by_kind[f->kind]++;
     return 0;
 }

@@ -13,7 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct sbuf { char **buf; size_t *len, *cap; int oom; } sbuf;
+typedef struct sbuf {
+    char **buf;
+    size_t *len, *cap;
+    int oom;
+    const msgpack_object *root;   /* the frame's map: spans look up its example ids */
+} sbuf;
 
 static void put(sbuf *s, const char *p, size_t n) {
     if (s->oom) return;
@@ -180,18 +185,93 @@ static void put_tensor_arrays(sbuf *s, const msgpack_object *o, const tensor_vie
     puts_(s, "}");
 }
 
+/* ---- offsets as text spans ----------------------------------------------------------- */
+
+/* The context of row `row` of the frame: its example_id ([T,2] offsets) or example_ids[row]
+ * ([B,T,2]), looked up with opts->context_of. NULL when the frame has no such id or the
+ * caller knows no context for it. */
+static const char *row_context(const sbuf *s, int batched, int64_t row, const bp_json_opts *opts, size_t *len) {
+    const msgpack_object *ids = map_get(s->root, batched ? "example_ids" : "example_id");
+    if (ids && batched) {
+        if (ids->type != MSGPACK_OBJECT_ARRAY || (int64_t)ids->via.array.size <= row) return NULL;
+        ids = &ids->via.array.ptr[row];
+    }
+    if (!ids || ids->type != MSGPACK_OBJECT_STR) return NULL;
+    return opts->context_of(opts->context_ctx, ids->via.str.ptr, ids->via.str.size, len);
+}
+
+/* A walk over a UTF-8 text by code point, forward from where the last lookup ended (offsets
+ * mostly increase along a row), from the start again when a target lies behind it. */
+typedef struct cp_cursor { const char *text; size_t len, byte; int64_t cp; } cp_cursor;
+
+static size_t byte_of(cp_cursor *c, int64_t cp) {
+    if (cp < c->cp) c->cp = 0, c->byte = 0;
+    while (c->cp < cp && c->byte < c->len) {
+        c->byte++;
+        while (c->byte < c->len && ((unsigned char)c->text[c->byte] & 0xC0) == 0x80) c->byte++;
+        c->cp++;
+    }
+    return c->byte;
+}
+
+static int64_t count_code_points(const char *text, size_t len) {
+    int64_t n = 0;
+    for (size_t i = 0; i < len; i++) n += ((unsigned char)text[i] & 0xC0) != 0x80;
+    return n;
+}
+
+/* The spans of one row of T (start, end) pairs starting at element pair0 of t. */
+static void put_row_spans(sbuf *s, const tensor_view *t, int64_t pair0, int64_t T, const char *text, size_t len) {
+    cp_cursor c = {text, len, 0, 0};
+    int64_t ncp = count_code_points(text, len);
+    puts_(s, "[");
+    for (int64_t i = 0; i < T; i++) {
+        int32_t start = (int32_t)(uint32_t)load_le(t->data + (size_t)(pair0 + i) * 8, 4);
+        int32_t end = (int32_t)(uint32_t)load_le(t->data + (size_t)(pair0 + i) * 8 + 4, 4);
+        if (i) puts_(s, ",");
+        if (start < 0 || end < start || end > ncp) { puts_(s, "null"); continue; }
+        size_t from = byte_of(&c, start), to = byte_of(&c, end);
+        put_json_string(s, text + from, to - from);
+    }
+    puts_(s, "]");
+}
+
+/* ,"spans":... after an offsets tensor (framejson.h), when any row's context is known. */
+static void put_spans(sbuf *s, const tensor_view *t, const bp_json_opts *opts) {
+    int batched = t->ndim == 3;
+    int64_t rows = batched ? t->shape[0] : 1, T = t->shape[t->ndim - 2], known = 0;
+    for (int64_t r = 0; r < rows && !known; r++) {
+        size_t len;
+        known = row_context(s, batched, r, opts, &len) != NULL;
+    }
+    if (!known) return;
+    puts_(s, batched ? ",\"spans\":[" : ",\"spans\":");
+    for (int64_t r = 0; r < rows; r++) {
+        size_t len = 0;
+        const char *text = row_context(s, batched, r, opts, &len);
+        if (r) puts_(s, ",");
+        if (text) put_row_spans(s, t, r * T, T, text, len);
+        else puts_(s, "null");
+    }
+    if (batched) puts_(s, "]");
+}
+
+static int is_offsets(const tensor_view *t) {
+    return t->dtype == BP_I32 && (t->ndim == 2 || t->ndim == 3) && t->shape[t->ndim - 1] == 2;
+}
+
 static int is_key(const msgpack_object *k, const char *name) {
     return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(name) && !memcmp(k->via.str.ptr, name, k->via.str.size);
 }
 
 static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_err *err);
 
-/* One "key":value of a map, with the views opts asks for. */
-static int emit_pair(sbuf *s, const msgpack_object_kv *kv, const bp_json_opts *opts, bp_err *err) {
+/* One "key":value of a map (top: the frame's own map), with the views opts asks for. */
+static int emit_pair(sbuf *s, const msgpack_object_kv *kv, int top, const bp_json_opts *opts, bp_err *err) {
     put_json_string(s, kv->key.via.str.ptr, kv->key.via.str.size);
     puts_(s, ":");
     tensor_view t;
-    int tensor = opts && (opts->arrays || opts->token_of) && !as_tensor(&kv->val, &t);
+    int tensor = opts && (opts->arrays || opts->token_of || opts->context_of) && !as_tensor(&kv->val, &t);
     if (tensor && opts->arrays) put_tensor_arrays(s, &kv->val, &t, opts);
     else if (emit(s, &kv->val, opts, err)) return -1;
     if (tensor && opts->token_of && t.dtype == BP_I32 && is_key(&kv->key, "input_ids")) {
@@ -199,6 +279,7 @@ static int emit_pair(sbuf *s, const msgpack_object_kv *kv, const bp_json_opts *o
         puts_(s, ",\"tokens\":");
         put_nested(s, &t, 0, &next, opts, 1);
     }
+    if (tensor && top && opts->context_of && is_offsets(&t) && is_key(&kv->key, "offsets")) put_spans(s, &t, opts);
     return 0;
 }
 
@@ -246,7 +327,7 @@ static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_e
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (kv->key.type != MSGPACK_OBJECT_STR) return bp_err_set(err, "map key is not a string");
             if (i) puts_(s, ",");
-            if (emit_pair(s, kv, opts, err)) return -1;
+            if (emit_pair(s, kv, o == s->root, opts, err)) return -1;
         }
         puts_(s, "}");
         break;
@@ -258,8 +339,8 @@ static int emit(sbuf *s, const msgpack_object *o, const bp_json_opts *opts, bp_e
 
 int bp_frame_to_json(const bp_frame *f, const bp_json_opts *opts, char **buf, size_t *len,
                      size_t *cap, bp_err *err) {
-    sbuf s = {buf, len, cap, 0};
     const msgpack_object *root = bp_frame_root(f);
+    sbuf s = {buf, len, cap, 0, root};
     if (!root) return bp_err_set(err, "no frame to write as JSON");
     if (emit(&s, root, opts, err)) return -1;
     put(&s, "\n", 1);

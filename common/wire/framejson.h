@@ -18,11 +18,21 @@
  *     numbers, one level per dimension (f16/bf16 widened to float, bool as 0/1);
  *   token_of: when set, an i32 "input_ids" tensor is followed by a "tokens" field, the same
  *     nesting of the token text of each id (null for an id it does not know). The caller
- *     supplies the lookup, so this layer knows nothing of vocabularies. */
+ *     supplies the lookup, so this layer knows nothing of vocabularies.
+ *   context_of: when set, an i32 "offsets" tensor of (start, end) pairs at the top of a frame
+ *     ([T,2] in a feature, [B,T,2] in a batch or logits frame) is followed by a "spans" field:
+ *     for each pair, the text of code points [start, end) of the context that context_of
+ *     returns for the frame's example_id (row b: example_ids[b]), as proto/frames.md defines
+ *     offsets; "" for an empty pair (start == end), null for a pair outside the context (-1,-1,
+ *     or past its end), null in place of a row whose context is unknown, and no field at all
+ *     when no row's is known. context_of returns the UTF-8 text and its byte length, or NULL;
+ *     what it returns must stay valid until bp_frame_to_json returns. */
 typedef struct bp_json_opts {
     int brief, arrays;
     const char *(*token_of)(void *ctx, int32_t id);
     void *token_ctx;
+    const char *(*context_of)(void *ctx, const char *example_id, size_t id_len, size_t *text_len);
+    void *context_ctx;
 } bp_json_opts;
 
 /* Append one JSON line (with '\n') for the frame to a growable buffer *buf (*cap bytes, *len

@@ -69,6 +69,12 @@ sst_run() { "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --no-plot --out "$TMP/o" "$
     { cat "$TMP/err" >&2; false; }
 }
 
+@test "batch's progress counts batches, not the epoch frames between them" {
+  examples train 12 | json2frames | tokenize --vocab "$VOCAB" --max-length 40 >"$TMP/f.frames"
+  BERTPIPE_PROGRESS=1 batch --batch-size 4 --epochs 2 <"$TMP/f.frames" 2>"$TMP/err" >/dev/null
+  grep -qE '^batch: batch \[#+\] 6/6 [0-9.]+/s ' "$TMP/err" || { cat "$TMP/err" >&2; false; }
+}
+
 @test "BERTPIPE_QUIET=1 keeps each epoch's summary and the final metrics, and shows no progress" {
   BERTPIPE_QUIET=1 BERTPIPE_PROGRESS_EVERY=1 sst_run
   grep -qE '^train: epoch 1 step [0-9]+ eval: loss [0-9.]+ accuracy [0-9.]+ macro-F1' "$TMP/err"
@@ -77,7 +83,7 @@ sst_run() { "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --no-plot --out "$TMP/o" "$
   ! grep -qE '^(train|batch|eval): (train|batch|eval) ' "$TMP/err"
 }
 
-@test "on a terminal the run draws one status block: no two progress lines, nor a log line, share a line" {
+@test "on a terminal (script's pty) no two status lines, nor a log line, share a line" {
   command -v script >/dev/null || skip "no script(1)"
   cd "$TMP"
   mkdir "$TMP/scratch"
@@ -87,7 +93,7 @@ sst_run() { "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --no-plot --out "$TMP/o" "$
   python3 - "$TMP/screen" <<'PY'
 import re, sys
 raw = open(sys.argv[1], 'rb').read().decode('utf-8', 'replace')
-drawing = re.compile(r'(?:batch|train|eval): (?:batch|train|eval) (?:\[|[0-9])')
+drawing = re.compile(r'(?:(?:batch|train|eval): (?:batch|train|eval) (?:\[|[0-9])|[a-z0-9]+: frames in [0-9])')
 lines = raw.split('\n')
 shown = 0
 for n, line in enumerate(lines):
@@ -148,6 +154,81 @@ PY
   [ "$(wc -l <"$TMP/tap.jsonl")" -eq 8 ]
   run tap --append
   [ "$status" -eq 2 ] && [ "${lines[-1]}" = "tap: error: --append needs --log FILE (see tap --help)" ]
+}
+
+# QA examples in $TMP/ex.frames: 6 of the default validation set and two written here whose
+# contexts hold letters of two bytes in UTF-8 before the answer (so byte and code-point offsets
+# differ), and their features (48 tokens, stride 16: several windows each) in $TMP/f.frames.
+qa_fixture() {
+  extract --sample 6 "$BERTPIPE_TOP/pipelines/default/squad-validation.json" 2>/dev/null | frames2json | sed '$d' >"$TMP/ex.jsonl"
+  python3 - >>"$TMP/ex.jsonl" <<'PY'
+import json
+for n, (ctx, q, a) in enumerate([
+        ('Zoë Müller was born in Köln in 1970. Later Zoë moved to Malmö, where she played the organ.', 'Where was Zoë Müller born?', 'Köln'),
+        ('Ångström and Chloé Dvořák met in Zürich; the symphonies of Dvořák were made in Praha in 1890.', 'Where were the symphonies made?', 'Praha')]):
+    print(json.dumps({"v": 1, "k": "example", "seq": 6 + n, "example_id": "utf8-%d" % n, "split": "train", "title": "t",
+                      "question": q, "context": ctx, "answers": [{"text": a, "answer_start": ctx.index(a)}]}, ensure_ascii=False))
+print(json.dumps({"v": 1, "k": "eos", "from": "test", "count": 0}))
+PY
+  json2frames --recount "$TMP/ex.jsonl" >"$TMP/ex.frames"
+  tokenize --vocab "$VOCAB" --max-length 48 --doc-stride 16 <"$TMP/ex.frames" >"$TMP/f.frames" 2>/dev/null
+}
+
+@test "frames2json --vocab --examples: each offset pair's span is its context's text, and its token's, in code points" {
+  qa_fixture
+  frames2json <"$TMP/ex.frames" >"$TMP/examples.jsonl"
+  frames2json --vocab "$VOCAB" --examples "file:$TMP/ex.frames" --arrays <"$TMP/f.frames" >"$TMP/view.jsonl"
+  batch --batch-size 3 --no-shuffle <"$TMP/f.frames" | frames2json --vocab "$VOCAB" --examples "file:$TMP/ex.frames" --arrays >"$TMP/batches.jsonl"
+  python3 - "$TMP/examples.jsonl" "$TMP/view.jsonl" "$TMP/batches.jsonl" <<'PY'
+import json, sys, unicodedata
+ctx = {e['example_id']: e['context'] for e in map(json.loads, open(sys.argv[1])) if e['k'] == 'example'}
+def plain(text):   # what an uncased vocabulary holds: lowercase, accents stripped (BertTokenizerFast)
+    return ''.join(c for c in unicodedata.normalize('NFD', text.lower()) if unicodedata.category(c) != 'Mn')
+checked = shifted = 0
+def check_row(example_id, tokens, offsets, spans):
+    global checked, shifted
+    text = ctx[example_id]
+    assert len(spans) == len(offsets) == len(tokens)
+    for tok, (start, end), span in zip(tokens, offsets, spans):
+        if start < 0:
+            assert span is None, (tok, start, end, span)      # outside the context: the question, specials, padding
+            continue
+        assert span == text[start:end], (example_id, tok, start, end, span)   # code points of the context
+        if tok != '[UNK]':
+            assert plain(span) == (tok[2:] if tok.startswith('##') else tok), (example_id, tok, span)
+        checked += 1
+        shifted += len(text[:start].encode()) != start         # a byte offset would differ here
+rows = 0
+for f in map(json.loads, open(sys.argv[2])):
+    if f['k'] != 'feature': continue
+    check_row(f['example_id'], f['tokens'], f['offsets']['data'], f['spans'])
+    rows += 1
+assert rows >= 10 and checked > 200 and shifted > 20, (rows, checked, shifted)
+batched = 0
+for b in map(json.loads, open(sys.argv[3])):
+    if b['k'] != 'batch': continue
+    for i, example_id in enumerate(b['example_ids']):
+        check_row(example_id, b['tokens'][i], b['offsets']['data'][i], b['spans'][i])
+        batched += 1
+assert batched == rows, (batched, rows)
+PY
+  # tap shows the same view
+  tap --vocab "$VOCAB" --examples "file:$TMP/ex.frames" --arrays --log "$TMP/tap.jsonl" <"$TMP/f.frames" | cmp - "$TMP/f.frames"
+  cmp "$TMP/view.jsonl" "$TMP/tap.jsonl"
+}
+
+@test "spans come from the examples earlier in the stream too, and without --vocab or a known example there are none" {
+  qa_fixture
+  frames2json --vocab "$VOCAB" --examples "file:$TMP/ex.frames" <"$TMP/f.frames" | grep '"k":"feature"' >"$TMP/want.jsonl"
+  # one stream: the examples, then their features (one hello, one eos)
+  { frames2json <"$TMP/ex.frames" | sed '$d'; frames2json <"$TMP/f.frames" | sed '1d'; } | json2frames --recount >"$TMP/both.frames"
+  frames2json --vocab "$VOCAB" <"$TMP/both.frames" | grep '"k":"feature"' >"$TMP/got.jsonl"
+  cmp "$TMP/want.jsonl" "$TMP/got.jsonl"
+  [ "$(grep -c '"spans":\[' "$TMP/got.jsonl")" -eq "$(wc -l <"$TMP/got.jsonl")" ]
+  # a feature before its example (here: no example at all) and a plain view get no spans
+  ! frames2json --vocab "$VOCAB" <"$TMP/f.frames" | grep -q '"spans"'
+  ! frames2json <"$TMP/both.frames" | grep -q '"spans"'
+  grep -q '"spans":\[null,' "$TMP/got.jsonl"    # [CLS] and the question are outside the context
 }
 
 # ---- frictions ----------------------------------------------------------------------------

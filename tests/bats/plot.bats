@@ -178,3 +178,17 @@ PY
   [ "$output" = 0 ]
   refute_sanitizer "$TMP/err"
 }
+
+@test "the pictures the README and docs/tool.md show are committed, whole PNGs of 800x500" {
+  n=0
+  for doc in README.md docs/tool.md; do
+    for img in $(grep -oE '(docs/)?images/[a-z_]+\.png' "$BERTPIPE_TOP/$doc" | sort -u); do
+      path=$BERTPIPE_TOP/docs/${img#docs/}
+      git -C "$BERTPIPE_TOP" ls-files --error-unmatch "${path#"$BERTPIPE_TOP"/}" >/dev/null 2>&1 ||
+        { echo "$doc shows $img, which is not committed" >&2; false; }
+      [ "$(png_size "$path")" = 800x500 ] || { echo "$img: $(png_size "$path")" >&2; false; }
+      n=$((n + 1))
+    done
+  done
+  [ "$n" -ge 9 ]   # README: loss, eval, lr, confusion; tool.md: those and grad_norm
+}

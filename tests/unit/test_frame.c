@@ -605,6 +605,62 @@ static void check_half_floats(void) {
     tap_ok(nan != nan, "bf16: NaN stays NaN");
 }
 
+/* The spans view (framejson.h): a context known for example "a" only. */
+static const char *context_of_a(void *ctx, const char *id, size_t id_len, size_t *text_len) {
+    (void)ctx;
+    if (id_len != 1 || id[0] != 'a') return NULL;
+    *text_len = strlen("Zo\u00eb in K\u00f6ln");
+    return "Zo\u00eb in K\u00f6ln";
+}
+
+/* spans of a JSON frame, "" when the view has none; the view's line into got */
+static void span_view(const char *json, char *got, size_t size) {
+    bp_writer w;
+    bp_writer_init(&w);
+    bp_err err = {{0}};
+    bp_frame f;
+    got[0] = 0;
+    size_t len = 0;
+    const char *bytes = bp_json_to_frame(json, strlen(json), &w, &err) == 0 ? bp_finish(&w, &len) : NULL;
+    if (bytes && bp_frame_decode(&f, bytes, len, NULL, NULL, &err) == 0) {
+        bp_json_opts opts = {.context_of = context_of_a};
+        char *line = NULL;
+        size_t n = 0, cap = 0;
+        if (bp_frame_to_json(&f, &opts, &line, &n, &cap, &err) == 0) {
+            const char *spans = strstr(line, ",\"spans\":");
+            snprintf(got, size, "%s", spans ? spans + 9 : "");
+            char *end = strstr(got, ",\"window\"");   /* the field after offsets in these frames */
+            if (!end) end = strstr(got, ",\"epoch\"");
+            if (end) *end = 0;
+        }
+        free(line);
+        bp_frame_release(&f);
+    }
+    if (err.msg[0]) tap_diag("  %s", err.msg);
+    bp_writer_free(&w);
+}
+
+static void check_spans(void) {
+    char got[512];
+    /* offsets (-1,-1) (0,3) (3,3) (4,6) (7,11) (2,12) (5,4), base64 of their i32 little-endian
+     * bytes (Python: base64.b64encode(struct.pack('<14i', ...))); the context has 11 code points
+     * and 13 bytes: a byte offset would cut "K\u00f6ln" */
+    span_view("{\"v\":1,\"k\":\"feature\",\"seq\":0,\"example_id\":\"a\",\"offsets\":{\"dtype\":\"i32\",\"shape\":[7,2],"
+              "\"data\":{\"$bin\":\"//////////8AAAAAAwAAAAMAAAADAAAABAAAAAYAAAAHAAAACwAAAAIAAAAMAAAABQAAAAQAAAA=\"}},\"window\":0}",
+              got, sizeof got);
+    TAP_EQ_STR(got, "[null,\"Zo\u00eb\",\"\",\"in\",\"K\u00f6ln\",null,null]",
+               "spans: code points of the context; null outside it, past its end or reversed; \"\" when empty");
+    span_view("{\"v\":1,\"k\":\"feature\",\"seq\":0,\"example_id\":\"b\",\"offsets\":{\"dtype\":\"i32\",\"shape\":[7,2],"
+              "\"data\":{\"$bin\":\"//////////8AAAAAAwAAAAMAAAADAAAABAAAAAYAAAAHAAAACwAAAAIAAAAMAAAABQAAAAQAAAA=\"}},\"window\":0}",
+              got, sizeof got);
+    TAP_EQ_STR(got, "", "spans: none for a frame whose example is unknown");
+    /* a batch: rows "a" (0,3) (-1,-1) and "x" (0,2) (3,4) */
+    span_view("{\"v\":1,\"k\":\"batch\",\"seq\":0,\"example_ids\":[\"a\",\"x\"],\"offsets\":{\"dtype\":\"i32\",\"shape\":[2,2,2],"
+              "\"data\":{\"$bin\":\"AAAAAAMAAAD//////////wAAAAACAAAAAwAAAAQAAAA=\"}},\"epoch\":1}",
+              got, sizeof got);
+    TAP_EQ_STR(got, "[[\"Zo\u00eb\",null],null]", "spans: a batch has a list per row, null for an unknown row's");
+}
+
 int main(void) {
     const char *top = getenv("BERTPIPE_TOP");
     snprintf(vec_dir, sizeof vec_dir, "%s/proto/vectors", top && *top ? top : ".");
@@ -631,5 +687,6 @@ int main(void) {
     check_field_rules();
     check_bad_answers();
     check_half_floats();
+    check_spans();
     return tap_done();
 }

@@ -939,6 +939,7 @@ static void open_ranks(train_args *a, bp_dp *dp) {
     if (!dp->dist) return;
     exit_ranks = dp;
     if (atexit(abort_ranks)) bp_die(1, NULL, "data-parallel: atexit failed");
+    bp_dp_pin_device(dp, a->device);
     if (dp->rank == 0) return;
     bp_set_echo(1);
     int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);

@@ -40,7 +40,20 @@ int bp_dp_open(bp_dp *dp, const char *mode, bp_err *err) {
 
 int bp_dp_use_backend(bp_dp *dp, backend *be, bp_err *err) {
     dp->be = be;
-    return dp->dist ? device_collectives(dp, err) : 0;
+    if (!dp->dist) return 0;
+    /* every rank on the same kind of backend: NCCL on some and MPI on others would wait forever */
+    double on_device = be->collective_init != NULL;
+    if (dp->dist->sum_doubles(dp->dist, &on_device, 1, err)) return -1;
+    if (on_device != 0 && on_device != dp->size)
+        return bp_err_set(err, "data-parallel: %g of %d ranks have a GPU backend (this one: %s); give every rank one GPU "
+                          "(CUDA_VISIBLE_DEVICES) or use --device cpu", on_device, dp->size, be->name);
+    return device_collectives(dp, err);
+}
+
+void bp_dp_pin_device(const bp_dp *dp, const char *device) {
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (!dp->dist || (device && !strcmp(device, "cpu")) || !local || getenv("CUDA_VISIBLE_DEVICES")) return;
+    setenv("CUDA_VISIBLE_DEVICES", local, 1);
 }
 
 int bp_dp_close(bp_dp *dp, bp_err *err) {

@@ -36,6 +36,10 @@ int bp_dp_open(bp_dp *dp, const char *mode, bp_err *err);
  * sums them itself, set up over the dist (rank 0's id broadcast); a host-visible one without
  * them has MPI sum its memory. 0, or -1 with err (a device backend without collectives). */
 int bp_dp_use_backend(bp_dp *dp, backend *be, bp_err *err);
+/* One GPU per rank: before the backend is opened, a rank that may use cuda (device not "cpu")
+ * sees only the GPU of its local rank (OMPI_COMM_WORLD_LOCAL_RANK) unless CUDA_VISIBLE_DEVICES
+ * is set already. Can't fail. */
+void bp_dp_pin_device(const bp_dp *dp, const char *device);
 /* The run's end (bp_dist_close). 0, or -1 with err. */
 int bp_dp_close(bp_dp *dp, bp_err *err);
 /* End every process now (the launcher ends the rest): the exit of a rank that failed. */

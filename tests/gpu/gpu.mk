@@ -2,7 +2,8 @@
 # (-include tests/gpu/gpu.mk). `make test-gpu` builds tests/gpu/test_*.c into build/gpu-tests/
 # and scripts/run-tests --gpu runs them. They link the CUDA library when this build has one
 # (CUDA_DEFS, CUDA_LDLIBS from the Makefile) and otherwise compile to a test that reports
-# itself skipped. Not built by plain `make`: nothing but the GPU suite needs them.
+# itself skipped. Not built by plain `make`: nothing but the GPU suite needs them. The two
+# libraries are one link group: the cuda one needs base/ (bp_err_set) from the other.
 
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu/test_*.c))
 GPU_TESTS    := $(patsubst tests/gpu/%.c,build/gpu-tests/%,$(GPU_TEST_SRC))
@@ -10,7 +11,7 @@ GPU_TESTS    := $(patsubst tests/gpu/%.c,build/gpu-tests/%,$(GPU_TEST_SRC))
 test-gpu: $(GPU_TESTS)
 
 build/gpu-tests/%: tests/gpu/%.c $(LIB) $(COMMON_HDR) $(wildcard tests/unit/*.h) $(wildcard tests/gpu/*.h) | build/gpu-tests
-	$(CC) $(CFLAGS_ALL) $(CUDA_DEFS) -Itests/unit $< $(LIB) $(LDLIBS_ALL) $(CUDA_LDLIBS) -o $@
+	$(CC) $(CFLAGS_ALL) $(CUDA_DEFS) -Itests/unit $< -Wl,--start-group $(LIB) -Wl,--end-group $(LDLIBS_ALL) $(CUDA_LDLIBS) -o $@
 
 build/gpu-tests:
 	@mkdir -p $@

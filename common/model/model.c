@@ -555,6 +555,16 @@ int model_flag_spans(const model *m, model_flag_span *out, int cap) {
     return n;
 }
 
+int model_sparse_spans(const model *m, model_sparse_span *out, int cap) {
+    int n = 0;
+    for (int i = 0; i < m->params.n && !m->inference && n < cap; i++) {
+        const model_param *p = &m->params.items[i];
+        if (p->touched && p->grad)
+            out[n++] = (model_sparse_span){p->grad, p->touched, p->numel / p->row_len, p->row_len};
+    }
+    return n;
+}
+
 optimizer *model_optim_create(model *m, const optim_config *cfg, bp_err *err) {
     if (m->inference) {
         bp_err_set(err, "model was created for inference only: no optimizer (model)");

@@ -161,6 +161,10 @@ typedef struct model_grad_span { float *grads; size_t n; } model_grad_span;
 typedef struct model_flag_span { uint8_t *flags; size_t n; } model_flag_span;
 int model_grad_spans(const model *m, model_grad_span *out, int cap);
 int model_flag_spans(const model *m, model_flag_span *out, int cap);
+/* The row-sparse gradients inside those spans: rows x row_len floats at grads, row i all zero
+ * unless flags[i] (so a sum may skip the rows no process flagged). Up to cap; the count. */
+typedef struct model_sparse_span { float *grads; const uint8_t *flags; size_t rows, row_len; } model_sparse_span;
+int model_sparse_spans(const model *m, model_sparse_span *out, int cap);
 
 /* An optimizer over the model's optimized parameters. NULL with err on failure. */
 optimizer *model_optim_create(model *m, const optim_config *cfg, bp_err *err);

@@ -61,6 +61,8 @@ int bp_dp_close(bp_dp *dp, bp_err *err) {
     dp->closed = 1;
     int rc = bp_dist_close(dp->dist, err);
     dp->dist = NULL;
+    free(dp->rows);
+    dp->rows = NULL;
     return rc;
 }
 
@@ -143,16 +145,64 @@ static int or_span(bp_dp *dp, uint8_t *x, size_t n, bp_err *err) {
     return 0;
 }
 
+/* The flagged rows of s between its gradient and the packed buffer (to_packed: into it). */
+static void move_flagged_rows(bp_dp *dp, const model_sparse_span *s, int to_packed) {
+    size_t bytes = s->row_len * sizeof(float), at = 0;
+    for (size_t r = 0; r < s->rows; r++) {
+        if (!s->flags[r]) continue;
+        float *row = s->grads + r * s->row_len, *packed = dp->rows + at;
+        memcpy(to_packed ? packed : row, to_packed ? row : packed, bytes);
+        at += s->row_len;
+    }
+}
+
+/* A row-sparse gradient on the host, its flags or-ed already: only the rows some rank
+ * flagged travel, packed (the others are zero on every rank). */
+static int sum_flagged_rows(bp_dp *dp, const model_sparse_span *s, bp_err *err) {
+    size_t flagged = 0;
+    for (size_t r = 0; r < s->rows; r++) flagged += s->flags[r] != 0;
+    size_t need = flagged * s->row_len;
+    if (need > dp->rows_cap) {
+        float *grown = realloc(dp->rows, need * sizeof *grown);
+        if (!grown) return bp_err_set(err, "data-parallel: out of memory for %zu gradient rows", flagged);
+        dp->rows = grown;
+        dp->rows_cap = need;
+    }
+    move_flagged_rows(dp, s, 1);
+    if (sum_span(dp, dp->rows, need, err)) return -1;
+    move_flagged_rows(dp, s, 0);
+    return 0;
+}
+
+/* A gradient span, less the row-sparse gradients inside it (host: summed by their rows). */
+static int sum_dense(bp_dp *dp, const model_grad_span *g, const model_sparse_span *sp, int ns, bp_err *err) {
+    float *at = g->grads, *end = g->grads + g->n;
+    while (at < end) {
+        float *next = end, *skip_to = end;   /* the first sparse span at or after at */
+        for (int i = 0; i < ns && !dp->on_device; i++)
+            if (sp[i].grads >= at && sp[i].grads < next) {
+                next = sp[i].grads;
+                skip_to = sp[i].grads + sp[i].rows * sp[i].row_len;
+            }
+        if (next > at && sum_span(dp, at, (size_t)(next - at), err)) return -1;
+        at = skip_to;
+    }
+    return 0;
+}
+
 int bp_dp_sum_gradients(bp_dp *dp, model *m, bp_err *err) {
     if (!dp->dist) return 0;
     double start = bp_now();
     model_grad_span g[4];
     model_flag_span fl[4];
-    int ng = model_grad_spans(m, g, 4), nf = model_flag_spans(m, fl, 4);
-    for (int i = 0; i < ng; i++)
-        if (sum_span(dp, g[i].grads, g[i].n, err)) return -1;
+    model_sparse_span sp[4];
+    int ng = model_grad_spans(m, g, 4), nf = model_flag_spans(m, fl, 4), ns = model_sparse_spans(m, sp, 4);
     for (int i = 0; i < nf; i++)
         if (or_span(dp, fl[i].flags, fl[i].n, err)) return -1;
+    for (int i = 0; i < ng; i++)
+        if (sum_dense(dp, &g[i], sp, ns, err)) return -1;
+    for (int i = 0; i < ns && !dp->on_device; i++)
+        if (sum_flagged_rows(dp, &sp[i], err)) return -1;
     if (dp->on_device && dp->be->check(dp->be, err)) return -1;
     dp->comm_seconds += bp_now() - start;
     dp->sums++;

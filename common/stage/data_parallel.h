@@ -6,7 +6,8 @@
  * batches, epochs) and the stream's end, a stop signal or its failure; each rank trains on
  * rows [first, first + rows) of every batch, its loss weighted rows / B, so the summed
  * gradient is the full batch's mean. Gradients are summed with the engine (MPI_Allreduce on
- * host memory; on a backend with its own collectives, NCCL on the GPU, through them).
+ * host memory, a row-sparse one only over the rows some rank flagged; on a backend with its
+ * own collectives, NCCL on the GPU, through them, whole).
  * With no launcher (or --data-parallel off) every call is the single process's own: no MPI.
  * Must never: write frames or checkpoints (the stage does, on rank 0 only).
  */
@@ -27,6 +28,8 @@ typedef struct bp_dp {
     double comm_seconds;      /* spent in the gradient sums */
     uint64_t bytes_summed;    /* bytes of gradient and flags summed, over all steps */
     long sums;                /* gradient sums made (optimizer steps) */
+    float *rows;              /* host: the flagged rows of a row-sparse gradient, packed */
+    size_t rows_cap;          /* floats rows holds */
     int closed;
 } bp_dp;
 

@@ -130,6 +130,27 @@ rank_pid() { # R
   return 0
 }
 
+@test "SIGTERM to rank 0 saves and ends every rank; --resume on 2 ranks then matches the run that went on" {
+  batches train 320 16 1 --seed 7 --out "file:$TMP/b16"
+  ranks 2 train --in "file:$TMP/b16" $TRAIN_OPTS --vocab "$VOCAB" --save "$TMP/full" >/dev/null
+  export BP_TEST_MARK=$TMP
+  tap --delay-ms 150 --log /dev/null --in "file:$TMP/b16" |
+    BERTPIPE_QUIET=0 timeout 60 mpirun -np 2 --oversubscribe train $TRAIN_OPTS --vocab "$VOCAB" --save "$TMP/part" \
+      2>"$TMP/err" | frames2json >"$TMP/m.jsonl" 2>/dev/null &
+  for _ in $(seq 300); do
+    grep -q '"step":5,' "$TMP/m.jsonl" 2>/dev/null && break
+    sleep 0.05
+  done
+  kill -TERM "$(rank_pid 0)"
+  wait || true
+  grep -q "stopped by signal 15" "$TMP/err" || { cat "$TMP/err"; false; }
+  step=$(sed -n 's/.*saved .* at step \([0-9]*\) (terminated).*/\1/p' "$TMP/err")
+  [ "$step" -ge 5 ] && [ "$step" -lt 20 ]
+  ranks 2 train --in "file:$TMP/b16" --resume "$TMP/part" --threads 1 --lr 5e-4 --warmup-steps 3 \
+    --weight-decay 0.01 --save "$TMP/part" >/dev/null
+  cmp "$TMP/full/model.safetensors" "$TMP/part/model.safetensors"
+}
+
 @test "a rank killed with SIGKILL ends every rank non-zero within seconds, and mpirun says which" {
   batches train 320 16 1 --out "file:$TMP/b16"
   # frames come slowly (20 batches, 10 s), so the run is mid-way when rank 1 is killed

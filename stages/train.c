@@ -941,6 +941,9 @@ static void open_ranks(train_args *a, bp_dp *dp) {
     if (atexit(abort_ranks)) bp_die(1, NULL, "data-parallel: atexit failed");
     bp_dp_pin_device(dp, a->device);
     if (dp->rank == 0) return;
+    char name[96];   /* its warnings and errors say which rank: "train[rank 1]: error: ..." */
+    snprintf(name, sizeof name, "%s[rank %d]", bp_stage(), dp->rank);
+    bp_set_stage(name);
     bp_set_echo(1);
     int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (fd < 0 || dup2(fd, 1) < 0) bp_die(1, "/dev/null", "cannot open: %s", strerror(errno));

@@ -183,7 +183,7 @@ rank_pid() { # R
   timeout 60 mpirun -np 2 --oversubscribe train --in "file:$TMP/bad" $TRAIN_OPTS \
     --vocab "$VOCAB" --save "$TMP/model" </dev/null 2>"$TMP/err" >/dev/null || status=$?
   [ "$status" -ne 0 ] && [ "$status" -ne 124 ]
-  [ "$(grep -c '^train: ' "$TMP/err")" -eq 1 ] || { cat "$TMP/err"; false; }
+  [ "$(grep -c '^train' "$TMP/err")" -eq 1 ] || { cat "$TMP/err"; false; }   # no line from rank 1 either
   grep -q "^train: error: stream ends inside a frame .*(file:$TMP/bad)" "$TMP/err" || { cat "$TMP/err"; false; }
   [ ! -e "$TMP/model/model.safetensors" ]
 }

@@ -10,6 +10,7 @@
 # Sources are found by convention, so adding a file never means editing this:
 #   common/LAYER/*.c     -> build/libbertpipe.a           (the shared library, one folder per layer)
 #   common/LAYER/*.cu    -> build/libbertpipe_cuda.a      (only when nvcc exists)
+#   common/LAYER/*_plugin.c -> build/lib/libbertpipe_NAME.so (dlopened at run time: the MPI one only when mpicc exists)
 #   stages/NAME.c        -> bin/NAME
 #   tests/unit/test_*.c  -> build/tests/test_*            (TAP on stdout)
 #   tests/tools/*.c      -> build/tools/*                 (helpers for tests and parity runs)
@@ -37,12 +38,14 @@ DNNL_LIBS   = -ldnnl -lgomp
 endif
 CFLAGS_ALL  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
               -g $(OPT) $(ARCH) -fno-math-errno -Icommon $(PKG_CFLAGS) $(VERSION_DEF) $(DNNL_DEFS) $(CFLAGS)
-LDLIBS_ALL  = $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread $(LDLIBS)
+LDLIBS_ALL  = $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread -ldl $(LDLIBS)
 
 # The test build also compiles in fault injection (backend/fault.h, BERTPIPE_FAULT); bin/ never has it.
 SAN_FLAGS   = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DBP_FAULT_INJECTION
 
-COMMON_SRC  := $(sort $(wildcard common/*/*.c))
+# A plugin (common/LAYER/*_plugin.c) is a shared object of its own, never in the library.
+PLUGIN_SRC  := $(sort $(wildcard common/*/*_plugin.c))
+COMMON_SRC  := $(filter-out $(PLUGIN_SRC),$(sort $(wildcard common/*/*.c)))
 COMMON_HDR  := $(sort $(wildcard common/*/*.h))
 CUDA_SRC    := $(sort $(wildcard common/*/*.cu))
 STAGE_SRC   := $(sort $(wildcard stages/*.c))
@@ -70,6 +73,21 @@ endif
 endif
 endif
 
+# MPI: train's data parallelism lives in a plugin train dlopens only under a launcher
+# (common/dist/dist.h), so no stage links libmpi; built when mpicc exists, skipped with a message
+# when it does not.
+MPICC       ?= $(shell command -v mpicc 2>/dev/null)
+ifneq ($(strip $(MPICC)),)
+MPI_PLUGIN   = build/lib/libbertpipe_mpi.so
+MPI_PLUGINS  = $(MPI_PLUGIN) build/san/lib/libbertpipe_mpi.so
+endif
+ifneq ($(strip $(NVCC)),)
+ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h),)
+CUDA_LDLIBS += -lnccl
+NVCC_FLAGS  += -DBP_HAVE_NCCL=1
+endif
+endif
+
 # The one command, its man pages and its bash completion (docs/tool.md).
 PIPELINES   := sst squad predict-sst predict-squad
 STAGE_MAN   := $(patsubst stages/%.c,build/man/bertpipe-%.1,$(STAGE_SRC))
@@ -78,8 +96,8 @@ MAN_PAGES   := build/man/bertpipe.1 $(STAGE_MAN) $(PIPE_MAN) build/man/bertpipe-
 COMPLETION  := build/completion/bertpipe
 TOOL_FILES  := bin/bertpipe $(MAN_PAGES) $(COMPLETION)
 
-.PHONY: all deps test test-gpu bench clean install uninstall man san cuda-note fuzz fuzz-build
-all: deps cuda-note $(STAGES) $(TOOLS) $(BENCHES) $(TOOL_FILES)
+.PHONY: all deps test test-gpu bench clean install uninstall man san cuda-note mpi-note fuzz fuzz-build
+all: deps cuda-note mpi-note $(STAGES) $(MPI_PLUGINS) $(TOOLS) $(BENCHES) $(TOOL_FILES)
 
 deps:
 	@scripts/setup
@@ -87,6 +105,11 @@ deps:
 cuda-note:
 ifeq ($(strip $(NVCC)),)
 	@echo "make: nvcc not found: CUDA backend skipped (CPU only)" >&2
+endif
+
+mpi-note:
+ifeq ($(strip $(MPICC)),)
+	@echo "make: mpicc not found: the MPI plugin (data-parallel train) skipped (scripts/setup installs libopenmpi-dev)" >&2
 endif
 
 # ---- the library ----------------------------------------------------------
@@ -110,6 +133,15 @@ build/san/libbertpipe.a: $(patsubst common/%.c,build/san/obj/%.o,$(COMMON_SRC))
 	@rm -f $@; ar rcs $@ $^
 build/libbertpipe_cuda.a: $(patsubst common/%.cu,build/cuda/%.o,$(CUDA_SRC))
 	@rm -f $@; ar rcs $@ $^
+
+# The plugin: position-independent, the library's headers, linked against libmpi (and only it).
+build/lib/libbertpipe_mpi.so: common/dist/mpi_plugin.c common/dist/dist.h common/base/log.h
+	@mkdir -p $(@D)
+	$(MPICC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -O2 -fPIC -shared -Icommon $< -o $@
+# The sanitizer build's stages (build/san/bin) find it at build/san/lib.
+build/san/lib/libbertpipe_mpi.so: build/lib/libbertpipe_mpi.so
+	@mkdir -p $(@D)
+	ln -sf ../../lib/libbertpipe_mpi.so $@
 
 LIB      = build/libbertpipe.a $(CUDA_LIB)
 SAN_LIB  = build/san/libbertpipe.a $(CUDA_LIB)
@@ -150,7 +182,7 @@ $(COMPLETION): scripts/make-completion scripts/bertpipe bin/bertpipe $(STAGES) s
                $(addprefix pipelines/,$(PIPELINES)) | build/completion
 	scripts/make-completion bin/bertpipe >$@.tmp && mv $@.tmp $@
 
-san: deps $(SAN_STAGES) $(TESTS)
+san: deps $(SAN_STAGES) $(TESTS) $(MPI_PLUGINS)
 
 # ---- fuzzing --------------------------------------------------------------------
 # Each harness calls one reader in-process on libFuzzer's bytes (tests/fuzz/fuzz_common.h). The
@@ -215,7 +247,7 @@ LIBDIR  = $(PREFIX)/lib/bertpipe
 MANDIR  = $(PREFIX)/share/man/man1
 COMPDIR = $(PREFIX)/share/bash-completion/completions
 STAGE_NAMES := $(patsubst stages/%.c,%,$(STAGE_SRC))
-install: cuda-note $(STAGES) $(MAN_PAGES) $(COMPLETION)
+install: cuda-note mpi-note $(STAGES) $(MPI_PLUGIN) $(MAN_PAGES) $(COMPLETION)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/scripts \
 	    $(DESTDIR)$(LIBDIR)/pipelines/default $(DESTDIR)$(MANDIR) $(DESTDIR)$(COMPDIR)
 	install -m 755 scripts/bertpipe $(DESTDIR)$(BINDIR)/bertpipe
@@ -228,6 +260,7 @@ install: cuda-note $(STAGES) $(MAN_PAGES) $(COMPLETION)
 	install -m 644 pipelines/lib.sh $(DESTDIR)$(LIBDIR)/pipelines/
 	install -m 644 pipelines/default/* $(DESTDIR)$(LIBDIR)/pipelines/default/
 	install -m 755 scripts/plot $(DESTDIR)$(LIBDIR)/scripts/
+	$(if $(MPI_PLUGIN),install -m 755 $(MPI_PLUGIN) $(DESTDIR)$(LIBDIR)/)
 	install -m 644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/
 	install -m 644 $(COMPLETION) $(DESTDIR)$(COMPDIR)/bertpipe
 	for c in $(STAGE_NAMES) $(PIPELINES) plot; do ln -sf bertpipe $(DESTDIR)$(COMPDIR)/bertpipe-$$c || exit 1; done

@@ -79,7 +79,7 @@ bp_cleanup() {
 # bertpipe reads; tests/bats/tool.bats holds both lists to stages/ and to the sources.
 BP_STAGE_NAMES="extract tokenize batch train eval postprocess score tap frames2json json2frames"
 BP_ENV_SETTINGS="BIN TOP QUIET PROGRESS PROGRESS_EVERY STATUS_DIR TAP_AFTER STOP_TIMEOUT FAIL_GRACE TIMEOUT
-  FAULT DATA PRECISION HWM LINGER_MS GNUPLOT NO_INSTALL FUZZ_SECONDS HIDE_BF16"
+  FAULT DATA PRECISION HWM LINGER_MS GNUPLOT NO_INSTALL FUZZ_SECONDS HIDE_BF16 MPI_PLUGIN"
 
 bp_env_fail() { echo "$BP_NAME: error: $*" >&2; exit 2; }
 

@@ -14,18 +14,26 @@
  * --resume DIR continues exactly: weights, optimizer state, step, dropout RNG and data position
  * come back, also from a save made in the middle of a gradient accumulation; the variant is the
  * one saved in config.json.
+ * Under mpirun (or --data-parallel mpi) it is one rank of a data-parallel run
+ * (stage/data_parallel.h, docs/data-parallel.md): rank 0 reads the input and shares it, every
+ * rank trains on its shard of each batch, the gradients are summed before each update, and
+ * only rank 0 writes frames, logs and checkpoints.
  * Must never: write a checkpoint whose weights give a loss that is not finite or diverged.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt/model_io.h"
 #include "ckpt/trainer_dir.h"
 #include "eval/metrics.h"
 #include "stage/bert_input.h"
+#include "stage/data_parallel.h"
 #include "stage/stage.h"
 #include "stage/train_eval.h"
 #include "stage/train_policy.h"
@@ -66,6 +74,8 @@ static const char usage[] =
     "                       (baselines: 768, 12, 2048 = dim_feedforward, 1 layer)\n"
     "  --seed N             weight init and dropout seed (default 42)\n"
     "  --device auto|cuda|cpu  (default auto)    --threads N  CPU threads (default all)\n"
+    "  --data-parallel auto|mpi|off   one rank of an mpirun run, each training on its shard of every\n"
+    "                       batch (default auto: when started by mpirun; docs/data-parallel.md)\n"
     "  --precision fp32|tf32|bf16|auto   matmul precision (default fp32): bf16 on cuda or an avx512_bf16\n"
     "                       CPU, fp32 master weights; tf32 cuda only; auto: bf16 where the device has it\n"
     "  --save DIR           save DIR/checkpoint-STEP at each epoch end and at the end (weights, optimizer\n"
@@ -95,6 +105,7 @@ typedef struct train_args {
     const char *checkpoint, *config, *preset, *vocab, *resume, *optimizer, *schedule;
     const char *device, *precision, *save_dir, *eval_spec, *save_init;
     const char *eval_examples, *save_best;
+    const char *data_parallel;   /* --data-parallel */
     double lr, warmup_ratio, weight_decay, max_grad_norm, dropout, max_loss_ratio, momentum, dampening;
     long warmup_steps, grad_accum, max_steps, save_every, threads;
     long eval_every, patience, save_total_limit;
@@ -120,6 +131,7 @@ typedef struct stream_info {
 /* The model being trained and where it is saved. */
 typedef struct run {
     model *m;
+    bp_dp *dp;         /* the data-parallel run: gradients are summed over it before each update */
     optimizer *opt;
     bert_train_state state;
     const char *save_dir, *vocab_path;
@@ -195,6 +207,7 @@ typedef struct trainer {
     const char *stopped_by;       /* why done came before the stream's end (a save's reason) */
     int cut_short;                /* batches came after done: the epoch frame ends no whole epoch */
     char extra[96];               /* the progress bar's "epoch E/N loss X lr Y" */
+    bp_dp *dp;                    /* the data-parallel run (one process: size 1) */
 } trainer;
 
 /* Where the run stands, for trainer_state.json. */
@@ -314,6 +327,7 @@ static int evaluate(trainer *t, long epoch) {
 /* Clip and update; frames_seen becomes the resume position. */
 static void apply_update(run *r, int64_t frames_seen, double *grad_norm, float *lr) {
     bp_err err;
+    if (bp_dp_sum_gradients(r->dp, r->m, &err)) bp_die(1, r->last_where, "step %ld: %s", r->state.step + 1, err.msg);
     if (model_optim_step(r->m, r->opt, grad_norm, lr, &err))
         bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
     r->state.step++;
@@ -370,43 +384,80 @@ static void optimizer_step(trainer *t, int64_t frames_seen) {
     after_step(t);
 }
 
-/* One trained batch into the epoch's summary: its loss, and for classification how many of
- * its rows the forward pass got right (with dropout on, as the Trainer's train accuracy). */
-static void count_batch(trainer *t, const bert_batch *b, float loss) {
-    epoch_stats *ep = &t->epoch;
-    ep->loss_sum += loss;
-    ep->batches++;
-    ep->sequences += b->B;
+/* How many rows of this rank's shard the forward pass got right, into counts (correct,
+ * labelled): classification, with dropout on, as the Trainer's train accuracy. */
+static void count_rows(trainer *t, const bert_batch *b, double counts[2]) {
     if (!t->train_logits || !b->labels) return;
     bp_err err;
     int C = model_classes(t->r->m);
     if (model_class_scores(t->r->m, t->train_logits, (size_t)b->B * (size_t)C, &err) < 0) bp_die_err(&err);
     for (int j = 0; j < b->B; j++) {
-        ep->labelled++;
-        ep->correct += metrics_argmax(t->train_logits + (size_t)j * (size_t)C, C) == b->labels[j];
+        counts[1]++;
+        counts[0] += metrics_argmax(t->train_logits + (size_t)j * (size_t)C, C) == b->labels[j];
     }
 }
 
-/* Forward and backward one batch frame; a step once grad_accum batches are in. */
+/* The rows of a batch this rank trains on (all of them in one process). */
+static bert_batch shard_of(const bp_dp *dp, const bert_batch *whole) {
+    int first, rows;
+    bp_dp_shard(dp, whole->B, &first, &rows);
+    bert_batch b = *whole;
+    size_t at = (size_t)first * (size_t)whole->T;
+    b.B = rows;
+    b.input_ids += at;
+    b.attention_mask += at;
+    if (b.token_type_ids) b.token_type_ids += at;
+    if (b.labels) b.labels += first;
+    if (b.label_values) b.label_values += first;
+    if (b.start_positions) b.start_positions += first;
+    if (b.end_positions) b.end_positions += first;
+    return b;
+}
+
+/* Forward this rank's shard of one batch frame: sums gets its loss weighted by its share of the
+ * rows, and its correct and labelled rows, summed over the ranks (the whole batch's numbers). */
+static void forward_shard(trainer *t, const bp_frame *f, const bert_batch *b, float share, double sums[3]) {
+    bp_err err;
+    char where[64];
+    if (b->B > 0) {
+        if (model_forward(t->r->m, b, 1, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
+        sums[0] = share * model_loss(t->r->m);
+        count_rows(t, b, sums + 1);
+    }
+    if (bp_dp_sum(t->dp, sums, 3, &err)) bp_die(1, t->r->last_where, "%s", err.msg);
+}
+
+/* Forward and backward one batch frame (this rank's shard of it); a step once grad_accum
+ * batches are in. Each shard's loss counts rows / B of the batch's mean, so the gradients
+ * summed over the ranks are the whole batch's. */
 static void train_batch(trainer *t, const bp_frame *f, int64_t frames_seen) {
     run *r = t->r;
     bp_err err;
-    char where[64];
-    bert_batch b;
-    if (bp_batch_read(f, &r->m->cfg.bert, t->h, &b, &err)) bp_die_err(&err);
+    bert_batch whole;
+    if (bp_batch_read(f, &r->m->cfg.bert, t->h, &whole, &err)) bp_die_err(&err);
     bp_frame_where(f, r->last_where, sizeof r->last_where);
-    if (model_forward(r->m, &b, 1, &err)) bp_die(1, bp_frame_where(f, where, sizeof where), "%s", err.msg);
-    float loss = model_loss(r->m);
+    bert_batch b = shard_of(t->dp, &whole);
+    float share = (float)b.B / (float)whole.B;
+    double sums[3] = {0, 0, 0};   /* weighted loss, correct, labelled */
+    forward_shard(t, f, &b, share, sums);
+    float loss = (float)sums[0];
     if (!r->has_last && isfinite(loss) && loss > r->loss_reference) r->loss_reference = loss;   /* a fresh model may start worse */
     if (loss_ok(r, loss, &err))
         bp_die(1, r->last_where, "step %ld: %s; stopping, %s", r->state.step + 1, err.msg, kept(r));
-    r->last = b;
-    r->has_last = 1;
-    count_batch(t, &b, loss);
-    if (model_backward(r->m, 1.0f / (float)t->grad_accum, &err)) bp_die_err(&err);
+    if (b.B > 0) {
+        r->last = b;
+        r->has_last = 1;
+    }
+    epoch_stats *ep = &t->epoch;
+    ep->loss_sum += loss;
+    ep->batches++;
+    ep->sequences += whole.B;
+    ep->correct += (int64_t)sums[1];
+    ep->labelled += (int64_t)sums[2];
+    if (b.B > 0 && model_backward(r->m, share / (float)t->grad_accum, &err)) bp_die_err(&err);
     t->loss_sum += loss;
     t->micro++;
-    t->micro_rows += b.B;
+    t->micro_rows += whole.B;
     if (t->micro == t->grad_accum) optimizer_step(t, frames_seen);
 }
 
@@ -463,7 +514,7 @@ enum { O_CKPT = 1, O_CONFIG, O_PRESET, O_VOCAB, O_RESUME, O_LR, O_WS, O_WR, O_WD
        O_DROPOUT, O_SEED, O_DEVICE, O_THREADS, O_PRECISION, O_SAVE, O_SAVE_EVERY, O_EVAL, O_SAVE_INIT, O_MAX_LOSS,
        O_OPTIMIZER, O_MOMENTUM, O_DAMPENING, O_NESTEROV, O_MODEL, O_HEAD, O_LOSS, O_FREEZE, O_MLP_HIDDEN,
        O_ACTIVATION, O_RNN_LAYERS, O_RNN_HIDDEN, O_UNIDIRECTIONAL, O_RNN_DROPOUT, O_HEAD_DROPOUT, O_HIDDEN, O_HEADS,
-       O_INTERMEDIATE, O_LAYERS, O_SCHEDULE };
+       O_INTERMEDIATE, O_LAYERS, O_SCHEDULE, O_DATA_PARALLEL };
 
 /* The variant options; returns 1 when opt was one. */
 static int variant_option(variant_args *v, int opt, const char *arg) {
@@ -519,6 +570,7 @@ static int training_option(train_args *a, int opt, const char *arg) {
     case O_DAMPENING: a->dampening = bp_opt_double("--dampening", arg, 0, 1); break;
     case O_NESTEROV: a->nesterov = 1; break;
     case O_SCHEDULE: a->schedule = arg; break;
+    case O_DATA_PARALLEL: a->data_parallel = arg; break;
     default: return 0;
     }
     return 1;
@@ -548,7 +600,7 @@ static void parse_args(int argc, char **argv, train_args *a) {
         {"rnn-dropout", required_argument, 0, O_RNN_DROPOUT}, {"head-dropout", required_argument, 0, O_HEAD_DROPOUT},
         {"hidden", required_argument, 0, O_HIDDEN}, {"heads", required_argument, 0, O_HEADS},
         {"intermediate", required_argument, 0, O_INTERMEDIATE}, {"layers", required_argument, 0, O_LAYERS},
-        {"schedule", required_argument, 0, O_SCHEDULE},
+        {"schedule", required_argument, 0, O_SCHEDULE}, {"data-parallel", required_argument, 0, O_DATA_PARALLEL},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -843,19 +895,91 @@ static void train_frame(trainer *t, position *pos, const bp_frame *f) {
     train_batch(t, f, pos->frames_seen);
 }
 
-/* Every frame of the input, or until a signal. Returns the signal (0 when none came). */
+/* Rank 0's input failed (it shared that): rank 0 prints the one error line; the others, which
+ * only received the stream, end quietly. Every rank ends the run cleanly first, so no one waits. */
+static void input_failed(trainer *t, const bp_err *err) {
+    bp_err close_err;
+    int rank = t->dp->rank;
+    if (bp_dp_close(t->dp, &close_err) && rank == 0) bp_warn("%s", close_err.msg);
+    if (rank == 0) bp_die_err(err);
+    exit(1);
+}
+
+/* Every frame of the input (rank 0's, shared), or until a signal. Returns the signal (0 when
+ * none came). */
 static int train_stream(trainer *t, bp_in *in) {
     position pos = {.skip = t->r->state.batches_consumed, .last_epoch_step = -1};
-    bp_frame f;
-    int rc;
-    while ((rc = bp_in_next(in, &f)) == 1 && !bp_stop_signal()) {
+    bp_frame f = {0};
+    bp_err err;
+    int rc, sig = 0;
+    while ((rc = bp_dp_next(t->dp, in, &f, &sig, &err)) == 1) {
         train_frame(t, &pos, &f);
         bp_frame_release(&f);
     }
     bp_frame_release(&f);
-    if (bp_stop_signal()) return bp_stop_signal();   /* also when the signal cut a wait for input short */
-    if (rc < 0) bp_die_err(bp_in_err(in));
+    if (rc == 2) return sig;   /* also when the signal cut a wait for input short */
+    if (rc < 0) input_failed(t, &err);
     return 0;
+}
+
+/* ---- the ranks of a data-parallel run ---------------------------------------------- */
+
+/* The run a failing rank ends: any exit before the run's own end (an error line from bp_die)
+ * ends every rank, so none waits for a collective that never comes. */
+static bp_dp *exit_ranks;
+static void abort_ranks(void) {
+    if (exit_ranks && exit_ranks->dist && !exit_ranks->closed) exit_ranks->dist->abort(exit_ranks->dist, 1);
+}
+
+/* Join the data-parallel run (none without a launcher): rank 0 reads, logs, writes frames and
+ * saves as a single train does; the others keep quiet, send their frames nowhere, save nothing. */
+static void open_ranks(train_args *a, bp_dp *dp) {
+    bp_err err;
+    if (bp_dp_open(dp, a->data_parallel, &err)) bp_die(2, NULL, "%s", err.msg);
+    if (!dp->dist) return;
+    exit_ranks = dp;
+    if (atexit(abort_ranks)) bp_die(1, NULL, "data-parallel: atexit failed");
+    bp_dp_pin_device(dp, a->device);
+    if (dp->rank == 0) return;
+    char name[96];   /* its warnings and errors say which rank: "train[rank 1]: error: ..." */
+    snprintf(name, sizeof name, "%s[rank %d]", bp_stage(), dp->rank);
+    bp_set_stage(name);
+    bp_set_echo(1);
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || dup2(fd, 1) < 0) bp_die(1, "/dev/null", "cannot open: %s", strerror(errno));
+    close(fd);
+    a->io.out = "-";
+    a->save_dir = a->save_init = NULL;
+}
+
+/* The input on rank 0, its hello shared with the other ranks (whose copy *copy owns). */
+static bp_in *open_input(const train_args *a, bp_dp *dp, const bp_frame **hello, bp_frame *copy) {
+    bp_err err;
+    bp_in *in = dp->rank == 0 ? bp_open_in_hello(&a->io, hello) : NULL;
+    if (bp_dp_share_hello(dp, dp->rank == 0 ? *hello : NULL, copy, &err)) bp_die_err(&err);
+    if (dp->rank > 0) *hello = copy;
+    return in;
+}
+
+/* The gradients' collectives on the backend, every rank's weights rank 0's, and the start line. */
+static void join_ranks(bp_dp *dp, run *r, const stream_info *info) {
+    bp_err err;
+    if (bp_dp_use_backend(dp, r->m->be, &err) || bp_dp_share_params(dp, r->m, &err)) bp_die_err(&err);
+    if (!dp->dist) return;
+    bp_log("data-parallel: %d ranks (%s, %s%s), %d rows per rank of each batch of %d", dp->size, dp->dist->engine,
+           dp->dist->library, dp->on_device ? "; gradients summed on the device" : "",
+           (info->max_B + dp->size - 1) / dp->size, info->max_B);
+}
+
+/* The run's end on every rank, with rank 0's count of the gradient traffic. */
+static void close_ranks(bp_dp *dp) {
+    bp_err err;
+    if (!dp->dist) return;
+    if (dp->sums)
+        bp_log("data-parallel: %ld gradient sums of %.2f MB each, %.3f s communicating (%.2f ms per step)", dp->sums,
+               (double)dp->bytes_summed / (double)dp->sums / 1e6, dp->comm_seconds,
+               1e3 * dp->comm_seconds / (double)dp->sums);
+    if (bp_dp_close(dp, &err)) bp_die_err(&err);
 }
 
 int main(int argc, char **argv) {
@@ -867,10 +991,13 @@ int main(int argc, char **argv) {
     bp_set_usage(usage);
     parse_args(argc, argv, &a);
     if (a.resume) a.resume = resume_folder(a.resume);
+    bp_dp dp;
+    open_ranks(&a, &dp);
 
     bp_out *out = bp_open_out(&a.io);
-    const bp_frame *hello;
-    bp_in *in = bp_open_in_hello(&a.io, &hello);
+    const bp_frame *hello = NULL;
+    bp_frame hello_copy = {0};
+    bp_in *in = open_input(&a, &dp, &hello, &hello_copy);
     stream_info info = read_stream_info(hello, a.io.in);
     bp_eval_set set;
     bp_train_policy policy;
@@ -881,12 +1008,13 @@ int main(int argc, char **argv) {
         snprintf(vocab_buf, sizeof vocab_buf, "%s/vocab.txt", a.checkpoint ? a.checkpoint : a.resume);
         a.vocab = vocab_buf;
     }
-    run r = {.m = open_model(&a, &info, be), .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1,
+    run r = {.m = open_model(&a, &info, be), .dp = &dp, .save_dir = a.save_dir, .vocab_path = a.vocab, .info = &info, .saved_step = -1,
              .max_loss_ratio = a.max_loss_ratio};
     r.loss_reference = know_nothing_loss(r.m, info.max_T);
     bp_check_vocab_fits(hello, r.m->cfg.bert.vocab_size);
     optim_config oc;
     open_optimizer(&r, &a, &info, &oc);
+    join_ranks(&dp, &r, &info);
     open_log(&r, &a, &policy);
 
     bp_writer w;
@@ -900,7 +1028,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) bp_batch_tensors_alloc(&h[i], info.max_B, info.max_T);
     bp_progress prog;
     trainer t = {.r = &r, .out = out, .w = &w, .prog = &prog, .h = &h[0], .eval_h = &h[1], .eval = &set,
-                 .policy = &policy, .start = bp_now(), .epoch = {.start = bp_now()}, .grad_accum = a.grad_accum,
+                 .policy = &policy, .dp = &dp, .start = bp_now(), .epoch = {.start = bp_now()}, .grad_accum = a.grad_accum,
                  .total_steps = r.total_steps, .save_every = a.save_every, .done = r.state.step >= r.total_steps};
     int classes = r.m->cfg.bert.head == BERT_HEAD_CLASSIFICATION && r.m->targets.kind != LOSS_MSE ? model_classes(r.m) : 0;
     if (classes > 1 && !(t.train_logits = malloc((size_t)info.max_B * (size_t)classes * sizeof *t.train_logits)))
@@ -924,7 +1052,9 @@ int main(int argc, char **argv) {
                    policy.best_step, r.save_dir, policy.best_step);
         bp_close_out(out);
     }
+    close_ranks(&dp);
     bp_in_close(in);
+    bp_frame_release(&hello_copy);
     bp_eval_set_free(&set);
     free(t.train_logits);
     for (int i = 0; i < 2; i++) bp_batch_tensors_free(&h[i]);

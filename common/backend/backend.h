@@ -251,6 +251,18 @@ struct backend {
     int (*plan_weights)(backend *be, const float *weights, size_t n, bp_err *err);
     void (*weights_changed)(backend *be);
 
+    /* ---- data-parallel collectives (may be NULL: cpu, whose memory the caller sums with MPI) ----
+     * A run of `size` processes, one backend each, sums gradients where they lie (cuda: NCCL).
+     * collective_id (rank 0 only) writes the run's id into id (*len bytes, at most cap) for the
+     * caller to send to every rank; collective_init joins the run with it (every rank, at once).
+     * Both return 0, or -1 with err. allreduce_sum: x[i] = the sum of every rank's x[i], in
+     * place, on the device; allreduce_or: the bitwise or of row flags. They queue work and fail
+     * as the other ops do: check reports it. */
+    int (*collective_id)(backend *be, void *id, size_t cap, size_t *len, bp_err *err);
+    int (*collective_init)(backend *be, int rank, int size, const void *id, size_t len, bp_err *err);
+    void (*allreduce_sum)(backend *be, float *x, size_t n);
+    void (*allreduce_or)(backend *be, uint8_t *x, size_t n);
+
     /* Release the backend itself (state, pools). */
     void (*destroy)(backend *be);
 };

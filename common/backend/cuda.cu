@@ -22,6 +22,9 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#ifdef BP_HAVE_NCCL
+#include <nccl.h>
+#endif
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
@@ -54,6 +57,9 @@ typedef struct cuda_state {
     size_t bf16_len[BF16_SLOTS];
     void **pair_ptrs;                /* device pointer arrays of one attention product */
     size_t pair_ptrs_len;
+#ifdef BP_HAVE_NCCL
+    ncclComm_t nccl;                 /* the data-parallel run's communicator (collective_init) */
+#endif
 } cuda_state;
 
 static cuda_state *state_of(backend *be) { return (cuda_state *)be->state; }
@@ -1194,6 +1200,66 @@ static void cuda_rnn_backward(backend *be, const backend_rnn_args *a) {
 }
 
 // ----------------------------------------------------------------------------
+// data-parallel collectives (NCCL)
+
+#ifdef BP_HAVE_NCCL
+static int check_nccl(cuda_state *st, ncclResult_t r, const char *call, const char *file, int line) {
+    if (r == ncclSuccess) return 0;
+    record_error(st, file, line, "%.*s failed: %s", name_length(call), call, ncclGetErrorString(r));
+    return -1;
+}
+/* NCCL_OK(st, call): 0, or -1 with the called function and NCCL's text recorded. */
+#define NCCL_OK(st, call) check_nccl((st), (call), #call, __FILE__, __LINE__)
+
+/* backend.h: rank 0's ncclUniqueId, for the caller to send to every rank. */
+static int cuda_collective_id(backend *be, void *id, size_t cap, size_t *len, bp_err *err) {
+    cuda_state *st = state_of(be);
+    ncclUniqueId unique;
+    if (cap < sizeof unique) return bp_err_set(err, "cuda backend: an NCCL id needs %zu bytes", sizeof unique);
+    if (NCCL_OK(st, ncclGetUniqueId(&unique))) return bp_err_set(err, "cuda backend: %s", st->error);
+    memcpy(id, &unique, sizeof unique);
+    *len = sizeof unique;
+    return 0;
+}
+
+/* backend.h: this rank's communicator of the run, on this backend's device. */
+static int cuda_collective_init(backend *be, int rank, int size, const void *id, size_t len, bp_err *err) {
+    cuda_state *st = state_of(be);
+    ncclUniqueId unique;
+    if (len != sizeof unique) return bp_err_set(err, "cuda backend: an NCCL id of %zu bytes, not %zu", len, sizeof unique);
+    if (st->nccl) return bp_err_set(err, "cuda backend: already in a data-parallel run");
+    memcpy(&unique, id, sizeof unique);
+    if (NCCL_OK(st, ncclCommInitRank(&st->nccl, size, unique, rank))) return bp_err_set(err, "cuda backend: %s", st->error);
+    return 0;
+}
+
+/* backend.h: in place, on the backend's stream, so the sums queue behind the backward. */
+static void nccl_allreduce(backend *be, void *x, size_t n, ncclDataType_t type, ncclRedOp_t op, const char *name) {
+    cuda_state *st = state_of(be);
+    if (st->failed || n == 0) return;
+    if (!st->nccl) {
+        record_error(st, __FILE__, __LINE__, "%s before collective_init", name);
+        return;
+    }
+    NCCL_OK(st, ncclAllReduce(x, x, n, type, op, st->nccl, st->stream));
+}
+static void cuda_allreduce_sum(backend *be, float *x, size_t n) {
+    nccl_allreduce(be, x, n, ncclFloat32, ncclSum, "allreduce_sum");
+}
+/* Row flags are 0 or 1, so their maximum is their or. */
+static void cuda_allreduce_or(backend *be, uint8_t *x, size_t n) {
+    nccl_allreduce(be, x, n, ncclUint8, ncclMax, "allreduce_or");
+}
+
+/* A failure NCCL saw after the call returned (a peer gone, a network error). */
+static void nccl_async_check(cuda_state *st) {
+    ncclResult_t async = ncclSuccess;
+    if (st->nccl && !st->failed && NCCL_OK(st, ncclCommGetAsyncError(st->nccl, &async)) == 0)
+        NCCL_OK(st, async);
+}
+#endif
+
+// ----------------------------------------------------------------------------
 // life cycle
 
 /* backend.h: wait for the queue, then the first failure, kept for good (a CUDA context that met
@@ -1201,6 +1267,9 @@ static void cuda_rnn_backward(backend *be, const backend_rnn_args *a) {
 static int cuda_check(backend *be, bp_err *err) {
     cuda_state *st = state_of(be);
     if (!st->failed) CUDA_OK(st, cudaStreamSynchronize(st->stream));
+#ifdef BP_HAVE_NCCL
+    nccl_async_check(st);
+#endif
     if (!st->failed) return 0;
     return bp_err_set(err, "cuda backend: %s", st->error);
 }
@@ -1221,6 +1290,9 @@ static void cuda_destroy(backend *be) {
             if (st->staging_free[i]) cudaEventDestroy(st->staging_free[i]);
         }
         if (st->cublas) cublasDestroy(st->cublas);
+#ifdef BP_HAVE_NCCL
+        if (st->nccl) ncclCommDestroy(st->nccl);
+#endif
         if (st->stream) cudaStreamDestroy(st->stream);
         cudaGetLastError();
         free(st);
@@ -1417,5 +1489,11 @@ extern "C" backend *backend_cuda_create(bp_err *err) {
     be->rnn_forward = cuda_rnn_forward;
     be->rnn_backward = cuda_rnn_backward;
     be->check = cuda_check;
+#ifdef BP_HAVE_NCCL
+    be->collective_id = cuda_collective_id;
+    be->collective_init = cuda_collective_init;
+    be->allreduce_sum = cuda_allreduce_sum;
+    be->allreduce_or = cuda_allreduce_or;
+#endif
     return be;
 }

@@ -103,8 +103,12 @@ static void vline(const char *kind, const char *fmt, va_list ap) {
     fwrite(line, 1, len + 1, stderr);
 }
 
+/* bp_set_echo: this process repeats another's lines (a data-parallel rank > 0). */
+static int echo;
+void bp_set_echo(int on) { echo = on; }
+
 void bp_log(const char *fmt, ...) {
-    if (env_is("BERTPIPE_QUIET", "1")) return;
+    if (echo || env_is("BERTPIPE_QUIET", "1")) return;
     va_list ap;
     va_start(ap, fmt);
     vline("", fmt, ap);
@@ -112,6 +116,7 @@ void bp_log(const char *fmt, ...) {
 }
 
 void bp_summary(const char *fmt, ...) {
+    if (echo) return;
     va_list ap;
     va_start(ap, fmt);
     vline("", fmt, ap);
@@ -143,6 +148,7 @@ void bp_progress_start(bp_progress *p, const char *label, int64_t total) {
     const char *status_dir = getenv("BERTPIPE_STATUS_DIR");
     memset(p, 0, sizeof *p);
     p->label = label;
+    if (echo) return;   /* enabled 0: no bar, no lines */
     p->total = total;
     p->start = bp_now();
     p->tty = isatty(2);

@@ -74,6 +74,10 @@ void bp_status_frames(int64_t in, int64_t out);
  * epoch's results, the final metrics). */
 void bp_summary(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* on = 1: this process only repeats another's work (a data-parallel rank other than 0), so
+ * bp_log, bp_summary and progress print nothing; warnings and errors still do. */
+void bp_set_echo(int on);
+
 /* Monotonic seconds. */
 double bp_now(void);
 

@@ -535,6 +535,36 @@ void model_zero_grad(model *m) {
     if (m->rnn) be->zero(be, m->rnn->grads_memory, m->rnn->num_params * sizeof(float));
 }
 
+int model_grad_spans(const model *m, model_grad_span *out, int cap) {
+    block b[2];
+    int nb = m->inference ? 0 : blocks_of(m, b), n = 0;
+    for (int i = 0; i < nb && n < cap; i++)
+        if (b[i].grads && b[i].n) out[n++] = (model_grad_span){b[i].grads, b[i].n};
+    return n;
+}
+
+int model_flag_spans(const model *m, model_flag_span *out, int cap) {
+    int n = 0;
+    for (int i = 0; i < m->params.n && !m->inference; i++) {
+        const model_param *p = &m->params.items[i];
+        int seen = 0;
+        for (int j = 0; j < n; j++) seen |= out[j].flags == p->touched;
+        if (p->touched && p->grad && !seen && n < cap)
+            out[n++] = (model_flag_span){(uint8_t *)p->touched, p->numel / p->row_len};
+    }
+    return n;
+}
+
+int model_sparse_spans(const model *m, model_sparse_span *out, int cap) {
+    int n = 0;
+    for (int i = 0; i < m->params.n && !m->inference && n < cap; i++) {
+        const model_param *p = &m->params.items[i];
+        if (p->touched && p->grad)
+            out[n++] = (model_sparse_span){p->grad, p->touched, p->numel / p->row_len, p->row_len};
+    }
+    return n;
+}
+
 optimizer *model_optim_create(model *m, const optim_config *cfg, bp_err *err) {
     if (m->inference) {
         bp_err_set(err, "model was created for inference only: no optimizer (model)");

@@ -153,6 +153,19 @@ long model_class_scores(model *m, float *dst, size_t cap, bp_err *err);
 int model_backward(model *m, float loss_scale, bp_err *err);
 void model_zero_grad(model *m);
 
+/* What a data-parallel step sums across processes before the update: the device memory of the
+ * gradients (BERT's or the baseline's block, then the head's) and the row flags of row-sparse
+ * gradients (embeddings: a row whose flag is 0 holds an all-zero gradient). Up to cap entries
+ * of each; returns the count. Can't fail; a model for inference has none. */
+typedef struct model_grad_span { float *grads; size_t n; } model_grad_span;
+typedef struct model_flag_span { uint8_t *flags; size_t n; } model_flag_span;
+int model_grad_spans(const model *m, model_grad_span *out, int cap);
+int model_flag_spans(const model *m, model_flag_span *out, int cap);
+/* The row-sparse gradients inside those spans: rows x row_len floats at grads, row i all zero
+ * unless flags[i] (so a sum may skip the rows no process flagged). Up to cap; the count. */
+typedef struct model_sparse_span { float *grads; const uint8_t *flags; size_t rows, row_len; } model_sparse_span;
+int model_sparse_spans(const model *m, model_sparse_span *out, int cap);
+
 /* An optimizer over the model's optimized parameters. NULL with err on failure. */
 optimizer *model_optim_create(model *m, const optim_config *cfg, bp_err *err);
 /* Clip, update and zero the gradients (optim_step). Returns 0, or -1 with err. */

@@ -28,7 +28,8 @@ typedef struct bp_curve_keypair {
     char secret_key[BP_CURVE_Z85_LEN + 1];   /* z85, NUL-terminated; "" in a public-only file */
 } bp_curve_keypair;
 
-/* 0 when this libzmq has CURVE (zmq_has("curve")), else -1 with err saying so. */
+/* 0 when this libzmq has CURVE (zmq_has("curve")), else -1 with err saying so. The test build
+ * (BP_FAULT_INJECTION) answers -1 under BERTPIPE_FAULT=curve:absent, so that line is tested. */
 int bp_curve_available(bp_err *err);
 
 /* A new key pair (zmq_curve_keypair). 0, or -1 with err. */

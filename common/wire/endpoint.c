@@ -667,9 +667,11 @@ struct bp_out {
      * that went away (a connection that failed its handshake, e.g. a port scan, counts in
      * neither) */
     int *connections, *disconnects;
-    /* per socket: the last failed handshake's event and value (0: none), which fails the
-     * stream while no handshake of that socket has succeeded (see handshake_refused) */
+    /* per socket: the last failed handshake's event and value (0: none) and when the first
+     * failure came, which fail the stream while no handshake of that socket has succeeded
+     * (see handshake_refused) */
     uint32_t *refusal_event, *refusal_value;
+    double *refusing_since;
     int gone;                /* downstream went away: nothing more is sent */
     int64_t data, by_kind[BP_KIND_COUNT];
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
@@ -734,8 +736,9 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
     out->disconnects = calloc((size_t)n, sizeof *out->disconnects);
     out->refusal_event = calloc((size_t)n, sizeof *out->refusal_event);
     out->refusal_value = calloc((size_t)n, sizeof *out->refusal_value);
+    out->refusing_since = calloc((size_t)n, sizeof *out->refusing_since);
     if (!out->socks || !out->monitors || !out->per_sock || !out->connections || !out->disconnects ||
-        !out->refusal_event || !out->refusal_value) {
+        !out->refusal_event || !out->refusal_value || !out->refusing_since) {
         free_parts(parts, n);
         goto oom;
     }
@@ -1033,6 +1036,7 @@ static void out_free(bp_out *out) {
     free(out->disconnects);
     free(out->refusal_event);
     free(out->refusal_value);
+    free(out->refusing_since);
     free(out->spec);
     free(out);
 }
@@ -1048,6 +1052,7 @@ static void drain_out_monitor(bp_out *out, int i) {
         else if (event & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)) {
             out->disconnects[i]--;
+            if (!out->refusal_event[i]) out->refusing_since[i] = bp_now();
             out->refusal_event[i] = event;
             out->refusal_value[i] = value;
         }
@@ -1055,11 +1060,17 @@ static void drain_out_monitor(bp_out *out, int i) {
 }
 
 /* Socket i's consumer refused every handshake so far (CURVE on one side only, a wrong server
- * key): fail at once, saying which, instead of retrying until BERTPIPE_TIMEOUT. A consumer
- * that took a handshake once is judged by its disconnects instead. */
+ * key): fail, saying which, instead of retrying until BERTPIPE_TIMEOUT (for ever by default).
+ * A protocol error is definite and fails at once. A peer that only hung up mid-handshake
+ * (what a CURVE server does with a wrong key, but also a tcp proxy whose consumer is not up
+ * yet) fails once that has gone on for REFUSAL_GRACE_S. A consumer that took a handshake once
+ * is judged by its disconnects instead. */
+#define REFUSAL_GRACE_S 5.0
 static int handshake_refused(bp_out *out, int i) {
     if (out->connections[i] > 0 || !out->refusal_event[i]) return 0;
     uint32_t value = out->refusal_value[i];
+    if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && bp_now() - out->refusing_since[i] < REFUSAL_GRACE_S)
+        return 0;
     if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
         return out_fail(out, "the consumer refused the ZeroMQ handshake: security mismatch, CURVE on one side and plain "
                              "tcp on the other (--curve-key/--curve-server on both or neither)");
@@ -1067,12 +1078,12 @@ static int handshake_refused(bp_out *out, int i) {
         return out_fail(out, "the CURVE handshake with the consumer failed: is --curve-server the public key of "
                              "the consumer's --curve-key?");
     if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && bp_curve_enabled())
-        return out_fail(out, "the consumer refused the ZeroMQ handshake (it hung up: %s): is --curve-server the public "
-                             "key of the consumer's --curve-key, and does the consumer use CURVE?",
-                        zmq_strerror((int)value));
+        return out_fail(out, "the consumer refused the ZeroMQ handshake (it hung up: %s, for %g s): is --curve-server "
+                             "the public key of the consumer's --curve-key, and does the consumer use CURVE?",
+                        zmq_strerror((int)value), REFUSAL_GRACE_S);
     if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        return out_fail(out, "the consumer refused the ZeroMQ handshake (it hung up: %s): if it uses CURVE, give "
-                             "--curve-server its public key", zmq_strerror((int)value));
+        return out_fail(out, "the consumer refused the ZeroMQ handshake (it hung up: %s, for %g s): if it uses CURVE, "
+                             "give --curve-server its public key", zmq_strerror((int)value), REFUSAL_GRACE_S);
     return out_fail(out, "the ZeroMQ handshake with the consumer failed (event 0x%x, value 0x%x)",
                     (unsigned)out->refusal_event[i], (unsigned)value);
 }

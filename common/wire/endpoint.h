@@ -5,7 +5,8 @@
  *   "file:PATH"       the same bytes in a file: a recorded stream to replay, or one to
  *                     record (written to PATH.tmp-PID and renamed when complete)
  *   "ipc://PATH"      ZeroMQ PULL (input) / PUSH (output)
- *   "tcp://HOST:PORT" the same over TCP
+ *   "tcp://HOST:PORT" the same over TCP (CURVE-encrypted once wire/curve.h's settings are made:
+ *                     a bind is the CURVE server, a connect the client)
  *   "@ENDPOINT"       bind;  ">ENDPOINT" connect.  Without a prefix an input binds and an
  *                     output connects (CZMQ's PULL/PUSH defaults), so any start order works
  *                     and N producers can fan in to one consumer.

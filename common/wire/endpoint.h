@@ -29,7 +29,9 @@
  * that sent a hello: one that goes away before its eos fails the stream (after a 500 ms grace
  * for frames still in flight), whatever the others did; a connection that sends nothing (a
  * port scan, a health check) is no producer and changes nothing. An output whose consumer
- * leaves before the eos fails ("downstream went away") instead of queueing for ever.
+ * leaves before the eos fails ("downstream went away") instead of queueing for ever, and one
+ * whose consumer refuses every handshake (CURVE on one side only, a wrong server key: see
+ * wire/curve.h) fails naming that, at once on a protocol error, after 5 s of hang-ups.
  *
  * Waits: every wait here (a read, a send blocked at the high-water mark, a close waiting for
  * its consumers) looks at the stop flag (bp_endpoint_interrupt) and BERTPIPE_TIMEOUT at least

@@ -36,6 +36,7 @@ static const char usage[] =
     "  --articles A-B      SQuAD: only articles A..B (0-based, in file order)\n"
     "  --strict            SQuAD: an answer_start that does not match its answer is an error\n"
     "  --out SPEC          output endpoint (default -: stdout)\n"
+    BP_CURVE_USAGE
     "  --version           print \"extract (bertpipe) VERSION\" and exit\n";
 
 typedef struct emitter {

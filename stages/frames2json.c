@@ -17,6 +17,7 @@ static const char usage[] =
     BP_JSON_VIEW_USAGE
     "  --in SPEC         input endpoint (default -: stdin)\n"
     "  --producers N     input streams to wait for (default 1)\n"
+    BP_CURVE_USAGE
     "  --version         print \"frames2json (bertpipe) VERSION\" and exit\n";
 
 int main(int argc, char **argv) {

@@ -18,6 +18,7 @@ static const char usage[] =
     "Send each JSON line of FILE (default stdin) as one frame.\n"
     "  --recount         set every eos count to the data frames actually sent before it\n"
     "  --out SPEC        output endpoint (default -: stdout; ipc://, tcp://, @bind, >connect)\n"
+    BP_CURVE_USAGE
     "  --version         print \"json2frames (bertpipe) VERSION\" and exit\n";
 
 int main(int argc, char **argv) {

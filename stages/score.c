@@ -30,7 +30,8 @@ static const char usage[] =
     "  --dataset FILE      file mode: the SQuAD dataset JSON (.json, .gz, or in a .zip/.tar.gz)\n"
     "  --predictions FILE  file mode: {id: answer text}\n"
     "  --version-2         score as SQuAD v2.0 (default: as the dataset or the stream says)\n"
-    "  --in SPEC           input endpoint (default -: stdin)\n";
+    "  --in SPEC           input endpoint (default -: stdin)\n"
+    BP_CURVE_USAGE;
 
 /* The one JSON document in path: a plain or compressed file, or the first *.json member of
  * an archive or folder (macOS "._" shadow files skipped). Returns the parsed JSON (caller

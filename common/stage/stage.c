@@ -3,6 +3,8 @@
  * line and exits, which is why only stages link it. */
 #include "stage/stage.h"
 
+#include "wire/curve.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -38,6 +40,15 @@ static void on_die(const char *message) {
 
 static void on_stop_signal(int sig) { bp_endpoint_interrupt(sig); }
 
+/* --curve-key / --curve-server FILE (or their environment settings, named by `from`): read
+ * now, so a bad file stops the stage before it binds or connects anything. */
+static void use_curve_file(int opt, const char *path, const char *from) {
+    if (!path || !*path) return;
+    bp_err err;
+    int rc = opt == BP_OPT_CURVE_KEY ? bp_curve_set_key_file(path, &err) : bp_curve_set_server_file(path, &err);
+    if (rc) bp_die(2, NULL, "%s: %s", from, err.msg);
+}
+
 void bp_stage_init(bp_io_opts *io, char **argv) {
     bp_set_stage(argv[0]);
     io->in = "-";
@@ -52,6 +63,8 @@ void bp_stage_init(bp_io_opts *io, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     bp_set_die_hook(on_die);
+    use_curve_file(BP_OPT_CURVE_KEY, getenv("BERTPIPE_CURVE_KEY"), "BERTPIPE_CURVE_KEY");
+    use_curve_file(BP_OPT_CURVE_SERVER, getenv("BERTPIPE_CURVE_SERVER"), "BERTPIPE_CURVE_SERVER");
     bp_status_frames(0, 0);   /* in a pipeline's status block from the start (base/log.h) */
 }
 
@@ -70,6 +83,8 @@ int bp_io_option(bp_io_opts *io, int opt, const char *arg) {
     case BP_OPT_IN: io->in = arg; return 1;
     case BP_OPT_OUT: io->out = arg; return 1;
     case BP_OPT_PRODUCERS: io->producers = (int)bp_opt_long("--producers", arg, 1, 4096); return 1;
+    case BP_OPT_CURVE_KEY: use_curve_file(opt, arg, "--curve-key"); return 1;
+    case BP_OPT_CURVE_SERVER: use_curve_file(opt, arg, "--curve-server"); return 1;
     case BP_OPT_VERSION:
         if (printf("%s (bertpipe) %s\n", bp_stage(), BP_VERSION) < 0 || fflush(stdout)) exit(1);
         exit(0);

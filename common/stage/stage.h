@@ -39,21 +39,34 @@ typedef struct bp_io_opts {
 #define BP_OPT_OUT 0x1002
 #define BP_OPT_PRODUCERS 0x1003
 #define BP_OPT_VERSION 0x1004
+#define BP_OPT_CURVE_KEY 0x1005
+#define BP_OPT_CURVE_SERVER 0x1006
 #define BP_IO_LONGOPTS                                          \
     {"in", required_argument, 0, BP_OPT_IN},                    \
     {"out", required_argument, 0, BP_OPT_OUT},                  \
     {"producers", required_argument, 0, BP_OPT_PRODUCERS},      \
+    {"curve-key", required_argument, 0, BP_OPT_CURVE_KEY},      \
+    {"curve-server", required_argument, 0, BP_OPT_CURVE_SERVER}, \
     {"version", no_argument, 0, BP_OPT_VERSION}
+/* CURVE on tcp endpoints (wire/curve.h): for every stage's --help, with or without BP_IO_USAGE. */
+#define BP_CURVE_USAGE \
+    "  --curve-key FILE  this side's key pair (NAME.key from keygen; or BERTPIPE_CURVE_KEY): every\n" \
+    "                    tcp endpoint is CURVE-encrypted, and a tcp bind is its CURVE server\n"         \
+    "  --curve-server FILE  the binding side's public key (NAME.pub; or BERTPIPE_CURVE_SERVER),\n"    \
+    "                    needed to connect over tcp with CURVE (ipc, file: and - are not changed)\n"
 #define BP_IO_USAGE \
     "  --in SPEC         input endpoint (default -: stdin; ipc://PATH, tcp://HOST:PORT, @bind, >connect)\n" \
     "  --out SPEC        output endpoint (default -: stdout; A,B,... fans out)\n"                          \
     "  --producers N     input streams to wait for (fan-in; default 1)\n"                                  \
+    BP_CURVE_USAGE                                                                                         \
     "  --version         print \"STAGE (bertpipe) VERSION\" and exit\n"
 
 #define BP_EXIT_UPSTREAM 3
 #define BP_EXIT_DOWNSTREAM 4
 
-/* Set the stage name from argv[0] and the io defaults; catch SIGINT and SIGTERM (see above). */
+/* Set the stage name from argv[0] and the io defaults; catch SIGINT and SIGTERM (see above);
+ * take BERTPIPE_CURVE_KEY and BERTPIPE_CURVE_SERVER as --curve-key and --curve-server (which
+ * override them). A key file that cannot be used is a usage error (exit 2) naming the file. */
 void bp_stage_init(bp_io_opts *io, char **argv);
 /* The stop signal received (SIGINT, SIGTERM), 0 when none. */
 int bp_stop_signal(void);
@@ -68,7 +81,8 @@ void bp_set_stop_hook(void (*hook)(int sig));
  * "usage:" lines) on stderr before the error line, as a usage error should. */
 void bp_set_usage(const char *usage);
 /* Handle one getopt result if it is an io option (--version included: it prints the version
- * line compiled in from the VERSION file and exits 0): returns 1 when handled. */
+ * line compiled in from the VERSION file and exits 0; --curve-key and --curve-server read their
+ * file at once): returns 1 when handled. */
 int bp_io_option(bp_io_opts *io, int opt, const char *arg);
 
 bp_in *bp_open_in(const bp_io_opts *io);     /* dies on error */

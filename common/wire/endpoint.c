@@ -8,6 +8,7 @@
 #include "wire/endpoint.h"
 
 #include "wire/codec.h"
+#include "wire/curve.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -256,6 +257,7 @@ bp_in *bp_in_open(const char *spec, int producers, bp_err *err) {
     }
     zmq_setsockopt(in->monitor, ZMQ_LINGER, &linger, sizeof linger);
     for (int i = 0; i < n; i++) {
+        if (bp_curve_prepare_socket(in->sock, parts[i].addr, parts[i].bind, err)) goto fail;
         int rc = parts[i].bind ? zmq_bind(in->sock, parts[i].addr) : zmq_connect(in->sock, parts[i].addr);
         if (rc) {
             bp_err_set(err, "cannot %s %s: %s", parts[i].bind ? "bind" : "connect", parts[i].addr, zmq_strerror(errno));
@@ -666,6 +668,11 @@ struct bp_out {
      * that went away (a connection that failed its handshake, e.g. a port scan, counts in
      * neither) */
     int *connections, *disconnects;
+    /* per socket: the last failed handshake's event and value (0: none) and when the first
+     * failure came, which fail the stream while no handshake of that socket has succeeded
+     * (see handshake_refused) */
+    uint32_t *refusal_event, *refusal_value;
+    double *refusing_since;
     int gone;                /* downstream went away: nothing more is sent */
     int64_t data, by_kind[BP_KIND_COUNT];
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
@@ -728,7 +735,11 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
     out->per_sock = calloc((size_t)n, sizeof *out->per_sock);
     out->connections = calloc((size_t)n, sizeof *out->connections);
     out->disconnects = calloc((size_t)n, sizeof *out->disconnects);
-    if (!out->socks || !out->monitors || !out->per_sock || !out->connections || !out->disconnects) {
+    out->refusal_event = calloc((size_t)n, sizeof *out->refusal_event);
+    out->refusal_value = calloc((size_t)n, sizeof *out->refusal_value);
+    out->refusing_since = calloc((size_t)n, sizeof *out->refusing_since);
+    if (!out->socks || !out->monitors || !out->per_sock || !out->connections || !out->disconnects ||
+        !out->refusal_event || !out->refusal_value || !out->refusing_since) {
         free_parts(parts, n);
         goto oom;
     }
@@ -759,6 +770,7 @@ bp_out *bp_out_open(const char *spec, bp_err *err) {
         int zero = 0;
         zmq_setsockopt(mon, ZMQ_LINGER, &zero, sizeof zero);
         out->monitors[i] = mon;
+        if (bp_curve_prepare_socket(sock, parts[i].addr, parts[i].bind, err)) goto fail;
         int rc = parts[i].bind ? zmq_bind(sock, parts[i].addr) : zmq_connect(sock, parts[i].addr);
         if (rc) {
             bp_err_set(err, "cannot %s %s: %s", parts[i].bind ? "bind" : "connect", parts[i].addr, zmq_strerror(errno));
@@ -822,6 +834,7 @@ static int write_all(bp_out *out, const char *p, size_t len) {
 }
 
 static void drain_out_monitor(bp_out *out, int i);
+static int handshake_refused(bp_out *out, int i);
 
 /* A consumer of socket i that completed its handshake and left again, before this stream's
  * eos was sent: it died (a consumer hangs up only after its last eos). */
@@ -840,6 +853,7 @@ static int wait_writable(bp_out *out, int i) {
         if (consumer_left(out, i))
             return downstream_gone(out, "the consumer disconnected before the end of the stream, after %lld frames",
                                    (long long)out->data);
+        if (handshake_refused(out, i)) return -1;
         zmq_pollitem_t items[2] = {{out->socks[i], 0, ZMQ_POLLOUT, 0}, {out->monitors[i], 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, 2, WAIT_SLICE_MS);
         if (rc < 0 && errno != EINTR) return out_fail(out, "poll failed: %s", zmq_strerror(errno));
@@ -902,12 +916,17 @@ static int send_data(bp_out *out, const char *p, size_t len, char *owned) {
                 for (int i = 0; i < n && found < 0; i++)
                     if (items[i].revents & ZMQ_POLLOUT) found = (out->next_sock + i) % out->nsocks;
                 if (found >= 0) { which = found; break; }
-                for (int i = 0; i < out->nsocks; i++)
+                for (int i = 0; i < out->nsocks; i++) {
                     if (consumer_left(out, i)) {
                         free(owned);
                         return downstream_gone(out, "a consumer disconnected before the end of the stream, after %lld frames",
                                                (long long)out->data);
                     }
+                    if (handshake_refused(out, i)) {
+                        free(owned);
+                        return -1;
+                    }
+                }
                 if (deadline && bp_now() > deadline) {
                     free(owned);
                     return out_timed_out(out);
@@ -1018,6 +1037,9 @@ static void out_free(bp_out *out) {
     free(out->per_sock);
     free(out->connections);
     free(out->disconnects);
+    free(out->refusal_event);
+    free(out->refusal_value);
+    free(out->refusing_since);
     free(out->spec);
     free(out);
 }
@@ -1031,9 +1053,42 @@ static void drain_out_monitor(bp_out *out, int i) {
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) out->connections[i]++;
         else if (event == ZMQ_EVENT_DISCONNECTED) out->disconnects[i]++;
         else if (event & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH))
+                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)) {
             out->disconnects[i]--;
+            if (!out->refusal_event[i]) out->refusing_since[i] = bp_now();
+            out->refusal_event[i] = event;
+            out->refusal_value[i] = value;
+        }
     }
+}
+
+/* Socket i's consumer refused every handshake so far (CURVE on one side only, a wrong server
+ * key): fail, saying which, instead of retrying until BERTPIPE_TIMEOUT (for ever by default).
+ * A protocol error is definite and fails at once. A peer that only hung up mid-handshake
+ * (what a CURVE server does with a wrong key, but also a tcp proxy whose consumer is not up
+ * yet) fails once that has gone on for REFUSAL_GRACE_S. A consumer that took a handshake once
+ * is judged by its disconnects instead. */
+#define REFUSAL_GRACE_S 5.0
+static int handshake_refused(bp_out *out, int i) {
+    if (out->connections[i] > 0 || !out->refusal_event[i]) return 0;
+    uint32_t value = out->refusal_value[i];
+    if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && bp_now() - out->refusing_since[i] < REFUSAL_GRACE_S)
+        return 0;
+    if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        return out_fail(out, "the consumer refused the ZeroMQ handshake: security mismatch, CURVE on one side and plain "
+                             "tcp on the other (--curve-key/--curve-server on both or neither)");
+    if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+        return out_fail(out, "the CURVE handshake with the consumer failed: is --curve-server the public key of "
+                             "the consumer's --curve-key?");
+    if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && bp_curve_enabled())
+        return out_fail(out, "the consumer refused the ZeroMQ handshake (it hung up: %s, for %g s): is --curve-server "
+                             "the public key of the consumer's --curve-key, and does the consumer use CURVE?",
+                        zmq_strerror((int)value), REFUSAL_GRACE_S);
+    if (out->refusal_event[i] == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        return out_fail(out, "the consumer refused the ZeroMQ handshake (it hung up: %s, for %g s): if it uses CURVE, "
+                             "give --curve-server its public key", zmq_strerror((int)value), REFUSAL_GRACE_S);
+    return out_fail(out, "the ZeroMQ handshake with the consumer failed (event 0x%x, value 0x%x)",
+                    (unsigned)out->refusal_event[i], (unsigned)value);
 }
 
 /* After the eos: hold every connection open until its consumer hangs up. ZeroMQ drops what
@@ -1049,6 +1104,7 @@ static int wait_for_consumers(bp_out *out) {
         int n = out->nsocks < 64 ? out->nsocks : 64;
         for (int i = 0; i < n; i++) {
             drain_out_monitor(out, i);
+            if (handshake_refused(out, i)) return -1;
             if (out->connections[i] == 0 || out->disconnects[i] < out->connections[i]) waiting = 1;
             items[i].socket = out->monitors[i];
             items[i].fd = 0;

@@ -5,7 +5,8 @@
  *   "file:PATH"       the same bytes in a file: a recorded stream to replay, or one to
  *                     record (written to PATH.tmp-PID and renamed when complete)
  *   "ipc://PATH"      ZeroMQ PULL (input) / PUSH (output)
- *   "tcp://HOST:PORT" the same over TCP
+ *   "tcp://HOST:PORT" the same over TCP (CURVE-encrypted once wire/curve.h's settings are made:
+ *                     a bind is the CURVE server, a connect the client)
  *   "@ENDPOINT"       bind;  ">ENDPOINT" connect.  Without a prefix an input binds and an
  *                     output connects (CZMQ's PULL/PUSH defaults), so any start order works
  *                     and N producers can fan in to one consumer.
@@ -28,7 +29,9 @@
  * that sent a hello: one that goes away before its eos fails the stream (after a 500 ms grace
  * for frames still in flight), whatever the others did; a connection that sends nothing (a
  * port scan, a health check) is no producer and changes nothing. An output whose consumer
- * leaves before the eos fails ("downstream went away") instead of queueing for ever.
+ * leaves before the eos fails ("downstream went away") instead of queueing for ever, and one
+ * whose consumer refuses every handshake (CURVE on one side only, a wrong server key: see
+ * wire/curve.h) fails naming that, at once on a protocol error, after 5 s of hang-ups.
  *
  * Waits: every wait here (a read, a send blocked at the high-water mark, a close waiting for
  * its consumers) looks at the stop flag (bp_endpoint_interrupt) and BERTPIPE_TIMEOUT at least

@@ -1,8 +1,14 @@
 /* zmqraw — send files' bytes as ZeroMQ messages, unchecked, or touch an endpoint without
  * speaking ZeroMQ: for tests of what a consumer does with input no stage would send.
  *
- *   zmqraw --out ENDPOINT [--hold-ms N] FILE...   connect a PUSH socket, send each FILE as one
- *                                                 message, wait N ms (default 500), exit
+ *   zmqraw --out ENDPOINT [--hold-ms N] [--linger-ms N] [--curve-server PUB] FILE...
+ *                                                 connect a PUSH socket, send each FILE as one
+ *                                                 message, wait N ms (default 500), give what
+ *                                                 is still queued --linger-ms (default 10000)
+ *                                                 to leave, exit; with
+ *                                                 --curve-server, as a CURVE client that trusts
+ *                                                 the public key in PUB (a throwaway key pair
+ *                                                 of its own): a forger that has some key
  *   zmqraw --stray ipc://PATH | tcp://HOST:PORT   open a plain socket to the address and close
  *                                                 it at once (a port scan, a health check)
  *
@@ -17,6 +23,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <zmq.h>
+
+#include "wire/curve.h"
 
 static int fail(const char *what, const char *where) {
     fprintf(stderr, "zmqraw: error: %s (%s)\n", what, where);
@@ -71,20 +79,39 @@ static char *slurp(const char *path, size_t *len) {
     return buf;
 }
 
+/* Make sock a CURVE client of the server whose public key is in pub_path. */
+static int curve_client(void *sock, const char *pub_path) {
+    bp_curve_keypair server, mine;
+    bp_err err;
+    if (bp_curve_read_file(pub_path, 0, &server, &err) || bp_curve_new_keypair(&mine, &err)) return fail(err.msg, pub_path);
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server.public_key, BP_CURVE_Z85_LEN + 1) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, mine.public_key, BP_CURVE_Z85_LEN + 1) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, mine.secret_key, BP_CURVE_Z85_LEN + 1))
+        return fail(zmq_strerror(zmq_errno()), pub_path);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--stray") == 0) return stray(argv[2]);
     if (argc < 3 || strcmp(argv[1], "--out") != 0) {
-        fprintf(stderr, "usage: zmqraw --out ENDPOINT [--hold-ms N] FILE... | zmqraw --stray ADDRESS\n");
+        fprintf(stderr, "usage: zmqraw --out ENDPOINT [--hold-ms N] [--linger-ms N] [--curve-server PUB] FILE... | zmqraw --stray ADDRESS\n");
         return 2;
     }
-    const char *endpoint = argv[2];
-    int first = 3, hold_ms = 500;
-    if (argc > 4 && strcmp(argv[3], "--hold-ms") == 0) {
-        hold_ms = atoi(argv[4]);
-        first = 5;
+    const char *endpoint = argv[2], *server_pub = NULL;
+    int first = 3, hold_ms = 500, linger = 10000;
+    for (;;) {
+        if (argc > first + 1 && strcmp(argv[first], "--hold-ms") == 0) hold_ms = atoi(argv[first + 1]);
+        else if (argc > first + 1 && strcmp(argv[first], "--linger-ms") == 0) linger = atoi(argv[first + 1]);
+        else if (argc > first + 1 && strcmp(argv[first], "--curve-server") == 0) server_pub = argv[first + 1];
+        else break;
+        first += 2;
     }
     void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, ZMQ_PUSH) : NULL;
-    if (!sock || zmq_connect(sock, endpoint)) return fail(zmq_strerror(zmq_errno()), endpoint);
+    if (!sock) return fail(zmq_strerror(zmq_errno()), endpoint);
+    if (server_pub && curve_client(sock, server_pub)) return 1;
+    if (zmq_connect(sock, endpoint)) return fail(zmq_strerror(zmq_errno()), endpoint);
+    /* A connect makes the queue at once, so these return whether or not a handshake ever
+     * completes: a refused forger's frames stay queued here until the linger below ends. */
     for (int i = first; i < argc; i++) {
         size_t len = 0;
         char *bytes = slurp(argv[i], &len);
@@ -94,7 +121,6 @@ int main(int argc, char **argv) {
     }
     usleep((useconds_t)hold_ms * 1000);
     /* frames still queued (a consumer slow to bind on a loaded machine) get 10 s to leave */
-    int linger = 10000;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(sock);
     zmq_ctx_term(ctx);

@@ -180,3 +180,42 @@ stage_pid() { # N NAME
   [ "$status" -eq 2 ]
   [[ $output == *"--shard wants K/N"* ]]
 }
+
+@test "squad: two CPU nodes and a training node give the single-host run's weights and EM/F1" {
+  make_hosts
+  squad() { "$BERTPIPE_TOP/pipelines/squad" --epochs 1 --no-plot "$@"; }
+  squad --out "$TMP/one" 2>"$TMP/err-one"
+  on 1 "$BERTPIPE_TOP/pipelines/squad" --epochs 1 --no-plot --listen "tcp://$TRAINER:$PORT" --producers 2 \
+    --out "$TMP/trainer" 2>"$TMP/err-trainer" & trainer=$!
+  on 2 "$BERTPIPE_TOP/pipelines/squad" --connect "tcp://$TRAINER:$PORT" --shard 0/2 --out "$TMP/cpu1" 2>"$TMP/err-cpu1" & cpu1=$!
+  on 3 "$BERTPIPE_TOP/pipelines/squad" --connect "tcp://$TRAINER:$PORT" --shard 1/2 --out "$TMP/cpu2" 2>"$TMP/err-cpu2"
+  wait "$cpu1"
+  wait "$trainer" || { cat "$TMP"/err-*; false; }
+  cmp "$TMP/one/model/model.safetensors" "$TMP/trainer/model/model.safetensors"
+  cmp "$TMP/one/metrics.json" "$TMP/trainer/metrics.json"
+  cmp "$TMP/one/predictions.json" "$TMP/trainer/predictions.json"
+  grep -q '"f1"' "$TMP/trainer/metrics.json"
+  refute_sanitizer "$TMP"/err-*
+}
+
+# BERTPIPE_CONNECT_TIMEOUT on loopback (no namespaces needed).
+@test "BERTPIPE_CONNECT_TIMEOUT names a producer that never connected, and never cuts off a slow consumer" {
+  port=$(free_port)
+  examples train 3 >"$TMP/ex.jsonl"
+  BERTPIPE_CONNECT_TIMEOUT=2 tap --producers 2 --log "$TMP/log" --in "tcp://127.0.0.1:$port" --out "file:$TMP/o" 2>"$TMP/err" &
+  tap_pid=$!
+  json2frames "$TMP/ex.jsonl" --out "tcp://127.0.0.1:$port" 2>/dev/null &
+  status=0
+  wait "$tap_pid" || status=$?
+  [ "$status" -eq 1 ]
+  grep -qF "tap: error: 1 of 2 producers connected within 2 s (BERTPIPE_CONNECT_TIMEOUT)" "$TMP/err"
+  grep -qF "(tcp://127.0.0.1:$port)" "$TMP/err"
+  # a consumer that is there but slow (3 frames, 1.5 s each) outlasts a 1 s connect timeout
+  port=$(free_port)
+  BERTPIPE_CONNECT_TIMEOUT=1 tap --delay-ms 1500 --log "$TMP/slow" --in "tcp://127.0.0.1:$port" --out "file:$TMP/slow.frames" 2>"$TMP/err-slow" &
+  tap_pid=$!
+  BERTPIPE_CONNECT_TIMEOUT=1 BERTPIPE_HWM=1 json2frames "$TMP/ex.jsonl" --out "tcp://127.0.0.1:$port" 2>"$TMP/err-send"
+  wait "$tap_pid"
+  [ "$(grep -c '"k":"example"' "$TMP/slow")" -eq 3 ]
+  refute_sanitizer "$TMP"/err*
+}

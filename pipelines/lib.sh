@@ -263,7 +263,6 @@ bp_node_address_ok() { local re='^[@>]?(tcp://[^/]+:[0-9]+|ipc://.+)$'; [[ $1 =~
 bp_node_init() {
   BP_ROLE=single
   BP_NET_TIMEOUT=${BERTPIPE_CONNECT_TIMEOUT:-600}
-  unset BERTPIPE_CONNECT_TIMEOUT
   [[ $BP_NET_TIMEOUT =~ ^[0-9]+$ ]] || bp_env_fail "BERTPIPE_CONNECT_TIMEOUT wants whole seconds, got '$BP_NET_TIMEOUT'"
   local name
   if bp_opt_given listen && bp_opt_given connect; then
@@ -274,6 +273,8 @@ bp_node_init() {
     bp_node_address_ok "$(bp_opt "$name")" ||
       bp_usage_fail "--$name wants tcp://HOST:PORT (or ipc://PATH), got '$(bp_opt "$name")'"
   done
+  # on a node, only the network stages get it (bp_tokenize_node, bp_train_batch)
+  bp_opt_given listen || bp_opt_given connect && unset BERTPIPE_CONNECT_TIMEOUT
   if bp_opt_given listen; then
     BP_ROLE=trainer
     bp_opt_given shard && bp_usage_fail "--shard is for a tokenizing node (--connect); the training node takes --producers N"
@@ -315,6 +316,11 @@ bp_tokenize_node() {
   exit 0
 }
 
+bp_net_wait() {
+  if [ "$BP_NET_TIMEOUT" -gt 0 ]; then echo "up to $BP_NET_TIMEOUT s to connect, BERTPIPE_CONNECT_TIMEOUT"
+  else echo "for ever: BERTPIPE_CONNECT_TIMEOUT=0"; fi
+}
+
 # bp_train_features EDGE — where the training node's batch reads the training features: the
 # local tokenize's EDGE, or the --listen address (bound here) for a training node.
 bp_train_features() { if [ "$BP_ROLE" = trainer ]; then bp_opt listen; else echo "$1"; fi; }
@@ -324,7 +330,7 @@ bp_train_features() { if [ "$BP_ROLE" = trainer ]; then bp_opt listen; else echo
 bp_train_batch() {
   local in=$1 out=$2; shift 2
   if [ "$BP_ROLE" = trainer ]; then
-    bp_say "training node: waiting for $(bp_opt producers) tokenizing node(s) on $in (up to $BP_NET_TIMEOUT s to connect)"
+    bp_say "training node: waiting for $(bp_opt producers) tokenizing node(s) on $in ($(bp_net_wait))"
     BERTPIPE_CONNECT_TIMEOUT=$BP_NET_TIMEOUT bp_stage batch "$in" "$out" --producers "$(bp_opt producers)" "$@"
   else
     bp_stage batch "$in" "$out" "$@"

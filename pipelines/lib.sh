@@ -79,7 +79,8 @@ bp_cleanup() {
 # bertpipe reads; tests/bats/tool.bats holds both lists to stages/ and to the sources.
 BP_STAGE_NAMES="extract tokenize batch train eval postprocess score tap frames2json json2frames keygen"
 BP_ENV_SETTINGS="BIN TOP QUIET PROGRESS PROGRESS_EVERY STATUS_DIR TAP_AFTER STOP_TIMEOUT FAIL_GRACE TIMEOUT
-  FAULT DATA PRECISION HWM LINGER_MS GNUPLOT NO_INSTALL FUZZ_SECONDS HIDE_BF16 MPI_PLUGIN CURVE_KEY CURVE_SERVER"
+  CONNECT_TIMEOUT FAULT DATA PRECISION HWM LINGER_MS GNUPLOT NO_INSTALL FUZZ_SECONDS HIDE_BF16 MPI_PLUGIN
+  CURVE_KEY CURVE_SERVER"
 
 bp_env_fail() { echo "$BP_NAME: error: $*" >&2; exit 2; }
 
@@ -253,6 +254,96 @@ bp_variant_args() {
   local flag
   for flag in $BP_VARIANT_FLAGS; do bp_opt_given "$flag" && variant_into+=("--$flag"); done
   return 0
+}
+
+# ---- several machines (docs/scale.md) ---------------------------------------------------
+# A run is one of three roles: the whole pipeline on this machine (neither option), the
+# training node (--listen ADDR: the training split's features come from --producers N
+# tokenizing nodes, everything else runs here) or a tokenizing node (--connect ADDR: only the
+# training split's extract, its --shard K/N, and tokenize, whose features go to ADDR). The
+# training node binds ADDR (the consumer owns the address, as on one machine). The network
+# stages wait BERTPIPE_CONNECT_TIMEOUT seconds (default 600) for their peers to come up; only
+# they get it, so a trainer busy evaluating is never cut off by it.
+BP_NODE_VALUES="listen connect producers shard"
+
+bp_node_address_ok() { local re='^[@>]?(tcp://[^/]+:[0-9]+|ipc://.+)$'; [[ $1 =~ $re ]]; }
+
+# bp_node_init — BP_ROLE (single, trainer or tokenizer) from the options, each checked.
+bp_node_init() {
+  BP_ROLE=single
+  BP_NET_TIMEOUT=${BERTPIPE_CONNECT_TIMEOUT:-600}
+  [[ $BP_NET_TIMEOUT =~ ^[0-9]+$ ]] || bp_env_fail "BERTPIPE_CONNECT_TIMEOUT wants whole seconds, got '$BP_NET_TIMEOUT'"
+  local name
+  if bp_opt_given listen && bp_opt_given connect; then
+    bp_usage_fail "give --listen (the training node) or --connect (a tokenizing node), not both"
+  fi
+  for name in listen connect; do
+    bp_opt_given "$name" || continue
+    bp_node_address_ok "$(bp_opt "$name")" ||
+      bp_usage_fail "--$name wants tcp://HOST:PORT (or ipc://PATH), got '$(bp_opt "$name")'"
+  done
+  # on a node, only the network stages get it (bp_tokenize_node, bp_train_batch)
+  bp_opt_given listen || bp_opt_given connect && unset BERTPIPE_CONNECT_TIMEOUT
+  if bp_opt_given listen; then
+    BP_ROLE=trainer
+    bp_opt_given shard && bp_usage_fail "--shard is for a tokenizing node (--connect); the training node takes --producers N"
+    bp_opt_default producers 1
+    [[ $(bp_opt producers) =~ ^[1-9][0-9]{0,3}$ ]] ||
+      bp_usage_fail "--producers wants the number of tokenizing nodes (1 or more), got '$(bp_opt producers)'"
+  elif bp_opt_given connect; then
+    BP_ROLE=tokenizer
+    bp_opt_given producers && bp_usage_fail "--producers is for the training node (--listen)"
+    if bp_opt_given shard; then
+      local shard k n
+      shard=$(bp_opt shard) k=${shard%%/*} n=${shard#*/}
+      [[ $shard =~ ^[0-9]+/[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$k" -lt "$n" ] ||
+        bp_usage_fail "--shard wants K/N with 0 <= K < N (this node's share of N tokenizing nodes), got '$shard'"
+    fi
+  else
+    for name in producers shard; do
+      bp_opt_given "$name" && bp_usage_fail "--$name is for a run on several machines (--listen or --connect)"
+    done
+  fi
+  return 0
+}
+
+# bp_tokenize_node EXTRACT-ARGS... -- TOKENIZE-ARGS... — a tokenizing node's whole run: the
+# training split's examples (its --shard of them), tokenized, sent to the --connect address.
+bp_tokenize_node() {
+  local -a ex=() tok=()
+  while [ "$1" != -- ]; do ex+=("$1"); shift; done
+  shift
+  tok=("$@")
+  bp_opt_given shard && ex+=(--shard "$(bp_opt shard)")
+  local addr e1
+  addr=$(bp_opt connect) e1=$(bp_edge node-examples)
+  bp_say "tokenizing node: the training split${BP_OPT[shard]:+ (shard ${BP_OPT[shard]})} -> $addr"
+  bp_stage extract "" "$e1" "${ex[@]}"
+  BERTPIPE_CONNECT_TIMEOUT=$BP_NET_TIMEOUT bp_stage tokenize "$e1" "$addr" "${tok[@]}"
+  bp_supervise || exit 1
+  bp_say "done: every feature of this node delivered to $addr"
+  exit 0
+}
+
+bp_net_wait() {
+  if [ "$BP_NET_TIMEOUT" -gt 0 ]; then echo "up to $BP_NET_TIMEOUT s to connect, BERTPIPE_CONNECT_TIMEOUT"
+  else echo "for ever: BERTPIPE_CONNECT_TIMEOUT=0"; fi
+}
+
+# bp_train_features EDGE — where the training node's batch reads the training features: the
+# local tokenize's EDGE, or the --listen address (bound here) for a training node.
+bp_train_features() { if [ "$BP_ROLE" = trainer ]; then bp_opt listen; else echo "$1"; fi; }
+
+# bp_train_batch IN OUT ARGS... — the training split's batch: on a training node it reads the
+# --producers N tokenizing nodes on the --listen address, within BERTPIPE_CONNECT_TIMEOUT.
+bp_train_batch() {
+  local in=$1 out=$2; shift 2
+  if [ "$BP_ROLE" = trainer ]; then
+    bp_say "training node: waiting for $(bp_opt producers) tokenizing node(s) on $in ($(bp_net_wait))"
+    BERTPIPE_CONNECT_TIMEOUT=$BP_NET_TIMEOUT bp_stage batch "$in" "$out" --producers "$(bp_opt producers)" "$@"
+  else
+    bp_stage batch "$in" "$out" "$@"
+  fi
 }
 
 # bp_model_body — the body train will build: bert, or a baseline given with --model.

@@ -7,6 +7,7 @@
  * Must never: drop a record silently: every skip is counted and
  * reported, and a SQuAD answer whose answer_start does not slice its context is reported by id.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,9 @@ static const char usage[] =
     "  --stratify          the hold-out keeps each label's share in every split\n"
     "  --articles A-B      SQuAD: only articles A..B (0-based, in file order)\n"
     "  --strict            SQuAD: an answer_start that does not match its answer is an error\n"
+    "  --shard K/N         send only the examples whose index i (0-based, after every selection\n"
+    "                      above) has i mod N = K, each with its seq i: N workers with K = 0..N-1\n"
+    "                      send every example once, and batch restores the unsharded order\n"
     "  --out SPEC          output endpoint (default -: stdout)\n"
     BP_CURVE_USAGE
     "  --version           print \"extract (bertpipe) VERSION\" and exit\n";
@@ -42,7 +46,10 @@ static const char usage[] =
 typedef struct emitter {
     bp_out *out;
     bp_writer w;
-    int64_t seq;
+    int64_t seq;          /* examples sent */
+    int64_t index;        /* examples selected, on every shard: the next one's seq */
+    int64_t shard, shards; /* --shard K/N (0/1: everything) */
+    int64_t other_shards; /* selected examples left to the other shards */
     const char *split;
     int n_labels;         /* classes the hello names (0: none named, labels unchecked) */
     bp_answer *answers;   /* the current example's answers, as the frame writes them */
@@ -64,7 +71,8 @@ typedef struct extract_args {
 
 static void put_common(emitter *e, const ds_example *ex) {
     bp_begin(&e->w, BP_EXAMPLE);
-    bp_put_int(&e->w, "seq", e->seq++);
+    bp_put_int(&e->w, "seq", e->index - 1);
+    e->seq++;
     bp_put_str(&e->w, "example_id", ex->id);
     bp_put_str(&e->w, "split", e->split);
 }
@@ -86,6 +94,15 @@ static int article_filter(emitter *e, const ds_example *ex, bp_err *err) {
         e->out_of_range++;
         return -1;
     }
+    return 0;
+}
+
+/* --shard: 1 when the next selected example is this shard's. It counts every selected example,
+ * so an example's seq is its place in the unsharded stream on every shard. */
+static int on_this_shard(emitter *e) {
+    int64_t i = e->index++;
+    if (i % e->shards == e->shard) return 1;
+    e->other_shards++;
     return 0;
 }
 
@@ -112,6 +129,7 @@ static int emit(const ds_example *ex, void *user, bp_err *err) {
     if (ex->question) {
         int filter = article_filter(e, ex, err);
         if (filter) return filter < 0 ? 0 : filter;
+        if (!on_this_shard(e)) return 0;
         put_common(e, ex);
         bp_put_str(&e->w, "title", ex->title ? ex->title : "");
         bp_put_str(&e->w, "question", ex->question);
@@ -123,6 +141,7 @@ static int emit(const ds_example *ex, void *user, bp_err *err) {
         if (ex->label < -1 || (e->n_labels > 0 && ex->label >= e->n_labels))
             return bp_err_set(err, "example %s: label %d is outside the %d classes the stream names (%s line %lld)", ex->id,
                               ex->label, e->n_labels, ex->source ? ex->source : "?", (long long)ex->line);
+        if (!on_this_shard(e)) return 0;
         put_common(e, ex);
         bp_put_str(&e->w, "text", ex->text);
         bp_put_int(&e->w, "label", ex->label);
@@ -176,6 +195,17 @@ static int has_text(const char *s) {
     return 0;
 }
 
+/* --shard K/N into e: 0 <= K < N. */
+static void parse_shard(const char *text, emitter *e) {
+    char *slash, *end = NULL;
+    long k = strtol(text, &slash, 10), n = 0;
+    if (slash != text && *slash == '/') n = strtol(slash + 1, &end, 10);
+    if (n < 1 || n > (1L << 20) || k < 0 || k >= n || !end || *end || !isdigit((unsigned char)text[0]))
+        bp_die(2, NULL, "--shard wants K/N with 0 <= K < N (e.g. 0/2 and 1/2 for two workers), got '%s'", text);
+    e->shard = k;
+    e->shards = n;
+}
+
 static char parse_delimiter(const char *text) {
     if (strcmp(text, "tab") == 0 || strcmp(text, "\\t") == 0 || strcmp(text, "\t") == 0) return '\t';
     if (strlen(text) != 1) bp_die(2, NULL, "--delimiter wants one character or 'tab', got '%s'", text);
@@ -184,7 +214,7 @@ static char parse_delimiter(const char *text) {
 
 static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
     enum { O_FORMAT = 1, O_SPLIT, O_LIMIT, O_SAMPLE, O_SEED, O_BIN, O_SKIP, O_TEXT, O_LABEL, O_ID, O_MAP, O_DELIM,
-           O_NOHEAD, O_RATIO, O_TEST_RATIO, O_STRATIFY, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT };
+           O_NOHEAD, O_RATIO, O_TEST_RATIO, O_STRATIFY, O_ARTICLES, O_STRICT, O_QUESTION, O_CONTEXT, O_SHARD };
     static const struct option longopts[] = {
         BP_IO_LONGOPTS,
         {"format", required_argument, 0, O_FORMAT}, {"split", required_argument, 0, O_SPLIT},
@@ -197,7 +227,7 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
         {"test-ratio", required_argument, 0, O_TEST_RATIO}, {"stratify", no_argument, 0, O_STRATIFY},
         {"articles", required_argument, 0, O_ARTICLES}, {"strict", no_argument, 0, O_STRICT},
         {"question", required_argument, 0, O_QUESTION}, {"context", required_argument, 0, O_CONTEXT},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"shard", required_argument, 0, O_SHARD}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     ds_options *o = &a->ds;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -223,6 +253,7 @@ static void parse_args(int argc, char **argv, extract_args *a, emitter *e) {
         case O_STRICT: o->answers_must_match = 1; break;
         case O_QUESTION: a->question = optarg; break;
         case O_CONTEXT: a->context = optarg; break;
+        case O_SHARD: parse_shard(optarg, e); break;
         case 'h': fputs(usage, stdout); exit(0);
         default: bp_usage_error();
         }
@@ -288,6 +319,11 @@ static void send_hello(emitter *e, const extract_args *a) {
     bp_put_str(&e->w, "split", e->split);
     bp_put_str(&e->w, "source", a->question ? "--question/--context" : a->path);
     put_split_info(e, a);
+    if (e->shards > 1) {
+        char shard[48];
+        snprintf(shard, sizeof shard, "%lld/%lld", (long long)e->shard, (long long)e->shards);
+        bp_put_str(&e->w, "shard", shard);
+    }
     bp_send_hello(e->out, &e->w);
 }
 
@@ -301,7 +337,8 @@ static void send_examples(emitter *e, const extract_args *a, ds_stats *st) {
         st->records = st->emitted = rc == 0;
     } else if (a->lines) {
         rc = read_lines(a->path, e, a->ds.limit, &err);
-        st->emitted = st->records = e->seq;
+        st->emitted = e->seq;
+        st->records = e->index;
     } else {
         rc = ds_read(a->path, &a->ds, emit, e, st, &err);
     }
@@ -310,7 +347,7 @@ static void send_examples(emitter *e, const extract_args *a, ds_stats *st) {
 
 int main(int argc, char **argv) {
     extract_args a = {.ds = {.seed = 42}};
-    emitter e = {.first_article = -1, .last_article = -1};
+    emitter e = {.first_article = -1, .last_article = -1, .shards = 1};
     bp_stage_init(&a.io, argv);
     bp_set_usage(usage);
     parse_args(argc, argv, &a, &e);
@@ -322,9 +359,9 @@ int main(int argc, char **argv) {
     ds_stats st = {0};
     send_examples(&e, &a, &st);
     bp_log("%lld records read, %lld examples sent; skipped: %lld neutral, %lld empty, %lld other split side, "
-           "%lld outside --articles; %lld answers, %lld not matching their context",
+           "%lld outside --articles, %lld on other shards; %lld answers, %lld not matching their context",
            (long long)st.records, (long long)e.seq, (long long)st.skipped_neutral, (long long)st.skipped_empty,
-           (long long)st.skipped_other_side, (long long)e.out_of_range, (long long)st.answers,
+           (long long)st.skipped_other_side, (long long)e.out_of_range, (long long)e.other_shards, (long long)st.answers,
            (long long)st.answer_mismatches);
     bp_close_out(e.out);
     bp_writer_free(&e.w);

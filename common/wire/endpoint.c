@@ -103,6 +103,16 @@ static int timeout_seconds(void) {
     return t > 0 ? t : 0;
 }
 
+/* BERTPIPE_CONNECT_TIMEOUT in seconds (0: no limit): how long a ZeroMQ endpoint waits for its
+ * peers to come up at all (an input for its producers to connect, an output for a consumer to
+ * complete a handshake), counted from its opening. Unlike BERTPIPE_TIMEOUT it never bounds a
+ * wait on a peer that is there but busy (a trainer evaluating), so a multi-host run can set it
+ * low: a node that never came up is named within seconds. */
+static int connect_timeout_seconds(void) {
+    int t = env_int("BERTPIPE_CONNECT_TIMEOUT", 0);
+    return t > 0 ? t : 0;
+}
+
 typedef struct endpoint_part { char *addr; int bind; } endpoint_part;
 
 /* Split "A,B" into parts; each may start with '@' (bind) or '>' (connect). */
@@ -165,6 +175,8 @@ struct bp_in {
     void *sock, *monitor;
     struct peer *peers;
     int n_peers, cap_peers;
+    int connected;            /* connections ever accepted or made (BERTPIPE_CONNECT_TIMEOUT) */
+    double opened_at;
     /* stream state */
     bp_frame hello;
     int have_hello, hellos, eos_seen;
@@ -214,6 +226,7 @@ bp_in *bp_in_open(const char *spec, int producers, bp_err *err) {
     if (!in || !(in->spec = strdup(spec))) { free(in); bp_err_set(err, "out of memory"); return NULL; }
     in->producers = producers;
     in->fd = -1;
+    in->opened_at = bp_now();
     int is_file = strncmp(spec, "file:", 5) == 0;
     if (strcmp(spec, "-") == 0 || is_file) {
         in->fd = 0;
@@ -391,6 +404,7 @@ static void drain_monitor(bp_in *in) {
         if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) {
             struct peer *p = peer_find(in, (int)fd);
             if (!p || p->gone) peer_add(in, (int)fd);   /* else its first frame came before the event */
+            in->connected++;
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
             struct peer *p = peer_find(in, (int)fd);
             if (p && !p->gone) {
@@ -481,6 +495,12 @@ static int read_zmq(bp_in *in, bp_frame *f) {
         if (timeout_s > 0 && bp_now() - idle_since > timeout_s)
             return in_fail(in, "no frame for %d s (BERTPIPE_TIMEOUT): %d of %d eos received after %lld frames",
                            timeout_s, in->eos_seen, in->producers, (long long)in->data);
+        int came = in->connected > in->hellos ? in->connected : in->hellos;
+        if (came < in->producers && connect_timeout_seconds() > 0 &&
+            bp_now() - in->opened_at > connect_timeout_seconds())
+            return in_fail(in, "%d of %d producers connected within %d s (BERTPIPE_CONNECT_TIMEOUT): is every producer "
+                               "started, and is this address reachable from it?",
+                           came, in->producers, connect_timeout_seconds());
         zmq_pollitem_t items[2] = {{in->sock, 0, ZMQ_POLLIN, 0}, {in->monitor, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR)
             return in_fail(in, "poll failed: %s", zmq_strerror(errno));
@@ -674,6 +694,7 @@ struct bp_out {
     uint32_t *refusal_event, *refusal_value;
     double *refusing_since;
     int gone;                /* downstream went away: nothing more is sent */
+    double opened_at;        /* BERTPIPE_CONNECT_TIMEOUT counts from here */
     int64_t data, by_kind[BP_KIND_COUNT];
     int64_t *per_sock;       /* data frames sent on each fan-out socket (their eos counts) */
     char *path, *tmp_path;   /* file: outputs */
@@ -698,6 +719,7 @@ static int out_fail(bp_out *out, const char *fmt, ...) {
 bp_out *bp_out_open(const char *spec, bp_err *err) {
     bp_out *out = calloc(1, sizeof *out);
     if (!out || !(out->spec = strdup(spec))) { free(out); bp_err_set(err, "out of memory"); return NULL; }
+    out->opened_at = bp_now();
     out->fd = -1;
     /* A closed downstream must be an error from write(), not a silent death by SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
@@ -836,6 +858,17 @@ static int write_all(bp_out *out, const char *p, size_t len) {
 static void drain_out_monitor(bp_out *out, int i);
 static int handshake_refused(bp_out *out, int i);
 
+/* No consumer of socket i completed a handshake within BERTPIPE_CONNECT_TIMEOUT of the opening. */
+static int never_connected(bp_out *out, int i) {
+    int limit = connect_timeout_seconds();
+    return limit > 0 && out->connections[i] == 0 && bp_now() - out->opened_at > limit;
+}
+
+static int out_not_connected(bp_out *out) {
+    return out_fail(out, "no consumer connected within %d s (BERTPIPE_CONNECT_TIMEOUT) after %lld frames: is the consumer "
+                         "started, and is this address reachable from here?", connect_timeout_seconds(), (long long)out->data);
+}
+
 /* A consumer of socket i that completed its handshake and left again, before this stream's
  * eos was sent: it died (a consumer hangs up only after its last eos). */
 static int consumer_left(bp_out *out, int i) {
@@ -859,6 +892,7 @@ static int wait_writable(bp_out *out, int i) {
         if (rc < 0 && errno != EINTR) return out_fail(out, "poll failed: %s", zmq_strerror(errno));
         if (rc > 0 && (items[0].revents & ZMQ_POLLOUT)) return 0;
         if (deadline && bp_now() > deadline) return out_timed_out(out);
+        if (never_connected(out, i)) return out_not_connected(out);
     }
 }
 
@@ -1106,6 +1140,7 @@ static int wait_for_consumers(bp_out *out) {
             drain_out_monitor(out, i);
             if (handshake_refused(out, i)) return -1;
             if (out->connections[i] == 0 || out->disconnects[i] < out->connections[i]) waiting = 1;
+            if (never_connected(out, i)) return out_not_connected(out);
             items[i].socket = out->monitors[i];
             items[i].fd = 0;
             items[i].events = ZMQ_POLLIN;

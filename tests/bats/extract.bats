@@ -228,3 +228,30 @@ PY
   bad "latin1.txt:3" --format lines "$TMP/latin1.txt"
   grep -q 'not valid UTF-8' "$TMP/err"
 }
+
+@test "--shard K/N: N shards send every example once, with the unsharded stream's seq" {
+  data=(--format csv --delimiter tab --label-map negative,positive --sample 50 --seed 5 "$BERTPIPE_TOP/pipelines/default/sentiment-train.tsv")
+  extract "${data[@]}" | frames2json | grep '"k":"example"' >"$TMP/whole"
+  for k in 0 1 2; do
+    BERTPIPE_QUIET= extract "${data[@]}" --shard "$k/3" 2>"$TMP/err$k" | frames2json >"$TMP/shard$k"
+    grep -q '"shard":"'"$k"'/3"' "$TMP/shard$k"
+    grep -q "eos.*\"count\":$(grep -c '"k":"example"' "$TMP/shard$k")" "$TMP/shard$k"
+    # shard k holds the examples whose seq is k mod 3, and only them
+    ! grep '"k":"example"' "$TMP/shard$k" | sed 's/.*"seq":\([0-9]*\),.*/\1/' | awk -v k="$k" '$1 % 3 != k' | grep -q .
+  done
+  [ "$(grep -c . "$TMP/whole")" -eq 50 ]
+  # together, in seq order, the three shards are the unsharded stream, frame for frame
+  cat "$TMP"/shard[012] | grep '"k":"example"' | sort -t: -k4,4n | diff - <(sort -t: -k4,4n "$TMP/whole")
+  grep -q ' 17 examples sent;.* 33 on other shards' "$TMP/err0"
+  refute_sanitizer "$TMP"/err*
+  # QA: the shards of the questions are the questions
+  extract "$BERTPIPE_TOP/pipelines/default/squad-train.json" --shard 1/2 | frames2json | grep -c '"k":"example"' >"$TMP/n1"
+  extract "$BERTPIPE_TOP/pipelines/default/squad-train.json" --shard 0/2 | frames2json | grep -c '"k":"example"' >"$TMP/n0"
+  all=$(extract "$BERTPIPE_TOP/pipelines/default/squad-train.json" | frames2json | grep -c '"k":"example"')
+  [ $(($(cat "$TMP/n0") + $(cat "$TMP/n1"))) -eq "$all" ]
+  for bad in 2/2 -1/2 1 1/0 a/2 0/2x; do
+    run extract "${data[@]}" --shard "$bad"
+    [ "$status" -eq 2 ]
+    [[ $output == *"--shard wants K/N"* ]]
+  done
+}

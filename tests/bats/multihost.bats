@@ -97,7 +97,33 @@ stream_sha() { sed 's/"pid":[0-9]*,//' "$1/tap-batch.jsonl" | sha256sum | cut -d
   grep -q '"accuracy"' "$TMP/trainer/metrics.json"
   grep -qF '"role": "trainer"' "$TMP/trainer/run_config.json"
   grep -qF '"role": "tokenizer"' "$TMP/cpu1/run_config.json"
+  # plain tcp off loopback: the binding stage says it is unauthenticated, once
+  [ "$(grep -c "warning: plain tcp on" "$TMP/err-trainer")" -eq 1 ]
   refute_sanitizer "$TMP"/err-*
+}
+
+@test "the same run with CURVE: keys from keygen in the environment, the single-host weights, no plain-tcp warning; a node without the key is refused" {
+  make_hosts
+  "$BERTPIPE_BIN/keygen" --out "$TMP/trainer-key" 2>/dev/null
+  sst --out "$TMP/one" 2>"$TMP/err-one"
+  BERTPIPE_CURVE_KEY="$TMP/trainer-key.key" on 1 "$BERTPIPE_TOP/pipelines/sst" --epochs 1 --no-plot \
+    --listen "tcp://$TRAINER:$PORT" --producers 2 --out "$TMP/trainer" 2>"$TMP/err-trainer" & trainer=$!
+  # a node that lacks the trainer's public key gets nothing in, and says why
+  status=0
+  BERTPIPE_CONNECT_TIMEOUT=20 on 3 "$BERTPIPE_TOP/pipelines/sst" --connect "tcp://$TRAINER:$PORT" --shard 1/2 \
+    --out "$TMP/plain" 2>"$TMP/err-plain" || status=$?
+  [ "$status" -ne 0 ]
+  grep -qiE "curve|security|handshake" "$TMP/err-plain"
+  BERTPIPE_CURVE_SERVER="$TMP/trainer-key.pub" on 2 "$BERTPIPE_TOP/pipelines/sst" --connect "tcp://$TRAINER:$PORT" \
+    --shard 0/2 --out "$TMP/cpu1" 2>"$TMP/err-cpu1" & cpu1=$!
+  BERTPIPE_CURVE_SERVER="$TMP/trainer-key.pub" on 3 "$BERTPIPE_TOP/pipelines/sst" --connect "tcp://$TRAINER:$PORT" \
+    --shard 1/2 --out "$TMP/cpu2" 2>"$TMP/err-cpu2"
+  wait "$cpu1"
+  wait "$trainer" || { cat "$TMP"/err-*; false; }
+  cmp "$TMP/one/model/model.safetensors" "$TMP/trainer/model/model.safetensors"
+  cmp "$TMP/one/metrics.json" "$TMP/trainer/metrics.json"
+  ! grep -q "plain tcp" "$TMP/err-trainer"
+  refute_sanitizer "$TMP/err-trainer" "$TMP/err-cpu1" "$TMP/err-cpu2"
 }
 
 # The pid of the stage NAME running on host N (the node's own processes, never found by name

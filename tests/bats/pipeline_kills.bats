@@ -142,7 +142,8 @@ both_points() { # pipeline stage tapped eos phase [pipeline-args...]
 @test "sst: score killed at its start and mid-stream" { both_points sst score postprocess no val --eval-sample 100 --eval-batch-size 4; }
 
 @test "squad: extract killed at its start and mid-stream" { both_points squad extract extract yes train; }
-@test "squad: tokenize killed at its start and mid-stream" { both_points squad tokenize extract yes train; }
+# (40 examples, not 12: at 12 a quiet machine tokenized the whole stream between two looks)
+@test "squad: tokenize killed at its start and mid-stream" { both_points squad tokenize extract yes train --sample 40; }
 @test "squad: batch killed at its start and mid-stream" { both_points squad batch tokenize up train; }
 @test "squad: train killed at its start and mid-stream" { both_points squad train batch yes train --batch-size 1 --epochs 2; }
 @test "squad: frames2json killed at its start and mid-stream" { both_points squad frames2json train no train; }

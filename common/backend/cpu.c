@@ -175,6 +175,44 @@ static inline float fast_erff(float z) {
     return z < 0 ? -y : y;
 }
 
+/* Float sums in a fixed set of 16 lanes: lane l adds elements l, l + 16, l + 32, ... and the lanes
+ * are added last, pairwise. A single running sum is a chain of dependent scalar adds the compiler
+ * may not reorder (strict IEEE), which left the softmax, LayerNorm and their backwards' sums
+ * scalar inside otherwise vector loops; 16 independent lanes are one vector register. The order
+ * is fixed by n alone, so results do not depend on threads or alignment. */
+#define SUM_LANES 16
+static inline float lanes_total(float acc[SUM_LANES]) {
+    for (int w = SUM_LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+static inline float lane_sum(const float *x, int n) {
+    float acc[SUM_LANES] = { 0 };
+    for (int i0 = 0; i0 < n; i0 += SUM_LANES) {
+        int lanes = n - i0 < SUM_LANES ? n - i0 : SUM_LANES;
+        for (int l = 0; l < lanes; l++) acc[l] += x[i0 + l];
+    }
+    return lanes_total(acc);
+}
+/* sum of x[i] * y[i] */
+static inline float lane_dot(const float *x, const float *y, int n) {
+    float acc[SUM_LANES] = { 0 };
+    for (int i0 = 0; i0 < n; i0 += SUM_LANES) {
+        int lanes = n - i0 < SUM_LANES ? n - i0 : SUM_LANES;
+        for (int l = 0; l < lanes; l++) acc[l] += x[i0 + l] * y[i0 + l];
+    }
+    return lanes_total(acc);
+}
+/* sum of (x[i] - m)^2 */
+static inline float lane_sqdev(const float *x, float m, int n) {
+    float acc[SUM_LANES] = { 0 };
+    for (int i0 = 0; i0 < n; i0 += SUM_LANES) {
+        int lanes = n - i0 < SUM_LANES ? n - i0 : SUM_LANES;
+        for (int l = 0; l < lanes; l++) { float d = x[i0 + l] - m; acc[l] += d * d; }
+    }
+    return lanes_total(acc);
+}
+
 /* keep_scale or 0 for element `index` under the dropout key: a multiplier, so the loops that
  * apply it stay branch-free and vectorise */
 static inline float dropout_factor(uint64_t key, uint64_t index, float p, float keep_scale) {
@@ -280,15 +318,15 @@ static float bias_rows(float *out, const float *bias, int N, int OC) {
 }
 
 static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
-                                const float *bias, int N, int IC, int OC);
+                                const float *bias, int N, int IC, int OC, int gelu_input);
 static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
-                                 int N, int IC, int OC, int accumulate_dinp);
+                                 int N, int IC, int OC, int accumulate_dinp, int gelu_input);
 
 static void cpu_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
                                const float *bias, int N, int IC, int OC) {
     if (((cpu_state *)be->state)->bf16) {
-        bf16_matmul_forward(be, out, inp, weight, bias, N, IC, OC);
+        bf16_matmul_forward(be, out, inp, weight, bias, N, IC, OC, 0);
         return;
     }
     float beta = bias_rows(out, bias, N, OC);
@@ -325,7 +363,7 @@ static void cpu_matmul_backward(backend *be, float *dinp, float *dweight, float 
                                 const float *dout, const float *inp, const float *weight,
                                 int N, int IC, int OC, int accumulate_dinp) {
     if (((cpu_state *)be->state)->bf16) {
-        bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp);
+        bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp, 0);
         return;
     }
     if (dinp)
@@ -409,12 +447,8 @@ static void ln_forward_rows(void *ctx, size_t begin, size_t end) {
         } else if (s != x) {
             memcpy(s, x, (size_t)C * sizeof(float));
         }
-        float m = 0.0f;
-        for (int c = 0; c < C; c++) m += s[c];
-        m /= C;
-        float var = 0.0f;
-        for (int c = 0; c < C; c++) { float d = s[c] - m; var += d * d; }
-        var /= C;
+        float m = lane_sum(s, C) / C;
+        float var = lane_sqdev(s, m, C) / C;
         float rs = 1.0f / sqrtf(var + j->eps);
         float *o = j->out + n * C;
         for (int c = 0; c < C; c++) o[c] = (s[c] - m) * rs * j->weight[c] + j->bias[c];
@@ -446,17 +480,21 @@ static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
         const float *s = j->csum + n * C;
         const float *d = j->dout + n * C;
         float m = j->cmean[n], rs = j->crstd[n];
-        float dnorm_mean = 0.0f, dnorm_xhat_mean = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float xhat = (s[c] - m) * rs;
-            float dnorm = d[c] * j->weight[c];
-            dnorm_mean += dnorm;
-            dnorm_xhat_mean += dnorm * xhat;
-            db_local[c] += d[c];
-            dw_local[c] += d[c] * xhat;
+        float acc_mean[SUM_LANES] = { 0 }, acc_xhat[SUM_LANES] = { 0 };
+        for (int c0 = 0; c0 < C; c0 += SUM_LANES) {
+            int lanes = C - c0 < SUM_LANES ? C - c0 : SUM_LANES;
+            for (int l = 0; l < lanes; l++) {
+                int c = c0 + l;
+                float xhat = (s[c] - m) * rs;
+                float dnorm = d[c] * j->weight[c];
+                acc_mean[l] += dnorm;
+                acc_xhat[l] += dnorm * xhat;
+                db_local[c] += d[c];
+                dw_local[c] += d[c] * xhat;
+            }
         }
-        dnorm_mean /= C;
-        dnorm_xhat_mean /= C;
+        float dnorm_mean = lanes_total(acc_mean) / C;
+        float dnorm_xhat_mean = lanes_total(acc_xhat) / C;
         float *dx = j->dx + n * C;
         float *dr = j->dresidual ? j->dresidual + n * C : NULL;
         for (int c = 0; c < C; c++) {
@@ -519,14 +557,12 @@ typedef struct ew_job {
 
 /* Kernels copy the job's pointers into restrict locals: through the struct the compiler must
  * assume a store may change them, and gives up vectorising. */
+static inline float gelu_exact(float x) { return 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f)); }
 static void gelu_fwd_range(void *ctx, size_t begin, size_t end) {
     ew_job *j = ctx;
     const float *restrict in = j->a;
     float *restrict out = j->out;
-    for (size_t i = begin; i < end; i++) {
-        float x = in[i];
-        out[i] = 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f));
-    }
+    for (size_t i = begin; i < end; i++) out[i] = gelu_exact(in[i]);
 }
 static void cpu_gelu_forward(backend *be, float *out, const float *inp, size_t n) {
     ew_job j = { .out = out, .a = inp };
@@ -605,9 +641,12 @@ static void softmax_block(float *S, const int32_t *mask, int Tq, int klen, int T
         float *x = S + (size_t)q * T;
         for (int k = 0; k < klen; k++) x[k] = mask[k] ? x[k] : x[k] + -FLT_MAX;
         float maxv = row_max(x, klen);
-        float sum = 0.0f;
-        for (int k = 0; k < klen; k++) { x[k] = fast_expf(x[k] - maxv); sum += x[k]; }
-        float inv = 1.0f / sum;
+        float acc[SUM_LANES] = { 0 };
+        for (int k0 = 0; k0 < klen; k0 += SUM_LANES) {
+            int lanes = klen - k0 < SUM_LANES ? klen - k0 : SUM_LANES;
+            for (int l = 0; l < lanes; l++) { x[k0 + l] = fast_expf(x[k0 + l] - maxv); acc[l] += x[k0 + l]; }
+        }
+        float inv = 1.0f / lanes_total(acc);
         for (int k = 0; k < klen; k++) x[k] *= inv;
         if (klen < T) memset(x + klen, 0, (size_t)(T - klen) * sizeof(float));
     }
@@ -684,8 +723,11 @@ static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *
 
 /* d(probabilities) [Tq, klen] (row stride T) in place -> d(scores): back through the dropout
  * of the block (first element index `first`) and the softmax of P. */
+/* bf16 products (below) take each finished row rounded into `rounded` (row stride width, zero
+ * past klen) while it is in cache; NULL: none. */
+static void round_row_padded(uint16_t *dst, const float *x, int used, int width);
 static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, int T, float p, uint64_t key,
-                                   size_t first) {
+                                   size_t first, uint16_t *rounded, int width) {
     float keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     for (int r = 0; r < Tq; r++) {
         const float *Pr = P + (size_t)r * T;
@@ -693,9 +735,9 @@ static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, 
         if (p > 0)
             for (int k = 0; k < klen; k++)
                 dr[k] *= dropout_factor(key, first + (size_t)r * T + k, p, keep_scale);
-        float dot = 0.0f;
-        for (int k = 0; k < klen; k++) dot += dr[k] * Pr[k];
+        float dot = lane_dot(dr, Pr, klen);
         for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
+        if (rounded) round_row_padded(rounded + (size_t)r * width, dr, klen, width);
     }
 }
 
@@ -727,7 +769,7 @@ static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
         /* dP = dctx V^T, back through dropout and softmax into d(scores) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
                     dS, T);
-        softmax_backward_block(dS, P, Tq, klen, T, p, key, pair * block);
+        softmax_backward_block(dS, P, Tq, klen, T, p, key, pair * block, NULL, 0);
         /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, scale, dS, T, q + C, C3, 0.0f, dq, C3);
         zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);
@@ -822,6 +864,46 @@ static void bf16_convert(backend *be, uint16_t *dst, const float *src, size_t ro
     parallel_for(be, rows, EW_SERIAL_BELOW / (size_t)cols + 1, convert_rows, &j);
 }
 
+/* Rounding dout for the products and its column sums (the bias gradient) in one pass: each
+ * block of `grain` rows adds its rows into a partial of its own while they are in cache. */
+typedef struct convert_sum_job {
+    uint16_t *dst;
+    const float *src;
+    int cols;
+    size_t grain;
+    float *partials;   /* [blocks, cols] */
+} convert_sum_job;
+
+static void convert_sum_rows(void *ctx, size_t begin, size_t end) {
+    convert_sum_job *j = ctx;
+    int cols = j->cols;
+    float *part = j->partials + begin / j->grain * (size_t)cols;
+    memset(part, 0, (size_t)cols * sizeof(float));
+    for (size_t r = begin; r < end; r++) {
+        const float *row = j->src + r * (size_t)cols;
+        bf16_from_f32_rows(j->dst + r * (size_t)cols, cols, row, cols, 1, cols);
+        for (int c = 0; c < cols; c++) part[c] += row[c];
+    }
+}
+
+/* dst = bf16(src) [rows, cols] and dbias += the column sums of src. The blocks are 64 rows
+ * whatever the threads, and their partials are added in block order: the same sums on every
+ * run and thread count. Without scratch for the partials, the two passes run apart. */
+#define CONVERT_SUM_ROWS 64
+static void bf16_convert_sum(backend *be, uint16_t *dst, float *dbias, const float *src, size_t rows, int cols) {
+    size_t blocks = (rows + CONVERT_SUM_ROWS - 1) / CONVERT_SUM_ROWS;
+    float *partials = partials_scratch(be, blocks * (size_t)cols * sizeof(float));
+    if (!partials) {
+        bf16_convert(be, dst, src, rows, cols);
+        bias_gradient(be, dbias, src, (int)rows, cols);
+        return;
+    }
+    convert_sum_job j = { .dst = dst, .src = src, .cols = cols, .grain = CONVERT_SUM_ROWS, .partials = partials };
+    parallel_for_grain(be, rows, CONVERT_SUM_ROWS, convert_sum_rows, &j);
+    for (size_t b = 0; b < blocks; b++)
+        for (int c = 0; c < cols; c++) dbias[c] += partials[b * (size_t)cols + c];
+}
+
 /* bf16 copy of weight [n]: from the planned copy (made again after a change), else rounded now. */
 static const uint16_t *bf16_weight(backend *be, const float *weight, size_t n, float *out, size_t rows, size_t cols) {
     cpu_state *st = be->state;
@@ -853,14 +935,45 @@ static void bf16_part(gemm_job *g, int lo, int M, int N, float *C) {
         bf16_record(g->bf16, &err);
 }
 
+/* The bf16 operand of a linear layer's input [rows, cols]: inp rounded, or with gelu_input
+ * GELU(inp) rounded, computed a chunk at a time in cache (gelu_matmul_forward/backward: the GELU
+ * output never goes through memory in fp32). */
+typedef struct gelu_round_job {
+    uint16_t *dst;
+    const float *pre;
+    int cols;
+} gelu_round_job;
+
+#define GELU_CHUNK 512
+static void gelu_round_rows(void *ctx, size_t begin, size_t end) {
+    gelu_round_job *j = ctx;
+    float act[GELU_CHUNK];
+    for (size_t r = begin; r < end; r++)
+        for (int c0 = 0; c0 < j->cols; c0 += GELU_CHUNK) {
+            int n = j->cols - c0 < GELU_CHUNK ? j->cols - c0 : GELU_CHUNK;
+            const float *pre = j->pre + r * (size_t)j->cols + c0;
+            for (int c = 0; c < n; c++) act[c] = gelu_exact(pre[c]);
+            bf16_from_f32_rows(j->dst + r * (size_t)j->cols + c0, 0, act, 0, 1, n);
+        }
+}
+
+static void bf16_input(backend *be, uint16_t *dst, const float *inp, size_t rows, int cols, int gelu_input) {
+    if (!gelu_input) {
+        bf16_convert(be, dst, inp, rows, cols);
+        return;
+    }
+    gelu_round_job j = { .dst = dst, .pre = inp, .cols = cols };
+    parallel_for(be, rows, EW_SERIAL_BELOW / (size_t)cols + 1, gelu_round_rows, &j);
+}
+
 static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
-                                const float *bias, int N, int IC, int OC) {
+                                const float *bias, int N, int IC, int OC, int gelu_input) {
     cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
     const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, out, (size_t)N, (size_t)OC);
     uint16_t *x16 = w16 ? bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * IC, out, (size_t)N, (size_t)OC,
                                       (size_t)OC) : NULL;
     if (!x16) return;
-    bf16_convert(be, x16, inp, (size_t)N, IC);
+    bf16_input(be, x16, inp, (size_t)N, IC, gelu_input);
     gemm_job g = { .trans_a = 0, .trans_b = 1, .M = N, .N = OC, .K = IC, .lda = IC, .ldb = IC, .ldc = OC,
                    .alpha = 1.0f, .beta = 0.0f, .A16 = x16, .B16 = w16, .bias = bias, .C = out, .bf16 = b };
     gemm_pool(be, &g);
@@ -868,14 +981,15 @@ static void bf16_matmul_forward(backend *be, float *out, const float *inp, const
 
 static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
-                                 int N, int IC, int OC, int accumulate_dinp) {
+                                 int N, int IC, int OC, int accumulate_dinp, int gelu_input) {
     cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
     uint16_t *d16 = bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * (OC + IC), dweight, (size_t)OC,
                                 (size_t)IC, (size_t)IC);
     if (!d16) return;
     uint16_t *x16 = d16 + (size_t)N * OC;
-    bf16_convert(be, d16, dout, (size_t)N, OC);
-    bf16_convert(be, x16, inp, (size_t)N, IC);
+    if (dbias) bf16_convert_sum(be, d16, dbias, dout, (size_t)N, OC);
+    else bf16_convert(be, d16, dout, (size_t)N, OC);
+    bf16_input(be, x16, inp, (size_t)N, IC, gelu_input);
     if (dinp) {
         const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, dinp, (size_t)N, (size_t)IC);
         if (!w16) return;
@@ -887,7 +1001,17 @@ static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float
     gemm_job g = { .trans_a = 1, .trans_b = 0, .M = OC, .N = IC, .K = N, .lda = OC, .ldb = IC, .ldc = IC,
                    .alpha = 1.0f, .beta = 1.0f, .A16 = d16, .B16 = x16, .C = dweight, .bf16 = b };
     gemm_pool(be, &g);
-    if (dbias) bias_gradient(be, dbias, dout, N, OC);
+}
+
+/* backend.h gelu_matmul_forward/backward, in the table while bf16 products are on */
+static void cpu_gelu_matmul_forward(backend *be, float *out, float *act, const float *pre, const float *weight,
+                                    const float *bias, int N, int IC, int OC) {
+    bf16_matmul_forward(be, out, pre, weight, bias, N, IC, OC, 1);
+}
+static void cpu_gelu_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                                     const float *pre, float *act, const float *weight, int N, int IC, int OC,
+                                     int accumulate_dinp) {
+    bf16_matmul_backward(be, dinp, dweight, dbias, dout, pre, weight, N, IC, OC, accumulate_dinp, 1);
 }
 
 /* Attention products of one (b, h) pair read bf16 copies of its slices, made per pair:
@@ -926,12 +1050,29 @@ static int padded_keys(int klen, int T) {
     return padded < T ? padded : T;
 }
 
-/* bf16 copy of rows x used values (row strides dst_stride, src_stride), zero up to `width`. */
-static void round_padded(uint16_t *dst, int dst_stride, const float *src, int src_stride, int rows, int used,
-                         int width) {
-    bf16_from_f32_rows(dst, dst_stride, src, src_stride, rows, used);
-    if (width > used)
-        for (int r = 0; r < rows; r++) memset(dst + (size_t)r * dst_stride + used, 0, (size_t)(width - used) * sizeof(uint16_t));
+/* bf16 copy of one row of `used` values, zero up to `width`. */
+static void round_row_padded(uint16_t *dst, const float *x, int used, int width) {
+    bf16_from_f32_rows(dst, 0, x, 0, 1, used);
+    if (width > used) memset(dst + used, 0, (size_t)(width - used) * sizeof(uint16_t));
+}
+
+/* One row of probabilities as the context product reads them: dropped (p > 0, element indices
+ * from `first`) and rounded, zero up to `width`. The dropped values pass through a small buffer
+ * in cache, not a [Tq, T] block in memory. */
+#define DROPPED_CHUNK 512
+static void round_dropped_row(uint16_t *dst, const float *x, int klen, int width, float p, uint64_t key,
+                              size_t first) {
+    if (p <= 0) {
+        round_row_padded(dst, x, klen, width);
+        return;
+    }
+    float dropped[DROPPED_CHUNK];
+    for (int k0 = 0; k0 < klen; k0 += DROPPED_CHUNK) {
+        int n = klen - k0 < DROPPED_CHUNK ? klen - k0 : DROPPED_CHUNK;
+        dropout_block(dropped, x + k0, (size_t)n, first + (size_t)k0, p, key);
+        bf16_from_f32_rows(dst + k0, 0, dropped, 0, 1, n);
+    }
+    if (width > klen) memset(dst + klen, 0, (size_t)(width - klen) * sizeof(uint16_t));
 }
 
 /* C = alpha op(A) op(B) of one pair. oneDNN runs its AMX/brgemm kernels only when every matrix
@@ -965,8 +1106,12 @@ static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
         memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
         att_gemm16(j, &o, 0, 1, Tq, kpad, D, scale, o.q, D, o.k, D, P, T);
-        const float *Pd = softmax_dropout(j, P, b, pair, klen);
-        round_padded(o.block, kpad, Pd, T, Tq, klen, kpad);
+        /* softmax in place (kept for the backward), then each row dropped and rounded at once */
+        for (int r = 0; r < Tq; r++) {
+            softmax_block(P + (size_t)r * T, j->mask + b * T, 1, klen, T);
+            round_dropped_row(o.block + (size_t)r * kpad, P + (size_t)r * T, klen, kpad, j->p, j->key,
+                              pair * block + (size_t)r * T);
+        }
         att_gemm16(j, &o, 0, 0, Tq, D, kpad, 1.0f, o.block, kpad, o.v, D, j->ctx + b * T * C + h * D, C);
     }
 }
@@ -990,22 +1135,16 @@ static void attention_backward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
         memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
         bf16_from_f32_rows(o.dctx, D, j->dctx + b * T * C + h * D, C, Tq, D);
-        /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key) */
-        const float *Pd = P;
-        if (p > 0) {
-            for (int r = 0; r < Tq; r++)
-                dropout_block(dS + (size_t)r * T, P + (size_t)r * T, (size_t)klen, pair * block + (size_t)r * T,
-                              p, j->key);
-            Pd = dS;
-        }
-        round_padded(o.block, kpad, Pd, T, Tq, klen, kpad);
+        /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key, rounded row by row) */
+        for (int r = 0; r < Tq; r++)
+            round_dropped_row(o.block + (size_t)r * kpad, P + (size_t)r * T, klen, kpad, p, j->key,
+                              pair * block + (size_t)r * T);
         /* the padded keys' rows of dV, dK come out zero and are zeroed again with the masked ones */
         att_gemm16(j, &o, 1, 0, kpad, D, Tq, 1.0f, o.block, kpad, o.dctx, D, dq + 2 * C, C3);
         zero_rows(dq + 2 * C + (size_t)klen * C3, T - klen, C3, D);
         /* dP = dctx V^T, back through dropout and softmax into d(scores), rounded for the last two */
         att_gemm16(j, &o, 0, 1, Tq, kpad, D, 1.0f, o.dctx, D, o.v, D, dS, T);
-        softmax_backward_block(dS, P, Tq, klen, T, p, j->key, pair * block);
-        round_padded(o.block, kpad, dS, T, Tq, klen, kpad);
+        softmax_backward_block(dS, P, Tq, klen, T, p, j->key, pair * block, o.block, kpad);
         /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
         att_gemm16(j, &o, 0, 0, Tq, D, kpad, scale, o.block, kpad, o.k, D, dq, C3);
         zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);
@@ -1512,6 +1651,8 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
     if (!on) {
         bf16_free(st->bf16);
         st->bf16 = NULL;
+        be->gelu_matmul_forward = NULL;
+        be->gelu_matmul_backward = NULL;
         return 0;
     }
     if (st->bf16) return 0;
@@ -1526,6 +1667,9 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
     }
     pthread_mutex_init(&b->mu, NULL);
     st->bf16 = b;
+    /* the GELU fusions pay only where the product reads a bf16 copy anyway */
+    be->gelu_matmul_forward = cpu_gelu_matmul_forward;
+    be->gelu_matmul_backward = cpu_gelu_matmul_backward;
     return 0;
 }
 

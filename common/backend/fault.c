@@ -25,7 +25,7 @@
     X(dropout) X(attention_forward) X(attention_backward) X(cross_entropy) X(mse) X(sumsq)       \
     X(adamw) X(sgd) X(matmul_backward_input) X(embedding_lookup_forward)                          \
     X(embedding_lookup_backward) X(relu_forward) X(relu_backward) X(bce_with_logits)              \
-    X(rnn_forward) X(rnn_backward)
+    X(rnn_forward) X(rnn_backward) X(gelu_matmul_forward) X(gelu_matmul_backward)
 
 #define AS_ENUM(op) OP_##op,
 #define AS_NAME(op) #op,
@@ -210,6 +210,17 @@ static void fault_rnn_backward(backend *be, const backend_rnn_args *args) {
     if (runs(OP_rnn_backward)) armed.inner.rnn_backward(be, args);
 }
 
+static void fault_gelu_matmul_forward(backend *be, float *out, float *act, const float *pre, const float *weight,
+                                      const float *bias, int N, int IC, int OC) {
+    if (runs(OP_gelu_matmul_forward)) armed.inner.gelu_matmul_forward(be, out, act, pre, weight, bias, N, IC, OC);
+}
+static void fault_gelu_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                                       const float *pre, float *act, const float *weight, int N, int IC, int OC,
+                                       int accumulate_dinp) {
+    if (runs(OP_gelu_matmul_backward))
+        armed.inner.gelu_matmul_backward(be, dinp, dweight, dbias, dout, pre, act, weight, N, IC, OC, accumulate_dinp);
+}
+
 /* A real failure the backend met before is the news; the injected one otherwise. */
 static int fault_check(backend *be, bp_err *err) {
     int rc = armed.inner.check(be, err);
@@ -258,7 +269,7 @@ int backend_fault_arm(backend *be, const char *spec, bp_err *err) {
     armed.op = which;
     armed.target = n;
     snprintf(armed.spec, sizeof armed.spec, "%s", spec);
-#define INSTALL(op) be->op = fault_##op;
+#define INSTALL(op) be->op = be->op ? fault_##op : NULL;   /* optional ops stay absent */
     FAULT_OPS(INSTALL)
 #undef INSTALL
     be->check = fault_check;

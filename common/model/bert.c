@@ -414,9 +414,14 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
                                   C, cfg->layer_norm_eps, m->dropout_hidden,
                                   site_key(m, site_attention_out(l)));
         be->matmul_forward(be, fc_pre, ln1, p->fcw + (size_t)l * I * C, p->fcb + (size_t)l * I, rows, C, I);
-        be->gelu_forward(be, a->ni_a, fc_pre, (size_t)rows * I);
-        be->matmul_forward(be, a->nc_a, a->ni_a, p->fc2w + (size_t)l * C * I, p->fc2b + (size_t)l * C,
-                           rows, I, C);
+        if (be->gelu_matmul_forward) {
+            be->gelu_matmul_forward(be, a->nc_a, a->ni_a, fc_pre, p->fc2w + (size_t)l * C * I,
+                                    p->fc2b + (size_t)l * C, rows, I, C);
+        } else {
+            be->gelu_forward(be, a->ni_a, fc_pre, (size_t)rows * I);
+            be->matmul_forward(be, a->nc_a, a->ni_a, p->fc2w + (size_t)l * C * I, p->fc2b + (size_t)l * C,
+                               rows, I, C);
+        }
         be->add_layernorm_forward(be, out, a->ffn_sum + ls * NC, a->ln2_mean + ls * N, a->ln2_rstd + ls * N,
                                   a->nc_a, ln1, p->ln2w + (size_t)l * C, p->ln2b + (size_t)l * C, rows,
                                   C, cfg->layer_norm_eps, m->dropout_hidden, site_key(m, site_ffn_out(l)));
@@ -545,9 +550,14 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
                                    a->ln2_rstd + l * N, p->ln2w + (size_t)l * C, rows, C, m->dropout_hidden,
                                    site_key(m, site_ffn_out(l)));
         // FFN: fc2 (needs GELU output, recomputed), GELU, fc
-        if (trains) be->gelu_forward(be, gelu, fc_pre, (size_t)rows * I);
-        linear_backward(be, trains, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch, gelu,
-                        p->fc2w + (size_t)l * C * I, rows, I, C, 0);
+        if (trains && be->gelu_matmul_backward) {
+            be->gelu_matmul_backward(be, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
+                                     fc_pre, gelu, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
+        } else {
+            if (trains) be->gelu_forward(be, gelu, fc_pre, (size_t)rows * I);
+            linear_backward(be, trains, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
+                            gelu, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
+        }
         be->gelu_backward(be, d_inter, fc_pre, d_inter, (size_t)rows * I);
         linear_backward(be, trains, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter, ln1,
                         p->fcw + (size_t)l * I * C, rows, C, I, 1);

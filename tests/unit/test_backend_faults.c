@@ -36,7 +36,9 @@ static void rig_close(rig *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* Backend, model, weights and optimizer, then the fault armed (spec NULL: none). */
+/* Backend (with bf16 products when rig_bf16), model, weights and optimizer, then the fault armed
+ * (spec NULL: none). */
+static int rig_bf16;
 static int rig_open(rig *r, const char *spec) {
     bp_err err;
     memset(r, 0, sizeof *r);
@@ -52,6 +54,10 @@ static int rig_open(rig *r, const char *spec) {
     optim_config_default(&oc);
     oc.lr = 1e-3f;
     r->be = backend_cpu_create(1, &err);
+    if (r->be && rig_bf16 && backend_cpu_set_bf16(r->be, 1, &err) != 0) {
+        r->be->destroy(r->be);
+        r->be = NULL;
+    }
     if (r->be) r->m = bert_create(&cfg, r->be, B, T, &err);
     if (r->m && bert_init_weights(r->m, 11, 0, &err) == 0) r->opt = bert_optim_create(r->m, &oc, &err);
     if (r->opt && (!spec || backend_fault_arm(r->be, spec, &err) == 0)) return 0;
@@ -230,8 +236,35 @@ static void specs_refused(void) {
     }
 }
 
+/* With bf16 products the model runs its FFN through the GELU fusions: a fault there stops the
+ * forward and the backward like any op. */
+static void faults_in_gelu_fusions(void) {
+    char why[256];
+    if (!backend_cpu_bf16_available(why, sizeof why)) {
+        tap_ok(1, "faults in the GELU fusions # skip %s", why);
+        return;
+    }
+    rig_bf16 = 1;
+    rig r;
+    bp_err err;
+    bert_batch b = batch(1);
+    const char *spec = "backend:gelu_matmul_forward:2";   /* the second layer's */
+    if (rig_open(&r, spec) == 0) {
+        expect_fault(bert_forward(r.m, &b, 1, &err), &err, spec, "bert_forward (bf16)");
+        rig_close(&r);
+    }
+    spec = "backend:gelu_matmul_backward:1";
+    if (rig_open(&r, spec) == 0) {
+        tap_ok(bert_forward(r.m, &b, 1, &err) == 0, "the bf16 forward before the faulty backward succeeds");
+        expect_fault(bert_backward(r.m, 1.0f, &err), &err, spec, "bert_backward (bf16)");
+        rig_close(&r);
+    }
+    rig_bf16 = 0;
+}
+
 int main(void) {
     faults_in_forward();
+    faults_in_gelu_fusions();
     faults_in_logits();
     faults_in_backward();
     faults_in_optimizer();

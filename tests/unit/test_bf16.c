@@ -8,6 +8,7 @@
  * - the rounding is torch's (round to nearest even) and the linear products are exactly "round
  *   the operands, multiply in fp32": against fp32 products of pre-rounded operands within 1e-5;
  * - every op with a product, at ragged shapes, padded keys, one query row, dropout;
+ * - the GELU fusions equal the plain ops bit for bit, and exist only with bf16 products;
  * - BERT logits and gradients at the tiny and the BERT-Mini shape (fixture
  *   tests/fixtures/bert/bf16_autocast.bin from tests/reference/bf16_autocast_ref.py: the same
  *   weights and batches in Debian torch 1.13, whose autocast distances are printed beside ours,
@@ -157,6 +158,54 @@ static void linear_ops(two *t, int N, int IC, int OC) {
            N, IC, OC, r_out, r_dinp, r_dw, r_db);
     for (int r = 0; r < 3; r++) { free(run[r].out); free(run[r].dinp); free(run[r].dw); free(run[r].db); }
     free(inp); free(w); free(bias); free(dout); free(dinp0); free(inp_r); free(w_r); free(dout_r);
+}
+
+/* The GELU fusions (backend.h gelu_matmul_forward/backward): offered only while bf16 products
+ * are on, and equal bit for bit to gelu_forward then the plain linear op, since both round the
+ * same GELU values for the same products. IC = 1100 spans the fusion's 512-column chunks. */
+static void gelu_fusions(two *t, int N, int IC, int OC) {
+    backend *be = t->b16;
+    size_t nin = (size_t)N * IC, nw = (size_t)OC * IC, nout = (size_t)N * OC;
+    float *pre = random_floats(nin, -3, 3), *w = random_floats(nw, -0.5f, 0.5f), *bias = random_floats(OC, -1, 1);
+    float *dout = random_floats(nout, -1, 1);
+    float *d_pre = dev_copy(be, pre, nin), *d_w = dev_copy(be, w, nw), *d_b = dev_copy(be, bias, OC);
+    float *d_dout = dev_copy(be, dout, nout), *d_act = dev_copy(be, NULL, nin);
+    float *got[4], *want[4];   /* out, dinp, dweight, dbias */
+    size_t len[4] = { nout, nin, nw, (size_t)OC };
+    for (int fused = 0; fused < 2; fused++) {
+        float **res = fused ? got : want;
+        for (int k = 0; k < 4; k++) res[k] = dev_copy(be, NULL, len[k]);
+        if (fused) {
+            be->gelu_matmul_forward(be, res[0], d_act, d_pre, d_w, d_b, N, IC, OC);
+            be->gelu_matmul_backward(be, res[1], res[2], res[3], d_dout, d_pre, d_act, d_w, N, IC, OC, 0);
+        } else {
+            be->gelu_forward(be, d_act, d_pre, nin);
+            be->matmul_forward(be, res[0], d_act, d_w, d_b, N, IC, OC);
+            be->matmul_backward(be, res[1], res[2], res[3], d_dout, d_act, d_w, N, IC, OC, 0);
+        }
+    }
+    bp_err err;
+    int same = be->check(be, &err) == 0;
+    for (int k = 0; k < 4; k++) {
+        same = same && memcmp(got[k], want[k], len[k] * sizeof(float)) == 0;
+        be->free(be, got[k]);
+        be->free(be, want[k]);
+    }
+    tap_ok(same, "gelu_matmul_forward/backward %dx%d->%d = gelu_forward then the linear ops, bit for bit", N, IC, OC);
+    float *all[] = { d_pre, d_w, d_b, d_dout, d_act };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(be, all[i]);
+    free(pre); free(w); free(bias); free(dout);
+}
+
+static void gelu_fusions_offered(two *t) {
+    bp_err err;
+    int on = t->b16->gelu_matmul_forward && t->b16->gelu_matmul_backward;
+    int off_fp32 = !t->f32->gelu_matmul_forward && !t->f32->gelu_matmul_backward;
+    backend *be = backend_cpu_create(1, &err);
+    int toggled = be && backend_cpu_set_bf16(be, 1, &err) == 0 && be->gelu_matmul_forward &&
+                  backend_cpu_set_bf16(be, 0, &err) == 0 && !be->gelu_matmul_forward && !be->gelu_matmul_backward;
+    if (be) be->destroy(be);
+    tap_ok(on && off_fp32 && toggled, "the GELU fusions are in the table exactly while bf16 products are on");
 }
 
 /* Attention forward and backward, bf16 against fp32: sequences with padding (keys past the
@@ -511,6 +560,9 @@ int main(void) {
     linear_ops(&t, 37, 50, 70);
     linear_ops(&t, 512, 256, 1024);
     linear_ops(&t, 8, 256, 256);
+    gelu_fusions_offered(&t);
+    gelu_fusions(&t, 37, 50, 70);
+    gelu_fusions(&t, 96, 1100, 64);
     attention_ops(&t, 3, 40, 40, 64, 4, 0.0f);
     attention_ops(&t, 3, 40, 40, 64, 4, 0.1f);
     attention_ops(&t, 4, 48, 1, 64, 2, 0.1f);

@@ -161,14 +161,20 @@ struct backend {
      * gelu_matmul_forward: out = GELU(pre) . weight^T + bias, what gelu_forward into act followed
      * by matmul_forward from act computes; act [N, IC] is scratch, its contents unspecified after.
      * gelu_matmul_backward: matmul_backward with inp = GELU(pre) (the model recomputes it rather
-     * than keeping it); act is scratch likewise. The cpu backend has them while bf16 products
-     * are on: GELU's output then goes straight into the products' bf16 operand in cache, not
-     * through memory as fp32. */
+     * than keeping it); act is scratch likewise. The cpu backend has these three while bf16
+     * products are on: GELU's output (or its gradient) then goes straight into the products'
+     * bf16 operand in cache, not through memory as fp32. */
     void (*gelu_matmul_forward)(backend *be, float *out, float *act, const float *pre, const float *weight,
                                 const float *bias, int N, int IC, int OC);
     void (*gelu_matmul_backward)(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
                                  const float *pre, float *act, const float *weight, int N, int IC, int OC,
                                  int accumulate_dinp);
+    /* gelu_backward_matmul_backward: the layer whose output pre goes into a GELU, from the
+     * gradient dact of the GELU's output: gelu_backward(dact, pre, dact) in place, then
+     * matmul_backward with dout = dact. dact's contents are unspecified after. */
+    void (*gelu_backward_matmul_backward)(backend *be, float *dinp, float *dweight, float *dbias, float *dact,
+                                          const float *pre, const float *inp, const float *weight, int N, int IC,
+                                          int OC, int accumulate_dinp);
 
     /* ---- element-wise ---- */
     void (*gelu_forward)(backend *be, float *out, const float *inp, size_t n);    /* exact erf */

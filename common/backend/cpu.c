@@ -321,7 +321,8 @@ static void bf16_matmul_forward(backend *be, float *out, const float *inp, const
                                 const float *bias, int N, int IC, int OC, int gelu_input);
 static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
-                                 int N, int IC, int OC, int accumulate_dinp, int gelu_input);
+                                 int N, int IC, int OC, int accumulate_dinp, int gelu_input,
+                                 const float *dout_pre);
 
 static void cpu_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
                                const float *bias, int N, int IC, int OC) {
@@ -363,7 +364,7 @@ static void cpu_matmul_backward(backend *be, float *dinp, float *dweight, float 
                                 const float *dout, const float *inp, const float *weight,
                                 int N, int IC, int OC, int accumulate_dinp) {
     if (((cpu_state *)be->state)->bf16) {
-        bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp, 0);
+        bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp, 0, NULL);
         return;
     }
     if (dinp)
@@ -569,16 +570,17 @@ static void cpu_gelu_forward(backend *be, float *out, const float *inp, size_t n
     parallel_for(be, n, EW_SERIAL_BELOW, gelu_fwd_range, &j);
 }
 
+/* d GELU(x) / dx = cdf(x) + x pdf(x) */
+static inline float gelu_grad(float x) {
+    float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
+    float pdf = fast_expf(-0.5f * x * x) * 0.39894228040143268f;
+    return cdf + x * pdf;
+}
 static void gelu_bwd_range(void *ctx, size_t begin, size_t end) {
     ew_job *j = ctx;
     const float *in = j->a, *dout = j->b;   /* dinp may alias dout (in-place backward) */
     float *dinp = j->out;
-    for (size_t i = begin; i < end; i++) {
-        float x = in[i];
-        float cdf = 0.5f * (1.0f + fast_erff(x * 0.70710678118654752f));
-        float pdf = fast_expf(-0.5f * x * x) * 0.39894228040143268f;
-        dinp[i] = dout[i] * (cdf + x * pdf);
-    }
+    for (size_t i = begin; i < end; i++) dinp[i] = dout[i] * gelu_grad(in[i]);
 }
 static void cpu_gelu_backward(backend *be, float *dinp, const float *inp, const float *dout, size_t n) {
     ew_job j = { .out = dinp, .a = inp, .b = dout };
@@ -869,38 +871,58 @@ static void bf16_convert(backend *be, uint16_t *dst, const float *src, size_t ro
 typedef struct convert_sum_job {
     uint16_t *dst;
     const float *src;
+    const float *pre;  /* not NULL: the values are src * GELU'(pre) (gelu_backward_matmul_backward) */
     int cols;
     size_t grain;
-    float *partials;   /* [blocks, cols] */
+    float *partials;   /* [blocks, cols]; NULL: no sums */
 } convert_sum_job;
 
+#define CONVERT_CHUNK 512
 static void convert_sum_rows(void *ctx, size_t begin, size_t end) {
     convert_sum_job *j = ctx;
     int cols = j->cols;
-    float *part = j->partials + begin / j->grain * (size_t)cols;
-    memset(part, 0, (size_t)cols * sizeof(float));
-    for (size_t r = begin; r < end; r++) {
-        const float *row = j->src + r * (size_t)cols;
-        bf16_from_f32_rows(j->dst + r * (size_t)cols, cols, row, cols, 1, cols);
-        for (int c = 0; c < cols; c++) part[c] += row[c];
-    }
+    float *part = j->partials ? j->partials + begin / j->grain * (size_t)cols : NULL;
+    if (part) memset(part, 0, (size_t)cols * sizeof(float));
+    float vals[CONVERT_CHUNK];
+    for (size_t r = begin; r < end; r++)
+        for (int c0 = 0; c0 < cols; c0 += CONVERT_CHUNK) {
+            int n = cols - c0 < CONVERT_CHUNK ? cols - c0 : CONVERT_CHUNK;
+            const float *row = j->src + r * (size_t)cols + c0;
+            if (j->pre) {   /* the GELU backward, as gelu_bwd_range computes it */
+                const float *pre = j->pre + r * (size_t)cols + c0;
+                for (int c = 0; c < n; c++) vals[c] = row[c] * gelu_grad(pre[c]);
+                row = vals;
+            }
+            bf16_from_f32_rows(j->dst + r * (size_t)cols + c0, 0, row, 0, 1, n);
+            if (part)
+                for (int c = 0; c < n; c++) part[c0 + c] += row[c];
+        }
 }
 
-/* dst = bf16(src) [rows, cols] and dbias += the column sums of src. The blocks are 64 rows
- * whatever the threads, and their partials are added in block order: the same sums on every
- * run and thread count. Without scratch for the partials, the two passes run apart. */
+/* dst = bf16(v) [rows, cols] with v = src (pre NULL) or src * GELU'(pre), and dbias (when not
+ * NULL) += the column sums of v, in one pass. The blocks are 64 rows whatever the threads, and
+ * their partials are added in block order: the same sums on every run and thread count. */
 #define CONVERT_SUM_ROWS 64
-static void bf16_convert_sum(backend *be, uint16_t *dst, float *dbias, const float *src, size_t rows, int cols) {
+static void bf16_convert_sum(backend *be, uint16_t *dst, float *dbias, const float *src, const float *pre,
+                             size_t rows, int cols) {
     size_t blocks = (rows + CONVERT_SUM_ROWS - 1) / CONVERT_SUM_ROWS;
-    float *partials = partials_scratch(be, blocks * (size_t)cols * sizeof(float));
-    if (!partials) {
-        bf16_convert(be, dst, src, rows, cols);
-        bias_gradient(be, dbias, src, (int)rows, cols);
+    float *partials = dbias ? partials_scratch(be, blocks * (size_t)cols * sizeof(float)) : NULL;
+    if (dbias && !partials) {
+        if (!pre) {   /* no scratch for the partials: the two passes apart */
+            bf16_convert(be, dst, src, rows, cols);
+            bias_gradient(be, dbias, src, (int)rows, cols);
+            return;
+        }
+        bp_err err;
+        bp_err_set(&err, "out of memory for %zu partial bias sums (cpu backend, bf16)", blocks * (size_t)cols);
+        bf16_record(((cpu_state *)be->state)->bf16, &err);
+        for (int c = 0; c < cols; c++) dbias[c] = NAN;
         return;
     }
-    convert_sum_job j = { .dst = dst, .src = src, .cols = cols, .grain = CONVERT_SUM_ROWS, .partials = partials };
+    convert_sum_job j = { .dst = dst, .src = src, .pre = pre, .cols = cols, .grain = CONVERT_SUM_ROWS,
+                          .partials = partials };
     parallel_for_grain(be, rows, CONVERT_SUM_ROWS, convert_sum_rows, &j);
-    for (size_t b = 0; b < blocks; b++)
+    for (size_t b = 0; dbias && b < blocks; b++)
         for (int c = 0; c < cols; c++) dbias[c] += partials[b * (size_t)cols + c];
 }
 
@@ -979,15 +1001,18 @@ static void bf16_matmul_forward(backend *be, float *out, const float *inp, const
     gemm_pool(be, &g);
 }
 
+/* dout_pre not NULL: the gradient of the output is dout * GELU'(dout_pre), made in the rounding
+ * pass (gelu_backward_matmul_backward). */
 static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
-                                 int N, int IC, int OC, int accumulate_dinp, int gelu_input) {
+                                 int N, int IC, int OC, int accumulate_dinp, int gelu_input,
+                                 const float *dout_pre) {
     cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
     uint16_t *d16 = bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * (OC + IC), dweight, (size_t)OC,
                                 (size_t)IC, (size_t)IC);
     if (!d16) return;
     uint16_t *x16 = d16 + (size_t)N * OC;
-    if (dbias) bf16_convert_sum(be, d16, dbias, dout, (size_t)N, OC);
+    if (dbias || dout_pre) bf16_convert_sum(be, d16, dbias, dout, dout_pre, (size_t)N, OC);
     else bf16_convert(be, d16, dout, (size_t)N, OC);
     bf16_input(be, x16, inp, (size_t)N, IC, gelu_input);
     if (dinp) {
@@ -1011,7 +1036,12 @@ static void cpu_gelu_matmul_forward(backend *be, float *out, float *act, const f
 static void cpu_gelu_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
                                      const float *pre, float *act, const float *weight, int N, int IC, int OC,
                                      int accumulate_dinp) {
-    bf16_matmul_backward(be, dinp, dweight, dbias, dout, pre, weight, N, IC, OC, accumulate_dinp, 1);
+    bf16_matmul_backward(be, dinp, dweight, dbias, dout, pre, weight, N, IC, OC, accumulate_dinp, 1, NULL);
+}
+static void cpu_gelu_backward_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, float *dact,
+                                              const float *pre, const float *inp, const float *weight, int N, int IC,
+                                              int OC, int accumulate_dinp) {
+    bf16_matmul_backward(be, dinp, dweight, dbias, dact, inp, weight, N, IC, OC, accumulate_dinp, 0, pre);
 }
 
 /* Attention products of one (b, h) pair read bf16 copies of its slices, made per pair:
@@ -1653,6 +1683,7 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
         st->bf16 = NULL;
         be->gelu_matmul_forward = NULL;
         be->gelu_matmul_backward = NULL;
+        be->gelu_backward_matmul_backward = NULL;
         return 0;
     }
     if (st->bf16) return 0;
@@ -1670,6 +1701,7 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
     /* the GELU fusions pay only where the product reads a bf16 copy anyway */
     be->gelu_matmul_forward = cpu_gelu_matmul_forward;
     be->gelu_matmul_backward = cpu_gelu_matmul_backward;
+    be->gelu_backward_matmul_backward = cpu_gelu_backward_matmul_backward;
     return 0;
 }
 

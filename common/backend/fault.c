@@ -25,7 +25,8 @@
     X(dropout) X(attention_forward) X(attention_backward) X(cross_entropy) X(mse) X(sumsq)       \
     X(adamw) X(sgd) X(matmul_backward_input) X(embedding_lookup_forward)                          \
     X(embedding_lookup_backward) X(relu_forward) X(relu_backward) X(bce_with_logits)              \
-    X(rnn_forward) X(rnn_backward) X(gelu_matmul_forward) X(gelu_matmul_backward)
+    X(rnn_forward) X(rnn_backward) X(gelu_matmul_forward) X(gelu_matmul_backward)         \
+    X(gelu_backward_matmul_backward)
 
 #define AS_ENUM(op) OP_##op,
 #define AS_NAME(op) #op,
@@ -219,6 +220,14 @@ static void fault_gelu_matmul_backward(backend *be, float *dinp, float *dweight,
                                        int accumulate_dinp) {
     if (runs(OP_gelu_matmul_backward))
         armed.inner.gelu_matmul_backward(be, dinp, dweight, dbias, dout, pre, act, weight, N, IC, OC, accumulate_dinp);
+}
+
+static void fault_gelu_backward_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, float *dact,
+                                                const float *pre, const float *inp, const float *weight, int N,
+                                                int IC, int OC, int accumulate_dinp) {
+    if (runs(OP_gelu_backward_matmul_backward))
+        armed.inner.gelu_backward_matmul_backward(be, dinp, dweight, dbias, dact, pre, inp, weight, N, IC, OC,
+                                                  accumulate_dinp);
 }
 
 /* A real failure the backend met before is the news; the injected one otherwise. */

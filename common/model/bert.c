@@ -558,9 +558,14 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
             linear_backward(be, trains, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
                             gelu, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
         }
-        be->gelu_backward(be, d_inter, fc_pre, d_inter, (size_t)rows * I);
-        linear_backward(be, trains, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter, ln1,
-                        p->fcw + (size_t)l * I * C, rows, C, I, 1);
+        if (trains && be->gelu_backward_matmul_backward) {
+            be->gelu_backward_matmul_backward(be, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter,
+                                              fc_pre, ln1, p->fcw + (size_t)l * I * C, rows, C, I, 1);
+        } else {
+            be->gelu_backward(be, d_inter, fc_pre, d_inter, (size_t)rows * I);
+            linear_backward(be, trains, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter, ln1,
+                            p->fcw + (size_t)l * I * C, rows, C, I, 1);
+        }
         // LN1: d(ln1) -> d(layer input) through the residual, d(attention output) via dropout
         be->add_layernorm_backward(be, d_branch, d_resid, ln1w, ln1b, d_ln1, a->attn_sum + l * NC, a->ln1_mean + l * N,
                                    a->ln1_rstd + l * N, p->ln1w + (size_t)l * C, rows, C, m->dropout_hidden,

@@ -259,6 +259,12 @@ static void faults_in_gelu_fusions(void) {
         expect_fault(bert_backward(r.m, 1.0f, &err), &err, spec, "bert_backward (bf16)");
         rig_close(&r);
     }
+    spec = "backend:gelu_backward_matmul_backward:2";
+    if (rig_open(&r, spec) == 0) {
+        tap_ok(bert_forward(r.m, &b, 1, &err) == 0, "the bf16 forward before the faulty backward succeeds");
+        expect_fault(bert_backward(r.m, 1.0f, &err), &err, spec, "bert_backward (bf16, the lower layer)");
+        rig_close(&r);
+    }
     rig_bf16 = 0;
 }
 

@@ -160,9 +160,10 @@ static void linear_ops(two *t, int N, int IC, int OC) {
     free(inp); free(w); free(bias); free(dout); free(dinp0); free(inp_r); free(w_r); free(dout_r);
 }
 
-/* The GELU fusions (backend.h gelu_matmul_forward/backward): offered only while bf16 products
- * are on, and equal bit for bit to gelu_forward then the plain linear op, since both round the
- * same GELU values for the same products. IC = 1100 spans the fusion's 512-column chunks. */
+/* The GELU fusions (backend.h gelu_matmul_forward/backward, gelu_backward_matmul_backward):
+ * offered only while bf16 products are on, and equal bit for bit to the plain ops they stand
+ * for, since both round the same values for the same products. IC = 1100 spans the fusions'
+ * 512-column chunks; gelu_backward_matmul_backward runs at [N, OC = IC] -> IC = OC, the fc layer. */
 static void gelu_fusions(two *t, int N, int IC, int OC) {
     backend *be = t->b16;
     size_t nin = (size_t)N * IC, nw = (size_t)OC * IC, nout = (size_t)N * OC;
@@ -170,40 +171,50 @@ static void gelu_fusions(two *t, int N, int IC, int OC) {
     float *dout = random_floats(nout, -1, 1);
     float *d_pre = dev_copy(be, pre, nin), *d_w = dev_copy(be, w, nw), *d_b = dev_copy(be, bias, OC);
     float *d_dout = dev_copy(be, dout, nout), *d_act = dev_copy(be, NULL, nin);
-    float *got[4], *want[4];   /* out, dinp, dweight, dbias */
-    size_t len[4] = { nout, nin, nw, (size_t)OC };
+    /* the layer before the GELU: inp [N, OC] -> pre [N, IC], its weight [IC, OC] */
+    float *inp = random_floats(nout, -1, 1), *dact = random_floats(nin, -1, 1), *w2 = random_floats(nw, -0.5f, 0.5f);
+    float *d_inp = dev_copy(be, inp, nout), *d_w2 = dev_copy(be, w2, nw);
+    float *got[7], *want[7];   /* out, dinp, dweight, dbias; then the layer before: dinp, dweight, dbias */
+    size_t len[7] = { nout, nin, nw, (size_t)OC, nout, nw, (size_t)IC };
     for (int fused = 0; fused < 2; fused++) {
         float **res = fused ? got : want;
-        for (int k = 0; k < 4; k++) res[k] = dev_copy(be, NULL, len[k]);
+        for (int k = 0; k < 7; k++) res[k] = dev_copy(be, NULL, len[k]);
+        float *d_dact = dev_copy(be, dact, nin);
         if (fused) {
             be->gelu_matmul_forward(be, res[0], d_act, d_pre, d_w, d_b, N, IC, OC);
             be->gelu_matmul_backward(be, res[1], res[2], res[3], d_dout, d_pre, d_act, d_w, N, IC, OC, 0);
+            be->gelu_backward_matmul_backward(be, res[4], res[5], res[6], d_dact, d_pre, d_inp, d_w2, N, OC, IC, 0);
         } else {
             be->gelu_forward(be, d_act, d_pre, nin);
             be->matmul_forward(be, res[0], d_act, d_w, d_b, N, IC, OC);
             be->matmul_backward(be, res[1], res[2], res[3], d_dout, d_act, d_w, N, IC, OC, 0);
+            be->gelu_backward(be, d_dact, d_pre, d_dact, nin);
+            be->matmul_backward(be, res[4], res[5], res[6], d_dact, d_inp, d_w2, N, OC, IC, 0);
         }
+        be->free(be, d_dact);
     }
     bp_err err;
     int same = be->check(be, &err) == 0;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 7; k++) {
         same = same && memcmp(got[k], want[k], len[k] * sizeof(float)) == 0;
         be->free(be, got[k]);
         be->free(be, want[k]);
     }
-    tap_ok(same, "gelu_matmul_forward/backward %dx%d->%d = gelu_forward then the linear ops, bit for bit", N, IC, OC);
-    float *all[] = { d_pre, d_w, d_b, d_dout, d_act };
+    tap_ok(same, "GELU fusions %dx%d->%d = gelu_forward / gelu_backward and the linear ops, bit for bit", N, IC, OC);
+    float *all[] = { d_pre, d_w, d_b, d_dout, d_act, d_inp, d_w2 };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(be, all[i]);
-    free(pre); free(w); free(bias); free(dout);
+    free(pre); free(w); free(bias); free(dout); free(inp); free(dact); free(w2);
 }
 
 static void gelu_fusions_offered(two *t) {
     bp_err err;
-    int on = t->b16->gelu_matmul_forward && t->b16->gelu_matmul_backward;
-    int off_fp32 = !t->f32->gelu_matmul_forward && !t->f32->gelu_matmul_backward;
+    int on = t->b16->gelu_matmul_forward && t->b16->gelu_matmul_backward && t->b16->gelu_backward_matmul_backward;
+    int off_fp32 = !t->f32->gelu_matmul_forward && !t->f32->gelu_matmul_backward &&
+                   !t->f32->gelu_backward_matmul_backward;
     backend *be = backend_cpu_create(1, &err);
     int toggled = be && backend_cpu_set_bf16(be, 1, &err) == 0 && be->gelu_matmul_forward &&
-                  backend_cpu_set_bf16(be, 0, &err) == 0 && !be->gelu_matmul_forward && !be->gelu_matmul_backward;
+                  backend_cpu_set_bf16(be, 0, &err) == 0 && !be->gelu_matmul_forward && !be->gelu_matmul_backward &&
+                  !be->gelu_backward_matmul_backward;
     if (be) be->destroy(be);
     tap_ok(on && off_fp32 && toggled, "the GELU fusions are in the table exactly while bf16 products are on");
 }

@@ -2,7 +2,7 @@
  *
  *   build/bench/bench_train --head cls|qa [--batch B] [--seq T] [--steps K] [--threads N]
  *                           [--layers L --hidden H --heads A --intermediate I --vocab V]
- *                           [--precision fp32|bf16]
+ *                           [--precision fp32|bf16] [--profile]
  *
  * Defaults: BERT-Mini (L4 H256 A4 I1024, vocab 30522), random weights (seed 1), dropout 0.1,
  * fp32 (bf16: the cpu backend's bf16 products, backend.h). The batches are a fixed formula
@@ -11,6 +11,8 @@
  *   impl c head cls batch 32 seq 128 train_seq_s X eval_seq_s Y peak_rss_mb Z ...
  * (impl c-bf16 in bf16).
  * A training step is forward + backward + clip + AdamW (+ zero grad); eval is a forward pass.
+ * --profile also prints, on stderr, the wall time per timed training step spent in each of the
+ * backend ops that take most of it (the rest as "other"): where a step goes.
  * Must never: be part of the test suite (it runs for tens of seconds).
  */
 #include "backend/backend.h"
@@ -24,6 +26,84 @@
 #include <sys/resource.h>
 
 #include "bench_batches.h"
+
+/* --profile: the backend's ops wrapped with a clock while `on` */
+static struct {
+    backend inner;
+    int on;
+    double seconds[32];
+    const char *names[32];
+    int count;
+} prof;
+
+static void prof_add(int *id, const char *name, double t0) {
+    if (*id < 0 && prof.count < 32) {
+        *id = prof.count++;
+        prof.names[*id] = name;
+    }
+    if (prof.on && *id >= 0) prof.seconds[*id] += bp_now() - t0;
+}
+#define PROF_WRAP(op, params, args)                                                   \
+    static void prof_##op params {                                                    \
+        static int id = -1;                                                           \
+        double t0 = bp_now();                                                         \
+        prof.inner.op args;                                                           \
+        prof_add(&id, #op, t0);                                                       \
+    }
+PROF_WRAP(matmul_forward, (backend *be, float *out, const float *inp, const float *weight, const float *bias, int N,
+                           int IC, int OC), (be, out, inp, weight, bias, N, IC, OC))
+PROF_WRAP(matmul_backward, (backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC, int acc),
+          (be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, acc))
+PROF_WRAP(gelu_matmul_forward, (backend *be, float *out, float *act, const float *pre, const float *weight,
+                                const float *bias, int N, int IC, int OC), (be, out, act, pre, weight, bias, N, IC, OC))
+PROF_WRAP(gelu_matmul_backward, (backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *pre, float *act, const float *weight, int N, int IC, int OC, int acc),
+          (be, dinp, dweight, dbias, dout, pre, act, weight, N, IC, OC, acc))
+PROF_WRAP(gelu_backward_matmul_backward, (backend *be, float *dinp, float *dweight, float *dbias, float *dact,
+                                          const float *pre, const float *inp, const float *weight, int N, int IC,
+                                          int OC, int acc), (be, dinp, dweight, dbias, dact, pre, inp, weight, N, IC, OC, acc))
+PROF_WRAP(attention_forward, (backend *be, float *ctx, float *probs, float *pd, const float *qkv, const int32_t *mask,
+                              int B, int T, int Tq, int C, int NH, float p, uint64_t key),
+          (be, ctx, probs, pd, qkv, mask, B, T, Tq, C, NH, p, key))
+PROF_WRAP(attention_backward, (backend *be, float *dqkv, float *scratch, const float *dctx, const float *probs,
+                               const float *qkv, const int32_t *mask, int B, int T, int Tq, int C, int NH, float p,
+                               uint64_t key), (be, dqkv, scratch, dctx, probs, qkv, mask, B, T, Tq, C, NH, p, key))
+PROF_WRAP(add_layernorm_forward, (backend *be, float *out, float *sum, float *mean, float *rstd, const float *x,
+                                  const float *residual, const float *weight, const float *bias, int N, int C,
+                                  float eps, float p, uint64_t key),
+          (be, out, sum, mean, rstd, x, residual, weight, bias, N, C, eps, p, key))
+PROF_WRAP(add_layernorm_backward, (backend *be, float *dx, float *dres, float *dweight, float *dbias,
+                                   const float *dout, const float *sum, const float *mean, const float *rstd,
+                                   const float *weight, int N, int C, float p, uint64_t key),
+          (be, dx, dres, dweight, dbias, dout, sum, mean, rstd, weight, N, C, p, key))
+PROF_WRAP(gelu_forward, (backend *be, float *out, const float *inp, size_t n), (be, out, inp, n))
+PROF_WRAP(gelu_backward, (backend *be, float *dinp, const float *inp, const float *dout, size_t n),
+          (be, dinp, inp, dout, n))
+PROF_WRAP(adamw, (backend *be, float *param, const float *grad, float *m, float *v, size_t rows, size_t row_len,
+                  const uint8_t *touched, const backend_adamw_args *args), (be, param, grad, m, v, rows, row_len, touched, args))
+
+/* Wrap the ops the backend has (an optional fusion it lacks stays absent). */
+static void prof_install(backend *be) {
+    prof.inner = *be;
+#define PROF_INSTALL(op) if (be->op) be->op = prof_##op;
+    PROF_INSTALL(matmul_forward) PROF_INSTALL(matmul_backward) PROF_INSTALL(gelu_matmul_forward)
+    PROF_INSTALL(gelu_matmul_backward) PROF_INSTALL(gelu_backward_matmul_backward) PROF_INSTALL(attention_forward)
+    PROF_INSTALL(attention_backward) PROF_INSTALL(add_layernorm_forward) PROF_INSTALL(add_layernorm_backward)
+    PROF_INSTALL(gelu_forward) PROF_INSTALL(gelu_backward) PROF_INSTALL(adamw)
+#undef PROF_INSTALL
+}
+
+static void prof_report(int steps, double train_time) {
+    double listed = 0;
+    for (int i = 0; i < prof.count; i++) {
+        fprintf(stderr, "profile %-30s %9.2f ms/step %5.1f %%\n", prof.names[i], prof.seconds[i] * 1e3 / steps,
+                100 * prof.seconds[i] / train_time);
+        listed += prof.seconds[i];
+    }
+    fprintf(stderr, "profile %-30s %9.2f ms/step %5.1f %%\n", "other", (train_time - listed) * 1e3 / steps,
+            100 * (train_time - listed) / train_time);
+}
 
 int main(int argc, char **argv) {
     bp_set_stage(argv[0]);
@@ -51,6 +131,9 @@ int main(int argc, char **argv) {
     bp_err err;
     backend *be = backend_cpu_create(threads, &err);
     if (!be || (bf16 && backend_cpu_set_bf16(be, 1, &err) != 0)) bp_die_err(&err);
+    int profile = 0;
+    for (int i = 1; i < argc; i++) profile |= strcmp(argv[i], "--profile") == 0;
+    if (profile) prof_install(be);
     bert_model *m = bert_create(&cfg, be, B, T, &err);
     if (!m || bert_init_weights(m, 1, 0, &err) != 0) bp_die_err(&err);
     optim_config oc;
@@ -71,7 +154,10 @@ int main(int argc, char **argv) {
     double train_time = 0, eval_time = 0, last_loss = 0, cpu_start = 0;
     for (int k = 0; k < steps + 2; k++) {
         bench_inputs_fill(&in, k, cfg.vocab_size, cfg.num_labels);
-        if (k == 2) cpu_start = cpu_seconds();
+        if (k == 2) {
+            cpu_start = cpu_seconds();
+            prof.on = profile;
+        }
         double t0 = bp_now();
         if (bert_forward(m, &batch, 1, &err) || bert_backward(m, 1.0f, &err) ||
             bert_optim_step(m, opt, NULL, NULL, &err))
@@ -80,6 +166,8 @@ int main(int argc, char **argv) {
         last_loss = bert_loss(m);
     }
     double train_cpu = cpu_seconds() - cpu_start;
+    prof.on = 0;
+    if (profile) prof_report(steps, train_time);
     for (int k = 0; k < steps + 1; k++) {
         bench_inputs_fill(&in, k, cfg.vocab_size, cfg.num_labels);
         double t0 = bp_now();

@@ -556,9 +556,11 @@ typedef struct ew_job {
 
 #define EW_SERIAL_BELOW 32768
 
+/* GELU with the exact erf, as torch's default */
+static inline float gelu_exact(float x) { return 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f)); }
+
 /* Kernels copy the job's pointers into restrict locals: through the struct the compiler must
  * assume a store may change them, and gives up vectorising. */
-static inline float gelu_exact(float x) { return 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f)); }
 static void gelu_fwd_range(void *ctx, size_t begin, size_t end) {
     ew_job *j = ctx;
     const float *restrict in = j->a;
@@ -636,12 +638,12 @@ static float row_max(const float *x, int n) {
     return maxv;
 }
 
-/* Softmax of one (b, h) block of scores [Tq, klen] (row stride T) in place, with the additive
- * padding mask; columns klen .. T-1 (keys past the last real one) are set to 0. */
-static void softmax_block(float *S, const int32_t *mask, int Tq, int klen, int T) {
+/* Softmax of one (b, h) block of scores [Tq, klen] (row stride T) times `scale` in place, with the
+ * additive padding mask; columns klen .. T-1 (keys past the last real one) are set to 0. */
+static void softmax_block(float *S, const int32_t *mask, int Tq, int klen, int T, float scale) {
     for (int q = 0; q < Tq; q++) {
         float *x = S + (size_t)q * T;
-        for (int k = 0; k < klen; k++) x[k] = mask[k] ? x[k] : x[k] + -FLT_MAX;
+        for (int k = 0; k < klen; k++) x[k] = mask[k] ? x[k] * scale : x[k] * scale + -FLT_MAX;
         float maxv = row_max(x, klen);
         float acc[SUM_LANES] = { 0 };
         for (int k0 = 0; k0 < klen; k0 += SUM_LANES) {
@@ -677,7 +679,7 @@ static void dropout_block(float *restrict out, const float *restrict in, size_t 
 static const float *softmax_dropout(const att_job *j, float *P, size_t b, size_t pair, int klen) {
     int T = j->T, Tq = j->Tq;
     size_t block = (size_t)Tq * T;
-    softmax_block(P, j->mask + b * T, Tq, klen, T);
+    softmax_block(P, j->mask + b * T, Tq, klen, T, 1.0f);   /* the product applied the scale */
     if (j->p <= 0) return P;
     float *dropped = j->probs_dropped + pair * block;
     for (int r = 0; r < Tq; r++)
@@ -723,11 +725,12 @@ static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *
     parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
 }
 
-/* d(probabilities) [Tq, klen] (row stride T) in place -> d(scores): back through the dropout
- * of the block (first element index `first`) and the softmax of P. */
-/* bf16 products (below) take each finished row rounded into `rounded` (row stride width, zero
- * past klen) while it is in cache; NULL: none. */
 static void round_row_padded(uint16_t *dst, const float *x, int used, int width);
+
+/* d(probabilities) [Tq, klen] (row stride T) in place -> d(scores): back through the dropout
+ * of the block (first element index `first`) and the softmax of P. With `rounded` (the bf16
+ * products, below) each finished row is also rounded into it (row stride width, zero past
+ * klen) while it is in cache; NULL: not. */
 static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, int T, float p, uint64_t key,
                                    size_t first, uint16_t *rounded, int width) {
     float keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
@@ -1135,10 +1138,12 @@ static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         bf16_from_f32_rows(o.v, D, q + 2 * C, C3, klen, D);
         memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
         memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
-        att_gemm16(j, &o, 0, 1, Tq, kpad, D, scale, o.q, D, o.k, D, P, T);
+        /* Q K^T unscaled, the scale applied by the softmax: oneDNN's output scale made this product
+         * 1.3-1.4x slower than dctx V^T, the same shape without it (D = 64: the scale is 1/8, exact either way) */
+        att_gemm16(j, &o, 0, 1, Tq, kpad, D, 1.0f, o.q, D, o.k, D, P, T);
         /* softmax in place (kept for the backward), then each row dropped and rounded at once */
         for (int r = 0; r < Tq; r++) {
-            softmax_block(P + (size_t)r * T, j->mask + b * T, 1, klen, T);
+            softmax_block(P + (size_t)r * T, j->mask + b * T, 1, klen, T, scale);
             round_dropped_row(o.block + (size_t)r * kpad, P + (size_t)r * T, klen, kpad, j->p, j->key,
                               pair * block + (size_t)r * T);
         }

@@ -851,39 +851,28 @@ static uint16_t *bf16_buffer(cpu_bf16 *b, uint16_t **buf, size_t *len, size_t n,
     return *buf;
 }
 
+/* Rounding for the products, one job for every form of it: rows of v rounded to bf16, with v
+ * the source itself (ROUND_PLAIN), GELU(src) (ROUND_GELU: gelu_matmul_forward/backward) or
+ * src * GELU'(pre) (ROUND_GELU_GRAD: gelu_backward_matmul_backward), and with partials the
+ * column sums of v per block of `grain` rows (the bias gradient). The derived values pass
+ * through a small buffer in cache, never through memory in fp32. */
+enum { ROUND_PLAIN, ROUND_GELU, ROUND_GELU_GRAD };
 typedef struct convert_job {
     uint16_t *dst;
-    const float *src;
-    int cols;
-} convert_job;
-
-static void convert_rows(void *ctx, size_t begin, size_t end) {
-    convert_job *j = ctx;
-    bf16_from_f32_rows(j->dst + begin * j->cols, j->cols, j->src + begin * j->cols, j->cols, (int)(end - begin),
-                       j->cols);
-}
-
-/* dst = bf16(src) for dense [rows, cols], over the pool. */
-static void bf16_convert(backend *be, uint16_t *dst, const float *src, size_t rows, int cols) {
-    convert_job j = { .dst = dst, .src = src, .cols = cols };
-    parallel_for(be, rows, EW_SERIAL_BELOW / (size_t)cols + 1, convert_rows, &j);
-}
-
-/* Rounding dout for the products and its column sums (the bias gradient) in one pass: each
- * block of `grain` rows adds its rows into a partial of its own while they are in cache. */
-typedef struct convert_sum_job {
-    uint16_t *dst;
-    const float *src;
-    const float *pre;  /* not NULL: the values are src * GELU'(pre) (gelu_backward_matmul_backward) */
-    int cols;
+    const float *src, *pre;
+    int kind, cols;
     size_t grain;
     float *partials;   /* [blocks, cols]; NULL: no sums */
-} convert_sum_job;
+} convert_job;
 
 #define CONVERT_CHUNK 512
-static void convert_sum_rows(void *ctx, size_t begin, size_t end) {
-    convert_sum_job *j = ctx;
+static void convert_rows(void *ctx, size_t begin, size_t end) {
+    convert_job *j = ctx;
     int cols = j->cols;
+    if (j->kind == ROUND_PLAIN && !j->partials) {
+        bf16_from_f32_rows(j->dst + begin * cols, cols, j->src + begin * cols, cols, (int)(end - begin), cols);
+        return;
+    }
     float *part = j->partials ? j->partials + begin / j->grain * (size_t)cols : NULL;
     if (part) memset(part, 0, (size_t)cols * sizeof(float));
     float vals[CONVERT_CHUNK];
@@ -891,7 +880,10 @@ static void convert_sum_rows(void *ctx, size_t begin, size_t end) {
         for (int c0 = 0; c0 < cols; c0 += CONVERT_CHUNK) {
             int n = cols - c0 < CONVERT_CHUNK ? cols - c0 : CONVERT_CHUNK;
             const float *row = j->src + r * (size_t)cols + c0;
-            if (j->pre) {   /* the GELU backward, as gelu_bwd_range computes it */
+            if (j->kind == ROUND_GELU) {
+                for (int c = 0; c < n; c++) vals[c] = gelu_exact(row[c]);
+                row = vals;
+            } else if (j->kind == ROUND_GELU_GRAD) {   /* as gelu_bwd_range computes it */
                 const float *pre = j->pre + r * (size_t)cols + c0;
                 for (int c = 0; c < n; c++) vals[c] = row[c] * gelu_grad(pre[c]);
                 row = vals;
@@ -900,6 +892,15 @@ static void convert_sum_rows(void *ctx, size_t begin, size_t end) {
             if (part)
                 for (int c = 0; c < n; c++) part[c0 + c] += row[c];
         }
+}
+
+/* dst = bf16(v) for dense [rows, cols], over the pool (no sums). */
+static void bf16_convert_as(backend *be, uint16_t *dst, const float *src, int kind, size_t rows, int cols) {
+    convert_job j = { .dst = dst, .src = src, .kind = kind, .cols = cols };
+    parallel_for(be, rows, EW_SERIAL_BELOW / (size_t)cols + 1, convert_rows, &j);
+}
+static void bf16_convert(backend *be, uint16_t *dst, const float *src, size_t rows, int cols) {
+    bf16_convert_as(be, dst, src, ROUND_PLAIN, rows, cols);
 }
 
 /* dst = bf16(v) [rows, cols] with v = src (pre NULL) or src * GELU'(pre), and dbias (when not
@@ -922,9 +923,9 @@ static void bf16_convert_sum(backend *be, uint16_t *dst, float *dbias, const flo
         for (int c = 0; c < cols; c++) dbias[c] = NAN;
         return;
     }
-    convert_sum_job j = { .dst = dst, .src = src, .pre = pre, .cols = cols, .grain = CONVERT_SUM_ROWS,
-                          .partials = partials };
-    parallel_for_grain(be, rows, CONVERT_SUM_ROWS, convert_sum_rows, &j);
+    convert_job j = { .dst = dst, .src = src, .pre = pre, .kind = pre ? ROUND_GELU_GRAD : ROUND_PLAIN, .cols = cols,
+                      .grain = CONVERT_SUM_ROWS, .partials = partials };
+    parallel_for_grain(be, rows, CONVERT_SUM_ROWS, convert_rows, &j);
     for (size_t b = 0; dbias && b < blocks; b++)
         for (int c = 0; c < cols; c++) dbias[c] += partials[b * (size_t)cols + c];
 }
@@ -960,37 +961,6 @@ static void bf16_part(gemm_job *g, int lo, int M, int N, float *C) {
         bf16_record(g->bf16, &err);
 }
 
-/* The bf16 operand of a linear layer's input [rows, cols]: inp rounded, or with gelu_input
- * GELU(inp) rounded, computed a chunk at a time in cache (gelu_matmul_forward/backward: the GELU
- * output never goes through memory in fp32). */
-typedef struct gelu_round_job {
-    uint16_t *dst;
-    const float *pre;
-    int cols;
-} gelu_round_job;
-
-#define GELU_CHUNK 512
-static void gelu_round_rows(void *ctx, size_t begin, size_t end) {
-    gelu_round_job *j = ctx;
-    float act[GELU_CHUNK];
-    for (size_t r = begin; r < end; r++)
-        for (int c0 = 0; c0 < j->cols; c0 += GELU_CHUNK) {
-            int n = j->cols - c0 < GELU_CHUNK ? j->cols - c0 : GELU_CHUNK;
-            const float *pre = j->pre + r * (size_t)j->cols + c0;
-            for (int c = 0; c < n; c++) act[c] = gelu_exact(pre[c]);
-            bf16_from_f32_rows(j->dst + r * (size_t)j->cols + c0, 0, act, 0, 1, n);
-        }
-}
-
-static void bf16_input(backend *be, uint16_t *dst, const float *inp, size_t rows, int cols, int gelu_input) {
-    if (!gelu_input) {
-        bf16_convert(be, dst, inp, rows, cols);
-        return;
-    }
-    gelu_round_job j = { .dst = dst, .pre = inp, .cols = cols };
-    parallel_for(be, rows, EW_SERIAL_BELOW / (size_t)cols + 1, gelu_round_rows, &j);
-}
-
 static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
                                 const float *bias, int N, int IC, int OC, int gelu_input) {
     cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
@@ -998,7 +968,7 @@ static void bf16_matmul_forward(backend *be, float *out, const float *inp, const
     uint16_t *x16 = w16 ? bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * IC, out, (size_t)N, (size_t)OC,
                                       (size_t)OC) : NULL;
     if (!x16) return;
-    bf16_input(be, x16, inp, (size_t)N, IC, gelu_input);
+    bf16_convert_as(be, x16, inp, gelu_input ? ROUND_GELU : ROUND_PLAIN, (size_t)N, IC);
     gemm_job g = { .trans_a = 0, .trans_b = 1, .M = N, .N = OC, .K = IC, .lda = IC, .ldb = IC, .ldc = OC,
                    .alpha = 1.0f, .beta = 0.0f, .A16 = x16, .B16 = w16, .bias = bias, .C = out, .bf16 = b };
     gemm_pool(be, &g);
@@ -1017,7 +987,7 @@ static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float
     uint16_t *x16 = d16 + (size_t)N * OC;
     if (dbias || dout_pre) bf16_convert_sum(be, d16, dbias, dout, dout_pre, (size_t)N, OC);
     else bf16_convert(be, d16, dout, (size_t)N, OC);
-    bf16_input(be, x16, inp, (size_t)N, IC, gelu_input);
+    bf16_convert_as(be, x16, inp, gelu_input ? ROUND_GELU : ROUND_PLAIN, (size_t)N, IC);
     if (dinp) {
         const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, dinp, (size_t)N, (size_t)IC);
         if (!w16) return;

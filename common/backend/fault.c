@@ -25,7 +25,7 @@
     X(dropout) X(attention_forward) X(attention_backward) X(cross_entropy) X(mse) X(sumsq)       \
     X(adamw) X(sgd) X(matmul_backward_input) X(embedding_lookup_forward)                          \
     X(embedding_lookup_backward) X(relu_forward) X(relu_backward) X(bce_with_logits)              \
-    X(rnn_forward) X(rnn_backward) X(gelu_matmul_forward) X(gelu_matmul_backward)         \
+    X(rnn_forward) X(rnn_backward) X(gelu_matmul_forward) X(gelu_matmul_backward)                \
     X(gelu_backward_matmul_backward)
 
 #define AS_ENUM(op) OP_##op,

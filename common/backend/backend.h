@@ -159,11 +159,15 @@ struct backend {
 
     /* ---- optional fusions: NULL where a backend has none (the model then calls the plain ops) ----
      * gelu_matmul_forward: out = GELU(pre) . weight^T + bias, what gelu_forward into act followed
-     * by matmul_forward from act computes; act [N, IC] is scratch, its contents unspecified after.
-     * gelu_matmul_backward: matmul_backward with inp = GELU(pre) (the model recomputes it rather
-     * than keeping it); act is scratch likewise. The cpu backend has these three while bf16
-     * products are on: GELU's output (or its gradient) then goes straight into the products'
-     * bf16 operand in cache, not through memory as fp32. */
+     * by matmul_forward from act computes.
+     * gelu_matmul_backward: matmul_backward with inp = GELU(pre).
+     * act is NULL or room for N * IC 16-bit values (N * IC / 2 floats, rounded up) kept for the
+     * pair: the forward may leave there what the backward needs (the cpu backend: GELU(pre) as
+     * its products' bf16 operand), and the backward reads it, so the caller passes the same act,
+     * untouched in between, to both. With NULL the backward makes it again from pre.
+     * The cpu backend has these three while bf16 products are on: GELU's output (or its
+     * gradient) then goes straight into the products' bf16 operand in cache, not through
+     * memory as fp32. */
     void (*gelu_matmul_forward)(backend *be, float *out, float *act, const float *pre, const float *weight,
                                 const float *bias, int N, int IC, int OC);
     void (*gelu_matmul_backward)(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,

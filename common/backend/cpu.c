@@ -343,16 +343,16 @@ static float bias_rows(float *out, const float *bias, int N, int OC) {
 }
 
 static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
-                                const float *bias, int N, int IC, int OC, int gelu_input);
+                                const float *bias, int N, int IC, int OC, int gelu_input, uint16_t *keep);
 static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
                                  int N, int IC, int OC, int accumulate_dinp, int gelu_input,
-                                 const float *dout_pre);
+                                 const float *dout_pre, const uint16_t *kept);
 
 static void cpu_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
                                const float *bias, int N, int IC, int OC) {
     if (((cpu_state *)be->state)->bf16) {
-        bf16_matmul_forward(be, out, inp, weight, bias, N, IC, OC, 0);
+        bf16_matmul_forward(be, out, inp, weight, bias, N, IC, OC, 0, NULL);
         return;
     }
     float beta = bias_rows(out, bias, N, OC);
@@ -389,7 +389,7 @@ static void cpu_matmul_backward(backend *be, float *dinp, float *dweight, float 
                                 const float *dout, const float *inp, const float *weight,
                                 int N, int IC, int OC, int accumulate_dinp) {
     if (((cpu_state *)be->state)->bf16) {
-        bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp, 0, NULL);
+        bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp, 0, NULL, NULL);
         return;
     }
     if (dinp)
@@ -989,12 +989,14 @@ static void bf16_part(gemm_job *g, int lo, int M, int N, float *C) {
         bf16_record(g->bf16, &err);
 }
 
+/* keep not NULL: the rounded input goes there (N * IC values) rather than to scratch, for the
+ * backward to reuse (gelu_matmul_forward's act) */
 static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
-                                const float *bias, int N, int IC, int OC, int gelu_input) {
+                                const float *bias, int N, int IC, int OC, int gelu_input, uint16_t *keep) {
     cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
     const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, out, (size_t)N, (size_t)OC);
-    uint16_t *x16 = w16 ? bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * IC, out, (size_t)N, (size_t)OC,
-                                      (size_t)OC) : NULL;
+    uint16_t *x16 = !w16 ? NULL : keep ? keep : bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * IC, out,
+                                                              (size_t)N, (size_t)OC, (size_t)OC);
     if (!x16) return;
     bf16_convert_as(be, x16, inp, gelu_input ? ROUND_GELU : ROUND_PLAIN, (size_t)N, IC);
     gemm_job g = { .trans_a = 0, .trans_b = 1, .M = N, .N = OC, .K = IC, .lda = IC, .ldb = IC, .ldc = OC,
@@ -1003,19 +1005,24 @@ static void bf16_matmul_forward(backend *be, float *out, const float *inp, const
 }
 
 /* dout_pre not NULL: the gradient of the output is dout * GELU'(dout_pre), made in the rounding
- * pass (gelu_backward_matmul_backward). */
+ * pass (gelu_backward_matmul_backward). kept not NULL: the input as the forward rounded it
+ * (bf16_matmul_forward's keep), used as it is. */
 static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias,
                                  const float *dout, const float *inp, const float *weight,
                                  int N, int IC, int OC, int accumulate_dinp, int gelu_input,
-                                 const float *dout_pre) {
+                                 const float *dout_pre, const uint16_t *kept) {
     cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
-    uint16_t *d16 = bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * (OC + IC), dweight, (size_t)OC,
-                                (size_t)IC, (size_t)IC);
+    uint16_t *d16 = bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * (OC + (kept ? 0 : IC)), dweight,
+                                (size_t)OC, (size_t)IC, (size_t)IC);
     if (!d16) return;
-    uint16_t *x16 = d16 + (size_t)N * OC;
     if (dbias || dout_pre) bf16_convert_sum(be, d16, dbias, dout, dout_pre, (size_t)N, OC);
     else bf16_convert(be, d16, dout, (size_t)N, OC);
-    bf16_convert_as(be, x16, inp, gelu_input ? ROUND_GELU : ROUND_PLAIN, (size_t)N, IC);
+    const uint16_t *x16 = kept;
+    if (!kept) {
+        uint16_t *made = d16 + (size_t)N * OC;
+        bf16_convert_as(be, made, inp, gelu_input ? ROUND_GELU : ROUND_PLAIN, (size_t)N, IC);
+        x16 = made;
+    }
     if (dinp) {
         const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, dinp, (size_t)N, (size_t)IC);
         if (!w16) return;
@@ -1029,20 +1036,23 @@ static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float
     gemm_pool(be, &g);
 }
 
-/* backend.h gelu_matmul_forward/backward, in the table while bf16 products are on */
+/* backend.h gelu_matmul_forward/backward, in the table while bf16 products are on. With act, the
+ * forward's bf16 GELU(pre) is kept there and the backward's product reads it: no second GELU
+ * and rounding pass over [N, IC]. */
 static void cpu_gelu_matmul_forward(backend *be, float *out, float *act, const float *pre, const float *weight,
                                     const float *bias, int N, int IC, int OC) {
-    bf16_matmul_forward(be, out, pre, weight, bias, N, IC, OC, 1);
+    bf16_matmul_forward(be, out, pre, weight, bias, N, IC, OC, 1, (uint16_t *)(void *)act);
 }
 static void cpu_gelu_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
                                      const float *pre, float *act, const float *weight, int N, int IC, int OC,
                                      int accumulate_dinp) {
-    bf16_matmul_backward(be, dinp, dweight, dbias, dout, pre, weight, N, IC, OC, accumulate_dinp, 1, NULL);
+    bf16_matmul_backward(be, dinp, dweight, dbias, dout, pre, weight, N, IC, OC, accumulate_dinp, 1, NULL,
+                         (const uint16_t *)(void *)act);
 }
 static void cpu_gelu_backward_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, float *dact,
                                               const float *pre, const float *inp, const float *weight, int N, int IC,
                                               int OC, int accumulate_dinp) {
-    bf16_matmul_backward(be, dinp, dweight, dbias, dact, inp, weight, N, IC, OC, accumulate_dinp, 0, pre);
+    bf16_matmul_backward(be, dinp, dweight, dbias, dact, inp, weight, N, IC, OC, accumulate_dinp, 0, pre, NULL);
 }
 
 /* Attention products of one (b, h) pair read bf16 copies of its slices, made per pair:

@@ -113,10 +113,17 @@ static void point_params(bert_params *p, float *memory, const size_t sizes[NUM_P
     }
 }
 
-#define NUM_ACT_TENSORS 31
+#define NUM_ACT_TENSORS 32
+
+/* Floats of one layer's act for gelu_matmul_forward/backward (backend.h): N * I 16-bit values,
+ * whole cache lines */
+static size_t gelu_kept_floats(size_t N, size_t I) { return ((N * I + 1) / 2 + 15) / 16 * 16; }
 
 /* Sizes in floats, in the order of the fields of bert_acts. */
-static void act_sizes(const bert_config *cfg, int B, int T, int inference, size_t sizes[NUM_ACT_TENSORS]) {
+/* kept_layer: floats per layer for what the backend's fused GELU product keeps for its backward
+ * (gelu_kept_floats), 0 for none */
+static void act_sizes(const bert_config *cfg, int B, int T, int inference, size_t kept_layer,
+                      size_t sizes[NUM_ACT_TENSORS]) {
     /* inference keeps one layer's state and two encoded slots */
     size_t C = cfg->hidden_size, L = inference ? 1 : cfg->num_hidden_layers, I = cfg->intermediate_size;
     size_t NH = cfg->num_attention_heads, N = (size_t)B * T;
@@ -126,6 +133,7 @@ static void act_sizes(const bert_config *cfg, int B, int T, int inference, size_
         N * C, N, N, (L + 1) * N * C, L * N * 3 * C, L * B * NH * T * T, L * N * C, L * N * C, L * N,
         L * N, L * N * C, L * N * I, L * N * C, L * N, L * N, B * C, B * C, B * C, B * C, logits, 2,
         B * NH * T * T, N * C, N * C, N * C, N * I, N * I, N * 3 * C, logits, B * C, B * C,
+        L * kept_layer,
     };
     memcpy(sizes, s, sizeof s);
 }
@@ -136,7 +144,7 @@ static void point_acts(bert_acts *a, float *memory, const size_t sizes[NUM_ACT_T
         &a->attn_sum, &a->ln1_mean, &a->ln1_rstd, &a->ln1, &a->fc_pre, &a->ffn_sum, &a->ln2_mean,
         &a->ln2_rstd, &a->cls_ctx, &a->cls_resid, &a->pooled, &a->pooled_dropped, &a->logits, &a->loss,
         &a->att_scratch, &a->nc_a, &a->nc_b, &a->nc_c, &a->ni_a, &a->ni_b, &a->nqkv, &a->dlogits,
-        &a->b_c1, &a->b_c2,
+        &a->b_c1, &a->b_c2, &a->gelu_kept,
     };
     for (int i = 0; i < NUM_ACT_TENSORS; i++) {
         /* 16-float alignment keeps every tensor on its own cache lines */
@@ -197,7 +205,10 @@ bert_model *bert_create_for(const bert_config *cfg, backend *be, int max_B, int 
         if (i < NUM_DECAYED_TENSORS) m->num_decayed += psizes[i];
     }
     size_t asizes[NUM_ACT_TENSORS];
-    act_sizes(cfg, max_B, max_T, m->inference, asizes);
+    /* the fused op's kept GELU output is worth its memory only when a backward reads it */
+    if (!m->inference && be->gelu_matmul_forward && be->gelu_matmul_backward)
+        m->gelu_kept_layer = gelu_kept_floats((size_t)max_B * max_T, (size_t)cfg->intermediate_size);
+    act_sizes(cfg, max_B, max_T, m->inference, m->gelu_kept_layer, asizes);
     size_t N = (size_t)max_B * max_T;
 
     m->params_memory = be->alloc(be, m->num_params * sizeof(float), err);
@@ -304,6 +315,12 @@ static int site_ffn_out(int l) { return 3 + 3 * l; }
 static int site_classifier(const bert_config *cfg) { return 1 + 3 * cfg->num_hidden_layers; }
 
 /* Which encoded slot holds the input of layer l (l = L: the encoder output). */
+/* Layer l's act for the fused GELU product (backend.h gelu_matmul_forward), kept from the
+ * forward for the backward; NULL when the model has none (the backward makes it again). */
+static float *gelu_kept(const bert_model *m, size_t l) {
+    return m->gelu_kept_layer ? m->acts.gelu_kept + l * m->gelu_kept_layer : NULL;
+}
+
 static size_t encoded_slot(const bert_model *m, int l) {
     return m->inference ? (size_t)(l % 2) : (size_t)l;
 }
@@ -415,7 +432,7 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
                                   site_key(m, site_attention_out(l)));
         be->matmul_forward(be, fc_pre, ln1, p->fcw + (size_t)l * I * C, p->fcb + (size_t)l * I, rows, C, I);
         if (be->gelu_matmul_forward) {
-            be->gelu_matmul_forward(be, a->nc_a, a->ni_a, fc_pre, p->fc2w + (size_t)l * C * I,
+            be->gelu_matmul_forward(be, a->nc_a, gelu_kept(m, ls), fc_pre, p->fc2w + (size_t)l * C * I,
                                     p->fc2b + (size_t)l * C, rows, I, C);
         } else {
             be->gelu_forward(be, a->ni_a, fc_pre, (size_t)rows * I);
@@ -552,7 +569,7 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
         // FFN: fc2 (needs GELU output, recomputed), GELU, fc
         if (trains && be->gelu_matmul_backward) {
             be->gelu_matmul_backward(be, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
-                                     fc_pre, gelu, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
+                                     fc_pre, gelu_kept(m, l), p->fc2w + (size_t)l * C * I, rows, I, C, 0);
         } else {
             if (trains) be->gelu_forward(be, gelu, fc_pre, (size_t)rows * I);
             linear_backward(be, trains, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,

@@ -162,8 +162,10 @@ static void linear_ops(two *t, int N, int IC, int OC) {
 
 /* The GELU fusions (backend.h gelu_matmul_forward/backward, gelu_backward_matmul_backward):
  * offered only while bf16 products are on, and equal bit for bit to the plain ops they stand
- * for, since both round the same values for the same products. IC = 1100 spans the fusions'
- * 512-column chunks; gelu_backward_matmul_backward runs at [N, OC = IC] -> IC = OC, the fc layer. */
+ * for, since both round the same values for the same products: with act (the forward's GELU
+ * output kept for the backward) and with NULL (the backward makes it again). IC = 1100 spans
+ * the fusions' 512-column chunks; gelu_backward_matmul_backward runs at [N, OC = IC] -> IC = OC,
+ * the fc layer. */
 static void gelu_fusions(two *t, int N, int IC, int OC) {
     backend *be = t->b16;
     size_t nin = (size_t)N * IC, nw = (size_t)OC * IC, nout = (size_t)N * OC;
@@ -174,15 +176,17 @@ static void gelu_fusions(two *t, int N, int IC, int OC) {
     /* the layer before the GELU: inp [N, OC] -> pre [N, IC], its weight [IC, OC] */
     float *inp = random_floats(nout, -1, 1), *dact = random_floats(nin, -1, 1), *w2 = random_floats(nw, -0.5f, 0.5f);
     float *d_inp = dev_copy(be, inp, nout), *d_w2 = dev_copy(be, w2, nw);
-    float *got[7], *want[7];   /* out, dinp, dweight, dbias; then the layer before: dinp, dweight, dbias */
+    /* out, dinp, dweight, dbias; then the layer before: dinp, dweight, dbias; plain, kept, NULL */
+    float *got[2][7], *want[7];
     size_t len[7] = { nout, nin, nw, (size_t)OC, nout, nw, (size_t)IC };
-    for (int fused = 0; fused < 2; fused++) {
-        float **res = fused ? got : want;
+    for (int fused = 0; fused < 3; fused++) {
+        float **res = fused ? got[fused - 1] : want;
         for (int k = 0; k < 7; k++) res[k] = dev_copy(be, NULL, len[k]);
         float *d_dact = dev_copy(be, dact, nin);
         if (fused) {
-            be->gelu_matmul_forward(be, res[0], d_act, d_pre, d_w, d_b, N, IC, OC);
-            be->gelu_matmul_backward(be, res[1], res[2], res[3], d_dout, d_pre, d_act, d_w, N, IC, OC, 0);
+            float *kept = fused == 1 ? d_act : NULL;
+            be->gelu_matmul_forward(be, res[0], kept, d_pre, d_w, d_b, N, IC, OC);
+            be->gelu_matmul_backward(be, res[1], res[2], res[3], d_dout, d_pre, kept, d_w, N, IC, OC, 0);
             be->gelu_backward_matmul_backward(be, res[4], res[5], res[6], d_dact, d_pre, d_inp, d_w2, N, OC, IC, 0);
         } else {
             be->gelu_forward(be, d_act, d_pre, nin);
@@ -194,13 +198,17 @@ static void gelu_fusions(two *t, int N, int IC, int OC) {
         be->free(be, d_dact);
     }
     bp_err err;
-    int same = be->check(be, &err) == 0;
+    int ok = be->check(be, &err) == 0, same[2] = { ok, ok };
     for (int k = 0; k < 7; k++) {
-        same = same && memcmp(got[k], want[k], len[k] * sizeof(float)) == 0;
-        be->free(be, got[k]);
+        for (int v = 0; v < 2; v++) {
+            same[v] = same[v] && memcmp(got[v][k], want[k], len[k] * sizeof(float)) == 0;
+            be->free(be, got[v][k]);
+        }
         be->free(be, want[k]);
     }
-    tap_ok(same, "GELU fusions %dx%d->%d = gelu_forward / gelu_backward and the linear ops, bit for bit", N, IC, OC);
+    tap_ok(same[0], "GELU fusions %dx%d->%d, GELU kept in act = gelu_forward / gelu_backward and the linear ops, "
+                    "bit for bit", N, IC, OC);
+    tap_ok(same[1], "GELU fusions %dx%d->%d, act NULL (GELU made again) = the plain ops, bit for bit", N, IC, OC);
     float *all[] = { d_pre, d_w, d_b, d_dout, d_act, d_inp, d_w2 };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(be, all[i]);
     free(pre); free(w); free(bias); free(dout); free(inp); free(dact); free(w2);

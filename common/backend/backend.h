@@ -38,10 +38,13 @@ static inline BK_HOSTDEV uint64_t backend_splitmix64(uint64_t x) {
 static inline BK_HOSTDEV uint64_t backend_mix_key(uint64_t a, uint64_t b) {
     return backend_splitmix64(a ^ backend_splitmix64(b));
 }
+/* The 24 random bits of element `index` under `key`; its uniform draw is bits / 2^24. */
+static inline BK_HOSTDEV uint32_t backend_dropout_bits(uint64_t key, uint64_t index) {
+    return (uint32_t)(backend_splitmix64(key + index * 0xD1B54A32D192ED03ull) >> 40);
+}
 /* 1 when element `index` survives dropout with probability p under `key`. */
 static inline BK_HOSTDEV int backend_dropout_keep(uint64_t key, uint64_t index, float p) {
-    uint64_t h = backend_splitmix64(key + index * 0xD1B54A32D192ED03ull);
-    float u = (float)(h >> 40) * (1.0f / 16777216.0f);   /* 24 random bits: exact in float */
+    float u = (float)backend_dropout_bits(key, index) * (1.0f / 16777216.0f);   /* exact in float */
     return u >= p;
 }
 

@@ -238,10 +238,18 @@ static inline float lane_sqdev(const float *x, float m, int n) {
     return lanes_total(acc);
 }
 
-/* keep_scale or 0 for element `index` under the dropout key: a multiplier, so the loops that
- * apply it stay branch-free and vectorise */
-static inline float dropout_factor(uint64_t key, uint64_t index, float p, float keep_scale) {
-    return backend_dropout_keep(key, index, p) ? keep_scale : 0.0f;
+/* backend_dropout_keep as an integer compare: bits / 2^24 >= p exactly when bits >= ceil(p 2^24),
+ * p 2^24 being exact in float. The loops that draw masks then vectorise (64-bit multiplies, no
+ * int-to-float conversion); with the float compare gcc left them scalar. */
+static uint32_t dropout_threshold(float p) {
+    if (p != p || p >= 1.0f) return 1u << 24;   /* none kept (bits < 2^24) */
+    if (p <= 0.0f) return 0;                      /* all kept */
+    return (uint32_t)ceilf(p * 16777216.0f);
+}
+/* keep_scale or 0 for element `index` under the dropout key (threshold from dropout_threshold):
+ * a multiplier, so the loops that apply it stay branch-free */
+static inline float dropout_factor(uint64_t key, uint64_t index, uint32_t threshold, float keep_scale) {
+    return backend_dropout_bits(key, index) >= threshold ? keep_scale : 0.0f;
 }
 
 // ----------------------------------------------------------------------------
@@ -459,6 +467,7 @@ static void ln_forward_rows(void *ctx, size_t begin, size_t end) {
     int C = j->C;
     float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     uint64_t key = j->key;
+    uint32_t threshold = dropout_threshold(p);
     for (size_t n = begin; n < end; n++) {
         const float *x = j->x + n * C;
         float *s = j->sum + n * C;
@@ -466,7 +475,7 @@ static void ln_forward_rows(void *ctx, size_t begin, size_t end) {
             const float *r = j->residual + n * C;
             if (p > 0) {
                 for (int c = 0; c < C; c++)
-                    s[c] = r[c] + x[c] * dropout_factor(key, n * C + c, p, keep_scale);
+                    s[c] = r[c] + x[c] * dropout_factor(key, n * C + c, threshold, keep_scale);
             } else {
                 for (int c = 0; c < C; c++) s[c] = r[c] + x[c];
             }
@@ -502,6 +511,7 @@ static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
     memset(db_local, 0, (size_t)C * sizeof(float));
     float p = j->p, keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     uint64_t key = j->key;
+    uint32_t threshold = dropout_threshold(p);
     for (size_t n = begin; n < end; n++) {
         const float *s = j->csum + n * C;
         const float *d = j->dout + n * C;
@@ -527,7 +537,7 @@ static void ln_backward_rows(void *ctx, size_t begin, size_t end) {
             float xhat = (s[c] - m) * rs;
             float dsum = (d[c] * j->weight[c] - dnorm_mean - xhat * dnorm_xhat_mean) * rs;
             if (dr) dr[c] = dsum;
-            dx[c] = p > 0 ? dsum * dropout_factor(key, n * C + c, p, keep_scale) : dsum;
+            dx[c] = p > 0 ? dsum * dropout_factor(key, n * C + c, threshold, keep_scale) : dsum;
         }
     }
     float *part = j->partials + (begin / j->grain) * 2 * (size_t)C;
@@ -627,10 +637,11 @@ static void cpu_tanh_backward(backend *be, float *dinp, const float *out, const 
 static void dropout_range(void *ctx, size_t begin, size_t end) {
     ew_job *j = ctx;
     float keep_scale = 1.0f / (1.0f - j->p), p = j->p;
+    uint32_t threshold = dropout_threshold(p);
     uint64_t key = j->key;
     const float *in = j->a;   /* may alias out (in place) */
     float *out = j->out;
-    for (size_t i = begin; i < end; i++) out[i] = in[i] * dropout_factor(key, i, p, keep_scale);
+    for (size_t i = begin; i < end; i++) out[i] = in[i] * dropout_factor(key, i, threshold, keep_scale);
 }
 static void cpu_dropout(backend *be, float *out, const float *inp, size_t n, float p, uint64_t key) {
     if (p <= 0) {
@@ -699,7 +710,8 @@ static void zero_rows(float *x, int rows, int stride, int D) {
 static void dropout_block(float *restrict out, const float *restrict in, size_t n, size_t first_index,
                           float p, uint64_t key) {
     float keep_scale = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++) out[i] = in[i] * dropout_factor(key, first_index + i, p, keep_scale);
+    uint32_t threshold = dropout_threshold(p);
+    for (size_t i = 0; i < n; i++) out[i] = in[i] * dropout_factor(key, first_index + i, threshold, keep_scale);
 }
 
 /* Softmax of the scores P of pair `pair` (sequence b) in place, then the probabilities the
@@ -762,12 +774,13 @@ static void round_row_padded(uint16_t *dst, const float *x, int used, int width)
 static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, int T, float p, uint64_t key,
                                    size_t first, uint16_t *rounded, int width) {
     float keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint32_t threshold = dropout_threshold(p);
     for (int r = 0; r < Tq; r++) {
         const float *Pr = P + (size_t)r * T;
         float *dr = dS + (size_t)r * T;
         if (p > 0)
             for (int k = 0; k < klen; k++)
-                dr[k] *= dropout_factor(key, first + (size_t)r * T + k, p, keep_scale);
+                dr[k] *= dropout_factor(key, first + (size_t)r * T + k, threshold, keep_scale);
         float dot = lane_dot(dr, Pr, klen);
         for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
         if (rounded) round_row_padded(rounded + (size_t)r * width, dr, klen, width);

@@ -258,6 +258,32 @@ static void dropout_and_errors(backend *be) {
     for (size_t i = 0; i < n; i++) kept += backend_dropout_keep(12345, i, 0.1f);
     TAP_NEAR((double)kept / n, 0.9, 0.002, "dropout keeps 90%% at p = 0.1 (%zu of %zu)", kept, n);
 
+    /* the backend's dropout op draws exactly backend_dropout_keep's masks (the cpu backend tests
+     * an integer threshold instead of the float compare): p near the ends, and p equal to one
+     * element's draw (kept: u >= p) and just above it (dropped), where an off-by-one would show */
+    size_t nd = 100003;
+    float *in = malloc(nd * sizeof(float)), *out = malloc(nd * sizeof(float));
+    float *d_in = be->alloc(be, nd * sizeof(float), &err), *d_out = be->alloc(be, nd * sizeof(float), &err);
+    float ps[] = { 0.1f, 0.5f, 1e-7f, 0.3333333f, 0.99999994f, 1.0f, 0, 0 };
+    ps[6] = (float)backend_dropout_bits(777 + 6, 5) / 16777216.0f;
+    ps[7] = nextafterf((float)backend_dropout_bits(777 + 7, 5) / 16777216.0f, 2.0f);
+    int masks_same = in && out && d_in && d_out;
+    for (size_t i = 0; masks_same && i < nd; i++) in[i] = 1.0f + (float)(i % 7);
+    if (masks_same) be->upload(be, d_in, in, nd * sizeof(float));
+    for (size_t k = 0; masks_same && k < sizeof ps / sizeof ps[0]; k++) {
+        be->dropout(be, d_out, d_in, nd, ps[k], 777 + k);
+        be->download(be, out, d_out, nd * sizeof(float));
+        float keep_scale = 1.0f / (1.0f - ps[k]);
+        for (size_t i = 0; masks_same && i < nd; i++)
+            masks_same = backend_dropout_keep(777 + k, i, ps[k]) ? out[i] == in[i] * keep_scale : out[i] == 0.0f;
+    }
+    tap_ok(masks_same && backend_dropout_keep(777 + 6, 5, ps[6]) && !backend_dropout_keep(777 + 7, 5, ps[7]),
+           "the dropout op keeps exactly the elements backend_dropout_keep keeps (p = 1e-7 .. 1, p at a draw)");
+    free(in);
+    free(out);
+    if (d_in) be->free(be, d_in);
+    if (d_out) be->free(be, d_out);
+
     /* training with dropout still gives finite gradients */
     bert_forward(m, &b, 1, &err);
     tap_ok(bert_backward(m, 1.0f, &err) == 0 && isfinite(bert_loss(m)), "backward with dropout");

@@ -776,14 +776,11 @@ static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *
     parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
 }
 
-static void round_row_padded(uint16_t *dst, const float *x, int used, int width);
-
 /* d(probabilities) [Tq, klen] (row stride T) in place -> d(scores): back through the dropout
- * of the block (first element index `first`) and the softmax of P. With `rounded` (the bf16
- * products, below) each finished row is also rounded into it (row stride width, zero past
- * klen) while it is in cache; NULL: not. */
+ * of the block (first element index `first`) and the softmax of P. (The bf16 products use
+ * softmax_dropout_backward_row, below.) */
 static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, int T, float p, uint64_t key,
-                                   size_t first, uint16_t *rounded, int width) {
+                                   size_t first) {
     float keep_scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     uint32_t threshold = dropout_threshold(p);
     for (int r = 0; r < Tq; r++) {
@@ -794,7 +791,6 @@ static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, 
                 dr[k] *= dropout_factor(key, first + (size_t)r * T + k, threshold, keep_scale);
         float dot = lane_dot(dr, Pr, klen);
         for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
-        if (rounded) round_row_padded(rounded + (size_t)r * width, dr, klen, width);
     }
 }
 
@@ -826,7 +822,7 @@ static void attention_backward_pairs(void *ctx, size_t begin, size_t end) {
         /* dP = dctx V^T, back through dropout and softmax into d(scores) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, klen, D, 1.0f, dctx, C, q + 2 * C, C3, 0.0f,
                     dS, T);
-        softmax_backward_block(dS, P, Tq, klen, T, p, key, pair * block, NULL, 0);
+        softmax_backward_block(dS, P, Tq, klen, T, p, key, pair * block);
         /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, klen, scale, dS, T, q + C, C3, 0.0f, dq, C3);
         zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);
@@ -1083,13 +1079,13 @@ static void cpu_gelu_backward_matmul_backward(backend *be, float *dinp, float *d
  * q [Tq, D], k and v [klen, D], dctx [Tq, D] (row stride D) and one [Tq, T] block of
  * probabilities or their gradient. */
 typedef struct pair_operands {
-    uint16_t *q, *k, *v, *dctx, *block;
+    uint16_t *q, *k, *v, *dctx, *block, *block2;   /* block2: the backward's second [Tq, T] */
     float *result;               /* a product's result before it goes to its strided place:
                                     [T, D] or [Tq, T] floats */
 } pair_operands;
 
 static size_t pair_operands_len(int T, int Tq, int D) {
-    size_t halves = (size_t)2 * Tq * D + (size_t)2 * T * D + (size_t)Tq * T;
+    size_t halves = (size_t)2 * Tq * D + (size_t)2 * T * D + (size_t)2 * Tq * T;
     size_t result = (size_t)T * D > (size_t)Tq * T ? (size_t)T * D : (size_t)Tq * T;
     return (halves + 31) / 32 * 32 + 2 * result;
 }
@@ -1102,7 +1098,8 @@ static pair_operands pair_operands_of(const att_job *j, size_t begin) {
     o.v = o.k + (size_t)j->T * D;
     o.dctx = o.v + (size_t)j->T * D;
     o.block = o.dctx + (size_t)j->Tq * D;
-    size_t halves = (size_t)2 * j->Tq * D + (size_t)2 * j->T * D + (size_t)j->Tq * j->T;
+    o.block2 = o.block + (size_t)j->Tq * j->T;
+    size_t halves = (size_t)2 * j->Tq * D + (size_t)2 * j->T * D + (size_t)2 * j->Tq * j->T;
     o.result = (float *)(void *)(o.q + (halves + 31) / 32 * 32);
     return o;
 }
@@ -1138,6 +1135,34 @@ static void round_dropped_row(uint16_t *dst, const float *x, int klen, int width
         bf16_from_f32_rows(dst + k0, 0, dropped, 0, 1, n);
     }
     if (width > klen) memset(dst + klen, 0, (size_t)(width - klen) * sizeof(uint16_t));
+}
+
+/* The bf16 backward of one row through dropout and softmax, the mask drawn once for both of
+ * its uses (a draw costs more than the rest of the row's work): the dropped probabilities P_r *
+ * factor, rounded into pd16 (the dV product's operand), and d(scores) from d(dropped
+ * probabilities) dr in place, rounded into ds16. Both zero from klen up to width. The same
+ * values as round_dropped_row and softmax_backward_block, which draw the mask once each. */
+static void softmax_dropout_backward_row(float *restrict dr, const float *restrict Pr, int klen, int width, float p,
+                                         uint64_t key, size_t first, uint16_t *pd16, uint16_t *ds16) {
+    if (p > 0) {
+        float keep_scale = 1.0f / (1.0f - p), dropped[DROPPED_CHUNK];
+        uint32_t threshold = dropout_threshold(p);
+        for (int k0 = 0; k0 < klen; k0 += DROPPED_CHUNK) {
+            int n = klen - k0 < DROPPED_CHUNK ? klen - k0 : DROPPED_CHUNK;
+            for (int c = 0; c < n; c++) {
+                float f = dropout_factor(key, first + (size_t)(k0 + c), threshold, keep_scale);
+                dropped[c] = Pr[k0 + c] * f;
+                dr[k0 + c] *= f;
+            }
+            bf16_from_f32_rows(pd16 + k0, 0, dropped, 0, 1, n);
+        }
+        if (width > klen) memset(pd16 + klen, 0, (size_t)(width - klen) * sizeof(uint16_t));
+    } else {
+        round_row_padded(pd16, Pr, klen, width);
+    }
+    float dot = lane_dot(dr, Pr, klen);
+    for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
+    round_row_padded(ds16, dr, klen, width);
 }
 
 /* C = alpha op(A) op(B) of one pair. oneDNN runs its AMX/brgemm kernels only when every matrix
@@ -1202,16 +1227,17 @@ static void attention_backward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
         memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
         bf16_from_f32_rows(o.dctx, D, j->dctx + b * T * C + h * D, C, Tq, D);
-        /* dV = P_dropped^T dctx (the dropped probabilities rebuilt from the key, rounded row by row) */
-        for (int r = 0; r < Tq; r++)
-            round_dropped_row(o.block + (size_t)r * kpad, P + (size_t)r * T, klen, kpad, p, j->key,
-                              pair * block + (size_t)r * T);
-        /* the padded keys' rows of dV, dK come out zero and are zeroed again with the masked ones */
-        att_gemm16(j, &o, 1, 0, kpad, D, Tq, 1.0f, o.block, kpad, o.dctx, D, dq + 2 * C, C3);
-        zero_rows(dq + 2 * C + (size_t)klen * C3, T - klen, C3, D);
-        /* dP = dctx V^T, back through dropout and softmax into d(scores), rounded for the last two */
+        /* dP = dctx V^T first, then per row the mask once: the dropped probabilities (rounded, for
+         * dV) and d(scores) (back through dropout and softmax, rounded, for dQ and dK) */
         att_gemm16(j, &o, 0, 1, Tq, kpad, D, 1.0f, o.dctx, D, o.v, D, dS, T);
-        softmax_backward_block(dS, P, Tq, klen, T, p, j->key, pair * block, o.block, kpad);
+        for (int r = 0; r < Tq; r++)
+            softmax_dropout_backward_row(dS + (size_t)r * T, P + (size_t)r * T, klen, kpad, p, j->key,
+                                         pair * block + (size_t)r * T, o.block2 + (size_t)r * kpad,
+                                         o.block + (size_t)r * kpad);
+        /* dV = P_dropped^T dctx; the padded keys' rows of dV, dK come out zero and are zeroed
+         * again with the masked ones */
+        att_gemm16(j, &o, 1, 0, kpad, D, Tq, 1.0f, o.block2, kpad, o.dctx, D, dq + 2 * C, C3);
+        zero_rows(dq + 2 * C + (size_t)klen * C3, T - klen, C3, D);
         /* scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
         att_gemm16(j, &o, 0, 0, Tq, D, kpad, scale, o.block, kpad, o.k, D, dq, C3);
         zero_rows(dq + (size_t)Tq * C3, T - Tq, C3, D);

@@ -1174,8 +1174,12 @@ static void att_gemm16(const att_job *j, const pair_operands *o, int trans_a, in
     float *dense = ldc == N ? C : o->result;
     if (bf16_gemm(j->bf16->engine, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, 0.0f, dense, N, &err) != 0)
         bf16_record(j->bf16, &err);
-    if (dense != C)
-        for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc, dense + (size_t)r * N, (size_t)N * sizeof(float));
+    if (dense == C) return;
+    if (N == 64) {   /* the head size of every BERT: a copy of constant size is inlined, not a call per row */
+        for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc, dense + (size_t)r * 64, 64 * sizeof(float));
+        return;
+    }
+    for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc, dense + (size_t)r * N, (size_t)N * sizeof(float));
 }
 
 /* The fp32 pair loops (attention_forward_pairs, attention_backward_pairs) with bf16 products. */

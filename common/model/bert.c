@@ -314,13 +314,13 @@ static int site_attention_out(int l) { return 2 + 3 * l; }
 static int site_ffn_out(int l) { return 3 + 3 * l; }
 static int site_classifier(const bert_config *cfg) { return 1 + 3 * cfg->num_hidden_layers; }
 
-/* Which encoded slot holds the input of layer l (l = L: the encoder output). */
 /* Layer l's act for the fused GELU product (backend.h gelu_matmul_forward), kept from the
  * forward for the backward; NULL when the model has none (the backward makes it again). */
 static float *gelu_kept(const bert_model *m, size_t l) {
     return m->gelu_kept_layer ? m->acts.gelu_kept + l * m->gelu_kept_layer : NULL;
 }
 
+/* Which encoded slot holds the input of layer l (l = L: the encoder output). */
 static size_t encoded_slot(const bert_model *m, int l) {
     return m->inference ? (size_t)(l % 2) : (size_t)l;
 }
@@ -566,7 +566,7 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
         be->add_layernorm_backward(be, d_branch, d_ln1, ln2w, ln2b, dout, a->ffn_sum + l * NC, a->ln2_mean + l * N,
                                    a->ln2_rstd + l * N, p->ln2w + (size_t)l * C, rows, C, m->dropout_hidden,
                                    site_key(m, site_ffn_out(l)));
-        // FFN: fc2 (needs GELU output, recomputed), GELU, fc
+        // FFN: fc2 (needs GELU output: kept by the fused op's forward, else recomputed), GELU, fc
         if (trains && be->gelu_matmul_backward) {
             be->gelu_matmul_backward(be, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
                                      fc_pre, gelu_kept(m, l), p->fc2w + (size_t)l * C * I, rows, I, C, 0);

@@ -91,7 +91,8 @@ typedef struct bert_acts {
     float *attn_sum;           /* (L, N, C) input + dropout(attention dense), LN1 input */
     float *ln1_mean, *ln1_rstd;/* (L, N) */
     float *ln1;                /* (L, N, C) attention block output */
-    float *fc_pre;             /* (L, N, I) before GELU (GELU is recomputed in the backward) */
+    float *fc_pre;             /* (L, N, I) before GELU (GELU is recomputed in the backward,
+                                  or kept as bf16 in gelu_kept by a fused op) */
     float *ffn_sum;            /* (L, N, C) ln1 + dropout(FFN output), LN2 input */
     float *ln2_mean, *ln2_rstd;/* (L, N) */
     float *cls_ctx;            /* (B, C) last layer's attention context at [CLS] (classification) */

@@ -776,6 +776,12 @@ static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *
     parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
 }
 
+/* d(probabilities) -> d(scores) of one softmax row P_r, in place */
+static void softmax_grad_row(float *restrict dr, const float *restrict Pr, int klen) {
+    float dot = lane_dot(dr, Pr, klen);
+    for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
+}
+
 /* d(probabilities) [Tq, klen] (row stride T) in place -> d(scores): back through the dropout
  * of the block (first element index `first`) and the softmax of P. (The bf16 products use
  * softmax_dropout_backward_row, below.) */
@@ -789,8 +795,7 @@ static void softmax_backward_block(float *dS, const float *P, int Tq, int klen, 
         if (p > 0)
             for (int k = 0; k < klen; k++)
                 dr[k] *= dropout_factor(key, first + (size_t)r * T + k, threshold, keep_scale);
-        float dot = lane_dot(dr, Pr, klen);
-        for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
+        softmax_grad_row(dr, Pr, klen);
     }
 }
 
@@ -1120,48 +1125,41 @@ static void round_row_padded(uint16_t *dst, const float *x, int used, int width)
 
 /* One row of probabilities as the context product reads them: dropped (p > 0, element indices
  * from `first`) and rounded, zero up to `width`. The dropped values pass through a small buffer
- * in cache, not a [Tq, T] block in memory. */
+ * in cache, not a [Tq, T] block in memory. also (NULL: none) is a row multiplied by the same
+ * dropout factors in the same pass, so that a caller needing the mask twice draws it once. */
 #define DROPPED_CHUNK 512
 static void round_dropped_row(uint16_t *dst, const float *x, int klen, int width, float p, uint64_t key,
-                              size_t first) {
+                              size_t first, float *restrict also) {
     if (p <= 0) {
         round_row_padded(dst, x, klen, width);
         return;
     }
-    float dropped[DROPPED_CHUNK];
+    float keep_scale = 1.0f / (1.0f - p), dropped[DROPPED_CHUNK];
+    uint32_t threshold = dropout_threshold(p);
     for (int k0 = 0; k0 < klen; k0 += DROPPED_CHUNK) {
         int n = klen - k0 < DROPPED_CHUNK ? klen - k0 : DROPPED_CHUNK;
-        dropout_block(dropped, x + k0, (size_t)n, first + (size_t)k0, p, key);
+        if (!also) {
+            dropout_block(dropped, x + k0, (size_t)n, first + (size_t)k0, p, key);
+        } else {
+            for (int c = 0; c < n; c++) {   /* dropout_block, with also scaled by the same factors */
+                float f = dropout_factor(key, first + (size_t)(k0 + c), threshold, keep_scale);
+                dropped[c] = x[k0 + c] * f;
+                also[k0 + c] *= f;
+            }
+        }
         bf16_from_f32_rows(dst + k0, 0, dropped, 0, 1, n);
     }
     if (width > klen) memset(dst + klen, 0, (size_t)(width - klen) * sizeof(uint16_t));
 }
 
 /* The bf16 backward of one row through dropout and softmax, the mask drawn once for both of
- * its uses (a draw costs more than the rest of the row's work): the dropped probabilities P_r *
- * factor, rounded into pd16 (the dV product's operand), and d(scores) from d(dropped
- * probabilities) dr in place, rounded into ds16. Both zero from klen up to width. The same
- * values as round_dropped_row and softmax_backward_block, which draw the mask once each. */
-static void softmax_dropout_backward_row(float *restrict dr, const float *restrict Pr, int klen, int width, float p,
-                                         uint64_t key, size_t first, uint16_t *pd16, uint16_t *ds16) {
-    if (p > 0) {
-        float keep_scale = 1.0f / (1.0f - p), dropped[DROPPED_CHUNK];
-        uint32_t threshold = dropout_threshold(p);
-        for (int k0 = 0; k0 < klen; k0 += DROPPED_CHUNK) {
-            int n = klen - k0 < DROPPED_CHUNK ? klen - k0 : DROPPED_CHUNK;
-            for (int c = 0; c < n; c++) {
-                float f = dropout_factor(key, first + (size_t)(k0 + c), threshold, keep_scale);
-                dropped[c] = Pr[k0 + c] * f;
-                dr[k0 + c] *= f;
-            }
-            bf16_from_f32_rows(pd16 + k0, 0, dropped, 0, 1, n);
-        }
-        if (width > klen) memset(pd16 + klen, 0, (size_t)(width - klen) * sizeof(uint16_t));
-    } else {
-        round_row_padded(pd16, Pr, klen, width);
-    }
-    float dot = lane_dot(dr, Pr, klen);
-    for (int k = 0; k < klen; k++) dr[k] = Pr[k] * (dr[k] - dot);
+ * its uses (a draw costs more than the rest of the row's work): the dropped probabilities,
+ * rounded into pd16 (the dV product's operand), and d(scores) from d(dropped probabilities) dr
+ * in place, rounded into ds16. Both zero from klen up to width. */
+static void softmax_dropout_backward_row(float *dr, const float *Pr, int klen, int width, float p, uint64_t key,
+                                         size_t first, uint16_t *pd16, uint16_t *ds16) {
+    round_dropped_row(pd16, Pr, klen, width, p, key, first, dr);
+    softmax_grad_row(dr, Pr, klen);
     round_row_padded(ds16, dr, klen, width);
 }
 
@@ -1206,7 +1204,7 @@ static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         for (int r = 0; r < Tq; r++) {
             softmax_block(P + (size_t)r * T, j->mask + b * T, 1, klen, T, scale);
             round_dropped_row(o.block + (size_t)r * kpad, P + (size_t)r * T, klen, kpad, j->p, j->key,
-                              pair * block + (size_t)r * T);
+                              pair * block + (size_t)r * T, NULL);
         }
         att_gemm16(j, &o, 0, 0, Tq, D, kpad, 1.0f, o.block, kpad, o.v, D, j->ctx + b * T * C + h * D, C);
     }

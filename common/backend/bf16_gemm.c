@@ -6,11 +6,17 @@
  * (dimensions, strides, alpha, beta), so they are cached by shape; the attention products have
  * one shape per key length, a few hundred in all. Each product runs on the calling thread with
  * an OpenMP team of one: the cpu backend's pool owns the cores (cpu.c's header says why).
+ * The test build (BP_FAULT_INJECTION) can also emulate the products (BERTPIPE_EMULATE_BF16=1):
+ * the bf16 operands widened to fp32, which is exact, and one sgemm, so the same products and fp32
+ * sums in another order. That lets `make test` check the whole bf16 path (roundings, fusions,
+ * parity with fp32 and autocast) on a CPU without avx512_bf16; only oneDNN's kernels go untested.
+ * bin/ never has it, and neither do the benchmarks, so no rate is ever measured on it.
  * Must never: run a bf16 instruction unless bf16_gemm_available said yes (every entry point
  * that does is reached only from the cpu backend in bf16 mode, which asks first), print or exit.
  */
 #include "backend/bf16_gemm.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +45,15 @@ static int cpu_has_avx512_bf16(void) {
 #endif
 }
 
+int bf16_gemm_emulated(void) {
+#ifdef BP_FAULT_INJECTION
+    const char *v = getenv("BERTPIPE_EMULATE_BF16");
+    return v && *v && strcmp(v, "0") != 0;
+#else
+    return 0;
+#endif
+}
+
 int bf16_gemm_available(char *why, size_t why_size) {
     if (why && why_size) why[0] = 0;
 #ifdef BP_FAULT_INJECTION
@@ -48,6 +63,7 @@ int bf16_gemm_available(char *why, size_t why_size) {
         return 0;
     }
 #endif
+    if (bf16_gemm_emulated()) return 1;
     if (!cpu_has_avx512_bf16()) {
         if (why) snprintf(why, why_size, "this CPU has no avx512_bf16 (cpuid), which bf16 products need");
         return 0;
@@ -61,6 +77,7 @@ int bf16_gemm_available(char *why, size_t why_size) {
 }
 
 const char *bf16_gemm_isa(void) {
+    if (bf16_gemm_emulated()) return "emulated (test build, BERTPIPE_EMULATE_BF16: sgemm on bf16 operands)";
 #ifdef BP_HAVE_DNNL
     switch (dnnl_get_effective_cpu_isa()) {
     case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
@@ -109,6 +126,42 @@ void bf16_from_f32_rows(uint16_t *dst, int dst_stride, const float *src, int src
         row_to_bf16_portable(dst + (size_t)r * dst_stride, src + (size_t)r * src_stride, cols);
 }
 
+static void fill_nan(float *C, int M, int N, int ldc) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] = NAN;
+}
+
+/* The emulated product (test build only, see the header comment): op(A) and op(B) widened to
+ * dense fp32 copies, then C = alpha op(A) op(B) + (alpha bias + beta C) in one sgemm. */
+static int emulated_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                         const uint16_t *B, int ldb, const float *bias, float beta, float *C, int ldc, bp_err *err) {
+    float *a = malloc((size_t)M * K * sizeof *a), *b = malloc((size_t)K * N * sizeof *b);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        fill_nan(C, M, N, ldc);
+        return bp_err_set(err, "out of memory in an emulated bf16 product %dx%dx%d (cpu backend)", M, N, K);
+    }
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++)
+            a[(size_t)m * K + k] = bf16_to_float(trans_a ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]);
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++)
+            b[(size_t)k * N + n] = bf16_to_float(trans_b ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+    if (bias) {
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                float *c = &C[(size_t)m * ldc + n];
+                *c = alpha * bias[n] + (beta != 0.0f ? beta * *c : 0.0f);
+            }
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, a, K, b, N, beta, C, ldc);
+    free(a);
+    free(b);
+    return 0;
+}
+
 // ----------------------------------------------------------------------------
 // the engine: oneDNN engine, primitive cache, streams
 
@@ -130,6 +183,7 @@ typedef struct cached_primitive {
 #define MAX_STREAMS 64            /* one per thread computing at once (the pool has <= 64) */
 
 struct bf16_gemm_engine {
+    int emulated;                 /* products in emulated_gemm; no oneDNN object is made */
     dnnl_engine_t engine;
     pthread_mutex_t mu;
     cached_primitive *cache;
@@ -160,6 +214,8 @@ bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
         bp_err_set(err, "out of memory creating the bf16 product engine (cpu backend)");
         return NULL;
     }
+    e->emulated = bf16_gemm_emulated();
+    if (e->emulated) return e;
     dnnl_status_t s = dnnl_engine_create(&e->engine, dnnl_cpu, 0);
     if (s != dnnl_success) {
         free(e->cache);
@@ -173,6 +229,11 @@ bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
 
 void bf16_gemm_engine_free(bf16_gemm_engine *e) {
     if (!e) return;
+    if (e->emulated) {
+        free(e->cache);
+        free(e);
+        return;
+    }
     for (int i = 0; i < CACHE_SLOTS; i++)
         if (e->cache[i].primitive) dnnl_primitive_destroy(e->cache[i].primitive);
     for (int i = 0; i < e->nstreams; i++) {
@@ -319,11 +380,6 @@ static void release_stream(bf16_gemm_engine *e, int stream) {
     pthread_mutex_unlock(&e->mu);
 }
 
-static void fill_nan(float *C, int M, int N, int ldc) {
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] = NAN;
-}
-
 int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
               const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
               int ldc, bp_err *err) {
@@ -334,6 +390,7 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
                 C[(size_t)m * ldc + n] = (bias ? bias[n] : 0.0f) + (beta != 0.0f ? C[(size_t)m * ldc + n] : 0.0f);
         return 0;
     }
+    if (e->emulated) return emulated_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
     /* oneDNN with OpenMP sizes its work by omp_get_max_threads(), a per-thread setting: one here,
      * on whichever pool thread runs this product */
     omp_set_num_threads(1);
@@ -367,16 +424,25 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
 
 #else   /* no oneDNN in this build: bf16_gemm_available says so, and nothing below is reached */
 
-struct bf16_gemm_engine { int unused; };
+struct bf16_gemm_engine { int emulated; };
 
 bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
-    bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
-    return NULL;
+    if (!bf16_gemm_emulated()) {
+        bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
+        return NULL;
+    }
+    bf16_gemm_engine *e = calloc(1, sizeof *e);
+    if (!e) bp_err_set(err, "out of memory creating the bf16 product engine (cpu backend)");
+    else e->emulated = 1;
+    return e;
 }
 void bf16_gemm_engine_free(bf16_gemm_engine *e) { free(e); }
 int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
               const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
               int ldc, bp_err *err) {
+    if (M <= 0 || N <= 0) return 0;
+    if (e && e->emulated && K > 0)
+        return emulated_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
     return bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
 }
 

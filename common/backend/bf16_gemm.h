@@ -19,6 +19,11 @@
  * Can't fail. */
 int bf16_gemm_available(char *why, size_t why_size);
 
+/* 1 in the test build when BERTPIPE_EMULATE_BF16 is set (not "0"): bf16_gemm_available says yes
+ * on any CPU and the products run as sgemm on the widened bf16 operands (bf16_gemm.c's header).
+ * Always 0 outside the test build. Can't fail. */
+int bf16_gemm_emulated(void);
+
 /* The instruction set oneDNN runs the products with ("avx512_core_amx", "avx512_core_bf16"), or
  * "none" in a build without oneDNN. Static storage. */
 const char *bf16_gemm_isa(void);

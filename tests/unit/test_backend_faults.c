@@ -240,9 +240,10 @@ static void specs_refused(void) {
  * forward and the backward like any op. */
 static void faults_in_gelu_fusions(void) {
     char why[256];
-    if (!backend_cpu_bf16_available(why, sizeof why)) {
-        tap_ok(1, "faults in the GELU fusions # skip %s", why);
-        return;
+    int emulate = !backend_cpu_bf16_available(why, sizeof why);
+    if (emulate) {   /* the fusions' fault points are the same on emulated products */
+        tap_diag("%s: the GELU fusions run on emulated bf16 products", why);
+        setenv("BERTPIPE_EMULATE_BF16", "1", 1);
     }
     rig_bf16 = 1;
     rig r;
@@ -266,6 +267,7 @@ static void faults_in_gelu_fusions(void) {
         rig_close(&r);
     }
     rig_bf16 = 0;
+    if (emulate) unsetenv("BERTPIPE_EMULATE_BF16");
 }
 
 int main(void) {

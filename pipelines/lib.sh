@@ -79,7 +79,7 @@ bp_cleanup() {
 # bertpipe reads; tests/bats/tool.bats holds both lists to stages/ and to the sources.
 BP_STAGE_NAMES="extract tokenize batch train eval postprocess score tap frames2json json2frames keygen"
 BP_ENV_SETTINGS="BIN TOP QUIET PROGRESS PROGRESS_EVERY STATUS_DIR TAP_AFTER STOP_TIMEOUT FAIL_GRACE TIMEOUT
-  CONNECT_TIMEOUT FAULT DATA PRECISION HWM LINGER_MS GNUPLOT NO_INSTALL FUZZ_SECONDS HIDE_BF16 MPI_PLUGIN
+  CONNECT_TIMEOUT FAULT DATA PRECISION HWM LINGER_MS GNUPLOT NO_INSTALL FUZZ_SECONDS HIDE_BF16 EMULATE_BF16 MPI_PLUGIN
   CURVE_KEY CURVE_SERVER"
 
 bp_env_fail() { echo "$BP_NAME: error: $*" >&2; exit 2; }

@@ -422,7 +422,7 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
     return 0;
 }
 
-#else   /* no oneDNN in this build: bf16_gemm_available says so, and nothing below is reached */
+#else   /* no oneDNN in this build: bf16_gemm_available says so; below, only the test build's emulation computes */
 
 struct bf16_gemm_engine { int emulated; };
 

@@ -25,7 +25,8 @@ int bf16_gemm_available(char *why, size_t why_size);
 int bf16_gemm_emulated(void);
 
 /* The instruction set oneDNN runs the products with ("avx512_core_amx", "avx512_core_bf16"), or
- * "none" in a build without oneDNN. Static storage. */
+ * "none" in a build without oneDNN, or a line starting "emulated" under BERTPIPE_EMULATE_BF16.
+ * Static storage. */
 const char *bf16_gemm_isa(void);
 
 /* Products share one engine: its oneDNN engine, a cache of primitives by shape (creating one

@@ -306,8 +306,9 @@ backend *backend_cpu_create(int threads, bp_err *err);
  * in why. set_bf16: switch on (1) or off (0); -1 with err when unavailable or be is not a cpu
  * backend. backend_cpu_bf16: 1 when on. */
 int backend_cpu_bf16_available(char *why, size_t why_size);
-/* 1 when the bf16 products are emulated (test build, BERTPIPE_EMULATE_BF16; backend/bf16_gemm.h) */
-int backend_cpu_bf16_emulated(void);
+/* 1 when be's bf16 products are on and emulated (test build, BERTPIPE_EMULATE_BF16 set when they
+ * were switched on; backend/bf16_gemm.h), else 0 */
+int backend_cpu_bf16_emulated(const backend *be);
 int backend_cpu_set_bf16(backend *be, int on, bp_err *err);
 int backend_cpu_bf16(const backend *be);
 

@@ -126,6 +126,13 @@ void bf16_from_f32_rows(uint16_t *dst, int dst_stride, const float *src, int src
         row_to_bf16_portable(dst + (size_t)r * dst_stride, src + (size_t)r * src_stride, cols);
 }
 
+/* An empty sum (K = 0): C = bias + beta C, what sgemm with the bias gives. */
+static void empty_sum(int M, int N, const float *bias, float beta, float *C, int ldc) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++)
+            C[(size_t)m * ldc + n] = (bias ? bias[n] : 0.0f) + (beta != 0.0f ? C[(size_t)m * ldc + n] : 0.0f);
+}
+
 static void fill_nan(float *C, int M, int N, int ldc) {
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] = NAN;
@@ -226,6 +233,8 @@ bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
     pthread_mutex_init(&e->mu, NULL);
     return e;
 }
+
+int bf16_gemm_engine_emulated(const bf16_gemm_engine *e) { return e && e->emulated; }
 
 void bf16_gemm_engine_free(bf16_gemm_engine *e) {
     if (!e) return;
@@ -384,10 +393,8 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
               const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
               int ldc, bp_err *err) {
     if (M <= 0 || N <= 0) return 0;
-    if (K <= 0) {   /* an empty sum: C = bias + beta C, as sgemm with the bias */
-        for (int m = 0; m < M; m++)
-            for (int n = 0; n < N; n++)
-                C[(size_t)m * ldc + n] = (bias ? bias[n] : 0.0f) + (beta != 0.0f ? C[(size_t)m * ldc + n] : 0.0f);
+    if (K <= 0) {
+        empty_sum(M, N, bias, beta, C, ldc);
         return 0;
     }
     if (e->emulated) return emulated_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
@@ -437,13 +444,17 @@ bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
     return e;
 }
 void bf16_gemm_engine_free(bf16_gemm_engine *e) { free(e); }
+int bf16_gemm_engine_emulated(const bf16_gemm_engine *e) { return e && e->emulated; }
 int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
               const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
               int ldc, bp_err *err) {
     if (M <= 0 || N <= 0) return 0;
-    if (e && e->emulated && K > 0)
-        return emulated_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
-    return bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
+    if (!e || !e->emulated) return bp_err_set(err, "this build has no oneDNN: no bf16 products (cpu backend)");
+    if (K <= 0) {
+        empty_sum(M, N, bias, beta, C, ldc);
+        return 0;
+    }
+    return emulated_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
 }
 
 #endif

@@ -36,6 +36,8 @@ typedef struct bf16_gemm_engine bf16_gemm_engine;
 /* NULL with err filled when oneDNN cannot start or memory runs out. */
 bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err);
 void bf16_gemm_engine_free(bf16_gemm_engine *e);
+/* 1 when e's products are emulated (bf16_gemm_emulated() held when e was made), else 0 */
+int bf16_gemm_engine_emulated(const bf16_gemm_engine *e);
 
 /* C[M, N] = alpha (op(A)[M, K] op(B)[K, N] + bias) + beta C, row-major, as cblas_sgemm: trans_a
  * means A is stored [K, M] (row stride lda), trans_b that B is stored [N, K]; bias [N] fp32 is

@@ -1737,7 +1737,9 @@ static void bf16_free(cpu_bf16 *b) {
 }
 
 int backend_cpu_bf16_available(char *why, size_t why_size) { return bf16_gemm_available(why, why_size); }
-int backend_cpu_bf16_emulated(void) { return bf16_gemm_emulated(); }
+int backend_cpu_bf16_emulated(const backend *be) {
+    return backend_cpu_bf16(be) && bf16_gemm_engine_emulated(((const cpu_state *)be->state)->bf16->engine);
+}
 
 int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
     if (!be || !be->name || strcmp(be->name, "cpu") != 0)

@@ -104,6 +104,54 @@ static void rounding(void) {
 }
 
 // ----------------------------------------------------------------------------
+// the product engine
+
+/* A product over K = 0 is an empty sum: C = bias + beta C, as sgemm with the bias. */
+static void empty_products(void) {
+    bp_err err;
+    bf16_gemm_engine *e = bf16_gemm_engine_create(&err);
+    if (!tap_ok(e != NULL, "a bf16 product engine")) {
+        tap_diag("%s", err.msg);
+        return;
+    }
+    const float bias[3] = { 0.5f, -1.0f, 2.0f };
+    float C[6] = { 1, 2, 3, 4, 5, 6 }, D[6] = { 1, 2, 3, 4, 5, 6 };
+    uint16_t unused = 0;
+    int rc = bf16_gemm(e, 0, 1, 2, 3, 0, 1.0f, &unused, 1, &unused, 1, bias, 1.0f, C, 3, &err);
+    int rc2 = bf16_gemm(e, 0, 1, 2, 3, 0, 1.0f, &unused, 1, &unused, 1, NULL, 0.0f, D, 3, &err);
+    int ok = rc == 0 && rc2 == 0;
+    for (int i = 0; i < 6; i++) ok &= C[i] == (float)(i + 1) + bias[i % 3] && D[i] == 0.0f;
+    tap_ok(ok, "a bf16 product over K = 0 gives bias + beta C (%s)", bf16_gemm_isa());
+    bf16_gemm_engine_free(e);
+}
+
+/* Whether a backend's products are emulated is settled when they are switched on: its note
+ * (device.c) follows the backend, not a later change of the environment. */
+static void emulation_follows_backend(void) {
+    bp_err err;
+    backend *be = backend_cpu_create(1, &err);
+    if (!be || backend_cpu_set_bf16(be, 1, &err) != 0) {
+        tap_ok(0, "a cpu backend with bf16 products");
+        tap_diag("%s", err.msg);
+        if (be) be->destroy(be);
+        return;
+    }
+    int emulated = bf16_gemm_emulated();
+    const char *saved = getenv("BERTPIPE_EMULATE_BF16");
+    char keep[16] = "";
+    if (saved) snprintf(keep, sizeof keep, "%s", saved);
+    if (emulated) unsetenv("BERTPIPE_EMULATE_BF16");
+    else setenv("BERTPIPE_EMULATE_BF16", "1", 1);
+    TAP_EQ_INT(backend_cpu_bf16_emulated(be), emulated,
+               "a backend's bf16 products stay as they were made when BERTPIPE_EMULATE_BF16 changes after");
+    if (saved) setenv("BERTPIPE_EMULATE_BF16", keep, 1);
+    else unsetenv("BERTPIPE_EMULATE_BF16");
+    backend_cpu_set_bf16(be, 0, &err);
+    TAP_EQ_INT(backend_cpu_bf16_emulated(be), 0, "a backend with bf16 products off is not emulating them");
+    be->destroy(be);
+}
+
+// ----------------------------------------------------------------------------
 // ops: bf16 against fp32 on the same backend type
 
 typedef struct two {
@@ -565,7 +613,7 @@ int main(void) {
          * oneDNN's kernels is checked on this CPU too */
         tap_diag("%s: the checks below run on emulated bf16 products", why);
         setenv("BERTPIPE_EMULATE_BF16", "1", 1);
-        tap_ok(backend_cpu_bf16_available(why, sizeof why) && backend_cpu_bf16_emulated(),
+        tap_ok(backend_cpu_bf16_available(why, sizeof why) && bf16_gemm_emulated(),
                "BERTPIPE_EMULATE_BF16 offers emulated bf16 products on a CPU without avx512_bf16");
         precision_choice(1);
     }
@@ -574,6 +622,8 @@ int main(void) {
     setenv("BERTPIPE_HIDE_BF16", "1", 1);
     precision_choice(0);
     unsetenv("BERTPIPE_HIDE_BF16");
+    empty_products();
+    emulation_follows_backend();
 
     bp_err err;
     two t = { backend_cpu_create(2, &err), backend_cpu_create(2, &err) };

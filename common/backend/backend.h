@@ -26,9 +26,13 @@
 #define BK_HOSTDEV
 #endif
 
+/* Floats that hold n 16-bit values, rounded up to 16 floats (a kept buffer: matmul_forward_keep) */
+static inline size_t backend_kept_floats(size_t n) { return ((n + 1) / 2 + 15) / 16 * 16; }
+
 /* Dropout randomness is counter based so that any backend reproduces it element by element:
  * element i of the tensor keyed `key` is kept when its uniform draw is >= p. The key itself is
  * derived by the model from (seed, step, layer, site) with backend_mix_key. */
+
 static inline BK_HOSTDEV uint64_t backend_splitmix64(uint64_t x) {
     x += 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -178,10 +182,32 @@ struct backend {
                                  int accumulate_dinp);
     /* gelu_backward_matmul_backward: the layer whose output pre goes into a GELU, from the
      * gradient dact of the GELU's output: gelu_backward(dact, pre, dact) in place, then
-     * matmul_backward with dout = dact. dact's contents are unspecified after. */
+     * matmul_backward with dout = dact. dact's contents are unspecified after. kept: NULL, or
+     * the kept of the matmul_forward_keep that made pre from inp (below). */
     void (*gelu_backward_matmul_backward)(backend *be, float *dinp, float *dweight, float *dbias, float *dact,
-                                          const float *pre, const float *inp, const float *weight, int N, int IC,
-                                          int OC, int accumulate_dinp);
+                                          const float *pre, const float *inp, const float *kept,
+                                          const float *weight, int N, int IC, int OC, int accumulate_dinp);
+
+    /* ---- optional: what a forward leaves for its backward (NULL where a backend has none) ----
+     * matmul_forward_keep is matmul_forward, matmul_backward_kept is matmul_backward, and
+     * attention_forward_keep / attention_backward_kept are attention_forward / backward, each
+     * with kept: room the forward may leave what its backward needs in, and the backward reads
+     * instead of making it again, so the caller passes the same kept, untouched in between, and
+     * the same inputs (unchanged) and shape to both. Room: backend_kept_floats(N * IC) floats
+     * (matmul) or backend_kept_floats(N * 3C) (attention, N = B * T). The cpu backend has them while bf16 products are on: the
+     * products' bf16 operands (the linear layer's input; every head's q, k, v, one block per
+     * head) are rounded once in the forward, not again in the backward. */
+    void (*matmul_forward_keep)(backend *be, float *out, float *kept, const float *inp, const float *weight,
+                                const float *bias, int N, int IC, int OC);
+    void (*matmul_backward_kept)(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp, const float *kept, const float *weight, int N, int IC, int OC,
+                                 int accumulate_dinp);
+    void (*attention_forward_keep)(backend *be, float *ctx, float *probs, float *probs_dropped, float *kept,
+                                   const float *qkv, const int32_t *attention_mask, int B, int T, int Tq, int C,
+                                   int NH, float dropout_p, uint64_t dropout_key);
+    void (*attention_backward_kept)(backend *be, float *dqkv, float *scratch, const float *dctx, const float *probs,
+                                    const float *qkv, const float *kept, const int32_t *attention_mask, int B,
+                                    int T, int Tq, int C, int NH, float dropout_p, uint64_t dropout_key);
 
     /* ---- element-wise ---- */
     void (*gelu_forward)(backend *be, float *out, const float *inp, size_t n);    /* exact erf */

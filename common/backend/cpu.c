@@ -674,9 +674,10 @@ typedef struct att_job {
     int T, Tq, C, NH;
     float p;
     uint64_t key;
-    /* bf16: operand copies, pair16_len per block of `grain` pairs */
+    /* bf16: operand copies, pair16_len per block of `grain` pairs; kept (attention_forward_keep):
+     * each pair's q, k, v, [T, D] each, made by the forward and read by the backward */
     struct cpu_bf16 *bf16;
-    uint16_t *pairs16;
+    uint16_t *pairs16, *kept;
     size_t pair16_len, grain;
 } att_job;
 
@@ -777,6 +778,17 @@ static void cpu_attention_forward(backend *be, float *ctx, float *probs, float *
     parallel_for(be, (size_t)B * NH, 2, attention_forward_pairs, &j);
 }
 
+/* backend.h attention_forward_keep, in the table while bf16 products are on: every pair's bf16
+ * q, k, v are rounded into kept, where attention_backward_kept reads them. */
+static void cpu_attention_forward_keep(backend *be, float *ctx, float *probs, float *probs_dropped, float *kept,
+                                       const float *qkv, const int32_t *attention_mask, int B, int T, int Tq, int C,
+                                       int NH, float dropout_p, uint64_t dropout_key) {
+    att_job j = { .ctx = ctx, .probs = probs, .probs_dropped = probs_dropped, .qkv = qkv,
+                  .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
+                  .key = dropout_key, .kept = (uint16_t *)(void *)kept };
+    bf16_attention(be, &j, (size_t)B * NH, attention_forward_pairs_bf16);
+}
+
 /* d(probabilities) -> d(scores) of one softmax row P_r, in place */
 static void softmax_grad_row(float *restrict dr, const float *restrict Pr, int klen) {
     float dot = lane_dot(dr, Pr, klen);
@@ -849,6 +861,16 @@ static void cpu_attention_backward(backend *be, float *dqkv, float *scratch, con
         return;
     }
     parallel_for(be, (size_t)B * NH, 2, attention_backward_pairs, &j);
+}
+
+static void cpu_attention_backward_kept(backend *be, float *dqkv, float *scratch, const float *dctx,
+                                        const float *probs, const float *qkv, const float *kept,
+                                        const int32_t *attention_mask, int B, int T, int Tq, int C, int NH,
+                                        float dropout_p, uint64_t dropout_key) {
+    att_job j = { .dqkv = dqkv, .scratch = scratch, .dctx = dctx, .cprobs = probs, .qkv = qkv,
+                  .mask = attention_mask, .T = T, .Tq = Tq, .C = C, .NH = NH, .p = dropout_p,
+                  .key = dropout_key, .kept = (uint16_t *)(uintptr_t)(const void *)kept };   /* read only */
+    bf16_attention(be, &j, (size_t)B * NH, attention_backward_pairs_bf16);
 }
 
 // ----------------------------------------------------------------------------
@@ -1076,9 +1098,23 @@ static void cpu_gelu_matmul_backward(backend *be, float *dinp, float *dweight, f
                          (const uint16_t *)(void *)act);
 }
 static void cpu_gelu_backward_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, float *dact,
-                                              const float *pre, const float *inp, const float *weight, int N, int IC,
-                                              int OC, int accumulate_dinp) {
-    bf16_matmul_backward(be, dinp, dweight, dbias, dact, inp, weight, N, IC, OC, accumulate_dinp, 0, pre, NULL);
+                                              const float *pre, const float *inp, const float *kept,
+                                              const float *weight, int N, int IC, int OC, int accumulate_dinp) {
+    bf16_matmul_backward(be, dinp, dweight, dbias, dact, inp, weight, N, IC, OC, accumulate_dinp, 0, pre,
+                         (const uint16_t *)(const void *)kept);
+}
+
+/* backend.h matmul_forward_keep / matmul_backward_kept, in the table while bf16 products are on:
+ * the forward rounds its input into kept, where the backward's weight-gradient product reads it. */
+static void cpu_matmul_forward_keep(backend *be, float *out, float *kept, const float *inp, const float *weight,
+                                    const float *bias, int N, int IC, int OC) {
+    bf16_matmul_forward(be, out, inp, weight, bias, N, IC, OC, 0, (uint16_t *)(void *)kept);
+}
+static void cpu_matmul_backward_kept(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                                     const float *inp, const float *kept, const float *weight, int N, int IC, int OC,
+                                     int accumulate_dinp) {
+    bf16_matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate_dinp, 0, NULL,
+                         (const uint16_t *)(const void *)kept);
 }
 
 /* Attention products of one (b, h) pair read bf16 copies of its slices, made per pair:
@@ -1181,6 +1217,27 @@ static void att_gemm16(const att_job *j, const pair_operands *o, int trans_a, in
     for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc, dense + (size_t)r * N, (size_t)N * sizeof(float));
 }
 
+/* Point o's q, k, v at pair's block of j->kept: [T, D] each (q's first Tq rows used). */
+static void kept_qkv(const att_job *j, pair_operands *o, size_t pair) {
+    size_t TD = (size_t)j->T * (j->C / j->NH);
+    o->q = j->kept + pair * 3 * TD;
+    o->k = o->q + TD;
+    o->v = o->k + TD;
+}
+
+/* Round pair's q [Tq, D], k and v [klen, D] out of its qkv columns (q: its first query), k and v
+ * zero up to the padded key count: into j->kept when the forward keeps them, else o's own. */
+static void round_qkv(const att_job *j, pair_operands *o, size_t pair, const float *q) {
+    int T = j->T, C = j->C, D = C / j->NH, C3 = 3 * C;
+    int klen = key_length(j->mask + pair / j->NH * T, T), kpad = padded_keys(klen, T);
+    if (j->kept) kept_qkv(j, o, pair);
+    bf16_from_f32_rows(o->q, D, q, C3, j->Tq, D);
+    bf16_from_f32_rows(o->k, D, q + C, C3, klen, D);
+    bf16_from_f32_rows(o->v, D, q + 2 * C, C3, klen, D);
+    memset(o->k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+    memset(o->v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+}
+
 /* The fp32 pair loops (attention_forward_pairs, attention_backward_pairs) with bf16 products. */
 static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end) {
     att_job *j = ctx;
@@ -1193,11 +1250,7 @@ static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         int klen = key_length(j->mask + b * T, T), kpad = padded_keys(klen, T);
         const float *q = j->qkv + b * T * C3 + h * D;
         float *P = j->probs + pair * block;
-        bf16_from_f32_rows(o.q, D, q, C3, Tq, D);
-        bf16_from_f32_rows(o.k, D, q + C, C3, klen, D);
-        bf16_from_f32_rows(o.v, D, q + 2 * C, C3, klen, D);
-        memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
-        memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+        round_qkv(j, &o, pair, q);
         /* Q K^T unscaled, the scale applied by the softmax: oneDNN's output scale made this product
          * 1.3-1.4x slower than dctx V^T, the same shape without it (D = 64: the scale is 1/8, exact either way) */
         att_gemm16(j, &o, 0, 1, Tq, kpad, D, 1.0f, o.q, D, o.k, D, P, T);
@@ -1224,11 +1277,8 @@ static void attention_backward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         size_t off = b * T * C3 + h * D;
         const float *q = j->qkv + off, *P = j->cprobs + pair * block;
         float *dq = j->dqkv + off, *dS = j->scratch + pair * block;
-        bf16_from_f32_rows(o.q, D, q, C3, Tq, D);
-        bf16_from_f32_rows(o.k, D, q + C, C3, klen, D);
-        bf16_from_f32_rows(o.v, D, q + 2 * C, C3, klen, D);
-        memset(o.k + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
-        memset(o.v + (size_t)klen * D, 0, (size_t)(kpad - klen) * D * sizeof(uint16_t));
+        if (j->kept) kept_qkv(j, &o, pair);   /* as the forward rounded them */
+        else round_qkv(j, &o, pair, q);
         bf16_from_f32_rows(o.dctx, D, j->dctx + b * T * C + h * D, C, Tq, D);
         /* dP = dctx V^T first, then per row the mask once: the dropped probabilities (rounded, for
          * dV) and d(scores) (back through dropout and softmax, rounded, for dQ and dK) */
@@ -1751,6 +1801,10 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
         be->gelu_matmul_forward = NULL;
         be->gelu_matmul_backward = NULL;
         be->gelu_backward_matmul_backward = NULL;
+        be->matmul_forward_keep = NULL;
+        be->matmul_backward_kept = NULL;
+        be->attention_forward_keep = NULL;
+        be->attention_backward_kept = NULL;
         return 0;
     }
     if (st->bf16) return 0;
@@ -1769,6 +1823,11 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
     be->gelu_matmul_forward = cpu_gelu_matmul_forward;
     be->gelu_matmul_backward = cpu_gelu_matmul_backward;
     be->gelu_backward_matmul_backward = cpu_gelu_backward_matmul_backward;
+    /* and the operands a forward rounds, kept for its backward (fp32 has nothing to keep) */
+    be->matmul_forward_keep = cpu_matmul_forward_keep;
+    be->matmul_backward_kept = cpu_matmul_backward_kept;
+    be->attention_forward_keep = cpu_attention_forward_keep;
+    be->attention_backward_kept = cpu_attention_backward_kept;
     return 0;
 }
 

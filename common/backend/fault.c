@@ -26,7 +26,8 @@
     X(adamw) X(sgd) X(matmul_backward_input) X(embedding_lookup_forward)                          \
     X(embedding_lookup_backward) X(relu_forward) X(relu_backward) X(bce_with_logits)              \
     X(rnn_forward) X(rnn_backward) X(gelu_matmul_forward) X(gelu_matmul_backward)                \
-    X(gelu_backward_matmul_backward)
+    X(gelu_backward_matmul_backward) X(matmul_forward_keep) X(matmul_backward_kept)                \
+    X(attention_forward_keep) X(attention_backward_kept)
 
 #define AS_ENUM(op) OP_##op,
 #define AS_NAME(op) #op,
@@ -223,11 +224,37 @@ static void fault_gelu_matmul_backward(backend *be, float *dinp, float *dweight,
 }
 
 static void fault_gelu_backward_matmul_backward(backend *be, float *dinp, float *dweight, float *dbias, float *dact,
-                                                const float *pre, const float *inp, const float *weight, int N,
-                                                int IC, int OC, int accumulate_dinp) {
+                                                const float *pre, const float *inp, const float *kept,
+                                                const float *weight, int N, int IC, int OC, int accumulate_dinp) {
     if (runs(OP_gelu_backward_matmul_backward))
-        armed.inner.gelu_backward_matmul_backward(be, dinp, dweight, dbias, dact, pre, inp, weight, N, IC, OC,
+        armed.inner.gelu_backward_matmul_backward(be, dinp, dweight, dbias, dact, pre, inp, kept, weight, N, IC, OC,
                                                   accumulate_dinp);
+}
+
+static void fault_matmul_forward_keep(backend *be, float *out, float *kept, const float *inp, const float *weight,
+                                      const float *bias, int N, int IC, int OC) {
+    if (runs(OP_matmul_forward_keep)) armed.inner.matmul_forward_keep(be, out, kept, inp, weight, bias, N, IC, OC);
+}
+static void fault_matmul_backward_kept(backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                                       const float *inp, const float *kept, const float *weight, int N, int IC,
+                                       int OC, int accumulate_dinp) {
+    if (runs(OP_matmul_backward_kept))
+        armed.inner.matmul_backward_kept(be, dinp, dweight, dbias, dout, inp, kept, weight, N, IC, OC, accumulate_dinp);
+}
+static void fault_attention_forward_keep(backend *be, float *ctx, float *probs, float *probs_dropped, float *kept,
+                                         const float *qkv, const int32_t *attention_mask, int B, int T, int Tq,
+                                         int C, int NH, float dropout_p, uint64_t dropout_key) {
+    if (runs(OP_attention_forward_keep))
+        armed.inner.attention_forward_keep(be, ctx, probs, probs_dropped, kept, qkv, attention_mask, B, T, Tq, C, NH,
+                                           dropout_p, dropout_key);
+}
+static void fault_attention_backward_kept(backend *be, float *dqkv, float *scratch, const float *dctx,
+                                          const float *probs, const float *qkv, const float *kept,
+                                          const int32_t *attention_mask, int B, int T, int Tq, int C, int NH,
+                                          float dropout_p, uint64_t dropout_key) {
+    if (runs(OP_attention_backward_kept))
+        armed.inner.attention_backward_kept(be, dqkv, scratch, dctx, probs, qkv, kept, attention_mask, B, T, Tq, C,
+                                            NH, dropout_p, dropout_key);
 }
 
 /* A real failure the backend met before is the news; the injected one otherwise. */

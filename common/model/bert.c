@@ -113,17 +113,27 @@ static void point_params(bert_params *p, float *memory, const size_t sizes[NUM_P
     }
 }
 
-#define NUM_ACT_TENSORS 32
+#define NUM_ACT_TENSORS 33
 
 /* Floats of one layer's act for gelu_matmul_forward/backward (backend.h): N * I 16-bit values,
  * whole cache lines */
-static size_t gelu_kept_floats(size_t N, size_t I) { return ((N * I + 1) / 2 + 15) / 16 * 16; }
+static size_t gelu_kept_floats(size_t N, size_t I) { return backend_kept_floats(N * I); }
+
+/* What a layer's forward keeps for its backward where the backend offers it (backend.h
+ * matmul_forward_keep, attention_forward_keep), one after the other in acts.op_kept: the kept of
+ * the qkv product (input: the layer input), of the attention output product (input: the context),
+ * of the fc product (input: ln1), each N * C 16-bit values, and of the attention, N * 3C. */
+enum { KEPT_QKV, KEPT_ATTN_OUT, KEPT_FC, KEPT_ATTENTION };
+static size_t op_kept_offset(size_t N, size_t C, int which) { return (size_t)which * backend_kept_floats(N * C); }
+static size_t op_kept_floats(size_t N, size_t C) {
+    return op_kept_offset(N, C, KEPT_ATTENTION) + backend_kept_floats(N * 3 * C);
+}
 
 /* Sizes in floats, in the order of the fields of bert_acts. */
 /* kept_layer: floats per layer for what the backend's fused GELU product keeps for its backward
  * (gelu_kept_floats), 0 for none */
 static void act_sizes(const bert_config *cfg, int B, int T, int inference, size_t kept_layer,
-                      size_t sizes[NUM_ACT_TENSORS]) {
+                      size_t op_kept_layer, size_t sizes[NUM_ACT_TENSORS]) {
     /* inference keeps one layer's state and two encoded slots */
     size_t C = cfg->hidden_size, L = inference ? 1 : cfg->num_hidden_layers, I = cfg->intermediate_size;
     size_t NH = cfg->num_attention_heads, N = (size_t)B * T;
@@ -133,7 +143,7 @@ static void act_sizes(const bert_config *cfg, int B, int T, int inference, size_
         N * C, N, N, (L + 1) * N * C, L * N * 3 * C, L * B * NH * T * T, L * N * C, L * N * C, L * N,
         L * N, L * N * C, L * N * I, L * N * C, L * N, L * N, B * C, B * C, B * C, B * C, logits, 2,
         B * NH * T * T, N * C, N * C, N * C, N * I, N * I, N * 3 * C, logits, B * C, B * C,
-        L * kept_layer,
+        L * kept_layer, L * op_kept_layer,
     };
     memcpy(sizes, s, sizeof s);
 }
@@ -144,7 +154,7 @@ static void point_acts(bert_acts *a, float *memory, const size_t sizes[NUM_ACT_T
         &a->attn_sum, &a->ln1_mean, &a->ln1_rstd, &a->ln1, &a->fc_pre, &a->ffn_sum, &a->ln2_mean,
         &a->ln2_rstd, &a->cls_ctx, &a->cls_resid, &a->pooled, &a->pooled_dropped, &a->logits, &a->loss,
         &a->att_scratch, &a->nc_a, &a->nc_b, &a->nc_c, &a->ni_a, &a->ni_b, &a->nqkv, &a->dlogits,
-        &a->b_c1, &a->b_c2, &a->gelu_kept,
+        &a->b_c1, &a->b_c2, &a->gelu_kept, &a->op_kept,
     };
     for (int i = 0; i < NUM_ACT_TENSORS; i++) {
         /* 16-float alignment keeps every tensor on its own cache lines */
@@ -208,7 +218,10 @@ bert_model *bert_create_for(const bert_config *cfg, backend *be, int max_B, int 
     /* the fused op's kept GELU output is worth its memory only when a backward reads it */
     if (!m->inference && be->gelu_matmul_forward && be->gelu_matmul_backward)
         m->gelu_kept_layer = gelu_kept_floats((size_t)max_B * max_T, (size_t)cfg->intermediate_size);
-    act_sizes(cfg, max_B, max_T, m->inference, m->gelu_kept_layer, asizes);
+    if (!m->inference && be->matmul_forward_keep && be->matmul_backward_kept && be->attention_forward_keep &&
+        be->attention_backward_kept)
+        m->op_kept_layer = op_kept_floats((size_t)max_B * max_T, (size_t)cfg->hidden_size);
+    act_sizes(cfg, max_B, max_T, m->inference, m->gelu_kept_layer, m->op_kept_layer, asizes);
     size_t N = (size_t)max_B * max_T;
 
     m->params_memory = be->alloc(be, m->num_params * sizeof(float), err);
@@ -320,6 +333,21 @@ static float *gelu_kept(const bert_model *m, size_t l) {
     return m->gelu_kept_layer ? m->acts.gelu_kept + l * m->gelu_kept_layer : NULL;
 }
 
+/* Layer l's kept `which` (KEPT_QKV ...); NULL when the model keeps none (inference, or a backend
+ * without the ops): the plain ops run then. */
+static float *op_kept(const bert_model *m, size_t l, int which) {
+    if (!m->op_kept_layer) return NULL;
+    size_t N = (size_t)m->max_B * m->max_T;
+    return m->acts.op_kept + l * m->op_kept_layer + op_kept_offset(N, (size_t)m->cfg.hidden_size, which);
+}
+
+/* matmul_forward, leaving in kept (not NULL) what the layer's backward reads */
+static void linear_forward(backend *be, float *kept, float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int IC, int OC) {
+    if (kept) be->matmul_forward_keep(be, out, kept, inp, weight, bias, N, IC, OC);
+    else be->matmul_forward(be, out, inp, weight, bias, N, IC, OC);
+}
+
 /* Which encoded slot holds the input of layer l (l = L: the encoder output). */
 static size_t encoded_slot(const bert_model *m, int l) {
     return m->inference ? (size_t)(l % 2) : (size_t)l;
@@ -413,24 +441,29 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
         float *ln1 = a->ln1 + ls * NC;
         float *fc_pre = a->fc_pre + ls * N * I;
         float *resid = in;
-        be->matmul_forward(be, qkv, in, p->qkvw + (size_t)l * 3 * C * C, p->qkvb + (size_t)l * 3 * C,
-                           (int)N, C, 3 * C);
-        be->attention_forward(be, ctx, a->probs + ls * B * NH * T * T, a->att_scratch, qkv,
-                              m->d_attention_mask, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
-                              site_key(m, site_attention(l)));
+        linear_forward(be, op_kept(m, ls, KEPT_QKV), qkv, in, p->qkvw + (size_t)l * 3 * C * C,
+                       p->qkvb + (size_t)l * 3 * C, (int)N, C, 3 * C);
+        float *att_kept = op_kept(m, ls, KEPT_ATTENTION), *probs = a->probs + ls * B * NH * T * T;
+        if (att_kept)
+            be->attention_forward_keep(be, ctx, probs, a->att_scratch, att_kept, qkv, m->d_attention_mask, B, T,
+                                       cls_only ? 1 : T, C, NH, m->dropout_attention, site_key(m, site_attention(l)));
+        else
+            be->attention_forward(be, ctx, probs, a->att_scratch, qkv, m->d_attention_mask, B, T, cls_only ? 1 : T,
+                                  C, NH, m->dropout_attention, site_key(m, site_attention(l)));
         if (cls_only) {
             be->copy_rows(be, a->cls_ctx, C, ctx, T * C, B, C);
             be->copy_rows(be, a->cls_resid, C, in, T * C, B, C);
             ctx = a->cls_ctx;
             resid = a->cls_resid;
         }
-        be->matmul_forward(be, a->nc_a, ctx, p->attn_ow + (size_t)l * C * C, p->attn_ob + (size_t)l * C,
-                           rows, C, C);
+        linear_forward(be, op_kept(m, ls, KEPT_ATTN_OUT), a->nc_a, ctx, p->attn_ow + (size_t)l * C * C,
+                       p->attn_ob + (size_t)l * C, rows, C, C);
         be->add_layernorm_forward(be, ln1, a->attn_sum + ls * NC, a->ln1_mean + ls * N, a->ln1_rstd + ls * N,
                                   a->nc_a, resid, p->ln1w + (size_t)l * C, p->ln1b + (size_t)l * C, rows,
                                   C, cfg->layer_norm_eps, m->dropout_hidden,
                                   site_key(m, site_attention_out(l)));
-        be->matmul_forward(be, fc_pre, ln1, p->fcw + (size_t)l * I * C, p->fcb + (size_t)l * I, rows, C, I);
+        linear_forward(be, op_kept(m, ls, KEPT_FC), fc_pre, ln1, p->fcw + (size_t)l * I * C, p->fcb + (size_t)l * I,
+                       rows, C, I);
         if (be->gelu_matmul_forward) {
             be->gelu_matmul_forward(be, a->nc_a, gelu_kept(m, ls), fc_pre, p->fc2w + (size_t)l * C * I,
                                     p->fc2b + (size_t)l * C, rows, I, C);
@@ -496,9 +529,12 @@ long bert_logits(bert_model *m, float *dst, size_t cap, bp_err *err) {
 
 /* matmul_backward when the weights train; else only the input gradient (none when dinp is
  * NULL: nothing below needs it). */
+/* kept: NULL, or what linear_forward kept from inp */
 static void linear_backward(backend *be, int trains, float *dinp, float *dweight, float *dbias, const float *dout,
-                            const float *inp, const float *weight, int N, int IC, int OC, int accumulate) {
-    if (trains) be->matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate);
+                            const float *inp, const float *kept, const float *weight, int N, int IC, int OC,
+                            int accumulate) {
+    if (trains && kept) be->matmul_backward_kept(be, dinp, dweight, dbias, dout, inp, kept, weight, N, IC, OC, accumulate);
+    else if (trains) be->matmul_backward(be, dinp, dweight, dbias, dout, inp, weight, N, IC, OC, accumulate);
     else if (dinp) be->matmul_backward_input(be, dinp, dout, weight, N, IC, OC, accumulate);
 }
 
@@ -540,8 +576,8 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
             d_pooled = a->b_c1;
         }
         be->tanh_backward(be, a->b_c2, a->pooled, d_pooled, (size_t)B * C);
-        linear_backward(be, m->train_pooler, below ? a->b_c1 : NULL, g->poolw, g->poolb, a->b_c2, encoded, p->poolw,
-                        B, C, C, 0);
+        linear_backward(be, m->train_pooler, below ? a->b_c1 : NULL, g->poolw, g->poolb, a->b_c2, encoded, NULL,
+                        p->poolw, B, C, C, 0);
         dout = a->b_c1;
     }
     if (!below) return be->check(be, err);
@@ -573,15 +609,15 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
         } else {
             if (trains) be->gelu_forward(be, gelu, fc_pre, (size_t)rows * I);
             linear_backward(be, trains, d_inter, g->fc2w + (size_t)l * C * I, g->fc2b + (size_t)l * C, d_branch,
-                            gelu, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
+                            gelu, NULL, p->fc2w + (size_t)l * C * I, rows, I, C, 0);
         }
         if (trains && be->gelu_backward_matmul_backward) {
             be->gelu_backward_matmul_backward(be, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter,
-                                              fc_pre, ln1, p->fcw + (size_t)l * I * C, rows, C, I, 1);
+                                              fc_pre, ln1, op_kept(m, l, KEPT_FC), p->fcw + (size_t)l * I * C, rows, C, I, 1);
         } else {
             be->gelu_backward(be, d_inter, fc_pre, d_inter, (size_t)rows * I);
             linear_backward(be, trains, d_ln1, g->fcw + (size_t)l * I * C, g->fcb + (size_t)l * I, d_inter, ln1,
-                            p->fcw + (size_t)l * I * C, rows, C, I, 1);
+                            op_kept(m, l, KEPT_FC), p->fcw + (size_t)l * I * C, rows, C, I, 1);
         }
         // LN1: d(ln1) -> d(layer input) through the residual, d(attention output) via dropout
         be->add_layernorm_backward(be, d_branch, d_resid, ln1w, ln1b, d_ln1, a->attn_sum + l * NC, a->ln1_mean + l * N,
@@ -591,15 +627,20 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
         float *dctx = d_ln1;
         if (cls_only) {   /* compact [CLS] rows back to their places in the sequence */
             linear_backward(be, trains, dh, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch, ctx,
-                            p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
+                            op_kept(m, l, KEPT_ATTN_OUT), p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
             be->copy_rows(be, dctx, T * C, dh, C, B, C);
         } else {
             linear_backward(be, trains, dctx, g->attn_ow + (size_t)l * C * C, g->attn_ob + (size_t)l * C, d_branch,
-                            ctx, p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
+                            ctx, op_kept(m, l, KEPT_ATTN_OUT), p->attn_ow + (size_t)l * C * C, rows, C, C, 0);
         }
-        be->attention_backward(be, a->nqkv, a->att_scratch, dctx, a->probs + l * (size_t)B * NH * T * T,
-                               qkv, m->d_attention_mask, B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
-                               site_key(m, site_attention(l)));
+        float *att_kept = op_kept(m, l, KEPT_ATTENTION), *probs = a->probs + l * (size_t)B * NH * T * T;
+        if (att_kept)
+            be->attention_backward_kept(be, a->nqkv, a->att_scratch, dctx, probs, qkv, att_kept, m->d_attention_mask,
+                                        B, T, cls_only ? 1 : T, C, NH, m->dropout_attention,
+                                        site_key(m, site_attention(l)));
+        else
+            be->attention_backward(be, a->nqkv, a->att_scratch, dctx, probs, qkv, m->d_attention_mask, B, T,
+                                   cls_only ? 1 : T, C, NH, m->dropout_attention, site_key(m, site_attention(l)));
         if (cls_only) {   /* the residual reached the [CLS] rows only */
             be->zero(be, dh, NC * sizeof(float));
             be->copy_rows(be, dh, T * C, d_resid, C, B, C);
@@ -607,7 +648,7 @@ static int backward_from_top(bert_model *m, const float *d_top, bp_err *err) {
         /* the lowest layer's input gradient is wanted only by trainable embeddings */
         float *d_in = l > lowest || m->train_embeddings ? dh : NULL;
         linear_backward(be, trains, d_in, g->qkvw + (size_t)l * 3 * C * C, g->qkvb + (size_t)l * 3 * C, a->nqkv, in,
-                        p->qkvw + (size_t)l * 3 * C * C, (int)N, C, 3 * C, 1);
+                        op_kept(m, l, KEPT_QKV), p->qkvw + (size_t)l * 3 * C * C, (int)N, C, 3 * C, 1);
         dout = dh;
     }
 

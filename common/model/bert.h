@@ -110,6 +110,8 @@ typedef struct bert_acts {
     float *b_c1, *b_c2;        /* (B, C) head gradients */
     float *gelu_kept;          /* (L, gelu_kept_layer) each layer's act of the fused GELU product,
                                   kept from forward to backward (backend.h); empty without one */
+    float *op_kept;            /* (L, op_kept_layer) each layer's kept of its products and attention
+                                  (backend.h matmul_forward_keep); empty without those ops */
 } bert_acts;
 
 /* One batch in host memory, row-major [B, T] int32 arrays. Targets may be NULL (no loss). */
@@ -139,6 +141,7 @@ typedef struct bert_model {
     /* the last forward pass */
     int inference;                    /* created BERT_FOR_INFERENCE */
     size_t gelu_kept_layer;           /* floats of acts.gelu_kept per layer; 0: none */
+    size_t op_kept_layer;             /* floats of acts.op_kept per layer; 0: none */
     int B, T, has_loss, training;
     float loss;                       /* host copy of acts.loss */
     float dropout_hidden, dropout_attention, dropout_classifier;   /* as used (0 in eval) */

@@ -107,7 +107,20 @@ int main(int argc, char **argv) {
         TIME_OP(&t, "gelu + fc2 backward (fused)",
                 be->gelu_matmul_backward(be, dx, dw, db, y, x, act, w, N, I, C, 0));
         TIME_OP(&t, "gelu backward + fc backward (fused)",
-                be->gelu_backward_matmul_backward(be, dx, dw, db, y, x, act, w, N, C, I, 0));
+                be->gelu_backward_matmul_backward(be, dx, dw, db, y, x, act, NULL, w, N, C, I, 0));
+    }
+    if (be->matmul_forward_keep) {   /* the forward's rounded operands kept for the backward (bf16) */
+        for (size_t l = 0; l < sizeof linear / sizeof linear[0]; l++) {
+            int IC = linear[l].IC, OC = linear[l].OC;
+            snprintf(name, sizeof name, "%s forward (input kept)", linear[l].name);
+            TIME_OP(&t, name, be->matmul_forward_keep(be, y, act, x, w, bias, N, IC, OC));
+            snprintf(name, sizeof name, "%s backward (input kept)", linear[l].name);
+            TIME_OP(&t, name, be->matmul_backward_kept(be, dx, dw, db, y, x, act, w, N, IC, OC, 0));
+        }
+        TIME_OP(&t, "attention forward (q, k, v kept)",
+                be->attention_forward_keep(be, ctx, probs, scratch, act, qkv, mask, B, T, T, C, NH, 0.1f, 7));
+        TIME_OP(&t, "attention backward (q, k, v kept)",
+                be->attention_backward_kept(be, dqkv, scratch, ctx, probs, qkv, act, mask, B, T, T, C, NH, 0.1f, 7));
     }
     if (be->check(be, &err) != 0) bp_die_err(&err);
     be->destroy(be);

@@ -61,8 +61,21 @@ PROF_WRAP(gelu_matmul_backward, (backend *be, float *dinp, float *dweight, float
                                  const float *pre, float *act, const float *weight, int N, int IC, int OC, int acc),
           (be, dinp, dweight, dbias, dout, pre, act, weight, N, IC, OC, acc))
 PROF_WRAP(gelu_backward_matmul_backward, (backend *be, float *dinp, float *dweight, float *dbias, float *dact,
-                                          const float *pre, const float *inp, const float *weight, int N, int IC,
-                                          int OC, int acc), (be, dinp, dweight, dbias, dact, pre, inp, weight, N, IC, OC, acc))
+                                          const float *pre, const float *inp, const float *kept, const float *weight,
+                                          int N, int IC, int OC, int acc),
+          (be, dinp, dweight, dbias, dact, pre, inp, kept, weight, N, IC, OC, acc))
+PROF_WRAP(matmul_forward_keep, (backend *be, float *out, float *kept, const float *inp, const float *weight,
+                                const float *bias, int N, int IC, int OC), (be, out, kept, inp, weight, bias, N, IC, OC))
+PROF_WRAP(matmul_backward_kept, (backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp, const float *kept, const float *weight, int N, int IC, int OC,
+                                 int acc), (be, dinp, dweight, dbias, dout, inp, kept, weight, N, IC, OC, acc))
+PROF_WRAP(attention_forward_keep, (backend *be, float *ctx, float *probs, float *pd, float *kept, const float *qkv,
+                                   const int32_t *mask, int B, int T, int Tq, int C, int NH, float p, uint64_t key),
+          (be, ctx, probs, pd, kept, qkv, mask, B, T, Tq, C, NH, p, key))
+PROF_WRAP(attention_backward_kept, (backend *be, float *dqkv, float *scratch, const float *dctx, const float *probs,
+                                    const float *qkv, const float *kept, const int32_t *mask, int B, int T, int Tq,
+                                    int C, int NH, float p, uint64_t key),
+          (be, dqkv, scratch, dctx, probs, qkv, kept, mask, B, T, Tq, C, NH, p, key))
 PROF_WRAP(attention_forward, (backend *be, float *ctx, float *probs, float *pd, const float *qkv, const int32_t *mask,
                               int B, int T, int Tq, int C, int NH, float p, uint64_t key),
           (be, ctx, probs, pd, qkv, mask, B, T, Tq, C, NH, p, key))
@@ -90,7 +103,8 @@ static void prof_install(backend *be) {
     PROF_INSTALL(matmul_forward) PROF_INSTALL(matmul_backward) PROF_INSTALL(gelu_matmul_forward)
     PROF_INSTALL(gelu_matmul_backward) PROF_INSTALL(gelu_backward_matmul_backward) PROF_INSTALL(attention_forward)
     PROF_INSTALL(attention_backward) PROF_INSTALL(add_layernorm_forward) PROF_INSTALL(add_layernorm_backward)
-    PROF_INSTALL(gelu_forward) PROF_INSTALL(gelu_backward) PROF_INSTALL(adamw)
+    PROF_INSTALL(gelu_forward) PROF_INSTALL(gelu_backward) PROF_INSTALL(adamw) PROF_INSTALL(matmul_forward_keep)
+    PROF_INSTALL(matmul_backward_kept) PROF_INSTALL(attention_forward_keep) PROF_INSTALL(attention_backward_kept)
 #undef PROF_INSTALL
 }
 

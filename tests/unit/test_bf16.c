@@ -235,7 +235,7 @@ static void gelu_fusions(two *t, int N, int IC, int OC) {
             float *kept = fused == 1 ? d_act : NULL;
             be->gelu_matmul_forward(be, res[0], kept, d_pre, d_w, d_b, N, IC, OC);
             be->gelu_matmul_backward(be, res[1], res[2], res[3], d_dout, d_pre, kept, d_w, N, IC, OC, 0);
-            be->gelu_backward_matmul_backward(be, res[4], res[5], res[6], d_dact, d_pre, d_inp, d_w2, N, OC, IC, 0);
+            be->gelu_backward_matmul_backward(be, res[4], res[5], res[6], d_dact, d_pre, d_inp, NULL, d_w2, N, OC, IC, 0);
         } else {
             be->gelu_forward(be, d_act, d_pre, nin);
             be->matmul_forward(be, res[0], d_act, d_w, d_b, N, IC, OC);
@@ -275,15 +275,30 @@ static void gelu_fusions_offered(two *t) {
     tap_ok(on && off_fp32 && toggled, "the GELU fusions are in the table exactly while bf16 products are on");
 }
 
+/* [B, T] attention mask: sequence b has T - (b * step) % (T - 1) real keys, then padding */
+static int32_t *padded_mask(int B, int T, int step) {
+    int32_t *mask = malloc((size_t)B * T * sizeof(int32_t));
+    if (!mask) exit(2);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) mask[(size_t)b * T + i] = i < T - (b * step) % (T - 1);
+    return mask;
+}
+
+/* The first Tq rows of each sequence of ctx [B, T, C] (the rows attention writes) */
+static float *first_rows(const float *ctx, int B, int T, int Tq, int C) {
+    float *rows = malloc((size_t)B * Tq * C * sizeof(float));
+    if (!rows) exit(2);
+    for (int b = 0; b < B; b++)
+        memcpy(rows + (size_t)b * Tq * C, ctx + (size_t)b * T * C, (size_t)Tq * C * sizeof(float));
+    return rows;
+}
+
 /* Attention forward and backward, bf16 against fp32: sequences with padding (keys past the
  * last real one), Tq = T and Tq = 1, with and without dropout (same masks: same keys). */
 static void attention_ops(two *t, int B, int T, int Tq, int C, int NH, float p) {
     size_t N = (size_t)B * T, nqkv = N * 3 * C, nctx = N * C, nprobs = (size_t)B * NH * Tq * T;
     float *qkv = random_floats(nqkv, -2, 2), *dctx = random_floats(nctx, -1, 1);
-    int32_t *mask = malloc(N * sizeof(int32_t));
-    if (!mask) exit(2);
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < T; i++) mask[(size_t)b * T + i] = i < T - (b * 13) % (T - 1);
+    int32_t *mask = padded_mask(B, T, 13);
     float *out[2][3];
     for (int r = 0; r < 2; r++) {
         backend *be = r ? t->f32 : t->b16;
@@ -298,9 +313,7 @@ static void attention_ops(two *t, int B, int T, int Tq, int C, int NH, float p) 
         be->attention_backward(be, d_dqkv, d_scratch, d_dctx, d_probs, d_qkv, d_mask, B, T, Tq, C, NH, p, 77);
         if (be->check(be, &err) != 0) tap_diag("backend failed: %s", err.msg);
         /* ctx rows t >= Tq are not written: compare the first Tq of each sequence */
-        float *ctx_rows = malloc((size_t)B * Tq * C * sizeof(float));
-        if (!ctx_rows) exit(2);
-        for (int b = 0; b < B; b++) memcpy(ctx_rows + (size_t)b * Tq * C, d_ctx + (size_t)b * T * C, (size_t)Tq * C * sizeof(float));
+        float *ctx_rows = first_rows(d_ctx, B, T, Tq, C);
         out[r][0] = ctx_rows;
         out[r][1] = copy_of(d_probs, nprobs);
         out[r][2] = copy_of(d_dqkv, nqkv);
@@ -319,6 +332,120 @@ static void attention_ops(two *t, int B, int T, int Tq, int C, int NH, float p) 
     tap_ok(e_ctx <= 2e-2 && e_probs <= 2e-2 && e_dqkv <= 2e-2 && e_ctx > 1e-6 && zeros,
            "attention B%d T%d Tq%d C%d NH%d p%.1f: bf16 within 2e-2 of fp32 (ctx %.1e, probs %.1e, dqkv %.1e), "
            "padded keys get no gradient", B, T, Tq, C, NH, p, e_ctx, e_probs, e_dqkv);
+    for (int r = 0; r < 2; r++) for (int i = 0; i < 3; i++) free(out[r][i]);
+    free(qkv); free(dctx); free(mask);
+}
+
+// ----------------------------------------------------------------------------
+// what a forward keeps for its backward (backend.h matmul_forward_keep ...)
+
+static void kept_offered(two *t) {
+    bp_err err;
+    const backend *b = t->b16, *f = t->f32;
+    int on = b->matmul_forward_keep && b->matmul_backward_kept && b->attention_forward_keep && b->attention_backward_kept;
+    int off = !f->matmul_forward_keep && !f->matmul_backward_kept && !f->attention_forward_keep &&
+              !f->attention_backward_kept;
+    backend *be = backend_cpu_create(1, &err);
+    int toggled = be && backend_cpu_set_bf16(be, 1, &err) == 0 && be->matmul_forward_keep &&
+                  backend_cpu_set_bf16(be, 0, &err) == 0 && !be->matmul_forward_keep && !be->matmul_backward_kept &&
+                  !be->attention_forward_keep && !be->attention_backward_kept;
+    if (be) be->destroy(be);
+    tap_ok(on && off && toggled, "the kept-operand ops are in the table exactly while bf16 products are on");
+}
+
+/* Overwrite n floats of backend memory with values no product should see. */
+static void spoil(backend *be, float *d, size_t n) {
+    float *junk = random_floats(n, 50, 90);
+    be->upload(be, d, junk, n * sizeof(float));
+    free(junk);
+}
+
+/* A linear layer through matmul_forward_keep / matmul_backward_kept, and the fc layer's fused
+ * backward with the kept of its forward: bit for bit the plain ops, though the fp32 input is
+ * spoiled between forward and backward (so the backward read what the forward kept). */
+static void kept_linear(two *t, int N, int IC, int OC) {
+    backend *be = t->b16;
+    size_t nin = (size_t)N * IC, nw = (size_t)OC * IC, nout = (size_t)N * OC;
+    float *inp = random_floats(nin, -2, 2), *w = random_floats(nw, -0.5f, 0.5f), *bias = random_floats(OC, -1, 1);
+    float *dout = random_floats(nout, -1, 1);
+    float *res[2][8];   /* out, dinp, dweight, dbias; then the fused GELU-gradient backward: dinp, dweight, dbias */
+    size_t len[7] = { nout, nin, nw, (size_t)OC, nin, nw, (size_t)OC };
+    for (int kept = 0; kept < 2; kept++) {
+        float *d_in = dev_copy(be, inp, nin), *d_w = dev_copy(be, w, nw), *d_b = dev_copy(be, bias, OC);
+        float *d_dout = dev_copy(be, dout, nout), *d_dout2 = dev_copy(be, dout, nout);
+        float *d_kept = kept ? dev_copy(be, NULL, backend_kept_floats(nin)) : NULL;
+        for (int k = 0; k < 7; k++) res[kept][k] = dev_copy(be, NULL, len[k]);
+        if (kept) {
+            be->matmul_forward_keep(be, res[1][0], d_kept, d_in, d_w, d_b, N, IC, OC);
+            spoil(be, d_in, nin);
+            be->matmul_backward_kept(be, res[1][1], res[1][2], res[1][3], d_dout, d_in, d_kept, d_w, N, IC, OC, 0);
+            /* the output as the GELU's input: out = pre */
+            be->gelu_backward_matmul_backward(be, res[1][4], res[1][5], res[1][6], d_dout2, res[1][0], d_in, d_kept,
+                                              d_w, N, IC, OC, 0);
+        } else {
+            be->matmul_forward(be, res[0][0], d_in, d_w, d_b, N, IC, OC);
+            be->matmul_backward(be, res[0][1], res[0][2], res[0][3], d_dout, d_in, d_w, N, IC, OC, 0);
+            be->gelu_backward_matmul_backward(be, res[0][4], res[0][5], res[0][6], d_dout2, res[0][0], d_in, NULL,
+                                              d_w, N, IC, OC, 0);
+        }
+        float *all[] = { d_in, d_w, d_b, d_dout, d_dout2 };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(be, all[i]);
+        if (d_kept) be->free(be, d_kept);
+    }
+    bp_err err;
+    int same = be->check(be, &err) == 0, fused_same = same;
+    for (int k = 0; k < 7; k++) {
+        int eq = memcmp(res[0][k], res[1][k], len[k] * sizeof(float)) == 0;
+        if (k < 4) same &= eq;
+        else fused_same &= eq;
+        be->free(be, res[0][k]);
+        be->free(be, res[1][k]);
+    }
+    tap_ok(same, "linear %dx%d->%d with its input kept = the plain ops bit for bit, the fp32 input spoiled before "
+                 "the backward", N, IC, OC);
+    tap_ok(fused_same, "linear %dx%d->%d: the fused GELU-gradient backward reads the same kept input", N, IC, OC);
+    free(inp); free(w); free(bias); free(dout);
+}
+
+/* attention_forward_keep / attention_backward_kept: bit for bit the plain ops, with qkv spoiled
+ * between forward and backward; padded keys, Tq = T and 1, dropout on and off. */
+static void kept_attention(two *t, int B, int T, int Tq, int C, int NH, float p) {
+    backend *be = t->b16;
+    size_t N = (size_t)B * T, nqkv = N * 3 * C, nctx = N * C, nprobs = (size_t)B * NH * Tq * T;
+    float *qkv = random_floats(nqkv, -2, 2), *dctx = random_floats(nctx, -1, 1);
+    int32_t *mask = padded_mask(B, T, 11);
+    float *out[2][3];
+    bp_err err;
+    for (int kept = 0; kept < 2; kept++) {
+        float *d_qkv = dev_copy(be, qkv, nqkv), *d_dctx = dev_copy(be, dctx, nctx), *d_ctx = dev_copy(be, NULL, nctx);
+        float *d_probs = dev_copy(be, NULL, nprobs), *d_drop = dev_copy(be, NULL, nprobs);
+        float *d_scratch = dev_copy(be, NULL, nprobs), *d_dqkv = dev_copy(be, NULL, nqkv);
+        float *d_kept = dev_copy(be, NULL, backend_kept_floats(nqkv));
+        int32_t *d_mask = be->alloc(be, N * sizeof(int32_t), &err);
+        if (!d_mask) exit(2);
+        be->upload(be, d_mask, mask, N * sizeof(int32_t));
+        if (kept) {
+            be->attention_forward_keep(be, d_ctx, d_probs, d_drop, d_kept, d_qkv, d_mask, B, T, Tq, C, NH, p, 78);
+            spoil(be, d_qkv, nqkv);
+            be->attention_backward_kept(be, d_dqkv, d_scratch, d_dctx, d_probs, d_qkv, d_kept, d_mask, B, T, Tq, C,
+                                        NH, p, 78);
+        } else {
+            be->attention_forward(be, d_ctx, d_probs, d_drop, d_qkv, d_mask, B, T, Tq, C, NH, p, 78);
+            be->attention_backward(be, d_dqkv, d_scratch, d_dctx, d_probs, d_qkv, d_mask, B, T, Tq, C, NH, p, 78);
+        }
+        float *ctx_rows = first_rows(d_ctx, B, T, Tq, C);
+        out[kept][0] = ctx_rows;
+        out[kept][1] = copy_of(d_probs, nprobs);
+        out[kept][2] = copy_of(d_dqkv, nqkv);
+        float *all[] = { d_qkv, d_dctx, d_ctx, d_probs, d_drop, d_scratch, d_dqkv, d_kept };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(be, all[i]);
+        be->free(be, d_mask);
+    }
+    int same = be->check(be, &err) == 0 && memcmp(out[0][0], out[1][0], (size_t)B * Tq * C * sizeof(float)) == 0 &&
+               memcmp(out[0][1], out[1][1], nprobs * sizeof(float)) == 0 &&
+               memcmp(out[0][2], out[1][2], nqkv * sizeof(float)) == 0;
+    tap_ok(same, "attention B%d T%d Tq%d C%d NH%d p%.1f with q, k, v kept = the plain ops bit for bit, qkv spoiled "
+                 "before the backward", B, T, Tq, C, NH, p);
     for (int r = 0; r < 2; r++) for (int i = 0; i < 3; i++) free(out[r][i]);
     free(qkv); free(dctx); free(mask);
 }
@@ -545,6 +672,50 @@ static void weights_follow(two *t) {
     case_batch_free(&c);
 }
 
+/* A model on the bf16 backend keeps its layers' rounded operands from forward to backward, and
+ * gets the logits and gradients of a model on a bf16 backend without the kept-operand ops, bit
+ * for bit: classification (its last layer on the [CLS] queries only) and QA, dropout on. */
+static void kept_model(two *t) {
+    bp_err err;
+    backend *plain = backend_cpu_create(2, &err);
+    if (!plain || backend_cpu_set_bf16(plain, 1, &err) != 0) {
+        tap_ok(0, "a second bf16 backend: %s", err.msg);
+        if (plain) plain->destroy(plain);
+        return;
+    }
+    plain->matmul_forward_keep = NULL;
+    plain->matmul_backward_kept = NULL;
+    plain->attention_forward_keep = NULL;
+    plain->attention_backward_kept = NULL;
+    for (int qa = 0; qa < 2; qa++) {
+        bert_config cfg;
+        small_cfg(&cfg);
+        cfg.head = qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
+        int32_t lengths[3] = { 32, 20, 9 };
+        case_batch c = formula_batch(&cfg, lengths, 3, 32);
+        bert_model *with = bert_create(&cfg, t->b16, 3, 32, &err), *without = bert_create(&cfg, plain, 3, 32, &err);
+        float *weights = with ? malloc(with->num_params * sizeof(float)) : NULL;
+        int ok = with && without && weights && bert_init_weights(with, 9, 0, &err) == 0 &&
+                 bert_copy_to_host(with, NULL, BERT_STATE_PARAMS, weights, &err) == 0;
+        tap_ok(ok && with->op_kept_layer > 0 && without->op_kept_layer == 0,
+               "%s: the bf16 model keeps its operands for the backward (%zu floats a layer), the other none",
+               qa ? "qa" : "cls", ok ? with->op_kept_layer : 0);
+        size_t nparams = ok ? with->num_params : 0;
+        bert_free(with);
+        bert_free(without);
+        if (!ok) { tap_diag("%s", err.msg); free(weights); case_batch_free(&c); continue; }
+        pass a = run_pass(t->b16, &cfg, weights, &c.b), b = run_pass(plain, &cfg, weights, &c.b);
+        tap_ok(a.nlogits > 0 && a.nlogits == b.nlogits &&
+                   memcmp(a.logits, b.logits, (size_t)a.nlogits * sizeof(float)) == 0 &&
+                   memcmp(a.grads, b.grads, nparams * sizeof(float)) == 0,
+               "%s: logits and gradients with kept operands = without, bit for bit (dropout on)", qa ? "qa" : "cls");
+        free(a.logits); free(a.grads); free(b.logits); free(b.grads);
+        free(weights);
+        case_batch_free(&c);
+    }
+    plain->destroy(plain);
+}
+
 /* The BERT-Mini QA shape twice on 2 threads (bit-identical), and on 1 thread (the same to
  * rounding: the split of each product differs). Products of several threads at once must not
  * share oneDNN scratch space: when they did, these gradients were off by 20 %. */
@@ -637,9 +808,18 @@ int main(void) {
     gelu_fusions_offered(&t);
     gelu_fusions(&t, 37, 50, 70);
     gelu_fusions(&t, 96, 1100, 64);
-    attention_ops(&t, 3, 40, 40, 64, 4, 0.0f);
-    attention_ops(&t, 3, 40, 40, 64, 4, 0.1f);
-    attention_ops(&t, 4, 48, 1, 64, 2, 0.1f);
+    /* padded keys; Tq = T and 1 (the [CLS]-only last layer); dropout off and on */
+    static const struct { int B, T, Tq, C, NH; float p; } att[] = {
+        { 3, 40, 40, 64, 4, 0.0f }, { 3, 40, 40, 64, 4, 0.1f }, { 4, 48, 1, 64, 2, 0.1f },
+    };
+    for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
+        attention_ops(&t, att[i].B, att[i].T, att[i].Tq, att[i].C, att[i].NH, att[i].p);
+    kept_offered(&t);
+    kept_linear(&t, 37, 50, 70);
+    kept_linear(&t, 256, 256, 768);
+    for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
+        kept_attention(&t, att[i].B, att[i].T, att[i].Tq, att[i].C, att[i].NH, att[i].p);
+    kept_model(&t);
     beside_autocast(&t);
     weights_follow(&t);
     reproducible(&t);

@@ -7,9 +7,11 @@
  * one shape per key length, a few hundred in all. Each product runs on the calling thread with
  * an OpenMP team of one: the cpu backend's pool owns the cores (cpu.c's header says why).
  * The test build (BP_FAULT_INJECTION) can also emulate the products (BERTPIPE_EMULATE_BF16=1):
- * the bf16 operands widened to fp32, which is exact, and one sgemm, so the same products and fp32
- * sums in another order. That lets `make test` check the whole bf16 path (roundings, fusions,
- * parity with fp32 and autocast) on a CPU without avx512_bf16; only oneDNN's kernels go untested.
+ * the bf16 operands widened to fp32, which is exact, and multiplied by a oneDNN fp32 matmul made
+ * and run by the same engine code (cache, streams, scratchpads, memory objects), so the same
+ * products and fp32 sums in another order; in a build without oneDNN, by one sgemm. That lets
+ * `make test` check the whole bf16 path (roundings, fusions, parity with fp32 and autocast, the
+ * engine) on a CPU without avx512_bf16; only oneDNN's bf16 kernels go untested.
  * bin/ never has it, and neither do the benchmarks, so no rate is ever measured on it.
  * Must never: run a bf16 instruction unless bf16_gemm_available said yes (every entry point
  * that does is reached only from the cpu backend in bf16 mode, which asks first), print or exit.
@@ -77,7 +79,11 @@ int bf16_gemm_available(char *why, size_t why_size) {
 }
 
 const char *bf16_gemm_isa(void) {
+#ifdef BP_HAVE_DNNL
+    if (bf16_gemm_emulated()) return "emulated (test build, BERTPIPE_EMULATE_BF16: oneDNN fp32 on bf16 operands)";
+#else
     if (bf16_gemm_emulated()) return "emulated (test build, BERTPIPE_EMULATE_BF16: sgemm on bf16 operands)";
+#endif
 #ifdef BP_HAVE_DNNL
     switch (dnnl_get_effective_cpu_isa()) {
     case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
@@ -138,8 +144,10 @@ static void fill_nan(float *C, int M, int N, int ldc) {
         for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] = NAN;
 }
 
-/* The emulated product (test build only, see the header comment): op(A) and op(B) widened to
- * dense fp32 copies, then C = alpha op(A) op(B) + (alpha bias + beta C) in one sgemm. */
+#ifndef BP_HAVE_DNNL
+/* The emulated product of a build without oneDNN (test build only, see the header comment):
+ * op(A) and op(B) widened to dense fp32 copies, then C = alpha op(A) op(B) + (alpha bias + beta C)
+ * in one sgemm. */
 static int emulated_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda,
                          const uint16_t *B, int ldb, const float *bias, float beta, float *C, int ldc, bp_err *err) {
     float *a = malloc((size_t)M * K * sizeof *a), *b = malloc((size_t)K * N * sizeof *b);
@@ -168,6 +176,7 @@ static int emulated_gemm(int trans_a, int trans_b, int M, int N, int K, float al
     free(b);
     return 0;
 }
+#endif
 
 // ----------------------------------------------------------------------------
 // the engine: oneDNN engine, primitive cache, streams
@@ -179,18 +188,25 @@ typedef struct gemm_shape {
     float alpha;
 } gemm_shape;
 
+#define CACHE_SLOTS 4096          /* open addressing; about 600 shapes in a SQuAD run */
+#define MAX_STREAMS 64            /* one per thread computing at once (the pool has <= 64) */
+#define NUM_ARGS 5                /* a, b, c, scratchpad, bias */
+
 typedef struct cached_primitive {
     gemm_shape shape;
     dnnl_primitive_t primitive;   /* NULL: empty slot */
     dnnl_memory_desc_t a, b, c, bias, scratch;
     size_t scratch_bytes;
+    /* memory objects of its arguments per stream, made on first use and pointed at each call's
+     * matrices: making and destroying five of them took about 2.2 us a call (0.45 us each,
+     * measured with fp32 primitives), as long as a 128 x 128 x 64 attention product takes on
+     * AMX. NULL until a stream first runs it (and for a temporary primitive). */
+    dnnl_memory_t (*mem)[NUM_ARGS];
 } cached_primitive;
 
-#define CACHE_SLOTS 4096          /* open addressing; about 600 shapes in a SQuAD run */
-#define MAX_STREAMS 64            /* one per thread computing at once (the pool has <= 64) */
-
 struct bf16_gemm_engine {
-    int emulated;                 /* products in emulated_gemm; no oneDNN object is made */
+    int emulated;                 /* fp32 primitives on widened operands (the header comment) */
+    dnnl_data_type_t operands;    /* of A and B: dnnl_bf16, or dnnl_f32 when emulated */
     dnnl_engine_t engine;
     pthread_mutex_t mu;
     cached_primitive *cache;
@@ -222,7 +238,7 @@ bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
         return NULL;
     }
     e->emulated = bf16_gemm_emulated();
-    if (e->emulated) return e;
+    e->operands = e->emulated ? dnnl_f32 : dnnl_bf16;
     dnnl_status_t s = dnnl_engine_create(&e->engine, dnnl_cpu, 0);
     if (s != dnnl_success) {
         free(e->cache);
@@ -238,13 +254,15 @@ int bf16_gemm_engine_emulated(const bf16_gemm_engine *e) { return e && e->emulat
 
 void bf16_gemm_engine_free(bf16_gemm_engine *e) {
     if (!e) return;
-    if (e->emulated) {
-        free(e->cache);
-        free(e);
-        return;
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        cached_primitive *slot = &e->cache[i];
+        if (slot->mem)
+            for (int st = 0; st < MAX_STREAMS; st++)
+                for (int k = 0; k < NUM_ARGS; k++)
+                    if (slot->mem[st][k]) dnnl_memory_destroy(slot->mem[st][k]);
+        free(slot->mem);
+        if (slot->primitive) dnnl_primitive_destroy(slot->primitive);
     }
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        if (e->cache[i].primitive) dnnl_primitive_destroy(e->cache[i].primitive);
     for (int i = 0; i < e->nstreams; i++) {
         dnnl_stream_destroy(e->streams[i]);
         free(e->scratch[i]);
@@ -287,8 +305,8 @@ static int make_primitive(bf16_gemm_engine *e, const gemm_shape *s, cached_primi
     dnnl_post_ops_t post_ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
     const char *step = "dnnl_memory_desc_init_by_strides";
-    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&slot->a, 2, a_dims, dnnl_bf16, a_strides);
-    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->b, 2, b_dims, dnnl_bf16, b_strides);
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&slot->a, 2, a_dims, e->operands, a_strides);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->b, 2, b_dims, e->operands, b_strides);
     if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->c, 2, c_dims, dnnl_f32, c_strides);
     if (st == dnnl_success && s->bias) st = dnnl_memory_desc_init_by_strides(&slot->bias, 2, bias_dims, dnnl_f32, bias_strides);
     if (st == dnnl_success) {
@@ -377,6 +395,9 @@ static cached_primitive *lookup(bf16_gemm_engine *e, const gemm_shape *s, cached
         }
         e->nfree--;
         *stream = i;
+        /* room for its memory objects on every stream; without it (out of memory) each call
+         * makes its own */
+        if (found != temp && !found->mem) found->mem = calloc(MAX_STREAMS, sizeof *found->mem);
     }
 out:
     pthread_mutex_unlock(&e->mu);
@@ -397,7 +418,23 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
         empty_sum(M, N, bias, beta, C, ldc);
         return 0;
     }
-    if (e->emulated) return emulated_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
+    /* emulated: A and B widened to fp32 in their own layout (rows of lda, ldb values) */
+    float *wide[2] = { NULL, NULL };
+    if (e->emulated) {
+        const uint16_t *src[2] = { A, B };
+        size_t rows[2] = { (size_t)(trans_a ? K : M), (size_t)(trans_b ? N : K) }, ld[2] = { (size_t)lda, (size_t)ldb };
+        size_t cols[2] = { (size_t)(trans_a ? M : K), (size_t)(trans_b ? K : N) };
+        for (int i = 0; i < 2; i++) {
+            wide[i] = malloc(rows[i] * ld[i] * sizeof(float));
+            if (!wide[i]) {
+                free(wide[0]);
+                fill_nan(C, M, N, ldc);
+                return bp_err_set(err, "out of memory in an emulated bf16 product %dx%dx%d (cpu backend)", M, N, K);
+            }
+            for (size_t r = 0; r < rows[i]; r++)
+                for (size_t c = 0; c < cols[i]; c++) wide[i][r * ld[i] + c] = bf16_to_float(src[i][r * ld[i] + c]);
+        }
+    }
     /* oneDNN with OpenMP sizes its work by omp_get_max_threads(), a per-thread setting: one here,
      * on whichever pool thread runs this product */
     omp_set_num_threads(1);
@@ -406,21 +443,41 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
     int stream = -1;
     cached_primitive temp = { .primitive = NULL };
     cached_primitive *p = lookup(e, &s, &temp, &stream, err);
-    if (!p) { fill_nan(C, M, N, ldc); return -1; }
-    dnnl_memory_t mem[5] = { NULL, NULL, NULL, NULL, NULL };
-    dnnl_status_t st = dnnl_memory_create(&mem[0], &p->a, e->engine, (void *)A);
-    if (st == dnnl_success) st = dnnl_memory_create(&mem[1], &p->b, e->engine, (void *)B);
-    if (st == dnnl_success) st = dnnl_memory_create(&mem[2], &p->c, e->engine, C);
-    if (st == dnnl_success) st = dnnl_memory_create(&mem[3], &p->scratch, e->engine, e->scratch[stream]);
-    if (st == dnnl_success && bias) st = dnnl_memory_create(&mem[4], &p->bias, e->engine, (void *)bias);
-    if (st == dnnl_success) {
-        dnnl_exec_arg_t args[5] = { { DNNL_ARG_SRC, mem[0] }, { DNNL_ARG_WEIGHTS, mem[1] }, { DNNL_ARG_DST, mem[2] },
-                                    { DNNL_ARG_SCRATCHPAD, mem[3] }, { DNNL_ARG_BIAS, mem[4] } };
-        st = dnnl_primitive_execute(p->primitive, e->streams[stream], bias ? 5 : 4, args);
+    if (!p) {
+        free(wide[0]);
+        free(wide[1]);
+        fill_nan(C, M, N, ldc);
+        return -1;
     }
-    for (int i = 0; i < 5; i++)
-        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    /* the arguments' memory objects: this stream's of the cached primitive, pointed at this call's
+     * matrices (made on its first call), else made for this call and destroyed after */
+    void *handles[NUM_ARGS] = { wide[0] ? (void *)wide[0] : (void *)A, wide[1] ? (void *)wide[1] : (void *)B, C,
+                                e->scratch[stream], (void *)bias };
+    const dnnl_memory_desc_t *descs[NUM_ARGS] = { &p->a, &p->b, &p->c, &p->scratch, &p->bias };
+    dnnl_memory_t local[NUM_ARGS] = { NULL, NULL, NULL, NULL, NULL };
+    dnnl_memory_t *mem = p->mem ? p->mem[stream] : local;
+    int nargs = bias ? NUM_ARGS : NUM_ARGS - 1;
+    dnnl_status_t st = dnnl_success;
+    for (int k = 0; k < nargs && st == dnnl_success; k++) {
+        if (mem[k]) {
+            st = dnnl_memory_set_data_handle(mem[k], handles[k]);
+        } else {
+            st = dnnl_memory_create(&mem[k], descs[k], e->engine, handles[k]);
+            if (st != dnnl_success) mem[k] = NULL;
+        }
+    }
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[NUM_ARGS] = { { DNNL_ARG_SRC, mem[0] }, { DNNL_ARG_WEIGHTS, mem[1] },
+                                           { DNNL_ARG_DST, mem[2] }, { DNNL_ARG_SCRATCHPAD, mem[3] },
+                                           { DNNL_ARG_BIAS, mem[4] } };
+        st = dnnl_primitive_execute(p->primitive, e->streams[stream], nargs, args);
+    }
+    if (mem == local)
+        for (int k = 0; k < NUM_ARGS; k++)
+            if (local[k]) dnnl_memory_destroy(local[k]);
     release_stream(e, stream);
+    free(wide[0]);
+    free(wide[1]);
     if (temp.primitive) dnnl_primitive_destroy(temp.primitive);
     if (st != dnnl_success) {
         fill_nan(C, M, N, ldc);

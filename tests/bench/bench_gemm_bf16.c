@@ -4,7 +4,8 @@
  *
  *   sgemm      OpenBLAS cblas_sgemm, fp32 (what the fp32 backend runs)
  *   sbgemm     OpenBLAS cblas_sbgemm, bf16 in, fp32 out, when the library exports it
- *   onednn     oneDNN matmul (backend/bf16_gemm.h: what the bf16 backend runs)
+ *   onednn     oneDNN matmul (backend/bf16_gemm.h: what the bf16 backend runs), one call a thread
+ *   onednn-4x  the same in 4 calls a thread, as the backend's pool splits a product
  *   own        a hand-written AVX512-BF16 kernel (vdpbf16ps, 8 x 32 register tile, B packed in
  *              32-column panels of k-pairs), kept here as llm.c keeps kernel versions in dev/
  *   backend    the backend's own linear ops, forward + backward (dinp, dweight, dbias) as the
@@ -73,6 +74,14 @@ static void run_onednn(const operands *o, bf16_gemm_engine *e, int m0, int m1) {
     if (bf16_gemm(e, 0, 1, m1 - m0, o->N, o->K, 1.0f, o->A16 + (size_t)m0 * o->K, o->K, o->W16, o->K, NULL, 0.0f,
                   o->C + (size_t)m0 * o->N, o->N, &err) != 0)
         bp_die_err(&err);
+}
+
+/* onednn with each thread's rows in 4 calls, as the backend's pool splits a product (4 parts a
+ * thread, cpu.c gemm_pool): each call packs all of W again for its rows, so against onednn
+ * (one call a thread) this measures what the extra calls cost. */
+static void run_onednn_parts(const operands *o, bf16_gemm_engine *e, int m0, int m1) {
+    int tiles = (m1 - m0) / 8;
+    for (int p = 0; p < 4; p++) run_onednn(o, e, m0 + tiles * p / 4 * 8, p == 3 ? m1 : m0 + tiles * (p + 1) / 4 * 8);
 }
 
 #ifdef HAVE_OWN_KERNEL
@@ -225,6 +234,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < nW; i++) o.W16[i] = bf16_round(o.W[i]);
         struct { const char *name; candidate_fn fn; int needs_bf16; } cands[] = {
             { "sgemm", run_sgemm, 0 }, { "sbgemm", sbgemm ? run_sbgemm : NULL, 1 }, { "onednn", run_onednn, 1 },
+            { "onednn-4x", run_onednn_parts, 1 },
 #ifdef HAVE_OWN_KERNEL
             { "own", run_own, 1 },
 #endif

@@ -6,6 +6,9 @@
  *   sbgemm     OpenBLAS cblas_sbgemm, bf16 in, fp32 out, when the library exports it
  *   onednn     oneDNN matmul (backend/bf16_gemm.h: what the bf16 backend runs), one call a thread
  *   onednn-4x  the same in 4 calls a thread, as the backend's pool splits a product
+ *   onednn-packed  oneDNN matmul with W reordered once, before the clock, into the layout the
+ *              primitive asks for (weights format "any"), where the backend passes W plain and
+ *              oneDNN 2.6 copies it into its blocked layout again for every chunk of rows
  *   own        a hand-written AVX512-BF16 kernel (vdpbf16ps, 8 x 32 register tile, B packed in
  *              32-column panels of k-pairs), kept here as llm.c keeps kernel versions in dev/
  *   backend    the backend's own linear ops, forward + backward (dinp, dweight, dbias) as the
@@ -32,6 +35,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef BP_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#endif
 
 #if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 10))
 #include <immintrin.h>
@@ -83,6 +91,105 @@ static void run_onednn_parts(const operands *o, bf16_gemm_engine *e, int m0, int
     int tiles = (m1 - m0) / 8;
     for (int p = 0; p < 4; p++) run_onednn(o, e, m0 + tiles * p / 4 * 8, p == 3 ? m1 : m0 + tiles * (p + 1) / 4 * 8);
 }
+
+#ifdef BP_HAVE_DNNL
+/* onednn-packed: per thread, a primitive for its block of rows whose weights descriptor is left
+ * to oneDNN (dnnl_format_tag_any), W reordered once into that layout, a stream and a scratchpad.
+ * Made before the clock (packed_prepare), as a backend would pack each weight once per step. */
+#define PACKED_MAX 64
+static struct {
+    int threads, m0[PACKED_MAX];
+    dnnl_engine_t engine;
+    dnnl_stream_t stream[PACKED_MAX];
+    dnnl_primitive_t prim[PACKED_MAX];
+    dnnl_memory_desc_t a[PACKED_MAX], c[PACKED_MAX], w[PACKED_MAX], scratch[PACKED_MAX];
+    void *packed_w[PACKED_MAX], *scratch_buf[PACKED_MAX];
+} packed;
+
+static void dnnl_ok(dnnl_status_t st, const char *what) {
+    if (st != dnnl_success) bp_die(1, NULL, "oneDNN: %s failed (status %d)", what, (int)st);
+}
+
+static void packed_free(void) {
+    for (int t = 0; t < packed.threads; t++) {
+        if (packed.prim[t]) dnnl_primitive_destroy(packed.prim[t]);
+        if (packed.stream[t]) dnnl_stream_destroy(packed.stream[t]);
+        free(packed.packed_w[t]);
+        free(packed.scratch_buf[t]);
+    }
+    if (packed.engine) dnnl_engine_destroy(packed.engine);
+    memset(&packed, 0, sizeof packed);
+}
+
+/* Thread t's block: rows [m0, m1) as time_candidate splits them (whole 8-row tiles). */
+static void packed_prepare(const operands *o, int threads) {
+    packed_free();
+    packed.threads = threads;
+    omp_set_num_threads(1);   /* each primitive runs on its caller's thread alone, as the backend's */
+    dnnl_ok(dnnl_engine_create(&packed.engine, dnnl_cpu, 0), "dnnl_engine_create");
+    int tiles = o->M / 8;
+    dnnl_dims_t b_dims = { o->K, o->N }, w_plain_strides = { 1, o->K };   /* W [N, K] read as B [K, N] */
+    dnnl_memory_desc_t w_plain;
+    dnnl_ok(dnnl_memory_desc_init_by_strides(&w_plain, 2, b_dims, dnnl_bf16, w_plain_strides), "weights desc");
+    for (int t = 0; t < threads; t++) {
+        int m0 = tiles * t / threads * 8, m1 = tiles * (t + 1) / threads * 8;
+        packed.m0[t] = m0;
+        dnnl_dims_t a_dims = { m1 - m0, o->K }, a_strides = { o->K, 1 }, c_dims = { m1 - m0, o->N }, c_strides = { o->N, 1 };
+        dnnl_memory_desc_t w_any;
+        dnnl_ok(dnnl_memory_desc_init_by_strides(&packed.a[t], 2, a_dims, dnnl_bf16, a_strides), "src desc");
+        dnnl_ok(dnnl_memory_desc_init_by_strides(&packed.c[t], 2, c_dims, dnnl_f32, c_strides), "dst desc");
+        dnnl_ok(dnnl_memory_desc_init_by_tag(&w_any, 2, b_dims, dnnl_bf16, dnnl_format_tag_any), "weights any");
+        dnnl_matmul_desc_t md;
+        dnnl_ok(dnnl_matmul_desc_init(&md, &packed.a[t], &w_any, NULL, &packed.c[t]), "dnnl_matmul_desc_init");
+        dnnl_primitive_attr_t attr;
+        dnnl_ok(dnnl_primitive_attr_create(&attr), "attr");
+        dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode");
+        dnnl_primitive_desc_t pd;
+        dnnl_ok(dnnl_primitive_desc_create(&pd, &md, attr, packed.engine, NULL), "matmul primitive desc");
+        dnnl_primitive_attr_destroy(attr);
+        packed.w[t] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        packed.scratch[t] = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        dnnl_ok(dnnl_primitive_create(&packed.prim[t], pd), "matmul primitive");
+        dnnl_primitive_desc_destroy(pd);
+        dnnl_ok(dnnl_stream_create(&packed.stream[t], packed.engine, dnnl_stream_default_flags), "stream");
+        size_t wbytes = dnnl_memory_desc_get_size(&packed.w[t]), sbytes = dnnl_memory_desc_get_size(&packed.scratch[t]);
+        packed.packed_w[t] = aligned_alloc(64, (wbytes + 63) / 64 * 64);
+        packed.scratch_buf[t] = aligned_alloc(64, (sbytes + 63) / 64 * 64 + 64);
+        if (!packed.packed_w[t] || !packed.scratch_buf[t]) bp_die(1, NULL, "out of memory");
+        /* W plain -> the primitive's layout, once */
+        dnnl_primitive_desc_t rpd;
+        dnnl_ok(dnnl_reorder_primitive_desc_create(&rpd, &w_plain, packed.engine, &packed.w[t], packed.engine, NULL),
+                "reorder primitive desc");
+        dnnl_primitive_t reorder;
+        dnnl_ok(dnnl_primitive_create(&reorder, rpd), "reorder primitive");
+        dnnl_primitive_desc_destroy(rpd);
+        dnnl_memory_t from, to;
+        dnnl_ok(dnnl_memory_create(&from, &w_plain, packed.engine, o->W16), "memory");
+        dnnl_ok(dnnl_memory_create(&to, &packed.w[t], packed.engine, packed.packed_w[t]), "memory");
+        dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, from }, { DNNL_ARG_TO, to } };
+        dnnl_ok(dnnl_primitive_execute(reorder, packed.stream[t], 2, args), "reorder");
+        dnnl_ok(dnnl_stream_wait(packed.stream[t]), "stream wait");
+        dnnl_memory_destroy(from);
+        dnnl_memory_destroy(to);
+        dnnl_primitive_destroy(reorder);
+    }
+}
+
+static void run_onednn_packed(const operands *o, bf16_gemm_engine *e, int m0, int m1) {
+    int t = 0;
+    while (t < packed.threads - 1 && packed.m0[t] != m0) t++;
+    omp_set_num_threads(1);
+    dnnl_memory_t mem[4];
+    dnnl_ok(dnnl_memory_create(&mem[0], &packed.a[t], packed.engine, o->A16 + (size_t)m0 * o->K), "memory");
+    dnnl_ok(dnnl_memory_create(&mem[1], &packed.w[t], packed.engine, packed.packed_w[t]), "memory");
+    dnnl_ok(dnnl_memory_create(&mem[2], &packed.c[t], packed.engine, o->C + (size_t)m0 * o->N), "memory");
+    dnnl_ok(dnnl_memory_create(&mem[3], &packed.scratch[t], packed.engine, packed.scratch_buf[t]), "memory");
+    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, mem[0] }, { DNNL_ARG_WEIGHTS, mem[1] }, { DNNL_ARG_DST, mem[2] },
+                                { DNNL_ARG_SCRATCHPAD, mem[3] } };
+    dnnl_ok(dnnl_primitive_execute(packed.prim[t], packed.stream[t], 4, args), "matmul");
+    for (int i = 0; i < 4; i++) dnnl_memory_destroy(mem[i]);
+}
+#endif
 
 #ifdef HAVE_OWN_KERNEL
 /* panel p, k-pair kk, column j: the two bf16 of W[32p + j][2kk .. 2kk + 1] as one 32-bit word */
@@ -235,12 +342,18 @@ int main(int argc, char **argv) {
         struct { const char *name; candidate_fn fn; int needs_bf16; } cands[] = {
             { "sgemm", run_sgemm, 0 }, { "sbgemm", sbgemm ? run_sbgemm : NULL, 1 }, { "onednn", run_onednn, 1 },
             { "onednn-4x", run_onednn_parts, 1 },
+#ifdef BP_HAVE_DNNL
+            { "onednn-packed", run_onednn_packed, 1 },
+#endif
 #ifdef HAVE_OWN_KERNEL
             { "own", run_own, 1 },
 #endif
         };
 #ifdef HAVE_OWN_KERNEL
         pack_panels(&o);
+#endif
+#ifdef BP_HAVE_DNNL
+        if (bf16) packed_prepare(&o, threads);
 #endif
         for (size_t c = 0; c < sizeof cands / sizeof cands[0]; c++) {
             if (!cands[c].fn) continue;
@@ -274,6 +387,9 @@ int main(int argc, char **argv) {
     }
     printf("bf16 gemm ceiling: %.1f GFLOP/s (%s), fp32 sgemm %.1f GFLOP/s, %d threads\n", best16, best16_name, best32,
            threads);
+#ifdef BP_HAVE_DNNL
+    packed_free();
+#endif
     bf16_gemm_engine_free(engine);
     b16->destroy(b16);
     fp32->destroy(fp32);

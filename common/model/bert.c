@@ -330,13 +330,16 @@ static int site_classifier(const bert_config *cfg) { return 1 + 3 * cfg->num_hid
 /* Layer l's act for the fused GELU product (backend.h gelu_matmul_forward), kept from the
  * forward for the backward; NULL when the model has none (the backward makes it again). */
 static float *gelu_kept(const bert_model *m, size_t l) {
-    return m->gelu_kept_layer ? m->acts.gelu_kept + l * m->gelu_kept_layer : NULL;
+    return m->kept_by_forward & KEPT_BY_GELU ? m->acts.gelu_kept + l * m->gelu_kept_layer : NULL;
 }
 
 /* Layer l's kept `which` (KEPT_QKV ...); NULL when the model keeps none (inference, or a backend
  * without the ops): the plain ops run then. */
 static float *op_kept(const bert_model *m, size_t l, int which) {
-    if (!m->op_kept_layer) return NULL;
+    const backend *be = m->be;
+    if (!(m->kept_by_forward & KEPT_BY_OPS) || !be->matmul_forward_keep || !be->attention_forward_keep ||
+        !be->matmul_backward_kept || !be->attention_backward_kept)
+        return NULL;
     size_t N = (size_t)m->max_B * m->max_T;
     return m->acts.op_kept + l * m->op_kept_layer + op_kept_offset(N, (size_t)m->cfg.hidden_size, which);
 }
@@ -407,6 +410,10 @@ int bert_forward(bert_model *m, const bert_batch *batch, int training, bp_err *e
     m->B = B;
     m->T = T;
     m->training = training;
+    /* what this forward leaves for the backward: only what it writes is read there (a backend's
+     * optional ops may come and go between passes: backend_cpu_set_bf16) */
+    m->kept_by_forward = (m->gelu_kept_layer && be->gelu_matmul_forward ? KEPT_BY_GELU : 0) |
+                         (m->op_kept_layer && be->matmul_forward_keep && be->attention_forward_keep ? KEPT_BY_OPS : 0);
     m->dropout_hidden = training ? cfg->hidden_dropout_prob : 0.0f;
     m->dropout_attention = training ? cfg->attention_probs_dropout_prob : 0.0f;
     m->dropout_classifier = training ? (cfg->classifier_dropout >= 0 ? cfg->classifier_dropout

@@ -114,6 +114,8 @@ typedef struct bert_acts {
                                   (backend.h matmul_forward_keep); empty without those ops */
 } bert_acts;
 
+enum { KEPT_BY_GELU = 1, KEPT_BY_OPS = 2 };   /* bert_model.kept_by_forward */
+
 /* One batch in host memory, row-major [B, T] int32 arrays. Targets may be NULL (no loss). */
 typedef struct bert_batch {
     int B, T;
@@ -142,6 +144,8 @@ typedef struct bert_model {
     int inference;                    /* created BERT_FOR_INFERENCE */
     size_t gelu_kept_layer;           /* floats of acts.gelu_kept per layer; 0: none */
     size_t op_kept_layer;             /* floats of acts.op_kept per layer; 0: none */
+    int kept_by_forward;              /* what the last forward left in gelu_kept (KEPT_BY_GELU) and
+                                         op_kept (KEPT_BY_OPS) for the backward */
     int B, T, has_loss, training;
     float loss;                       /* host copy of acts.loss */
     float dropout_hidden, dropout_attention, dropout_classifier;   /* as used (0 in eval) */

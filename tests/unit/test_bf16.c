@@ -709,6 +709,26 @@ static void kept_model(two *t) {
                    memcmp(a.logits, b.logits, (size_t)a.nlogits * sizeof(float)) == 0 &&
                    memcmp(a.grads, b.grads, nparams * sizeof(float)) == 0,
                "%s: logits and gradients with kept operands = without, bit for bit (dropout on)", qa ? "qa" : "cls");
+        /* the forward without the keeping ops (GELU fusion included), the backward with them: it
+         * must make its operands again, not read what no forward wrote */
+        bert_model *mm = bert_create(&cfg, t->b16, 3, 32, &err);
+        float *grads = malloc(nparams * sizeof(float));
+        backend saved = *t->b16;
+        ok = mm && grads && bert_copy_from_host(mm, NULL, BERT_STATE_PARAMS, weights, &err) == 0;
+        t->b16->matmul_forward_keep = NULL;
+        t->b16->attention_forward_keep = NULL;
+        t->b16->gelu_matmul_forward = NULL;
+        ok = ok && bert_forward(mm, &c.b, 1, &err) == 0;
+        t->b16->matmul_forward_keep = saved.matmul_forward_keep;
+        t->b16->attention_forward_keep = saved.attention_forward_keep;
+        t->b16->gelu_matmul_forward = saved.gelu_matmul_forward;
+        ok = ok && bert_backward(mm, 1.0f, &err) == 0 && bert_copy_to_host(mm, NULL, BERT_STATE_GRADS, grads, &err) == 0;
+        if (!ok) tap_diag("%s", err.msg);
+        tap_ok(ok && b.nlogits > 0 && memcmp(grads, b.grads, nparams * sizeof(float)) == 0,
+               "%s: a backward after a forward that kept nothing makes its operands again (the same gradients)",
+               qa ? "qa" : "cls");
+        bert_free(mm);
+        free(grads);
         free(a.logits); free(a.grads); free(b.logits); free(b.grads);
         free(weights);
         case_batch_free(&c);

@@ -1226,10 +1226,9 @@ static void kept_qkv(const att_job *j, pair_operands *o, size_t pair) {
 }
 
 /* Round pair's q [Tq, D], k and v [klen, D] out of its qkv columns (q: its first query), k and v
- * zero up to the padded key count: into j->kept when the forward keeps them, else o's own. */
-static void round_qkv(const att_job *j, pair_operands *o, size_t pair, const float *q) {
-    int T = j->T, C = j->C, D = C / j->NH, C3 = 3 * C;
-    int klen = key_length(j->mask + pair / j->NH * T, T), kpad = padded_keys(klen, T);
+ * zero up to kpad keys: into j->kept when the forward keeps them, else o's own. */
+static void round_qkv(const att_job *j, pair_operands *o, size_t pair, const float *q, int klen, int kpad) {
+    int C = j->C, D = C / j->NH, C3 = 3 * C;
     if (j->kept) kept_qkv(j, o, pair);
     bf16_from_f32_rows(o->q, D, q, C3, j->Tq, D);
     bf16_from_f32_rows(o->k, D, q + C, C3, klen, D);
@@ -1250,7 +1249,7 @@ static void attention_forward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         int klen = key_length(j->mask + b * T, T), kpad = padded_keys(klen, T);
         const float *q = j->qkv + b * T * C3 + h * D;
         float *P = j->probs + pair * block;
-        round_qkv(j, &o, pair, q);
+        round_qkv(j, &o, pair, q, klen, kpad);
         /* Q K^T unscaled, the scale applied by the softmax: oneDNN's output scale made this product
          * 1.3-1.4x slower than dctx V^T, the same shape without it (D = 64: the scale is 1/8, exact either way) */
         att_gemm16(j, &o, 0, 1, Tq, kpad, D, 1.0f, o.q, D, o.k, D, P, T);
@@ -1278,7 +1277,7 @@ static void attention_backward_pairs_bf16(void *ctx, size_t begin, size_t end) {
         const float *q = j->qkv + off, *P = j->cprobs + pair * block;
         float *dq = j->dqkv + off, *dS = j->scratch + pair * block;
         if (j->kept) kept_qkv(j, &o, pair);   /* as the forward rounded them */
-        else round_qkv(j, &o, pair, q);
+        else round_qkv(j, &o, pair, q, klen, kpad);
         bf16_from_f32_rows(o.dctx, D, j->dctx + b * T * C + h * D, C, Tq, D);
         /* dP = dctx V^T first, then per row the mask once: the dropped probabilities (rounded, for
          * dV) and d(scores) (back through dropout and softmax, rounded, for dQ and dK) */

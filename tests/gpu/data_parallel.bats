@@ -1,8 +1,11 @@
 #!/usr/bin/env bats
 # train under mpirun on the cuda backend: gradients summed on the GPU with NCCL. One rank on one
-# GPU gives the single process's parameters bit for bit (a sum over one rank, through NCCL); two
-# ranks on two GPUs give one GPU's on the whole batch. Run by scripts/run-tests --gpu (make
-# test-gpu); skips with the reason where there is no GPU, too few GPUs, or no mpirun.
+# GPU gives the single process's parameters (a sum over one rank, through NCCL); two ranks on two
+# GPUs give one GPU's on the whole batch. Both within 1e-4 relative, not bit for bit: the cuda
+# backend scatter-adds word and token-type embedding gradients with atomics, so two runs of the
+# same process already differ in the last bits (backend/cuda.cu's header). Run by
+# scripts/run-tests --gpu (make test-gpu); skips with the reason where there is no GPU, too few
+# GPUs, or no mpirun.
 load ../bats/test_helper
 
 setup() {
@@ -14,21 +17,9 @@ setup() {
   OPTS="--preset tiny --dropout 0 --device cuda --lr 5e-4 --warmup-steps 3 --vocab $VOCAB"
 }
 
-@test "1 rank on the cuda backend sums with NCCL and gives the single process's parameters bit for bit" {
-  batches train 320 16 1 --no-shuffle --out "file:$TMP/b16"
-  train --in "file:$TMP/b16" $OPTS --save "$TMP/one" >/dev/null
-  BERTPIPE_QUIET=0 mpirun -np 1 train --data-parallel mpi --in "file:$TMP/b16" $OPTS --save "$TMP/nccl" \
-    </dev/null 2>"$TMP/err" >/dev/null
-  grep -q "data-parallel: 1 ranks (mpi, .*; gradients summed on the device)" "$TMP/err" || { cat "$TMP/err"; false; }
-  cmp "$TMP/one/model.safetensors" "$TMP/nccl/model.safetensors"
-}
-
-@test "2 ranks on 2 GPUs x 8 rows = 1 GPU x 16 rows after 20 steps (1e-4 relative)" {
-  [ "$(nvidia-smi -L | wc -l)" -ge 2 ] || skip "one GPU: NCCL puts one rank on each GPU"
-  batches train 320 16 1 --no-shuffle --out "file:$TMP/b16"
-  train --in "file:$TMP/b16" $OPTS --save "$TMP/one" >/dev/null
-  mpirun -np 2 train --in "file:$TMP/b16" $OPTS --save "$TMP/two" </dev/null >/dev/null
-  python3 - "$TMP/one/model.safetensors" "$TMP/two/model.safetensors" <<'PY'
+# Parameters of two saved models within 1e-4 of the largest (the attention key bias aside)
+params_close() { # a.safetensors b.safetensors
+  python3 - "$1" "$2" <<'PY'
 import json, re, struct, sys
 from array import array
 def load(path):
@@ -44,4 +35,21 @@ diff = max(max(abs(x - y) for x, y in zip(A[k], B[k])) for k in keys)
 print("relative %.3g" % (diff / scale))
 sys.exit(0 if diff <= 1e-4 * scale else 1)
 PY
+}
+
+@test "1 rank on the cuda backend sums with NCCL and gives the single process's parameters (1e-4 relative)" {
+  batches train 320 16 1 --no-shuffle --out "file:$TMP/b16"
+  train --in "file:$TMP/b16" $OPTS --save "$TMP/one" >/dev/null
+  BERTPIPE_QUIET=0 mpirun -np 1 train --data-parallel mpi --in "file:$TMP/b16" $OPTS --save "$TMP/nccl" \
+    </dev/null 2>"$TMP/err" >/dev/null
+  grep -q "data-parallel: 1 ranks (mpi, .*; gradients summed on the device)" "$TMP/err" || { cat "$TMP/err"; false; }
+  params_close "$TMP/one/model.safetensors" "$TMP/nccl/model.safetensors"
+}
+
+@test "2 ranks on 2 GPUs x 8 rows = 1 GPU x 16 rows after 20 steps (1e-4 relative)" {
+  [ "$(nvidia-smi -L | wc -l)" -ge 2 ] || skip "one GPU: NCCL puts one rank on each GPU"
+  batches train 320 16 1 --no-shuffle --out "file:$TMP/b16"
+  train --in "file:$TMP/b16" $OPTS --save "$TMP/one" >/dev/null
+  mpirun -np 2 train --in "file:$TMP/b16" $OPTS --save "$TMP/two" </dev/null >/dev/null
+  params_close "$TMP/one/model.safetensors" "$TMP/two/model.safetensors"
 }

@@ -185,16 +185,20 @@ static int emulated_gemm(int trans_a, int trans_b, int M, int N, int K, float al
 
 typedef struct gemm_shape {
     int trans_a, trans_b, M, N, K, lda, ldb, ldc, accumulate, bias;
+    int layout;                   /* B in e->layouts[layout] (a packed copy), or -1: as ldb says */
     float alpha;
 } gemm_shape;
 
 #define CACHE_SLOTS 4096          /* open addressing; about 600 shapes in a SQuAD run */
 #define MAX_STREAMS 64            /* one per thread computing at once (the pool has <= 64) */
 #define NUM_ARGS 5                /* a, b, c, scratchpad, bias */
+#define MAX_LAYOUTS 64            /* packed layouts of B: a handful per model */
+#define MAX_PACKS 4096            /* packed copies: two per weight matrix (BERT-Large has 96) */
 
 typedef struct cached_primitive {
     gemm_shape shape;
-    dnnl_primitive_t primitive;   /* NULL: empty slot */
+    dnnl_primitive_t primitive;   /* NULL: empty slot, unless refused */
+    int refused;                  /* no kernel reads this shape's packed layout: B goes plain */
     dnnl_memory_desc_t a, b, c, bias, scratch;
     size_t scratch_bytes;
     /* memory objects of its arguments per stream, made on first use and pointed at each call's
@@ -218,6 +222,23 @@ struct bf16_gemm_engine {
     void *scratch[MAX_STREAMS];
     size_t scratch_len[MAX_STREAMS];
     int free_streams[MAX_STREAMS], nfree, nstreams;
+    /* packed copies of B (bf16_gemm_pack_b), each in one of the layouts oneDNN asked for */
+    dnnl_memory_desc_t layouts[MAX_LAYOUTS];
+    int nlayouts;
+    bf16_packed_b *packs[MAX_PACKS];
+    int npacks;
+    dnnl_stream_t pack_stream;    /* the reorders', made on first use */
+};
+
+/* A packed copy of one B (bf16_gemm.h). layout -1: B is read as it is (oneDNN asked for its own
+ * strides, or packing failed), and nothing is kept. */
+struct bf16_packed_b {
+    const uint16_t *src;
+    int trans_b, N, K, ldb, layout;
+    dnnl_memory_desc_t plain;     /* B as stored (fp32 when emulated: the widened copy) */
+    dnnl_primitive_t reorder;     /* plain -> layouts[layout] */
+    void *data;
+    int fresh;                    /* data holds B's current values */
 };
 
 static const char *status_name(dnnl_status_t s) {
@@ -267,6 +288,12 @@ void bf16_gemm_engine_free(bf16_gemm_engine *e) {
         dnnl_stream_destroy(e->streams[i]);
         free(e->scratch[i]);
     }
+    for (int i = 0; i < e->npacks; i++) {
+        if (e->packs[i]->reorder) dnnl_primitive_destroy(e->packs[i]->reorder);
+        free(e->packs[i]->data);
+        free(e->packs[i]);
+    }
+    if (e->pack_stream) dnnl_stream_destroy(e->pack_stream);
     dnnl_engine_destroy(e->engine);
     pthread_mutex_destroy(&e->mu);
     free(e->cache);
@@ -277,7 +304,7 @@ static uint64_t shape_hash(const gemm_shape *s) {
     uint32_t alpha_bits;
     memcpy(&alpha_bits, &s->alpha, sizeof alpha_bits);
     int64_t fields[] = { s->trans_a, s->trans_b, s->M, s->N, s->K, s->lda, s->ldb, s->ldc, s->accumulate, s->bias,
-                         alpha_bits };
+                         s->layout, alpha_bits };
     uint64_t h = 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         h ^= (uint64_t)fields[i] + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
@@ -289,7 +316,7 @@ static uint64_t shape_hash(const gemm_shape *s) {
 static int same_shape(const gemm_shape *a, const gemm_shape *b) {
     return a->trans_a == b->trans_a && a->trans_b == b->trans_b && a->M == b->M && a->N == b->N && a->K == b->K &&
            a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc && a->accumulate == b->accumulate &&
-           a->bias == b->bias &&
+           a->bias == b->bias && a->layout == b->layout &&
            memcmp(&a->alpha, &b->alpha, sizeof a->alpha) == 0;
 }
 
@@ -306,7 +333,8 @@ static int make_primitive(bf16_gemm_engine *e, const gemm_shape *s, cached_primi
     dnnl_primitive_desc_t pd = NULL;
     const char *step = "dnnl_memory_desc_init_by_strides";
     dnnl_status_t st = dnnl_memory_desc_init_by_strides(&slot->a, 2, a_dims, e->operands, a_strides);
-    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->b, 2, b_dims, e->operands, b_strides);
+    if (st == dnnl_success && s->layout >= 0) slot->b = e->layouts[s->layout];
+    else if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->b, 2, b_dims, e->operands, b_strides);
     if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&slot->c, 2, c_dims, dnnl_f32, c_strides);
     if (st == dnnl_success && s->bias) st = dnnl_memory_desc_init_by_strides(&slot->bias, 2, bias_dims, dnnl_f32, bias_strides);
     if (st == dnnl_success) {
@@ -370,13 +398,23 @@ static cached_primitive *lookup(bf16_gemm_engine *e, const gemm_shape *s, cached
     }
     for (uint64_t i = shape_hash(s) % CACHE_SLOTS;; i = (i + 1) % CACHE_SLOTS) {
         cached_primitive *slot = &e->cache[i];
-        if (slot->primitive && same_shape(&slot->shape, s)) { found = slot; break; }
-        if (!slot->primitive) {
+        if ((slot->primitive || slot->refused) && same_shape(&slot->shape, s)) { found = slot; break; }
+        if (!slot->primitive && !slot->refused) {
             cached_primitive *into = e->cached < CACHE_SLOTS / 2 ? slot : temp;
             if (make_primitive(e, s, into, err) == 0) found = into;
+            else if (s->layout >= 0 && into == slot) {   /* remembered, so it is asked once */
+                slot->shape = *s;
+                slot->refused = 1;
+                e->cached++;
+            }
             if (found == slot) e->cached++;
             break;
         }
+    }
+    if (found && found->refused) {
+        bp_err_set(err, "no oneDNN kernel reads this packed B for %d rows (cpu backend, bf16)", s->M);
+        found = NULL;
+        goto out;
     }
     if (found) {   /* a stream, and its scratchpad grown to this primitive's need */
         int i = e->free_streams[e->nfree - 1];
@@ -410,49 +448,56 @@ static void release_stream(bf16_gemm_engine *e, int stream) {
     pthread_mutex_unlock(&e->mu);
 }
 
-int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
-              const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
-              int ldc, bp_err *err) {
-    if (M <= 0 || N <= 0) return 0;
-    if (K <= 0) {
-        empty_sum(M, N, bias, beta, C, ldc);
-        return 0;
-    }
-    /* emulated: A and B widened to fp32 in their own layout (rows of lda, ldb values) */
+/* B's [rows, cols] values with row stride ld widened to fp32 (the emulation's operands); NULL when
+ * out of memory. */
+static float *widened(const uint16_t *src, size_t rows, size_t cols, size_t ld) {
+    float *w = malloc(rows * ld * sizeof(float));
+    if (!w) return NULL;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) w[r * ld + c] = bf16_to_float(src[r * ld + c]);
+    return w;
+}
+
+/* bf16_gemm, with B's packed copy pb when not NULL (the shape then names pb's layout) */
+static int gemm_run(bf16_gemm_engine *e, const bf16_packed_b *pb, int trans_a, int trans_b, int M, int N, int K,
+                    float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta,
+                    float *C, int ldc, bp_err *err) {
+    /* emulated: A and B widened to fp32 in their own layout (rows of lda, ldb values); a packed B
+     * was widened when it was packed */
     float *wide[2] = { NULL, NULL };
     if (e->emulated) {
         const uint16_t *src[2] = { A, B };
         size_t rows[2] = { (size_t)(trans_a ? K : M), (size_t)(trans_b ? N : K) }, ld[2] = { (size_t)lda, (size_t)ldb };
         size_t cols[2] = { (size_t)(trans_a ? M : K), (size_t)(trans_b ? K : N) };
-        for (int i = 0; i < 2; i++) {
-            wide[i] = malloc(rows[i] * ld[i] * sizeof(float));
+        for (int i = 0; i < (pb ? 1 : 2); i++) {
+            wide[i] = widened(src[i], rows[i], cols[i], ld[i]);
             if (!wide[i]) {
                 free(wide[0]);
                 fill_nan(C, M, N, ldc);
                 return bp_err_set(err, "out of memory in an emulated bf16 product %dx%dx%d (cpu backend)", M, N, K);
             }
-            for (size_t r = 0; r < rows[i]; r++)
-                for (size_t c = 0; c < cols[i]; c++) wide[i][r * ld[i] + c] = bf16_to_float(src[i][r * ld[i] + c]);
         }
     }
     /* oneDNN with OpenMP sizes its work by omp_get_max_threads(), a per-thread setting: one here,
      * on whichever pool thread runs this product */
     omp_set_num_threads(1);
     gemm_shape s = { .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
-                     .ldc = ldc, .accumulate = beta != 0.0f, .bias = bias != NULL, .alpha = alpha };
+                     .ldc = ldc, .accumulate = beta != 0.0f, .bias = bias != NULL, .layout = pb ? pb->layout : -1,
+                     .alpha = alpha };
     int stream = -1;
     cached_primitive temp = { .primitive = NULL };
     cached_primitive *p = lookup(e, &s, &temp, &stream, err);
     if (!p) {
         free(wide[0]);
         free(wide[1]);
+        if (pb) return -2;   /* C untouched: the caller runs the product on B as it is */
         fill_nan(C, M, N, ldc);
         return -1;
     }
     /* the arguments' memory objects: this stream's of the cached primitive, pointed at this call's
      * matrices (made on its first call), else made for this call and destroyed after */
-    void *handles[NUM_ARGS] = { wide[0] ? (void *)wide[0] : (void *)A, wide[1] ? (void *)wide[1] : (void *)B, C,
-                                e->scratch[stream], (void *)bias };
+    void *b_data = pb ? pb->data : wide[1] ? (void *)wide[1] : (void *)B;
+    void *handles[NUM_ARGS] = { wide[0] ? (void *)wide[0] : (void *)A, b_data, C, e->scratch[stream], (void *)bias };
     const dnnl_memory_desc_t *descs[NUM_ARGS] = { &p->a, &p->b, &p->c, &p->scratch, &p->bias };
     dnnl_memory_t local[NUM_ARGS] = { NULL, NULL, NULL, NULL, NULL };
     dnnl_memory_t *mem = p->mem ? p->mem[stream] : local;
@@ -486,6 +531,144 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
     return 0;
 }
 
+int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
+              const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
+              int ldc, bp_err *err) {
+    return bf16_gemm_b_packed(e, NULL, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
+}
+
+int bf16_gemm_b_packed(bf16_gemm_engine *e, const bf16_packed_b *pb, int trans_a, int trans_b, int M, int N, int K,
+                       float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias,
+                       float beta, float *C, int ldc, bp_err *err) {
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) {
+        empty_sum(M, N, bias, beta, C, ldc);
+        return 0;
+    }
+    if (pb && (pb->layout < 0 || !pb->fresh || pb->src != B || pb->trans_b != trans_b || pb->N != N || pb->K != K ||
+               pb->ldb != ldb))
+        pb = NULL;   /* not this B's current copy: B as it is */
+    if (pb) {
+        int rc = gemm_run(e, pb, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
+        if (rc != -2) return rc;
+        /* no kernel for these rows reads the packed layout (a refused shape is remembered): B as it is */
+    }
+    return gemm_run(e, NULL, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
+}
+
+// ----------------------------------------------------------------------------
+// packed B: a weight laid out once as the kernels read it
+
+/* pb's layout: the weights layout oneDNN picks for a product of M rows with B left to it
+ * (dnnl_format_tag_any), or -1 when that is B's own strides or cannot be had. Mutex held. */
+static int choose_layout(bf16_gemm_engine *e, bf16_packed_b *pb, int M) {
+    dnnl_dims_t a_dims = { M, pb->K }, a_strides = { pb->K, 1 }, b_dims = { pb->K, pb->N };
+    dnnl_dims_t c_dims = { M, pb->N }, c_strides = { pb->N, 1 };
+    dnnl_dims_t b_strides = { pb->trans_b ? 1 : pb->ldb, pb->trans_b ? pb->ldb : 1 };
+    dnnl_memory_desc_t a, b_any, c;
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int layout = -1;
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&pb->plain, 2, b_dims, e->operands, b_strides);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&a, 2, a_dims, e->operands, a_strides);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&b_any, 2, b_dims, e->operands, dnnl_format_tag_any);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&c, 2, c_dims, dnnl_f32, c_strides);
+    if (st == dnnl_success) st = dnnl_matmul_desc_init(&desc, &a, &b_any, NULL, &c);
+    if (st == dnnl_success) st = dnnl_primitive_attr_create(&attr);
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &desc, attr, e->engine, NULL);
+    if (st == dnnl_success) {
+        const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        if (want && !dnnl_memory_desc_equal(want, &pb->plain)) {
+            for (int i = 0; i < e->nlayouts && layout < 0; i++)
+                if (dnnl_memory_desc_equal(want, &e->layouts[i])) layout = i;
+            if (layout < 0 && e->nlayouts < MAX_LAYOUTS) {
+                e->layouts[e->nlayouts] = *want;
+                layout = e->nlayouts++;
+            }
+        }
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (layout < 0) return -1;
+    /* its room and its reorder, made once */
+    dnnl_primitive_desc_t rpd = NULL;
+    size_t bytes = dnnl_memory_desc_get_size(&e->layouts[layout]);
+    if (posix_memalign(&pb->data, 64, bytes + 64) != 0) {
+        pb->data = NULL;
+        return -1;
+    }
+    st = dnnl_reorder_primitive_desc_create(&rpd, &pb->plain, e->engine, &e->layouts[layout], e->engine, NULL);
+    if (st == dnnl_success) st = dnnl_primitive_create(&pb->reorder, rpd);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (st != dnnl_success) {
+        pb->reorder = NULL;
+        free(pb->data);
+        pb->data = NULL;
+        return -1;
+    }
+    return layout;
+}
+
+/* pb->data = B in pb's layout (fresh on success). Mutex held. */
+static void repack(bf16_gemm_engine *e, bf16_packed_b *pb) {
+    size_t rows = (size_t)(pb->trans_b ? pb->N : pb->K), cols = (size_t)(pb->trans_b ? pb->K : pb->N);
+    float *wide = e->emulated ? widened(pb->src, rows, cols, (size_t)pb->ldb) : NULL;
+    if (e->emulated && !wide) return;
+    dnnl_memory_t from = NULL, to = NULL;
+    dnnl_status_t st = dnnl_success;
+    if (!e->pack_stream) st = dnnl_stream_create(&e->pack_stream, e->engine, dnnl_stream_default_flags);
+    if (st == dnnl_success) st = dnnl_memory_create(&from, &pb->plain, e->engine, wide ? (void *)wide : (void *)pb->src);
+    if (st == dnnl_success) st = dnnl_memory_create(&to, &e->layouts[pb->layout], e->engine, pb->data);
+    if (st == dnnl_success) {
+        omp_set_num_threads(1);   /* on the caller's thread alone, as every product */
+        dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, from }, { DNNL_ARG_TO, to } };
+        st = dnnl_primitive_execute(pb->reorder, e->pack_stream, 2, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(e->pack_stream);
+    }
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    free(wide);
+    pb->fresh = st == dnnl_success;
+}
+
+const bf16_packed_b *bf16_gemm_pack_b(bf16_gemm_engine *e, int trans_b, int M, int N, int K, const uint16_t *B,
+                                      int ldb) {
+    if (!e || M <= 0 || N <= 0 || K <= 0) return NULL;
+    pthread_mutex_lock(&e->mu);
+    bf16_packed_b *pb = NULL;
+    for (int i = 0; i < e->npacks && !pb; i++) {
+        bf16_packed_b *q = e->packs[i];
+        if (q->src == B && q->trans_b == trans_b && q->N == N && q->K == K && q->ldb == ldb) pb = q;
+    }
+    if (!pb && e->npacks < MAX_PACKS && (pb = calloc(1, sizeof *pb)) != NULL) {
+        *pb = (bf16_packed_b){ .src = B, .trans_b = trans_b, .N = N, .K = K, .ldb = ldb };
+        pb->layout = choose_layout(e, pb, M);
+        e->packs[e->npacks++] = pb;
+    }
+    if (pb && pb->layout >= 0 && !pb->fresh) repack(e, pb);
+    const bf16_packed_b *out = pb && pb->layout >= 0 && pb->fresh ? pb : NULL;
+    pthread_mutex_unlock(&e->mu);
+    return out;
+}
+
+void bf16_gemm_packed_stale(bf16_gemm_engine *e) {
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < e->npacks; i++) e->packs[i]->fresh = 0;
+    pthread_mutex_unlock(&e->mu);
+}
+
+int bf16_gemm_packed_count(bf16_gemm_engine *e) {
+    if (!e) return 0;
+    pthread_mutex_lock(&e->mu);
+    int n = 0;
+    for (int i = 0; i < e->npacks; i++) n += e->packs[i]->layout >= 0;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
 #else   /* no oneDNN in this build: bf16_gemm_available says so; below, only the test build's emulation computes */
 
 struct bf16_gemm_engine { int emulated; };
@@ -502,6 +685,18 @@ bf16_gemm_engine *bf16_gemm_engine_create(bp_err *err) {
 }
 void bf16_gemm_engine_free(bf16_gemm_engine *e) { free(e); }
 int bf16_gemm_engine_emulated(const bf16_gemm_engine *e) { return e && e->emulated; }
+/* without oneDNN there are no layouts to pack into: every product reads B as it is */
+const bf16_packed_b *bf16_gemm_pack_b(bf16_gemm_engine *e, int trans_b, int M, int N, int K, const uint16_t *B,
+                                      int ldb) {
+    return NULL;
+}
+void bf16_gemm_packed_stale(bf16_gemm_engine *e) {}
+int bf16_gemm_packed_count(bf16_gemm_engine *e) { return 0; }
+int bf16_gemm_b_packed(bf16_gemm_engine *e, const bf16_packed_b *pb, int trans_a, int trans_b, int M, int N, int K,
+                       float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias,
+                       float beta, float *C, int ldc, bp_err *err) {
+    return bf16_gemm(e, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, bias, beta, C, ldc, err);
+}
 int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K, float alpha,
               const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
               int ldc, bp_err *err) {

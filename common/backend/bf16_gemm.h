@@ -50,6 +50,33 @@ int bf16_gemm(bf16_gemm_engine *e, int trans_a, int trans_b, int M, int N, int K
               const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias, float beta, float *C,
               int ldc, bp_err *err);
 
+/* Packed weights. oneDNN's fast kernels read B in a blocked layout of their own; given B plain,
+ * they copy it into that layout inside every product, again for each chunk of rows (with AMX for
+ * every B, without it for a transposed one; oneDNN 2.6, brgemm matmul). A B that stays the same
+ * across many products (a weight, until the optimizer changes it) can be packed once instead.
+ *
+ * bf16_gemm_pack_b: B as bf16_gemm would read it (trans_b, [K, N], row stride ldb), for products
+ * of about M rows: its copy in the layout oneDNN picks for such a product, made now or kept from
+ * an earlier call (the same B, trans_b, N, K, ldb) while still fresh. NULL when there is nothing to
+ * gain (oneDNN reads B's own layout), or the copy could not be made (out of memory, more than 4096
+ * of them): products then read B as it is. The copy is the engine's, until it is freed.
+ * bf16_gemm_packed_stale: every copy is stale (the B values behind them changed); the next
+ * pack_b of each makes it again. bf16_gemm_packed_count: copies kept (for tests).
+ * Not to be called while products run on other threads. */
+typedef struct bf16_packed_b bf16_packed_b;
+const bf16_packed_b *bf16_gemm_pack_b(bf16_gemm_engine *e, int trans_b, int M, int N, int K, const uint16_t *B,
+                                      int ldb);
+void bf16_gemm_packed_stale(bf16_gemm_engine *e);
+int bf16_gemm_packed_count(bf16_gemm_engine *e);
+
+/* bf16_gemm reading B from pb (bf16_gemm_pack_b of this B, trans_b, N, K, ldb), where a kernel
+ * for these M rows reads pb's layout; else, or with pb NULL, stale or made for another B, from B
+ * itself. The same products; their fp32 sums may run in another order where oneDNN's kernel for
+ * the packed layout is not the one it picks for B plain. */
+int bf16_gemm_b_packed(bf16_gemm_engine *e, const bf16_packed_b *pb, int trans_a, int trans_b, int M, int N, int K,
+                       float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb, const float *bias,
+                       float beta, float *C, int ldc, bp_err *err);
+
 /* dst[r * dst_stride + c] = bf16(src[r * src_stride + c]) for rows x cols, rounded to nearest
  * even (NaN stays NaN) as torch's .to(torch.bfloat16). Uses vcvtneps2bf16 when the CPU has it.
  * Can't fail. */

@@ -300,9 +300,12 @@ typedef struct gemm_job {
     const float *bias;           /* bf16 mode: added to every row of C */
     float *C;
     struct cpu_bf16 *bf16;
+    int b_fixed;                 /* bf16 mode: B16 is a planned weight, which may be packed */
+    const bf16_packed_b *packed_b;   /* set by gemm_pool where it is */
 } gemm_job;
 
 static void bf16_part(gemm_job *g, int lo, int M, int N, float *C);
+static void bf16_pack_b(gemm_job *g);
 
 static void gemm_part(void *ctx, size_t begin, size_t end) {
     gemm_job *g = ctx;
@@ -342,6 +345,7 @@ static void gemm_pool(backend *be, gemm_job *g) {
     int side = g->split_rows ? g->M : g->N;
     if (side / 64 < g->parts) g->parts = side / 64;
     if ((double)g->M * g->N * g->K < 1e6 || g->parts < 2) g->parts = 1;
+    if (g->bf16 && g->b_fixed) bf16_pack_b(g);
     parallel_for(be, (size_t)g->parts, 2, gemm_part, g);
 }
 
@@ -891,6 +895,7 @@ typedef struct cpu_bf16 {
     int planned_fresh;           /* planned16 matches the weights */
     uint16_t *pairs16;           /* attention operands, per block of (b, h) pairs */
     size_t pairs16_len;
+    int pack;                    /* planned weights packed for the products (BERTPIPE_BF16_PACK) */
     pthread_mutex_t mu;          /* first_error is written by pool threads */
     int failed;
     bp_err first_error;
@@ -1006,8 +1011,10 @@ static void bf16_convert_sum(backend *be, uint16_t *dst, float *dbias, const flo
         for (int c = 0; c < cols; c++) dbias[c] += partials[b * (size_t)cols + c];
 }
 
-/* bf16 copy of weight [n]: from the planned copy (made again after a change), else rounded now. */
-static const uint16_t *bf16_weight(backend *be, const float *weight, size_t n, float *out, size_t rows, size_t cols) {
+/* bf16 copy of weight [n]: from the planned copy (made again after a change; *planned = 1), else
+ * rounded now (*planned = 0). */
+static const uint16_t *bf16_weight(backend *be, const float *weight, size_t n, float *out, size_t rows, size_t cols,
+                                   int *planned) {
     cpu_state *st = be->state;
     cpu_bf16 *b = st->bf16;
     uintptr_t w = (uintptr_t)weight, lo = (uintptr_t)st->planned, hi = lo + st->planned_n * sizeof(float);
@@ -1018,9 +1025,12 @@ static const uint16_t *bf16_weight(backend *be, const float *weight, size_t n, f
             bf16_convert(be, b->planned16, st->planned, full, (int)row);
             if (tail) bf16_from_f32_rows(b->planned16 + full * row, 0, st->planned + full * row, 0, 1, (int)tail);
             b->planned_fresh = 1;
+            bf16_gemm_packed_stale(b->engine);   /* their packed copies follow */
         }
+        *planned = 1;
         return b->planned16 + (weight - st->planned);
     }
+    *planned = 0;
     uint16_t *copy = bf16_buffer(b, &b->weight_copy, &b->weight_copy_len, n, out, rows, cols, cols);
     if (copy) bf16_convert(be, copy, weight, 1, (int)n);
     return copy;
@@ -1032,9 +1042,17 @@ static void bf16_part(gemm_job *g, int lo, int M, int N, float *C) {
     if (g->split_rows) A += g->trans_a ? (size_t)lo : (size_t)lo * g->lda;
     else B += g->trans_b ? (size_t)lo * g->ldb : (size_t)lo;
     bp_err err;
-    if (bf16_gemm(g->bf16->engine, g->trans_a, g->trans_b, M, N, g->K, g->alpha, A, g->lda, B, g->ldb, g->bias,
-                  g->beta, C, g->ldc, &err) != 0)
+    if (bf16_gemm_b_packed(g->bf16->engine, g->packed_b, g->trans_a, g->trans_b, M, N, g->K, g->alpha, A, g->lda, B,
+                           g->ldb, g->bias, g->beta, C, g->ldc, &err) != 0)
         bf16_record(g->bf16, &err);
+}
+
+/* A planned weight's packed copy for the split product g (each block of about M / parts rows),
+ * when packing is on: made once after each change of the weights (bf16_gemm.h says why). Only
+ * the rows are split in bf16 (gemm_pool), so every block reads all of B. */
+static void bf16_pack_b(gemm_job *g) {
+    if (g->bf16->pack && g->split_rows)
+        g->packed_b = bf16_gemm_pack_b(g->bf16->engine, g->trans_b, g->M / g->parts, g->N, g->K, g->B16, g->ldb);
 }
 
 /* keep not NULL: the rounded input goes there (N * IC values) rather than to scratch, for the
@@ -1042,13 +1060,15 @@ static void bf16_part(gemm_job *g, int lo, int M, int N, float *C) {
 static void bf16_matmul_forward(backend *be, float *out, const float *inp, const float *weight,
                                 const float *bias, int N, int IC, int OC, int gelu_input, uint16_t *keep) {
     cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
-    const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, out, (size_t)N, (size_t)OC);
+    int planned;
+    const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, out, (size_t)N, (size_t)OC, &planned);
     uint16_t *x16 = !w16 ? NULL : keep ? keep : bf16_buffer(b, &b->operands, &b->operands_len, (size_t)N * IC, out,
                                                               (size_t)N, (size_t)OC, (size_t)OC);
     if (!x16) return;
     bf16_convert_as(be, x16, inp, gelu_input ? ROUND_GELU : ROUND_PLAIN, (size_t)N, IC);
     gemm_job g = { .trans_a = 0, .trans_b = 1, .M = N, .N = OC, .K = IC, .lda = IC, .ldb = IC, .ldc = OC,
-                   .alpha = 1.0f, .beta = 0.0f, .A16 = x16, .B16 = w16, .bias = bias, .C = out, .bf16 = b };
+                   .alpha = 1.0f, .beta = 0.0f, .A16 = x16, .B16 = w16, .bias = bias, .C = out, .bf16 = b,
+                   .b_fixed = planned };
     gemm_pool(be, &g);
 }
 
@@ -1072,11 +1092,12 @@ static void bf16_matmul_backward(backend *be, float *dinp, float *dweight, float
         x16 = made;
     }
     if (dinp) {
-        const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, dinp, (size_t)N, (size_t)IC);
+        int planned;
+        const uint16_t *w16 = bf16_weight(be, weight, (size_t)OC * IC, dinp, (size_t)N, (size_t)IC, &planned);
         if (!w16) return;
         gemm_job g = { .trans_a = 0, .trans_b = 0, .M = N, .N = IC, .K = OC, .lda = OC, .ldb = IC, .ldc = IC,
                        .alpha = 1.0f, .beta = accumulate_dinp ? 1.0f : 0.0f, .A16 = d16, .B16 = w16, .C = dinp,
-                       .bf16 = b };
+                       .bf16 = b, .b_fixed = planned };
         gemm_pool(be, &g);
     }
     gemm_job g = { .trans_a = 1, .trans_b = 0, .M = OC, .N = IC, .K = N, .lda = OC, .ldb = IC, .ldc = IC,
@@ -1817,6 +1838,8 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
         return -1;
     }
     pthread_mutex_init(&b->mu, NULL);
+    const char *pack = getenv("BERTPIPE_BF16_PACK");
+    b->pack = pack && *pack && strcmp(pack, "0") != 0;
     st->bf16 = b;
     /* the GELU fusions pay only where the product reads a bf16 copy anyway */
     be->gelu_matmul_forward = cpu_gelu_matmul_forward;
@@ -1828,6 +1851,21 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err) {
     be->attention_forward_keep = cpu_attention_forward_keep;
     be->attention_backward_kept = cpu_attention_backward_kept;
     return 0;
+}
+
+int backend_cpu_set_bf16_packing(backend *be, int on) {
+    if (!backend_cpu_bf16(be)) return -1;
+    cpu_bf16 *b = ((cpu_state *)be->state)->bf16;
+    b->pack = on != 0;
+    return 0;
+}
+
+int backend_cpu_bf16_packing(const backend *be) {
+    return backend_cpu_bf16(be) && ((const cpu_state *)be->state)->bf16->pack;
+}
+
+int backend_cpu_bf16_packed_weights(const backend *be) {
+    return backend_cpu_bf16(be) ? bf16_gemm_packed_count(((const cpu_state *)be->state)->bf16->engine) : 0;
 }
 
 int backend_cpu_bf16(const backend *be) {

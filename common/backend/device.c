@@ -29,8 +29,9 @@ static backend *open_cpu(const char *device, int threads, const char *precision,
     }
     if (be && note) {
         char prec[300];
-        if (bf16) snprintf(prec, sizeof prec, ", bf16 products%s",
-                           backend_cpu_bf16_emulated(be) ? " (emulated: test build, BERTPIPE_EMULATE_BF16)" : "");
+        if (bf16) snprintf(prec, sizeof prec, ", bf16 products%s%s",
+                           backend_cpu_bf16_emulated(be) ? " (emulated: test build, BERTPIPE_EMULATE_BF16)" : "",
+                           backend_cpu_bf16_packing(be) ? ", weights packed (BERTPIPE_BF16_PACK)" : "");
         else if (strcmp(precision, "auto") == 0) snprintf(prec, sizeof prec, ", fp32: %s", no_bf16);
         else prec[0] = 0;
         if (strcmp(device, "auto") == 0) snprintf(note, note_size, "device: cpu (%s)%s", why, prec);

@@ -7,7 +7,8 @@
  *   onednn     oneDNN matmul (backend/bf16_gemm.h: what the bf16 backend runs), one call a thread
  *   onednn-4x  the same in 4 calls a thread, as the backend's pool splits a product
  *   onednn-packed  oneDNN matmul with W reordered once, before the clock, into the layout the
- *              primitive asks for (weights format "any"), where the backend passes W plain and
+ *              primitive asks for (weights format "any"), where the backend passes W plain unless
+ *              BERTPIPE_BF16_PACK (backend.h backend_cpu_set_bf16_packing) says otherwise, and
  *              oneDNN 2.6 copies it into its blocked layout again for every chunk of rows
  *   own        a hand-written AVX512-BF16 kernel (vdpbf16ps, 8 x 32 register tile, B packed in
  *              32-column panels of k-pairs), kept here as llm.c keeps kernel versions in dev/

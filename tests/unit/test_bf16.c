@@ -125,6 +125,60 @@ static void empty_products(void) {
     bf16_gemm_engine_free(e);
 }
 
+/* a = b bit for bit (exact), else max |a - b| <= 1e-5 max |b| */
+static int same_or_close(const float *a, const float *b, size_t n, int exact) {
+    if (exact) return memcmp(a, b, n * sizeof(float)) == 0;
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= worst)) worst = d;   /* NaN too */
+        if (fabs(b[i]) > scale) scale = fabs(b[i]);
+    }
+    return worst <= 1e-5 * scale;
+}
+
+/* A packed B (bf16_gemm_pack_b) is what the product reads: after B changes, the product through
+ * the old copy still gives the old result until the copies are marked stale and packed again;
+ * a copy made for another B is not used. W [N, K] is read transposed, as the linear layers'
+ * forward reads its weight. */
+static void packed_engine(void) {
+    enum { M = 64, N = 48, K = 32 };
+    bp_err err;
+    bf16_gemm_engine *e = bf16_gemm_engine_create(&err);
+    static uint16_t A[M * K], W[N * K], other[N * K];
+    static float C_old[M * N], C_pk[M * N], C_new[M * N], C[M * N];
+    for (int i = 0; i < M * K; i++) A[i] = bf16_round((float)((i * 37) % 17 - 8) / 8.0f);
+    for (int i = 0; i < N * K; i++) W[i] = other[i] = bf16_round((float)((i * 11) % 13 - 6) / 4.0f);
+    const bf16_packed_b *pb = e ? bf16_gemm_pack_b(e, 1, M, N, K, W, K) : NULL;
+    if (!pb) {
+        tap_diag("skipped: no packed copy of a transposed B on this CPU (%s)", bf16_gemm_isa());
+        bf16_gemm_engine_free(e);
+        return;
+    }
+    int ok = bf16_gemm(e, 0, 1, M, N, K, 1.0f, A, K, W, K, NULL, 0.0f, C_old, N, &err) == 0 &&
+             bf16_gemm_b_packed(e, pb, 0, 1, M, N, K, 1.0f, A, K, W, K, NULL, 0.0f, C_pk, N, &err) == 0;
+    int exact = bf16_gemm_engine_emulated(e);   /* as in packed_weights, below */
+    tap_ok(ok && same_or_close(C_pk, C_old, M * N, exact), "a product through a packed B = through B plain (%s)",
+           exact ? "bit for bit" : "within 1e-5");
+    for (int i = 0; i < N * K; i++) W[i] = bf16_round(bf16_to_float(W[i]) * -2.0f + 0.25f);
+    ok = ok && bf16_gemm(e, 0, 1, M, N, K, 1.0f, A, K, W, K, NULL, 0.0f, C_new, N, &err) == 0 &&
+         bf16_gemm_b_packed(e, pb, 0, 1, M, N, K, 1.0f, A, K, W, K, NULL, 0.0f, C, N, &err) == 0;
+    tap_ok(ok && memcmp(C, C_pk, sizeof C) == 0 && memcmp(C_new, C_old, sizeof C) != 0,
+           "the product reads the packed copy: B's later change is not seen before the copy is made again");
+    bf16_gemm_packed_stale(e);
+    ok = ok && bf16_gemm_b_packed(e, pb, 0, 1, M, N, K, 1.0f, A, K, W, K, NULL, 0.0f, C, N, &err) == 0;
+    tap_ok(ok && memcmp(C, C_new, sizeof C) == 0, "a stale copy is not read: the product reads B itself");
+    const bf16_packed_b *again = bf16_gemm_pack_b(e, 1, M, N, K, W, K);
+    ok = ok && again == pb && bf16_gemm_b_packed(e, pb, 0, 1, M, N, K, 1.0f, A, K, W, K, NULL, 0.0f, C, N, &err) == 0;
+    tap_ok(ok && same_or_close(C, C_new, M * N, exact) && bf16_gemm_packed_count(e) == 1,
+           "packed again after the change: the same copy, now with B's new values");
+    ok = ok && bf16_gemm_b_packed(e, pb, 0, 1, M, N, K, 1.0f, A, K, other, K, NULL, 0.0f, C, N, &err) == 0 &&
+         bf16_gemm(e, 0, 1, M, N, K, 1.0f, A, K, other, K, NULL, 0.0f, C_pk, N, &err) == 0;
+    tap_ok(ok && memcmp(C, C_pk, sizeof C) == 0, "a copy made for another B is not used");
+    if (!ok) tap_diag("%s", err.msg);
+    bf16_gemm_engine_free(e);
+}
+
 /* Whether a backend's products are emulated is settled when they are switched on: its note
  * (device.c) follows the backend, not a later change of the environment. */
 static void emulation_follows_backend(void) {
@@ -628,6 +682,14 @@ static void small_cfg(bert_config *cfg) {
     cfg->intermediate_size = 128; cfg->max_position_embeddings = 32; cfg->num_labels = 3;
 }
 
+/* small_cfg with the QA (qa) or classification head, and a batch of 3 rows of 32, 20, 9 tokens */
+static case_batch small_case(bert_config *cfg, int qa) {
+    small_cfg(cfg);
+    cfg->head = qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
+    int32_t lengths[3] = { 32, 20, 9 };
+    return formula_batch(cfg, lengths, 3, 32);
+}
+
 static void weights_follow(two *t) {
     bert_config cfg;
     small_cfg(&cfg);
@@ -689,10 +751,7 @@ static void kept_model(two *t) {
     plain->attention_backward_kept = NULL;
     for (int qa = 0; qa < 2; qa++) {
         bert_config cfg;
-        small_cfg(&cfg);
-        cfg.head = qa ? BERT_HEAD_QA : BERT_HEAD_CLASSIFICATION;
-        int32_t lengths[3] = { 32, 20, 9 };
-        case_batch c = formula_batch(&cfg, lengths, 3, 32);
+        case_batch c = small_case(&cfg, qa);
         bert_model *with = bert_create(&cfg, t->b16, 3, 32, &err), *without = bert_create(&cfg, plain, 3, 32, &err);
         float *weights = with ? malloc(with->num_params * sizeof(float)) : NULL;
         int ok = with && without && weights && bert_init_weights(with, 9, 0, &err) == 0 &&
@@ -734,6 +793,68 @@ static void kept_model(two *t) {
         case_batch_free(&c);
     }
     plain->destroy(plain);
+}
+
+/* Packed weights (backend_cpu_set_bf16_packing): the planned weights laid out once per change as
+ * oneDNN's kernels read them. A model on a packing backend gets the logits and gradients of one on
+ * a backend without, and keeps them through optimizer steps (the copies follow each change). On
+ * a CPU where oneDNN reads every weight as it is stored there is nothing to pack: skipped. */
+static void packed_weights(two *t) {
+    bp_err err;
+    backend *pk = backend_cpu_create(2, &err);
+    if (!pk || backend_cpu_set_bf16(pk, 1, &err) != 0 || backend_cpu_set_bf16_packing(pk, 1) != 0) {
+        tap_ok(0, "a bf16 backend with packed weights: %s", err.msg);
+        if (pk) pk->destroy(pk);
+        return;
+    }
+    TAP_EQ_INT(backend_cpu_set_bf16_packing(t->f32, 1), -1, "packing is refused without bf16 products");
+    /* emulated (oneDNN's fp32 gemm), the packed and plain products sum alike (measured); oneDNN's
+     * bf16 kernels may take another kernel for a packed weight, so there within 1e-5 of the
+     * largest value (a stale copy after a step at lr 1e-2 is off by far more) */
+    int exact = backend_cpu_bf16_emulated(pk);
+    const char *how = exact ? "bit for bit" : "within 1e-5";
+    for (int qa = 0; qa < 2; qa++) {
+        bert_config cfg;
+        case_batch c = small_case(&cfg, qa);
+        bert_model *m[2] = { bert_create(&cfg, pk, 3, 32, &err), bert_create(&cfg, t->b16, 3, 32, &err) };
+        optim_adamw *opt[2] = { NULL, NULL };
+        optim_config oc;
+        optim_config_default(&oc);
+        oc.lr = 1e-2f;
+        oc.total_steps = 10;
+        int ok = m[0] && m[1] && bert_init_weights(m[0], 9, 0, &err) == 0 && bert_init_weights(m[1], 9, 0, &err) == 0;
+        for (int i = 0; ok && i < 2; i++) ok = (opt[i] = bert_optim_create(m[i], &oc, &err)) != NULL;
+        size_t n = ok ? m[0]->num_params : 0;
+        float *g[2] = { malloc(n * sizeof(float) + 4), malloc(n * sizeof(float) + 4) };
+        float logits[2][3 * 32 * 2];
+        int same_first = 1, same_later = 1, nl[2] = { 0, 0 };
+        /* three steps each; the first pass's gradients and every step's logits compared */
+        for (int step = 0; ok && step < 3; step++) {
+            for (int i = 0; ok && i < 2; i++) {
+                ok = bert_forward(m[i], &c.b, 1, &err) == 0 && (nl[i] = bert_logits(m[i], logits[i], 3 * 32 * 2, &err)) > 0 &&
+                     bert_backward(m[i], 1.0f, &err) == 0 && bert_copy_to_host(m[i], NULL, BERT_STATE_GRADS, g[i], &err) == 0 &&
+                     bert_optim_step(m[i], opt[i], NULL, NULL, &err) == 0;
+            }
+            int same = ok && nl[0] == nl[1] && same_or_close(logits[0], logits[1], (size_t)nl[0], exact) &&
+                       same_or_close(g[0], g[1], n, exact);
+            if (step == 0) same_first = same;
+            else same_later = same_later && same;
+        }
+        if (!ok) tap_diag("%s", err.msg);
+        int packed = backend_cpu_bf16_packed_weights(pk);
+        if (ok && packed == 0) {
+            tap_diag("skipped: %s: oneDNN reads every weight as it is stored on this CPU (%s): nothing to pack", qa ? "qa" : "cls",
+                     bf16_gemm_isa());
+        } else {
+            tap_ok(ok && same_first, "%s: packed weights (%d copies): logits and gradients = unpacked, %s",
+                   qa ? "qa" : "cls", packed, how);
+            tap_ok(ok && same_later, "%s: and after each of two optimizer steps (the copies follow the weights)",
+                   qa ? "qa" : "cls");
+        }
+        for (int i = 0; i < 2; i++) { optim_free(opt[i]); bert_free(m[i]); free(g[i]); }
+        case_batch_free(&c);
+    }
+    pk->destroy(pk);
 }
 
 /* The BERT-Mini QA shape twice on 2 threads (bit-identical), and on 1 thread (the same to
@@ -814,6 +935,7 @@ int main(void) {
     precision_choice(0);
     unsetenv("BERTPIPE_HIDE_BF16");
     empty_products();
+    packed_engine();
     emulation_follows_backend();
 
     bp_err err;
@@ -840,6 +962,7 @@ int main(void) {
     for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
         kept_attention(&t, att[i].B, att[i].T, att[i].Tq, att[i].C, att[i].NH, att[i].p);
     kept_model(&t);
+    packed_weights(&t);
     beside_autocast(&t);
     weights_follow(&t);
     reproducible(&t);

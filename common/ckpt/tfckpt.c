@@ -319,11 +319,13 @@ static bp_dtype tf_dtype(int tf, int *ok) {
     return BP_F32;
 }
 
-/* Copy a TF [in, out] kernel into [out, in]. */
+/* Copy a TF [in, out] kernel into [out, in]. An empty one copies nothing: its other
+ * dimension may be anything up to 2^63 (the entry's size, 0, bounds only the product), so
+ * walking its rows would take hours over no bytes. */
 static void *tf_transpose(const uint8_t *src, int64_t rows, int64_t cols, size_t esize) {
     size_t n = (size_t)(rows * cols) * esize;
     uint8_t *dst = malloc(n ? n : 1);
-    if (!dst) return NULL;
+    if (!dst || n == 0) return dst;
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++)
             memcpy(dst + (size_t)(j * rows + i) * esize, src + (size_t)(i * cols + j) * esize, esize);

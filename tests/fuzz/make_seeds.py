@@ -74,33 +74,56 @@ def masked_crc32c(data):
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+def tf_table_block(entries):
+    """A LevelDB table block of (key, value) pairs, no prefix sharing, one restart."""
+    out = bytearray()
+    for key, value in entries:
+        out += varint(0) + varint(len(key)) + varint(len(value)) + key + value
+    return bytes(out) + struct.pack("<I", 0) + struct.pack("<I", 1)
+
+
+def tf_framed(contents):
+    """A block with its trailer: compression type 0 and the masked CRC32C."""
+    return contents + b"\0" + struct.pack("<I", masked_crc32c(contents + b"\0"))
+
+
+def tf_index(data_block, index_block):
+    """A whole .index: the data block, an empty meta block, the index block, the footer."""
+    index = bytearray(tf_framed(data_block))
+    meta_handle = varint(len(index)) + varint(8)
+    index += tf_framed(tf_table_block([]))
+    index_handle = varint(len(index)) + varint(len(index_block))
+    index += tf_framed(index_block)
+    footer = meta_handle + index_handle
+    return bytes(index + footer + b"\0" * (40 - len(footer)) + struct.pack("<Q", 0xDB4775248B80FB57))
+
+
 def tf_index_naming_one_block_twice():
     """A TF checkpoint index whose index block names its one data block 200 times: 20
     variables seen 4,000 times. tfckpt.c once sized its tensor table by the file (len / 3)
     and wrote past it; keys must now strictly increase, so the second visit is an error."""
-    def block(entries):
-        out = bytearray()
-        for key, value in entries:
-            out += varint(0) + varint(len(key)) + varint(len(value)) + key + value
-        return bytes(out) + struct.pack("<I", 0) + struct.pack("<I", 1)
-
-    def framed(contents):
-        return contents + b"\0" + struct.pack("<I", masked_crc32c(contents + b"\0"))
+    block = tf_table_block
 
     # BundleEntryProto: dtype 1 (float), shape [1], offset 0, size 4.
     entry = varint(1 << 3) + varint(1) + varint(2 << 3 | 2) + varint(4) + varint(2 << 3 | 2) + varint(2) + \
         varint(1 << 3) + varint(1) + varint(4 << 3) + varint(0) + varint(5 << 3) + varint(4)
     data_block = block([(b"k%03d" % i, entry) for i in range(20)])
-    index = bytearray(framed(data_block))
     handle = varint(0) + varint(len(data_block))
-    meta_handle = varint(len(index)) + varint(8)
-    index += framed(block([]))
-    index_handle = varint(len(index))
-    index_block = block([(b"k%03d" % 19, handle)] * 200)
-    index_handle += varint(len(index_block))
-    index += framed(index_block)
-    footer = meta_handle + index_handle
-    return bytes(index + footer + b"\0" * (40 - len(footer)) + struct.pack("<Q", 0xDB4775248B80FB57))
+    return tf_index(data_block, block([(b"k%03d" % 19, handle)] * 200))
+
+
+def tf_index_empty_kernel(rows=1 << 40):
+    """A TF index with one kernel of shape [2^40, 0]: no bytes (size 0), but tfckpt.c's
+    transpose once walked its 2^40 empty rows, a hang on a 130-byte file."""
+    def dim(n):
+        return varint(2 << 3 | 2) + varint(len(varint(1 << 3) + varint(n))) + varint(1 << 3) + varint(n)
+    shape = dim(rows) + dim(0)
+    # BundleEntryProto: dtype 1 (float), shape [rows, 0], offset 0, size 0.
+    entry = varint(1 << 3) + varint(1) + varint(2 << 3 | 2) + varint(len(shape)) + shape + \
+        varint(4 << 3) + varint(0) + varint(5 << 3) + varint(0)
+    data_block = tf_table_block([(b"bert/pooler/dense/kernel", entry)])
+    handle = varint(0) + varint(len(data_block))
+    return tf_index(data_block, tf_table_block([(b"bert/pooler/dense/kernel", handle)]))
 
 
 def configs():
@@ -169,7 +192,8 @@ def make(out):
         "fuzz_torchbin": {n: read(ck, n) for n in ("pytorch_model.bin", "pytorch_model_p4.bin",
                                                    "pytorch_model_legacy.bin", "pytorch_model_legacy_l2.bin")},
         "fuzz_tfckpt": {"bert_model.ckpt.index": read(ck, "tf", "bert_model.ckpt.index"),
-                        "one-block-twice.index": tf_index_naming_one_block_twice()},
+                        "one-block-twice.index": tf_index_naming_one_block_twice(),
+                        "empty-kernel.index": tf_index_empty_kernel()},
         "fuzz_hfconfig": configs(),
         "fuzz_vocab": {"uncased.txt": read(FIX, "tokenize", "vocab-uncased.txt"),
                        "cased.txt": read(FIX, "tokenize", "vocab-cased.txt"),

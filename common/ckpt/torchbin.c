@@ -416,10 +416,19 @@ static pv *vm_rebuild_tensor(pickle_vm *vm, pv *args) {
     int64_t capacity = (int64_t)(t->storage->nbytes / bp_dtype_size(t->dtype));
     /* Stride-0 (expanded) views can name far more elements than their storage holds. */
     bad |= (uint64_t)numel > SIZE_MAX / bp_dtype_size(t->dtype);
+    char what[200];
     if (bad || (numel > 0 && last >= capacity)) {
-        char what[200];
         snprintf(what, sizeof what, "tensor view (offset %lld) is malformed or reaches outside storage data/%.40s of %lld elements",
                  (long long)t->offset, t->storage->key, (long long)capacity);
+        vm_fail(vm, what);
+        return NULL;
+    }
+    /* More elements than the storage has means some repeat (an expanded view): its C-order
+     * copy would cost memory the file does not hold (4 bytes of storage expanded to 2^30
+     * elements is a 4 GiB copy), so a copy is never larger than its storage. */
+    if (numel > capacity) {
+        snprintf(what, sizeof what, "tensor view of %lld elements repeats elements of storage data/%.40s of %lld "
+                 "(an expanded view): not supported", (long long)numel, t->storage->key, (long long)capacity);
         vm_fail(vm, what);
         return NULL;
     }

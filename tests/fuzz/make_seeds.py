@@ -126,6 +126,20 @@ def tf_index_empty_kernel(rows=1 << 40):
     return tf_index(data_block, tf_table_block([(b"bert/pooler/dense/kernel", handle)]))
 
 
+def torch_legacy_expanded(numel=1 << 30):
+    """A legacy torch.save file whose one tensor is a stride-0 view of NUMEL elements over a
+    one-float storage: torchbin.c once copied it into C order, a 4 GiB malloc from 200 bytes."""
+    def text(s):
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+    count = numel.to_bytes((numel.bit_length() + 8) // 8, "little")
+    magic = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+    state = b"\x80\x02}(" + text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n((" + text("storage") + \
+        b"ctorch\nFloatStorage\n" + text("0") + text("cpu") + b"K\x01tQK\x00(\x8a" + bytes([len(count)]) + count + \
+        b"t(K\x00t\x89)tRu."
+    keys = b"\x80\x02](" + text("0") + b"e."
+    return magic + b"\x80\x02M\xe9\x03." + b"\x80\x02}." + state + keys + struct.pack("<Qf", 1, 1.5)
+
+
 def configs():
     small = {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "vocab_size": 12,
              "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
@@ -190,7 +204,8 @@ def make(out):
     seeds = {
         "fuzz_safetensors": {n: read(ck, n) for n in ("model.safetensors", "model_l2.safetensors")},
         "fuzz_torchbin": {n: read(ck, n) for n in ("pytorch_model.bin", "pytorch_model_p4.bin",
-                                                   "pytorch_model_legacy.bin", "pytorch_model_legacy_l2.bin")},
+                                                   "pytorch_model_legacy.bin", "pytorch_model_legacy_l2.bin")}
+        | {"legacy-expanded.bin": torch_legacy_expanded()},
         "fuzz_tfckpt": {"bert_model.ckpt.index": read(ck, "tf", "bert_model.ckpt.index"),
                         "one-block-twice.index": tf_index_naming_one_block_twice(),
                         "empty-kernel.index": tf_index_empty_kernel()},

@@ -466,6 +466,10 @@ static void test_corrupt_torch(void) {
     /* A stride-0 view of 2^62 elements: in bounds, but its bytes overflow size_t. */
     n = make_pickle(&bb, rebuild, "0", 4, "K\x00" "\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x40\x85" "K\x00\x85");
     expect_tb_error("expanded.bin", bb.b, n, "reaches outside storage");
+    /* In bounds and small, but 8 elements of a 4-element storage: a copy larger than the
+     * storage, which a tiny file could make gigabytes. */
+    n = make_pickle(&bb, rebuild, "0", 4, "K\x00" "K\x08\x85" "K\x00\x85");
+    expect_tb_error("repeats.bin", bb.b, n, "repeats elements of storage data/0 of 4");
     /* A transposed 2x2 view (strides (1, 2)) is gathered into C order. */
     n = make_pickle(&bb, rebuild, "0", 4, "K\x00" "K\x02K\x02\x86" "K\x01K\x02\x86");
     bp_err terr = {{0}};

@@ -129,6 +129,10 @@ static int hfc_read_labels(const char *path, json_t *root, hfc_config *cfg, bp_e
     json_t *map = json_is_object(id2label) ? id2label : json_is_object(label2id) ? label2id : NULL;
     if (num && !json_is_null(num) && (!json_is_integer(num) || json_integer_value(num) < 1))
         return bp_err_set(err, "num_labels is not a positive integer (%s)", path);
+    /* Checked before it becomes an int: 4294967298 would otherwise read as 2 labels. */
+    if (num && json_is_integer(num) &&
+        bp_check_limit((uint64_t)json_integer_value(num), BP_LIMIT_LABELS, "", "num_labels", path, err) != 0)
+        return -1;
     if (!map) return hfc_default_labels(cfg, num && json_is_integer(num) ? (int)json_integer_value(num) : 2, err);
     int n = (int)json_object_size(map);
     if (num && json_is_integer(num) && json_integer_value(num) != n)

@@ -651,6 +651,7 @@ static void test_config(void) {
          "the parameter count it implies is 16"},
         {"heads.json", "{\"hidden_size\": 10, \"num_attention_heads\": 4}", "not a multiple of num_attention_heads"},
         {"labels.json", "{\"num_labels\": 3, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}}", "num_labels 3 disagrees"},
+        {"num-labels-wraps.json", "{\"num_labels\": 4294967298}", "num_labels is 4294967298, over the limit of 1000000"},
         {"gap.json", "{\"id2label\": {\"0\": \"a\", \"2\": \"b\"}}", "id2label must map the ids 0..1"},
         {"type.json", "{\"vocab_size\": \"big\"}", "vocab_size is not an integer"},
         {"roberta.json", "{\"model_type\": \"roberta\"}", "model_type \"roberta\" is not \"bert\""},

@@ -280,7 +280,16 @@ int td_state_read(const char *checkpoint, td_state **s, td_progress *p, bp_err *
     json_t *counter = json_object_get(json_object_get(json_object_get(json_object_get(root, "stateful_callbacks"),
                                                                       "EarlyStoppingCallback"), "attributes"),
                                       "early_stopping_patience_counter");
-    if (json_is_number(counter)) p->patience_counter = (long)json_number_value(counter);
+    if (json_is_number(counter)) {
+        /* Checked before the cast: a double beyond long's range (1e300) converts to nothing
+         * defined, and a fraction is no count of evaluations. */
+        double evals = json_number_value(counter);
+        if (!(evals >= 0 && evals <= 1e15) || evals != floor(evals)) {
+            json_decref(root);
+            return bp_err_set(err, "early_stopping_patience_counter %g is not a count of evaluations (%s)", evals, path);
+        }
+        p->patience_counter = (long)evals;
+    }
     json_decref(root);
     return (*s)->log ? 1 : bp_err_set(err, "out of memory (%s)", path);
 }

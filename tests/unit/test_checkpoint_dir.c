@@ -25,6 +25,7 @@
 #include "backend/backend.h"
 #include "base/atomic_dir.h"
 #include "ckpt/model_io.h"
+#include "ckpt/trainer_dir.h"
 #include "model/model.h"
 #include "tap.h"
 
@@ -403,6 +404,38 @@ static void test_full_disk(void) {
     munmap(v, sizeof *v);
 }
 
+/* trainer_state.json's patience counter is a count: a number past long's range is an error
+ * naming the file, not a cast with no defined result. */
+static void test_state_counter(void) {
+    static const struct { const char *value; int want_rc; long want; } cases[] = {
+        {"3", 1, 3}, {"1e300", -1, 0}, {"-1", -1, 0}, {"2.5", -1, 0},
+    };
+    char dir[1200], file[1300];
+    snprintf(dir, sizeof dir, "%s", in_tmp("state"));
+    snprintf(file, sizeof file, "%s/trainer_state.json", dir);
+    if (!tap_ok(mkdir(dir, 0755) == 0, "state folder %s", dir)) return;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(file, "w");
+        if (!tap_ok(f != NULL, "write trainer_state.json")) return;
+        fprintf(f, "{\"log_history\": [], \"stateful_callbacks\": {\"EarlyStoppingCallback\": "
+                   "{\"attributes\": {\"early_stopping_patience_counter\": %s}}}}\n", cases[i].value);
+        if (!tap_ok(fclose(f) == 0, "close trainer_state.json")) return;
+        bp_err err = {{0}};
+        td_state *s = NULL;
+        td_progress p;
+        memset(&p, 0, sizeof p);
+        int rc = td_state_read(dir, &s, &p, &err);
+        if (cases[i].want_rc > 0)
+            tap_ok(rc == 1 && p.patience_counter == cases[i].want, "patience counter %s reads back %s", cases[i].value,
+                   err.msg);
+        else
+            tap_ok(rc == -1 && strstr(err.msg, "early_stopping_patience_counter") && strstr(err.msg, "trainer_state.json") &&
+                       !strchr(err.msg, '\n'),
+                   "patience counter %s refused: %s", cases[i].value, err.msg);
+        td_state_free(s);
+    }
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) {
         tap_ok(0, "cannot create a temporary directory: %s", strerror(errno));
@@ -419,6 +452,7 @@ int main(void) {
     test_save_and_replace();
     test_interrupted_swaps();
     test_full_disk();
+    test_state_counter();
     be->destroy(be);
     char command[128];
     snprintf(command, sizeof command, "rm -rf '%s'", tmpdir);

@@ -339,10 +339,10 @@ int backend_cpu_set_bf16(backend *be, int on, bp_err *err);
 int backend_cpu_bf16(const backend *be);
 /* Packed weights for the bf16 products (backend/bf16_gemm.h bf16_gemm_pack_b): each planned
  * weight laid out once per change as oneDNN's kernels read it, instead of by every product. Off
- * unless BERTPIPE_BF16_PACK is set (not "0") when bf16 is switched on: its speed is not yet
- * measured on a CPU with avx512_bf16 (docs/benchmarks-bf16.md). set_bf16_packing: on (1) or off
- * (0); -1 when be has no bf16 products. bf16_packing: 1 when on. packed_weights: the packed
- * copies kept (for tests). */
+ * unless BERTPIPE_BF16_PACK is set (not "0") when bf16 is switched on: without AMX it gained
+ * nothing beyond noise (docs/benchmarks-bf16.md, 2026-12-04); with AMX it is not yet measured.
+ * set_bf16_packing: on (1) or off (0); -1 when be has no bf16 products. bf16_packing: 1 when
+ * on. packed_weights: the packed copies kept (for tests). */
 int backend_cpu_set_bf16_packing(backend *be, int on);
 int backend_cpu_bf16_packing(const backend *be);
 int backend_cpu_bf16_packed_weights(const backend *be);

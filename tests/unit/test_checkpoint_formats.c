@@ -645,13 +645,22 @@ static void test_config(void) {
            "Google bert_config.json parses with HF defaults %s", err.msg);
     if (rc == 0) hfc_free(&cfg);
 
+    const char *at_limit = "{\"num_labels\": 100000}";   /* BP_LIMIT_LABELS: accepted, names made */
+    spit(temp("at-limit.json"), at_limit, strlen(at_limit));
+    err.msg[0] = '\0';
+    rc = hfc_read(temp("at-limit.json"), &cfg, &err);
+    tap_ok(rc == 0 && cfg.num_labels == 100000 && strcmp(cfg.id2label[99999], "LABEL_99999") == 0,
+           "num_labels at the limit (100000) is accepted with default names %s", err.msg);
+    if (rc == 0) hfc_free(&cfg);
+
     struct { const char *name, *json, *want; } bad[] = {
         {"relu.json", "{\"hidden_act\": \"relu\"}", "hidden_act \"relu\" not supported"},
         {"huge.json", "{\"vocab_size\": 2000000000, \"hidden_size\": 8192, \"num_attention_heads\": 64}",
          "the parameter count it implies is 16"},
         {"heads.json", "{\"hidden_size\": 10, \"num_attention_heads\": 4}", "not a multiple of num_attention_heads"},
         {"labels.json", "{\"num_labels\": 3, \"id2label\": {\"0\": \"a\", \"1\": \"b\"}}", "num_labels 3 disagrees"},
-        {"num-labels-wraps.json", "{\"num_labels\": 4294967298}", "num_labels is 4294967298, over the limit of 1000000"},
+        {"num-labels-wraps.json", "{\"num_labels\": 4294967298}", "num_labels is 4294967298, over the limit of 100000"},
+        {"num-labels-limit.json", "{\"num_labels\": 100001}", "num_labels is 100001, over the limit of 100000"},
         {"gap.json", "{\"id2label\": {\"0\": \"a\", \"2\": \"b\"}}", "id2label must map the ids 0..1"},
         {"type.json", "{\"vocab_size\": \"big\"}", "vocab_size is not an integer"},
         {"roberta.json", "{\"model_type\": \"roberta\"}", "model_type \"roberta\" is not \"bert\""},
